@@ -1,0 +1,10 @@
+//! nnopt: an MLIR-style compiler that removes the neurons of a network that provably do not
+//! affect its output, and compensates so that the output stays exactly the same.
+//!
+//! Data flows text → [`syntax`] (logos lexer, LALRPOP grammar, AST, AST→IR builder) → [`ir`] →
+//! [`verify`] → passes ([`rewrite`] infrastructure, [`passes`] patterns) → [`syntax::printer`],
+//! [`interp`] (reference interpreter) or `lower` (MLIR). See `docs/architecture.md`.
+
+pub mod diag;
+pub mod ir;
+pub mod syntax;

@@ -1,0 +1,3 @@
+//! The NNIR text format: lexer, grammar, AST, AST→IR builder and printer.
+
+pub mod float;
