@@ -1,0 +1,14 @@
+# lit configuration for nnopt: the MLIR way (RUN/CHECK lines, one feature per file).
+import os
+import lit.formats
+
+config.name = "nnopt"
+config.test_format = lit.formats.ShTest(execute_external=False)
+config.suffixes = [".nnir"]
+config.test_source_root = os.path.dirname(__file__)
+config.test_exec_root = os.path.join(config.test_source_root, "..", "target", "lit")
+
+root = os.path.abspath(os.path.join(config.test_source_root, ".."))
+llvm_bin = "/usr/lib/llvm-22/bin"
+nnopt_bin = os.path.join(root, "target", "debug")
+config.environment["PATH"] = os.pathsep.join([nnopt_bin, llvm_bin, config.environment.get("PATH", os.environ["PATH"])])
