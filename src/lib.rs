@@ -7,4 +7,6 @@
 
 pub mod diag;
 pub mod ir;
+#[cfg(feature = "mlir")]
+pub mod lower;
 pub mod syntax;

@@ -29,7 +29,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.list_ops {
         for &tag in OpTag::ALL {
-            println!("{:<20} operands: {}", tag.mnemonic(), arity_text(tag.arity()));
+            println!(
+                "{:<20} operands: {}",
+                tag.mnemonic(),
+                arity_text(tag.arity())
+            );
         }
         return ExitCode::SUCCESS;
     }

@@ -3,7 +3,10 @@
 use std::process::Command;
 
 fn nnopt(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_nnopt")).args(args).output().expect("run nnopt")
+    Command::new(env!("CARGO_BIN_EXE_nnopt"))
+        .args(args)
+        .output()
+        .expect("run nnopt")
 }
 
 #[test]
@@ -27,6 +30,9 @@ fn help_documents_every_flag() {
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     for flag in ["--list-ops", "--help", "--version"] {
-        assert!(text.contains(flag), "--help does not mention {flag}:\n{text}");
+        assert!(
+            text.contains(flag),
+            "--help does not mention {flag}:\n{text}"
+        );
     }
 }
