@@ -263,10 +263,9 @@ impl OpKind {
     /// pruning analysis so that the two cannot disagree.
     pub fn eval_unary(&self, x: f32) -> Option<f32> {
         Some(match *self {
+            // NaN propagates, as in PyTorch.
             OpKind::Relu => {
-                if x > 0.0 {
-                    x
-                } else if x.is_nan() {
+                if x > 0.0 || x.is_nan() {
                     x
                 } else {
                     0.0
