@@ -6,5 +6,6 @@
 //! [`interp`] (reference interpreter) or `lower` (MLIR). See `docs/architecture.md`.
 
 pub mod diag;
+pub mod interp;
 pub mod ir;
 pub mod syntax;
