@@ -6,6 +6,7 @@
 //! [`interp`] (reference interpreter) or `lower` (MLIR). See `docs/architecture.md`.
 
 pub mod diag;
+pub mod interp;
 pub mod ir;
 #[cfg(feature = "mlir")]
 pub mod lower;

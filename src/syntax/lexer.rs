@@ -1,0 +1,321 @@
+//! Lexer for NNIR text, built with `logos` and shaped for a LALRPOP grammar with an external
+//! lexer: [`lex`] yields `(start, token, end)` triples whose offsets are absolute (`base` is
+//! added so a chunk of a larger file keeps the file's offsets for diagnostics).
+//!
+//! Token design:
+//! - Tokens borrow `&str` slices from the source; nothing is allocated while lexing.
+//! - String literals keep their raw inner slice; [`unescape`] decodes them when the parser
+//!   needs the value, so the lexer stays allocation-free and errors can point at the literal.
+//! - `tensor<2x?x3xf32>` is ONE token ([`Token::TensorType`]): inside the angle brackets `2x?`
+//!   would otherwise lex as an integer glued to an identifier `x`, which a generic lexer cannot
+//!   split sensibly. [`parse_tensor_type`] turns the token text into a [`TensorType`].
+//! - An unexpected character becomes a [`LexError`] and lexing continues after it, so one
+//!   stray character does not hide later errors.
+
+use crate::diag::{Diagnostic, FileId, Span};
+use crate::ir::types::MAX_RANK;
+use crate::ir::{Dim, ElemType, TensorType};
+use logos::Logos;
+use std::fmt;
+
+#[derive(Logos, Clone, Copy, Debug, PartialEq, Eq)]
+#[logos(skip r"[ \t\r\n\f]+")]
+#[logos(skip r"//[^\n]*")]
+pub enum Token<'a> {
+    #[token("module")]
+    Module,
+    #[token("attributes")]
+    Attributes,
+    #[token("func")]
+    Func,
+    #[token("return")]
+    Return,
+    #[token("dense")]
+    Dense,
+    #[token("loc")]
+    Loc,
+    #[token("true")]
+    True,
+    #[token("false")]
+    False,
+    /// A bare `tensor` keyword (e.g. in a diagnostic-friendly position); typed tensors are
+    /// [`Token::TensorType`].
+    #[token("tensor")]
+    Tensor,
+
+    #[token("(")]
+    LParen,
+    #[token(")")]
+    RParen,
+    #[token("{")]
+    LBrace,
+    #[token("}")]
+    RBrace,
+    #[token("[")]
+    LBracket,
+    #[token("]")]
+    RBracket,
+    #[token("<")]
+    LAngle,
+    #[token(">")]
+    RAngle,
+    #[token(",")]
+    Comma,
+    #[token(":")]
+    Colon,
+    #[token("=")]
+    Equals,
+    #[token("->")]
+    Arrow,
+
+    /// `%x`, `%0`, `%conv.1`; the slice excludes the `%`.
+    #[regex(r"%[A-Za-z0-9_.$]+", |lex| &lex.slice()[1..])]
+    ValueId(&'a str),
+    /// `@name`; the slice excludes the `@`.
+    #[regex(r"@[A-Za-z_][A-Za-z0-9_.$]*", |lex| &lex.slice()[1..])]
+    Symbol(&'a str),
+    /// Bare identifiers, including dotted op names like `nn.linear`.
+    #[regex(r"[A-Za-z_][A-Za-z0-9_.$]*", |lex| lex.slice())]
+    Ident(&'a str),
+    #[regex(r"-?[0-9]+", |lex| lex.slice())]
+    Int(&'a str),
+    #[regex(r"-?[0-9]+\.[0-9]+([eE][-+]?[0-9]+)?", |lex| lex.slice())]
+    #[regex(r"-?[0-9]+[eE][-+]?[0-9]+", |lex| lex.slice())]
+    Float(&'a str),
+    #[regex(r"0x[0-9A-Fa-f]+", |lex| lex.slice())]
+    Hex(&'a str),
+    /// Raw inner text of a string literal (quotes stripped, escapes not decoded).
+    #[regex(r#""([^"\\]|\\.)*""#, |lex| { let s = lex.slice(); &s[1..s.len() - 1] })]
+    Str(&'a str),
+    /// A whole tensor type, e.g. `tensor<?x4xf32>` (see the module docs for why).
+    #[regex(r"tensor<[0-9?x]*[a-z][a-z0-9]*>", |lex| lex.slice())]
+    TensorType(&'a str),
+}
+
+impl fmt::Display for Token<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use Token::*;
+        match self {
+            Module => f.write_str("module"),
+            Attributes => f.write_str("attributes"),
+            Func => f.write_str("func"),
+            Return => f.write_str("return"),
+            Dense => f.write_str("dense"),
+            Loc => f.write_str("loc"),
+            True => f.write_str("true"),
+            False => f.write_str("false"),
+            Tensor => f.write_str("tensor"),
+            LParen => f.write_str("("),
+            RParen => f.write_str(")"),
+            LBrace => f.write_str("{"),
+            RBrace => f.write_str("}"),
+            LBracket => f.write_str("["),
+            RBracket => f.write_str("]"),
+            LAngle => f.write_str("<"),
+            RAngle => f.write_str(">"),
+            Comma => f.write_str(","),
+            Colon => f.write_str(":"),
+            Equals => f.write_str("="),
+            Arrow => f.write_str("->"),
+            ValueId(s) => write!(f, "%{s}"),
+            Symbol(s) => write!(f, "@{s}"),
+            Ident(s) | Int(s) | Float(s) | Hex(s) | TensorType(s) => f.write_str(s),
+            Str(s) => write!(f, "\"{s}\""),
+        }
+    }
+}
+
+/// A lexing problem with its absolute location.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LexError {
+    pub span: Span,
+    pub message: String,
+}
+
+impl LexError {
+    pub fn into_diagnostic(self) -> Diagnostic {
+        Diagnostic::error(self.message).at(self.span)
+    }
+}
+
+/// Lexes `src`, offsetting positions by `base`. Errors are yielded in place and lexing goes on.
+pub fn lex(
+    src: &str,
+    file: FileId,
+    base: usize,
+) -> impl Iterator<Item = Result<(usize, Token<'_>, usize), LexError>> {
+    let mut lexer = Token::lexer(src);
+    std::iter::from_fn(move || {
+        let tok = lexer.next()?;
+        let range = lexer.span();
+        let (start, end) = (range.start + base, range.end + base);
+        Some(match tok {
+            Ok(t) => Ok((start, t, end)),
+            Err(()) => {
+                let text = lexer.slice();
+                let message = match text.chars().next() {
+                    // An opening quote that never matched means the closing quote is missing.
+                    Some('"') => "unterminated string literal".to_string(),
+                    Some(c) => format!("unexpected character '{c}'"),
+                    None => "unexpected end of input".to_string(),
+                };
+                Err(LexError {
+                    span: Span::new(file, start, end),
+                    message,
+                })
+            }
+        })
+    })
+}
+
+/// Decodes the escapes of a raw string-literal body: `\"`, `\\`, `\n`, `\t`, `\XX` (two hex digits).
+pub fn unescape(raw: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('"') => out.push('"'),
+            Some('\\') => out.push('\\'),
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some(h) if h.is_ascii_hexdigit() => {
+                let l = chars
+                    .next()
+                    .filter(|l| l.is_ascii_hexdigit())
+                    .ok_or_else(|| format!("invalid escape '\\{h}': expected two hex digits"))?;
+                let v = u8::from_str_radix(&format!("{h}{l}"), 16).map_err(|e| e.to_string())?;
+                out.push(char::from(v));
+            }
+            Some(o) => return Err(format!("invalid escape '\\{o}'")),
+            None => return Err("string ends with a lone '\\'".to_string()),
+        }
+    }
+    Ok(out)
+}
+
+/// Parses the text of a [`Token::TensorType`] (`tensor<2x?xf32>`). Element-count limits are the
+/// verifier's business, not checked here.
+pub fn parse_tensor_type(text: &str) -> Result<TensorType, String> {
+    let inner = text
+        .strip_prefix("tensor<")
+        .and_then(|s| s.strip_suffix('>'))
+        .ok_or_else(|| format!("malformed tensor type '{text}'"))?;
+    let mut parts: Vec<&str> = inner.split('x').collect();
+    let elem_name = parts.pop().unwrap_or("");
+    let elem = ElemType::from_name(elem_name)
+        .ok_or_else(|| format!("unknown element type '{elem_name}'"))?;
+    if parts.len() > MAX_RANK {
+        return Err(format!(
+            "tensor rank {} exceeds the maximum of {MAX_RANK}",
+            parts.len()
+        ));
+    }
+    let mut dims = Vec::with_capacity(parts.len());
+    for p in parts {
+        let d = match p {
+            "?" => Dim::Dynamic,
+            "" => return Err(format!("empty dimension in '{text}'")),
+            _ if p.bytes().all(|b| b.is_ascii_digit()) => Dim::Static(
+                p.parse::<u64>()
+                    .map_err(|_| format!("dimension {p} is too large"))?,
+            ),
+            _ => return Err(format!("invalid dimension '{p}' in '{text}'")),
+        };
+        dims.push(d);
+    }
+    Ok(TensorType::new(dims, elem))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Token::*;
+
+    fn toks(src: &str) -> Vec<Token<'_>> {
+        lex(src, 0, 0).map(|r| r.unwrap().1).collect()
+    }
+
+    #[test]
+    fn realistic_snippet() {
+        let src = r#"module @m attributes {weights = "w.safetensors"} { func @f(%x: tensor<?x4xf32>) -> (tensor<?x2xf32>) { %0 = nn.linear %x, %w {alpha = -1.5e-3} : tensor<?x2xf32> loc("a.py":3:7) return %0 : tensor<?x2xf32> } }"#;
+        let t = toks(src);
+        let expected = vec![
+            Module, Symbol("m"), Attributes, LBrace, Ident("weights"), Equals,
+            Str("w.safetensors"), RBrace, LBrace, Func, Symbol("f"), LParen, ValueId("x"), Colon,
+            TensorType("tensor<?x4xf32>"), RParen, Arrow, LParen, TensorType("tensor<?x2xf32>"),
+            RParen, LBrace, ValueId("0"), Equals, Ident("nn.linear"), ValueId("x"), Comma,
+            ValueId("w"), LBrace, Ident("alpha"), Equals, Float("-1.5e-3"), RBrace, Colon,
+            TensorType("tensor<?x2xf32>"), Loc, LParen, Str("a.py"), Colon, Int("3"), Colon,
+            Int("7"), RParen, Return, ValueId("0"), Colon, TensorType("tensor<?x2xf32>"), RBrace,
+            RBrace,
+        ];
+        assert_eq!(t, expected);
+    }
+
+    #[test]
+    fn literals_and_comments() {
+        let t = toks("1 -2 1.0 -2.5e-3 1e10 0x7FC00000 %conv.1 %a_b // comment\n true false dense");
+        assert_eq!(
+            t,
+            vec![
+                Int("1"), Int("-2"), Float("1.0"), Float("-2.5e-3"), Float("1e10"),
+                Hex("0x7FC00000"), ValueId("conv.1"), ValueId("a_b"), True, False, Dense
+            ]
+        );
+    }
+
+    #[test]
+    fn tensor_types() {
+        let t = parse_tensor_type("tensor<2x?x3xf32>").unwrap();
+        assert_eq!(t.dims.as_slice(), &[Dim::Static(2), Dim::Dynamic, Dim::Static(3)]);
+        assert_eq!(t.elem, ElemType::F32);
+        let t = parse_tensor_type("tensor<f32>").unwrap();
+        assert!(t.dims.is_empty());
+        assert_eq!(parse_tensor_type("tensor<4xbf16>").unwrap().elem, ElemType::BF16);
+        assert_eq!(parse_tensor_type("tensor<4xf16>").unwrap().elem, ElemType::F16);
+        assert!(parse_tensor_type("tensor<4xi32>").unwrap_err().contains("unknown element type"));
+        assert_eq!(
+            parse_tensor_type("tensor<99999999999999999999999xf32>").unwrap_err(),
+            "dimension 99999999999999999999999 is too large"
+        );
+        assert!(parse_tensor_type("tensor<1x1x1x1x1x1x1x1x1xf32>").unwrap_err().contains("rank"));
+        // Huge but representable: the verifier, not the parser, rejects it.
+        assert!(parse_tensor_type("tensor<1000000x1000000x1000000xf32>").is_ok());
+        assert_eq!(toks("tensor<f32>"), vec![TensorType("tensor<f32>")]);
+    }
+
+    #[test]
+    fn offsets_with_base() {
+        let v: Vec<_> = lex("  %x = 1", 0, 100).map(|r| r.unwrap()).collect();
+        assert_eq!(v[0], (102, ValueId("x"), 104));
+        assert_eq!(v[1], (105, Equals, 106));
+        assert_eq!(v[2], (107, Int("1"), 108));
+    }
+
+    #[test]
+    fn string_escapes() {
+        let t = toks(r#""a\"b\\c\n\t\1F""#);
+        let Str(raw) = t[0] else { panic!() };
+        assert_eq!(unescape(raw).unwrap(), "a\"b\\c\n\t\u{1f}");
+        assert!(unescape(r"\q").is_err());
+        assert!(unescape(r"\1").is_err());
+    }
+
+    #[test]
+    fn error_recovery() {
+        let v: Vec<_> = lex("%x # = 1", 3, 10).collect();
+        assert_eq!(v.len(), 4);
+        let e = v[1].clone().unwrap_err();
+        assert_eq!(e.message, "unexpected character '#'");
+        assert_eq!(e.span, Span::new(3, 13, 14));
+        assert_eq!(v[2], Ok((15, Equals, 16)));
+        let d = e.into_diagnostic();
+        assert_eq!(d.span, Some(Span::new(3, 13, 14)));
+        assert_eq!(Arrow.to_string(), "->");
+        assert_eq!(ValueId("x").to_string(), "%x");
+    }
+}
