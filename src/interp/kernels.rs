@@ -4,7 +4,7 @@
 //! checked, so clarity beats speed. Every shape mismatch is reported as `Err`, never a panic,
 //! because the interpreter runs on user-supplied networks and weights.
 
-use ndarray::{ArrayD, Axis, IxDyn};
+use ndarray::{ArrayD, Axis, Dimension, IxDyn};
 
 /// Result type of every kernel: a shape mismatch is an error message, not a panic.
 pub type KResult = Result<ArrayD<f32>, String>;

@@ -20,7 +20,7 @@ use std::fmt;
 
 #[derive(Logos, Clone, Copy, Debug, PartialEq, Eq)]
 #[logos(skip r"[ \t\r\n\f]+")]
-#[logos(skip r"//[^\n]*")]
+#[logos(skip(r"//[^\n]*", allow_greedy = true))]
 pub enum Token<'a> {
     #[token("module")]
     Module,
