@@ -6,8 +6,10 @@
 //! [`interp`] (reference interpreter) or `lower` (MLIR). See `docs/architecture.md`.
 
 pub mod diag;
+pub mod driver;
 pub mod interp;
 pub mod ir;
 #[cfg(feature = "mlir")]
 pub mod lower;
 pub mod syntax;
+pub mod verify;

@@ -22,7 +22,9 @@ fn norm_axis(axis: i64, rank: usize, what: &str) -> Result<usize, String> {
     let r = rank as i64;
     let a = if axis < 0 { axis + r } else { axis };
     if a < 0 || a >= r {
-        return Err(format!("{what} axis {axis} is out of range for rank {rank}"));
+        return Err(format!(
+            "{what} axis {axis} is out of range for rank {rank}"
+        ));
     }
     Ok(a as usize)
 }
@@ -32,8 +34,16 @@ fn broadcast_shapes(a: &[usize], b: &[usize], what: &str) -> Result<Vec<usize>, 
     let rank = a.len().max(b.len());
     let mut out = vec![0; rank];
     for i in 0..rank {
-        let da = if i < rank - a.len() { 1 } else { a[i - (rank - a.len())] };
-        let db = if i < rank - b.len() { 1 } else { b[i - (rank - b.len())] };
+        let da = if i < rank - a.len() {
+            1
+        } else {
+            a[i - (rank - a.len())]
+        };
+        let db = if i < rank - b.len() {
+            1
+        } else {
+            b[i - (rank - b.len())]
+        };
         out[i] = if da == db || db == 1 {
             da
         } else if da == 1 {
@@ -59,7 +69,10 @@ fn broadcast_index(out_idx: &[usize], shape: &[usize]) -> Vec<usize> {
 /// `y = x · wᵀ + b` over the last axis of `x`; `w` is `[out, in]`, leading dims are kept.
 pub fn linear(x: &ArrayD<f32>, w: &ArrayD<f32>, b: Option<&ArrayD<f32>>) -> KResult {
     if w.ndim() != 2 {
-        return Err(format!("linear weight must be 2-d but has rank {}", w.ndim()));
+        return Err(format!(
+            "linear weight must be 2-d but has rank {}",
+            w.ndim()
+        ));
     }
     if x.ndim() == 0 {
         return Err("linear input must have at least one axis".into());
@@ -162,7 +175,9 @@ pub fn matmul(a: &ArrayD<f32>, b: &ArrayD<f32>) -> KResult {
 fn check_rank4(x: &ArrayD<f32>, what: &str) -> Result<[usize; 4], String> {
     match x.shape() {
         &[n, c, h, w] => Ok([n, c, h, w]),
-        s => Err(format!("{what} input must be 4-d (nchw) but has shape {s:?}")),
+        s => Err(format!(
+            "{what} input must be 4-d (nchw) but has shape {s:?}"
+        )),
     }
 }
 
@@ -261,7 +276,12 @@ pub fn batch_norm(
         ));
     }
     let c = x.shape()[1];
-    for (name, p) in [("scale", scale), ("bias", bias), ("mean", mean), ("var", var)] {
+    for (name, p) in [
+        ("scale", scale),
+        ("bias", bias),
+        ("mean", mean),
+        ("var", var),
+    ] {
         if p.shape() != [c] {
             return Err(format!(
                 "batch_norm {name} has shape {:?} but the input has {c} channels",
@@ -408,7 +428,11 @@ pub fn avg_pool2d(
                 }
             }
         }
-        let count = if count_include_pad { real + padded } else { real };
+        let count = if count_include_pad {
+            real + padded
+        } else {
+            real
+        };
         if count == 0 {
             0.0
         } else {
@@ -490,13 +514,20 @@ pub fn reshape(x: &ArrayD<f32>, shape: &[usize]) -> KResult {
 /// Axis permutation: output axis `i` is input axis `perm[i]`.
 pub fn transpose(x: &ArrayD<f32>, perm: &[usize]) -> KResult {
     let mut seen = vec![false; x.ndim()];
-    if perm.len() != x.ndim() || perm.iter().any(|&p| p >= x.ndim() || std::mem::replace(&mut seen[p], true)) {
+    if perm.len() != x.ndim()
+        || perm
+            .iter()
+            .any(|&p| p >= x.ndim() || std::mem::replace(&mut seen[p], true))
+    {
         return Err(format!(
             "transpose permutation {perm:?} is invalid for rank {}",
             x.ndim()
         ));
     }
-    Ok(x.view().permuted_axes(IxDyn(perm)).as_standard_layout().into_owned())
+    Ok(x.view()
+        .permuted_axes(IxDyn(perm))
+        .as_standard_layout()
+        .into_owned())
 }
 
 /// Softmax along `axis`, subtracting the maximum first for numerical stability.
@@ -555,14 +586,22 @@ pub fn gather(x: &ArrayD<f32>, axis: i64, indices: &[usize]) -> KResult {
     let ax = norm_axis(axis, x.ndim(), "gather")?;
     let len = x.shape()[ax];
     if let Some(&bad) = indices.iter().find(|&&i| i >= len) {
-        return Err(format!("gather index {bad} is out of range for axis length {len}"));
+        return Err(format!(
+            "gather index {bad} is out of range for axis length {len}"
+        ));
     }
     Ok(x.select(Axis(ax), indices))
 }
 
 /// Inverse of [`gather`]: the output has length `size` along `axis`; position `indices[i]`
 /// takes input position `i`, every other position `p` is filled with the constant `fill[p]`.
-pub fn scatter(x: &ArrayD<f32>, axis: i64, indices: &[usize], size: usize, fill: &[f32]) -> KResult {
+pub fn scatter(
+    x: &ArrayD<f32>,
+    axis: i64,
+    indices: &[usize],
+    size: usize,
+    fill: &[f32],
+) -> KResult {
     let ax = norm_axis(axis, x.ndim(), "scatter")?;
     if x.shape()[ax] != indices.len() {
         return Err(format!(
@@ -572,7 +611,10 @@ pub fn scatter(x: &ArrayD<f32>, axis: i64, indices: &[usize], size: usize, fill:
         ));
     }
     if fill.len() != size {
-        return Err(format!("scatter fill has {} values but size is {size}", fill.len()));
+        return Err(format!(
+            "scatter fill has {} values but size is {size}",
+            fill.len()
+        ));
     }
     let mut src: Vec<Option<usize>> = vec![None; size];
     for (i, &p) in indices.iter().enumerate() {
@@ -793,7 +835,10 @@ mod tests {
         let tr = transpose(&seq(&[2, 3]), &[1, 0]).unwrap();
         assert_eq!(vals(&tr), vec![0., 3., 1., 4., 2., 5.]);
         // Reshape of a transposed (non-standard) array follows logical order.
-        assert_eq!(vals(&reshape(&tr, &[6]).unwrap()), vec![0., 3., 1., 4., 2., 5.]);
+        assert_eq!(
+            vals(&reshape(&tr, &[6]).unwrap()),
+            vec![0., 3., 1., 4., 2., 5.]
+        );
         assert!(transpose(&x, &[0, 0, 1, 2]).is_err());
         assert!(transpose(&x, &[0, 1]).is_err());
     }

@@ -10,6 +10,8 @@ use std::fmt;
 pub enum Attr {
     Int(i64),
     Float(f64),
+    /// An op's f32 attribute (epsilon, alpha, ...), printed in f32's shortest round-trip form.
+    F32(f32),
     Bool(bool),
     Str(String),
     Array(Vec<Attr>),
@@ -20,6 +22,7 @@ impl fmt::Display for Attr {
         match self {
             Attr::Int(i) => write!(f, "{i}"),
             Attr::Float(x) => write!(f, "{}", crate::syntax::float::format_f64(*x)),
+            Attr::F32(x) => write!(f, "{}", crate::syntax::float::format_f32(*x)),
             Attr::Bool(b) => write!(f, "{b}"),
             Attr::Str(s) => write!(f, "\"{}\"", crate::syntax::float::escape_string(s)),
             Attr::Array(items) => {

@@ -87,6 +87,10 @@ pub enum Token<'a> {
     /// Raw inner text of a string literal (quotes stripped, escapes not decoded).
     #[regex(r#""([^"\\]|\\.)*""#, |lex| { let s = lex.slice(); &s[1..s.len() - 1] })]
     Str(&'a str),
+    /// A whole bracketed list of numbers, e.g. `[[1.0, -2.5], [0x7FC00000, 3]]`, produced by
+    /// [`lex`] rather than by a logos rule (see [`num_list_len`]): dense literals are most of a
+    /// large file, and one token per list keeps them out of the LR parser's per-token work.
+    NumList(&'a str),
     /// A whole tensor type, e.g. `tensor<?x4xf32>` (see the module docs for why).
     #[regex(r"tensor<[0-9?x]*[a-z][a-z0-9]*>", |lex| lex.slice())]
     TensorType(&'a str),
@@ -119,7 +123,7 @@ impl fmt::Display for Token<'_> {
             Arrow => f.write_str("->"),
             ValueId(s) => write!(f, "%{s}"),
             Symbol(s) => write!(f, "@{s}"),
-            Ident(s) | Int(s) | Float(s) | Hex(s) | TensorType(s) => f.write_str(s),
+            Ident(s) | Int(s) | Float(s) | Hex(s) | TensorType(s) | NumList(s) => f.write_str(s),
             Str(s) => write!(f, "\"{s}\""),
         }
     }
@@ -150,6 +154,14 @@ pub fn lex(
         let range = lexer.span();
         let (start, end) = (range.start + base, range.end + base);
         Some(match tok {
+            Ok(Token::LBracket) => match num_list_len(&src[range.start..]) {
+                Some(len) => {
+                    lexer.bump(len - 1);
+                    let text = &src[range.start..range.start + len];
+                    Ok((start, Token::NumList(text), start + len))
+                }
+                None => Ok((start, Token::LBracket, end)),
+            },
             Ok(t) => Ok((start, t, end)),
             Err(()) => {
                 let text = lexer.slice();
@@ -166,6 +178,147 @@ pub fn lex(
             }
         })
     })
+}
+
+/// The length of the balanced numeric list at the start of `s` (which begins with `[`), or
+/// `None` when the brackets hold anything but numbers, commas, whitespace and comments (such
+/// lists are lexed token by token). The characters are only screened here; [`scan_num_list`]
+/// validates the numbers.
+pub fn num_list_len(s: &str) -> Option<usize> {
+    let b = s.as_bytes();
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'[' => depth += 1,
+            b']' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i + 1);
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'/') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' | b'x' | b'.' | b'-' | b'+' | b',' => {}
+            b' ' | b'\t' | b'\r' | b'\n' => {}
+            _ => return None,
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Walks a [`Token::NumList`] text, calling `item(text, offset)` for each number (offset
+/// relative to the list's start) and returning the list's shape. Ragged lists and malformed
+/// numbers are errors with the offset of the problem.
+pub fn scan_num_list(
+    list: &str,
+    mut item: impl FnMut(&str, usize) -> Result<(), String>,
+) -> Result<Vec<u64>, (usize, String)> {
+    let b = list.as_bytes();
+    // shape[d] = element count at depth d, fixed by the first list seen at that depth.
+    let mut shape: Vec<Option<u64>> = Vec::new();
+    let mut counts: Vec<u64> = Vec::new();
+    // Depth of scalar leaves, fixed by the first number.
+    let mut leaf_depth: Option<usize> = None;
+    let mut expect_item = true;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b'[' => {
+                if !expect_item {
+                    return Err((i, "expected ',' or ']'".into()));
+                }
+                if leaf_depth.is_some_and(|d| counts.len() >= d) {
+                    return Err((i, "list nested deeper than its siblings".into()));
+                }
+                counts.push(0);
+                if shape.len() < counts.len() {
+                    shape.push(None);
+                }
+                expect_item = true;
+                i += 1;
+            }
+            b']' => {
+                let depth = counts.len();
+                let n = counts.pop().ok_or((i, "unbalanced ']'".to_string()))?;
+                if expect_item && n > 0 {
+                    return Err((i, "expected a value after ','".into()));
+                }
+                if n > 0 && leaf_depth.is_none() {
+                    leaf_depth = Some(depth);
+                }
+                match shape[depth - 1] {
+                    Some(m) if m != n => {
+                        return Err((
+                            i,
+                            format!("ragged list: {n} elements where a sibling has {m}"),
+                        ))
+                    }
+                    _ => shape[depth - 1] = Some(n),
+                }
+                if n == 0 && leaf_depth.is_some_and(|d| depth < d) {
+                    return Err((i, "empty list where a nested list was expected".into()));
+                }
+                if let Some(parent) = counts.last_mut() {
+                    *parent += 1;
+                }
+                expect_item = false;
+                i += 1;
+            }
+            b',' => {
+                if expect_item {
+                    return Err((i, "expected a value before ','".into()));
+                }
+                expect_item = true;
+                i += 1;
+            }
+            b' ' | b'\t' | b'\r' | b'\n' => i += 1,
+            b'/' => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            _ => {
+                if !expect_item {
+                    return Err((i, "expected ',' or ']'".into()));
+                }
+                let start = i;
+                while i < b.len()
+                    && !matches!(b[i], b',' | b']' | b' ' | b'\t' | b'\r' | b'\n' | b'/')
+                {
+                    i += 1;
+                }
+                let depth = counts.len();
+                match leaf_depth {
+                    None => leaf_depth = Some(depth),
+                    Some(d) if d != depth => {
+                        return Err((start, "scalar where a nested list was expected".into()))
+                    }
+                    _ => {}
+                }
+                item(&list[start..i], start).map_err(|m| (start, m))?;
+                *counts
+                    .last_mut()
+                    .ok_or((start, "number outside a list".to_string()))? += 1;
+                expect_item = false;
+            }
+        }
+    }
+    if !counts.is_empty() {
+        return Err((list.len(), "unterminated list".into()));
+    }
+    let depth = leaf_depth.unwrap_or(1);
+    Ok(shape
+        .into_iter()
+        .take(depth)
+        .map(|d| d.unwrap_or(0))
+        .collect())
 }
 
 /// Decodes the escapes of a raw string-literal body: `\"`, `\\`, `\n`, `\t`, `\XX` (two hex digits).
@@ -244,13 +397,53 @@ mod tests {
         let src = r#"module @m attributes {weights = "w.safetensors"} { func @f(%x: tensor<?x4xf32>) -> (tensor<?x2xf32>) { %0 = nn.linear %x, %w {alpha = -1.5e-3} : tensor<?x2xf32> loc("a.py":3:7) return %0 : tensor<?x2xf32> } }"#;
         let t = toks(src);
         let expected = vec![
-            Module, Symbol("m"), Attributes, LBrace, Ident("weights"), Equals,
-            Str("w.safetensors"), RBrace, LBrace, Func, Symbol("f"), LParen, ValueId("x"), Colon,
-            TensorType("tensor<?x4xf32>"), RParen, Arrow, LParen, TensorType("tensor<?x2xf32>"),
-            RParen, LBrace, ValueId("0"), Equals, Ident("nn.linear"), ValueId("x"), Comma,
-            ValueId("w"), LBrace, Ident("alpha"), Equals, Float("-1.5e-3"), RBrace, Colon,
-            TensorType("tensor<?x2xf32>"), Loc, LParen, Str("a.py"), Colon, Int("3"), Colon,
-            Int("7"), RParen, Return, ValueId("0"), Colon, TensorType("tensor<?x2xf32>"), RBrace,
+            Module,
+            Symbol("m"),
+            Attributes,
+            LBrace,
+            Ident("weights"),
+            Equals,
+            Str("w.safetensors"),
+            RBrace,
+            LBrace,
+            Func,
+            Symbol("f"),
+            LParen,
+            ValueId("x"),
+            Colon,
+            TensorType("tensor<?x4xf32>"),
+            RParen,
+            Arrow,
+            LParen,
+            TensorType("tensor<?x2xf32>"),
+            RParen,
+            LBrace,
+            ValueId("0"),
+            Equals,
+            Ident("nn.linear"),
+            ValueId("x"),
+            Comma,
+            ValueId("w"),
+            LBrace,
+            Ident("alpha"),
+            Equals,
+            Float("-1.5e-3"),
+            RBrace,
+            Colon,
+            TensorType("tensor<?x2xf32>"),
+            Loc,
+            LParen,
+            Str("a.py"),
+            Colon,
+            Int("3"),
+            Colon,
+            Int("7"),
+            RParen,
+            Return,
+            ValueId("0"),
+            Colon,
+            TensorType("tensor<?x2xf32>"),
+            RBrace,
             RBrace,
         ];
         assert_eq!(t, expected);
@@ -262,8 +455,17 @@ mod tests {
         assert_eq!(
             t,
             vec![
-                Int("1"), Int("-2"), Float("1.0"), Float("-2.5e-3"), Float("1e10"),
-                Hex("0x7FC00000"), ValueId("conv.1"), ValueId("a_b"), True, False, Dense
+                Int("1"),
+                Int("-2"),
+                Float("1.0"),
+                Float("-2.5e-3"),
+                Float("1e10"),
+                Hex("0x7FC00000"),
+                ValueId("conv.1"),
+                ValueId("a_b"),
+                True,
+                False,
+                Dense
             ]
         );
     }
@@ -271,18 +473,31 @@ mod tests {
     #[test]
     fn tensor_types() {
         let t = parse_tensor_type("tensor<2x?x3xf32>").unwrap();
-        assert_eq!(t.dims.as_slice(), &[Dim::Static(2), Dim::Dynamic, Dim::Static(3)]);
+        assert_eq!(
+            t.dims.as_slice(),
+            &[Dim::Static(2), Dim::Dynamic, Dim::Static(3)]
+        );
         assert_eq!(t.elem, ElemType::F32);
         let t = parse_tensor_type("tensor<f32>").unwrap();
         assert!(t.dims.is_empty());
-        assert_eq!(parse_tensor_type("tensor<4xbf16>").unwrap().elem, ElemType::BF16);
-        assert_eq!(parse_tensor_type("tensor<4xf16>").unwrap().elem, ElemType::F16);
-        assert!(parse_tensor_type("tensor<4xi32>").unwrap_err().contains("unknown element type"));
+        assert_eq!(
+            parse_tensor_type("tensor<4xbf16>").unwrap().elem,
+            ElemType::BF16
+        );
+        assert_eq!(
+            parse_tensor_type("tensor<4xf16>").unwrap().elem,
+            ElemType::F16
+        );
+        assert!(parse_tensor_type("tensor<4xi32>")
+            .unwrap_err()
+            .contains("unknown element type"));
         assert_eq!(
             parse_tensor_type("tensor<99999999999999999999999xf32>").unwrap_err(),
             "dimension 99999999999999999999999 is too large"
         );
-        assert!(parse_tensor_type("tensor<1x1x1x1x1x1x1x1x1xf32>").unwrap_err().contains("rank"));
+        assert!(parse_tensor_type("tensor<1x1x1x1x1x1x1x1x1xf32>")
+            .unwrap_err()
+            .contains("rank"));
         // Huge but representable: the verifier, not the parser, rejects it.
         assert!(parse_tensor_type("tensor<1000000x1000000x1000000xf32>").is_ok());
         assert_eq!(toks("tensor<f32>"), vec![TensorType("tensor<f32>")]);
@@ -303,6 +518,33 @@ mod tests {
         assert_eq!(unescape(raw).unwrap(), "a\"b\\c\n\t\u{1f}");
         assert!(unescape(r"\q").is_err());
         assert!(unescape(r"\1").is_err());
+    }
+
+    #[test]
+    fn numeric_lists_are_one_token() {
+        let t = toks("[[1, -2.5], [0x7FC00000, 3e2]] [\"a\"] []");
+        assert_eq!(t[0], NumList("[[1, -2.5], [0x7FC00000, 3e2]]"));
+        assert_eq!(&t[1..4], &[LBracket, Str("a"), RBracket]);
+        assert_eq!(t[4], NumList("[]"));
+        let mut items = Vec::new();
+        let shape = scan_num_list("[[1, -2.5], [0x7F, 3e2]]", |s, _| {
+            items.push(s.to_string());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(shape, vec![2, 2]);
+        assert_eq!(items, ["1", "-2.5", "0x7F", "3e2"]);
+        assert_eq!(scan_num_list("[]", |_, _| Ok(())).unwrap(), vec![0]);
+        assert_eq!(
+            scan_num_list("[[], []]", |_, _| Ok(())).unwrap(),
+            vec![2, 0]
+        );
+        let ragged = scan_num_list("[[1, 2], [3]]", |_, _| Ok(())).unwrap_err();
+        assert!(ragged.1.contains("ragged"), "{ragged:?}");
+        assert!(scan_num_list("[[1], 2]", |_, _| Ok(())).is_err());
+        assert!(scan_num_list("[1, [2]]", |_, _| Ok(())).is_err());
+        assert!(scan_num_list("[1,, 2]", |_, _| Ok(())).is_err());
+        assert!(scan_num_list("[1 2]", |_, _| Ok(())).is_err());
     }
 
     #[test]

@@ -1,0 +1,234 @@
+//! What the CLI does with a file, as library functions so that tests and benchmarks run the
+//! same code: split the input, read each chunk (parse → build IR → verify), and check
+//! `// expected-error {{...}}` annotations against the diagnostics produced.
+
+use crate::diag::{Diagnostic, FileId, Severity, Span};
+use crate::ir::Module;
+use crate::syntax::{parse, reader};
+use crate::verify;
+use std::ops::Range;
+use std::path::Path;
+
+/// The separator of `--split-input-file`, on a line of its own (as in mlir-opt).
+pub const SPLIT_MARKER: &str = "// -----";
+
+/// Byte ranges of the chunks of `src` between separator lines.
+pub fn split_input(src: &str) -> Vec<Range<usize>> {
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    let mut pos = 0;
+    for line in src.split_inclusive('\n') {
+        if line.trim_end() == SPLIT_MARKER {
+            chunks.push(start..pos);
+            start = pos + line.len();
+        }
+        pos += line.len();
+    }
+    chunks.push(start..src.len());
+    chunks
+}
+
+/// Parses, reads and verifies one chunk (`src` starts at offset `base` of `file`). Returns the
+/// module only when no error was reported.
+pub fn load(
+    src: &str,
+    file: FileId,
+    base: usize,
+    base_dir: &Path,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Module> {
+    let ast = match parse::parse_module(src, file, base) {
+        Ok(ast) => ast,
+        Err(d) => {
+            diags.push(d);
+            return None;
+        }
+    };
+    let module = reader::read_module(&ast, base_dir, diags)?;
+    let errors = verify::verify_module(&module);
+    if errors.is_empty() {
+        Some(module)
+    } else {
+        diags.extend(errors);
+        None
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so
+/// that a failure never leaves a partial file (and an existing file stays intact until the
+/// new one is complete).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_data()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// One `// expected-<severity>@<offset> {{message}}` annotation.
+#[derive(Debug)]
+struct Expected<'a> {
+    severity: Severity,
+    line: usize,
+    message: &'a str,
+    span: Span,
+}
+
+fn parse_expectations<'a>(
+    src: &'a str,
+    file: FileId,
+    base: usize,
+    problems: &mut Vec<Diagnostic>,
+) -> Vec<Expected<'a>> {
+    let mut out = Vec::new();
+    let mut offset = base;
+    for (i, line) in src.split_inclusive('\n').enumerate() {
+        let here = offset;
+        offset += line.len();
+        let Some(at) = line.find("// expected-") else {
+            continue;
+        };
+        let rest = &line[at + "// expected-".len()..];
+        let span = Span::new(file, here + at, here + line.trim_end().len());
+        let word_end = rest
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(rest.len());
+        let severity = match &rest[..word_end] {
+            "error" => Severity::Error,
+            "warning" => Severity::Warning,
+            "note" => Severity::Note,
+            "remark" => Severity::Remark,
+            other => {
+                problems.push(
+                    Diagnostic::error(format!("unknown expectation 'expected-{other}'")).at(span),
+                );
+                continue;
+            }
+        };
+        let rest = &rest[word_end..];
+        let (delta, rest) = match rest.strip_prefix('@') {
+            Some(r) => {
+                let end = r
+                    .find(|c: char| c.is_whitespace() || c == '{')
+                    .unwrap_or(r.len());
+                let d = match &r[..end] {
+                    "above" => Some(-1),
+                    "below" => Some(1),
+                    s => s.parse::<i64>().ok(),
+                };
+                match d {
+                    Some(d) => (d, &r[end..]),
+                    None => {
+                        problems.push(
+                            Diagnostic::error("expected @+N, @-N, @above or @below").at(span),
+                        );
+                        continue;
+                    }
+                }
+            }
+            None => (0, rest),
+        };
+        let message = rest
+            .trim_start()
+            .strip_prefix("{{")
+            .and_then(|r| r.find("}}").map(|e| &r[..e]));
+        let Some(message) = message else {
+            problems.push(Diagnostic::error("expected a message in {{...}}").at(span));
+            continue;
+        };
+        let line_no = i as i64 + 1 + delta;
+        if line_no < 1 {
+            problems.push(Diagnostic::error("the expectation points before the file").at(span));
+            continue;
+        }
+        out.push(Expected {
+            severity,
+            line: line_no as usize,
+            message,
+            span,
+        });
+    }
+    out
+}
+
+/// Matches the diagnostics of a chunk against its annotations. `line_of` maps a file offset
+/// to its 1-based line within the chunk. Returns the mismatches as errors (empty = verified).
+pub fn verify_expectations(
+    src: &str,
+    file: FileId,
+    base: usize,
+    produced: &[Diagnostic],
+) -> Vec<Diagnostic> {
+    let mut problems = Vec::new();
+    let expected = parse_expectations(src, file, base, &mut problems);
+    let line_of = |offset: usize| {
+        src[..offset.saturating_sub(base).min(src.len())]
+            .matches('\n')
+            .count()
+            + 1
+    };
+    let mut matched = vec![false; expected.len()];
+    for d in produced {
+        let line = d.span.map(|s| line_of(s.start as usize));
+        let hit = expected.iter().enumerate().position(|(i, e)| {
+            !matched[i]
+                && e.severity == d.severity
+                && Some(e.line) == line
+                && d.message.contains(e.message)
+        });
+        match hit {
+            Some(i) => matched[i] = true,
+            None => {
+                let mut u = d.clone();
+                u.message = format!("unexpected {}: {}", d.severity.word(), d.message);
+                u.severity = Severity::Error;
+                problems.push(u);
+            }
+        }
+    }
+    for (e, m) in expected.iter().zip(matched) {
+        if !m {
+            problems.push(
+                Diagnostic::error(format!(
+                    "expected {} \"{}\" on line {} was not produced",
+                    e.severity.word(),
+                    e.message,
+                    e.line
+                ))
+                .at(e.span),
+            );
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_on_marker_lines_only() {
+        let src = "a\n// -----\nb\n  // ----- not alone\n// -----\n";
+        let parts: Vec<&str> = split_input(src).into_iter().map(|r| &src[r]).collect();
+        assert_eq!(parts, ["a\n", "b\n  // ----- not alone\n", ""]);
+    }
+
+    #[test]
+    fn expectations_match_by_line_and_substring() {
+        let src = "x\n// expected-error@-1 {{bad thing}}\ny // expected-remark {{kept}}\n";
+        let ok = [
+            Diagnostic::error("a bad thing happened").at(Span::new(0, 0, 1)),
+            Diagnostic::remark("kept neuron").at(Span::new(0, 37, 38)),
+        ];
+        assert!(verify_expectations(src, 0, 0, &ok).is_empty());
+        let wrong_line = [Diagnostic::error("a bad thing").at(Span::new(0, 37, 38))];
+        let problems = verify_expectations(src, 0, 0, &wrong_line);
+        // The misplaced error is unexpected and both annotations stay unmatched.
+        assert_eq!(problems.len(), 3, "{problems:?}");
+    }
+}
