@@ -11,5 +11,7 @@ pub mod interp;
 pub mod ir;
 #[cfg(feature = "mlir")]
 pub mod lower;
+#[path = "../passes/mod.rs"]
+pub mod passes;
 pub mod syntax;
 pub mod verify;

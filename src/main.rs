@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use nnopt::diag::{has_errors, Diagnostic, SourceMap};
 use nnopt::driver;
 use nnopt::ir::{Arity, OpTag};
+use nnopt::passes;
 use nnopt::syntax::printer::print_module;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -50,6 +51,28 @@ struct OptArgs {
     /// Print every operation of the NNIR dialect with its operand count, one per line.
     #[arg(long)]
     list_ops: bool,
+    /// Remove every neuron that provably does not affect the output, compensating in the
+    /// neighbouring layers so the output stays the same. Shorthand for
+    /// --pass-pipeline="canonicalize,prune-neurons,dce".
+    #[arg(long)]
+    prune_neurons: bool,
+    /// Run these passes in order, e.g. "prune-neurons{zero-threshold=0},dce" (see
+    /// --list-passes).
+    #[arg(long, value_name = "PIPELINE", conflicts_with = "prune_neurons")]
+    pass_pipeline: Option<String>,
+    /// List the passes with their options and exit.
+    #[arg(long)]
+    list_passes: bool,
+    /// Do not run the verifier after each pass (it runs by default; a failure there is a bug
+    /// in nnopt, reported as an internal error).
+    #[arg(long)]
+    no_verify_each: bool,
+    /// Print the IR to stderr after every pass.
+    #[arg(long)]
+    print_ir_after_all: bool,
+    /// Print per-pattern and per-pass statistics to stderr when the pipeline ends.
+    #[arg(long)]
+    pass_statistics: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -111,6 +134,19 @@ fn opt_main(opt: &OptArgs) -> Result<(), Exit> {
         Some(d) if input.as_os_str() != "-" && !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    let pipeline = match (&opt.pass_pipeline, opt.prune_neurons) {
+        (Some(p), _) => Some(p.as_str()),
+        (None, true) => Some(passes::PRUNE_PIPELINE),
+        (None, false) => None,
+    };
+    let passes = match pipeline.map(|p| passes::parse_pipeline(p, None)) {
+        Some(Ok(p)) => p,
+        Some(Err(d)) => {
+            sources.emit_to_stderr(&[d]);
+            return Err(Exit(2));
+        }
+        None => Vec::new(),
+    };
     let src = sources.source(file).to_string();
     let chunks = if opt.split_input_file {
         driver::split_input(&src)
@@ -122,7 +158,28 @@ fn opt_main(opt: &OptArgs) -> Result<(), Exit> {
     for range in chunks {
         let chunk = &src[range.clone()];
         let mut diags = Vec::new();
-        let module = driver::load(chunk, file, range.start, &base_dir, &mut diags);
+        let mut module = driver::load(chunk, file, range.start, &base_dir, &mut diags);
+        if let Some(m) = module.as_mut().filter(|_| !passes.is_empty()) {
+            let mut cx = passes::PassContext::default();
+            let after = |p: &passes::Pass, m: &nnopt::ir::Module| {
+                if opt.print_ir_after_all {
+                    eprint!(
+                        "// -----// IR Dump After {} //----- //\n{}",
+                        p.name(),
+                        print_module(m)
+                    );
+                }
+            };
+            let result = passes::run_pipeline(m, &passes, !opt.no_verify_each, &mut cx, after);
+            diags.append(&mut cx.remarks);
+            if let Err(errs) = result {
+                diags.extend(errs);
+                module = None;
+            }
+            if opt.pass_statistics {
+                eprint!("{}", statistics_table(&cx));
+            }
+        }
         if opt.verify_diagnostics {
             diags = driver::verify_expectations(chunk, file, range.start, &diags);
         }
@@ -139,6 +196,17 @@ fn opt_main(opt: &OptArgs) -> Result<(), Exit> {
     emit_output(&opt.output, &outputs.join(&sep))
 }
 
+fn statistics_table(cx: &passes::PassContext) -> String {
+    let mut out = String::from("===-------------------------------------------------------------------------===\n                         ... Pass statistics report ...\n===-------------------------------------------------------------------------===\n");
+    for (k, v) in &cx.pattern_hits {
+        out.push_str(&format!("{v:>10} pattern {k} applied\n"));
+    }
+    for (k, v) in &cx.counters {
+        out.push_str(&format!("{v:>10} {k}\n"));
+    }
+    out
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
@@ -150,6 +218,15 @@ fn main() -> ExitCode {
                     tag.mnemonic(),
                     arity_text(tag.arity())
                 );
+            }
+            Ok(())
+        }
+        None if cli.opt.list_passes => {
+            for (name, summary, options) in passes::PASSES {
+                println!("{name}\n    {summary}");
+                for (o, d) in *options {
+                    println!("    {o}=<value>: {d}");
+                }
             }
             Ok(())
         }

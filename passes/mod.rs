@@ -1,0 +1,237 @@
+//! Passes over NNIR and the pass manager that runs them from a textual pipeline such as
+//! `prune-neurons{zero-threshold=0},dce`.
+//!
+//! The pattern passes run through the greedy driver (`greedy.rs`) on top of the per-channel
+//! constness analysis (`analysis.rs`); `docs/passes.md` describes each pass, option and pattern.
+
+pub mod analysis;
+pub mod greedy;
+pub mod prune;
+
+use crate::diag::{Diagnostic, Span};
+use crate::ir::rewriter::Rewriter;
+use crate::ir::{Function, Module, OpId, OpKind, OpTag};
+use greedy::{apply_patterns_greedily, Pattern, PatternCx};
+use std::collections::{BTreeMap, HashMap};
+
+/// The pipeline `--prune-neurons` stands for.
+pub const PRUNE_PIPELINE: &str = "canonicalize,prune-neurons,dce";
+
+/// Statistics and remarks collected while passes run.
+#[derive(Default)]
+pub struct PassContext {
+    pub pattern_hits: BTreeMap<&'static str, u64>,
+    pub counters: BTreeMap<&'static str, u64>,
+    /// Why a dead neuron stayed, by op (the latest reason wins; emitted for ops still alive).
+    kept: HashMap<OpId, Diagnostic>,
+    pub remarks: Vec<Diagnostic>,
+}
+
+impl PassContext {
+    pub fn count(&mut self, what: &'static str, n: u64) {
+        *self.counters.entry(what).or_default() += n;
+    }
+
+    pub fn keep_remark(&mut self, op: OpId, d: Diagnostic) {
+        self.kept.insert(op, d);
+    }
+
+    fn flush_remarks(&mut self, f: &Function) {
+        let mut kept: Vec<(OpId, Diagnostic)> = self.kept.drain().collect();
+        kept.sort_by_key(|(op, _)| *op);
+        self.remarks.extend(
+            kept.into_iter()
+                .filter(|(op, _)| f.is_linked(*op))
+                .map(|(_, d)| d),
+        );
+    }
+}
+
+/// A named pass with its options.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Pass {
+    /// Removes `nn.identity`.
+    Canonicalize,
+    PruneNeurons {
+        zero_threshold: f32,
+    },
+    /// Erases ops whose results are unused.
+    Dce,
+}
+
+/// Name, summary and options of every pass, for `--list-passes` and pipeline errors.
+pub const PASSES: &[(&str, &str, &[(&str, &str)])] = &[
+    (
+        "canonicalize",
+        "local clean-ups: removes nn.identity",
+        &[],
+    ),
+    (
+        "prune-neurons",
+        "removes neurons of nn.linear/nn.conv2d that are constant (all incoming weights zero) or ignored (all outgoing weights zero), folding their constant into the consumers' biases; cascades to a fixpoint",
+        &[(
+            "zero-threshold",
+            "a weight counts as zero when |w| <= this (default 0: exact)",
+        )],
+    ),
+    ("dce", "erases ops whose results are unused", &[]),
+];
+
+impl Pass {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Pass::Canonicalize => "canonicalize",
+            Pass::PruneNeurons { .. } => "prune-neurons",
+            Pass::Dce => "dce",
+        }
+    }
+
+    pub fn run(&self, f: &mut Function, cx: &mut PassContext) {
+        match self {
+            Pass::Canonicalize => {
+                apply_patterns_greedily(f, &[&RemoveIdentity], 0.0, cx);
+            }
+            Pass::PruneNeurons { zero_threshold } => {
+                apply_patterns_greedily(f, &[&prune::DeadNeuronElimination], *zero_threshold, cx);
+                cx.flush_remarks(f);
+            }
+            Pass::Dce => dce(f, cx),
+        }
+    }
+}
+
+/// `%y = nn.identity %x` → uses of `%y` use `%x`.
+struct RemoveIdentity;
+
+impl Pattern for RemoveIdentity {
+    fn name(&self) -> &'static str {
+        "remove-identity"
+    }
+    fn root(&self) -> Option<&'static [OpTag]> {
+        Some(&[OpTag::Identity])
+    }
+    fn rewrite(&self, rw: &mut Rewriter, op: OpId, _: &mut PatternCx) -> bool {
+        let x = rw.func().op(op).operands()[0];
+        rw.replace_op(op, x);
+        true
+    }
+}
+
+/// Erases unused ops, last to first, so a chain of dead ops goes in one sweep.
+fn dce(f: &mut Function, cx: &mut PassContext) {
+    let ops: Vec<OpId> = f.ops().collect();
+    let mut rw = Rewriter::new(f);
+    let mut erased = 0;
+    for &op in ops.iter().rev() {
+        let data = rw.func().op(op);
+        if matches!(data.kind, OpKind::Return) {
+            continue;
+        }
+        if data.result().is_some_and(|r| !rw.func().has_uses(r)) {
+            rw.erase_op(op);
+            erased += 1;
+        }
+    }
+    cx.count("ops erased by dce", erased);
+}
+
+/// Parses `name{opt=value ...},name,...`; errors point into `text` (at `span` when given).
+pub fn parse_pipeline(text: &str, span: Option<Span>) -> Result<Vec<Pass>, Diagnostic> {
+    let err = |m: String| {
+        let d = Diagnostic::error(m);
+        match span {
+            Some(s) => d.at(s),
+            None => d,
+        }
+    };
+    let mut passes = Vec::new();
+    let mut rest = text.trim();
+    while !rest.is_empty() {
+        let end = rest.find([',', '{']).unwrap_or(rest.len());
+        let name = rest[..end].trim();
+        rest = &rest[end..];
+        let mut opts: Vec<(&str, &str)> = Vec::new();
+        if let Some(r) = rest.strip_prefix('{') {
+            let close = r
+                .find('}')
+                .ok_or_else(|| err(format!("missing '}}' after the options of '{name}'")))?;
+            for kv in r[..close].split([' ', ',']).filter(|s| !s.is_empty()) {
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or_else(|| err(format!("option '{kv}' of '{name}' needs '=value'")))?;
+                opts.push((k, v));
+            }
+            rest = &r[close + 1..];
+        }
+        rest = rest.trim_start();
+        if let Some(r) = rest.strip_prefix(',') {
+            rest = r.trim_start();
+        } else if !rest.is_empty() {
+            return Err(err(format!("expected ',' after '{name}'")));
+        }
+        let Some(&(_, _, known_opts)) = PASSES.iter().find(|p| p.0 == name) else {
+            let names: Vec<&str> = PASSES.iter().map(|p| p.0).collect();
+            return Err(err(format!(
+                "unknown pass '{name}'; the passes are: {}",
+                names.join(", ")
+            )));
+        };
+        for (k, _) in &opts {
+            if !known_opts.iter().any(|o| o.0 == *k) {
+                let valid: Vec<&str> = known_opts.iter().map(|o| o.0).collect();
+                return Err(err(format!(
+                    "'{name}' has no option '{k}'{}",
+                    if valid.is_empty() {
+                        " (it takes none)".to_string()
+                    } else {
+                        format!("; its options are: {}", valid.join(", "))
+                    }
+                )));
+            }
+        }
+        let opt = |k: &str| opts.iter().find(|o| o.0 == k).map(|o| o.1);
+        passes.push(match name {
+            "canonicalize" => Pass::Canonicalize,
+            "dce" => Pass::Dce,
+            "prune-neurons" => {
+                let t = opt("zero-threshold").unwrap_or("0");
+                let zero_threshold =
+                    t.parse::<f32>().ok().filter(|t| *t >= 0.0).ok_or_else(|| {
+                        err(format!("zero-threshold must be a number >= 0, not '{t}'"))
+                    })?;
+                Pass::PruneNeurons { zero_threshold }
+            }
+            _ => unreachable!("every name in PASSES is handled"),
+        });
+    }
+    Ok(passes)
+}
+
+/// Runs `passes` over every function, verifying after each pass when `verify_each` is set (a
+/// verifier failure there is a bug in the pass, reported as such).
+pub fn run_pipeline(
+    m: &mut Module,
+    passes: &[Pass],
+    verify_each: bool,
+    cx: &mut PassContext,
+    mut after_pass: impl FnMut(&Pass, &Module),
+) -> Result<(), Vec<Diagnostic>> {
+    for p in passes {
+        for f in &mut m.funcs {
+            p.run(f, cx);
+        }
+        if verify_each {
+            let errs = crate::verify::verify_module(m);
+            if !errs.is_empty() {
+                let mut out = vec![Diagnostic::error(format!(
+                    "internal error: the IR does not verify after pass '{}'",
+                    p.name()
+                ))];
+                out.extend(errs);
+                return Err(out);
+            }
+        }
+        after_pass(p, m);
+    }
+    Ok(())
+}
