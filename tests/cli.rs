@@ -29,10 +29,82 @@ fn help_documents_every_flag() {
     let out = nnopt(&["--help"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--list-ops", "--help", "--version"] {
+    for flag in [
+        "--list-ops",
+        "--help",
+        "--version",
+        "--output",
+        "--split-input-file",
+        "--verify-diagnostics",
+        "--prune-neurons",
+        "--pass-pipeline",
+        "--list-passes",
+        "--no-verify-each",
+        "--print-ir-after-all",
+        "--pass-statistics",
+    ] {
         assert!(
             text.contains(flag),
             "--help does not mention {flag}:\n{text}"
         );
     }
+}
+
+#[test]
+fn errors_exit_1_and_leave_no_output_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.nnir");
+    std::fs::write(
+        &bad,
+        "func @f(%x: tensor<2xf32>) -> (tensor<2xf32>) {\n  return %y : tensor<2xf32>\n}\n",
+    )
+    .unwrap();
+    let out_path = dir.path().join("out.nnir");
+    let out = nnopt(&[bad.to_str().unwrap(), "-o", out_path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("use of undefined value %y"), "{err}");
+    assert!(err.contains("bad.nnir:2:10"), "{err}");
+    assert!(!out_path.exists());
+}
+
+#[test]
+fn output_is_written_atomically_and_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("out.nnir");
+    let out = nnopt(&["tests/corpus/conv.nnir", "-o", out_path.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = std::fs::read_to_string(&out_path).unwrap();
+    let again = nnopt(&[out_path.to_str().unwrap()]);
+    assert_eq!(String::from_utf8_lossy(&again.stdout), first);
+    // Only the output file is left: no temporary files.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn list_passes_names_every_pass_and_option() {
+    let out = nnopt(&["--list-passes"]);
+    assert!(out.status.success());
+    insta::assert_snapshot!(String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn bad_pipeline_lists_the_valid_names() {
+    let out = nnopt(&["--pass-pipeline=prune-nerons", "tests/corpus/mlp.nnir"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown pass 'prune-nerons'") && err.contains("prune-neurons"),
+        "{err}"
+    );
+    let out = nnopt(&[
+        "--pass-pipeline=prune-neurons{zero-treshold=0}",
+        "tests/corpus/mlp.nnir",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("its options are: zero-threshold"));
 }
