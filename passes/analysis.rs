@@ -133,6 +133,46 @@ impl ConstAnalysis {
                         _ => None,
                     }
                 }
+                OpKind::Scatter {
+                    axis,
+                    indices,
+                    size,
+                    fill,
+                } => crate::verify::norm_axis(*axis, f.ty(r).rank()).ok().map(|axis| {
+                    let input = fact_of(ins[0]).filter(|fx| fx.axis == axis);
+                    let mut channels: Vec<Option<f32>> = fill.iter().map(|&c| Some(c)).collect();
+                    for (k, &p) in indices.iter().enumerate() {
+                        channels[p as usize] = input.as_ref().and_then(|fx| fx.constant(k));
+                    }
+                    debug_assert_eq!(channels.len() as u64, *size);
+                    ChannelFacts { axis, channels }
+                }),
+                OpKind::Gather { axis, indices } => {
+                    let axis = crate::verify::norm_axis(*axis, f.ty(r).rank()).ok();
+                    fact_of(ins[0]).filter(|fx| Some(fx.axis) == axis).map(|fx| ChannelFacts {
+                        axis: fx.axis,
+                        channels: indices.iter().map(|&p| fx.constant(p as usize)).collect(),
+                    })
+                }
+                OpKind::Concat { axis } => {
+                    let axis = crate::verify::norm_axis(*axis, f.ty(r).rank()).ok();
+                    let parts: Option<Vec<Vec<Option<f32>>>> = ins
+                        .iter()
+                        .map(|&v| {
+                            let n = f.ty(v).dim(axis?).as_static()? as usize;
+                            Some(match fact_of(v).filter(|fx| Some(fx.axis) == axis) {
+                                Some(fx) => fx.channels.clone(),
+                                None => vec![None; n],
+                            })
+                        })
+                        .collect();
+                    parts
+                        .filter(|p| p.iter().flatten().any(Option::is_some))
+                        .map(|p| ChannelFacts {
+                            axis: axis.expect("checked above"),
+                            channels: p.concat(),
+                        })
+                }
                 _ => None,
             };
             facts[r] = out.map(Rc::new);

@@ -16,21 +16,26 @@ use std::collections::BTreeSet;
 use super::analysis::is_zero;
 use super::greedy::{Pattern, PatternCx};
 
-/// `P → act* → C` with `P, C ∈ {linear, conv2d}`: drop constant or ignored neurons of P.
+/// `P → act* → {C | other}` with `P ∈ {linear, conv2d}`: drop constant or ignored neurons of P.
+/// Weighted consumers C of the same layout absorb the change (column dropped, constant folded
+/// into the bias); every other use gets `nn.scatter` that restores the full length with the
+/// constants, which is how residual adds, concats and function results stay exact.
 pub struct DeadNeuronElimination;
 
-/// Where P's result goes: the element-wise activations on the way and the weighted consumers.
+/// Where P's result goes: the element-wise activations on the way, the weighted consumers, and
+/// the values that other ops use (each gets a scatter).
 struct Fanout {
     chain: Vec<OpId>,
     consumers: Vec<OpId>,
+    others: Vec<ValueId>,
 }
 
-/// Follows P's result through unary element-wise ops; every path must end in the data operand
-/// of a weighted op of the same layout (linear after linear, conv after conv).
-fn fanout(f: &Function, r: ValueId, producer: OpTag) -> Result<Fanout, String> {
+/// Follows P's result through unary element-wise ops to the ops that end each path.
+fn fanout(f: &Function, r: ValueId, producer: OpTag) -> Fanout {
     let mut out = Fanout {
         chain: Vec::new(),
         consumers: Vec::new(),
+        others: Vec::new(),
     };
     let mut stack = vec![r];
     while let Some(v) = stack.pop() {
@@ -38,11 +43,12 @@ fn fanout(f: &Function, r: ValueId, producer: OpTag) -> Result<Fanout, String> {
             let kind = f.kind(u.op);
             let tag = kind.tag();
             if tag.is_elementwise_unary() {
-                out.chain.push(u.op);
-                stack.extend(f.op(u.op).result());
+                if !out.chain.contains(&u.op) {
+                    out.chain.push(u.op);
+                    stack.extend(f.op(u.op).result());
+                }
                 continue;
             }
-            let same_layout = tag == producer && u.index == 0;
             let plain = match kind {
                 OpKind::Conv2d { groups, .. } => *groups == 1,
                 OpKind::Linear => true,
@@ -51,26 +57,18 @@ fn fanout(f: &Function, r: ValueId, producer: OpTag) -> Result<Fanout, String> {
             let constant_params = f.op(u.op).operands()[1..]
                 .iter()
                 .all(|&p| f.constant_of(p).is_some());
-            if !(same_layout && plain && constant_params) {
-                return Err(format!(
-                    "it feeds '{}'{}",
-                    kind.mnemonic(),
-                    if tag == OpTag::Return || !same_layout {
-                        ", which needs every channel (a scatter would restore them; not yet implemented)"
-                    } else {
-                        " with non-constant parameters or groups"
-                    }
-                ));
-            }
-            if !out.consumers.contains(&u.op) {
-                out.consumers.push(u.op);
+            // Only the data operand, and only once: `linear %a, %a` is not a consumer.
+            let data_only = f.op(u.op).operands()[1..].iter().all(|&p| p != v);
+            if tag == producer && u.index == 0 && plain && constant_params && data_only {
+                if !out.consumers.contains(&u.op) {
+                    out.consumers.push(u.op);
+                }
+            } else if !out.others.contains(&v) {
+                out.others.push(v);
             }
         }
     }
-    if out.consumers.is_empty() {
-        return Err("nothing consumes it".into());
-    }
-    Ok(out)
+    out
 }
 
 /// `t` with only the positions `keep` of `axis` (bit-exact, same element type).
@@ -148,23 +146,10 @@ impl Pattern for DeadNeuronElimination {
         let constant: Vec<bool> = (0..n)
             .map(|j| facts.is_some_and(|fx| fx.constant(j).is_some()))
             .collect();
-        let fan = match fanout(f, r, tag) {
-            Ok(fan) => fan,
-            Err(why) => {
-                if constant.iter().any(|&c| c) {
-                    let count = constant.iter().filter(|&&c| c).count();
-                    cx.pass.keep_remark(
-                        op,
-                        Diagnostic::remark(format!(
-                            "kept {count} constant neuron(s) of '{}': {why}",
-                            tag.mnemonic()
-                        ))
-                        .at(f.span(op)),
-                    );
-                }
-                return false;
-            }
-        };
+        let fan = fanout(f, r, tag);
+        if fan.consumers.is_empty() && fan.others.is_empty() {
+            return false;
+        }
         let consumer_w: Vec<Tensor> = fan
             .consumers
             .iter()
@@ -189,9 +174,19 @@ impl Pattern for DeadNeuronElimination {
             .iter()
             .map(|&c| matches!(f.kind(c), OpKind::Conv2d { pads, .. } if pads.iter().any(|&p| p > 0)))
             .collect();
+        // The constant each scattered value carries.
+        let fills: Vec<Vec<Option<f32>>> = fan
+            .others
+            .iter()
+            .map(|&v| {
+                let fx = cx.analysis.facts(v);
+                (0..n).map(|j| fx.and_then(|fx| fx.constant(j))).collect()
+            })
+            .collect();
         let mut remove: BTreeSet<usize> = BTreeSet::new();
         let mut border_kept = 0;
         for j in 0..n {
+            let scatterable = fills.iter().all(|fill| fill[j].is_some());
             let ignored = consumer_w
                 .iter()
                 .all(|cw| column_is_zero(cw, j, cx.threshold));
@@ -199,9 +194,9 @@ impl Pattern for DeadNeuronElimination {
                 Some(a) => !padded[c] || a == 0.0,
                 None => false,
             });
-            if ignored || foldable {
+            if scatterable && (ignored || foldable) {
                 remove.insert(j);
-            } else if constant[j] && (0..fan.consumers.len()).any(|c| padded[c]) {
+            } else if constant[j] && scatterable && (0..fan.consumers.len()).any(|c| padded[c]) {
                 border_kept += 1;
             }
         }
@@ -223,6 +218,30 @@ impl Pattern for DeadNeuronElimination {
             return false;
         }
         let keep: Vec<usize> = (0..n).filter(|j| !remove.contains(j)).collect();
+
+        // Other uses: restore the full length with the constants.
+        for (v, fill) in fan.others.iter().zip(&fills) {
+            let f = rw.func();
+            let full = f.ty(*v).clone();
+            let uses: Vec<_> = f.uses(*v).iter().copied().filter(|u| {
+                !fan.chain.contains(&u.op) && !fan.consumers.contains(&u.op)
+            }).collect();
+            let anchor = f
+                .producer(*v)
+                .and_then(|p| f.next_op(p))
+                .expect("a result is followed by at least the terminator");
+            let scatter = OpKind::Scatter {
+                axis: axis as i64,
+                indices: keep.iter().map(|&k| k as u64).collect(),
+                size: n as u64,
+                fill: fill.iter().map(|c| c.unwrap_or(0.0)).collect(),
+            };
+            let s = rw.insert_before(anchor, scatter, &[*v], full);
+            for u in uses {
+                rw.set_operand(u.op, u.index as usize, s);
+            }
+            cx.pass.count("scatters inserted", 1);
+        }
 
         // Consumers: fold a_j into the bias, then drop column j.
         let mut biases_updated = 0;
