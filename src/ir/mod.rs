@@ -23,6 +23,7 @@ pub mod ops;
 pub mod rewriter;
 pub mod tensor;
 pub mod types;
+pub mod weights;
 
 pub use attr::Attr;
 pub use ops::{Arity, GeluApprox, OpKind, OpTag, Pool2d};
