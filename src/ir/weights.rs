@@ -228,7 +228,12 @@ fn parse_file(bytes: &[u8]) -> Result<HashMap<String, Entry>, String> {
     Ok(tensors)
 }
 
-fn parse_entry(name: &str, value: &Json, data_start: usize, data_len: u64) -> Result<Entry, String> {
+fn parse_entry(
+    name: &str,
+    value: &Json,
+    data_start: usize,
+    data_len: u64,
+) -> Result<Entry, String> {
     let q = quoted(name);
     let Json::Obj(fields) = value else {
         return Err(format!("the header entry of tensor {q} is not an object"));
@@ -733,7 +738,10 @@ mod tests {
     }
 
     fn one_tensor_err(entry: &str, data_len: usize) -> String {
-        open_err(&file_with(&format!("{{\"w\":{entry}}}"), &vec![0; data_len]))
+        open_err(&file_with(
+            &format!("{{\"w\":{entry}}}"),
+            &vec![0; data_len],
+        ))
     }
 
     fn specials() -> Vec<(String, Tensor)> {
@@ -748,12 +756,30 @@ mod tests {
         let f16_bits = [0x7e01, 0xfd55, 0x8000, 0x0001, 0xfc00, 0x3c00];
         let bf16_bits = [0x7fc1, 0xff81, 0x8000, 0x0001, 0xff80, 0x3f80];
         vec![
-            ("a.f32".into(), Tensor::from_bits(ElemType::F32, vec![2, 3], f32_bits)),
-            ("b.f16".into(), Tensor::from_bits(ElemType::F16, vec![3, 2], f16_bits)),
-            ("c.bf16".into(), Tensor::from_bits(ElemType::BF16, vec![6], bf16_bits)),
-            ("scalar".into(), Tensor::from_f32(ElemType::F32, vec![], &[-2.0])),
-            ("empty".into(), Tensor::from_f32(ElemType::F16, vec![0, 4], &[])),
-            ("splat".into(), Tensor::splat_bits(ElemType::BF16, vec![3, 1000], 0x7fc3)),
+            (
+                "a.f32".into(),
+                Tensor::from_bits(ElemType::F32, vec![2, 3], f32_bits),
+            ),
+            (
+                "b.f16".into(),
+                Tensor::from_bits(ElemType::F16, vec![3, 2], f16_bits),
+            ),
+            (
+                "c.bf16".into(),
+                Tensor::from_bits(ElemType::BF16, vec![6], bf16_bits),
+            ),
+            (
+                "scalar".into(),
+                Tensor::from_f32(ElemType::F32, vec![], &[-2.0]),
+            ),
+            (
+                "empty".into(),
+                Tensor::from_f32(ElemType::F16, vec![0, 4], &[]),
+            ),
+            (
+                "splat".into(),
+                Tensor::splat_bits(ElemType::BF16, vec![3, 1000], 0x7fc3),
+            ),
             (
                 "odd \"name\" \\ with\nescapes \u{1} and ünïcødé 🦀".into(),
                 Tensor::from_f32(ElemType::F16, vec![1], &[0.5]),
@@ -777,7 +803,12 @@ mod tests {
             assert!(got.is_mapped(), "{name} is not mapped");
             assert_eq!(got.elem(), t.elem());
             assert_eq!(got.shape(), t.shape());
-            assert!(got.bit_eq(t), "{name}: {:x?} != {:x?}", got.to_bits_vec(), t.to_bits_vec());
+            assert!(
+                got.bit_eq(t),
+                "{name}: {:x?} != {:x?}",
+                got.to_bits_vec(),
+                t.to_bits_vec()
+            );
             assert_eq!(store.info(name), Some((t.elem(), t.shape())));
         }
         let mut names: Vec<&str> = tensors.iter().map(|(n, _)| n.as_str()).collect();
@@ -837,7 +868,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("model.safetensors");
         let ts: Vec<(String, Tensor)> = (0..12)
-            .map(|i| (format!("t{i:02}"), Tensor::splat(ElemType::F32, vec![1], 0.0)))
+            .map(|i| {
+                (
+                    format!("t{i:02}"),
+                    Tensor::splat(ElemType::F32, vec![1], 0.0),
+                )
+            })
             .collect();
         let refs: Vec<(&str, &Tensor)> = ts.iter().map(|(n, t)| (n.as_str(), t)).collect();
         write_safetensors(&path, &refs).unwrap();
@@ -904,7 +940,11 @@ mod tests {
             assert!(e.contains("invalid header"), "{bad:?}: {e}");
         }
         // Deep nesting is refused rather than overflowing the stack.
-        let deep = format!("{{\"__metadata__\":{}1{}}}", "[".repeat(100_000), "]".repeat(100_000));
+        let deep = format!(
+            "{{\"__metadata__\":{}1{}}}",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
         assert!(open_err(&file_with(&deep, &[])).contains("nested too deeply"));
         let e = open_err(&file_with("{\"__metadata__\":3}", &[]));
         assert!(e.contains("__metadata__"), "{e}");
@@ -914,25 +954,97 @@ mod tests {
     fn malformed_entries_are_errors() {
         let cases = [
             // (entry of tensor "w", data bytes, expected fragment)
-            (r#"{"dtype":"F32","shape":[2],"data_offsets":[0,8]}"#, 4, "go past the end"),
-            (r#"{"dtype":"F32","shape":[2],"data_offsets":[8,0]}"#, 8, "reversed data_offsets [8, 0]"),
-            (r#"{"dtype":"F32","shape":[2],"data_offsets":[0,4]}"#, 8, "needs 8 bytes but its data_offsets [0, 4] cover 4"),
-            (r#"{"dtype":"F16","shape":[2,3],"data_offsets":[0,24]}"#, 24, "shape [2, 3] needs 12 bytes"),
-            (r#"{"dtype":"F32","shape":[18446744073709551615,2],"data_offsets":[0,0]}"#, 0, "overflows"),
-            (r#"{"dtype":"F32","shape":[4611686018427387904],"data_offsets":[0,0]}"#, 0, "overflows"),
-            (r#"{"dtype":"F32","shape":[-1],"data_offsets":[0,0]}"#, 0, "non-negative integers"),
-            (r#"{"dtype":"F32","shape":[1.5],"data_offsets":[0,0]}"#, 0, "non-negative integers"),
-            (r#"{"dtype":"F32","shape":[1],"data_offsets":[0,99999999999999999999]}"#, 4, "non-negative integers"),
-            (r#"{"dtype":"F32","shape":[1],"data_offsets":[0,4,8]}"#, 8, "must have 2 entries"),
-            (r#"{"dtype":"F32","shape":2,"data_offsets":[0,4]}"#, 4, "not an array"),
-            (r#"{"shape":[1],"data_offsets":[0,4]}"#, 4, "has no \"dtype\""),
-            (r#"{"dtype":"F32","data_offsets":[0,4]}"#, 4, "has no \"shape\""),
-            (r#"{"dtype":"F32","shape":[1]}"#, 4, "has no \"data_offsets\""),
-            (r#"{"dtype":32,"shape":[1],"data_offsets":[0,4]}"#, 4, "is not a string"),
+            (
+                r#"{"dtype":"F32","shape":[2],"data_offsets":[0,8]}"#,
+                4,
+                "go past the end",
+            ),
+            (
+                r#"{"dtype":"F32","shape":[2],"data_offsets":[8,0]}"#,
+                8,
+                "reversed data_offsets [8, 0]",
+            ),
+            (
+                r#"{"dtype":"F32","shape":[2],"data_offsets":[0,4]}"#,
+                8,
+                "needs 8 bytes but its data_offsets [0, 4] cover 4",
+            ),
+            (
+                r#"{"dtype":"F16","shape":[2,3],"data_offsets":[0,24]}"#,
+                24,
+                "shape [2, 3] needs 12 bytes",
+            ),
+            (
+                r#"{"dtype":"F32","shape":[18446744073709551615,2],"data_offsets":[0,0]}"#,
+                0,
+                "overflows",
+            ),
+            (
+                r#"{"dtype":"F32","shape":[4611686018427387904],"data_offsets":[0,0]}"#,
+                0,
+                "overflows",
+            ),
+            (
+                r#"{"dtype":"F32","shape":[-1],"data_offsets":[0,0]}"#,
+                0,
+                "non-negative integers",
+            ),
+            (
+                r#"{"dtype":"F32","shape":[1.5],"data_offsets":[0,0]}"#,
+                0,
+                "non-negative integers",
+            ),
+            (
+                r#"{"dtype":"F32","shape":[1],"data_offsets":[0,99999999999999999999]}"#,
+                4,
+                "non-negative integers",
+            ),
+            (
+                r#"{"dtype":"F32","shape":[1],"data_offsets":[0,4,8]}"#,
+                8,
+                "must have 2 entries",
+            ),
+            (
+                r#"{"dtype":"F32","shape":2,"data_offsets":[0,4]}"#,
+                4,
+                "not an array",
+            ),
+            (
+                r#"{"shape":[1],"data_offsets":[0,4]}"#,
+                4,
+                "has no \"dtype\"",
+            ),
+            (
+                r#"{"dtype":"F32","data_offsets":[0,4]}"#,
+                4,
+                "has no \"shape\"",
+            ),
+            (
+                r#"{"dtype":"F32","shape":[1]}"#,
+                4,
+                "has no \"data_offsets\"",
+            ),
+            (
+                r#"{"dtype":32,"shape":[1],"data_offsets":[0,4]}"#,
+                4,
+                "is not a string",
+            ),
             (r#"[1]"#, 0, "is not an object"),
-            (r#"{"dtype":"I32","shape":[1],"data_offsets":[0,4]}"#, 4, "tensor \"w\" has dtype \"I32\", which is not supported"),
-            (r#"{"dtype":"Q4_K","shape":[1],"data_offsets":[0,4]}"#, 4, "tensor \"w\" has dtype \"Q4_K\""),
-            (r#"{"dtype":"F64","shape":[1],"data_offsets":[0,8]}"#, 8, "only F32, F16 and BF16"),
+            (
+                r#"{"dtype":"I32","shape":[1],"data_offsets":[0,4]}"#,
+                4,
+                "tensor \"w\" has dtype \"I32\", which is not supported",
+            ),
+            (
+                r#"{"dtype":"Q4_K","shape":[1],"data_offsets":[0,4]}"#,
+                4,
+                "tensor \"w\" has dtype \"Q4_K\"",
+            ),
+            (
+                r#"{"dtype":"F64","shape":[1],"data_offsets":[0,8]}"#,
+                8,
+                "only F32, F16 and BF16",
+            ),
         ];
         for (entry, len, fragment) in cases {
             let e = one_tensor_err(entry, len);
@@ -977,6 +1089,10 @@ mod tests {
         write_safetensors(&path, &[("t", &new)]).unwrap();
         assert!(view.bit_eq(&old));
         assert!(store.get("t").unwrap().bit_eq(&old));
-        assert!(WeightStore::open(&path).unwrap().get("t").unwrap().bit_eq(&new));
+        assert!(WeightStore::open(&path)
+            .unwrap()
+            .get("t")
+            .unwrap()
+            .bit_eq(&new));
     }
 }
