@@ -244,13 +244,53 @@ mod tests {
         let src = r#"module @m attributes {weights = "w.safetensors"} { func @f(%x: tensor<?x4xf32>) -> (tensor<?x2xf32>) { %0 = nn.linear %x, %w {alpha = -1.5e-3} : tensor<?x2xf32> loc("a.py":3:7) return %0 : tensor<?x2xf32> } }"#;
         let t = toks(src);
         let expected = vec![
-            Module, Symbol("m"), Attributes, LBrace, Ident("weights"), Equals,
-            Str("w.safetensors"), RBrace, LBrace, Func, Symbol("f"), LParen, ValueId("x"), Colon,
-            TensorType("tensor<?x4xf32>"), RParen, Arrow, LParen, TensorType("tensor<?x2xf32>"),
-            RParen, LBrace, ValueId("0"), Equals, Ident("nn.linear"), ValueId("x"), Comma,
-            ValueId("w"), LBrace, Ident("alpha"), Equals, Float("-1.5e-3"), RBrace, Colon,
-            TensorType("tensor<?x2xf32>"), Loc, LParen, Str("a.py"), Colon, Int("3"), Colon,
-            Int("7"), RParen, Return, ValueId("0"), Colon, TensorType("tensor<?x2xf32>"), RBrace,
+            Module,
+            Symbol("m"),
+            Attributes,
+            LBrace,
+            Ident("weights"),
+            Equals,
+            Str("w.safetensors"),
+            RBrace,
+            LBrace,
+            Func,
+            Symbol("f"),
+            LParen,
+            ValueId("x"),
+            Colon,
+            TensorType("tensor<?x4xf32>"),
+            RParen,
+            Arrow,
+            LParen,
+            TensorType("tensor<?x2xf32>"),
+            RParen,
+            LBrace,
+            ValueId("0"),
+            Equals,
+            Ident("nn.linear"),
+            ValueId("x"),
+            Comma,
+            ValueId("w"),
+            LBrace,
+            Ident("alpha"),
+            Equals,
+            Float("-1.5e-3"),
+            RBrace,
+            Colon,
+            TensorType("tensor<?x2xf32>"),
+            Loc,
+            LParen,
+            Str("a.py"),
+            Colon,
+            Int("3"),
+            Colon,
+            Int("7"),
+            RParen,
+            Return,
+            ValueId("0"),
+            Colon,
+            TensorType("tensor<?x2xf32>"),
+            RBrace,
             RBrace,
         ];
         assert_eq!(t, expected);
@@ -262,8 +302,17 @@ mod tests {
         assert_eq!(
             t,
             vec![
-                Int("1"), Int("-2"), Float("1.0"), Float("-2.5e-3"), Float("1e10"),
-                Hex("0x7FC00000"), ValueId("conv.1"), ValueId("a_b"), True, False, Dense
+                Int("1"),
+                Int("-2"),
+                Float("1.0"),
+                Float("-2.5e-3"),
+                Float("1e10"),
+                Hex("0x7FC00000"),
+                ValueId("conv.1"),
+                ValueId("a_b"),
+                True,
+                False,
+                Dense
             ]
         );
     }
@@ -271,18 +320,31 @@ mod tests {
     #[test]
     fn tensor_types() {
         let t = parse_tensor_type("tensor<2x?x3xf32>").unwrap();
-        assert_eq!(t.dims.as_slice(), &[Dim::Static(2), Dim::Dynamic, Dim::Static(3)]);
+        assert_eq!(
+            t.dims.as_slice(),
+            &[Dim::Static(2), Dim::Dynamic, Dim::Static(3)]
+        );
         assert_eq!(t.elem, ElemType::F32);
         let t = parse_tensor_type("tensor<f32>").unwrap();
         assert!(t.dims.is_empty());
-        assert_eq!(parse_tensor_type("tensor<4xbf16>").unwrap().elem, ElemType::BF16);
-        assert_eq!(parse_tensor_type("tensor<4xf16>").unwrap().elem, ElemType::F16);
-        assert!(parse_tensor_type("tensor<4xi32>").unwrap_err().contains("unknown element type"));
+        assert_eq!(
+            parse_tensor_type("tensor<4xbf16>").unwrap().elem,
+            ElemType::BF16
+        );
+        assert_eq!(
+            parse_tensor_type("tensor<4xf16>").unwrap().elem,
+            ElemType::F16
+        );
+        assert!(parse_tensor_type("tensor<4xi32>")
+            .unwrap_err()
+            .contains("unknown element type"));
         assert_eq!(
             parse_tensor_type("tensor<99999999999999999999999xf32>").unwrap_err(),
             "dimension 99999999999999999999999 is too large"
         );
-        assert!(parse_tensor_type("tensor<1x1x1x1x1x1x1x1x1xf32>").unwrap_err().contains("rank"));
+        assert!(parse_tensor_type("tensor<1x1x1x1x1x1x1x1x1xf32>")
+            .unwrap_err()
+            .contains("rank"));
         // Huge but representable: the verifier, not the parser, rejects it.
         assert!(parse_tensor_type("tensor<1000000x1000000x1000000xf32>").is_ok());
         assert_eq!(toks("tensor<f32>"), vec![TensorType("tensor<f32>")]);
