@@ -231,9 +231,11 @@ pub fn conv2d(
     let extent = |k: usize, d: usize| k.checked_sub(1)?.checked_mul(d)?.checked_add(1);
     let (eff_h, eff_w) = match (extent(kh, dh), extent(kw, dw)) {
         (Some(eh), Some(ew)) if eh <= ph && ew <= pw => (eh, ew),
-        _ => return Err(format!(
+        _ => {
+            return Err(format!(
             "conv2d kernel {kh}x{kw} (dilations {dh}x{dw}) does not fit the padded input {ph}x{pw}"
-        )),
+        ))
+        }
     };
     let oh = (ph - eff_h) / sh + 1;
     let ow = (pw - eff_w) / sw + 1;
