@@ -168,7 +168,7 @@ fn conv2d_depthwise() {
     let y = ok(
         conv([1, 1], [0; 4], [1, 1], 2),
         &[seq(&[1, 2, 3, 3])],
-        &[w.clone()],
+        std::slice::from_ref(&w),
         &[1, 2, 2, 2],
     );
     assert_eq!(vals(&y), [8., 12., 20., 24., -4., -4., -4., -4.]);
@@ -339,7 +339,12 @@ fn linear_3d_input() {
     let x = arr(&[2, 1, 2], &[1., 2., 3., 4.]);
     let w = arr(&[3, 2], &[1., 0., 0., 1., 1., 1.]);
     let b = arr(&[3], &[0., 0., 10.]);
-    let y = ok(OpKind::Linear, &[x.clone()], &[w.clone(), b], &[2, 1, 3]);
+    let y = ok(
+        OpKind::Linear,
+        std::slice::from_ref(&x),
+        &[w.clone(), b],
+        &[2, 1, 3],
+    );
     assert_eq!(vals(&y), [1., 2., 13., 3., 4., 17.]);
     let y = ok(OpKind::Linear, &[x], &[w], &[2, 1, 3]);
     assert_eq!(vals(&y), [1., 2., 3., 3., 4., 7.]);
@@ -576,12 +581,22 @@ fn layer_norm_optional_operands() {
         axis: -1,
         epsilon: 0.0,
     };
-    let y = ok(ln(), &[x.clone()], &[], &[2, 2]);
+    let y = ok(ln(), std::slice::from_ref(&x), &[], &[2, 2]);
     assert_eq!(vals(&y), [-1., 1., -1., 1.]);
     let s = arr(&[2], &[1., 2.]);
-    let y = ok(ln(), &[x.clone()], &[s.clone()], &[2, 2]);
+    let y = ok(
+        ln(),
+        std::slice::from_ref(&x),
+        std::slice::from_ref(&s),
+        &[2, 2],
+    );
     assert_eq!(vals(&y), [-1., 2., -1., 2.]);
-    let y = ok(ln(), &[x.clone()], &[s, arr(&[2], &[0., 1.])], &[2, 2]);
+    let y = ok(
+        ln(),
+        std::slice::from_ref(&x),
+        &[s, arr(&[2], &[0., 1.])],
+        &[2, 2],
+    );
     assert_eq!(vals(&y), [-1., 3., -1., 3.]);
     // Over both axes: mean 4, variance (9 + 1 + 1 + 9) / 4 = 5, epsilon 1 -> divide by sqrt 6.
     let y = ok(
@@ -769,7 +784,12 @@ fn wrong_inputs_are_errors_not_panics() {
     assert!(run(&f, &[seq(&[1, 3]), seq(&[1, 3])]).is_err());
     // A dynamic dimension accepts any size, the static ones still have to match.
     let dynamic = TensorType::new([Dim::Dynamic, Dim::Static(3)], ElemType::F32);
-    let f = build(OpKind::Relu, &[dynamic.clone()], &[], dynamic);
+    let f = build(
+        OpKind::Relu,
+        std::slice::from_ref(&dynamic),
+        &[],
+        dynamic.clone(),
+    );
     assert_eq!(run(&f, &[seq(&[5, 3])]).unwrap()[0].shape(), &[5, 3]);
     assert!(run(&f, &[seq(&[5, 4])]).is_err());
 }
