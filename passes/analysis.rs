@@ -138,21 +138,26 @@ impl ConstAnalysis {
                     indices,
                     size,
                     fill,
-                } => crate::verify::norm_axis(*axis, f.ty(r).rank()).ok().map(|axis| {
-                    let input = fact_of(ins[0]).filter(|fx| fx.axis == axis);
-                    let mut channels: Vec<Option<f32>> = fill.iter().map(|&c| Some(c)).collect();
-                    for (k, &p) in indices.iter().enumerate() {
-                        channels[p as usize] = input.as_ref().and_then(|fx| fx.constant(k));
-                    }
-                    debug_assert_eq!(channels.len() as u64, *size);
-                    ChannelFacts { axis, channels }
-                }),
+                } => crate::verify::norm_axis(*axis, f.ty(r).rank())
+                    .ok()
+                    .map(|axis| {
+                        let input = fact_of(ins[0]).filter(|fx| fx.axis == axis);
+                        let mut channels: Vec<Option<f32>> =
+                            fill.iter().map(|&c| Some(c)).collect();
+                        for (k, &p) in indices.iter().enumerate() {
+                            channels[p as usize] = input.as_ref().and_then(|fx| fx.constant(k));
+                        }
+                        debug_assert_eq!(channels.len() as u64, *size);
+                        ChannelFacts { axis, channels }
+                    }),
                 OpKind::Gather { axis, indices } => {
                     let axis = crate::verify::norm_axis(*axis, f.ty(r).rank()).ok();
-                    fact_of(ins[0]).filter(|fx| Some(fx.axis) == axis).map(|fx| ChannelFacts {
-                        axis: fx.axis,
-                        channels: indices.iter().map(|&p| fx.constant(p as usize)).collect(),
-                    })
+                    fact_of(ins[0])
+                        .filter(|fx| Some(fx.axis) == axis)
+                        .map(|fx| ChannelFacts {
+                            axis: fx.axis,
+                            channels: indices.iter().map(|&p| fx.constant(p as usize)).collect(),
+                        })
                 }
                 OpKind::Concat { axis } => {
                     let axis = crate::verify::norm_axis(*axis, f.ty(r).rank()).ok();

@@ -223,9 +223,12 @@ impl Pattern for DeadNeuronElimination {
         for (v, fill) in fan.others.iter().zip(&fills) {
             let f = rw.func();
             let full = f.ty(*v).clone();
-            let uses: Vec<_> = f.uses(*v).iter().copied().filter(|u| {
-                !fan.chain.contains(&u.op) && !fan.consumers.contains(&u.op)
-            }).collect();
+            let uses: Vec<_> = f
+                .uses(*v)
+                .iter()
+                .copied()
+                .filter(|u| !fan.chain.contains(&u.op) && !fan.consumers.contains(&u.op))
+                .collect();
             let anchor = f
                 .producer(*v)
                 .and_then(|p| f.next_op(p))

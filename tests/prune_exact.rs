@@ -88,7 +88,10 @@ struct Mlp {
 }
 
 fn mlp() -> impl Strategy<Value = Mlp> {
-    (prop::collection::vec(2usize..6, 3..6), prop::collection::vec(0..ACTIVATIONS.len(), 5))
+    (
+        prop::collection::vec(2usize..6, 3..6),
+        prop::collection::vec(0..ACTIVATIONS.len(), 5),
+    )
         .prop_flat_map(|(widths, acts)| {
             let layers: Vec<_> = widths
                 .windows(2)
@@ -143,8 +146,14 @@ fn mlp_text(m: &Mlp) -> String {
     let mut cur = "%x".to_string();
     for (l, (w, b)) in m.layers.iter().enumerate() {
         let (inp, out) = (m.widths[l], m.widths[l + 1]);
-        s += &format!("  %w{l} = nn.constant dense<{}> : tensor<{out}x{inp}xf32>\n", matrix(w));
-        s += &format!("  %b{l} = nn.constant dense<{}> : tensor<{out}xf32>\n", list(b));
+        s += &format!(
+            "  %w{l} = nn.constant dense<{}> : tensor<{out}x{inp}xf32>\n",
+            matrix(w)
+        );
+        s += &format!(
+            "  %b{l} = nn.constant dense<{}> : tensor<{out}xf32>\n",
+            list(b)
+        );
         s += &format!("  %h{l} = nn.linear {cur}, %w{l}, %b{l} : tensor<?x{out}xf32>\n");
         cur = format!("%h{l}");
         if l + 1 < m.layers.len() {
@@ -153,7 +162,10 @@ fn mlp_text(m: &Mlp) -> String {
             cur = format!("%a{l}");
         }
     }
-    s += &format!("  return {cur} : tensor<?x{}xf32>\n}}\n", m.widths.last().unwrap());
+    s += &format!(
+        "  return {cur} : tensor<?x{}xf32>\n}}\n",
+        m.widths.last().unwrap()
+    );
     s
 }
 

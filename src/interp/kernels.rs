@@ -220,20 +220,25 @@ pub fn conv2d(
             ));
         }
     }
+    check_attrs(&strides, "conv2d")?;
+    check_attrs(&pads, "conv2d")?;
+    check_attrs(&dilations, "conv2d")?;
     let [sh, sw] = strides.map(|v| v as usize);
     let [dh, dw] = dilations.map(|v| v as usize);
     let [pt, pl, pb, pr] = pads.map(|v| v as usize);
-    let eff_h = dh * (kh.max(1) - 1) + 1;
-    let eff_w = dw * (kw.max(1) - 1) + 1;
-    if kh == 0 || kw == 0 || h + pt + pb < eff_h || wd + pl + pr < eff_w {
-        return Err(format!(
-            "conv2d kernel {kh}x{kw} (dilated {eff_h}x{eff_w}) does not fit the padded input {}x{}",
-            h + pt + pb,
-            wd + pl + pr
-        ));
-    }
-    let oh = (h + pt + pb - eff_h) / sh + 1;
-    let ow = (wd + pl + pr - eff_w) / sw + 1;
+    let (ph, pw) = (h + pt + pb, wd + pl + pr);
+    // Dilated kernel extent, `None` on overflow (then it cannot fit anyway).
+    let extent = |k: usize, d: usize| k.checked_sub(1)?.checked_mul(d)?.checked_add(1);
+    let (eff_h, eff_w) = match (extent(kh, dh), extent(kw, dw)) {
+        (Some(eh), Some(ew)) if eh <= ph && ew <= pw => (eh, ew),
+        _ => {
+            return Err(format!(
+            "conv2d kernel {kh}x{kw} (dilations {dh}x{dw}) does not fit the padded input {ph}x{pw}"
+        ))
+        }
+    };
+    let oh = (ph - eff_h) / sh + 1;
+    let ow = (pw - eff_w) / sw + 1;
     let co_per_g = co / g;
     Ok(ArrayD::from_shape_fn(IxDyn(&[n, co, oh, ow]), |idx| {
         let (ni, o, y, xo) = (idx[0], idx[1], idx[2], idx[3]);
@@ -330,8 +335,20 @@ pub fn concat(inputs: &[&ArrayD<f32>], axis: i64) -> KResult {
     ndarray::concatenate(Axis(ax), &views).map_err(|e| e.to_string())
 }
 
-/// Output length of one pooling axis, ONNX/PyTorch rules: with `ceil_mode` a last window that
-/// would start inside the right padding is dropped.
+/// Largest stride, pad, dilation, kernel size or group count accepted: keeps every index
+/// computation of the spatial kernels far from overflow.
+const MAX_ATTR: u64 = u32::MAX as u64;
+
+fn check_attrs(values: &[u64], what: &str) -> Result<(), String> {
+    match values.iter().find(|&&v| v > MAX_ATTR) {
+        Some(v) => Err(format!("{what} attribute value {v} is too large")),
+        None => Ok(()),
+    }
+}
+
+/// Output length of one pooling axis, ONNX/PyTorch rules: with `ceil_mode` the last window must
+/// start inside the input or the left padding (one that would start in the right padding is
+/// dropped). `None` if the kernel does not fit the padded input.
 fn pool_out(len: usize, k: usize, s: usize, p0: usize, p1: usize, ceil: bool) -> Option<usize> {
     let span = (len + p0 + p1).checked_sub(k)?;
     let mut out = if ceil { span.div_ceil(s) } else { span / s } + 1;
@@ -341,7 +358,33 @@ fn pool_out(len: usize, k: usize, s: usize, p0: usize, p1: usize, ceil: bool) ->
     Some(out)
 }
 
-/// Shared geometry checks for 2-d pooling; returns the output spatial size.
+/// Geometry of a 2-d pooling: input shape, output spatial size and the per-axis parameters.
+struct PoolGeom {
+    nchw: [usize; 4],
+    out: [usize; 2],
+    kernel: [usize; 2],
+    strides: [usize; 2],
+    /// [top, left, bottom, right]
+    pads: [usize; 4],
+}
+
+impl PoolGeom {
+    /// The window of output position `o` along spatial axis `axis` (0 = H, 1 = W), as
+    /// `(start, end, clipped_start, clipped_end)` in input coordinates: `start..end` is the
+    /// window cut at the end of the trailing padding (the ceil-mode overhang is excluded), and
+    /// `clipped_start..clipped_end` is its part inside the input.
+    fn window(&self, axis: usize, o: usize) -> (isize, isize, usize, usize) {
+        let len = self.nchw[2 + axis] as isize;
+        let (p0, p1) = (self.pads[axis] as isize, self.pads[axis + 2] as isize);
+        let start = (o * self.strides[axis]) as isize - p0;
+        let end = (start + self.kernel[axis] as isize).min(len + p1);
+        let cs = start.max(0) as usize;
+        let ce = end.min(len).max(start.max(0)) as usize;
+        (start, end, cs, ce)
+    }
+}
+
+/// Shared geometry checks for 2-d pooling.
 fn pool_geom(
     x: &ArrayD<f32>,
     kernel: [u64; 2],
@@ -349,18 +392,28 @@ fn pool_geom(
     pads: [u64; 4],
     ceil_mode: bool,
     what: &str,
-) -> Result<[usize; 2], String> {
-    let [_, _, h, w] = check_rank4(x, what)?;
+) -> Result<PoolGeom, String> {
+    let nchw = check_rank4(x, what)?;
     if kernel.contains(&0) || strides.contains(&0) {
         return Err(format!("{what} kernel and strides must be positive"));
     }
+    check_attrs(&kernel, what)?;
+    check_attrs(&strides, what)?;
+    check_attrs(&pads, what)?;
+    let [h, w] = [nchw[2], nchw[3]];
     let [kh, kw] = kernel.map(|v| v as usize);
     let [sh, sw] = strides.map(|v| v as usize);
     let [pt, pl, pb, pr] = pads.map(|v| v as usize);
     let oh = pool_out(h, kh, sh, pt, pb, ceil_mode);
     let ow = pool_out(w, kw, sw, pl, pr, ceil_mode);
     match (oh, ow) {
-        (Some(oh), Some(ow)) => Ok([oh, ow]),
+        (Some(oh), Some(ow)) => Ok(PoolGeom {
+            nchw,
+            out: [oh, ow],
+            kernel: [kh, kw],
+            strides: [sh, sw],
+            pads: [pt, pl, pb, pr],
+        }),
         _ => Err(format!(
             "{what} kernel {kh}x{kw} does not fit the padded input {}x{}",
             h + pt + pb,
@@ -369,7 +422,7 @@ fn pool_geom(
     }
 }
 
-/// 2-d max pooling; padding never wins (it behaves as `-inf`).
+/// 2-d max pooling; padding never wins (it behaves as `-inf`) and NaN propagates (PyTorch).
 pub fn max_pool2d(
     x: &ArrayD<f32>,
     kernel: [u64; 2],
@@ -377,19 +430,21 @@ pub fn max_pool2d(
     pads: [u64; 4],
     ceil_mode: bool,
 ) -> KResult {
-    let [oh, ow] = pool_geom(x, kernel, strides, pads, ceil_mode, "max_pool2d")?;
-    let [n, c, h, w] = check_rank4(x, "max_pool2d")?;
-    let [kh, kw] = kernel.map(|v| v as usize);
-    let [sh, sw] = strides.map(|v| v as usize);
-    let (pt, pl) = (pads[0] as isize, pads[1] as isize);
+    let g = pool_geom(x, kernel, strides, pads, ceil_mode, "max_pool2d")?;
+    let [n, c, _, _] = g.nchw;
+    let [oh, ow] = g.out;
     Ok(ArrayD::from_shape_fn(IxDyn(&[n, c, oh, ow]), |idx| {
+        let (_, _, ys, ye) = g.window(0, idx[2]);
+        let (_, _, xs, xe) = g.window(1, idx[3]);
         let mut m = f32::NEG_INFINITY;
-        for ky in 0..kh {
-            let iy = (idx[2] * sh + ky) as isize - pt;
-            for kx in 0..kw {
-                let ix = (idx[3] * sw + kx) as isize - pl;
-                if iy >= 0 && iy < h as isize && ix >= 0 && ix < w as isize {
-                    m = m.max(x[[idx[0], idx[1], iy as usize, ix as usize]]);
+        for iy in ys..ye {
+            for ix in xs..xe {
+                let v = x[[idx[0], idx[1], iy, ix]];
+                if v > m || v.is_nan() {
+                    m = v;
+                }
+                if m.is_nan() {
+                    return m;
                 }
             }
         }
@@ -398,7 +453,7 @@ pub fn max_pool2d(
 }
 
 /// 2-d average pooling. With `count_include_pad` the divisor counts padding cells but never
-/// the part of a ceil-mode window that runs past the right/bottom padding (PyTorch).
+/// the part of a ceil-mode window that runs past the right/bottom padding (PyTorch and ONNX).
 pub fn avg_pool2d(
     x: &ArrayD<f32>,
     kernel: [u64; 2],
@@ -407,31 +462,22 @@ pub fn avg_pool2d(
     ceil_mode: bool,
     count_include_pad: bool,
 ) -> KResult {
-    let [oh, ow] = pool_geom(x, kernel, strides, pads, ceil_mode, "avg_pool2d")?;
-    let [n, c, h, w] = check_rank4(x, "avg_pool2d")?;
-    let [kh, kw] = kernel.map(|v| v as usize);
-    let [sh, sw] = strides.map(|v| v as usize);
-    let [pt, pl, pb, pr] = pads.map(|v| v as isize);
-    let (hi, wi) = (h as isize, w as isize);
+    let g = pool_geom(x, kernel, strides, pads, ceil_mode, "avg_pool2d")?;
+    let [n, c, _, _] = g.nchw;
+    let [oh, ow] = g.out;
     Ok(ArrayD::from_shape_fn(IxDyn(&[n, c, oh, ow]), |idx| {
-        let (mut sum, mut real, mut padded) = (0.0f32, 0usize, 0usize);
-        for ky in 0..kh {
-            let iy = (idx[2] * sh + ky) as isize - pt;
-            for kx in 0..kw {
-                let ix = (idx[3] * sw + kx) as isize - pl;
-                if iy >= 0 && iy < hi && ix >= 0 && ix < wi {
-                    sum += x[[idx[0], idx[1], iy as usize, ix as usize]];
-                    real += 1;
-                } else if iy < hi + pb && ix < wi + pr {
-                    // Inside the declared padding (left/top pads are always inside).
-                    padded += 1;
-                }
+        let (y0, y1, ys, ye) = g.window(0, idx[2]);
+        let (x0, x1, xs, xe) = g.window(1, idx[3]);
+        let mut sum = 0.0f32;
+        for iy in ys..ye {
+            for ix in xs..xe {
+                sum += x[[idx[0], idx[1], iy, ix]];
             }
         }
         let count = if count_include_pad {
-            real + padded
+            ((y1 - y0) * (x1 - x0)) as usize
         } else {
-            real
+            (ye - ys) * (xe - xs)
         };
         if count == 0 {
             0.0
@@ -498,8 +544,9 @@ pub fn flatten(x: &ArrayD<f32>, axis: i64) -> KResult {
 
 /// Row-major reshape; the element count must match.
 pub fn reshape(x: &ArrayD<f32>, shape: &[usize]) -> KResult {
-    let n: usize = shape.iter().product();
-    if n != x.len() {
+    let n = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    if n != Some(x.len()) {
+        let n = n.map_or("too many".to_string(), |n| n.to_string());
         return Err(format!(
             "cannot reshape {:?} ({} elements) to {shape:?} ({n} elements)",
             x.shape(),
@@ -614,6 +661,12 @@ pub fn scatter(
         return Err(format!(
             "scatter fill has {} values but size is {size}",
             fill.len()
+        ));
+    }
+    let outer = x.len().checked_div(indices.len()).unwrap_or(0);
+    if outer.checked_mul(size).is_none() {
+        return Err(format!(
+            "scatter output of size {size} along axis {ax} is too large"
         ));
     }
     let mut src: Vec<Option<usize>> = vec![None; size];
@@ -739,8 +792,9 @@ mod tests {
         let one = t(&[2], &[1., 2.]);
         let bias = t(&[2], &[0., 1.]);
         let mean = t(&[2], &[1., 1.]);
-        let var = t(&[2], &[4., 0.]);
+        let var = t(&[2], &[4., 1.]);
         let y = batch_norm(&x, &one, &bias, &mean, &var, 0.0).unwrap();
+        // ch0: (3-1)/2*1+0 = 1; ch1: (5-1)/1*2+1 = 9
         assert_eq!(vals(&y), vec![1., 9.]);
         assert!(batch_norm(&x, &t(&[3], &[1., 1., 1.]), &bias, &mean, &var, 0.0).is_err());
     }
@@ -855,15 +909,17 @@ mod tests {
 
     #[test]
     fn layer_norm_trailing_axes() {
-        let x = t(&[2, 2], &[1., 3., 5., 5.]);
+        let x = t(&[2, 2], &[1., 3., 5., 7.]);
         let s = t(&[2], &[1., 2.]);
         let b = t(&[2], &[0., 1.]);
+        // Each row has mean m and biased variance 1: normalized [-1, 1] -> [-1, 3].
         let y = layer_norm(&x, &s, Some(&b), -1, 0.0).unwrap();
-        assert_eq!(vals(&y), vec![-1., 3., 0., 1.]);
+        assert_eq!(vals(&y), vec![-1., 3., -1., 3.]);
         let y = layer_norm(&x, &t(&[2, 2], &[1.; 4]), None, 0, 0.0).unwrap();
-        // mean 3.5, var (6.25+0.25+2.25+2.25)/4 = 2.75
-        let sd = 2.75f32.sqrt();
-        assert!((y[[0, 0]] - (-2.5 / sd)).abs() < 1e-6);
+        // mean 4, var (9+1+1+9)/4 = 5
+        let sd = 5f32.sqrt();
+        assert!((y[[0, 0]] - (-3. / sd)).abs() < 1e-6);
+        assert!((y[[1, 1]] - (3. / sd)).abs() < 1e-6);
         assert!(layer_norm(&x, &t(&[3], &[1.; 3]), None, -1, 0.0).is_err());
     }
 
