@@ -59,8 +59,15 @@ pub enum Pass {
     Dce,
 }
 
-/// Name, summary and options of every pass, for `--list-passes` and pipeline errors.
-pub const PASSES: &[(&str, &str, &[(&str, &str)])] = &[
+/// A pass's name, one-line summary and `(option, description)` pairs.
+pub type PassInfo = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
+/// Every pass, for `--list-passes` and pipeline errors.
+pub const PASSES: &[PassInfo] = &[
     (
         "canonicalize",
         "local clean-ups: removes nn.identity",

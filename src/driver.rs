@@ -12,6 +12,15 @@ use std::path::Path;
 /// The separator of `--split-input-file`, on a line of its own (as in mlir-opt).
 pub const SPLIT_MARKER: &str = "// -----";
 
+/// The chunks to process: the whole input, or the pieces between separator lines.
+pub fn chunks(src: &str, split: bool) -> Vec<Range<usize>> {
+    if split {
+        split_input(src)
+    } else {
+        std::iter::once(0..src.len()).collect()
+    }
+}
+
 /// Byte ranges of the chunks of `src` between separator lines.
 pub fn split_input(src: &str) -> Vec<Range<usize>> {
     let mut chunks = Vec::new();

@@ -5,6 +5,10 @@
 //! [`verify`] → passes ([`rewrite`] infrastructure, [`passes`] patterns) → [`syntax::printer`],
 //! [`interp`] (reference interpreter) or `lower` (MLIR). See `docs/architecture.md`.
 
+// Diagnostics travel by value on the (cold) error path, as values rendered once at the edge;
+// boxing them everywhere would only add noise.
+#![allow(clippy::result_large_err)]
+
 pub mod diag;
 pub mod driver;
 pub mod interp;

@@ -1,6 +1,9 @@
 //! The `nnopt` command line. Holds no logic: it parses flags, calls the library and renders
 //! diagnostics once, at the edge.
 
+// Diagnostics travel by value on the (cold) error path; see lib.rs.
+#![allow(clippy::result_large_err)]
+
 use clap::{Parser, Subcommand};
 use nnopt::diag::{has_errors, Diagnostic, SourceMap};
 use nnopt::driver;
@@ -148,11 +151,7 @@ fn opt_main(opt: &OptArgs) -> Result<(), Exit> {
         None => Vec::new(),
     };
     let src = sources.source(file).to_string();
-    let chunks = if opt.split_input_file {
-        driver::split_input(&src)
-    } else {
-        vec![0..src.len()]
-    };
+    let chunks = driver::chunks(&src, opt.split_input_file);
     let mut outputs = Vec::new();
     let mut all_diags: Vec<Diagnostic> = Vec::new();
     for range in chunks {

@@ -266,7 +266,10 @@ pub fn infer_type(f: &Function, op: OpId) -> Infer {
                     ws[0]
                 ));
             }
-            if !dim_eq(x.dim(1), Dim::Static(ws[1] * groups)) {
+            let in_channels = ws[1]
+                .checked_mul(*groups)
+                .ok_or_else(|| format!("groups = {groups} is absurd"))?;
+            if !dim_eq(x.dim(1), Dim::Static(in_channels)) {
                 return Err(format!(
                     "the input has {} channels but the filter expects {} x {groups} groups",
                     x.dim(1),
@@ -307,7 +310,7 @@ pub fn infer_type(f: &Function, op: OpId) -> Infer {
             if x.rank() < 2 {
                 return Err(format!("the input must have a channel axis, not {x}"));
             }
-            if !(*epsilon >= 0.0) {
+            if epsilon.is_nan() || *epsilon < 0.0 {
                 return Err("epsilon must be non-negative".into());
             }
             for p in &ts[1..] {
@@ -320,7 +323,7 @@ pub fn infer_type(f: &Function, op: OpId) -> Infer {
             }
             Ok(x.clone())
         }
-        OpKind::Clip { min, max } if !(min <= max) => {
+        OpKind::Clip { min, max } if min.is_nan() || max.is_nan() || min > max => {
             Err(format!("min ({min}) must not exceed max ({max})"))
         }
         OpKind::Relu
@@ -464,7 +467,7 @@ pub fn infer_type(f: &Function, op: OpId) -> Infer {
         OpKind::LayerNorm { axis, epsilon } => {
             let x = ts[0];
             let a = norm_axis(*axis, x.rank())?;
-            if !(*epsilon >= 0.0) {
+            if epsilon.is_nan() || *epsilon < 0.0 {
                 return Err("epsilon must be non-negative".into());
             }
             let norm = TensorType::new(x.dims[a..].iter().copied(), x.elem);

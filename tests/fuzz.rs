@@ -119,7 +119,7 @@ proptest! {
         let src = apply(CORPUS[which], &muts);
         let mut sources = SourceMap::new();
         let file = sources.add("mutated.nnir", src.clone());
-        let chunks = if split { driver::split_input(&src) } else { vec![0..src.len()] };
+        let chunks = driver::chunks(&src, split);
         for r in chunks {
             let mut diags = Vec::new();
             let m = driver::load(&src[r.clone()], file, r.start, Path::new("."), &mut diags);

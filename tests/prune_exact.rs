@@ -64,15 +64,16 @@ fn matrix(rows: &[Vec<f32>]) -> String {
     format!("[{}]", items.join(", "))
 }
 
-const ACTIVATIONS: &[&str] = &[
-    "nn.relu",
-    "nn.sigmoid",
-    "nn.tanh",
-    "nn.gelu",
-    "nn.silu",
-    "nn.hardswish",
-    "nn.leaky_relu {alpha = 0.1}",
-    "nn.clip {min = 0.0, max = 6.0}",
+/// Activation mnemonics and their attribute dictionaries.
+const ACTIVATIONS: &[(&str, &str)] = &[
+    ("nn.relu", ""),
+    ("nn.sigmoid", ""),
+    ("nn.tanh", ""),
+    ("nn.gelu", ""),
+    ("nn.silu", ""),
+    ("nn.hardswish", ""),
+    ("nn.leaky_relu", " {alpha = 0.1}"),
+    ("nn.clip", " {min = 0.0, max = 6.0}"),
 ];
 
 /// A weight that is never zero, so only planted zeros make neurons dead.
@@ -95,10 +96,8 @@ fn mlp() -> impl Strategy<Value = Mlp> {
         .prop_flat_map(|(widths, acts)| {
             let layers: Vec<_> = widths
                 .windows(2)
-                .enumerate()
-                .map(|(l, w)| {
+                .map(|w| {
                     let (inp, out) = (w[0], w[1]);
-                    let last = l + 2 == widths.len();
                     (
                         prop::collection::vec(prop::collection::vec(nonzero(), inp), out),
                         prop::collection::vec(-1.0f32..1.0, out),
@@ -106,18 +105,16 @@ fn mlp() -> impl Strategy<Value = Mlp> {
                         prop::collection::vec(any::<bool>(), out),
                         // Planted: zero columns (fan-out dead in the previous layer).
                         prop::collection::vec(any::<bool>(), inp),
-                        Just(last),
                     )
                 })
                 .collect();
             (Just(widths), layers, Just(acts))
         })
         .prop_map(|(widths, layers, acts)| {
-            let n = layers.len();
             let mut out = Vec::new();
-            for (l, (mut w, b, dead_rows, dead_cols, _)) in layers.into_iter().enumerate() {
+            for (l, (mut w, b, dead_rows, dead_cols)) in layers.into_iter().enumerate() {
                 for (j, row) in w.iter_mut().enumerate() {
-                    if j > 0 && dead_rows[j] && l + 1 < n {
+                    if j > 0 && dead_rows[j] {
                         row.iter_mut().for_each(|x| *x = 0.0);
                     }
                     for (i, x) in row.iter_mut().enumerate() {
@@ -157,8 +154,8 @@ fn mlp_text(m: &Mlp) -> String {
         s += &format!("  %h{l} = nn.linear {cur}, %w{l}, %b{l} : tensor<?x{out}xf32>\n");
         cur = format!("%h{l}");
         if l + 1 < m.layers.len() {
-            let act = ACTIVATIONS[m.acts[l] % ACTIVATIONS.len()];
-            s += &format!("  %a{l} = {act} {cur} : tensor<?x{out}xf32>\n");
+            let (act, attrs) = ACTIVATIONS[m.acts[l] % ACTIVATIONS.len()];
+            s += &format!("  %a{l} = {act} {cur}{attrs} : tensor<?x{out}xf32>\n");
             cur = format!("%a{l}");
         }
     }
@@ -194,7 +191,6 @@ fn expected_params(m: &Mlp) -> usize {
             let next = &m.layers[l + 1].0;
             for j in 0..m.widths[l + 1] {
                 let read = (0..m.widths[l + 2]).any(|k| alive[l + 1][k] && next[k][j] != 0.0);
-                let read = read || (l + 2 == m.widths.len() - 1 && false);
                 if alive[l][j] && !read {
                     alive[l][j] = false;
                     changed = true;
@@ -226,5 +222,215 @@ proptest! {
         let x = ArrayD::from_shape_fn(vec![batch, m.widths[0]], |i| seed[(i[0] * 7 + i[1]) % seed.len()]);
         assert_same_outputs(&before, &after, &[x]);
         prop_assert_eq!(params(&after), expected_params(&m), "{}", text);
+    }
+}
+
+/// One conv layer of a generated network.
+#[derive(Debug, Clone)]
+struct ConvSpec {
+    out: usize,
+    kernel: u64,
+    pad: u64,
+    stride: u64,
+    dilation: u64,
+    depthwise: bool,
+    residual: bool,
+    act: usize,
+    dead_rows: Vec<bool>,
+    dead_cols: Vec<bool>,
+    bias: Vec<f32>,
+    weights: Vec<f32>,
+}
+
+fn conv_spec() -> impl Strategy<Value = ConvSpec> {
+    (
+        2usize..5,
+        prop_oneof![Just(1u64), Just(3)],
+        0u64..2,
+        1u64..3,
+        1u64..3,
+        any::<bool>(),
+        any::<bool>(),
+        0..ACTIVATIONS.len(),
+        prop::collection::vec(any::<bool>(), 8),
+        prop::collection::vec(any::<bool>(), 8),
+        prop::collection::vec(-1.0f32..1.0, 8),
+        prop::collection::vec(nonzero(), 8 * 8 * 9),
+    )
+        .prop_map(
+            |(
+                out,
+                kernel,
+                pad,
+                stride,
+                dilation,
+                depthwise,
+                residual,
+                act,
+                dr,
+                dc,
+                bias,
+                weights,
+            )| {
+                ConvSpec {
+                    out,
+                    kernel,
+                    pad,
+                    stride,
+                    dilation,
+                    depthwise,
+                    residual,
+                    act,
+                    dead_rows: dr,
+                    dead_cols: dc,
+                    bias,
+                    weights,
+                }
+            },
+        )
+}
+
+/// A conv network: conv blocks (zero-padded, strided, dilated, depthwise, residual) with
+/// planted dead filters and input slices, then global pooling, flatten, a linear head, and
+/// optionally a softmax barrier. Returns the text and the input shape.
+fn conv_net_text(
+    specs: &[ConvSpec],
+    c0: usize,
+    hw: u64,
+    classes: usize,
+    softmax: bool,
+) -> (String, Vec<usize>) {
+    let mut s = String::new();
+    let mut body = String::new();
+    let (mut c, mut h) = (c0, hw);
+    let mut cur = "%x".to_string();
+    let mut k = 0;
+    for (l, sp) in specs.iter().enumerate() {
+        let span = sp.dilation * (sp.kernel - 1) + 1;
+        if h + 2 * sp.pad < span {
+            continue;
+        }
+        let block_in = cur.clone();
+        let (out, groups, per_in) = if sp.depthwise {
+            (c, c, 1)
+        } else {
+            (sp.out, 1, c)
+        };
+        let oh = (h + 2 * sp.pad - span) / sp.stride + 1;
+        let mut w = Vec::new();
+        for j in 0..out {
+            for i in 0..per_in {
+                for t in 0..(sp.kernel * sp.kernel) as usize {
+                    let dead =
+                        (j > 0 && sp.dead_rows[j % 8]) || (i > 0 && l > 0 && sp.dead_cols[i % 8]);
+                    w.push(if dead {
+                        0.0
+                    } else {
+                        sp.weights[(k + t) % sp.weights.len()]
+                    });
+                    k += 1;
+                }
+            }
+        }
+        let kk = sp.kernel;
+        body += &format!(
+            "  %w{l} = nn.constant dense<{}> : tensor<{out}x{per_in}x{kk}x{kk}xf32>\n",
+            nested4(&w, out, per_in, kk as usize)
+        );
+        body += &format!(
+            "  %b{l} = nn.constant dense<{}> : tensor<{out}xf32>\n",
+            list(
+                &sp.bias[..out.min(8)]
+                    .iter()
+                    .cycle()
+                    .take(out)
+                    .copied()
+                    .collect::<Vec<_>>()
+            )
+        );
+        let p = sp.pad;
+        body += &format!(
+            "  %c{l} = nn.conv2d {cur}, %w{l}, %b{l} {{strides = [{st}, {st}], pads = [{p}, {p}, {p}, {p}], dilations = [{d}, {d}], groups = {groups}}} : tensor<1x{out}x{oh}x{oh}xf32>\n",
+            st = sp.stride,
+            d = sp.dilation
+        );
+        let (act, attrs) = ACTIVATIONS[sp.act];
+        body += &format!("  %a{l} = {act} %c{l}{attrs} : tensor<1x{out}x{oh}x{oh}xf32>\n");
+        cur = format!("%a{l}");
+        if sp.residual && out == c && oh == h {
+            body +=
+                &format!("  %r{l} = nn.add {cur}, {block_in} : tensor<1x{out}x{oh}x{oh}xf32>\n");
+            cur = format!("%r{l}");
+        }
+        c = out;
+        h = oh;
+        body += &format!("  %keep{l} = nn.identity {cur} : tensor<1x{c}x{h}x{h}xf32>\n");
+        cur = format!("%keep{l}");
+    }
+    body += &format!("  %g = nn.global_avg_pool {cur} : tensor<1x{c}x1x1xf32>\n");
+    body += &format!("  %f = nn.flatten %g {{axis = 1}} : tensor<1x{c}xf32>\n");
+    let head: Vec<Vec<f32>> = (0..classes)
+        .map(|o| {
+            (0..c)
+                .map(|i| {
+                    if i > 0 && (o + i) % 3 == 0 {
+                        0.0
+                    } else {
+                        0.25 + (o * c + i) as f32 * 0.1
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    body += &format!(
+        "  %hw = nn.constant dense<{}> : tensor<{classes}x{c}xf32>\n",
+        matrix(&head)
+    );
+    body += &format!("  %y = nn.linear %f, %hw : tensor<1x{classes}xf32>\n");
+    let mut result = "%y".to_string();
+    if softmax {
+        body += &format!("  %sm = nn.softmax %y {{axis = -1}} : tensor<1x{classes}xf32>\n");
+        result = "%sm".into();
+    }
+    s += &format!("func @net(%x: tensor<1x{c0}x{hw}x{hw}xf32>) -> (tensor<1x{classes}xf32>) {{\n{body}  return {result} : tensor<1x{classes}xf32>\n}}\n");
+    (s, vec![1, c0, hw as usize, hw as usize])
+}
+
+fn nested4(w: &[f32], out: usize, inp: usize, k: usize) -> String {
+    let mut s = String::from("[");
+    for j in 0..out {
+        s += if j > 0 { ", [" } else { "[" };
+        for i in 0..inp {
+            s += if i > 0 { ", [" } else { "[" };
+            for r in 0..k {
+                let row = &w[((j * inp + i) * k + r) * k..][..k];
+                s += if r > 0 { ", " } else { "" };
+                s += &list(row);
+            }
+            s += "]";
+        }
+        s += "]";
+    }
+    s + "]"
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 100, ..ProptestConfig::default() })]
+
+    #[test]
+    fn conv_nets_prune_exactly(
+        specs in prop::collection::vec(conv_spec(), 1..4),
+        c0 in 1usize..4,
+        hw in 3u64..8,
+        classes in 2usize..4,
+        softmax in any::<bool>(),
+        seed in prop::collection::vec(-2.0f32..2.0, 97),
+    ) {
+        let (text, shape) = conv_net_text(&specs, c0, hw, classes, softmax);
+        let before = load(&text);
+        let after = prune(&before);
+        let x = ArrayD::from_shape_fn(shape, |i| seed[(i[1] * 31 + i[2] * 7 + i[3]) % seed.len()]);
+        assert_same_outputs(&before, &after, &[x]);
+        prop_assert!(params(&after) <= params(&before));
     }
 }

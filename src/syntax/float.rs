@@ -13,16 +13,32 @@ pub fn format_bits(elem: ElemType, bits: u32) -> String {
     if v.is_finite() {
         match elem {
             ElemType::F32 => format_f32(v),
-            // Shortest decimal that rounds back to the same 16-bit value.
-            ElemType::F16 => {
-                format!("{:?}", half::f16::from_bits(bits as u16)).replace("inf", "0x7C00")
-            }
-            ElemType::BF16 => format!("{:?}", half::bf16::from_bits(bits as u16)),
+            ElemType::F16 | ElemType::BF16 => shortest_16(elem, bits, v),
         }
     } else {
         let width = elem.size() * 2;
         format!("0x{bits:0width$X}")
     }
+}
+
+/// Shortest decimal that the reader (decimal → f64 → 16-bit, round to nearest) turns back into
+/// the same 16-bit value: the fewest significant digits that survive the round trip.
+fn shortest_16(elem: ElemType, bits: u32, v: f32) -> String {
+    for digits in 1..=9 {
+        let s = format!("{v:.*e}", digits - 1);
+        let back: f64 = s.parse().expect("Rust formats parseable floats");
+        let back_bits = match elem {
+            ElemType::F16 => half::f16::from_f64(back).to_bits(),
+            _ => half::bf16::from_f64(back).to_bits(),
+        };
+        if back_bits as u32 == bits {
+            // Prefer the plain spelling when it is the same number (`0.5`, not `5e-1`).
+            let plain = format!("{:?}", s.parse::<f32>().expect("parseable"));
+            let plain_back: f64 = plain.parse().expect("parseable");
+            return if plain_back == back { plain } else { s };
+        }
+    }
+    format_f32(v)
 }
 
 /// Shortest round-tripping spelling of a finite f32, or its hex bit pattern if not finite.

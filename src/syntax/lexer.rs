@@ -250,9 +250,7 @@ pub fn scan_num_list(
                 if expect_item && n > 0 {
                     return Err((i, "expected a value after ','".into()));
                 }
-                if n > 0 && leaf_depth.is_none() {
-                    leaf_depth = Some(depth);
-                }
+
                 match shape[depth - 1] {
                     Some(m) if m != n => {
                         return Err((
@@ -313,7 +311,8 @@ pub fn scan_num_list(
     if !counts.is_empty() {
         return Err((list.len(), "unterminated list".into()));
     }
-    let depth = leaf_depth.unwrap_or(1);
+    // Without any number, the deepest (empty) list fixes the rank: `[[], []]` is 2x0.
+    let depth = leaf_depth.unwrap_or(shape.len());
     Ok(shape
         .into_iter()
         .take(depth)

@@ -28,8 +28,12 @@ impl<'a, 'd> AttrReader<'a, 'd> {
     ) -> Self {
         let mut seen: Vec<&str> = Vec::new();
         let mut failed = false;
-        for a in attrs {
+        // A repeated key is reported here and counts as used, so `finish` does not also call
+        // it unknown.
+        let mut used = vec![false; attrs.len()];
+        for (i, a) in attrs.iter().enumerate() {
             if seen.contains(&a.key.text) {
+                used[i] = true;
                 diags.push(
                     Diagnostic::error(format!("attribute '{}' is given twice", a.key.text))
                         .at(a.key.span),
@@ -40,7 +44,7 @@ impl<'a, 'd> AttrReader<'a, 'd> {
         }
         AttrReader {
             attrs,
-            used: vec![false; attrs.len()],
+            used,
             op_span,
             mnemonic: tag.mnemonic(),
             diags,
@@ -228,11 +232,14 @@ pub fn build_kind(tag: OpTag, r: &mut AttrReader) -> Option<OpKind> {
     let pool = |r: &mut AttrReader| -> Option<Pool2d> {
         let kernel = r.uint_array::<2>("kernel");
         let kernel = required(r, "kernel", "[kh, kw]", kernel);
+        let strides = r.uint_array::<2>("strides").unwrap_or([1, 1]);
+        let pads = r.uint_array::<4>("pads").unwrap_or([0; 4]);
+        let ceil_mode = r.bool("ceil_mode").unwrap_or(false);
         Some(Pool2d {
             kernel: kernel?,
-            strides: r.uint_array::<2>("strides").unwrap_or([1, 1]),
-            pads: r.uint_array::<4>("pads").unwrap_or([0; 4]),
-            ceil_mode: r.bool("ceil_mode").unwrap_or(false),
+            strides,
+            pads,
+            ceil_mode,
         })
     };
     let kind = match tag {
@@ -288,10 +295,14 @@ pub fn build_kind(tag: OpTag, r: &mut AttrReader) -> Option<OpKind> {
             required(r, "axis", "an integer", axis).map(|axis| OpKind::Concat { axis })
         }
         OpTag::MaxPool2d => pool(r).map(OpKind::MaxPool2d),
-        OpTag::AvgPool2d => pool(r).map(|pool| OpKind::AvgPool2d {
-            pool,
-            count_include_pad: r.bool("count_include_pad").unwrap_or(false),
-        }),
+        OpTag::AvgPool2d => {
+            let pool = pool(r);
+            let count_include_pad = r.bool("count_include_pad").unwrap_or(false);
+            pool.map(|pool| OpKind::AvgPool2d {
+                pool,
+                count_include_pad,
+            })
+        }
         OpTag::GlobalAvgPool => Some(OpKind::GlobalAvgPool),
         OpTag::Mean => {
             let axes = r.ints("axes");

@@ -32,6 +32,7 @@ pub fn read_module(
         span: ast.span,
     };
     let mut weights = None;
+    let mut weights_failed = false;
     for a in &ast.attrs {
         if module.attrs.iter().any(|(k, _)| k == a.key.text) {
             diags.push(
@@ -46,6 +47,7 @@ pub fn read_module(
         if a.key.text == "weights" {
             weights = open_weights(&value, a.value.span(), base_dir, diags);
             if weights.is_none() {
+                weights_failed = true;
                 continue;
             }
         }
@@ -64,6 +66,7 @@ pub fn read_module(
             names: HashMap::new(),
             poisoned: HashSet::new(),
             weights: weights.as_ref().map(|(w, file)| (w, file)),
+            weights_failed,
             diags,
         };
         if let Some(func) = reader.read(f) {
@@ -100,10 +103,7 @@ fn open_weights(
             },
         )),
         Err(e) => {
-            diags.push(
-                Diagnostic::error(format!("cannot read weights file {}: {e}", path.display()))
-                    .at(span),
-            );
+            diags.push(Diagnostic::error(e.to_string()).at(span));
             None
         }
     }
@@ -170,6 +170,8 @@ struct FuncReader<'a, 'd> {
     names: HashMap<&'a str, (ValueId, Span)>,
     poisoned: HashSet<&'a str>,
     weights: Option<(&'d WeightStore, &'d WeightsFile)>,
+    /// The weights file could not be read (already reported): weight ops fail silently.
+    weights_failed: bool,
     diags: &'d mut Vec<Diagnostic>,
 }
 
@@ -356,17 +358,19 @@ impl<'a, 'd> FuncReader<'a, 'd> {
         let payload_op = matches!(tag, OpTag::Constant | OpTag::Weight);
         if !payload_op && !arity.accepts(op.operands.len()) {
             let want = match arity {
-                crate::ir::Arity::Exactly(n) => format!("{n}"),
-                crate::ir::Arity::Range(lo, hi) => format!("{lo} or {hi}"),
-                crate::ir::Arity::AtLeast(n) => format!("at least {n}"),
+                crate::ir::Arity::Exactly(1) => "1 operand".to_string(),
+                crate::ir::Arity::Exactly(n) => format!("{n} operands"),
+                crate::ir::Arity::Range(lo, hi) => format!("{lo} or {hi} operands"),
+                crate::ir::Arity::AtLeast(1) => "at least 1 operand".to_string(),
+                crate::ir::Arity::AtLeast(n) => format!("at least {n} operands"),
+            };
+            let given = match op.operands.len() {
+                1 => "1 is given".to_string(),
+                n => format!("{n} are given"),
             };
             self.error(
                 op.op.span,
-                format!(
-                    "'{}' takes {want} operands, but {} are given",
-                    tag.mnemonic(),
-                    op.operands.len()
-                ),
+                format!("'{}' takes {want}, but {given}", tag.mnemonic()),
             );
         }
         let (kind, operands) = match tag {
@@ -454,6 +458,9 @@ impl<'a, 'd> FuncReader<'a, 'd> {
 
     fn weight(&mut self, name: &str, span: Span, ty: &TensorType) -> Option<Tensor> {
         let Some((store, file)) = self.weights else {
+            if self.weights_failed {
+                return None;
+            }
             self.diags.push(
                 Diagnostic::error(format!("weight \"{name}\" needs a weights file"))
                     .at(span)
