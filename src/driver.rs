@@ -3,7 +3,7 @@
 //! `// expected-error {{...}}` annotations against the diagnostics produced.
 
 use crate::diag::{Diagnostic, FileId, Severity, Span};
-use crate::ir::Module;
+use crate::ir::{Function, Module};
 use crate::syntax::{parse, reader};
 use crate::verify;
 use std::ops::Range;
@@ -77,6 +77,77 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     tmp.as_file().sync_data()?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
+}
+
+/// The largest differences between two runs of the same inputs.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Difference {
+    pub max_abs: f32,
+    pub max_rel: f32,
+}
+
+/// Runs `a` and `b` (same signature) in the reference interpreter on `trials` sets of random
+/// inputs in [-1, 1) (dynamic dimensions take `dynamic_size`) and returns the largest absolute
+/// and relative differences of their results. Relative differences are taken against
+/// `max(|x|, |y|, 1e-6)`.
+pub fn compare_functions(
+    a: &Function,
+    b: &Function,
+    trials: usize,
+    dynamic_size: usize,
+    seed: u64,
+) -> Result<Difference, String> {
+    let mut state = seed | 1;
+    let mut next = move || {
+        // xorshift64*: reproducible inputs without another dependency.
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        let x = state.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        (x >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    };
+    let mut diff = Difference::default();
+    for _ in 0..trials {
+        let inputs: Vec<ndarray::ArrayD<f32>> = a
+            .args()
+            .iter()
+            .map(|&v| {
+                let shape: Vec<usize> = a
+                    .ty(v)
+                    .dims
+                    .iter()
+                    .map(|d| d.as_static().map_or(dynamic_size, |s| s as usize))
+                    .collect();
+                ndarray::ArrayD::from_shape_simple_fn(shape, &mut next)
+            })
+            .collect();
+        let ra = crate::interp::run(a, &inputs).map_err(|e| format!("the original: {e}"))?;
+        let rb = crate::interp::run(b, &inputs).map_err(|e| format!("the result: {e}"))?;
+        for (x, y) in ra.iter().zip(&rb) {
+            if x.shape() != y.shape() {
+                return Err(format!(
+                    "result shapes differ: {:?} vs {:?}",
+                    x.shape(),
+                    y.shape()
+                ));
+            }
+            for (p, q) in x.iter().zip(y.iter()) {
+                let abs = (p - q).abs();
+                let rel = abs / p.abs().max(q.abs()).max(1e-6);
+                // NaN in either run is a difference, not a match.
+                let (abs, rel) = if p.is_nan() != q.is_nan() {
+                    (f32::INFINITY, f32::INFINITY)
+                } else if p.is_nan() {
+                    (0.0, 0.0)
+                } else {
+                    (abs, rel)
+                };
+                diff.max_abs = diff.max_abs.max(abs);
+                diff.max_rel = diff.max_rel.max(rel);
+            }
+        }
+    }
+    Ok(diff)
 }
 
 /// One `// expected-<severity>@<offset> {{message}}` annotation.

@@ -76,10 +76,40 @@ struct OptArgs {
     /// Print per-pattern and per-pass statistics to stderr when the pipeline ends.
     #[arg(long)]
     pass_statistics: bool,
+    /// After the passes, run the original and the result in the reference interpreter on
+    /// random inputs and report the largest absolute and relative differences; exit 1 when
+    /// the relative difference exceeds --equivalence-tolerance.
+    #[arg(long)]
+    check_equivalence: bool,
+    /// The relative tolerance of --check-equivalence.
+    #[arg(long, value_name = "REL", default_value_t = 1e-5)]
+    equivalence_tolerance: f32,
 }
 
 #[derive(Subcommand, Debug)]
-enum Command {}
+enum Command {
+    /// Execute a function of an NNIR file on .npy inputs and write its results as .npy.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// The NNIR file (`-` for stdin).
+    input: PathBuf,
+    /// Use the reference interpreter (plain f32 kernels, the oracle of the test suite).
+    /// Compiled execution through MLIR is not available yet, so this flag is required.
+    #[arg(long)]
+    interp: bool,
+    /// The function to run (default: the first).
+    #[arg(long, value_name = "NAME")]
+    func: Option<String>,
+    /// One .npy file per function argument, in order (f32, or f64 rounded to f32).
+    #[arg(long = "input", value_name = "NPY")]
+    inputs: Vec<PathBuf>,
+    /// One .npy file per function result, in order (written atomically).
+    #[arg(long = "output", value_name = "NPY")]
+    outputs: Vec<PathBuf>,
+}
 
 fn arity_text(a: Arity) -> String {
     match a {
@@ -158,6 +188,7 @@ fn opt_main(opt: &OptArgs) -> Result<(), Exit> {
         let chunk = &src[range.clone()];
         let mut diags = Vec::new();
         let mut module = driver::load(chunk, file, range.start, &base_dir, &mut diags);
+        let original = module.clone().filter(|_| opt.check_equivalence);
         if let Some(m) = module.as_mut().filter(|_| !passes.is_empty()) {
             let mut cx = passes::PassContext::default();
             let after = |p: &passes::Pass, m: &nnopt::ir::Module| {
@@ -182,7 +213,32 @@ fn opt_main(opt: &OptArgs) -> Result<(), Exit> {
         if opt.verify_diagnostics {
             diags = driver::verify_expectations(chunk, file, range.start, &diags);
         }
-        if let Some(m) = module {
+        if let (Some(before), Some(after)) = (&original, &module) {
+            for (fa, fb) in before.funcs.iter().zip(&after.funcs) {
+                match driver::compare_functions(fa, fb, 4, 2, 0x5eed) {
+                    Ok(d) => {
+                        diags.push(
+                            Diagnostic::remark(format!(
+                                "equivalence of @{}: max abs difference {:e}, max relative difference {:e} over 4 random inputs",
+                                fa.name, d.max_abs, d.max_rel
+                            ))
+                            .at(fa.span),
+                        );
+                        if d.max_rel > opt.equivalence_tolerance {
+                            diags.push(Diagnostic::error(format!(
+                                "@{}: the result differs from the original by {:e} (relative), above the tolerance {:e}",
+                                fa.name, d.max_rel, opt.equivalence_tolerance
+                            )).at(fa.span));
+                        }
+                    }
+                    Err(e) => diags.push(
+                        Diagnostic::error(format!("@{}: cannot check equivalence: {e}", fa.name))
+                            .at(fa.span),
+                    ),
+                }
+            }
+        }
+        if let Some(m) = module.filter(|_| !has_errors(&diags)) {
             outputs.push(print_module(&m));
         }
         all_diags.extend(diags);
@@ -193,6 +249,67 @@ fn opt_main(opt: &OptArgs) -> Result<(), Exit> {
     }
     let sep = format!("{}\n", driver::SPLIT_MARKER);
     emit_output(&opt.output, &outputs.join(&sep))
+}
+
+fn run_main(args: &RunArgs) -> Result<(), Exit> {
+    if !args.interp {
+        eprintln!("nnopt run: compiled execution is not implemented yet; pass --interp to use the reference interpreter");
+        return Err(Exit(2));
+    }
+    let mut sources = SourceMap::new();
+    let file = read_input(&args.input, &mut sources)?;
+    let base_dir = match args.input.parent() {
+        Some(d) if args.input.as_os_str() != "-" && !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let src = sources.source(file).to_string();
+    let mut diags = Vec::new();
+    let module = driver::load(&src, file, 0, &base_dir, &mut diags);
+    sources.emit_to_stderr(&diags);
+    let module = module.ok_or(Exit(1))?;
+    let func = match &args.func {
+        Some(name) => module
+            .func(name)
+            .ok_or_else(|| fail(&format!("no function @{name} in {}", args.input.display())))?,
+        None => module
+            .funcs
+            .first()
+            .ok_or_else(|| fail("the module has no function"))?,
+    };
+    if args.inputs.len() != func.args().len() {
+        return Err(fail(&format!(
+            "@{} takes {} arguments but {} --input files are given",
+            func.name,
+            func.args().len(),
+            args.inputs.len()
+        )));
+    }
+    if args.outputs.len() != func.result_types().len() {
+        return Err(fail(&format!(
+            "@{} has {} results but {} --output files are given",
+            func.name,
+            func.result_types().len(),
+            args.outputs.len()
+        )));
+    }
+    let inputs = args
+        .inputs
+        .iter()
+        .map(|p| nnopt::interp::read_npy(p).map_err(|e| fail(&format!("{}: {e}", p.display()))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let results = nnopt::interp::run(func, &inputs).map_err(|e| {
+        let d = Diagnostic::error(e.message.clone());
+        let d = match e.op {
+            Some(op) => d.at(func.span(op)),
+            None => d,
+        };
+        sources.emit_to_stderr(&[d]);
+        Exit(1)
+    })?;
+    for (r, p) in results.iter().zip(&args.outputs) {
+        nnopt::interp::write_npy(p, r).map_err(|e| fail(&format!("{}: {e}", p.display())))?;
+    }
+    Ok(())
 }
 
 fn statistics_table(cx: &passes::PassContext) -> String {
@@ -209,7 +326,7 @@ fn statistics_table(cx: &passes::PassContext) -> String {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
-        Some(c) => match *c {},
+        Some(Command::Run(args)) => run_main(args),
         None if cli.opt.list_ops => {
             for &tag in OpTag::ALL {
                 println!(

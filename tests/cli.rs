@@ -42,6 +42,7 @@ fn help_documents_every_flag() {
         "--no-verify-each",
         "--print-ir-after-all",
         "--pass-statistics",
+        "--check-equivalence",
     ] {
         assert!(
             text.contains(flag),
@@ -107,4 +108,67 @@ fn bad_pipeline_lists_the_valid_names() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("its options are: zero-threshold"));
+}
+
+#[test]
+fn run_interp_reads_and_writes_npy() {
+    use ndarray::ArrayD;
+    let dir = tempfile::tempdir().unwrap();
+    let x = dir.path().join("x.npy");
+    let y = dir.path().join("y.npy");
+    let input = ArrayD::from_shape_vec(vec![1, 4], vec![1.0f32, 2.0, 3.0, 4.0]).unwrap();
+    nnopt::interp::write_npy(&x, &input).unwrap();
+    let out = nnopt(&[
+        "run",
+        "--interp",
+        "tests/corpus/mlp.nnir",
+        "--input",
+        x.to_str().unwrap(),
+        "--output",
+        y.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result = nnopt::interp::read_npy(&y).unwrap();
+    // h = W1·x + b1 = [1 - 3 + 8 + 0.1, -0.2, 5 + 0.3]; a = sigmoid(h); y = W2·a.
+    let s = |v: f32| 1.0 / (1.0 + (-v).exp());
+    let a = [s(6.1), s(-0.2), s(5.3)];
+    let want = [
+        a[0] + 2.0 * a[1] + 3.0 * a[2],
+        4.0 * a[0] + 5.0 * a[1] + 6.0 * a[2],
+    ];
+    assert_eq!(result.shape(), &[1, 2]);
+    for (r, w) in result.iter().zip(want) {
+        assert!((r - w).abs() < 1e-5, "{r} vs {w}");
+    }
+    // Wrong input shape: a diagnostic and exit 1, no output.
+    let bad = dir.path().join("bad.npy");
+    nnopt::interp::write_npy(&bad, &ArrayD::zeros(vec![1, 3])).unwrap();
+    let z = dir.path().join("z.npy");
+    let out = nnopt(&[
+        "run",
+        "--interp",
+        "tests/corpus/mlp.nnir",
+        "--input",
+        bad.to_str().unwrap(),
+        "--output",
+        z.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!z.exists());
+}
+
+#[test]
+fn check_equivalence_reports_the_difference() {
+    let out = nnopt(&[
+        "--prune-neurons",
+        "--check-equivalence",
+        "lit/prune/residual-scatter.nnir",
+    ]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("max relative difference"), "{err}");
 }
