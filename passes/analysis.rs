@@ -133,6 +133,30 @@ impl ConstAnalysis {
                         _ => None,
                     }
                 }
+                // Per-channel reductions and pools keep a constant channel constant, except
+                // an average that counts zero padding (the border mixes in zeros).
+                OpKind::AvgPool2d {
+                    pool,
+                    count_include_pad: true,
+                } if pool.pads.iter().any(|&p| p > 0) => fact_of(ins[0]).map(|fx| ChannelFacts {
+                    axis: fx.axis,
+                    channels: fx
+                        .channels
+                        .iter()
+                        .map(|c| c.filter(|&c| c == 0.0))
+                        .collect(),
+                }),
+                OpKind::GlobalAvgPool
+                | OpKind::MaxPool2d(_)
+                | OpKind::AvgPool2d { .. }
+                | OpKind::Mean { .. }
+                | OpKind::Flatten { .. } => fact_of(ins[0]).and_then(|fx| {
+                    let axis = crate::passes::prune::per_channel_axis(f, op, fx.axis)?;
+                    Some(ChannelFacts {
+                        axis,
+                        channels: fx.channels.clone(),
+                    })
+                }),
                 OpKind::Scatter {
                     axis,
                     indices,

@@ -22,36 +22,76 @@ use super::greedy::{Pattern, PatternCx};
 /// constants, which is how residual adds, concats and function results stay exact.
 pub struct DeadNeuronElimination;
 
-/// Where P's result goes: the element-wise activations on the way, the weighted consumers, and
-/// the values that other ops use (each gets a scatter).
+/// Where P's result goes: the per-channel ops on the way (with the channel axis of their
+/// results), the weighted consumers, and the values other ops use (each gets a scatter), with
+/// their channel axes.
 struct Fanout {
-    chain: Vec<OpId>,
+    chain: Vec<(OpId, usize)>,
     consumers: Vec<OpId>,
-    others: Vec<ValueId>,
+    others: Vec<(ValueId, usize)>,
 }
 
-/// Follows P's result through unary element-wise ops to the ops that end each path.
-fn fanout(f: &Function, r: ValueId, producer: OpTag) -> Fanout {
+/// The channel axis of `op`'s result when `op` treats the channels of its operand (at `axis`)
+/// independently, so that dropping a channel of the operand drops the same channel of the
+/// result: unary activations, pools, `nn.global_avg_pool`, `nn.mean` over other axes, and
+/// `nn.flatten` of `[N, C, 1, 1, ...]` at axis 1.
+pub fn per_channel_axis(f: &Function, op: OpId, axis: usize) -> Option<usize> {
+    let data = f.op(op);
+    let kind = &data.kind;
+    let x = f.ty(*data.operands().first()?);
+    match kind {
+        k if k.tag().is_elementwise_unary() => Some(axis),
+        OpKind::GlobalAvgPool | OpKind::MaxPool2d(_) | OpKind::AvgPool2d { .. } => {
+            (axis == 1).then_some(1)
+        }
+        OpKind::Mean { axes, keepdims } => {
+            let axes: Option<Vec<usize>> = axes
+                .iter()
+                .map(|&a| crate::verify::norm_axis(a, x.rank()).ok())
+                .collect();
+            let axes = axes?;
+            if axes.contains(&axis) {
+                return None;
+            }
+            Some(if *keepdims {
+                axis
+            } else {
+                axis - axes.iter().filter(|&&a| a < axis).count()
+            })
+        }
+        OpKind::Flatten { axis: 1 } => {
+            let ones = x.dims[2..].iter().all(|d| d.as_static() == Some(1));
+            (axis == 1 && ones).then_some(1)
+        }
+        _ => None,
+    }
+}
+
+/// Follows P's result (channels at `axis`) through per-channel ops to the ops that end each
+/// path.
+fn fanout(f: &Function, r: ValueId, axis: usize) -> Fanout {
     let mut out = Fanout {
         chain: Vec::new(),
         consumers: Vec::new(),
         others: Vec::new(),
     };
-    let mut stack = vec![r];
-    while let Some(v) = stack.pop() {
+    let mut stack = vec![(r, axis)];
+    while let Some((v, axis)) = stack.pop() {
         for u in f.uses(v) {
-            let kind = f.kind(u.op);
-            let tag = kind.tag();
-            if tag.is_elementwise_unary() {
-                if !out.chain.contains(&u.op) {
-                    out.chain.push(u.op);
-                    stack.extend(f.op(u.op).result());
+            if let Some(next) = per_channel_axis(f, u.op, axis) {
+                if !out.chain.iter().any(|c| c.0 == u.op) {
+                    out.chain.push((u.op, next));
+                    stack.extend(f.op(u.op).result().map(|r| (r, next)));
                 }
                 continue;
             }
-            let plain = match kind {
-                OpKind::Conv2d { groups, .. } => *groups == 1,
-                OpKind::Linear => true,
+            let kind = f.kind(u.op);
+            let in_rank = f.ty(v).rank();
+            // The consumer's input features must be the channels: the last axis of a linear's
+            // input, axis 1 of an ungrouped conv's.
+            let features = match kind {
+                OpKind::Conv2d { groups, .. } => *groups == 1 && axis == 1,
+                OpKind::Linear => axis + 1 == in_rank,
                 _ => false,
             };
             let constant_params = f.op(u.op).operands()[1..]
@@ -59,12 +99,12 @@ fn fanout(f: &Function, r: ValueId, producer: OpTag) -> Fanout {
                 .all(|&p| f.constant_of(p).is_some());
             // Only the data operand, and only once: `linear %a, %a` is not a consumer.
             let data_only = f.op(u.op).operands()[1..].iter().all(|&p| p != v);
-            if tag == producer && u.index == 0 && plain && constant_params && data_only {
+            if u.index == 0 && features && constant_params && data_only {
                 if !out.consumers.contains(&u.op) {
                     out.consumers.push(u.op);
                 }
-            } else if !out.others.contains(&v) {
-                out.others.push(v);
+            } else if !out.others.iter().any(|o| o.0 == v) {
+                out.others.push((v, axis));
             }
         }
     }
@@ -146,7 +186,7 @@ impl Pattern for DeadNeuronElimination {
         let constant: Vec<bool> = (0..n)
             .map(|j| facts.is_some_and(|fx| fx.constant(j).is_some()))
             .collect();
-        let fan = fanout(f, r, tag);
+        let fan = fanout(f, r, axis);
         if fan.consumers.is_empty() && fan.others.is_empty() {
             return false;
         }
@@ -178,7 +218,7 @@ impl Pattern for DeadNeuronElimination {
         let fills: Vec<Vec<Option<f32>>> = fan
             .others
             .iter()
-            .map(|&v| {
+            .map(|&(v, _)| {
                 let fx = cx.analysis.facts(v);
                 (0..n).map(|j| fx.and_then(|fx| fx.constant(j))).collect()
             })
@@ -220,26 +260,28 @@ impl Pattern for DeadNeuronElimination {
         let keep: Vec<usize> = (0..n).filter(|j| !remove.contains(j)).collect();
 
         // Other uses: restore the full length with the constants.
-        for (v, fill) in fan.others.iter().zip(&fills) {
+        for (&(v, v_axis), fill) in fan.others.iter().zip(&fills) {
             let f = rw.func();
-            let full = f.ty(*v).clone();
+            let full = f.ty(v).clone();
             let uses: Vec<_> = f
-                .uses(*v)
+                .uses(v)
                 .iter()
                 .copied()
-                .filter(|u| !fan.chain.contains(&u.op) && !fan.consumers.contains(&u.op))
+                .filter(|u| {
+                    !fan.chain.iter().any(|c| c.0 == u.op) && !fan.consumers.contains(&u.op)
+                })
                 .collect();
             let anchor = f
-                .producer(*v)
+                .producer(v)
                 .and_then(|p| f.next_op(p))
                 .expect("a result is followed by at least the terminator");
             let scatter = OpKind::Scatter {
-                axis: axis as i64,
+                axis: v_axis as i64,
                 indices: keep.iter().map(|&k| k as u64).collect(),
                 size: n as u64,
                 fill: fill.iter().map(|c| c.unwrap_or(0.0)).collect(),
             };
-            let s = rw.insert_before(anchor, scatter, &[*v], full);
+            let s = rw.insert_before(anchor, scatter, &[v], full);
             for u in uses {
                 rw.set_operand(u.op, u.index as usize, s);
             }
@@ -291,13 +333,13 @@ impl Pattern for DeadNeuronElimination {
         }
         rw.set_operands(op, &operands);
         let width = Dim::Static(keep.len() as u64);
-        let chain: Vec<ValueId> = fan
+        let chain: Vec<(ValueId, usize)> = fan
             .chain
             .iter()
-            .filter_map(|&a| rw.func().op(a).result())
+            .filter_map(|&(a, ax)| rw.func().op(a).result().map(|v| (v, ax)))
             .collect();
-        for v in std::iter::once(r).chain(chain) {
-            let ty = rw.func().ty(v).with_dim(axis, width);
+        for (v, ax) in std::iter::once((r, axis)).chain(chain) {
+            let ty = rw.func().ty(v).with_dim(ax, width);
             rw.set_type(v, ty);
         }
         cx.pass.count("neurons removed", remove.len() as u64);
