@@ -5,6 +5,7 @@
 //! constness analysis (`analysis.rs`); `docs/passes.md` describes each pass, option and pattern.
 
 pub mod analysis;
+pub mod fold;
 pub mod greedy;
 pub mod prune;
 
@@ -15,7 +16,7 @@ use greedy::{apply_patterns_greedily, Pattern, PatternCx};
 use std::collections::{BTreeMap, HashMap};
 
 /// The pipeline `--prune-neurons` stands for.
-pub const PRUNE_PIPELINE: &str = "canonicalize,prune-neurons,dce";
+pub const PRUNE_PIPELINE: &str = "canonicalize,fold-batch-norm,prune-neurons,dce";
 
 /// Statistics and remarks collected while passes run.
 #[derive(Default)]
@@ -52,6 +53,8 @@ impl PassContext {
 pub enum Pass {
     /// Removes `nn.identity`.
     Canonicalize,
+    /// Folds `nn.batch_norm` into the conv or linear before it.
+    FoldBatchNorm,
     PruneNeurons {
         zero_threshold: f32,
     },
@@ -81,6 +84,11 @@ pub const PASSES: &[PassInfo] = &[
             "a weight counts as zero when |w| <= this (default 0: exact)",
         )],
     ),
+    (
+        "fold-batch-norm",
+        "folds nn.batch_norm into the nn.conv2d (or rank-2 nn.linear) before it when nothing else reads the unnormalized result: W' = s*W, b' = s*(b - mean) + beta, s = scale / sqrt(var + eps)",
+        &[],
+    ),
     ("dce", "erases ops whose results are unused", &[]),
 ];
 
@@ -88,6 +96,7 @@ impl Pass {
     pub fn name(&self) -> &'static str {
         match self {
             Pass::Canonicalize => "canonicalize",
+            Pass::FoldBatchNorm => "fold-batch-norm",
             Pass::PruneNeurons { .. } => "prune-neurons",
             Pass::Dce => "dce",
         }
@@ -95,6 +104,9 @@ impl Pass {
 
     pub fn run(&self, f: &mut Function, cx: &mut PassContext) {
         match self {
+            Pass::FoldBatchNorm => {
+                apply_patterns_greedily(f, &[&fold::FoldBatchNorm], 0.0, cx);
+            }
             Pass::Canonicalize => {
                 apply_patterns_greedily(f, &[&RemoveIdentity], 0.0, cx);
             }
@@ -199,6 +211,7 @@ pub fn parse_pipeline(text: &str, span: Option<Span>) -> Result<Vec<Pass>, Diagn
         let opt = |k: &str| opts.iter().find(|o| o.0 == k).map(|o| o.1);
         passes.push(match name {
             "canonicalize" => Pass::Canonicalize,
+            "fold-batch-norm" => Pass::FoldBatchNorm,
             "dce" => Pass::Dce,
             "prune-neurons" => {
                 let t = opt("zero-threshold").unwrap_or("0");

@@ -56,7 +56,7 @@ struct OptArgs {
     list_ops: bool,
     /// Remove every neuron that provably does not affect the output, compensating in the
     /// neighbouring layers so the output stays the same. Shorthand for
-    /// --pass-pipeline="canonicalize,prune-neurons,dce".
+    /// --pass-pipeline="canonicalize,fold-batch-norm,prune-neurons,dce".
     #[arg(long)]
     prune_neurons: bool,
     /// Run these passes in order, e.g. "prune-neurons{zero-threshold=0},dce" (see

@@ -235,6 +235,7 @@ struct ConvSpec {
     dilation: u64,
     depthwise: bool,
     residual: bool,
+    batch_norm: bool,
     act: usize,
     dead_rows: Vec<bool>,
     dead_cols: Vec<bool>,
@@ -250,7 +251,7 @@ fn conv_spec() -> impl Strategy<Value = ConvSpec> {
         1u64..3,
         1u64..3,
         any::<bool>(),
-        any::<bool>(),
+        (any::<bool>(), any::<bool>()),
         0..ACTIVATIONS.len(),
         prop::collection::vec(any::<bool>(), 8),
         prop::collection::vec(any::<bool>(), 8),
@@ -265,7 +266,7 @@ fn conv_spec() -> impl Strategy<Value = ConvSpec> {
                 stride,
                 dilation,
                 depthwise,
-                residual,
+                (residual, batch_norm),
                 act,
                 dr,
                 dc,
@@ -280,6 +281,7 @@ fn conv_spec() -> impl Strategy<Value = ConvSpec> {
                     dilation,
                     depthwise,
                     residual,
+                    batch_norm,
                     act,
                     dead_rows: dr,
                     dead_cols: dc,
@@ -354,8 +356,26 @@ fn conv_net_text(
             st = sp.stride,
             d = sp.dilation
         );
+        let mut pre = format!("%c{l}");
+        if sp.batch_norm {
+            let p = |k: usize, lo: f32| -> String {
+                let v: Vec<f32> = (0..out)
+                    .map(|j| lo + sp.weights[(j * 5 + k) % sp.weights.len()].abs())
+                    .collect();
+                list(&v)
+            };
+            for (k, name) in ["scale", "shift", "mean", "var"].iter().enumerate() {
+                let lo = if *name == "var" { 0.1 } else { -0.5 };
+                body += &format!(
+                    "  %bn{name}{l} = nn.constant dense<{}> : tensor<{out}xf32>\n",
+                    p(k, lo)
+                );
+            }
+            body += &format!("  %bn{l} = nn.batch_norm %c{l}, %bnscale{l}, %bnshift{l}, %bnmean{l}, %bnvar{l} : tensor<1x{out}x{oh}x{oh}xf32>\n");
+            pre = format!("%bn{l}");
+        }
         let (act, attrs) = ACTIVATIONS[sp.act];
-        body += &format!("  %a{l} = {act} %c{l}{attrs} : tensor<1x{out}x{oh}x{oh}xf32>\n");
+        body += &format!("  %a{l} = {act} {pre}{attrs} : tensor<1x{out}x{oh}x{oh}xf32>\n");
         cur = format!("%a{l}");
         if sp.residual && out == c && oh == h {
             body +=
