@@ -66,8 +66,17 @@ pub fn load(
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so
 /// that a failure never leaves a partial file (and an existing file stays intact until the
 /// new one is complete).
+///
+/// An existing destination that is not a regular file (`/dev/null`, `/dev/stdout`, a FIFO) is
+/// written in place: renaming over it would replace the device with a regular file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        return std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)?
+            .write_all(bytes);
+    }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),

@@ -188,7 +188,9 @@ fn opt_main(opt: &OptArgs) -> Result<(), Exit> {
         let chunk = &src[range.clone()];
         let mut diags = Vec::new();
         let mut module = driver::load(chunk, file, range.start, &base_dir, &mut diags);
-        let original = module.clone().filter(|_| opt.check_equivalence);
+        let original = module
+            .clone()
+            .filter(|_| opt.check_equivalence || opt.pass_statistics);
         if let Some(m) = module.as_mut().filter(|_| !passes.is_empty()) {
             let mut cx = passes::PassContext::default();
             let after = |p: &passes::Pass, m: &nnopt::ir::Module| {
@@ -207,13 +209,14 @@ fn opt_main(opt: &OptArgs) -> Result<(), Exit> {
                 module = None;
             }
             if opt.pass_statistics {
-                eprint!("{}", statistics_table(&cx));
+                let costs = original.as_ref().zip(module.as_ref()).map(|(a, b)| (a, b));
+                eprint!("{}", statistics_table(&cx, costs));
             }
         }
         if opt.verify_diagnostics {
             diags = driver::verify_expectations(chunk, file, range.start, &diags);
         }
-        if let (Some(before), Some(after)) = (&original, &module) {
+        if let (Some(before), Some(after), true) = (&original, &module, opt.check_equivalence) {
             for (fa, fb) in before.funcs.iter().zip(&after.funcs) {
                 match driver::compare_functions(fa, fb, 4, 2, 0x5eed) {
                     Ok(d) => {
@@ -312,13 +315,49 @@ fn run_main(args: &RunArgs) -> Result<(), Exit> {
     Ok(())
 }
 
-fn statistics_table(cx: &passes::PassContext) -> String {
+fn statistics_table(
+    cx: &passes::PassContext,
+    modules: Option<(&nnopt::ir::Module, &nnopt::ir::Module)>,
+) -> String {
     let mut out = String::from("===-------------------------------------------------------------------------===\n                         ... Pass statistics report ...\n===-------------------------------------------------------------------------===\n");
     for (k, v) in &cx.pattern_hits {
         out.push_str(&format!("{v:>10} pattern {k} applied\n"));
     }
     for (k, v) in &cx.counters {
         out.push_str(&format!("{v:>10} {k}\n"));
+    }
+    let Some((before, after)) = modules else {
+        return out;
+    };
+    for (fa, fb) in before.funcs.iter().zip(&after.funcs) {
+        out.push_str(&format!(
+            "@{}: {:<24} {:>12} {:>12} {:>14} {:>14}\n",
+            fa.name, "layer", "params", "params after", "MACs/sample", "MACs after"
+        ));
+        let after_costs = passes::layer_costs(fb);
+        let (mut p0, mut p1, mut m0, mut m1) = (0, 0, 0, 0);
+        for c in passes::layer_costs(fa) {
+            let (ap, am) = after_costs
+                .iter()
+                .find(|a| a.op == c.op)
+                .map_or((0, 0), |a| (a.params, a.macs));
+            out.push_str(&format!(
+                "  {:<34} {:>12} {:>12} {:>14} {:>14}\n",
+                c.name, c.params, ap, c.macs, am
+            ));
+            (p0, p1, m0, m1) = (p0 + c.params, p1 + ap, m0 + c.macs, m1 + am);
+        }
+        let pct = |a: u64, b: u64| {
+            if a == 0 {
+                0.0
+            } else {
+                100.0 * (a - b.min(a)) as f64 / a as f64
+            }
+        };
+        out.push_str(&format!(
+            "  {:<34} {:>12} {:>12} {:>14} {:>14}\n  removed: {:.1}% of the parameters, {:.1}% of the MACs\n",
+            "total", p0, p1, m0, m1, pct(p0, p1), pct(m0, m1)
+        ));
     }
     out
 }

@@ -172,3 +172,16 @@ fn check_equivalence_reports_the_difference() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("max relative difference"), "{err}");
 }
+
+#[cfg(unix)]
+#[test]
+fn writing_to_a_device_keeps_the_device() {
+    use std::os::unix::fs::FileTypeExt;
+    let out = nnopt(&["tests/corpus/mlp.nnir", "-o", "/dev/null"]);
+    assert!(out.status.success());
+    let meta = std::fs::metadata("/dev/null").unwrap();
+    assert!(
+        meta.file_type().is_char_device(),
+        "/dev/null was replaced by a file"
+    );
+}

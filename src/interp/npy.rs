@@ -2,7 +2,6 @@
 
 use ndarray::ArrayD;
 use ndarray_npy::{ReadNpyError, ReadNpyExt, WriteNpyExt};
-use std::io::{BufWriter, Write};
 use std::path::Path;
 
 /// Reads an `.npy` file holding an f32 array (f64 arrays are accepted and rounded to f32),
@@ -25,29 +24,14 @@ pub fn read_npy(path: impl AsRef<Path>) -> Result<ArrayD<f32>, String> {
     }
 }
 
-/// Writes `array` as an f32 `.npy` file, atomically: the data goes to a temporary file in the
-/// destination directory which then replaces `path`, so readers never see a partial file.
+/// Writes `array` as an f32 `.npy` file, atomically (see [`crate::driver::write_atomic`]).
 pub fn write_npy(path: impl AsRef<Path>, array: &ArrayD<f32>) -> Result<(), String> {
     let path = path.as_ref();
-    let fail = |what: &str, e: &dyn std::fmt::Display| {
-        format!("cannot write {}: {what}: {e}", path.display())
-    };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .map_err(|e| fail("cannot create a temporary file", &e))?;
-    {
-        let mut w = BufWriter::new(tmp.as_file_mut());
-        array
-            .as_standard_layout()
-            .write_npy(&mut w)
-            .map_err(|e| fail("encoding", &e))?;
-        w.flush().map_err(|e| fail("flushing", &e))?;
-    }
-    tmp.as_file().sync_all().map_err(|e| fail("syncing", &e))?;
-    tmp.persist(path)
-        .map_err(|e| fail("renaming the temporary file", &e.error))?;
-    Ok(())
+    let mut bytes = Vec::new();
+    array
+        .as_standard_layout()
+        .write_npy(&mut bytes)
+        .map_err(|e| format!("cannot write {}: encoding: {e}", path.display()))?;
+    crate::driver::write_atomic(path, &bytes)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
