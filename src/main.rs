@@ -209,7 +209,7 @@ fn opt_main(opt: &OptArgs) -> Result<(), Exit> {
                 module = None;
             }
             if opt.pass_statistics {
-                let costs = original.as_ref().zip(module.as_ref()).map(|(a, b)| (a, b));
+                let costs = original.as_ref().zip(module.as_ref());
                 eprint!("{}", statistics_table(&cx, costs));
             }
         }
