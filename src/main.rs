@@ -241,7 +241,8 @@ fn opt_main(opt: &OptArgs) -> Result<(), Exit> {
                 }
             }
         }
-        if let Some(m) = module.filter(|_| !has_errors(&diags)) {
+        if let Some(mut m) = module.filter(|_| !has_errors(&diags)) {
+            rebase_weights(&mut m, &base_dir, &opt.output);
             outputs.push(print_module(&m));
         }
         all_diags.extend(diags);
@@ -252,6 +253,32 @@ fn opt_main(opt: &OptArgs) -> Result<(), Exit> {
     }
     let sep = format!("{}\n", driver::SPLIT_MARKER);
     emit_output(&opt.output, &outputs.join(&sep))
+}
+
+/// The `weights` attribute is relative to the .nnir file. When the output goes to another
+/// directory, point it at the same file from there (absolute when no relative path works).
+fn rebase_weights(m: &mut nnopt::ir::Module, input_dir: &Path, output: &Path) {
+    if output.as_os_str() == "-" {
+        return;
+    }
+    let out_dir = match output.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let (Ok(a), Ok(b)) = (input_dir.canonicalize(), out_dir.canonicalize()) else {
+        return;
+    };
+    if a == b {
+        return;
+    }
+    for (k, v) in &mut m.attrs {
+        if let (true, nnopt::ir::Attr::Str(s)) = (k == "weights", &mut *v) {
+            let resolved = input_dir.join(&*s);
+            if let Ok(abs) = resolved.canonicalize() {
+                *s = abs.display().to_string();
+            }
+        }
+    }
 }
 
 fn run_main(args: &RunArgs) -> Result<(), Exit> {
