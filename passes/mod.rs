@@ -26,6 +26,8 @@ pub struct PassContext {
     /// Why a dead neuron stayed, by op (the latest reason wins; emitted for ops still alive).
     kept: HashMap<OpId, Diagnostic>,
     pub remarks: Vec<Diagnostic>,
+    /// Wall time of each pass run, in pipeline order (verification excluded).
+    pub timings: Vec<(&'static str, std::time::Duration)>,
 }
 
 impl PassContext {
@@ -102,17 +104,20 @@ impl Pass {
         }
     }
 
-    pub fn run(&self, f: &mut Function, cx: &mut PassContext) {
+    /// Runs the pass on `f`; returns whether it changed anything.
+    pub fn run(&self, f: &mut Function, cx: &mut PassContext) -> bool {
         match self {
-            Pass::FoldBatchNorm => {
-                apply_patterns_greedily(f, &[&fold::FoldBatchNorm], 0.0, cx);
-            }
-            Pass::Canonicalize => {
-                apply_patterns_greedily(f, &[&RemoveIdentity], 0.0, cx);
-            }
+            Pass::FoldBatchNorm => apply_patterns_greedily(f, &[&fold::FoldBatchNorm], 0.0, cx),
+            Pass::Canonicalize => apply_patterns_greedily(f, &[&RemoveIdentity], 0.0, cx),
             Pass::PruneNeurons { zero_threshold } => {
-                apply_patterns_greedily(f, &[&prune::DeadNeuronElimination], *zero_threshold, cx);
+                let changed = apply_patterns_greedily(
+                    f,
+                    &[&prune::DeadNeuronElimination],
+                    *zero_threshold,
+                    cx,
+                );
                 cx.flush_remarks(f);
+                changed
             }
             Pass::Dce => dce(f, cx),
         }
@@ -137,7 +142,7 @@ impl Pattern for RemoveIdentity {
 }
 
 /// Erases unused ops, last to first, so a chain of dead ops goes in one sweep.
-fn dce(f: &mut Function, cx: &mut PassContext) {
+fn dce(f: &mut Function, cx: &mut PassContext) -> bool {
     let ops: Vec<OpId> = f.ops().collect();
     let mut rw = Rewriter::new(f);
     let mut erased = 0;
@@ -152,6 +157,7 @@ fn dce(f: &mut Function, cx: &mut PassContext) {
         }
     }
     cx.count("ops erased by dce", erased);
+    erased > 0
 }
 
 /// Parses `name{opt=value ...},name,...`; errors point into `text` (at `span` when given).
@@ -234,12 +240,15 @@ pub fn run_pipeline(
     passes: &[Pass],
     verify_each: bool,
     cx: &mut PassContext,
-    mut after_pass: impl FnMut(&Pass, &Module),
+    mut after_pass: impl FnMut(&Pass, &Module, bool),
 ) -> Result<(), Vec<Diagnostic>> {
     for p in passes {
+        let start = std::time::Instant::now();
+        let mut changed = false;
         for f in &mut m.funcs {
-            p.run(f, cx);
+            changed |= p.run(f, cx);
         }
+        cx.timings.push((p.name(), start.elapsed()));
         if verify_each {
             let errs = crate::verify::verify_module(m);
             if !errs.is_empty() {
@@ -251,7 +260,7 @@ pub fn run_pipeline(
                 return Err(out);
             }
         }
-        after_pass(p, m);
+        after_pass(p, m, changed);
     }
     Ok(())
 }

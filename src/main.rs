@@ -73,6 +73,12 @@ struct OptArgs {
     /// Print the IR to stderr after every pass.
     #[arg(long)]
     print_ir_after_all: bool,
+    /// Print the IR to stderr after every pass that changed it.
+    #[arg(long)]
+    print_ir_after_change: bool,
+    /// Print the wall time of each pass to stderr.
+    #[arg(long)]
+    timing: bool,
     /// Print per-pattern and per-pass statistics to stderr when the pipeline ends.
     #[arg(long)]
     pass_statistics: bool,
@@ -193,8 +199,8 @@ fn opt_main(opt: &OptArgs) -> Result<(), Exit> {
             .filter(|_| opt.check_equivalence || opt.pass_statistics);
         if let Some(m) = module.as_mut().filter(|_| !passes.is_empty()) {
             let mut cx = passes::PassContext::default();
-            let after = |p: &passes::Pass, m: &nnopt::ir::Module| {
-                if opt.print_ir_after_all {
+            let after = |p: &passes::Pass, m: &nnopt::ir::Module, changed: bool| {
+                if opt.print_ir_after_all || (opt.print_ir_after_change && changed) {
                     eprint!(
                         "// -----// IR Dump After {} //----- //\n{}",
                         p.name(),
@@ -207,6 +213,15 @@ fn opt_main(opt: &OptArgs) -> Result<(), Exit> {
             if let Err(errs) = result {
                 diags.extend(errs);
                 module = None;
+            }
+            if opt.timing {
+                let total: f64 = cx.timings.iter().map(|t| t.1.as_secs_f64()).sum();
+                eprintln!("===-------------------------------------------------------------------------===\n                      ... Execution time report ...\n===-------------------------------------------------------------------------===\n  Total Execution Time: {:.6} seconds\n\n   ----Wall Time----  ----Name----", total);
+                for (name, t) in &cx.timings {
+                    let s = t.as_secs_f64();
+                    let pct = if total > 0.0 { 100.0 * s / total } else { 0.0 };
+                    eprintln!("   {s:.6} ({pct:5.1}%)  {name}");
+                }
             }
             if opt.pass_statistics {
                 let costs = original.as_ref().zip(module.as_ref());

@@ -43,6 +43,8 @@ fn help_documents_every_flag() {
         "--print-ir-after-all",
         "--pass-statistics",
         "--check-equivalence",
+        "--print-ir-after-change",
+        "--timing",
     ] {
         assert!(
             text.contains(flag),

@@ -25,7 +25,7 @@ fn prune(m: &Module) -> Module {
     let mut m = m.clone();
     let pipeline = passes::parse_pipeline(passes::PRUNE_PIPELINE, None).unwrap();
     let mut cx = passes::PassContext::default();
-    if let Err(e) = passes::run_pipeline(&mut m, &pipeline, true, &mut cx, |_, _| {}) {
+    if let Err(e) = passes::run_pipeline(&mut m, &pipeline, true, &mut cx, |_, _, _| {}) {
         panic!("pruning broke the IR: {e:?}");
     }
     m
