@@ -7,8 +7,9 @@
 //! zero stays zero. Ops that mix channels or that the analysis does not model produce no facts:
 //! they are barriers, and the pruner stays correct around them.
 
-use crate::ir::{Function, OpKind, Tensor, ValueId};
+use crate::ir::{Function, OpId, OpKind, Tensor, ValueId};
 use cranelift_entity::SecondaryMap;
+use std::collections::HashSet;
 use std::rc::Rc;
 
 /// The per-channel facts of one value.
@@ -29,6 +30,7 @@ impl ChannelFacts {
 /// Facts for every value of a function, computed in one forward sweep.
 pub struct ConstAnalysis {
     facts: SecondaryMap<ValueId, Option<Rc<ChannelFacts>>>,
+    threshold: f32,
 }
 
 /// A weight entry counts as zero when `|w| <= threshold` (exactly zero by default).
@@ -38,11 +40,48 @@ pub fn is_zero(w: f32, threshold: f32) -> bool {
 
 impl ConstAnalysis {
     pub fn compute(f: &Function, threshold: f32) -> ConstAnalysis {
-        let mut facts: SecondaryMap<ValueId, Option<Rc<ChannelFacts>>> =
-            SecondaryMap::with_capacity(f.value_capacity());
+        let mut a = ConstAnalysis {
+            facts: SecondaryMap::with_capacity(f.value_capacity()),
+            threshold,
+        };
         for op in f.ops() {
+            a.recompute(f, op);
+        }
+        a
+    }
+
+    /// Brings the facts up to date after a rewrite touched `ops` (created or modified).
+    ///
+    /// Rewrites preserve what every value computes, so facts can only change at the touched
+    /// ops (a channel dropped from a result, a scatter inserted); everything downstream keeps
+    /// its facts. Touched ops are recomputed operands-first, which keeps an update as local as
+    /// the rewrite instead of a sweep over the function.
+    pub fn update(&mut self, f: &Function, ops: &[OpId]) {
+        let touched: HashSet<OpId> = ops.iter().copied().filter(|&o| f.is_linked(o)).collect();
+        let mut done: HashSet<OpId> = HashSet::new();
+        for &op in ops {
+            self.visit(f, op, &touched, &mut done);
+        }
+    }
+
+    fn visit(&mut self, f: &Function, op: OpId, touched: &HashSet<OpId>, done: &mut HashSet<OpId>) {
+        if !touched.contains(&op) || !done.insert(op) {
+            return;
+        }
+        for &v in f.op(op).operands() {
+            if let Some(p) = f.producer(v) {
+                self.visit(f, p, touched, done);
+            }
+        }
+        self.recompute(f, op);
+    }
+
+    fn recompute(&mut self, f: &Function, op: OpId) {
+        let threshold = self.threshold;
+        let facts = &mut self.facts;
+        {
             let data = f.op(op);
-            let Some(r) = data.result() else { continue };
+            let Some(r) = data.result() else { return };
             let ins = data.operands();
             let fact_of = |v: ValueId| facts[v].clone();
             let out = match &data.kind {
@@ -206,7 +245,6 @@ impl ConstAnalysis {
             };
             facts[r] = out.map(Rc::new);
         }
-        ConstAnalysis { facts }
     }
 
     pub fn facts(&self, v: ValueId) -> Option<&ChannelFacts> {

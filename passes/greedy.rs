@@ -64,6 +64,13 @@ pub fn apply_patterns_greedily(
             *pass.pattern_hits.entry(p.name()).or_default() += 1;
             let events = rw.take_events();
             changed = true;
+            let touched: Vec<OpId> = events
+                .iter()
+                .filter_map(|e| match *e {
+                    Event::Created(o) | Event::Modified(o) => Some(o),
+                    Event::Erased(_) | Event::Replaced { .. } => None,
+                })
+                .collect();
             let mut touch = |o: OpId, worklist: &mut VecDeque<OpId>| {
                 if f.is_linked(o) && !queued.get(&o).copied().unwrap_or(false) {
                     queued.insert(o, true);
@@ -91,9 +98,7 @@ pub fn apply_patterns_greedily(
                     }
                 }
             }
-            // Facts downstream of a change may differ. Recomputing is one linear sweep; an
-            // incremental update is future work (see docs/passes.md).
-            analysis = ConstAnalysis::compute(f, threshold);
+            analysis.update(f, &touched);
             break;
         }
     }
