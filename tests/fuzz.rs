@@ -3,8 +3,8 @@
 //! the result. Any outcome but a panic is fine; errors must come as diagnostics that render.
 
 use nnopt::diag::SourceMap;
-use nnopt::driver;
 use nnopt::syntax::printer::print_module;
+use nnopt::{driver, passes};
 use proptest::prelude::*;
 use std::path::Path;
 
@@ -131,7 +131,13 @@ proptest! {
                     let f2 = sources.add("printed", printed.clone());
                     let again = driver::load(&printed, f2, 0, Path::new("."), &mut d2);
                     prop_assert!(again.is_some(), "printed text does not read back:\n{printed}\n{}", sources.emit_to_string(&d2));
-                    prop_assert_eq!(print_module(&again.unwrap()), printed);
+                    prop_assert_eq!(print_module(&again.unwrap()), printed.clone());
+                    // The pruning pipeline accepts anything that verifies and leaves it verified.
+                    let mut pruned = m.clone();
+                    let pipeline = passes::parse_pipeline(passes::PRUNE_PIPELINE, None).unwrap();
+                    let mut cx = passes::PassContext::default();
+                    let r = passes::run_pipeline(&mut pruned, &pipeline, true, &mut cx, |_, _, _| {});
+                    prop_assert!(r.is_ok(), "pruning broke the IR of:\n{printed}");
                 }
                 None => {
                     prop_assert!(!diags.is_empty(), "rejected without a diagnostic");
