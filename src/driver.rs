@@ -81,7 +81,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    let mut tmp = output_tempfile(dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_data()?;
     tmp.persist(path).map_err(|e| e.error)?;
@@ -157,6 +157,18 @@ pub fn compare_functions(
         }
     }
     Ok(diff)
+}
+
+/// A temporary file in `dir` that becomes an output by renaming. It is created with the mode
+/// an ordinary new file gets (0666 minus the umask), not tempfile's private 0600.
+pub fn output_tempfile(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+    let mut b = tempfile::Builder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        b.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    b.prefix(".nnopt-").tempfile_in(dir)
 }
 
 /// One `// expected-<severity>@<offset> {{message}}` annotation.

@@ -86,6 +86,15 @@ fn output_is_written_atomically_and_round_trips() {
     assert_eq!(String::from_utf8_lossy(&again.stdout), first);
     // Only the output file is left: no temporary files.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    // It gets the mode of any new file (0666 minus the umask), not tempfile's private 0600.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "x").unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode();
+        assert_eq!(mode(&out_path), mode(&plain));
+    }
 }
 
 #[test]

@@ -666,7 +666,7 @@ pub fn write_safetensors(path: &Path, tensors: &[(&str, &Tensor)]) -> io::Result
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let tmp = tempfile::NamedTempFile::new_in(dir)?;
+    let tmp = crate::driver::output_tempfile(dir)?;
     {
         let mut w = BufWriter::with_capacity(1 << 16, tmp.as_file());
         w.write_all(&(header.len() as u64).to_le_bytes())?;
