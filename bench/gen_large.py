@@ -34,6 +34,9 @@ def main():
     ap.add_argument("--ops", type=int, default=100000, help="number of ops in the element-wise chain")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out-dir", default=".")
+    ap.add_argument("--no-fanout", action="store_true",
+                    help="binary ops use the previous value twice (and relu is max(v, v) in MLIR) instead of "
+                         "sharing %y / %zero, so no value has more than 2 uses")
     a = ap.parse_args()
 
     rng = random.Random(a.seed)
@@ -57,15 +60,17 @@ def main():
         for k in range(a.ops):
             cur = f"%v{k}"
             m = k % 3
+            other = prev if a.no_fanout else "%y"
             if m == 0:
-                fn.write(f"  {cur} = nn.add {prev}, %y : {T}\n")
-                fm.write(f"  {cur} = arith.addf {prev}, %y : {T}\n")
+                fn.write(f"  {cur} = nn.add {prev}, {other} : {T}\n")
+                fm.write(f"  {cur} = arith.addf {prev}, {other} : {T}\n")
             elif m == 1:
                 fn.write(f"  {cur} = nn.relu {prev} : {T}\n")
-                fm.write(f"  {cur} = arith.maximumf {prev}, %zero : {T}\n")
+                zero = prev if a.no_fanout else "%zero"
+                fm.write(f"  {cur} = arith.maximumf {prev}, {zero} : {T}\n")
             else:
-                fn.write(f"  {cur} = nn.mul {prev}, %y : {T}\n")
-                fm.write(f"  {cur} = arith.mulf {prev}, %y : {T}\n")
+                fn.write(f"  {cur} = nn.mul {prev}, {other} : {T}\n")
+                fm.write(f"  {cur} = arith.mulf {prev}, {other} : {T}\n")
             prev = cur
         fn.write(f"  return {prev} : {T}\n}}\n")
         fm.write(f"  return {prev} : {T}\n}}\n")

@@ -5,6 +5,7 @@
 #   BENCH_MB=10 BENCH_OPS=10000 bench/parse_print.sh
 #
 # Env: BENCH_MB, BENCH_OPS, BENCH_RUNS (default 3), BENCH_SEED (1), MLIR_OPT (path),
+#      BENCH_NO_FANOUT=1 (no value with more than 2 uses, see gen_large.py --no-fanout),
 #      BENCH_DIR (keep inputs/outputs there instead of a temp dir), BENCH_SKIP_BUILD=1.
 set -euo pipefail
 
@@ -31,8 +32,9 @@ else
   DIR="$(mktemp -d)"; trap 'rm -rf "$DIR"' EXIT
 fi
 
-echo "== generating inputs (mb=$MB ops=$OPS seed=$SEED) in $DIR" >&2
-python3 "$ROOT/bench/gen_large.py" --mb "$MB" --ops "$OPS" --seed "$SEED" --out-dir "$DIR"
+echo "== generating inputs (mb=$MB ops=$OPS seed=$SEED no_fanout=${BENCH_NO_FANOUT:-0}) in $DIR" >&2
+FANOUT_ARG=(); [ "${BENCH_NO_FANOUT:-0}" = 1 ] && FANOUT_ARG=(--no-fanout)
+python3 "$ROOT/bench/gen_large.py" --mb "$MB" --ops "$OPS" --seed "$SEED" --out-dir "$DIR" "${FANOUT_ARG[@]}"
 
 HAVE_TIME=0
 if [ -x /usr/bin/time ] && /usr/bin/time -f '%M' -o /dev/null true 2>/dev/null; then HAVE_TIME=1; fi
