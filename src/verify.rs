@@ -4,8 +4,9 @@
 //! after every pass (`--verify-each`).
 
 use crate::diag::Diagnostic;
-use crate::ir::{Dim, Function, Module, OpId, OpKind, TensorType, Use, ValueDef};
+use crate::ir::{Dim, Function, Module, OpId, OpKind, TensorType, Use, ValueDef, ValueId};
 use cranelift_entity::SecondaryMap;
+use std::collections::HashSet;
 
 pub fn verify_module(m: &Module) -> Vec<Diagnostic> {
     m.funcs.iter().flat_map(verify_function).collect()
@@ -18,6 +19,15 @@ pub fn verify_function(f: &Function) -> Vec<Diagnostic> {
         position[op] = i as u32 + 1;
     }
     let n = f.num_ops();
+    // Every (value, use) pair of the use-lists, gathered once: checking each operand against
+    // its value's list directly is quadratic when a value has many users.
+    let recorded: HashSet<(ValueId, Use)> = f
+        .args()
+        .iter()
+        .copied()
+        .chain(f.ops().filter_map(|op| f.op(op).result()))
+        .flat_map(|v| f.uses(v).iter().map(move |&u| (v, u)))
+        .collect();
     for (i, op) in f.ops().enumerate() {
         let data = f.op(op);
         let err = |m: String| Diagnostic::error(m).at(f.span(op));
@@ -45,7 +55,7 @@ pub fn verify_function(f: &Function) -> Vec<Diagnostic> {
                 op,
                 index: k as u32,
             };
-            if !f.uses(v).contains(&u) {
+            if !recorded.contains(&(v, u)) {
                 diags.push(err(format!(
                     "operand {k} is missing from its value's use-list"
                 )));
