@@ -54,8 +54,9 @@ struct OptArgs {
     /// Print every operation of the NNIR dialect with its operand count, one per line.
     #[arg(long)]
     list_ops: bool,
-    /// Remove every neuron that provably does not affect the output, compensating in the
-    /// neighbouring layers so the output stays the same. Shorthand for
+    /// Remove neurons that provably do not affect the output (constant or ignored neurons of
+    /// linear and ungrouped conv layers; docs/passes.md lists what is covered), compensating in
+    /// the neighbouring layers so the output stays the same. Shorthand for
     /// --pass-pipeline="canonicalize,fold-batch-norm,prune-neurons,dce".
     #[arg(long)]
     prune_neurons: bool,
