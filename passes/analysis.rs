@@ -273,16 +273,17 @@ fn weighted(
         Some(&b) => Some(f.constant_of(b)?),
         None => None,
     };
-    let w = w.to_f32_vec();
     let out_per_group = out / groups.max(1);
+    let row_len = per_group_in * window;
     let mut channels = Vec::with_capacity(out);
     for j in 0..out {
         let g = j / out_per_group.max(1);
         let mut acc = bias.map_or(0.0, |b| b.get(j));
         let mut constant = true;
+        let row = w.f32_slice(j * row_len..(j + 1) * row_len);
         for i in 0..per_group_in {
             let in_ch = g * per_group_in + i;
-            let taps = &w[(j * per_group_in + i) * window..][..window];
+            let taps = &row[i * window..][..window];
             let c = input.and_then(|fx| fx.constant(in_ch));
             let usable = match (c, padded) {
                 (Some(c), Some(true)) => (c == 0.0).then_some(c),

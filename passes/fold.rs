@@ -69,8 +69,18 @@ impl Pattern for FoldBatchNorm {
             .map(|j| s[j] * (bias.as_ref().map_or(0.0, |b| b[j]) - mean[j]) + beta[j])
             .collect();
         let elem = w.elem();
-        let w_val = rw.constant_before(p, Tensor::from_f32(elem, w.shape().to_vec(), &new_w));
-        let b_val = rw.constant_before(p, Tensor::from_f32(elem, vec![n as u64], &new_b));
+        let w_val = rw.derived_constant_before(
+            p,
+            Tensor::from_f32(elem, w.shape().to_vec(), &new_w),
+            p_ins[1],
+        );
+        let b_val = {
+            let b = Tensor::from_f32(elem, vec![n as u64], &new_b);
+            match p_ins.get(2) {
+                Some(&old) => rw.derived_constant_before(p, b, old),
+                None => rw.constant_before(p, b),
+            }
+        };
         rw.set_operands(p, &[p_ins[0], w_val, b_val]);
         let r = rw
             .func()

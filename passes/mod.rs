@@ -5,18 +5,19 @@
 //! constness analysis (`analysis.rs`); `docs/passes.md` describes each pass, option and pattern.
 
 pub mod analysis;
+pub mod canon;
 pub mod fold;
 pub mod greedy;
 pub mod prune;
 
 use crate::diag::{Diagnostic, Span};
 use crate::ir::rewriter::Rewriter;
-use crate::ir::{Function, Module, OpId, OpKind, OpTag};
-use greedy::{apply_patterns_greedily, Pattern, PatternCx};
+use crate::ir::{Function, Module, OpId, OpKind};
+use greedy::apply_patterns_greedily;
 use std::collections::{BTreeMap, HashMap};
 
 /// The pipeline `--prune-neurons` stands for.
-pub const PRUNE_PIPELINE: &str = "canonicalize,fold-batch-norm,prune-neurons,dce";
+pub const PRUNE_PIPELINE: &str = "canonicalize,fold-batch-norm,prune-neurons,canonicalize,dce";
 
 /// Statistics and remarks collected while passes run.
 #[derive(Default)]
@@ -53,15 +54,26 @@ impl PassContext {
 /// A named pass with its options.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Pass {
-    /// Removes `nn.identity`.
+    /// Local clean-ups (`canon.rs`).
     Canonicalize,
     /// Folds `nn.batch_norm` into the conv or linear before it.
     FoldBatchNorm,
     PruneNeurons {
         zero_threshold: f32,
+        residual: Residual,
     },
     /// Erases ops whose results are unused.
     Dce,
+}
+
+/// What `prune-neurons` does with a neuron whose value also reaches an op that is not a weighted
+/// consumer (a residual `nn.add`, `nn.concat`, a function result).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Residual {
+    /// Remove it and restore the full length there with `nn.scatter` (filled with its constant).
+    Scatter,
+    /// Leave the whole layer unpruned (no scatters are inserted).
+    Keep,
 }
 
 /// A pass's name, one-line summary and `(option, description)` pairs.
@@ -75,16 +87,22 @@ pub type PassInfo = (
 pub const PASSES: &[PassInfo] = &[
     (
         "canonicalize",
-        "local clean-ups: removes nn.identity",
+        "local clean-ups: removes nn.identity and identity nn.scatter, folds ops whose operands are all constant (f32, by the interpreter's kernels), and folds an nn.scatter into the nn.linear/nn.conv2d that reads it (dropping input columns, adding the fill's contribution to the bias)",
         &[],
     ),
     (
         "prune-neurons",
         "removes neurons of nn.linear/nn.conv2d that are constant (all incoming weights zero) or ignored (all outgoing weights zero), folding their constant into the consumers' biases; cascades to a fixpoint",
-        &[(
-            "zero-threshold",
-            "a weight counts as zero when |w| <= this (default 0: exact)",
-        )],
+        &[
+            (
+                "zero-threshold",
+                "a weight counts as zero when |w| <= this (default 0: exact)",
+            ),
+            (
+                "residual",
+                "scatter (default): a removed neuron that also reaches a residual add, concat or result is restored there by nn.scatter with its constant; keep: such layers are not pruned",
+            ),
+        ],
     ),
     (
         "fold-batch-norm",
@@ -108,11 +126,26 @@ impl Pass {
     pub fn run(&self, f: &mut Function, cx: &mut PassContext) -> bool {
         match self {
             Pass::FoldBatchNorm => apply_patterns_greedily(f, &[&fold::FoldBatchNorm], 0.0, cx),
-            Pass::Canonicalize => apply_patterns_greedily(f, &[&RemoveIdentity], 0.0, cx),
-            Pass::PruneNeurons { zero_threshold } => {
+            Pass::Canonicalize => apply_patterns_greedily(
+                f,
+                &[
+                    &canon::RemoveIdentity,
+                    &canon::ConstantFold,
+                    &canon::RemoveIdentityScatter,
+                    &canon::FoldScatterIntoConsumer,
+                ],
+                0.0,
+                cx,
+            ),
+            Pass::PruneNeurons {
+                zero_threshold,
+                residual,
+            } => {
                 let changed = apply_patterns_greedily(
                     f,
-                    &[&prune::DeadNeuronElimination],
+                    &[&prune::DeadNeuronElimination {
+                        residual: *residual,
+                    }],
                     *zero_threshold,
                     cx,
                 );
@@ -121,23 +154,6 @@ impl Pass {
             }
             Pass::Dce => dce(f, cx),
         }
-    }
-}
-
-/// `%y = nn.identity %x` → uses of `%y` use `%x`.
-struct RemoveIdentity;
-
-impl Pattern for RemoveIdentity {
-    fn name(&self) -> &'static str {
-        "remove-identity"
-    }
-    fn root(&self) -> Option<&'static [OpTag]> {
-        Some(&[OpTag::Identity])
-    }
-    fn rewrite(&self, rw: &mut Rewriter, op: OpId, _: &mut PatternCx) -> bool {
-        let x = rw.func().op(op).operands()[0];
-        rw.replace_op(op, x);
-        true
     }
 }
 
@@ -225,7 +241,19 @@ pub fn parse_pipeline(text: &str, span: Option<Span>) -> Result<Vec<Pass>, Diagn
                     t.parse::<f32>().ok().filter(|t| *t >= 0.0).ok_or_else(|| {
                         err(format!("zero-threshold must be a number >= 0, not '{t}'"))
                     })?;
-                Pass::PruneNeurons { zero_threshold }
+                let residual = match opt("residual").unwrap_or("scatter") {
+                    "scatter" => Residual::Scatter,
+                    "keep" => Residual::Keep,
+                    r => {
+                        return Err(err(format!(
+                            "residual must be 'scatter' or 'keep', not '{r}'"
+                        )))
+                    }
+                };
+                Pass::PruneNeurons {
+                    zero_threshold,
+                    residual,
+                }
             }
             _ => unreachable!("every name in PASSES is handled"),
         });

@@ -20,7 +20,9 @@ use super::greedy::{Pattern, PatternCx};
 /// Weighted consumers C of the same layout absorb the change (column dropped, constant folded
 /// into the bias); every other use gets `nn.scatter` that restores the full length with the
 /// constants, which is how residual adds, concats and function results stay exact.
-pub struct DeadNeuronElimination;
+pub struct DeadNeuronElimination {
+    pub residual: super::Residual,
+}
 
 /// Where P's result goes: the per-channel ops on the way (with the channel axis of their
 /// results), the weighted consumers, and the values other ops use (each gets a scatter), with
@@ -111,26 +113,30 @@ fn fanout(f: &Function, r: ValueId, axis: usize) -> Fanout {
     out
 }
 
-/// `t` with only the positions `keep` of `axis` (bit-exact, same element type).
-fn take(t: &Tensor, axis: usize, keep: &[usize]) -> Tensor {
+/// `t` with only the positions `keep` of `axis` (bit-exact, same element type), copied as runs
+/// of raw bytes.
+pub(super) fn take(t: &Tensor, axis: usize, keep: &[usize]) -> Tensor {
     let shape = t.shape();
-    let outer: usize = shape[..axis].iter().product::<u64>() as usize;
-    let n = shape[axis] as usize;
-    let inner: usize = shape[axis + 1..].iter().product::<u64>() as usize;
-    let mut bits = Vec::with_capacity(outer * keep.len() * inner);
-    for o in 0..outer {
-        for &k in keep {
-            let base = (o * n + k) * inner;
-            bits.extend((base..base + inner).map(|i| t.bits(i)));
-        }
-    }
     let mut new_shape = shape.to_vec();
     new_shape[axis] = keep.len() as u64;
-    Tensor::from_bits(t.elem(), new_shape, bits)
+    let Some(bytes) = t.raw_bytes() else {
+        return Tensor::splat_bits(t.elem(), new_shape, t.bits(0));
+    };
+    let outer: usize = shape[..axis].iter().product::<u64>() as usize;
+    let n = shape[axis] as usize;
+    let run = shape[axis + 1..].iter().product::<u64>() as usize * t.elem().size();
+    let mut out = Vec::with_capacity(outer * keep.len() * run);
+    for o in 0..outer {
+        for &k in keep {
+            let start = (o * n + k) * run;
+            out.extend_from_slice(&bytes[start..start + run]);
+        }
+    }
+    Tensor::from_bytes(t.elem(), new_shape, out.into()).expect("the byte count matches the shape")
 }
 
 /// Sum over the kernel window of `W[k, j, ...]`.
-fn column_sum(w: &Tensor, k: usize, j: usize) -> f32 {
+pub(super) fn column_sum(w: &Tensor, k: usize, j: usize) -> f32 {
     let s = w.shape();
     let window: usize = s[2..].iter().product::<u64>() as usize;
     let base = (k * s[1] as usize + j) * window;
@@ -188,6 +194,9 @@ impl Pattern for DeadNeuronElimination {
             .collect();
         let fan = fanout(f, r, axis);
         if fan.consumers.is_empty() && fan.others.is_empty() {
+            return false;
+        }
+        if self.residual == super::Residual::Keep && !fan.others.is_empty() {
             return false;
         }
         let consumer_w: Vec<Tensor> = fan
@@ -311,13 +320,20 @@ impl Pattern for DeadNeuronElimination {
                     }
                 }
             }
-            let new_w = rw.constant_before(c, take(cw, 1, &keep));
+            let new_w = rw.derived_constant_before(c, take(cw, 1, &keep), c_ops[1]);
             let mut operands = vec![c_ops[0], new_w];
             if touched || old_b.is_some() {
                 let elem = old_b.as_ref().map_or(cw.elem(), Tensor::elem);
                 let nb = if touched {
                     biases_updated += 1;
-                    rw.constant_before(c, Tensor::from_f32(elem, vec![out as u64], &b))
+                    match c_ops.get(2) {
+                        Some(&old) => rw.derived_constant_before(
+                            c,
+                            Tensor::from_f32(elem, vec![out as u64], &b),
+                            old,
+                        ),
+                        None => rw.constant_before(c, Tensor::from_f32(elem, vec![out as u64], &b)),
+                    }
                 } else {
                     c_ops[2]
                 };
@@ -326,10 +342,10 @@ impl Pattern for DeadNeuronElimination {
             rw.set_operands(c, &operands);
         }
         // The producer: drop row j and bias entry j.
-        let new_w = rw.constant_before(op, take(&w, 0, &keep));
+        let new_w = rw.derived_constant_before(op, take(&w, 0, &keep), ins[1]);
         let mut operands = vec![ins[0], new_w];
         if let Some(b) = &bias {
-            operands.push(rw.constant_before(op, take(b, 0, &keep)));
+            operands.push(rw.derived_constant_before(op, take(b, 0, &keep), ins[2]));
         }
         rw.set_operands(op, &operands);
         let width = Dim::Static(keep.len() as u64);

@@ -308,6 +308,91 @@ pub fn verify_expectations(
     problems
 }
 
+/// Where `-o out.nnir` puts the weights of a module that reads a safetensors file:
+/// `out.safetensors`, beside it (the `index`-th chunk of `--split-input-file` after the first
+/// gets `out.<index>.safetensors`).
+pub fn weights_path_for(output: &Path, index: usize) -> std::path::PathBuf {
+    if index == 0 {
+        output.with_extension("safetensors")
+    } else {
+        output.with_extension(format!("{index}.safetensors"))
+    }
+}
+
+/// Makes `m` read all its large tensors from a new safetensors file that the `weights`
+/// attribute names as `file`, and returns the tensors that file must hold, in first-use order.
+///
+/// Every `nn.weight` keeps its name; every `nn.constant` that a pass derived from a weight (by
+/// slicing or rescaling it) or that has more than [`crate::syntax::printer::HEX_THRESHOLD`]
+/// elements becomes an `nn.weight` (splats stay inline), named after the weight it came from
+/// (see [`crate::ir::rewriter::Rewriter::derived_constant_before`]), else after its value
+/// (`%w` → `"w"`), made unique with a numeric suffix. The file is self-contained: the old one is no longer read.
+pub fn externalize_weights(m: &mut Module, file: &str) -> Vec<(String, crate::ir::Tensor)> {
+    use crate::ir::rewriter::Rewriter;
+    use crate::ir::{Attr, OpKind};
+    use std::collections::HashSet;
+
+    let mut taken: HashSet<String> = m
+        .funcs
+        .iter()
+        .flat_map(|f| {
+            f.ops().filter_map(|op| match f.kind(op) {
+                OpKind::Weight { name, .. } => Some(name.clone()),
+                _ => None,
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    let mut written: HashSet<String> = HashSet::new();
+    for f in &mut m.funcs {
+        let ops: Vec<_> = f.ops().collect();
+        let mut rw = Rewriter::new(f);
+        for op in ops {
+            let f = rw.func();
+            match f.kind(op) {
+                OpKind::Weight { name, value } if written.insert(name.clone()) => {
+                    out.push((name.clone(), value.clone()));
+                }
+                OpKind::Constant(t)
+                    if !t.is_splat()
+                        && (t.len() > crate::syntax::printer::HEX_THRESHOLD
+                            || f.op(op)
+                                .result()
+                                .is_some_and(|r| f.value(r).weight_name.is_some())) =>
+                {
+                    let value = f.op(op).result().map(|r| f.value(r));
+                    let stem = value
+                        .and_then(|v| v.weight_name.clone().or_else(|| v.name.clone()))
+                        .unwrap_or_else(|| "const".to_string());
+                    let name = (0..)
+                        .map(|i| {
+                            if i == 0 {
+                                stem.clone()
+                            } else {
+                                format!("{stem}.{i}")
+                            }
+                        })
+                        .find(|n| !taken.contains(n))
+                        .expect("an unbounded range has a free name");
+                    taken.insert(name.clone());
+                    written.insert(name.clone());
+                    let value = t.clone();
+                    out.push((name.clone(), value.clone()));
+                    rw.set_kind(op, OpKind::Weight { name, value });
+                }
+                _ => {}
+            }
+        }
+    }
+    let attr = Attr::Str(file.to_string());
+    match m.attrs.iter_mut().find(|(k, _)| k == "weights") {
+        _ if out.is_empty() => m.attrs.retain(|(k, _)| k != "weights"),
+        Some((_, v)) => *v = attr,
+        None => m.attrs.push(("weights".to_string(), attr)),
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,5 +416,27 @@ mod tests {
         let problems = verify_expectations(src, 0, 0, &wrong_line);
         // The misplaced error is unexpected and both annotations stay unmatched.
         assert_eq!(problems.len(), 3, "{problems:?}");
+    }
+
+    /// Large constants move to the weights file under their value names, made unique across
+    /// functions; small and splat constants stay inline; the attribute names the new file.
+    #[test]
+    fn externalize_names_large_constants_uniquely() {
+        let big = format!("dense<[{}]>", vec!["1.5"; 300].join(", "));
+        let src = format!(
+            "module {{\n func @a() -> (tensor<300xf32>) {{\n %w = nn.constant {big} : tensor<300xf32>\n return %w : tensor<300xf32>\n }}\n func @b() -> (tensor<300xf32>, tensor<2xf32>, tensor<300xf32>) {{\n %w = nn.constant {big} : tensor<300xf32>\n %s = nn.constant dense<[1.0, 2.0]> : tensor<2xf32>\n %z = nn.constant dense<0.0> : tensor<300xf32>\n return %w, %s, %z : tensor<300xf32>, tensor<2xf32>, tensor<300xf32>\n }}\n}}\n"
+        );
+        let mut diags = Vec::new();
+        let mut m = load(&src, 0, 0, Path::new("."), &mut diags).expect("loads");
+        let tensors = externalize_weights(&mut m, "out.safetensors");
+        let names: Vec<&str> = tensors.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["w", "w.1"]);
+        assert_eq!(m.weights_attr(), Some("out.safetensors"));
+        let text = crate::syntax::printer::print_module(&m);
+        assert!(text.contains(r#"%w = nn.weight "w.1""#), "{text}");
+        assert!(
+            text.contains("dense<[1.0, 2.0]>") && text.contains("dense<0.0>"),
+            "{text}"
+        );
     }
 }

@@ -190,6 +190,8 @@ fn opt_main(opt: &OptArgs) -> Result<(), Exit> {
     let src = sources.source(file).to_string();
     let chunks = driver::chunks(&src, opt.split_input_file);
     let mut outputs = Vec::new();
+    // Weight files beside the output, complete but not yet renamed into place.
+    let mut staged = Vec::new();
     let mut all_diags: Vec<Diagnostic> = Vec::new();
     for range in chunks {
         let chunk = &src[range.clone()];
@@ -258,7 +260,18 @@ fn opt_main(opt: &OptArgs) -> Result<(), Exit> {
             }
         }
         if let Some(mut m) = module.filter(|_| !has_errors(&diags)) {
-            rebase_weights(&mut m, &base_dir, &opt.output);
+            if m.weights_attr().is_some() && writes_regular_file(&opt.output) {
+                let path = driver::weights_path_for(&opt.output, staged.len());
+                let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+                let tensors = driver::externalize_weights(&mut m, &file_name.unwrap_or_default());
+                if !tensors.is_empty() {
+                    let refs: Vec<(&str, &nnopt::ir::Tensor)> =
+                        tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+                    let tmp = nnopt::ir::weights::stage_safetensors(&path, &refs)
+                        .map_err(|e| fail(&format!("cannot write {}: {e}", path.display())))?;
+                    staged.push((tmp, path));
+                }
+            }
             outputs.push(print_module(&m));
         }
         all_diags.extend(diags);
@@ -268,33 +281,17 @@ fn opt_main(opt: &OptArgs) -> Result<(), Exit> {
         return Err(Exit(1));
     }
     let sep = format!("{}\n", driver::SPLIT_MARKER);
+    for (tmp, path) in staged {
+        tmp.persist(&path)
+            .map_err(|e| fail(&format!("cannot write {}: {}", path.display(), e.error)))?;
+    }
     emit_output(&opt.output, &outputs.join(&sep))
 }
 
-/// The `weights` attribute is relative to the .nnir file. When the output goes to another
-/// directory, point it at the same file from there (absolute when no relative path works).
-fn rebase_weights(m: &mut nnopt::ir::Module, input_dir: &Path, output: &Path) {
-    if output.as_os_str() == "-" {
-        return;
-    }
-    let out_dir = match output.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let (Ok(a), Ok(b)) = (input_dir.canonicalize(), out_dir.canonicalize()) else {
-        return;
-    };
-    if a == b {
-        return;
-    }
-    for (k, v) in &mut m.attrs {
-        if let (true, nnopt::ir::Attr::Str(s)) = (k == "weights", &mut *v) {
-            let resolved = input_dir.join(&*s);
-            if let Ok(abs) = resolved.canonicalize() {
-                *s = abs.display().to_string();
-            }
-        }
-    }
+/// Whether `-o` names a regular file (new or existing), beside which a weights file can go; `-`,
+/// `/dev/null` and FIFOs get the module with changed weights inline instead.
+fn writes_regular_file(output: &Path) -> bool {
+    output.as_os_str() != "-" && std::fs::metadata(output).map_or(true, |m| m.is_file())
 }
 
 fn run_main(args: &RunArgs) -> Result<(), Exit> {

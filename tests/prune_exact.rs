@@ -454,3 +454,100 @@ proptest! {
         prop_assert!(params(&after) <= params(&before));
     }
 }
+
+/// A scatter into a linear or an (optionally padded) 1x1/3x3 conv with random indices and fills.
+#[derive(Debug, Clone)]
+struct ScatterSpec {
+    size: usize,
+    keep: Vec<usize>,
+    fill: Vec<f32>,
+    conv: Option<(usize, u64)>,
+    w: Vec<f32>,
+    b: Option<Vec<f32>>,
+}
+
+fn scatter_spec() -> impl Strategy<Value = ScatterSpec> {
+    (
+        2usize..6,
+        prop::option::of((prop::sample::select(vec![1usize, 3]), 0u64..2)),
+    )
+        .prop_flat_map(|(size, conv)| {
+            let k = conv.map_or(1, |c| c.0 * c.0);
+            (
+                Just(size),
+                prop::sample::subsequence((0..size).collect::<Vec<_>>(), 1..size).prop_shuffle(),
+                prop::collection::vec(prop_oneof![Just(0.0f32), -2.0f32..2.0], size),
+                Just(conv),
+                prop::collection::vec(-1.0f32..1.0, 3 * size * k),
+                prop::option::of(prop::collection::vec(-1.0f32..1.0, 3)),
+            )
+        })
+        .prop_map(|(size, keep, fill, conv, w, b)| ScatterSpec {
+            size,
+            keep,
+            fill,
+            conv,
+            w,
+            b,
+        })
+}
+
+fn scatter_text(s: &ScatterSpec) -> String {
+    let n = s.keep.len();
+    let idx = s
+        .keep
+        .iter()
+        .map(|k| k.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let bias = s.b.as_ref().map_or(String::new(), |b| {
+        format!("  %b = nn.constant dense<{}> : tensor<3xf32>\n", list(b))
+    });
+    let b_operand = if s.b.is_some() { ", %b" } else { "" };
+    match s.conv {
+        None => {
+            let rows: Vec<Vec<f32>> = s.w.chunks(s.size).map(<[f32]>::to_vec).collect();
+            format!(
+                "func @f(%x: tensor<?x{n}xf32>) -> (tensor<?x3xf32>) {{\n  %s = nn.scatter %x {{axis = 1, indices = [{idx}], size = {sz}, fill = {fill}}} : tensor<?x{sz}xf32>\n  %w = nn.constant dense<{w}> : tensor<3x{sz}xf32>\n{bias}  %y = nn.linear %s, %w{b_operand} : tensor<?x3xf32>\n  return %y : tensor<?x3xf32>\n}}\n",
+                sz = s.size,
+                fill = list(&s.fill),
+                w = matrix(&rows),
+            )
+        }
+        Some((k, pad)) => {
+            let out_hw = 4 + 2 * pad as usize + 1 - k;
+            format!(
+                "func @f(%x: tensor<1x{n}x4x4xf32>) -> (tensor<1x3x{o}x{o}xf32>) {{\n  %s = nn.scatter %x {{axis = 1, indices = [{idx}], size = {sz}, fill = {fill}}} : tensor<1x{sz}x4x4xf32>\n  %w = nn.constant dense<{w}> : tensor<3x{sz}x{k}x{k}xf32>\n{bias}  %y = nn.conv2d %s, %w{b_operand} {{pads = [{pad}, {pad}, {pad}, {pad}]}} : tensor<1x3x{o}x{o}xf32>\n  return %y : tensor<1x3x{o}x{o}xf32>\n}}\n",
+                sz = s.size,
+                fill = list(&s.fill),
+                w = nested4(&s.w, 3, s.size, k),
+                o = out_hw,
+            )
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// `fold-scatter-into-consumer` (run by `canonicalize`) keeps outputs equal, and removes the
+    /// scatter unless a zero-padded conv would have to absorb a non-zero fill.
+    #[test]
+    fn scatters_fold_into_consumers_exactly(s in scatter_spec(), seed in prop::collection::vec(-2.0f32..2.0, 96)) {
+        let before = load(&scatter_text(&s));
+        let mut after = before.clone();
+        let pipeline = passes::parse_pipeline("canonicalize,dce", None).unwrap();
+        let mut cx = passes::PassContext::default();
+        passes::run_pipeline(&mut after, &pipeline, true, &mut cx, |_, _, _| {}).unwrap();
+        let n = s.keep.len();
+        let shape: Vec<usize> = match s.conv { None => vec![2, n], Some(_) => vec![1, n, 4, 4] };
+        let len: usize = shape.iter().product();
+        let x = ArrayD::from_shape_vec(shape, seed.iter().cycle().take(len).copied().collect()).unwrap();
+        assert_same_outputs(&before, &after, &[x]);
+        let dropped_fill = (0..s.size).any(|j| !s.keep.contains(&j) && s.fill[j] != 0.0);
+        let blocked = matches!(s.conv, Some((_, p)) if p > 0) && dropped_fill;
+        let f = &after.funcs[0];
+        let scatters = f.ops().filter(|&o| matches!(f.kind(o), OpKind::Scatter { .. })).count();
+        prop_assert_eq!(scatters, usize::from(blocked));
+    }
+}

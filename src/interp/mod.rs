@@ -226,6 +226,20 @@ fn unary(kind: &OpKind, x: &ArrayD<f32>) -> Result<ArrayD<f32>, String> {
     Ok(x.mapv(|v| kind.eval_unary(v).unwrap_or(f32::NAN)))
 }
 
+/// Evaluates the non-terminator `op` of `func` on the given operand values (in operand order),
+/// as [`run`] does: the constant folder uses it, so folding and interpretation agree.
+pub fn eval_op(func: &Function, op: OpId, a: &[&ArrayD<f32>]) -> Result<ArrayD<f32>, String> {
+    let kind = func.kind(op);
+    if !kind.tag().arity().accepts(a.len()) || matches!(kind, OpKind::Return) {
+        return Err(format!(
+            "{} cannot be evaluated on {} operand(s)",
+            kind.mnemonic(),
+            a.len()
+        ));
+    }
+    eval(kind, a, func, op)
+}
+
 /// Evaluates one non-terminator op. `a` holds the operand values (arity already checked).
 fn eval(
     kind: &OpKind,

@@ -98,6 +98,9 @@ pub struct ValueData {
     pub def: ValueDef,
     /// The name the user wrote (without `%`), kept for printing.
     pub name: Option<String>,
+    /// For a constant that a pass derived from an `nn.weight` (a pruned or rescaled copy): that
+    /// weight's name, under which the constant is written back to safetensors.
+    pub weight_name: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -338,7 +341,12 @@ impl Function {
         name: Option<String>,
         span: Span,
     ) -> ValueId {
-        let v = self.values.push(ValueData { ty, def, name });
+        let v = self.values.push(ValueData {
+            ty,
+            def,
+            name,
+            weight_name: None,
+        });
         self.value_spans[v] = span;
         v
     }

@@ -70,6 +70,26 @@ impl<'f> Rewriter<'f> {
         self.insert_before(anchor, OpKind::Constant(value), &[], ty)
     }
 
+    /// Creates a constant before `anchor` that replaces `like` (a slice or rescaling of it). It
+    /// keeps `like`'s value name and the name of the weight it came from, so that a pruned
+    /// `%w1 = nn.weight "fc1.weight"` still prints as `%w1` and is written back to safetensors
+    /// as `fc1.weight`.
+    pub fn derived_constant_before(
+        &mut self,
+        anchor: OpId,
+        value: super::Tensor,
+        like: ValueId,
+    ) -> ValueId {
+        let v = self.constant_before(anchor, value);
+        let weight_name = match self.func.producer_kind(like) {
+            Some(OpKind::Weight { name, .. }) => Some(name.clone()),
+            _ => self.func.values[like].weight_name.clone(),
+        };
+        self.func.values[v].name = self.func.values[like].name.clone();
+        self.func.values[v].weight_name = weight_name;
+        v
+    }
+
     /// Replaces every use of `from` by `to` (which must have a compatible type).
     pub fn replace_all_uses(&mut self, from: ValueId, to: ValueId) {
         if from == to {

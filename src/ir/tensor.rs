@@ -169,6 +169,24 @@ impl Tensor {
         bits_to_f32(self.elem, self.bits(i))
     }
 
+    /// Elements `range` (row-major) as f32. An f32 tensor whose bytes are 4-aligned (mapped
+    /// safetensors data is) is borrowed in place, so scanning a large weight row by row neither
+    /// copies it nor pages in more than it reads; other tensors are converted.
+    pub fn f32_slice(&self, range: std::ops::Range<usize>) -> std::borrow::Cow<'_, [f32]> {
+        use std::borrow::Cow;
+        if let (ElemType::F32, Some(bytes), true) =
+            (self.elem, self.raw_bytes(), cfg!(target_endian = "little"))
+        {
+            let bytes = &bytes[range.start * 4..range.end * 4];
+            // SAFETY: every bit pattern is a valid f32; `align_to` only yields the aligned middle.
+            let (pre, mid, post) = unsafe { bytes.align_to::<f32>() };
+            if pre.is_empty() && post.is_empty() {
+                return Cow::Borrowed(mid);
+            }
+        }
+        Cow::Owned(range.map(|i| self.get(i)).collect())
+    }
+
     /// All elements as f32, row-major.
     pub fn to_f32_vec(&self) -> Vec<f32> {
         match (&self.storage, self.elem) {

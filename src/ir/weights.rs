@@ -620,6 +620,16 @@ fn invalid(msg: String) -> io::Error {
 /// Fails (leaving `path` untouched) on duplicate names, the reserved name `__metadata__`, a
 /// tensor whose size overflows, or any I/O error.
 pub fn write_safetensors(path: &Path, tensors: &[(&str, &Tensor)]) -> io::Result<()> {
+    stage_safetensors(path, tensors)?.persist(path)?;
+    Ok(())
+}
+
+/// Writes the safetensors file of [`write_safetensors`] to a complete temporary file beside
+/// `path`, for the caller to rename over `path` when everything else it writes is ready too.
+pub fn stage_safetensors(
+    path: &Path,
+    tensors: &[(&str, &Tensor)],
+) -> io::Result<tempfile::NamedTempFile> {
     let mut header = String::from("{");
     let mut sizes = Vec::with_capacity(tensors.len());
     let mut seen = std::collections::HashSet::new();
@@ -683,8 +693,7 @@ pub fn write_safetensors(path: &Path, tensors: &[(&str, &Tensor)]) -> io::Result
         w.flush()?;
     }
     tmp.as_file().sync_all()?;
-    tmp.persist(path)?;
-    Ok(())
+    Ok(tmp)
 }
 
 /// Writes `size` bytes of the splat tensor `t`'s repeated element.
