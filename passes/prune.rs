@@ -35,8 +35,9 @@ struct Fanout {
 
 /// The channel axis of `op`'s result when `op` treats the channels of its operand (at `axis`)
 /// independently, so that dropping a channel of the operand drops the same channel of the
-/// result: unary activations, pools, `nn.global_avg_pool`, `nn.mean` over other axes, and
-/// `nn.flatten` of `[N, C, 1, 1, ...]` at axis 1.
+/// result: unary activations, pools, `nn.global_avg_pool`, `nn.mean` over other axes,
+/// `nn.flatten` of `[N, C, 1, 1, ...]` at axis 1, and depthwise `nn.conv2d` (`groups` = input
+/// channels = filters) with constant parameters.
 pub fn per_channel_axis(f: &Function, op: OpId, axis: usize) -> Option<usize> {
     let data = f.op(op);
     let kind = &data.kind;
@@ -61,6 +62,14 @@ pub fn per_channel_axis(f: &Function, op: OpId, axis: usize) -> Option<usize> {
                 axis - axes.iter().filter(|&&a| a < axis).count()
             })
         }
+        // Depthwise (one filter per channel) with constant parameters: channel j of the result
+        // reads only channel j, so both go together.
+        OpKind::Conv2d { groups, .. } => {
+            let w = f.constant_of(*data.operands().get(1)?)?;
+            let params = data.operands()[2..].iter().all(|&b| f.constant_of(b).is_some());
+            let depthwise = x.dim(1).as_static() == Some(*groups) && w.shape()[0] == *groups;
+            (axis == 1 && params && depthwise && *groups > 1).then_some(1)
+        }
         OpKind::Flatten { axis: 1 } => {
             let ones = x.dims[2..].iter().all(|d| d.as_static() == Some(1));
             (axis == 1 && ones).then_some(1)
@@ -80,7 +89,7 @@ fn fanout(f: &Function, r: ValueId, axis: usize) -> Fanout {
     let mut stack = vec![(r, axis)];
     while let Some((v, axis)) = stack.pop() {
         for u in f.uses(v) {
-            if let Some(next) = per_channel_axis(f, u.op, axis) {
+            if let Some(next) = per_channel_axis(f, u.op, axis).filter(|_| u.index == 0) {
                 if !out.chain.iter().any(|c| c.0 == u.op) {
                     out.chain.push((u.op, next));
                     stack.extend(f.op(u.op).result().map(|r| (r, next)));
@@ -348,6 +357,22 @@ impl Pattern for DeadNeuronElimination {
             operands.push(rw.derived_constant_before(op, take(b, 0, &keep), ins[2]));
         }
         rw.set_operands(op, &operands);
+        // Depthwise convs on the way lose the same filters, and one group each.
+        for &(d, _) in &fan.chain {
+            let f = rw.func();
+            let OpKind::Conv2d { groups: _, strides, pads, dilations } = f.kind(d).clone() else {
+                continue;
+            };
+            let d_ins = f.op(d).operands().to_vec();
+            let mut operands = vec![d_ins[0]];
+            for &p in &d_ins[1..] {
+                let t = take(rw.func().constant_of(p).expect("checked in per_channel_axis"), 0, &keep);
+                operands.push(rw.derived_constant_before(d, t, p));
+            }
+            rw.set_operands(d, &operands);
+            let groups = keep.len() as u64;
+            rw.set_kind(d, OpKind::Conv2d { groups, strides, pads, dilations });
+        }
         let width = Dim::Static(keep.len() as u64);
         let chain: Vec<(ValueId, usize)> = fan
             .chain
