@@ -191,9 +191,15 @@ impl ConstAnalysis {
                 | OpKind::Mean { .. }
                 | OpKind::Flatten { .. } => fact_of(ins[0]).and_then(|fx| {
                     let axis = crate::passes::prune::per_channel_axis(f, op, fx.axis)?;
+                    // Flatten turns each channel into H·W features of the same constant.
+                    let scale = crate::passes::prune::channel_scale(f, op);
                     Some(ChannelFacts {
                         axis,
-                        channels: fx.channels.clone(),
+                        channels: fx
+                            .channels
+                            .iter()
+                            .flat_map(|&c| std::iter::repeat_n(c, scale))
+                            .collect(),
                     })
                 }),
                 OpKind::Scatter {

@@ -24,13 +24,31 @@ pub struct DeadNeuronElimination {
     pub residual: super::Residual,
 }
 
-/// Where P's result goes: the per-channel ops on the way (with the channel axis of their
-/// results), the weighted consumers, and the values other ops use (each gets a scatter), with
-/// their channel axes.
+/// Where P's channels sit in a value: along `axis`, channel `j` at positions
+/// `j·scale .. (j+1)·scale` (`scale` > 1 after `nn.flatten` turned each channel into H·W
+/// features).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Site {
+    axis: usize,
+    scale: usize,
+}
+
+impl Site {
+    /// The positions of channels `keep`, in order.
+    fn positions(self, keep: &[usize]) -> Vec<usize> {
+        keep.iter()
+            .flat_map(|&j| j * self.scale..(j + 1) * self.scale)
+            .collect()
+    }
+}
+
+/// Where P's result goes: the per-channel ops on the way (with where the channels sit in their
+/// results), the weighted consumers (with where the channels sit in their input), and the
+/// values other ops use (each gets a scatter).
 struct Fanout {
-    chain: Vec<(OpId, usize)>,
-    consumers: Vec<OpId>,
-    others: Vec<(ValueId, usize)>,
+    chain: Vec<(OpId, Site)>,
+    consumers: Vec<(OpId, Site)>,
+    others: Vec<(ValueId, Site)>,
 }
 
 /// The channel axis of `op`'s result when `op` treats the channels of its operand (at `axis`)
@@ -66,15 +84,29 @@ pub fn per_channel_axis(f: &Function, op: OpId, axis: usize) -> Option<usize> {
         // reads only channel j, so both go together.
         OpKind::Conv2d { groups, .. } => {
             let w = f.constant_of(*data.operands().get(1)?)?;
-            let params = data.operands()[2..].iter().all(|&b| f.constant_of(b).is_some());
+            let params = data.operands()[2..]
+                .iter()
+                .all(|&b| f.constant_of(b).is_some());
             let depthwise = x.dim(1).as_static() == Some(*groups) && w.shape()[0] == *groups;
             (axis == 1 && params && depthwise && *groups > 1).then_some(1)
         }
         OpKind::Flatten { axis: 1 } => {
-            let ones = x.dims[2..].iter().all(|d| d.as_static() == Some(1));
-            (axis == 1 && ones).then_some(1)
+            let fixed = x.dims[2..].iter().all(|d| d.as_static().is_some());
+            (axis == 1 && fixed).then_some(1)
         }
         _ => None,
+    }
+}
+
+/// How many result positions one channel of `op`'s operand becomes: H·W for `nn.flatten` at
+/// axis 1 of `[N, C, H, W]`, else 1.
+pub fn channel_scale(f: &Function, op: OpId) -> usize {
+    match f.kind(op) {
+        OpKind::Flatten { axis: 1 } => f.ty(f.op(op).operands()[0]).dims[2..]
+            .iter()
+            .map(|d| d.as_static().unwrap_or(1) as usize)
+            .product(),
+        _ => 1,
     }
 }
 
@@ -86,11 +118,16 @@ fn fanout(f: &Function, r: ValueId, axis: usize) -> Fanout {
         consumers: Vec::new(),
         others: Vec::new(),
     };
-    let mut stack = vec![(r, axis)];
-    while let Some((v, axis)) = stack.pop() {
+    let mut stack = vec![(r, Site { axis, scale: 1 })];
+    while let Some((v, site)) = stack.pop() {
+        let axis = site.axis;
         for u in f.uses(v) {
             if let Some(next) = per_channel_axis(f, u.op, axis).filter(|_| u.index == 0) {
                 if !out.chain.iter().any(|c| c.0 == u.op) {
+                    let next = Site {
+                        axis: next,
+                        scale: site.scale * channel_scale(f, u.op),
+                    };
                     out.chain.push((u.op, next));
                     stack.extend(f.op(u.op).result().map(|r| (r, next)));
                 }
@@ -101,7 +138,7 @@ fn fanout(f: &Function, r: ValueId, axis: usize) -> Fanout {
             // The consumer's input features must be the channels: the last axis of a linear's
             // input, axis 1 of an ungrouped conv's.
             let features = match kind {
-                OpKind::Conv2d { groups, .. } => *groups == 1 && axis == 1,
+                OpKind::Conv2d { groups, .. } => *groups == 1 && axis == 1 && site.scale == 1,
                 OpKind::Linear => axis + 1 == in_rank,
                 _ => false,
             };
@@ -111,11 +148,11 @@ fn fanout(f: &Function, r: ValueId, axis: usize) -> Fanout {
             // Only the data operand, and only once: `linear %a, %a` is not a consumer.
             let data_only = f.op(u.op).operands()[1..].iter().all(|&p| p != v);
             if u.index == 0 && features && constant_params && data_only {
-                if !out.consumers.contains(&u.op) {
-                    out.consumers.push(u.op);
+                if !out.consumers.iter().any(|c| c.0 == u.op) {
+                    out.consumers.push((u.op, site));
                 }
             } else if !out.others.iter().any(|o| o.0 == v) {
-                out.others.push((v, axis));
+                out.others.push((v, site));
             }
         }
     }
@@ -211,7 +248,7 @@ impl Pattern for DeadNeuronElimination {
         let consumer_w: Vec<Tensor> = fan
             .consumers
             .iter()
-            .map(|&c| {
+            .map(|&(c, _)| {
                 f.constant_of(f.op(c).operands()[1])
                     .cloned()
                     .expect("checked in fanout")
@@ -221,24 +258,28 @@ impl Pattern for DeadNeuronElimination {
         let seen: Vec<Vec<Option<f32>>> = fan
             .consumers
             .iter()
-            .map(|&c| {
+            .map(|&(c, site)| {
                 let x = f.op(c).operands()[0];
                 let fx = cx.analysis.facts(x);
-                (0..n).map(|j| fx.and_then(|fx| fx.constant(j))).collect()
+                (0..n)
+                    .map(|j| fx.and_then(|fx| fx.constant(j * site.scale)))
+                    .collect()
             })
             .collect();
         let padded: Vec<bool> = fan
             .consumers
             .iter()
-            .map(|&c| matches!(f.kind(c), OpKind::Conv2d { pads, .. } if pads.iter().any(|&p| p > 0)))
+            .map(|&(c, _)| matches!(f.kind(c), OpKind::Conv2d { pads, .. } if pads.iter().any(|&p| p > 0)))
             .collect();
         // The constant each scattered value carries.
         let fills: Vec<Vec<Option<f32>>> = fan
             .others
             .iter()
-            .map(|&(v, _)| {
+            .map(|&(v, site)| {
                 let fx = cx.analysis.facts(v);
-                (0..n).map(|j| fx.and_then(|fx| fx.constant(j))).collect()
+                (0..n)
+                    .map(|j| fx.and_then(|fx| fx.constant(j * site.scale)))
+                    .collect()
             })
             .collect();
         let mut remove: BTreeSet<usize> = BTreeSet::new();
@@ -247,7 +288,12 @@ impl Pattern for DeadNeuronElimination {
             let scatterable = fills.iter().all(|fill| fill[j].is_some());
             let ignored = consumer_w
                 .iter()
-                .all(|cw| column_is_zero(cw, j, cx.threshold));
+                .zip(&fan.consumers)
+                .all(|(cw, (_, site))| {
+                    site.positions(&[j])
+                        .into_iter()
+                        .all(|p| column_is_zero(cw, p, cx.threshold))
+                });
             let foldable = (0..fan.consumers.len()).all(|c| match seen[c][j] {
                 Some(a) => !padded[c] || a == 0.0,
                 None => false,
@@ -278,7 +324,7 @@ impl Pattern for DeadNeuronElimination {
         let keep: Vec<usize> = (0..n).filter(|j| !remove.contains(j)).collect();
 
         // Other uses: restore the full length with the constants.
-        for (&(v, v_axis), fill) in fan.others.iter().zip(&fills) {
+        for (&(v, site), fill) in fan.others.iter().zip(&fills) {
             let f = rw.func();
             let full = f.ty(v).clone();
             let uses: Vec<_> = f
@@ -286,7 +332,8 @@ impl Pattern for DeadNeuronElimination {
                 .iter()
                 .copied()
                 .filter(|u| {
-                    !fan.chain.iter().any(|c| c.0 == u.op) && !fan.consumers.contains(&u.op)
+                    !fan.chain.iter().any(|c| c.0 == u.op)
+                        && !fan.consumers.iter().any(|c| c.0 == u.op)
                 })
                 .collect();
             let anchor = f
@@ -294,10 +341,17 @@ impl Pattern for DeadNeuronElimination {
                 .and_then(|p| f.next_op(p))
                 .expect("a result is followed by at least the terminator");
             let scatter = OpKind::Scatter {
-                axis: v_axis as i64,
-                indices: keep.iter().map(|&k| k as u64).collect(),
-                size: n as u64,
-                fill: fill.iter().map(|c| c.unwrap_or(0.0)).collect(),
+                axis: site.axis as i64,
+                indices: site
+                    .positions(&keep)
+                    .into_iter()
+                    .map(|k| k as u64)
+                    .collect(),
+                size: (n * site.scale) as u64,
+                fill: fill
+                    .iter()
+                    .flat_map(|c| std::iter::repeat_n(c.unwrap_or(0.0), site.scale))
+                    .collect(),
             };
             let s = rw.insert_before(anchor, scatter, &[v], full);
             for u in uses {
@@ -308,7 +362,7 @@ impl Pattern for DeadNeuronElimination {
 
         // Consumers: fold a_j into the bias, then drop column j.
         let mut biases_updated = 0;
-        for (c_idx, &c) in fan.consumers.iter().enumerate() {
+        for (c_idx, &(c, site)) in fan.consumers.iter().enumerate() {
             let f = rw.func();
             let c_ops = f.op(c).operands().to_vec();
             let cw = &consumer_w[c_idx];
@@ -320,7 +374,11 @@ impl Pattern for DeadNeuronElimination {
                 if let Some(a) = seen[c_idx][j] {
                     if a != 0.0 {
                         for (k, bk) in b.iter_mut().enumerate() {
-                            let s = column_sum(cw, k, j);
+                            let s: f32 = site
+                                .positions(&[j])
+                                .into_iter()
+                                .map(|p| column_sum(cw, k, p))
+                                .sum();
                             if s != 0.0 {
                                 *bk += s * a;
                                 touched = true;
@@ -329,7 +387,8 @@ impl Pattern for DeadNeuronElimination {
                     }
                 }
             }
-            let new_w = rw.derived_constant_before(c, take(cw, 1, &keep), c_ops[1]);
+            let new_w =
+                rw.derived_constant_before(c, take(cw, 1, &site.positions(&keep)), c_ops[1]);
             let mut operands = vec![c_ops[0], new_w];
             if touched || old_b.is_some() {
                 let elem = old_b.as_ref().map_or(cw.elem(), Tensor::elem);
@@ -360,27 +419,47 @@ impl Pattern for DeadNeuronElimination {
         // Depthwise convs on the way lose the same filters, and one group each.
         for &(d, _) in &fan.chain {
             let f = rw.func();
-            let OpKind::Conv2d { groups: _, strides, pads, dilations } = f.kind(d).clone() else {
+            let OpKind::Conv2d {
+                groups: _,
+                strides,
+                pads,
+                dilations,
+            } = f.kind(d).clone()
+            else {
                 continue;
             };
             let d_ins = f.op(d).operands().to_vec();
             let mut operands = vec![d_ins[0]];
             for &p in &d_ins[1..] {
-                let t = take(rw.func().constant_of(p).expect("checked in per_channel_axis"), 0, &keep);
+                let t = take(
+                    rw.func()
+                        .constant_of(p)
+                        .expect("checked in per_channel_axis"),
+                    0,
+                    &keep,
+                );
                 operands.push(rw.derived_constant_before(d, t, p));
             }
             rw.set_operands(d, &operands);
             let groups = keep.len() as u64;
-            rw.set_kind(d, OpKind::Conv2d { groups, strides, pads, dilations });
+            rw.set_kind(
+                d,
+                OpKind::Conv2d {
+                    groups,
+                    strides,
+                    pads,
+                    dilations,
+                },
+            );
         }
-        let width = Dim::Static(keep.len() as u64);
-        let chain: Vec<(ValueId, usize)> = fan
+        let chain: Vec<(ValueId, Site)> = fan
             .chain
             .iter()
-            .filter_map(|&(a, ax)| rw.func().op(a).result().map(|v| (v, ax)))
+            .filter_map(|&(a, site)| rw.func().op(a).result().map(|v| (v, site)))
             .collect();
-        for (v, ax) in std::iter::once((r, axis)).chain(chain) {
-            let ty = rw.func().ty(v).with_dim(ax, width);
+        for (v, site) in std::iter::once((r, Site { axis, scale: 1 })).chain(chain) {
+            let width = Dim::Static((keep.len() * site.scale) as u64);
+            let ty = rw.func().ty(v).with_dim(site.axis, width);
             rw.set_type(v, ty);
         }
         cx.pass.count("neurons removed", remove.len() as u64);

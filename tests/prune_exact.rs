@@ -301,6 +301,7 @@ fn conv_net_text(
     hw: u64,
     classes: usize,
     softmax: bool,
+    flat_head: bool,
 ) -> (String, Vec<usize>) {
     let mut s = String::new();
     let mut body = String::new();
@@ -387,23 +388,35 @@ fn conv_net_text(
         body += &format!("  %keep{l} = nn.identity {cur} : tensor<1x{c}x{h}x{h}xf32>\n");
         cur = format!("%keep{l}");
     }
-    body += &format!("  %g = nn.global_avg_pool {cur} : tensor<1x{c}x1x1xf32>\n");
-    body += &format!("  %f = nn.flatten %g {{axis = 1}} : tensor<1x{c}xf32>\n");
+    // The head reads either the pooled channels or, flattened, H·W features per channel.
+    let per_channel = if flat_head { (h * h) as usize } else { 1 };
+    if flat_head {
+        body += &format!(
+            "  %f = nn.flatten {cur} {{axis = 1}} : tensor<1x{}xf32>\n",
+            c * per_channel
+        );
+    } else {
+        body += &format!("  %g = nn.global_avg_pool {cur} : tensor<1x{c}x1x1xf32>\n");
+        body += &format!("  %f = nn.flatten %g {{axis = 1}} : tensor<1x{c}xf32>\n");
+    }
+    let features = c * per_channel;
     let head: Vec<Vec<f32>> = (0..classes)
         .map(|o| {
-            (0..c)
+            (0..features)
                 .map(|i| {
-                    if i > 0 && (o + i) % 3 == 0 {
+                    // Whole channels are ignored by some outputs, some by all (fan-out dead).
+                    let ch = i / per_channel;
+                    if ch > 0 && ((o + ch) % 3 == 0 || ch % 4 == 3) {
                         0.0
                     } else {
-                        0.25 + (o * c + i) as f32 * 0.1
+                        0.25 + (o * features + i) as f32 * 0.01
                     }
                 })
                 .collect()
         })
         .collect();
     body += &format!(
-        "  %hw = nn.constant dense<{}> : tensor<{classes}x{c}xf32>\n",
+        "  %hw = nn.constant dense<{}> : tensor<{classes}x{features}xf32>\n",
         matrix(&head)
     );
     body += &format!("  %y = nn.linear %f, %hw : tensor<1x{classes}xf32>\n");
@@ -444,9 +457,10 @@ proptest! {
         hw in 3u64..8,
         classes in 2usize..4,
         softmax in any::<bool>(),
+        flat_head in any::<bool>(),
         seed in prop::collection::vec(-2.0f32..2.0, 97),
     ) {
-        let (text, shape) = conv_net_text(&specs, c0, hw, classes, softmax);
+        let (text, shape) = conv_net_text(&specs, c0, hw, classes, softmax, flat_head);
         let before = load(&text);
         let after = prune(&before);
         let x = ArrayD::from_shape_fn(shape, |i| seed[(i[1] * 31 + i[2] * 7 + i[3]) % seed.len()]);
