@@ -38,7 +38,27 @@ pub fn is_zero(w: f32, threshold: f32) -> bool {
     w.abs() <= threshold
 }
 
+/// Whether every entry of `row` counts as zero. At the default threshold 0 this ORs the bit
+/// patterns without the sign in chunks the compiler vectorizes (a NaN is never zero), since
+/// dead rows of large layers are scanned in full.
+pub fn all_zero(row: &[f32], threshold: f32) -> bool {
+    if threshold == 0.0 {
+        row.chunks(512)
+            .all(|c| c.iter().fold(0u32, |acc, &t| acc | (t.to_bits() << 1)) == 0)
+    } else {
+        row.iter().all(|&t| is_zero(t, threshold))
+    }
+}
+
 impl ConstAnalysis {
+    /// No facts: every value unknown (for passes whose patterns do not read the analysis).
+    pub fn empty(f: &Function, threshold: f32) -> ConstAnalysis {
+        ConstAnalysis {
+            facts: SecondaryMap::with_capacity(f.value_capacity()),
+            threshold,
+        }
+    }
+
     pub fn compute(f: &Function, threshold: f32) -> ConstAnalysis {
         let mut a = ConstAnalysis {
             facts: SecondaryMap::with_capacity(f.value_capacity()),
@@ -281,12 +301,18 @@ fn weighted(
     };
     let out_per_group = out / groups.max(1);
     let row_len = per_group_in * window;
+    let unknown_input = input.is_none_or(|fx| fx.channels.iter().all(Option::is_none));
     let mut channels = Vec::with_capacity(out);
     for j in 0..out {
         let g = j / out_per_group.max(1);
         let mut acc = bias.map_or(0.0, |b| b.get(j));
         let mut constant = true;
         let row = w.f32_slice(j * row_len..(j + 1) * row_len);
+        if unknown_input {
+            // No input channel is known: the output is constant exactly when its row is zero.
+            channels.push(all_zero(&row, threshold).then_some(acc));
+            continue;
+        }
         for i in 0..per_group_in {
             let in_ch = g * per_group_in + i;
             let taps = &row[i * window..][..window];
@@ -297,7 +323,7 @@ fn weighted(
             };
             match usable {
                 Some(c) => acc += c * taps.iter().sum::<f32>(),
-                None if taps.iter().all(|&t| is_zero(t, threshold)) => {}
+                None if all_zero(taps, threshold) => {}
                 None => {
                     constant = false;
                     break;

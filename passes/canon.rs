@@ -5,7 +5,7 @@ use crate::ir::rewriter::Rewriter;
 use crate::ir::{ElemType, OpId, OpKind, OpTag, Tensor};
 
 use super::greedy::{Pattern, PatternCx};
-use super::prune::{column_sum, take};
+use super::prune::{absorb_columns, take};
 
 /// `%y = nn.identity %x` → uses of `%y` use `%x`.
 pub struct RemoveIdentity;
@@ -181,16 +181,12 @@ impl Pattern for FoldScatterIntoConsumer {
             let out = w.shape()[0] as usize;
             let old_b = ops.get(2).and_then(|&b| f.constant_of(b)).cloned();
             let mut b: Vec<f32> = old_b.as_ref().map_or(vec![0.0; out], Tensor::to_f32_vec);
-            let mut touched = false;
-            for &j in dropped.iter().filter(|&&j| fill[j] != 0.0) {
-                for (k, bk) in b.iter_mut().enumerate() {
-                    let sum = column_sum(&w, k, j);
-                    if sum != 0.0 {
-                        *bk += sum * fill[j];
-                        touched = true;
-                    }
-                }
-            }
+            let absorbed: Vec<(Vec<usize>, f32)> = dropped
+                .iter()
+                .filter(|&&j| fill[j] != 0.0)
+                .map(|&j| (vec![j], fill[j]))
+                .collect();
+            let touched = absorb_columns(&w, &absorbed, &mut b);
             let new_w = rw.derived_constant_before(c, take(&w, 1, &keep), ops[1]);
             let mut operands = vec![x, new_w];
             match (touched, ops.get(2)) {

@@ -26,6 +26,10 @@ pub trait Pattern {
     fn benefit(&self) -> u32 {
         1
     }
+    /// Whether `rewrite` reads `cx.analysis`; the driver computes it only for such patterns.
+    fn uses_analysis(&self) -> bool {
+        false
+    }
     fn rewrite(&self, rw: &mut Rewriter, op: OpId, cx: &mut PatternCx) -> bool;
 }
 
@@ -40,7 +44,12 @@ pub fn apply_patterns_greedily(
     ordered.sort_by_key(|p| std::cmp::Reverse(p.benefit()));
     let mut worklist: VecDeque<OpId> = f.ops().collect();
     let mut queued: HashMap<OpId, bool> = worklist.iter().map(|&o| (o, true)).collect();
-    let mut analysis = ConstAnalysis::compute(f, threshold);
+    let with_analysis = ordered.iter().any(|p| p.uses_analysis());
+    let mut analysis = if with_analysis {
+        ConstAnalysis::compute(f, threshold)
+    } else {
+        ConstAnalysis::empty(f, threshold)
+    };
     let mut changed = false;
     while let Some(op) = worklist.pop_front() {
         queued.insert(op, false);
@@ -98,7 +107,9 @@ pub fn apply_patterns_greedily(
                     }
                 }
             }
-            analysis.update(f, &touched);
+            if with_analysis {
+                analysis.update(f, &touched);
+            }
             break;
         }
     }

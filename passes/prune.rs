@@ -181,12 +181,28 @@ pub(super) fn take(t: &Tensor, axis: usize, keep: &[usize]) -> Tensor {
     Tensor::from_bytes(t.elem(), new_shape, out.into()).expect("the byte count matches the shape")
 }
 
-/// Sum over the kernel window of `W[k, j, ...]`.
-pub(super) fn column_sum(w: &Tensor, k: usize, j: usize) -> f32 {
+/// `b_k += Σ_{cols} W[k, p, ...] · a` for each `(positions p, a)` in `absorbed` (the
+/// kernel window summed per position): the contribution of constant input columns about to be
+/// dropped from `W`. Reads `W` row by row in place; returns whether any `b_k` changed.
+pub(super) fn absorb_columns(w: &Tensor, absorbed: &[(Vec<usize>, f32)], b: &mut [f32]) -> bool {
     let s = w.shape();
     let window: usize = s[2..].iter().product::<u64>() as usize;
-    let base = (k * s[1] as usize + j) * window;
-    (base..base + window).map(|i| w.get(i)).sum()
+    let row_len = s[1] as usize * window;
+    let mut touched = false;
+    for (k, bk) in b.iter_mut().enumerate() {
+        let row = w.f32_slice(k * row_len..(k + 1) * row_len);
+        for (positions, a) in absorbed {
+            let sum: f32 = positions
+                .iter()
+                .map(|&p| row[p * window..(p + 1) * window].iter().sum::<f32>())
+                .sum();
+            if sum != 0.0 {
+                *bk += sum * a;
+                touched = true;
+            }
+        }
+    }
+    touched
 }
 
 fn column_is_zero(w: &Tensor, j: usize, threshold: f32) -> bool {
@@ -205,6 +221,10 @@ impl Pattern for DeadNeuronElimination {
 
     fn root(&self) -> Option<&'static [OpTag]> {
         Some(&[OpTag::Linear, OpTag::Conv2d])
+    }
+
+    fn uses_analysis(&self) -> bool {
+        true
     }
 
     fn rewrite(&self, rw: &mut Rewriter, op: OpId, cx: &mut PatternCx) -> bool {
@@ -369,24 +389,15 @@ impl Pattern for DeadNeuronElimination {
             let out = cw.shape()[0] as usize;
             let old_b = c_ops.get(2).and_then(|&b| f.constant_of(b)).cloned();
             let mut b: Vec<f32> = old_b.as_ref().map_or(vec![0.0; out], Tensor::to_f32_vec);
-            let mut touched = false;
-            for &j in &remove {
-                if let Some(a) = seen[c_idx][j] {
-                    if a != 0.0 {
-                        for (k, bk) in b.iter_mut().enumerate() {
-                            let s: f32 = site
-                                .positions(&[j])
-                                .into_iter()
-                                .map(|p| column_sum(cw, k, p))
-                                .sum();
-                            if s != 0.0 {
-                                *bk += s * a;
-                                touched = true;
-                            }
-                        }
-                    }
-                }
-            }
+            let absorbed: Vec<(Vec<usize>, f32)> = remove
+                .iter()
+                .filter_map(|&j| {
+                    seen[c_idx][j]
+                        .filter(|&a| a != 0.0)
+                        .map(|a| (site.positions(&[j]), a))
+                })
+                .collect();
+            let touched = absorb_columns(cw, &absorbed, &mut b);
             let new_w =
                 rw.derived_constant_before(c, take(cw, 1, &site.positions(&keep)), c_ops[1]);
             let mut operands = vec![c_ops[0], new_w];
