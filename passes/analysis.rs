@@ -302,6 +302,8 @@ fn weighted(
     let out_per_group = out / groups.max(1);
     let row_len = per_group_in * window;
     let unknown_input = input.is_none_or(|fx| fx.channels.iter().all(Option::is_none));
+    // With finite known inputs, an exactly-zero row adds nothing: Σ c_i·0 = 0.
+    let finite_input = input.is_none_or(|fx| fx.channels.iter().flatten().all(|c| c.is_finite()));
     let mut channels = Vec::with_capacity(out);
     for j in 0..out {
         let g = j / out_per_group.max(1);
@@ -311,6 +313,10 @@ fn weighted(
         if unknown_input {
             // No input channel is known: the output is constant exactly when its row is zero.
             channels.push(all_zero(&row, threshold).then_some(acc));
+            continue;
+        }
+        if threshold == 0.0 && finite_input && all_zero(&row, 0.0) {
+            channels.push(Some(acc));
             continue;
         }
         for i in 0..per_group_in {
