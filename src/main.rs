@@ -39,7 +39,9 @@ struct OptArgs {
     /// The NNIR file to read; `-` reads stdin.
     input: Option<PathBuf>,
     /// Where to write the result (`-` for stdout). Written atomically: on any error the file
-    /// is left untouched.
+    /// is left untouched. When the input reads its weights from a safetensors file, the
+    /// result's weights (unchanged and pruned) go to FILE's name with the extension
+    /// `.safetensors`, beside it; on stdout, changed weights are printed inline.
     #[arg(short = 'o', long = "output", value_name = "FILE", default_value = "-")]
     output: PathBuf,
     /// Treat `// -----` lines as separators: each chunk is processed on its own, its
