@@ -87,7 +87,7 @@ pub type PassInfo = (
 pub const PASSES: &[PassInfo] = &[
     (
         "canonicalize",
-        "local clean-ups: removes nn.identity and identity nn.scatter, folds ops whose operands are all constant (f32, by the interpreter's kernels), and folds an nn.scatter into the nn.linear/nn.conv2d that reads it (dropping input columns, adding the fill's contribution to the bias)",
+        "local clean-ups: removes nn.identity and identity nn.scatter, folds ops whose operands are all constant (f32, by the interpreter's kernels), folds an nn.scatter into the nn.linear/nn.conv2d that reads it (dropping input columns, adding the fill's contribution to the bias), and moves scatters below activations and below add/sub/mul of two like scatters",
         &[],
     ),
     (
@@ -133,6 +133,7 @@ impl Pass {
                     &canon::ConstantFold,
                     &canon::RemoveIdentityScatter,
                     &canon::FoldScatterIntoConsumer,
+                    &canon::SinkScatter,
                 ],
                 0.0,
                 cx,

@@ -478,6 +478,17 @@ struct ScatterSpec {
     conv: Option<(usize, u64)>,
     w: Vec<f32>,
     b: Option<Vec<f32>>,
+    /// An activation between the scatter and the consumer (0: none, 1: relu, 2: sigmoid).
+    act: usize,
+}
+
+/// The scatter's fill as the consumer sees it, through `ScatterSpec::act`.
+fn seen_fill(s: &ScatterSpec, c: f32) -> f32 {
+    match s.act {
+        0 => c,
+        1 => c.max(0.0),
+        _ => 1.0 / (1.0 + (-c).exp()),
+    }
 }
 
 fn scatter_spec() -> impl Strategy<Value = ScatterSpec> {
@@ -494,15 +505,17 @@ fn scatter_spec() -> impl Strategy<Value = ScatterSpec> {
                 Just(conv),
                 prop::collection::vec(-1.0f32..1.0, 3 * size * k),
                 prop::option::of(prop::collection::vec(-1.0f32..1.0, 3)),
+                0usize..3,
             )
         })
-        .prop_map(|(size, keep, fill, conv, w, b)| ScatterSpec {
+        .prop_map(|(size, keep, fill, conv, w, b, act)| ScatterSpec {
             size,
             keep,
             fill,
             conv,
             w,
             b,
+            act,
         })
 }
 
@@ -518,23 +531,30 @@ fn scatter_text(s: &ScatterSpec) -> String {
         format!("  %b = nn.constant dense<{}> : tensor<3xf32>\n", list(b))
     });
     let b_operand = if s.b.is_some() { ", %b" } else { "" };
+    let act = |ty: &str| match s.act {
+        0 => format!("  %a = nn.identity %s : tensor<{ty}xf32>\n"),
+        1 => format!("  %a = nn.relu %s : tensor<{ty}xf32>\n"),
+        _ => format!("  %a = nn.sigmoid %s : tensor<{ty}xf32>\n"),
+    };
     match s.conv {
         None => {
             let rows: Vec<Vec<f32>> = s.w.chunks(s.size).map(<[f32]>::to_vec).collect();
             format!(
-                "func @f(%x: tensor<?x{n}xf32>) -> (tensor<?x3xf32>) {{\n  %s = nn.scatter %x {{axis = 1, indices = [{idx}], size = {sz}, fill = {fill}}} : tensor<?x{sz}xf32>\n  %w = nn.constant dense<{w}> : tensor<3x{sz}xf32>\n{bias}  %y = nn.linear %s, %w{b_operand} : tensor<?x3xf32>\n  return %y : tensor<?x3xf32>\n}}\n",
+                "func @f(%x: tensor<?x{n}xf32>) -> (tensor<?x3xf32>) {{\n  %s = nn.scatter %x {{axis = 1, indices = [{idx}], size = {sz}, fill = {fill}}} : tensor<?x{sz}xf32>\n{act}  %w = nn.constant dense<{w}> : tensor<3x{sz}xf32>\n{bias}  %y = nn.linear %a, %w{b_operand} : tensor<?x3xf32>\n  return %y : tensor<?x3xf32>\n}}\n",
                 sz = s.size,
                 fill = list(&s.fill),
                 w = matrix(&rows),
+                act = act(&format!("?x{}", s.size)),
             )
         }
         Some((k, pad)) => {
             let out_hw = 4 + 2 * pad as usize + 1 - k;
             format!(
-                "func @f(%x: tensor<1x{n}x4x4xf32>) -> (tensor<1x3x{o}x{o}xf32>) {{\n  %s = nn.scatter %x {{axis = 1, indices = [{idx}], size = {sz}, fill = {fill}}} : tensor<1x{sz}x4x4xf32>\n  %w = nn.constant dense<{w}> : tensor<3x{sz}x{k}x{k}xf32>\n{bias}  %y = nn.conv2d %s, %w{b_operand} {{pads = [{pad}, {pad}, {pad}, {pad}]}} : tensor<1x3x{o}x{o}xf32>\n  return %y : tensor<1x3x{o}x{o}xf32>\n}}\n",
+                "func @f(%x: tensor<1x{n}x4x4xf32>) -> (tensor<1x3x{o}x{o}xf32>) {{\n  %s = nn.scatter %x {{axis = 1, indices = [{idx}], size = {sz}, fill = {fill}}} : tensor<1x{sz}x4x4xf32>\n{act}  %w = nn.constant dense<{w}> : tensor<3x{sz}x{k}x{k}xf32>\n{bias}  %y = nn.conv2d %a, %w{b_operand} {{pads = [{pad}, {pad}, {pad}, {pad}]}} : tensor<1x3x{o}x{o}xf32>\n  return %y : tensor<1x3x{o}x{o}xf32>\n}}\n",
                 sz = s.size,
                 fill = list(&s.fill),
                 w = nested4(&s.w, 3, s.size, k),
+                act = act(&format!("1x{}x4x4", s.size)),
                 o = out_hw,
             )
         }
@@ -544,8 +564,9 @@ fn scatter_text(s: &ScatterSpec) -> String {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
-    /// `fold-scatter-into-consumer` (run by `canonicalize`) keeps outputs equal, and removes the
-    /// scatter unless a zero-padded conv would have to absorb a non-zero fill.
+    /// `sink-scatter` (below the optional activation) and `fold-scatter-into-consumer` (both run
+    /// by `canonicalize`) keep outputs equal, and remove the scatter unless a zero-padded conv
+    /// would have to absorb a non-zero fill.
     #[test]
     fn scatters_fold_into_consumers_exactly(s in scatter_spec(), seed in prop::collection::vec(-2.0f32..2.0, 96)) {
         let before = load(&scatter_text(&s));
@@ -558,7 +579,8 @@ proptest! {
         let len: usize = shape.iter().product();
         let x = ArrayD::from_shape_vec(shape, seed.iter().cycle().take(len).copied().collect()).unwrap();
         assert_same_outputs(&before, &after, &[x]);
-        let dropped_fill = (0..s.size).any(|j| !s.keep.contains(&j) && s.fill[j] != 0.0);
+        let dropped_fill =
+            (0..s.size).any(|j| !s.keep.contains(&j) && seen_fill(&s, s.fill[j]) != 0.0);
         let blocked = matches!(s.conv, Some((_, p)) if p > 0) && dropped_fill;
         let f = &after.funcs[0];
         let scatters = f.ops().filter(|&o| matches!(f.kind(o), OpKind::Scatter { .. })).count();

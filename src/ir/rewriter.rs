@@ -90,6 +90,11 @@ impl<'f> Rewriter<'f> {
         v
     }
 
+    /// Gives `to` the printed name of `from` (a value that replaces another keeps its name).
+    pub fn copy_name(&mut self, from: ValueId, to: ValueId) {
+        self.func.values[to].name = self.func.values[from].name.clone();
+    }
+
     /// Replaces every use of `from` by `to` (which must have a compatible type).
     pub fn replace_all_uses(&mut self, from: ValueId, to: ValueId) {
         if from == to {
