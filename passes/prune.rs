@@ -181,6 +181,100 @@ pub(super) fn take(t: &Tensor, axis: usize, keep: &[usize]) -> Tensor {
     Tensor::from_bytes(t.elem(), new_shape, out.into()).expect("the byte count matches the shape")
 }
 
+/// The geometry of a zero-padded `nn.conv2d` with static spatial sizes, for the per-position
+/// bias map that replaces constant input channels: input channel `j` constant `a` adds
+/// `a · Σ_{taps inside the image} W[k, j, r, c]` at output `(k, oh, ow)`.
+struct BorderMap {
+    c_out: usize,
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+    strides: [usize; 2],
+    pads: [usize; 2],
+    dilations: [usize; 2],
+}
+
+impl BorderMap {
+    fn of(f: &Function, conv: OpId) -> Option<BorderMap> {
+        let OpKind::Conv2d {
+            strides,
+            pads,
+            dilations,
+            ..
+        } = f.kind(conv)
+        else {
+            return None;
+        };
+        let x = f.ty(f.op(conv).operands()[0]);
+        let y = f.ty(f.op(conv).result()?);
+        let dim = |t: &crate::ir::TensorType, i: usize| t.dim(i).as_static().map(|d| d as usize);
+        Some(BorderMap {
+            c_out: dim(y, 1)?,
+            h: dim(x, 2)?,
+            w: dim(x, 3)?,
+            oh: dim(y, 2)?,
+            ow: dim(y, 3)?,
+            strides: strides.map(|s| s as usize),
+            pads: [pads[0] as usize, pads[1] as usize],
+            dilations: dilations.map(|d| d as usize),
+        })
+    }
+
+    fn size(&self) -> usize {
+        self.c_out * self.oh * self.ow
+    }
+
+    /// `M[k, oh, ow] = Σ_j a_j Σ_{(r, c) inside} W[k, j, r, c]` for `(positions [j], a_j)`.
+    fn values(&self, w: &Tensor, absorbed: &[(Vec<usize>, f32)]) -> Vec<f32> {
+        let s = w.shape();
+        let (cin, kh, kw) = (s[1] as usize, s[2] as usize, s[3] as usize);
+        let inside = |o: usize, k: usize, stride: usize, pad: usize, dil: usize, len: usize| {
+            let p = (o * stride + k * dil) as i64 - pad as i64;
+            (0..len as i64).contains(&p)
+        };
+        let mut m = vec![0.0f32; self.size()];
+        for k in 0..self.c_out {
+            for (positions, a) in absorbed {
+                for &j in positions {
+                    let taps = w.f32_slice((k * cin + j) * kh * kw..(k * cin + j + 1) * kh * kw);
+                    for oh in 0..self.oh {
+                        for ow in 0..self.ow {
+                            let mut sum = 0.0f32;
+                            for r in 0..kh {
+                                if !inside(
+                                    oh,
+                                    r,
+                                    self.strides[0],
+                                    self.pads[0],
+                                    self.dilations[0],
+                                    self.h,
+                                ) {
+                                    continue;
+                                }
+                                for c in 0..kw {
+                                    if inside(
+                                        ow,
+                                        c,
+                                        self.strides[1],
+                                        self.pads[1],
+                                        self.dilations[1],
+                                        self.w,
+                                    ) {
+                                        sum += taps[r * kw + c];
+                                    }
+                                }
+                            }
+                            m[(k * self.oh + oh) * self.ow + ow] += sum * a;
+                        }
+                    }
+                }
+            }
+        }
+        m
+    }
+}
+
 /// `b_k += Σ_{cols} W[k, p, ...] · a` for each `(positions p, a)` in `absorbed` (the
 /// kernel window summed per position): the contribution of constant input columns about to be
 /// dropped from `W`. Reads `W` row by row in place; returns whether any `b_k` changed.
@@ -302,34 +396,76 @@ impl Pattern for DeadNeuronElimination {
                     .collect()
             })
             .collect();
-        let mut remove: BTreeSet<usize> = BTreeSet::new();
-        let mut border_kept = 0;
-        for j in 0..n {
-            let scatterable = fills.iter().all(|fill| fill[j].is_some());
-            let ignored = consumer_w
-                .iter()
-                .zip(&fan.consumers)
-                .all(|(cw, (_, site))| {
-                    site.positions(&[j])
-                        .into_iter()
-                        .all(|p| column_is_zero(cw, p, cx.threshold))
+        // A zero-padded consumer with static spatial sizes can take a non-zero constant as a
+        // per-position bias map (`nn.add` of `[C_out, OH, OW]`) instead.
+        let maps: Vec<Option<BorderMap>> = fan
+            .consumers
+            .iter()
+            .zip(&padded)
+            .map(|(&(c, _), &p)| p.then(|| BorderMap::of(f, c)).flatten())
+            .collect();
+        let choose = |map_allowed: &[bool]| {
+            let mut remove: BTreeSet<usize> = BTreeSet::new();
+            let mut border_kept = 0;
+            for j in 0..n {
+                let scatterable = fills.iter().all(|fill| fill[j].is_some());
+                let ignored = consumer_w
+                    .iter()
+                    .zip(&fan.consumers)
+                    .all(|(cw, (_, site))| {
+                        site.positions(&[j])
+                            .into_iter()
+                            .all(|p| column_is_zero(cw, p, cx.threshold))
+                    });
+                let foldable = (0..fan.consumers.len()).all(|c| match seen[c][j] {
+                    Some(a) => !padded[c] || a == 0.0 || map_allowed[c],
+                    None => false,
                 });
-            let foldable = (0..fan.consumers.len()).all(|c| match seen[c][j] {
-                Some(a) => !padded[c] || a == 0.0,
-                None => false,
-            });
-            if scatterable && (ignored || foldable) {
-                remove.insert(j);
-            } else if constant[j] && scatterable && (0..fan.consumers.len()).any(|c| padded[c]) {
-                border_kept += 1;
+                if scatterable && (ignored || foldable) {
+                    remove.insert(j);
+                } else if constant[j] && scatterable && (0..fan.consumers.len()).any(|c| padded[c])
+                {
+                    border_kept += 1;
+                }
             }
+            (remove, border_kept)
+        };
+        let mut map_allowed: Vec<bool> = maps.iter().map(Option::is_some).collect();
+        let (mut remove, mut border_kept) = choose(&map_allowed);
+        // A map larger than the weights the removal saves is not a saving: keep those neurons.
+        let row_size = w.len() / n.max(1);
+        let saved: usize = remove.len()
+            * (row_size
+                + consumer_w
+                    .iter()
+                    .map(|cw| cw.len() / cw.shape()[1].max(1) as usize)
+                    .sum::<usize>());
+        let mut recheck = false;
+        for (c, m) in maps.iter().enumerate() {
+            let needs_map = remove
+                .iter()
+                .any(|&j| padded[c] && seen[c][j].is_some_and(|a| a != 0.0));
+            if let Some(m) = m.as_ref().filter(|_| needs_map) {
+                if m.size() > saved {
+                    map_allowed[c] = false;
+                    recheck = true;
+                }
+            }
+        }
+        if recheck {
+            (remove, border_kept) = choose(&map_allowed);
         }
         if border_kept > 0 {
             cx.pass.keep_remark(
                 op,
                 Diagnostic::remark(format!(
-                    "kept {border_kept} constant neuron(s) of '{}': a zero-padded conv sees a non-zero constant only inside the image (border correction not yet implemented)",
-                    tag.mnemonic()
+                    "kept {border_kept} constant neuron(s) of '{}': a zero-padded conv sees a non-zero constant only inside the image ({})",
+                    tag.mnemonic(),
+                    if padded.iter().zip(&maps).any(|(&p, m)| p && m.is_none()) {
+                        "its spatial size is not static, so no per-position bias map can replace it"
+                    } else {
+                        "its per-position bias map would be larger than the weights removed"
+                    }
                 ))
                 .at(f.span(op)),
             );
@@ -397,7 +533,15 @@ impl Pattern for DeadNeuronElimination {
                         .map(|a| (site.positions(&[j]), a))
                 })
                 .collect();
-            let touched = absorb_columns(cw, &absorbed, &mut b);
+            // A zero-padded consumer sees the constants only inside the image: they go into a
+            // per-position map added after it, not into its bias.
+            let border = if padded[c_idx] && !absorbed.is_empty() {
+                let m = maps[c_idx].as_ref().expect("chosen only with a map");
+                Some(m.values(cw, &absorbed))
+            } else {
+                None
+            };
+            let touched = border.is_none() && absorb_columns(cw, &absorbed, &mut b);
             let new_w =
                 rw.derived_constant_before(c, take(cw, 1, &site.positions(&keep)), c_ops[1]);
             let mut operands = vec![c_ops[0], new_w];
@@ -419,6 +563,22 @@ impl Pattern for DeadNeuronElimination {
                 operands.push(nb);
             }
             rw.set_operands(c, &operands);
+            if let Some(map) = border {
+                let m = maps[c_idx].as_ref().expect("checked above");
+                let f = rw.func();
+                let r_c = f.op(c).result().expect("conv has a result");
+                let ty = f.ty(r_c).clone();
+                let anchor = f
+                    .next_op(c)
+                    .expect("a result is followed by at least the terminator");
+                let shape = vec![m.c_out as u64, m.oh as u64, m.ow as u64];
+                let map = rw.constant_before(anchor, Tensor::from_f32(cw.elem(), shape, &map));
+                let add = rw.insert_before(anchor, OpKind::Add, &[r_c, map], ty);
+                rw.replace_all_uses(r_c, add);
+                let add_op = rw.func().producer(add).expect("just created");
+                rw.set_operand(add_op, 0, r_c);
+                cx.pass.count("border maps inserted", 1);
+            }
         }
         // The producer: drop row j and bias entry j.
         let new_w = rw.derived_constant_before(op, take(&w, 0, &keep), ins[1]);
