@@ -13,6 +13,7 @@ pub mod diag;
 pub mod driver;
 pub mod interp;
 pub mod ir;
+pub mod onnx;
 #[cfg(feature = "mlir")]
 pub mod lower;
 #[path = "../passes/mod.rs"]
