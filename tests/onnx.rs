@@ -151,7 +151,10 @@ fn cnn() -> ModelProto {
             f32_init("w1", &[4, 3, 3, 3], &w1),
             f32_init("b1", &[4], &values(4, 2)),
             f32_init("w2", &[4, 1, 3, 3], &values(36, 3)),
-            i64_init("zero", &[0]),
+            TensorProto {
+                dims: vec![],
+                ..i64_init("zero", &[0])
+            },
             i64_init("zeros1", &[0]),
             i64_init("minus1", &[-1]),
             f32_init("wm", &[4, 5], &values(20, 4)),

@@ -251,7 +251,8 @@ impl<'f> Exporter<'f> {
             let data = f.op(op);
             let ins: Vec<String> = data.operands().iter().map(|&v| self.names[v].clone()).collect();
             if let OpKind::Return = data.kind {
-                let inputs: HashSet<&String> = f.args().iter().map(|&a| &self.names[a]).collect();
+                let inputs: HashSet<String> =
+                    f.args().iter().map(|&a| self.names[a].clone()).collect();
                 let mut seen = HashSet::new();
                 for (i, (&v, n)) in data.operands().iter().zip(&ins).enumerate() {
                     // A graph output must be a distinct node output, not an input or initializer.

@@ -1144,6 +1144,16 @@ impl Importer {
                 self.bind(out, Val::Int { shape, data });
             }
             "Gather" => self.gather(n, &a, out)?,
+            "Expand" => {
+                // Only constants: the exporter writes nn.scatter's fill this way.
+                a.only(&[])?;
+                let x_name = Self::need(n, 0)?;
+                let (_, target) = self.int_const(Self::need(n, 1)?)?;
+                let t = self
+                    .float_const(x_name)
+                    .ok_or("only a constant input can be expanded")?;
+                self.bind(out, Val::Float(expand(&t, &target)?));
+            }
             "Cast" => {
                 a.only(&["to", "saturate", "round_mode"])?;
                 let to = a.int("to", 0)? as i32;
@@ -1171,6 +1181,47 @@ impl Importer {
         }
         Ok(())
     }
+}
+
+/// `t` broadcast (NumPy rules) against the shape `target`, bit-exactly, in a new buffer.
+fn expand(t: &Tensor, target: &[i64]) -> R<Tensor> {
+    let rank = t.shape().len().max(target.len());
+    let pad = |s: Vec<i64>| -> Vec<i64> {
+        let mut v = vec![1; rank - s.len()];
+        v.extend(s);
+        v
+    };
+    let src = pad(t.shape().iter().map(|&d| d as i64).collect());
+    let tgt = pad(target.to_vec());
+    let mut shape = Vec::with_capacity(rank);
+    for (&a, &b) in src.iter().zip(&tgt) {
+        shape.push(match (a, b) {
+            (a, b) if a == b || b == 1 => a,
+            (1, b) if b >= 0 => b,
+            _ => return Err(format!("shape {:?} does not broadcast to {target:?}", t.shape())),
+        } as u64);
+    }
+    let count = num_elements(&shape)
+        .filter(|&n| n <= crate::ir::types::MAX_ELEMENTS)
+        .ok_or("the expanded tensor is too large")?;
+    let mut bits = Vec::with_capacity(count as usize);
+    let mut idx = vec![0u64; rank];
+    for _ in 0..count {
+        let mut src_i = 0u64;
+        for k in 0..rank {
+            let d = src[k] as u64;
+            src_i = src_i * d + if d == 1 { 0 } else { idx[k] };
+        }
+        bits.push(t.bits(src_i as usize));
+        for k in (0..rank).rev() {
+            idx[k] += 1;
+            if idx[k] < shape[k] {
+                break;
+            }
+            idx[k] = 0;
+        }
+    }
+    Ok(Tensor::from_bits(t.elem(), shape, bits))
 }
 
 /// Element-wise Add/Sub/Mul of integer constants (the shape arithmetic of exporters).
