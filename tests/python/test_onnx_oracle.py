@@ -20,7 +20,9 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-NNOPT = os.environ.get("NNOPT", os.path.join(ROOT, "target", "debug", "nnopt"))
+NNOPT = os.environ.get(
+    "NNOPT", os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "debug", "nnopt")
+)
 rng = np.random.default_rng(0)
 
 # Initializers counted as parameters: those read by weighted ops and bias adds (the exporter's
