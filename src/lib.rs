@@ -13,9 +13,9 @@ pub mod diag;
 pub mod driver;
 pub mod interp;
 pub mod ir;
-pub mod onnx;
 #[cfg(feature = "mlir")]
 pub mod lower;
+pub mod onnx;
 #[path = "../passes/mod.rs"]
 pub mod passes;
 pub mod syntax;

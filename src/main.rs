@@ -221,9 +221,7 @@ fn opt_main(opt: &OptArgs) -> Result<(), Exit> {
         let chunk = &src[range.clone()];
         let mut diags = Vec::new();
         let mut module = if onnx_in {
-            onnx::import_file(input)
-                .map_err(|d| diags.push(d))
-                .ok()
+            onnx::import_file(input).map_err(|d| diags.push(d)).ok()
         } else {
             driver::load(chunk, file, range.start, &base_dir, &mut diags)
         };

@@ -3,9 +3,9 @@
 
 use bytes::Bytes;
 use nnopt::onnx::proto::{
-    attr_type, data_type, tensor_shape_proto, type_proto, AttributeProto, GraphProto,
-    ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
-    TensorShapeProto, TypeProto, ValueInfoProto,
+    attr_type, data_type, tensor_shape_proto, type_proto, AttributeProto, GraphProto, ModelProto,
+    NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto,
+    TypeProto, ValueInfoProto,
 };
 use nnopt::onnx::{export_model, import_file};
 use prost::Message;
@@ -64,7 +64,13 @@ fn io(name: &str, dims: &[i64]) -> ValueInfoProto {
     }
 }
 
-fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<AttributeProto>) -> NodeProto {
+fn node(
+    op: &str,
+    name: &str,
+    inputs: &[&str],
+    outputs: &[&str],
+    attrs: Vec<AttributeProto>,
+) -> NodeProto {
     NodeProto {
         input: inputs.iter().map(|s| s.to_string()).collect(),
         output: outputs.iter().map(|s| s.to_string()).collect(),
@@ -131,20 +137,56 @@ fn cnn() -> ModelProto {
     let g = GraphProto {
         name: "cnn".into(),
         node: vec![
-            node("Conv", "conv1", &["x", "w1", "b1"], &["c1"], vec![ints("pads", &[1, 1, 1, 1]), ints("kernel_shape", &[3, 3])]),
+            node(
+                "Conv",
+                "conv1",
+                &["x", "w1", "b1"],
+                &["c1"],
+                vec![ints("pads", &[1, 1, 1, 1]), ints("kernel_shape", &[3, 3])],
+            ),
             node("Relu", "relu1", &["c1"], &["r1"], vec![]),
-            node("MaxPool", "pool", &["r1"], &["p1"], vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])]),
-            node("Conv", "dw", &["p1", "w2"], &["c2"], vec![int("group", 4), ints("pads", &[1, 1, 1, 1])]),
+            node(
+                "MaxPool",
+                "pool",
+                &["r1"],
+                &["p1"],
+                vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])],
+            ),
+            node(
+                "Conv",
+                "dw",
+                &["p1", "w2"],
+                &["c2"],
+                vec![int("group", 4), ints("pads", &[1, 1, 1, 1])],
+            ),
             node("Add", "res", &["c2", "p1"], &["s"], vec![]),
             node("GlobalAveragePool", "gap", &["s"], &["g"], vec![]),
             node("Shape", "shape", &["g"], &["sh"], vec![]),
-            node("Gather", "gather", &["sh", "zero"], &["n"], vec![int("axis", 0)]),
+            node(
+                "Gather",
+                "gather",
+                &["sh", "zero"],
+                &["n"],
+                vec![int("axis", 0)],
+            ),
             node("Unsqueeze", "unsq", &["n", "zeros1"], &["n1"], vec![]),
-            node("Concat", "cat", &["n1", "minus1"], &["tgt"], vec![int("axis", 0)]),
+            node(
+                "Concat",
+                "cat",
+                &["n1", "minus1"],
+                &["tgt"],
+                vec![int("axis", 0)],
+            ),
             node("Reshape", "flat", &["g", "tgt"], &["f"], vec![]),
             node("MatMul", "mm", &["f", "wm"], &["m"], vec![]),
             node("Add", "bias", &["m", "bm"], &["l"], vec![]),
-            node("Gemm", "fc", &["l", "wg", "bg"], &["y0"], vec![int("transB", 1)]),
+            node(
+                "Gemm",
+                "fc",
+                &["l", "wg", "bg"],
+                &["y0"],
+                vec![int("transB", 1)],
+            ),
             node("Softmax", "sm", &["y0"], &["y"], vec![int("axis", 1)]),
         ],
         initializer: vec![
@@ -191,7 +233,10 @@ fn import_maps_ops_folds_plumbing_and_keeps_weights_mapped() {
     let text = nnopt::syntax::printer::print_module(&m);
     // The shape plumbing folds to one flatten; MatMul + Add is one linear with a bias.
     assert!(!text.contains("nn.add %m"), "{text}");
-    assert!(text.contains("%l = nn.linear %f, %wm, %bm : tensor<2x5xf32>"), "{text}");
+    assert!(
+        text.contains("%l = nn.linear %f, %wm, %bm : tensor<2x5xf32>"),
+        "{text}"
+    );
     assert!(text.contains("nn.reshape %g {shape = [2, 4]}"), "{text}");
     assert!(text.contains("groups = 4"), "{text}");
     let f = &m.funcs[0];
@@ -202,7 +247,10 @@ fn import_maps_ops_folds_plumbing_and_keeps_weights_mapped() {
             _ => None,
         })
         .expect("w1 is a weight");
-    assert!(w1.is_mapped(), "raw_data is borrowed from the mapped model file");
+    assert!(
+        w1.is_mapped(),
+        "raw_data is borrowed from the mapped model file"
+    );
 }
 
 #[test]
@@ -225,8 +273,17 @@ fn cli_prunes_onnx_to_onnx_and_imports_to_nnir_with_safetensors() {
     let dir = tempfile::tempdir().unwrap();
     let p = write(dir.path(), "cnn.onnx", &cnn());
     let pruned = dir.path().join("pruned.onnx");
-    let out = nnopt(&["--prune-neurons", p.to_str().unwrap(), "-o", pruned.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = nnopt(&[
+        "--prune-neurons",
+        p.to_str().unwrap(),
+        "-o",
+        pruned.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (a, b) = (
         run_interp(&import_file(&p).unwrap(), &input()),
         run_interp(&import_file(&pruned).unwrap(), &input()),
@@ -236,27 +293,51 @@ fn cli_prunes_onnx_to_onnx_and_imports_to_nnir_with_safetensors() {
     }
     let nnir = dir.path().join("cnn.nnir");
     let out = nnopt(&["import", p.to_str().unwrap(), "-o", nnir.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = std::fs::read_to_string(&nnir).unwrap();
     assert!(text.contains("weights = \"cnn.safetensors\""), "{text}");
-    assert!(text.contains("nn.weight \"w1\" : tensor<4x3x3x3xf32>"), "{text}");
+    assert!(
+        text.contains("nn.weight \"w1\" : tensor<4x3x3x3xf32>"),
+        "{text}"
+    );
     assert!(dir.path().join("cnn.safetensors").exists());
     // The written pair reads back, and `run` takes both formats.
     let back = nnopt(&[nnir.to_str().unwrap()]);
-    assert!(back.status.success(), "{}", String::from_utf8_lossy(&back.stderr));
+    assert!(
+        back.status.success(),
+        "{}",
+        String::from_utf8_lossy(&back.stderr)
+    );
     let xin = dir.path().join("x.npy");
     nnopt::interp::write_npy(&xin, &input()).unwrap();
     for (src, y) in [(&nnir, "y1.npy"), (&p, "y2.npy")] {
         let yp = dir.path().join(y);
-        let r = nnopt(&["run", "--interp", src.to_str().unwrap(), "--input", xin.to_str().unwrap(), "--output", yp.to_str().unwrap()]);
+        let r = nnopt(&[
+            "run",
+            "--interp",
+            src.to_str().unwrap(),
+            "--input",
+            xin.to_str().unwrap(),
+            "--output",
+            yp.to_str().unwrap(),
+        ]);
         assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     }
-    let y1 = nnopt::interp::read_npy(&dir.path().join("y1.npy")).unwrap();
-    let y2 = nnopt::interp::read_npy(&dir.path().join("y2.npy")).unwrap();
+    let y1 = nnopt::interp::read_npy(dir.path().join("y1.npy")).unwrap();
+    let y2 = nnopt::interp::read_npy(dir.path().join("y2.npy")).unwrap();
     assert_eq!(y1, y2);
     // And export back from the .nnir.
     let back_onnx = dir.path().join("back.onnx");
-    let e = nnopt(&["export", nnir.to_str().unwrap(), "-o", back_onnx.to_str().unwrap()]);
+    let e = nnopt(&[
+        "export",
+        nnir.to_str().unwrap(),
+        "-o",
+        back_onnx.to_str().unwrap(),
+    ]);
     assert!(e.status.success(), "{}", String::from_utf8_lossy(&e.stderr));
     assert_eq!(run_interp(&import_file(&back_onnx).unwrap(), &input()), a);
 }
@@ -279,7 +360,10 @@ fn refused(bytes: &[u8], extra: &[(&str, &[u8])], needles: &[&str]) {
     for n in needles {
         assert!(err.contains(n), "stderr lacks {n:?}: {err}");
     }
-    assert!(!o.exists() && !sub.join("m.safetensors").exists(), "nothing is written");
+    assert!(
+        !o.exists() && !sub.join("m.safetensors").exists(),
+        "nothing is written"
+    );
 }
 
 fn relu_model(init: Vec<TensorProto>, nodes: Vec<NodeProto>) -> ModelProto {
@@ -297,7 +381,11 @@ fn relu_model(init: Vec<TensorProto>, nodes: Vec<NodeProto>) -> ModelProto {
 fn truncated_and_corrupt_protobuf_is_refused() {
     let bytes = cnn().encode_to_vec();
     refused(&bytes[..bytes.len() / 2], &[], &["not a valid ONNX model"]);
-    refused(&[0xff, 0xff, 0xff, 0xff, 0x0f, 0x01], &[], &["not a valid ONNX model"]);
+    refused(
+        &[0xff, 0xff, 0xff, 0xff, 0x0f, 0x01],
+        &[],
+        &["not a valid ONNX model"],
+    );
 }
 
 #[test]
@@ -309,42 +397,75 @@ fn external_data_outside_the_model_folder_is_refused() {
         key: "location".into(),
         value: "../secret.bin".into(),
     }];
-    let m = relu_model(vec![t], vec![node("Add", "add", &["x", "w"], &["y"], vec![])]);
-    refused(&m.encode_to_vec(), &[("secret.bin", &[0u8; 16])], &["'w'", "leaves the model's directory"]);
+    let m = relu_model(
+        vec![t],
+        vec![node("Add", "add", &["x", "w"], &["y"], vec![])],
+    );
+    refused(
+        &m.encode_to_vec(),
+        &[("secret.bin", &[0u8; 16])],
+        &["'w'", "leaves the model's directory"],
+    );
 }
 
 #[test]
 fn external_data_inside_the_folder_is_read() {
     let dir = tempfile::tempdir().unwrap();
-    let data: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let data: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
     let mut blob = vec![0u8; 8];
     blob.extend(&data);
     std::fs::write(dir.path().join("w.bin"), &blob).unwrap();
     let mut t = f32_init("w", &[4], &[]);
     t.raw_data = Bytes::new();
     t.data_location = 1;
-    let kv = |k: &str, v: &str| StringStringEntryProto { key: k.into(), value: v.into() };
-    t.external_data = vec![kv("location", "w.bin"), kv("offset", "8"), kv("length", "16")];
-    let m = relu_model(vec![t], vec![node("Add", "add", &["x", "w"], &["y"], vec![])]);
+    let kv = |k: &str, v: &str| StringStringEntryProto {
+        key: k.into(),
+        value: v.into(),
+    };
+    t.external_data = vec![
+        kv("location", "w.bin"),
+        kv("offset", "8"),
+        kv("length", "16"),
+    ];
+    let m = relu_model(
+        vec![t],
+        vec![node("Add", "add", &["x", "w"], &["y"], vec![])],
+    );
     let p = write(dir.path(), "m.onnx", &m);
     let module = import_file(&p).unwrap();
     let x = ndarray::ArrayD::from_shape_vec(vec![1, 4], vec![0.5f32; 4]).unwrap();
     let y = nnopt::interp::run(&module.funcs[0], &[x]).unwrap();
-    assert_eq!(y[0].iter().copied().collect::<Vec<_>>(), [1.5, 2.5, 3.5, 4.5]);
+    assert_eq!(
+        y[0].iter().copied().collect::<Vec<_>>(),
+        [1.5, 2.5, 3.5, 4.5]
+    );
 }
 
 #[test]
 fn initializer_length_disagreeing_with_its_shape_is_refused() {
     let t = f32_init("w", &[4], &[1.0, 2.0, 3.0]);
-    let m = relu_model(vec![t], vec![node("Add", "add", &["x", "w"], &["y"], vec![])]);
-    refused(&m.encode_to_vec(), &[], &["initializer 'w'", "12 bytes", "needs 16"]);
+    let m = relu_model(
+        vec![t],
+        vec![node("Add", "add", &["x", "w"], &["y"], vec![])],
+    );
+    refused(
+        &m.encode_to_vec(),
+        &[],
+        &["initializer 'w'", "12 bytes", "needs 16"],
+    );
 }
 
 #[test]
 fn unknown_data_types_are_refused() {
     let mut t = f32_init("w", &[4], &[1.0; 4]);
     t.data_type = 42;
-    let m = relu_model(vec![t], vec![node("Add", "add", &["x", "w"], &["y"], vec![])]);
+    let m = relu_model(
+        vec![t],
+        vec![node("Add", "add", &["x", "w"], &["y"], vec![])],
+    );
     refused(&m.encode_to_vec(), &[], &["'w'", "unknown data type (42)"]);
 }
 
@@ -358,21 +479,43 @@ fn cycles_are_refused_naming_a_node() {
             node("Relu", "c", &["b_out"], &["y"], vec![]),
         ],
     );
-    refused(&m.encode_to_vec(), &[], &["node 'a' (Add, opset 17)", "cycle"]);
+    refused(
+        &m.encode_to_vec(),
+        &[],
+        &["node 'a' (Add, opset 17)", "cycle"],
+    );
 }
 
 #[test]
 fn missing_inputs_are_refused_naming_the_node() {
-    let m = relu_model(vec![], vec![node("Add", "add1", &["x", "nowhere"], &["y"], vec![])]);
-    refused(&m.encode_to_vec(), &[], &["node 'add1' (Add, opset 17)", "'nowhere'"]);
+    let m = relu_model(
+        vec![],
+        vec![node("Add", "add1", &["x", "nowhere"], &["y"], vec![])],
+    );
+    refused(
+        &m.encode_to_vec(),
+        &[],
+        &["node 'add1' (Add, opset 17)", "'nowhere'"],
+    );
 }
 
 #[test]
 fn unsupported_operators_and_attributes_name_the_node() {
     let m = relu_model(vec![], vec![node("Erf", "erf1", &["x"], &["y"], vec![])]);
-    refused(&m.encode_to_vec(), &[], &["node 'erf1' (Erf, opset 17)", "not supported"]);
-    let m = relu_model(vec![], vec![node("Relu", "r", &["x"], &["y"], vec![int("bogus", 1)])]);
-    refused(&m.encode_to_vec(), &[], &["node 'r' (Relu, opset 17)", "attribute 'bogus'"]);
+    refused(
+        &m.encode_to_vec(),
+        &[],
+        &["node 'erf1' (Erf, opset 17)", "not supported"],
+    );
+    let m = relu_model(
+        vec![],
+        vec![node("Relu", "r", &["x"], &["y"], vec![int("bogus", 1)])],
+    );
+    refused(
+        &m.encode_to_vec(),
+        &[],
+        &["node 'r' (Relu, opset 17)", "attribute 'bogus'"],
+    );
 }
 
 #[test]

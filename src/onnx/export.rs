@@ -10,9 +10,8 @@
 //! external data (so models must stay under protobuf's 2 GiB).
 
 use super::proto::{
-    attr_type, data_type, tensor_shape_proto, type_proto, AttributeProto, GraphProto,
-    ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto,
-    ValueInfoProto,
+    attr_type, data_type, tensor_shape_proto, type_proto, AttributeProto, GraphProto, ModelProto,
+    NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 use crate::diag::Diagnostic;
 use crate::ir::{Dim, ElemType, Function, Module, OpKind, Tensor, TensorType, ValueId};
@@ -197,7 +196,13 @@ impl<'f> Exporter<'f> {
         name
     }
 
-    fn node(&mut self, op_type: &str, inputs: Vec<String>, output: String, attrs: Vec<AttributeProto>) {
+    fn node(
+        &mut self,
+        op_type: &str,
+        inputs: Vec<String>,
+        output: String,
+        attrs: Vec<AttributeProto>,
+    ) {
         let name = format!("{op_type}_{}", self.nodes.len());
         self.nodes.push(NodeProto {
             input: inputs,
@@ -210,7 +215,13 @@ impl<'f> Exporter<'f> {
     }
 
     /// A fresh intermediate value produced by a new node.
-    fn tmp(&mut self, op_type: &str, inputs: Vec<String>, base: &str, attrs: Vec<AttributeProto>) -> String {
+    fn tmp(
+        &mut self,
+        op_type: &str,
+        inputs: Vec<String>,
+        base: &str,
+        attrs: Vec<AttributeProto>,
+    ) -> String {
         let out = self.fresh(base);
         self.node(op_type, inputs, out.clone(), attrs);
         out
@@ -249,7 +260,11 @@ impl<'f> Exporter<'f> {
         let mut outputs = Vec::new();
         for op in f.ops() {
             let data = f.op(op);
-            let ins: Vec<String> = data.operands().iter().map(|&v| self.names[v].clone()).collect();
+            let ins: Vec<String> = data
+                .operands()
+                .iter()
+                .map(|&v| self.names[v].clone())
+                .collect();
             if let OpKind::Return = data.kind {
                 let inputs: HashSet<String> =
                     f.args().iter().map(|&a| self.names[a].clone()).collect();
@@ -266,7 +281,9 @@ impl<'f> Exporter<'f> {
                 }
                 continue;
             }
-            let r = data.result().expect("invariant: non-terminators have a result");
+            let r = data
+                .result()
+                .expect("invariant: non-terminators have a result");
             let out = self.names[r].clone();
             let x_ty = data.operands().first().map(|&v| f.ty(v).clone());
             self.op(&data.kind, ins, out, x_ty, f.ty(r)).map_err(|e| {
@@ -312,9 +329,19 @@ impl<'f> Exporter<'f> {
                 if xt.rank() == 2 {
                     self.node("Gemm", ins, out, vec![attr_i("transB", 1)]);
                 } else {
-                    let wt = self.tmp("Transpose", vec![ins[1].clone()], &format!("{}.T", ins[1]), vec![attr_ints("perm", [1, 0])]);
+                    let wt = self.tmp(
+                        "Transpose",
+                        vec![ins[1].clone()],
+                        &format!("{}.T", ins[1]),
+                        vec![attr_ints("perm", [1, 0])],
+                    );
                     if ins.len() == 3 {
-                        let mm = self.tmp("MatMul", vec![ins[0].clone(), wt], &format!("{out}.matmul"), vec![]);
+                        let mm = self.tmp(
+                            "MatMul",
+                            vec![ins[0].clone(), wt],
+                            &format!("{out}.matmul"),
+                            vec![],
+                        );
                         self.node("Add", vec![mm, ins[2].clone()], out, vec![]);
                     } else {
                         self.node("MatMul", vec![ins[0].clone(), wt], out, vec![]);
@@ -339,9 +366,11 @@ impl<'f> Exporter<'f> {
                     ],
                 );
             }
-            OpKind::BatchNorm { epsilon } => {
-                unary(self, "BatchNormalization", vec![attr_f("epsilon", *epsilon)])
-            }
+            OpKind::BatchNorm { epsilon } => unary(
+                self,
+                "BatchNormalization",
+                vec![attr_f("epsilon", *epsilon)],
+            ),
             OpKind::Relu => unary(self, "Relu", vec![]),
             OpKind::LeakyRelu { alpha } => unary(self, "LeakyRelu", vec![attr_f("alpha", *alpha)]),
             OpKind::Clip { min, max } => {
@@ -352,9 +381,11 @@ impl<'f> Exporter<'f> {
             }
             OpKind::Sigmoid => unary(self, "Sigmoid", vec![]),
             OpKind::Tanh => unary(self, "Tanh", vec![]),
-            OpKind::Gelu { approximate } => {
-                unary(self, "Gelu", vec![attr_s("approximate", approximate.name())])
-            }
+            OpKind::Gelu { approximate } => unary(
+                self,
+                "Gelu",
+                vec![attr_s("approximate", approximate.name())],
+            ),
             OpKind::Silu => {
                 let s = self.tmp("Sigmoid", ins.clone(), &format!("{out}.sigmoid"), vec![]);
                 self.node("Mul", vec![ins[0].clone(), s], out, vec![]);
@@ -405,9 +436,16 @@ impl<'f> Exporter<'f> {
                 let s = self.init_i64(&format!("{out}.shape"), &[shape.len() as u64], &data);
                 // allowzero: a 0 in the target is a real size, not "copy the input's".
                 let allowzero = shape.contains(&0) as i64;
-                self.node("Reshape", vec![ins[0].clone(), s], out, vec![attr_i("allowzero", allowzero)]);
+                self.node(
+                    "Reshape",
+                    vec![ins[0].clone(), s],
+                    out,
+                    vec![attr_i("allowzero", allowzero)],
+                );
             }
-            OpKind::Transpose { perm } => unary(self, "Transpose", vec![attr_ints("perm", u64s(perm))]),
+            OpKind::Transpose { perm } => {
+                unary(self, "Transpose", vec![attr_ints("perm", u64s(perm))])
+            }
             OpKind::Softmax { axis } => unary(self, "Softmax", vec![attr_i("axis", *axis)]),
             OpKind::LayerNorm { axis, epsilon } => {
                 let mut inputs = ins.clone();
@@ -420,7 +458,12 @@ impl<'f> Exporter<'f> {
                         .map(|d| d.as_static().ok_or("the normalised axes must be static"))
                         .collect::<Result<_, _>>()?;
                     let n: u64 = shape.iter().product();
-                    let ones = self.init_f(&format!("{out}.scale"), xt.elem, &shape, &vec![1.0; n as usize]);
+                    let ones = self.init_f(
+                        &format!("{out}.scale"),
+                        xt.elem,
+                        &shape,
+                        &vec![1.0; n as usize],
+                    );
                     inputs.push(ones);
                 }
                 self.node(
@@ -433,7 +476,12 @@ impl<'f> Exporter<'f> {
             OpKind::Gather { axis, indices } => {
                 let data: Vec<i64> = u64s(indices).collect();
                 let idx = self.init_i64(&format!("{out}.indices"), &[indices.len() as u64], &data);
-                self.node("Gather", vec![ins[0].clone(), idx], out, vec![attr_i("axis", *axis)]);
+                self.node(
+                    "Gather",
+                    vec![ins[0].clone(), idx],
+                    out,
+                    vec![attr_i("axis", *axis)],
+                );
             }
             OpKind::Scatter {
                 axis,
@@ -455,12 +503,22 @@ impl<'f> Exporter<'f> {
                         self.init_i64(&format!("{out}.shape"), &[s.len() as u64], &d)
                     }
                     None => {
-                        let sh = self.tmp("Shape", vec![ins[0].clone()], &format!("{out}.xshape"), vec![]);
+                        let sh = self.tmp(
+                            "Shape",
+                            vec![ins[0].clone()],
+                            &format!("{out}.xshape"),
+                            vec![],
+                        );
                         let mut parts = Vec::new();
                         let slice = |s: &mut Self, lo: i64, hi: i64| {
                             let st = s.init_i64(&format!("{out}.start"), &[1], &[lo]);
                             let en = s.init_i64(&format!("{out}.end"), &[1], &[hi]);
-                            s.tmp("Slice", vec![sh.clone(), st, en], &format!("{out}.dims"), vec![])
+                            s.tmp(
+                                "Slice",
+                                vec![sh.clone(), st, en],
+                                &format!("{out}.dims"),
+                                vec![],
+                            )
                         };
                         if a > 0 {
                             parts.push(slice(self, 0, a as i64));
@@ -469,10 +527,20 @@ impl<'f> Exporter<'f> {
                         if (a as i64) < r - 1 {
                             parts.push(slice(self, a as i64 + 1, r));
                         }
-                        self.tmp("Concat", parts, &format!("{out}.shape"), vec![attr_i("axis", 0)])
+                        self.tmp(
+                            "Concat",
+                            parts,
+                            &format!("{out}.shape"),
+                            vec![attr_i("axis", 0)],
+                        )
                     }
                 };
-                let filled = self.tmp("Expand", vec![fill_init, target], &format!("{out}.filled"), vec![]);
+                let filled = self.tmp(
+                    "Expand",
+                    vec![fill_init, target],
+                    &format!("{out}.filled"),
+                    vec![],
+                );
                 let cat = self.tmp(
                     "Concat",
                     vec![ins[0].clone(), filled],
@@ -485,7 +553,12 @@ impl<'f> Exporter<'f> {
                     map[p as usize] = j as i64;
                 }
                 let idx = self.init_i64(&format!("{out}.indices"), &[*size], &map);
-                self.node("Gather", vec![cat, idx], out, vec![attr_i("axis", a as i64)]);
+                self.node(
+                    "Gather",
+                    vec![cat, idx],
+                    out,
+                    vec![attr_i("axis", a as i64)],
+                );
             }
             OpKind::Return => unreachable!("handled by the caller"),
         }

@@ -12,12 +12,13 @@
 //! dimensions inside shape arithmetic (a `Shape` of a dynamic dimension is refused). Every node
 //! that cannot be represented is an error naming it; nothing is skipped silently.
 
-use super::proto::{self, attr_type, data_type, AttributeProto, ModelProto, NodeProto, TensorProto};
+use super::proto::{
+    self, attr_type, data_type, AttributeProto, ModelProto, NodeProto, TensorProto,
+};
 use crate::diag::{Diagnostic, Span};
 use crate::ir::builder::FuncBuilder;
 use crate::ir::{
-    Attr, Dim, ElemType, Function, GeluApprox, Module, OpKind, Pool2d, Tensor, TensorType,
-    ValueId,
+    Attr, Dim, ElemType, Function, GeluApprox, Module, OpKind, Pool2d, Tensor, TensorType, ValueId,
 };
 use bytes::Bytes;
 use memmap2::Mmap;
@@ -68,8 +69,11 @@ pub fn import_bytes(
     map: Option<Arc<Mmap>>,
     base_dir: &Path,
 ) -> Result<Module, Diagnostic> {
-    let model = ModelProto::decode(bytes)
-        .map_err(|e| error(format!("the file is not a valid ONNX model (protobuf: {e})")))?;
+    let model = ModelProto::decode(bytes).map_err(|e| {
+        error(format!(
+            "the file is not a valid ONNX model (protobuf: {e})"
+        ))
+    })?;
     import_model(&model, map, base_dir)
 }
 
@@ -96,7 +100,8 @@ pub fn import_model(
             opset = Some(o.version);
         }
     }
-    let opset = opset.ok_or_else(|| error("the model imports no version of the default ONNX opset"))?;
+    let opset =
+        opset.ok_or_else(|| error("the model imports no version of the default ONNX opset"))?;
     if !OPSETS.contains(&opset) {
         return Err(error(format!(
             "opset {opset} of the default domain is not supported (nnopt reads opsets {} to {})",
@@ -477,7 +482,9 @@ impl Importer {
             }
             return Ok(Val::Float(match elem {
                 ElemType::F32 => Tensor::from_f32(elem, shape, &t.float_data),
-                _ => Tensor::from_bits(elem, shape, t.int32_data.iter().map(|&b| b as u32 & 0xFFFF)),
+                _ => {
+                    Tensor::from_bits(elem, shape, t.int32_data.iter().map(|&b| b as u32 & 0xFFFF))
+                }
             }));
         }
         let width = match t.data_type {
@@ -572,8 +579,8 @@ impl Importer {
                 k => return Err(format!("unknown external data key '{k}'")),
             }
         }
-        let location =
-            location.ok_or_else(|| format!("tensor '{}' has external data without a location", t.name))?;
+        let location = location
+            .ok_or_else(|| format!("tensor '{}' has external data without a location", t.name))?;
         let rel = Path::new(&location);
         if rel
             .components()
@@ -658,7 +665,11 @@ impl Importer {
             })
             .collect::<R<Vec<_>>>()?;
         if dims.len() > crate::ir::types::MAX_RANK {
-            return Err(format!("graph input '{}' has rank {}, above 8", vi.name, dims.len()));
+            return Err(format!(
+                "graph input '{}' has rank {}, above 8",
+                vi.name,
+                dims.len()
+            ));
         }
         Ok(TensorType::new(dims, elem))
     }
@@ -783,11 +794,11 @@ impl Importer {
         }
     }
 
-    fn input<'n>(n: &'n NodeProto, i: usize) -> Option<&'n str> {
+    fn input(n: &NodeProto, i: usize) -> Option<&str> {
         n.input.get(i).map(String::as_str).filter(|s| !s.is_empty())
     }
 
-    fn need<'n>(n: &'n NodeProto, i: usize) -> R<&'n str> {
+    fn need(n: &NodeProto, i: usize) -> R<&str> {
         Self::input(n, i).ok_or_else(|| format!("input {i} is missing"))
     }
 
@@ -1004,7 +1015,10 @@ impl Importer {
                     axis += rank;
                 }
                 if !(0..=rank).contains(&axis) {
-                    return Err(format!("axis {} is out of range for rank {rank}", a.int("axis", 1)?));
+                    return Err(format!(
+                        "axis {} is out of range for rank {rank}",
+                        a.int("axis", 1)?
+                    ));
                 }
                 let x = self.operand(x_name)?;
                 let v = self.push(OpKind::Flatten { axis }, &[x], Some(out))?;
@@ -1035,9 +1049,7 @@ impl Importer {
                             .iter()
                             .map(|&x| norm_axis(x, rank))
                             .collect::<R<Vec<_>>>()?,
-                        None => (0..rank)
-                            .filter(|&i| dims[i] == Dim::Static(1))
-                            .collect(),
+                        None => (0..rank).filter(|&i| dims[i] == Dim::Static(1)).collect(),
                     };
                     for &d in &drop {
                         if dims[d] != Dim::Static(1) {
@@ -1198,7 +1210,12 @@ fn expand(t: &Tensor, target: &[i64]) -> R<Tensor> {
         shape.push(match (a, b) {
             (a, b) if a == b || b == 1 => a,
             (1, b) if b >= 0 => b,
-            _ => return Err(format!("shape {:?} does not broadcast to {target:?}", t.shape())),
+            _ => {
+                return Err(format!(
+                    "shape {:?} does not broadcast to {target:?}",
+                    t.shape()
+                ))
+            }
         } as u64);
     }
     let count = num_elements(&shape)
@@ -1278,11 +1295,16 @@ fn reshape_dims(dims: &[Dim], target: &[i64], allowzero: bool) -> R<Vec<Dim>> {
     let static_in: u64 = dims.iter().filter_map(|d| d.as_static()).product();
     let static_out: u64 = out.iter().flatten().filter_map(|d| d.as_static()).product();
     if dynamic_in != copied_dynamic {
-        return Err("reshaping a tensor with dynamic dimensions is only supported where 0 copies them".into());
+        return Err(
+            "reshaping a tensor with dynamic dimensions is only supported where 0 copies them"
+                .into(),
+        );
     }
     let fill = match out.iter().position(|d| d.is_none()) {
         Some(_) if static_out == 0 || static_in % static_out != 0 => {
-            return Err(format!("cannot infer -1: {static_in} elements do not divide by {static_out}"))
+            return Err(format!(
+                "cannot infer -1: {static_in} elements do not divide by {static_out}"
+            ))
         }
         Some(_) => Some(static_in / static_out),
         None if static_in != static_out => {
@@ -1310,7 +1332,13 @@ impl Importer {
                 return Ok(());
             }
             (Val::Int { data, .. }, Some(s)) => {
-                self.bind(out, Val::Int { shape: s.clone(), data });
+                self.bind(
+                    out,
+                    Val::Int {
+                        shape: s.clone(),
+                        data,
+                    },
+                );
                 return Ok(());
             }
             _ => {}
@@ -1327,17 +1355,25 @@ impl Importer {
                 // A flatten gives [prod(dims[..k]), prod(dims[k..])]; find the k that matches.
                 let side = |part: &[Dim], want: Dim| match want {
                     Dim::Dynamic => part == [Dim::Dynamic],
-                    Dim::Static(w) => part.iter().all(|d| d.as_static().is_some())
-                        && part.iter().filter_map(|d| d.as_static()).product::<u64>() == w,
+                    Dim::Static(w) => {
+                        part.iter().all(|d| d.as_static().is_some())
+                            && part.iter().filter_map(|d| d.as_static()).product::<u64>() == w
+                    }
                 };
                 let k = (new.len() == 2)
-                    .then(|| (0..=dims.len()).find(|&k| side(&dims[..k], new[0]) && side(&dims[k..], new[1])))
+                    .then(|| {
+                        (0..=dims.len())
+                            .find(|&k| side(&dims[..k], new[0]) && side(&dims[k..], new[1]))
+                    })
                     .flatten()
                     .ok_or_else(|| {
                         format!(
                             "reshaping {} to [{}] needs a static input shape",
                             self.func.ty(x),
-                            new.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+                            new.iter()
+                                .map(|d| d.to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         )
                     })?;
                 OpKind::Flatten { axis: k as i64 }
@@ -1359,12 +1395,15 @@ impl Importer {
             .iter()
             .map(|&i| {
                 let j = if i < 0 {
-                    size.map(|s| i + s as i64).ok_or("a negative index on a dynamic axis")?
+                    size.map(|s| i + s as i64)
+                        .ok_or("a negative index on a dynamic axis")?
                 } else {
                     i
                 };
                 match size {
-                    Some(s) if j < 0 || j as u64 >= s => Err(format!("index {i} is out of range for size {s}")),
+                    Some(s) if j < 0 || j as u64 >= s => {
+                        Err(format!("index {i} is out of range for size {s}"))
+                    }
                     _ => Ok(j as u64),
                 }
             })
@@ -1378,7 +1417,13 @@ impl Importer {
                 return Err("only 1-D integer data can be gathered".into());
             }
             let data = indices.iter().map(|&i| data[i as usize]).collect();
-            self.bind(out, Val::Int { shape: ishape, data });
+            self.bind(
+                out,
+                Val::Int {
+                    shape: ishape,
+                    data,
+                },
+            );
             return Ok(());
         }
         let x = self.operand(x_name)?;
@@ -1441,7 +1486,14 @@ impl Importer {
     }
 
     fn conv(&mut self, n: &NodeProto, a: &Attrs<'_>, out: &str) -> R<()> {
-        a.only(&["auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"])?;
+        a.only(&[
+            "auto_pad",
+            "dilations",
+            "group",
+            "kernel_shape",
+            "pads",
+            "strides",
+        ])?;
         let x_name = Self::need(n, 0)?;
         let w_name = Self::need(n, 1)?;
         let x_dims = self.dims(x_name)?;
@@ -1454,18 +1506,26 @@ impl Importer {
             ));
         }
         let kernel = [
-            w_dims[2].as_static().ok_or("the filter shape must be static")?,
-            w_dims[3].as_static().ok_or("the filter shape must be static")?,
+            w_dims[2]
+                .as_static()
+                .ok_or("the filter shape must be static")?,
+            w_dims[3]
+                .as_static()
+                .ok_or("the filter shape must be static")?,
         ];
         if let Some(k) = a.ints("kernel_shape")? {
             if k != [kernel[0] as i64, kernel[1] as i64] {
-                return Err(format!("kernel_shape {k:?} disagrees with the filter {kernel:?}"));
+                return Err(format!(
+                    "kernel_shape {k:?} disagrees with the filter {kernel:?}"
+                ));
             }
         }
         let pair = |name: &str| -> R<[u64; 2]> {
             match a.ints(name)? {
                 None => Ok([1, 1]),
-                Some(v) if v.len() == 2 && v.iter().all(|&x| x > 0) => Ok([v[0] as u64, v[1] as u64]),
+                Some(v) if v.len() == 2 && v.iter().all(|&x| x > 0) => {
+                    Ok([v[0] as u64, v[1] as u64])
+                }
                 Some(v) => Err(format!("{name} {v:?} must be 2 positive integers")),
             }
         };
@@ -1490,18 +1550,37 @@ impl Importer {
     fn pool(&mut self, n: &NodeProto, a: &Attrs<'_>, out: &str) -> R<()> {
         let max = n.op_type == "MaxPool";
         if max {
-            a.only(&["auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads", "storage_order", "strides"])?;
+            a.only(&[
+                "auto_pad",
+                "ceil_mode",
+                "dilations",
+                "kernel_shape",
+                "pads",
+                "storage_order",
+                "strides",
+            ])?;
             if a.int("storage_order", 0)? != 0 {
                 return Err("storage_order = 1 is not supported".into());
             }
         } else {
-            a.only(&["auto_pad", "ceil_mode", "count_include_pad", "dilations", "kernel_shape", "pads", "strides"])?;
+            a.only(&[
+                "auto_pad",
+                "ceil_mode",
+                "count_include_pad",
+                "dilations",
+                "kernel_shape",
+                "pads",
+                "strides",
+            ])?;
         }
         self.only_first_output(n)?;
         let x_name = Self::need(n, 0)?;
         let x_dims = self.dims(x_name)?;
         if x_dims.len() != 4 {
-            return Err(format!("only 2-D pooling is supported (input rank {})", x_dims.len()));
+            return Err(format!(
+                "only 2-D pooling is supported (input rank {})",
+                x_dims.len()
+            ));
         }
         let k = a.ints("kernel_shape")?.ok_or("kernel_shape is required")?;
         if k.len() != 2 || k.iter().any(|&x| x <= 0) {
@@ -1560,7 +1639,10 @@ impl Importer {
             let last_mul = alpha == 1.0 && c_name.is_none();
             let mut v = self.push(OpKind::MatMul, &[x, y], last_mul.then_some(out))?;
             if alpha != 1.0 {
-                let s = self.weight(&format!("{out}.alpha"), Tensor::from_f32(self.func.ty(v).elem, vec![], &[alpha]));
+                let s = self.weight(
+                    &format!("{out}.alpha"),
+                    Tensor::from_f32(self.func.ty(v).elem, vec![], &[alpha]),
+                );
                 v = self.push(OpKind::Mul, &[v, s], c_name.is_none().then_some(out))?;
             }
             if let Some(c) = c_name {
@@ -1578,13 +1660,22 @@ impl Importer {
         };
         let out_features = w.shape()[0];
         let bias = match c_name.and_then(|c| self.float_const(c)) {
-            Some(c) if c.len() as u64 == out_features && c.shape().iter().rev().skip(1).all(|&d| d == 1) => {
-                let t = scaled(&c, beta).reshaped(vec![out_features]).expect("same count");
+            Some(c)
+                if c.len() as u64 == out_features
+                    && c.shape().iter().rev().skip(1).all(|&d| d == 1) =>
+            {
+                let t = scaled(&c, beta)
+                    .reshaped(vec![out_features])
+                    .expect("same count");
                 Some(self.weight(c_name.expect("matched"), t))
             }
             Some(c) if c.len() == 1 => {
                 let v = c.get(0) * beta;
-                let t = Tensor::from_f32(c.elem(), vec![out_features], &vec![v; out_features as usize]);
+                let t = Tensor::from_f32(
+                    c.elem(),
+                    vec![out_features],
+                    &vec![v; out_features as usize],
+                );
                 Some(self.weight(c_name.expect("matched"), t))
             }
             _ => None,
@@ -1593,7 +1684,11 @@ impl Importer {
         let fused = bias.is_some() || c_name.is_none();
         ops.extend(bias);
         let v = self.push(OpKind::Linear, &ops, fused.then_some(out))?;
-        let v = if fused { v } else { self.add_scaled(v, c_name.expect("not fused"), beta, out)? };
+        let v = if fused {
+            v
+        } else {
+            self.add_scaled(v, c_name.expect("not fused"), beta, out)?
+        };
         self.bind(out, Val::Ir(v));
         Ok(())
     }
@@ -1607,7 +1702,10 @@ impl Importer {
                 if beta == 1.0 {
                     cv
                 } else {
-                    let s = self.weight(&format!("{out}.beta"), Tensor::from_f32(self.func.ty(cv).elem, vec![], &[beta]));
+                    let s = self.weight(
+                        &format!("{out}.beta"),
+                        Tensor::from_f32(self.func.ty(cv).elem, vec![], &[beta]),
+                    );
                     self.push(OpKind::Mul, &[cv, s], None)?
                 }
             }
@@ -1636,10 +1734,17 @@ impl Importer {
         // rank (so broadcasting stays the linear's).
         let fuse = self.sole_consumer(out).and_then(|ci| {
             let c = &g.node[ci];
-            if c.op_type != "Add" || !(c.domain.is_empty() || c.domain == "ai.onnx") || c.input.len() != 2 {
+            if c.op_type != "Add"
+                || !(c.domain.is_empty() || c.domain == "ai.onnx")
+                || c.input.len() != 2
+            {
                 return None;
             }
-            let other = if c.input[0] == out { &c.input[1] } else { &c.input[0] };
+            let other = if c.input[0] == out {
+                &c.input[1]
+            } else {
+                &c.input[0]
+            };
             let t = self.float_const(other)?;
             let ok = t.len() as u64 == out_features
                 && t.shape().len() <= a_dims.len()
@@ -1654,7 +1759,10 @@ impl Importer {
                 let bias = if t.shape().len() == 1 {
                     self.operand(&bias_name)?
                 } else {
-                    self.weight(&bias_name, t.reshaped(vec![out_features]).expect("same count"))
+                    self.weight(
+                        &bias_name,
+                        t.reshaped(vec![out_features]).expect("same count"),
+                    )
                 };
                 // `out` itself stays unbound: its only user is the Add folded here.
                 let v = self.push(OpKind::Linear, &[x, w, bias], Some(&add_out))?;

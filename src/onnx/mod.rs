@@ -51,9 +51,8 @@ pub fn write_nnir_with_weights(m: &mut Module, path: &Path) -> Result<(), Diagno
         }
     }
     let refs: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    crate::ir::weights::write_safetensors(&weights_path, &refs).map_err(|e| {
-        Diagnostic::error(format!("cannot write {}: {e}", weights_path.display()))
-    })?;
+    crate::ir::weights::write_safetensors(&weights_path, &refs)
+        .map_err(|e| Diagnostic::error(format!("cannot write {}: {e}", weights_path.display())))?;
     m.attrs.retain(|(k, _)| k != "weights");
     m.attrs.push(("weights".into(), Attr::Str(weights_name)));
     let text = crate::syntax::printer::print_module(m);
