@@ -466,7 +466,11 @@ fn unknown_data_types_are_refused() {
         vec![t],
         vec![node("Add", "add", &["x", "w"], &["y"], vec![])],
     );
-    refused(&m.encode_to_vec(), &[], &["'w'", "unknown data type (42)"]);
+    refused(
+        &m.encode_to_vec(),
+        &[],
+        &["initializer 'w'", "has an unknown data type (42)"],
+    );
 }
 
 #[test]

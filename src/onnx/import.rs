@@ -491,11 +491,13 @@ impl Importer {
             data_type::INT64 => 8,
             data_type::INT32 => 4,
             other => {
-                return Err(format!(
-                    "tensor '{}' has data type {} ({other}), which nnopt does not support",
-                    t.name,
-                    data_type::name(other)
-                ))
+                return Err(match data_type::name(other) {
+                    "UNKNOWN" => format!("tensor '{}' has an unknown data type ({other})", t.name),
+                    name => format!(
+                        "tensor '{}' has data type {name} ({other}), which nnopt does not support",
+                        t.name
+                    ),
+                })
             }
         };
         let data: Vec<i64> = match &raw {

@@ -216,7 +216,7 @@ pub mod data_type {
             21 => "UINT4",
             22 => "INT4",
             23 => "FLOAT4E2M1",
-            _ => "an unknown data type",
+            _ => "UNKNOWN",
         }
     }
 }
