@@ -531,3 +531,37 @@ fn newer_ir_versions_and_opsets_are_refused() {
     m.opset_import[0].version = 7;
     refused(&m.encode_to_vec(), &[], &["opset 7"]);
 }
+
+#[test]
+fn dynamic_batch_flatten_plumbing_becomes_nn_flatten() {
+    // x.view(x.size(0), -1) with a dynamic batch: Shape gives a symbolic dim that the Reshape
+    // recognises as a copy of its own input's batch.
+    let mut m = cnn();
+    let g = m.graph.as_mut().unwrap();
+    g.input = vec![io("x", &[-1, 3, 8, 8])];
+    g.output = vec![io("y", &[-1, 3])];
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "dyn.onnx", &m);
+    let module = import_file(&p).expect("imports");
+    let text = nnopt::syntax::printer::print_module(&module);
+    assert!(
+        text.contains("nn.flatten %g {axis = 1} : tensor<?x4xf32>"),
+        "{text}"
+    );
+    let q = write(dir.path(), "static.onnx", &cnn());
+    assert_eq!(
+        run_interp(&module, &input()),
+        run_interp(&import_file(&q).unwrap(), &input())
+    );
+    // Arithmetic on the symbolic dim is refused, naming the node.
+    let g = m.graph.as_mut().unwrap();
+    g.node[8] = node("Add", "bad", &["n", "zeros1"], &["n1"], vec![]);
+    let r = write(dir.path(), "bad.onnx", &m);
+    let err = import_file(&r).unwrap_err();
+    assert!(
+        err.message.contains("node 'bad' (Add, opset 17)")
+            && err.message.contains("dynamic dimension"),
+        "{}",
+        err.message
+    );
+}

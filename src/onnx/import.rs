@@ -8,9 +8,10 @@
 //! `nn.weight` only when an op uses them, integer constants (shapes, axes, indices) never reach
 //! the IR, which is how the Shape/Gather/Concat/Reshape plumbing of exporters folds away.
 //!
-//! Does not: inline model-local functions, read sparse initializers, or support dynamic
-//! dimensions inside shape arithmetic (a `Shape` of a dynamic dimension is refused). Every node
-//! that cannot be represented is an error naming it; nothing is skipped silently.
+//! Does not: inline model-local functions, read sparse initializers, or compute with dynamic
+//! dimensions (a `Shape` of one is a symbolic entry that only a Reshape of the same value may
+//! copy). Every node that cannot be represented is an error naming it; nothing is skipped
+//! silently.
 
 use super::proto::{
     self, attr_type, data_type, AttributeProto, ModelProto, NodeProto, TensorProto,
@@ -1032,7 +1033,11 @@ impl Importer {
                 let x_name = Self::need(n, 0)?;
                 let (_, target) = self.int_const(Self::need(n, 1)?)?;
                 let dims = self.dims(x_name)?;
-                let new = reshape_dims(&dims, &target, allowzero)?;
+                let source = match self.val(x_name)? {
+                    Val::Ir(v) => Some(*v),
+                    _ => None,
+                };
+                let new = reshape_dims(&dims, &target, allowzero, source)?;
                 self.reshape_to(x_name, new, out)?;
             }
             "Squeeze" | "Unsqueeze" => {
@@ -1141,18 +1146,22 @@ impl Importer {
             }
             "Shape" => {
                 a.only(&["start", "end"])?;
-                let dims = self.dims(Self::need(n, 0)?)?;
+                let x_name = Self::need(n, 0)?;
+                let dims = self.dims(x_name)?;
+                let source = match self.val(x_name)? {
+                    Val::Ir(v) => Some(*v),
+                    _ => None,
+                };
                 let rank = dims.len() as i64;
                 let clamp = |x: i64| (if x < 0 { x + rank } else { x }).clamp(0, rank) as usize;
                 let (s, e) = (clamp(a.int("start", 0)?), clamp(a.int("end", rank)?));
                 let mut data = Vec::new();
-                for d in &dims[s..e.max(s)] {
-                    match d {
-                        Dim::Static(k) => data.push(*k as i64),
-                        Dim::Dynamic => {
-                            return Err("the shape has a dynamic dimension; shape arithmetic on dynamic dimensions is not supported".into())
-                        }
-                    }
+                for (axis, d) in dims.iter().enumerate().take(e).skip(s) {
+                    data.push(match (d, source) {
+                        (Dim::Static(k), _) => *k as i64,
+                        (Dim::Dynamic, Some(v)) => dyn_dim::encode(v, axis),
+                        (Dim::Dynamic, None) => unreachable!("constants have static shapes"),
+                    });
                 }
                 let shape = vec![data.len() as u64];
                 self.bind(out, Val::Int { shape, data });
@@ -1243,6 +1252,31 @@ fn expand(t: &Tensor, target: &[i64]) -> R<Tensor> {
     Ok(Tensor::from_bits(t.elem(), shape, bits))
 }
 
+/// A dynamic dimension inside an integer constant (what `Shape` gives for a `?`): a negative
+/// value no ONNX shape uses, holding the IR value and axis it came from, so that a Reshape can
+/// tell `x.view(x.size(0), -1)` (a copy of its own dynamic dim) from anything else.
+mod dyn_dim {
+    use crate::ir::ValueId;
+    use cranelift_entity::EntityRef;
+
+    /// Top bit set, bits 56..63 clear: disjoint from -1 and every small negative number.
+    const TAG: i64 = i64::MIN;
+    const MARK: i64 = 0x7F00_0000_0000_0000;
+
+    pub fn encode(v: ValueId, axis: usize) -> i64 {
+        TAG | ((v.index() as i64) << 8) | axis as i64
+    }
+
+    pub fn decode(x: i64) -> Option<(ValueId, usize)> {
+        (x < 0 && x & MARK == 0).then(|| {
+            (
+                ValueId::new(((x & !TAG) >> 8) as usize),
+                (x & 0xFF) as usize,
+            )
+        })
+    }
+}
+
 /// Element-wise Add/Sub/Mul of integer constants (the shape arithmetic of exporters).
 fn fold_int_binary(op: &str, l: (Vec<u64>, Vec<i64>), r: (Vec<u64>, Vec<i64>)) -> R<Val> {
     let (shape, n) = if l.1.len() >= r.1.len() {
@@ -1260,6 +1294,9 @@ fn fold_int_binary(op: &str, l: (Vec<u64>, Vec<i64>), r: (Vec<u64>, Vec<i64>)) -
     let mut data = Vec::with_capacity(n);
     for i in 0..n {
         let (x, y) = (pick(&l.1, i)?, pick(&r.1, i)?);
+        if dyn_dim::decode(x).is_some() || dyn_dim::decode(y).is_some() {
+            return Err("arithmetic on a dynamic dimension is not supported".into());
+        }
         data.push(match op {
             "Add" => x.wrapping_add(y),
             "Sub" => x.wrapping_sub(y),
@@ -1271,10 +1308,26 @@ fn fold_int_binary(op: &str, l: (Vec<u64>, Vec<i64>), r: (Vec<u64>, Vec<i64>)) -
 
 /// The result dims of an ONNX Reshape: `0` copies the input dim (unless `allowzero`), one `-1`
 /// takes the remaining elements. A dynamic input dim is allowed only where a `0` copies it.
-fn reshape_dims(dims: &[Dim], target: &[i64], allowzero: bool) -> R<Vec<Dim>> {
+fn reshape_dims(
+    dims: &[Dim],
+    target: &[i64],
+    allowzero: bool,
+    source: Option<ValueId>,
+) -> R<Vec<Dim>> {
     let mut out: Vec<Option<Dim>> = Vec::with_capacity(target.len());
     let mut copied_dynamic = 0;
     for (i, &t) in target.iter().enumerate() {
+        if let Some((v, axis)) = dyn_dim::decode(t) {
+            // `Shape(x)[i]` of this very input at the same position: a copy, like `0`.
+            if Some(v) != source || axis != i || dims.get(i) != Some(&Dim::Dynamic) {
+                return Err(format!(
+                    "shape entry {i} is a dynamic dimension of another tensor or axis; only x.shape[i] at position i of a reshape of x is supported"
+                ));
+            }
+            copied_dynamic += 1;
+            out.push(Some(Dim::Dynamic));
+            continue;
+        }
         out.push(match t {
             0 if !allowzero => {
                 let d = *dims
