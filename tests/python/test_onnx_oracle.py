@@ -96,9 +96,10 @@ def depthwise(dead):
     return m, len(dead) * (c + 1)
 
 
-def concat(dead):
+def concat(dead, batch=1):
     """Two 1x1 conv branches concatenated, then a 1x1 conv; dead channels of branch a are
-    constant (random bias, sigmoid) and reach the head through the concat."""
+    constant (random bias, sigmoid) and reach the head through the concat. With a dynamic
+    batch the exported scatter builds its fill's shape from Shape/Slice/Concat."""
     c, ha, hb, d = 3, 4, 5, 2
     wa, ba = w(ha, c, 1, 1), w(ha)
     wa[dead] = 0
@@ -111,7 +112,7 @@ def concat(dead):
         helper.make_node("Conv", ["cat", "wc", "bc"], ["y"]),
     ]
     inits = {"wa": wa, "ba": ba, "wb": w(hb, c, 1, 1), "bb": w(hb), "wc": w(d, ha + hb, 1, 1), "bc": w(d)}
-    m = make("concat", nodes, inits, [1, c, 4, 4], [1, d, 4, 4])
+    m = make("concat", nodes, inits, [batch, c, 4, 4], [batch, d, 4, 4])
     return m, len(dead) * (c + 1)
 
 
@@ -160,6 +161,7 @@ def main():
         ("residual", residual, [2, 4, 6, 6]),
         ("depthwise", depthwise, [1, 3, 5, 5]),
         ("concat", concat, [1, 3, 4, 4]),
+        ("concat, dynamic batch", lambda dead: concat(dead, "N"), [3, 3, 4, 4]),
         ("ffn", ffn, [2, 3, 8]),
     ]:
         model, drop = build([1, 2])
