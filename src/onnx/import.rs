@@ -300,15 +300,32 @@ fn norm_axis(axis: i64, rank: usize) -> R<usize> {
     }
 }
 
-/// `t` (2-D) transposed, bit-exactly, in a new buffer.
+/// `t` (2-D) transposed, bit-exactly, in a new buffer (the one copy a MatMul weight needs to
+/// become an [out, in] linear weight). Tiled so that both sides stay in cache.
 fn transpose2d(t: &Tensor) -> Tensor {
     let (r, c) = (t.shape()[0] as usize, t.shape()[1] as usize);
-    let bits = t.to_bits_vec();
-    let out = (0..c).flat_map(|j| {
-        let bits = &bits;
-        (0..r).map(move |i| bits[i * c + j])
-    });
-    Tensor::from_bits(t.elem(), vec![c as u64, r as u64], out.collect::<Vec<_>>())
+    let Some(src) = t.raw_bytes() else {
+        // A splat is the same splat in any shape.
+        return t
+            .reshaped(vec![c as u64, r as u64])
+            .expect("same element count");
+    };
+    let s = t.elem().size();
+    let mut out = vec![0u8; src.len()];
+    const TILE: usize = 32;
+    for i0 in (0..r).step_by(TILE) {
+        for j0 in (0..c).step_by(TILE) {
+            for i in i0..(i0 + TILE).min(r) {
+                let row = &src[i * c * s..(i + 1) * c * s];
+                for j in j0..(j0 + TILE).min(c) {
+                    let to = (j * r + i) * s;
+                    out[to..to + s].copy_from_slice(&row[j * s..(j + 1) * s]);
+                }
+            }
+        }
+    }
+    Tensor::from_bytes(t.elem(), vec![c as u64, r as u64], out.into())
+        .expect("invariant: same byte count")
 }
 
 fn scaled(t: &Tensor, s: f32) -> Tensor {
