@@ -565,3 +565,29 @@ fn dynamic_batch_flatten_plumbing_becomes_nn_flatten() {
         err.message
     );
 }
+
+#[test]
+fn division_by_a_power_of_two_is_an_exact_multiplication() {
+    let dir = tempfile::tempdir().unwrap();
+    let div = |c: f32| {
+        relu_model(
+            vec![f32_init("c", &[], &[c])],
+            vec![node("Div", "scale", &["x", "c"], &["y"], vec![])],
+        )
+    };
+    let p = write(dir.path(), "d.onnx", &div(8.0));
+    let m = import_file(&p).unwrap();
+    let xs = vec![0.3f32, -1.7, 1e-30, 3.0e38];
+    let x = ndarray::ArrayD::from_shape_vec(vec![1, 4], xs.clone()).unwrap();
+    let y = nnopt::interp::run(&m.funcs[0], &[x]).unwrap();
+    let want: Vec<f32> = xs.iter().map(|v| v / 8.0).collect();
+    assert_eq!(y[0].iter().copied().collect::<Vec<_>>(), want);
+    let q = write(dir.path(), "e.onnx", &div(3.0));
+    let err = import_file(&q).unwrap_err();
+    assert!(
+        err.message.contains("node 'scale' (Div, opset 17)")
+            && err.message.contains("powers of two"),
+        "{}",
+        err.message
+    );
+}

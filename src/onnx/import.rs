@@ -954,6 +954,27 @@ impl Importer {
                 let v = self.push(kind, &[x, y], Some(out))?;
                 self.bind(out, Val::Ir(v));
             }
+            "Div" => {
+                // x / c equals x · (1/c) bit for bit only when 1/c is exact: c a power of two.
+                a.only(&[])?;
+                let (l, r) = (Self::need(n, 0)?, Self::need(n, 1)?);
+                let c = self
+                    .float_const(r)
+                    .ok_or("only division by a constant is supported")?;
+                let vals = c.to_f32_vec();
+                if !vals
+                    .iter()
+                    .all(|&v| v.is_normal() && (v.to_bits() & 0x007F_FFFF) == 0)
+                {
+                    return Err("only division by powers of two is supported (any other divisor would change the rounding when turned into a multiplication)".into());
+                }
+                let inv: Vec<f32> = vals.iter().map(|v| 1.0 / v).collect();
+                let t = Tensor::from_f32(c.elem(), c.shape().to_vec(), &inv);
+                let x = self.operand(l)?;
+                let w = self.weight(&format!("{r}.reciprocal"), t);
+                let v = self.push(OpKind::Mul, &[x, w], Some(out))?;
+                self.bind(out, Val::Ir(v));
+            }
             "Conv" => self.conv(n, &a, out)?,
             "Gemm" => self.gemm(n, &a, out)?,
             "MatMul" => self.matmul(n, g, out)?,
