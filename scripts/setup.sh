@@ -21,4 +21,18 @@ if [ ! -x /usr/lib/llvm-22/bin/lit ] && ! command -v lit >/dev/null 2>&1; then
   exit 1
 fi
 test -x /usr/lib/llvm-22/bin/FileCheck || { echo "setup: FileCheck missing" >&2; exit 1; }
+# Python venv for the ONNX tests (tests/python/): onnx 1.22.0 is pinned because it is the last
+# wheel that ships the backend node test data the conformance test runs.
+if ! python3 -c "import venv, ensurepip" >/dev/null 2>&1; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+fi
+root="$(cd "$(dirname "$0")/.." && pwd)"
+if [ ! -x "$root/.venv/bin/python" ]; then
+  python3 -m venv "$root/.venv"
+fi
+if ! "$root/.venv/bin/python" -c "import onnx, onnxruntime, numpy; assert onnx.__version__ == '1.22.0'" >/dev/null 2>&1; then
+  echo "setup: installing onnx==1.22.0 onnxruntime numpy into .venv"
+  "$root/.venv/bin/pip" install -q "onnx==1.22.0" onnxruntime numpy
+fi
 echo "setup: ok"

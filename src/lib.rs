@@ -15,6 +15,7 @@ pub mod interp;
 pub mod ir;
 #[cfg(feature = "mlir")]
 pub mod lower;
+pub mod onnx;
 #[path = "../passes/mod.rs"]
 pub mod passes;
 pub mod syntax;

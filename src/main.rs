@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use nnopt::diag::{has_errors, Diagnostic, SourceMap};
 use nnopt::driver;
 use nnopt::ir::{Arity, OpTag};
+use nnopt::onnx;
 use nnopt::passes;
 use nnopt::syntax::printer::print_module;
 use std::io::{Read, Write};
@@ -97,8 +98,22 @@ struct OptArgs {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Execute a function of an NNIR file on .npy inputs and write its results as .npy.
+    /// Execute a function of an NNIR (or .onnx) file on .npy inputs and write its results as .npy.
     Run(RunArgs),
+    /// Convert an ONNX model to NNIR: writes the .nnir text and, beside it, a .safetensors file
+    /// with the weights (named by the module attribute `weights`).
+    Import(ConvertArgs),
+    /// Convert an NNIR module (one function) to an ONNX model.
+    Export(ConvertArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ConvertArgs {
+    /// The file to read.
+    input: PathBuf,
+    /// The file to write (atomically; nothing is written on any error).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    output: PathBuf,
 }
 
 #[derive(clap::Args, Debug)]
@@ -171,7 +186,17 @@ fn opt_main(opt: &OptArgs) -> Result<(), Exit> {
         return Err(Exit(2));
     };
     let mut sources = SourceMap::new();
-    let file = read_input(input, &mut sources)?;
+    // Formats go by extension: an .onnx input is imported, an .onnx output exported.
+    let (onnx_in, onnx_out) = (onnx::is_onnx_path(input), onnx::is_onnx_path(&opt.output));
+    if onnx_in && (opt.split_input_file || opt.verify_diagnostics) {
+        eprintln!("nnopt: --split-input-file and --verify-diagnostics apply to NNIR text, not to .onnx input");
+        return Err(Exit(2));
+    }
+    let file = if onnx_in {
+        sources.add(input.display().to_string(), String::new())
+    } else {
+        read_input(input, &mut sources)?
+    };
     let base_dir = match input.parent() {
         Some(d) if input.as_os_str() != "-" && !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -194,11 +219,17 @@ fn opt_main(opt: &OptArgs) -> Result<(), Exit> {
     let mut outputs = Vec::new();
     // Weight files beside the output, complete but not yet renamed into place.
     let mut staged = Vec::new();
+    // Modules bound for an .onnx output.
+    let mut modules = Vec::new();
     let mut all_diags: Vec<Diagnostic> = Vec::new();
     for range in chunks {
         let chunk = &src[range.clone()];
         let mut diags = Vec::new();
-        let mut module = driver::load(chunk, file, range.start, &base_dir, &mut diags);
+        let mut module = if onnx_in {
+            onnx::import_file(input).map_err(|d| diags.push(d)).ok()
+        } else {
+            driver::load(chunk, file, range.start, &base_dir, &mut diags)
+        };
         let original = module
             .clone()
             .filter(|_| opt.check_equivalence || opt.pass_statistics);
@@ -262,25 +293,44 @@ fn opt_main(opt: &OptArgs) -> Result<(), Exit> {
             }
         }
         if let Some(mut m) = module.filter(|_| !has_errors(&diags)) {
-            if m.weights_attr().is_some() && writes_regular_file(&opt.output) {
-                let path = driver::weights_path_for(&opt.output, staged.len());
-                let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-                let tensors = driver::externalize_weights(&mut m, &file_name.unwrap_or_default());
-                if !tensors.is_empty() {
-                    let refs: Vec<(&str, &nnopt::ir::Tensor)> =
-                        tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-                    let tmp = nnopt::ir::weights::stage_safetensors(&path, &refs)
-                        .map_err(|e| fail(&format!("cannot write {}: {e}", path.display())))?;
-                    staged.push((tmp, path));
+            if onnx_out {
+                modules.push(m);
+            } else {
+                // An imported model's weights live in the .onnx file: they go to a
+                // .safetensors file beside the output like any external weights.
+                let external = m.weights_attr().is_some() || onnx_in;
+                if external && writes_regular_file(&opt.output) {
+                    let path = driver::weights_path_for(&opt.output, staged.len());
+                    if path == opt.output {
+                        return Err(fail(&format!(
+                            "the output {} would be overwritten by its own weights file",
+                            path.display()
+                        )));
+                    }
+                    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+                    let tensors =
+                        driver::externalize_weights(&mut m, &file_name.unwrap_or_default());
+                    if !tensors.is_empty() {
+                        let refs: Vec<(&str, &nnopt::ir::Tensor)> =
+                            tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+                        let tmp = nnopt::ir::weights::stage_safetensors(&path, &refs)
+                            .map_err(|e| fail(&format!("cannot write {}: {e}", path.display())))?;
+                        staged.push((tmp, path));
+                    }
+                } else if onnx_in {
+                    return Err(fail("an imported ONNX model needs -o FILE.nnir: its weights are written to a .safetensors file beside it"));
                 }
+                outputs.push(print_module(&m));
             }
-            outputs.push(print_module(&m));
         }
         all_diags.extend(diags);
     }
     sources.emit_to_stderr(&all_diags);
     if has_errors(&all_diags) {
         return Err(Exit(1));
+    }
+    if onnx_out {
+        return write_onnx(modules, &opt.output);
     }
     let sep = format!("{}\n", driver::SPLIT_MARKER);
     for (tmp, path) in staged {
@@ -296,22 +346,77 @@ fn writes_regular_file(output: &Path) -> bool {
     output.as_os_str() != "-" && std::fs::metadata(output).map_or(true, |m| m.is_file())
 }
 
+/// Writes the module for an .onnx output.
+fn write_onnx(modules: Vec<nnopt::ir::Module>, output: &Path) -> Result<(), Exit> {
+    let [m] = <[_; 1]>::try_from(modules).map_err(|ms: Vec<_>| {
+        fail(&format!(
+            "an ONNX model is one module, but the input has {} chunks",
+            ms.len()
+        ))
+    })?;
+    onnx::write_onnx(&m, output).map_err(|d| {
+        SourceMap::new().emit_to_stderr(&[d]);
+        Exit(1)
+    })
+}
+
+/// `nnopt import` and `nnopt export`: the default command without passes, with the formats
+/// checked against the subcommand.
+fn convert_main(args: &ConvertArgs, export: bool) -> Result<(), Exit> {
+    let (from, to) = if export {
+        (&args.output, "export")
+    } else {
+        (&args.input, "import")
+    };
+    if !onnx::is_onnx_path(from) {
+        eprintln!("nnopt {to}: {} must be an .onnx file", from.display());
+        return Err(Exit(2));
+    }
+    let opt = OptArgs {
+        input: Some(args.input.clone()),
+        output: args.output.clone(),
+        split_input_file: false,
+        verify_diagnostics: false,
+        list_ops: false,
+        prune_neurons: false,
+        pass_pipeline: None,
+        list_passes: false,
+        no_verify_each: false,
+        print_ir_after_all: false,
+        print_ir_after_change: false,
+        timing: false,
+        pass_statistics: false,
+        check_equivalence: false,
+        equivalence_tolerance: 1e-5,
+    };
+    opt_main(&opt)
+}
+
 fn run_main(args: &RunArgs) -> Result<(), Exit> {
     if !args.interp {
         eprintln!("nnopt run: compiled execution is not implemented yet; pass --interp to use the reference interpreter");
         return Err(Exit(2));
     }
     let mut sources = SourceMap::new();
-    let file = read_input(&args.input, &mut sources)?;
-    let base_dir = match args.input.parent() {
-        Some(d) if args.input.as_os_str() != "-" && !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
+    let module = if onnx::is_onnx_path(&args.input) {
+        onnx::import_file(&args.input).map_err(|d| {
+            sources.emit_to_stderr(&[d]);
+            Exit(1)
+        })?
+    } else {
+        let file = read_input(&args.input, &mut sources)?;
+        let base_dir = match args.input.parent() {
+            Some(d) if args.input.as_os_str() != "-" && !d.as_os_str().is_empty() => {
+                d.to_path_buf()
+            }
+            _ => PathBuf::from("."),
+        };
+        let src = sources.source(file).to_string();
+        let mut diags = Vec::new();
+        let module = driver::load(&src, file, 0, &base_dir, &mut diags);
+        sources.emit_to_stderr(&diags);
+        module.ok_or(Exit(1))?
     };
-    let src = sources.source(file).to_string();
-    let mut diags = Vec::new();
-    let module = driver::load(&src, file, 0, &base_dir, &mut diags);
-    sources.emit_to_stderr(&diags);
-    let module = module.ok_or(Exit(1))?;
     let func = match &args.func {
         Some(name) => module
             .func(name)
@@ -408,6 +513,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Some(Command::Run(args)) => run_main(args),
+        Some(Command::Import(args)) => convert_main(args, false),
+        Some(Command::Export(args)) => convert_main(args, true),
         None if cli.opt.list_ops => {
             for &tag in OpTag::ALL {
                 println!(

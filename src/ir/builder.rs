@@ -43,6 +43,45 @@ impl<'f> FuncBuilder<'f> {
             .expect("invariant: created with a result")
     }
 
+    /// Appends an op whose result type is the verifier's inferred type (for importers of other
+    /// formats, which know the operands but not the NNIR result type). On a type error nothing
+    /// is linked and the message is the verifier's.
+    pub fn push_inferred(
+        &mut self,
+        kind: OpKind,
+        operands: &[ValueId],
+        name: Option<String>,
+        span: Span,
+    ) -> Result<ValueId, String> {
+        if !kind.tag().arity().accepts(operands.len()) {
+            return Err(format!(
+                "'{}' cannot take {} operands",
+                kind.mnemonic(),
+                operands.len()
+            ));
+        }
+        // A placeholder type until inference has run; the op is not linked before then.
+        let placeholder = TensorType::fixed(&[], super::ElemType::F32);
+        let op = self
+            .func
+            .create_op(kind, operands, Some((placeholder, name)), span);
+        let v = self.func.ops[op]
+            .result()
+            .expect("invariant: created with a result");
+        match crate::verify::infer_type(self.func, op) {
+            Ok(ty) => {
+                self.func.values[v].ty = ty;
+                self.func.layout.append(op);
+                Ok(v)
+            }
+            Err(e) => {
+                // Leave an unlinked tombstone without uses, like an erased op.
+                self.func.set_operands(op, &[]);
+                Err(e)
+            }
+        }
+    }
+
     /// Appends the `return` terminator.
     pub fn push_return(&mut self, operands: &[ValueId], span: Span) -> OpId {
         let op = self.func.create_op(OpKind::Return, operands, None, span);

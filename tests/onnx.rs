@@ -1,0 +1,593 @@
+//! ONNX import and export: models are built here with the prost messages, written to a
+//! temporary directory, and fed to the library and to the `nnopt` binary.
+
+use bytes::Bytes;
+use nnopt::onnx::proto::{
+    attr_type, data_type, tensor_shape_proto, type_proto, AttributeProto, GraphProto, ModelProto,
+    NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto,
+    TypeProto, ValueInfoProto,
+};
+use nnopt::onnx::{export_model, import_file};
+use prost::Message;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn nnopt(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_nnopt"))
+        .args(args)
+        .output()
+        .expect("run nnopt")
+}
+
+fn f32_init(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
+    let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    TensorProto {
+        dims: dims.to_vec(),
+        data_type: data_type::FLOAT,
+        name: name.into(),
+        raw_data: Bytes::from(raw),
+        ..Default::default()
+    }
+}
+
+fn i64_init(name: &str, values: &[i64]) -> TensorProto {
+    TensorProto {
+        dims: vec![values.len() as i64],
+        data_type: data_type::INT64,
+        name: name.into(),
+        int64_data: values.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn io(name: &str, dims: &[i64]) -> ValueInfoProto {
+    use tensor_shape_proto::{dimension::Value, Dimension};
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: data_type::FLOAT,
+                shape: Some(TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|&d| Dimension {
+                            value: Some(if d < 0 {
+                                Value::DimParam("N".into())
+                            } else {
+                                Value::DimValue(d)
+                            }),
+                        })
+                        .collect(),
+                }),
+            })),
+        }),
+    }
+}
+
+fn node(
+    op: &str,
+    name: &str,
+    inputs: &[&str],
+    outputs: &[&str],
+    attrs: Vec<AttributeProto>,
+) -> NodeProto {
+    NodeProto {
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: outputs.iter().map(|s| s.to_string()).collect(),
+        name: name.into(),
+        op_type: op.into(),
+        domain: String::new(),
+        attribute: attrs,
+    }
+}
+
+fn ints(name: &str, v: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: attr_type::INTS,
+        ints: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn int(name: &str, i: i64) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: attr_type::INT,
+        i,
+        ..Default::default()
+    }
+}
+
+fn model(graph: GraphProto) -> ModelProto {
+    ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        producer_name: "test".into(),
+        producer_version: String::new(),
+        graph: Some(graph),
+        functions: Vec::new(),
+    }
+}
+
+/// Deterministic pseudo-random values in [-1, 1).
+fn values(n: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s >> 8) as f32 / (1u32 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+/// A small CNN with exporter plumbing: Conv(pads) → Relu → MaxPool → Conv(depthwise) → Add
+/// (residual) → GlobalAveragePool → Shape/Gather/Concat/Reshape flatten → MatMul + Add (fused
+/// into nn.linear) → Gemm(transB) → Softmax; one conv has a dead (all-zero) filter.
+fn cnn() -> ModelProto {
+    let mut w1 = values(4 * 3 * 3 * 3, 1);
+    for v in &mut w1[27..54] {
+        *v = 0.0; // filter 1 is dead
+    }
+    let g = GraphProto {
+        name: "cnn".into(),
+        node: vec![
+            node(
+                "Conv",
+                "conv1",
+                &["x", "w1", "b1"],
+                &["c1"],
+                vec![ints("pads", &[1, 1, 1, 1]), ints("kernel_shape", &[3, 3])],
+            ),
+            node("Relu", "relu1", &["c1"], &["r1"], vec![]),
+            node(
+                "MaxPool",
+                "pool",
+                &["r1"],
+                &["p1"],
+                vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])],
+            ),
+            node(
+                "Conv",
+                "dw",
+                &["p1", "w2"],
+                &["c2"],
+                vec![int("group", 4), ints("pads", &[1, 1, 1, 1])],
+            ),
+            node("Add", "res", &["c2", "p1"], &["s"], vec![]),
+            node("GlobalAveragePool", "gap", &["s"], &["g"], vec![]),
+            node("Shape", "shape", &["g"], &["sh"], vec![]),
+            node(
+                "Gather",
+                "gather",
+                &["sh", "zero"],
+                &["n"],
+                vec![int("axis", 0)],
+            ),
+            node("Unsqueeze", "unsq", &["n", "zeros1"], &["n1"], vec![]),
+            node(
+                "Concat",
+                "cat",
+                &["n1", "minus1"],
+                &["tgt"],
+                vec![int("axis", 0)],
+            ),
+            node("Reshape", "flat", &["g", "tgt"], &["f"], vec![]),
+            node("MatMul", "mm", &["f", "wm"], &["m"], vec![]),
+            node("Add", "bias", &["m", "bm"], &["l"], vec![]),
+            node(
+                "Gemm",
+                "fc",
+                &["l", "wg", "bg"],
+                &["y0"],
+                vec![int("transB", 1)],
+            ),
+            node("Softmax", "sm", &["y0"], &["y"], vec![int("axis", 1)]),
+        ],
+        initializer: vec![
+            f32_init("w1", &[4, 3, 3, 3], &w1),
+            f32_init("b1", &[4], &values(4, 2)),
+            f32_init("w2", &[4, 1, 3, 3], &values(36, 3)),
+            TensorProto {
+                dims: vec![],
+                ..i64_init("zero", &[0])
+            },
+            i64_init("zeros1", &[0]),
+            i64_init("minus1", &[-1]),
+            f32_init("wm", &[4, 5], &values(20, 4)),
+            f32_init("bm", &[5], &values(5, 5)),
+            f32_init("wg", &[3, 5], &values(15, 6)),
+            f32_init("bg", &[3], &values(3, 7)),
+        ],
+        input: vec![io("x", &[2, 3, 8, 8])],
+        output: vec![io("y", &[2, 3])],
+        ..Default::default()
+    };
+    model(g)
+}
+
+fn write(dir: &Path, name: &str, m: &ModelProto) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, m.encode_to_vec()).unwrap();
+    p
+}
+
+fn run_interp(m: &nnopt::ir::Module, x: &ndarray::ArrayD<f32>) -> Vec<ndarray::ArrayD<f32>> {
+    nnopt::interp::run(&m.funcs[0], std::slice::from_ref(x)).expect("interpreter runs")
+}
+
+fn input() -> ndarray::ArrayD<f32> {
+    ndarray::ArrayD::from_shape_vec(vec![2, 3, 8, 8], values(384, 9)).unwrap()
+}
+
+#[test]
+fn import_maps_ops_folds_plumbing_and_keeps_weights_mapped() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "cnn.onnx", &cnn());
+    let m = import_file(&p).expect("imports");
+    let text = nnopt::syntax::printer::print_module(&m);
+    // The shape plumbing folds to one flatten; MatMul + Add is one linear with a bias.
+    assert!(!text.contains("nn.add %m"), "{text}");
+    assert!(
+        text.contains("%l = nn.linear %f, %wm, %bm : tensor<2x5xf32>"),
+        "{text}"
+    );
+    assert!(text.contains("nn.reshape %g {shape = [2, 4]}"), "{text}");
+    assert!(text.contains("groups = 4"), "{text}");
+    let f = &m.funcs[0];
+    let w1 = f
+        .ops()
+        .find_map(|op| match f.kind(op) {
+            nnopt::ir::OpKind::Weight { name, value } if name == "w1" => Some(value.clone()),
+            _ => None,
+        })
+        .expect("w1 is a weight");
+    assert!(
+        w1.is_mapped(),
+        "raw_data is borrowed from the mapped model file"
+    );
+}
+
+#[test]
+fn export_then_import_computes_the_same_function() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "cnn.onnx", &cnn());
+    let m = import_file(&p).unwrap();
+    let out = export_model(&m).unwrap();
+    let q = write(dir.path(), "again.onnx", &out);
+    let m2 = import_file(&q).unwrap();
+    let (a, b) = (run_interp(&m, &input()), run_interp(&m2, &input()));
+    assert_eq!(a, b, "export + import is exact");
+    // Softmax rows sum to one: the graph really ran end to end.
+    let s: f32 = a[0].iter().take(3).sum();
+    assert!((s - 1.0).abs() < 1e-5);
+}
+
+#[test]
+fn cli_prunes_onnx_to_onnx_and_imports_to_nnir_with_safetensors() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "cnn.onnx", &cnn());
+    let pruned = dir.path().join("pruned.onnx");
+    let out = nnopt(&[
+        "--prune-neurons",
+        p.to_str().unwrap(),
+        "-o",
+        pruned.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (a, b) = (
+        run_interp(&import_file(&p).unwrap(), &input()),
+        run_interp(&import_file(&pruned).unwrap(), &input()),
+    );
+    for (x, y) in a[0].iter().zip(b[0].iter()) {
+        assert!((x - y).abs() <= 1e-5 * x.abs().max(1.0), "{x} vs {y}");
+    }
+    let nnir = dir.path().join("cnn.nnir");
+    let out = nnopt(&["import", p.to_str().unwrap(), "-o", nnir.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&nnir).unwrap();
+    assert!(text.contains("weights = \"cnn.safetensors\""), "{text}");
+    assert!(
+        text.contains("nn.weight \"w1\" : tensor<4x3x3x3xf32>"),
+        "{text}"
+    );
+    assert!(dir.path().join("cnn.safetensors").exists());
+    // The written pair reads back, and `run` takes both formats.
+    let back = nnopt(&[nnir.to_str().unwrap()]);
+    assert!(
+        back.status.success(),
+        "{}",
+        String::from_utf8_lossy(&back.stderr)
+    );
+    let xin = dir.path().join("x.npy");
+    nnopt::interp::write_npy(&xin, &input()).unwrap();
+    for (src, y) in [(&nnir, "y1.npy"), (&p, "y2.npy")] {
+        let yp = dir.path().join(y);
+        let r = nnopt(&[
+            "run",
+            "--interp",
+            src.to_str().unwrap(),
+            "--input",
+            xin.to_str().unwrap(),
+            "--output",
+            yp.to_str().unwrap(),
+        ]);
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    }
+    let y1 = nnopt::interp::read_npy(dir.path().join("y1.npy")).unwrap();
+    let y2 = nnopt::interp::read_npy(dir.path().join("y2.npy")).unwrap();
+    assert_eq!(y1, y2);
+    // And export back from the .nnir.
+    let back_onnx = dir.path().join("back.onnx");
+    let e = nnopt(&[
+        "export",
+        nnir.to_str().unwrap(),
+        "-o",
+        back_onnx.to_str().unwrap(),
+    ]);
+    assert!(e.status.success(), "{}", String::from_utf8_lossy(&e.stderr));
+    assert_eq!(run_interp(&import_file(&back_onnx).unwrap(), &input()), a);
+}
+
+/// Runs `nnopt import` on `m` (plus extra files) and checks: exit 1, stderr mentions each of
+/// `needles`, and no output file appears.
+fn refused(bytes: &[u8], extra: &[(&str, &[u8])], needles: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("model");
+    std::fs::create_dir(&sub).unwrap();
+    let p = sub.join("m.onnx");
+    std::fs::write(&p, bytes).unwrap();
+    for (name, data) in extra {
+        std::fs::write(dir.path().join(name), data).unwrap();
+    }
+    let o = sub.join("m.nnir");
+    let out = nnopt(&["import", p.to_str().unwrap(), "-o", o.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "stderr lacks {n:?}: {err}");
+    }
+    assert!(
+        !o.exists() && !sub.join("m.safetensors").exists(),
+        "nothing is written"
+    );
+}
+
+fn relu_model(init: Vec<TensorProto>, nodes: Vec<NodeProto>) -> ModelProto {
+    model(GraphProto {
+        name: "g".into(),
+        node: nodes,
+        initializer: init,
+        input: vec![io("x", &[1, 4])],
+        output: vec![io("y", &[1, 4])],
+        ..Default::default()
+    })
+}
+
+#[test]
+fn truncated_and_corrupt_protobuf_is_refused() {
+    let bytes = cnn().encode_to_vec();
+    refused(&bytes[..bytes.len() / 2], &[], &["not a valid ONNX model"]);
+    refused(
+        &[0xff, 0xff, 0xff, 0xff, 0x0f, 0x01],
+        &[],
+        &["not a valid ONNX model"],
+    );
+}
+
+#[test]
+fn external_data_outside_the_model_folder_is_refused() {
+    let mut t = f32_init("w", &[4], &[0.0; 4]);
+    t.raw_data = Bytes::new();
+    t.data_location = 1;
+    t.external_data = vec![StringStringEntryProto {
+        key: "location".into(),
+        value: "../secret.bin".into(),
+    }];
+    let m = relu_model(
+        vec![t],
+        vec![node("Add", "add", &["x", "w"], &["y"], vec![])],
+    );
+    refused(
+        &m.encode_to_vec(),
+        &[("secret.bin", &[0u8; 16])],
+        &["'w'", "leaves the model's directory"],
+    );
+}
+
+#[test]
+fn external_data_inside_the_folder_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let mut blob = vec![0u8; 8];
+    blob.extend(&data);
+    std::fs::write(dir.path().join("w.bin"), &blob).unwrap();
+    let mut t = f32_init("w", &[4], &[]);
+    t.raw_data = Bytes::new();
+    t.data_location = 1;
+    let kv = |k: &str, v: &str| StringStringEntryProto {
+        key: k.into(),
+        value: v.into(),
+    };
+    t.external_data = vec![
+        kv("location", "w.bin"),
+        kv("offset", "8"),
+        kv("length", "16"),
+    ];
+    let m = relu_model(
+        vec![t],
+        vec![node("Add", "add", &["x", "w"], &["y"], vec![])],
+    );
+    let p = write(dir.path(), "m.onnx", &m);
+    let module = import_file(&p).unwrap();
+    let x = ndarray::ArrayD::from_shape_vec(vec![1, 4], vec![0.5f32; 4]).unwrap();
+    let y = nnopt::interp::run(&module.funcs[0], &[x]).unwrap();
+    assert_eq!(
+        y[0].iter().copied().collect::<Vec<_>>(),
+        [1.5, 2.5, 3.5, 4.5]
+    );
+}
+
+#[test]
+fn initializer_length_disagreeing_with_its_shape_is_refused() {
+    let t = f32_init("w", &[4], &[1.0, 2.0, 3.0]);
+    let m = relu_model(
+        vec![t],
+        vec![node("Add", "add", &["x", "w"], &["y"], vec![])],
+    );
+    refused(
+        &m.encode_to_vec(),
+        &[],
+        &["initializer 'w'", "12 bytes", "needs 16"],
+    );
+}
+
+#[test]
+fn unknown_data_types_are_refused() {
+    let mut t = f32_init("w", &[4], &[1.0; 4]);
+    t.data_type = 42;
+    let m = relu_model(
+        vec![t],
+        vec![node("Add", "add", &["x", "w"], &["y"], vec![])],
+    );
+    refused(
+        &m.encode_to_vec(),
+        &[],
+        &["initializer 'w'", "has an unknown data type (42)"],
+    );
+}
+
+#[test]
+fn cycles_are_refused_naming_a_node() {
+    let m = relu_model(
+        vec![],
+        vec![
+            node("Add", "a", &["x", "b_out"], &["a_out"], vec![]),
+            node("Relu", "b", &["a_out"], &["b_out"], vec![]),
+            node("Relu", "c", &["b_out"], &["y"], vec![]),
+        ],
+    );
+    refused(
+        &m.encode_to_vec(),
+        &[],
+        &["node 'a' (Add, opset 17)", "cycle"],
+    );
+}
+
+#[test]
+fn missing_inputs_are_refused_naming_the_node() {
+    let m = relu_model(
+        vec![],
+        vec![node("Add", "add1", &["x", "nowhere"], &["y"], vec![])],
+    );
+    refused(
+        &m.encode_to_vec(),
+        &[],
+        &["node 'add1' (Add, opset 17)", "'nowhere'"],
+    );
+}
+
+#[test]
+fn unsupported_operators_and_attributes_name_the_node() {
+    let m = relu_model(vec![], vec![node("Erf", "erf1", &["x"], &["y"], vec![])]);
+    refused(
+        &m.encode_to_vec(),
+        &[],
+        &["node 'erf1' (Erf, opset 17)", "not supported"],
+    );
+    let m = relu_model(
+        vec![],
+        vec![node("Relu", "r", &["x"], &["y"], vec![int("bogus", 1)])],
+    );
+    refused(
+        &m.encode_to_vec(),
+        &[],
+        &["node 'r' (Relu, opset 17)", "attribute 'bogus'"],
+    );
+}
+
+#[test]
+fn newer_ir_versions_and_opsets_are_refused() {
+    let mut m = relu_model(vec![], vec![node("Relu", "r", &["x"], &["y"], vec![])]);
+    m.ir_version = 99;
+    refused(&m.encode_to_vec(), &[], &["IR version 99 is newer"]);
+    let mut m = relu_model(vec![], vec![node("Relu", "r", &["x"], &["y"], vec![])]);
+    m.opset_import[0].version = 7;
+    refused(&m.encode_to_vec(), &[], &["opset 7"]);
+}
+
+#[test]
+fn dynamic_batch_flatten_plumbing_becomes_nn_flatten() {
+    // x.view(x.size(0), -1) with a dynamic batch: Shape gives a symbolic dim that the Reshape
+    // recognises as a copy of its own input's batch.
+    let mut m = cnn();
+    let g = m.graph.as_mut().unwrap();
+    g.input = vec![io("x", &[-1, 3, 8, 8])];
+    g.output = vec![io("y", &[-1, 3])];
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "dyn.onnx", &m);
+    let module = import_file(&p).expect("imports");
+    let text = nnopt::syntax::printer::print_module(&module);
+    assert!(
+        text.contains("nn.flatten %g {axis = 1} : tensor<?x4xf32>"),
+        "{text}"
+    );
+    let q = write(dir.path(), "static.onnx", &cnn());
+    assert_eq!(
+        run_interp(&module, &input()),
+        run_interp(&import_file(&q).unwrap(), &input())
+    );
+    // Arithmetic on the symbolic dim is refused, naming the node.
+    let g = m.graph.as_mut().unwrap();
+    g.node[8] = node("Add", "bad", &["n", "zeros1"], &["n1"], vec![]);
+    let r = write(dir.path(), "bad.onnx", &m);
+    let err = import_file(&r).unwrap_err();
+    assert!(
+        err.message.contains("node 'bad' (Add, opset 17)")
+            && err.message.contains("dynamic dimension"),
+        "{}",
+        err.message
+    );
+}
+
+#[test]
+fn division_by_a_power_of_two_is_an_exact_multiplication() {
+    let dir = tempfile::tempdir().unwrap();
+    let div = |c: f32| {
+        relu_model(
+            vec![f32_init("c", &[], &[c])],
+            vec![node("Div", "scale", &["x", "c"], &["y"], vec![])],
+        )
+    };
+    let p = write(dir.path(), "d.onnx", &div(8.0));
+    let m = import_file(&p).unwrap();
+    let xs = vec![0.3f32, -1.7, 1e-30, 3.0e38];
+    let x = ndarray::ArrayD::from_shape_vec(vec![1, 4], xs.clone()).unwrap();
+    let y = nnopt::interp::run(&m.funcs[0], &[x]).unwrap();
+    let want: Vec<f32> = xs.iter().map(|v| v / 8.0).collect();
+    assert_eq!(y[0].iter().copied().collect::<Vec<_>>(), want);
+    let q = write(dir.path(), "e.onnx", &div(3.0));
+    let err = import_file(&q).unwrap_err();
+    assert!(
+        err.message.contains("node 'scale' (Div, opset 17)")
+            && err.message.contains("powers of two"),
+        "{}",
+        err.message
+    );
+}
