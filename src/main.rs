@@ -248,6 +248,17 @@ fn opt_main(opt: &OptArgs) -> Result<(), Exit> {
                 eprint!("{}", statistics_table(&cx, costs));
             }
         }
+        // Lowering runs after the NNIR passes and before --verify-diagnostics, so its
+        // diagnostics can be annotated like any other.
+        let mut emitted = None;
+        if let (Some(stage), Some(m)) = (opt.emit, module.as_ref()) {
+            if !has_errors(&diags) {
+                match emit_mlir(m, stage, opt.mlir_pipeline.as_deref()) {
+                    Ok(text) => emitted = Some(text),
+                    Err(d) => diags.extend(d),
+                }
+            }
+        }
         if opt.verify_diagnostics {
             diags = driver::verify_expectations(chunk, file, range.start, &diags);
         }
@@ -277,15 +288,11 @@ fn opt_main(opt: &OptArgs) -> Result<(), Exit> {
             }
         }
         if let Some(mut m) = module.filter(|_| !has_errors(&diags)) {
-            match opt.emit {
-                Some(stage) => match emit_mlir(&m, stage, opt.mlir_pipeline.as_deref()) {
-                    Ok(text) => outputs.push(text),
-                    Err(d) => diags.extend(d),
-                },
-                None => {
-                    rebase_weights(&mut m, &base_dir, &opt.output);
-                    outputs.push(print_module(&m));
-                }
+            if opt.emit.is_some() {
+                outputs.extend(emitted);
+            } else {
+                rebase_weights(&mut m, &base_dir, &opt.output);
+                outputs.push(print_module(&m));
             }
         }
         all_diags.extend(diags);

@@ -119,7 +119,7 @@ fn iterator_attr<'c>(cx: &'c Context, it: Iter) -> BResult<Attribute<'c>> {
     Attribute::parse(cx, text).ok_or_else(|| BuildError(format!("cannot create {text}")))
 }
 
-impl<'c, 'b, B: BlockLike<'c, 'b>> Emitter<'c, 'b, B> {
+impl<'c: 'b, 'b, B: BlockLike<'c, 'b>> Emitter<'c, 'b, B> {
     pub fn new(cx: &'c Context, block: &'b B, loc: Location<'c>) -> Self {
         Emitter { cx, block, loc }
     }
@@ -141,6 +141,11 @@ impl<'c, 'b, B: BlockLike<'c, 'b>> Emitter<'c, 'b, B> {
             .build()
             .map_err(|e| BuildError(format!("cannot build {name}: {e}")))?;
         let op = self.block.append_operation(op);
+        // `result(0)` on an op without results formats the op into its error, which verifies
+        // a detached op (a crash for `linalg.yield`), so ask for the count first.
+        if op.result_count() == 0 {
+            return Ok(None);
+        }
         Ok(op.result(0).ok().map(Into::into))
     }
 

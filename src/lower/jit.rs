@@ -14,7 +14,7 @@
 //! checked, so the compiled code never reads outside a buffer.
 
 use super::{DiagCapture, Lowered, Signature};
-use melior::execution_engine::ExecutionEngine;
+use melior::ExecutionEngine;
 use melior::ir::Module;
 use melior::pass::PassManager;
 use melior::utility::parse_pass_pipeline;

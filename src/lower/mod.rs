@@ -332,7 +332,6 @@ fn pool_window(len: u64, k: u64, s: u64, p0: u64, p1: u64, o: u64) -> (i64, i64)
 
 impl<'c, 'b> Lower<'c, 'b, '_> {
     fn run(&mut self) -> LResult<()> {
-        let cx = self.cx;
         for (i, &a) in self.f.args().iter().enumerate() {
             let m: Value = self
                 .block
@@ -592,7 +591,14 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
                 let (x, d) = self.val(operands[0]);
                 self.define(op, x, d);
             }
-            k if k.tag().is_elementwise_unary() => {
+            k @ (OpKind::Relu
+            | OpKind::LeakyRelu { .. }
+            | OpKind::Clip { .. }
+            | OpKind::Sigmoid
+            | OpKind::Tanh
+            | OpKind::Gelu { .. }
+            | OpKind::Silu
+            | OpKind::HardSwish) => {
                 let (x, d) = self.val(operands[0]);
                 let r = d.len();
                 let k = k.clone();
@@ -885,8 +891,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         let (w, wd) = self.val(operands[1]);
         let r = xd.len();
         let n = wd[0];
-        let k = self.unify(xd[r - 1], wd[1]);
-        let _ = k;
+        self.unify(xd[r - 1], wd[1]);
         let mut out = xd.clone();
         out[r - 1] = n;
         let zeros = self.filled(0.0, &out)?;
@@ -927,7 +932,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         let y = match operands.get(2) {
             Some(&b) => {
                 let (bv, bd) = self.val(b);
-                let _ = self.unify(bd[0], n);
+                self.unify(bd[0], n);
                 self.elementwise(
                     &[(y, (0..r).map(Some).collect()), (bv, vec![Some(r - 1)])],
                     &out,
@@ -947,7 +952,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         let (ra, rb) = (ad.len(), bd.len());
         let r = ra.max(rb);
         let nb = r - 2;
-        let _ = self.unify(ad[ra - 1], bd[rb - 2]);
+        self.unify(ad[ra - 1], bd[rb - 2]);
         let mut out = Vec::new();
         let get = |d: &[DimVal], i: usize| {
             let off = nb - (d.len() - 2);
