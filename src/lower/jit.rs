@@ -24,8 +24,68 @@ use ndarray::{ArrayD, IxDyn};
 /// The default lowering pipeline from linalg on tensors to the LLVM dialect.
 pub const DEFAULT_PIPELINE: &str = "builtin.module(eliminate-empty-tensors,one-shot-bufferize,buffer-deallocation-pipeline,convert-bufferization-to-memref,func.func(convert-linalg-to-loops),canonicalize,cse,convert-vector-to-scf{full-unroll},lower-affine,convert-scf-to-cf,convert-vector-to-llvm{reassociate-fp-reductions},expand-strided-metadata,lower-affine,finalize-memref-to-llvm,convert-math-to-llvm,convert-math-to-libm,convert-arith-to-llvm,convert-index-to-llvm,convert-cf-to-llvm,convert-func-to-llvm,convert-ub-to-llvm,reconcile-unrealized-casts)";
 
-/// `memrefCopy` (a non-contiguous copy left by bufferizing `tensor.pad`) lives here.
-const RUNNER_UTILS: &str = "/usr/lib/llvm-22/lib/libmlir_c_runner_utils.so";
+/// MLIR's runtime helper for strided copies (`memref.copy` that is not contiguous, e.g. an
+/// insert into a slice of a padded or concatenated tensor), with the signature of
+/// `libmlir_c_runner_utils`'s: `memrefCopy(elemSize, UnrankedMemRef *src, UnrankedMemRef *dst)`.
+/// Passing that library to the engine left the symbol unresolved ("failed to invoke
+/// JIT-compiled function"), so nnopt provides it and registers it with the engine.
+///
+/// # Safety
+/// `src` and `dst` must point at unranked memref descriptors `{rank, *ranked}` of equal rank and
+/// sizes whose strided elements are valid for reads (`src`) and writes (`dst`).
+unsafe extern "C" fn memref_copy(elem_size: i64, src: *const Unranked, dst: *const Unranked) {
+    // SAFETY: the caller (compiled MLIR code) passes valid descriptors, as documented above.
+    unsafe {
+        let rank = (*src).rank as usize;
+        let (s, d) = ((*src).desc, (*dst).desc);
+        let field = |p: *const i64, i: usize| *p.add(i);
+        let elem = elem_size as usize;
+        let sp = field(s, 1) as *const u8;
+        let dp = field(d, 1) as *mut u8;
+        let (so, dof) = (field(s, 2), field(d, 2));
+        let sizes: Vec<i64> = (0..rank).map(|i| field(s, 3 + i)).collect();
+        let ss: Vec<i64> = (0..rank).map(|i| field(s, 3 + rank + i)).collect();
+        let ds: Vec<i64> = (0..rank).map(|i| field(d, 3 + rank + i)).collect();
+        if sizes.iter().any(|&n| n <= 0) {
+            return;
+        }
+        // Copy innermost rows in one go when both are contiguous along the last axis.
+        let (inner, outer_rank) = match rank {
+            0 => (1, 0),
+            _ if ss[rank - 1] == 1 && ds[rank - 1] == 1 => (sizes[rank - 1], rank - 1),
+            _ => (1, rank),
+        };
+        let mut idx = vec![0i64; outer_rank];
+        loop {
+            let so_i: i64 = so + idx.iter().zip(&ss).map(|(i, s)| i * s).sum::<i64>();
+            let do_i: i64 = dof + idx.iter().zip(&ds).map(|(i, s)| i * s).sum::<i64>();
+            std::ptr::copy(
+                sp.add(so_i as usize * elem),
+                dp.add(do_i as usize * elem),
+                inner as usize * elem,
+            );
+            let mut k = outer_rank;
+            loop {
+                if k == 0 {
+                    return;
+                }
+                k -= 1;
+                idx[k] += 1;
+                if idx[k] < sizes[k] {
+                    break;
+                }
+                idx[k] = 0;
+            }
+        }
+    }
+}
+
+/// MLIR's `UnrankedMemRefType`: the rank and a pointer to a ranked descriptor.
+#[repr(C)]
+struct Unranked {
+    rank: i64,
+    desc: *const i64,
+}
 
 /// Runs a textual pass pipeline (`builtin.module(...)`) on the module. Errors carry MLIR's own
 /// diagnostics.
@@ -61,13 +121,16 @@ impl<'c> Jit<'c> {
             signatures,
         } = lowered;
         run_pipeline(cx, &mut module, pipeline)?;
-        let libs: Vec<&str> = if std::path::Path::new(RUNNER_UTILS).exists() {
-            vec![RUNNER_UTILS]
-        } else {
-            vec![]
-        };
         let capture = DiagCapture::new(cx);
-        let engine = ExecutionEngine::new(&module, 3, &libs, false, false);
+        let engine = ExecutionEngine::new(&module, 3, &[], false, false);
+        // SAFETY: `memref_copy` has the C signature compiled code expects of `memrefCopy`.
+        unsafe {
+            engine.register_symbol(
+                "memrefCopy",
+                memref_copy as unsafe extern "C" fn(i64, *const Unranked, *const Unranked)
+                    as *mut (),
+            )
+        };
         let msgs = capture.take();
         if !msgs.is_empty() {
             return Err(format!("cannot JIT-compile the module:\n{msgs}"));
