@@ -431,12 +431,10 @@ fn run_main(args: &RunArgs) -> Result<(), Exit> {
             Exit(1)
         })?
     } else {
-        run_compiled(&module, &func.name, &inputs, args.mlir_pipeline.as_deref()).map_err(
-            |d| {
-                sources.emit_to_stderr(&d);
-                Exit(1)
-            },
-        )?
+        run_compiled(&module, &func.name, &inputs, args.mlir_pipeline.as_deref()).map_err(|d| {
+            sources.emit_to_stderr(&d);
+            Exit(1)
+        })?
     };
     for (r, p) in results.iter().zip(&args.outputs) {
         nnopt::interp::write_npy(p, r).map_err(|e| fail(&format!("{}: {e}", p.display())))?;

@@ -180,19 +180,29 @@ fn run_compiled_matches_interp() {
     use ndarray::ArrayD;
     let dir = tempfile::tempdir().unwrap();
     let x = dir.path().join("x.npy");
-    let input = ArrayD::from_shape_vec(vec![2, 4], vec![1.0f32, 2.0, 3.0, 4.0, -1.0, 0.5, 0.0, 2.5])
-        .unwrap();
+    let input =
+        ArrayD::from_shape_vec(vec![2, 4], vec![1.0f32, 2.0, 3.0, 4.0, -1.0, 0.5, 0.0, 2.5])
+            .unwrap();
     nnopt::interp::write_npy(&x, &input).unwrap();
     let mut results = Vec::new();
     for interp in [true, false] {
         let y = dir.path().join(format!("y{interp}.npy"));
-        let mut args = vec!["run", "tests/corpus/mlp.nnir", "--input", x.to_str().unwrap()];
+        let mut args = vec![
+            "run",
+            "tests/corpus/mlp.nnir",
+            "--input",
+            x.to_str().unwrap(),
+        ];
         args.extend(["--output", y.to_str().unwrap()]);
         if interp {
             args.push("--interp");
         }
         let out = nnopt(&args);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         results.push(nnopt::interp::read_npy(&y).unwrap());
     }
     assert_eq!(results[0].shape(), results[1].shape());
@@ -202,10 +212,20 @@ fn run_compiled_matches_interp() {
     let bad = dir.path().join("bad.npy");
     nnopt::interp::write_npy(&bad, &ArrayD::zeros(vec![1, 3])).unwrap();
     let z = dir.path().join("z.npy");
-    let out = nnopt(&["run", "tests/corpus/mlp.nnir", "--input", bad.to_str().unwrap(), "--output", z.to_str().unwrap()]);
+    let out = nnopt(&[
+        "run",
+        "tests/corpus/mlp.nnir",
+        "--input",
+        bad.to_str().unwrap(),
+        "--output",
+        z.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("has shape [1, 3] but the argument has type tensor<?x4xf32>"), "{err}");
+    assert!(
+        err.contains("has shape [1, 3] but the argument has type tensor<?x4xf32>"),
+        "{err}"
+    );
     assert!(!z.exists());
 }
 

@@ -165,13 +165,25 @@ impl<'c: 'b, 'b, B: BlockLike<'c, 'b>> Emitter<'c, 'b, B> {
     pub fn f32_const(&self, v: f32) -> BResult<Value<'c, 'b>> {
         let t = f32_type(self.cx);
         let a = FloatAttribute::new(self.cx, t, v as f64).into();
-        self.op1("arith.constant", &[], t, &[(id(self.cx, "value"), a)], vec![])
+        self.op1(
+            "arith.constant",
+            &[],
+            t,
+            &[(id(self.cx, "value"), a)],
+            vec![],
+        )
     }
 
     pub fn index_const(&self, v: i64) -> BResult<Value<'c, 'b>> {
         let t = Type::index(self.cx);
         let a = IntegerAttribute::new(t, v).into();
-        self.op1("arith.constant", &[], t, &[(id(self.cx, "value"), a)], vec![])
+        self.op1(
+            "arith.constant",
+            &[],
+            t,
+            &[(id(self.cx, "value"), a)],
+            vec![],
+        )
     }
 
     /// `arith.constant dense<...>` from raw little-endian f32 bytes (bit-exact: NaN payloads,
@@ -179,13 +191,25 @@ impl<'c: 'b, 'b, B: BlockLike<'c, 'b>> Emitter<'c, 'b, B> {
     pub fn dense_f32(&self, shape: &[i64], bytes: &[u8]) -> BResult<Value<'c, 'b>> {
         let t = tensor_type(self.cx, shape);
         let a = DenseElementsAttribute::raw_buffer(t, bytes).into();
-        self.op1("arith.constant", &[], t, &[(id(self.cx, "value"), a)], vec![])
+        self.op1(
+            "arith.constant",
+            &[],
+            t,
+            &[(id(self.cx, "value"), a)],
+            vec![],
+        )
     }
 
     pub fn splat_f32(&self, shape: &[i64], v: f32) -> BResult<Value<'c, 'b>> {
         let t = tensor_type(self.cx, shape);
         let a = DenseElementsAttribute::f32_splat(t, v).into();
-        self.op1("arith.constant", &[], t, &[(id(self.cx, "value"), a)], vec![])
+        self.op1(
+            "arith.constant",
+            &[],
+            t,
+            &[(id(self.cx, "value"), a)],
+            vec![],
+        )
     }
 
     pub fn binf(&self, name: &str, a: Value<'c, '_>, b: Value<'c, '_>) -> BResult<Value<'c, 'b>> {
@@ -319,7 +343,10 @@ impl<'c: 'b, 'b, B: BlockLike<'c, 'b>> Emitter<'c, 'b, B> {
             &operands,
             result,
             &[
-                (id(cx, "indexing_maps"), ArrayAttribute::new(cx, &maps).into()),
+                (
+                    id(cx, "indexing_maps"),
+                    ArrayAttribute::new(cx, &maps).into(),
+                ),
                 (
                     id(cx, "iterator_types"),
                     ArrayAttribute::new(cx, &iters).into(),

@@ -14,11 +14,11 @@
 //! checked, so the compiled code never reads outside a buffer.
 
 use super::{DiagCapture, Lowered, Signature};
-use melior::ExecutionEngine;
 use melior::ir::Module;
 use melior::pass::PassManager;
 use melior::utility::parse_pass_pipeline;
 use melior::Context;
+use melior::ExecutionEngine;
 use ndarray::{ArrayD, IxDyn};
 
 /// The default lowering pipeline from linalg on tensors to the LLVM dialect.
@@ -192,7 +192,9 @@ impl<'c> Jit<'c> {
         for w in &sig.weights {
             let t = &w.value;
             let ptr = match t.raw_bytes() {
-                Some(b) if !t.is_splat() && (b.as_ptr() as usize) % 4 == 0 => b.as_ptr() as *mut f32,
+                Some(b) if !t.is_splat() && (b.as_ptr() as usize) % 4 == 0 => {
+                    b.as_ptr() as *mut f32
+                }
                 _ => {
                     weight_copies.push(t.to_f32_vec());
                     weight_copies

@@ -61,7 +61,11 @@ pub fn context() -> Context {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DimVal {
     Static(u64),
-    Arg { arg: usize, axis: usize, factor: u64 },
+    Arg {
+        arg: usize,
+        axis: usize,
+        factor: u64,
+    },
 }
 
 impl DimVal {
@@ -280,13 +284,19 @@ fn lower_function<'c>(
     let func = OperationBuilder::new("func.func", unknown)
         .add_attributes(&[
             (id(cx, "sym_name"), StringAttribute::new(cx, &f.name).into()),
-            (id(cx, "function_type"), TypeAttribute::new(fty.into()).into()),
+            (
+                id(cx, "function_type"),
+                TypeAttribute::new(fty.into()).into(),
+            ),
             (id(cx, "llvm.emit_c_interface"), Attribute::unit(cx)),
         ])
         .add_regions([region])
         .build()
         .map_err(|e| {
-            vec![Diagnostic::error(format!("internal error: cannot build func.func: {e}")).at(f.span)]
+            vec![
+                Diagnostic::error(format!("internal error: cannot build func.func: {e}"))
+                    .at(f.span),
+            ]
         })?;
     Ok((
         func,
@@ -363,10 +373,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
                 if self.f.ty(r).elem != ElemType::F32 {
                     return Err(Fail::Unsupported(
                         op,
-                        format!(
-                            "element type {} (only f32 is supported)",
-                            self.f.ty(r).elem
-                        ),
+                        format!("element type {} (only f32 is supported)", self.f.ty(r).elem),
                     ));
                 }
             }
@@ -723,10 +730,16 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
                     None,
                 );
                 let attr: Attribute = DenseElementsAttribute::i64_values(sty.into(), &st).into();
-                let s =
-                    self.e
-                        .op1("arith.constant", &[], sty.into(), &[(id(cx, "value"), attr)], vec![])?;
-                let y = self.e.op1("tensor.reshape", &[x, s], self.ty(&dims), &[], vec![])?;
+                let s = self.e.op1(
+                    "arith.constant",
+                    &[],
+                    sty.into(),
+                    &[(id(cx, "value"), attr)],
+                    vec![],
+                )?;
+                let y = self
+                    .e
+                    .op1("tensor.reshape", &[x, s], self.ty(&dims), &[], vec![])?;
                 self.define(op, y, dims);
             }
             OpKind::Transpose { perm } => {
@@ -736,7 +749,10 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
                 let block = Block::new(&[(f32_type(cx), self.e.loc), (f32_type(cx), self.e.loc)]);
                 {
                     let e = Emitter::new(cx, &block, self.e.loc);
-                    let a: Value = block.argument(0).map_err(|e| BuildError(e.to_string()))?.into();
+                    let a: Value = block
+                        .argument(0)
+                        .map_err(|e| BuildError(e.to_string()))?
+                        .into();
                     e.op("linalg.yield", &[a], &[], &[], vec![])?;
                 }
                 let region = Region::new();
@@ -767,29 +783,29 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
                     f32::NEG_INFINITY,
                     |e, a| e.binf("arith.maxnumf", a[0], a[1]),
                 )?;
-                let ex = self.elementwise(
-                    &[(x, id_map.clone()), (m, red_map.clone())],
-                    &d,
-                    |e, a| {
+                let ex =
+                    self.elementwise(&[(x, id_map.clone()), (m, red_map.clone())], &d, |e, a| {
                         let s = e.binf("arith.subf", a[0], a[1])?;
                         e.unf("math.exp", s)
-                    },
-                )?;
-                let (s, _) =
-                    self.reduce(&[(ex, id_map.clone())], &d, &reduced, 0.0, |e, a| {
-                        e.binf("arith.addf", a[0], a[1])
                     })?;
+                let (s, _) = self.reduce(&[(ex, id_map.clone())], &d, &reduced, 0.0, |e, a| {
+                    e.binf("arith.addf", a[0], a[1])
+                })?;
                 let y = self.elementwise(&[(ex, id_map), (s, red_map)], &d, |e, a| {
                     e.binf("arith.divf", a[0], a[1])
                 })?;
                 self.define(op, y, d);
             }
-            OpKind::LayerNorm { axis, epsilon } => self.layer_norm(op, &operands, *axis, *epsilon)?,
+            OpKind::LayerNorm { axis, epsilon } => {
+                self.layer_norm(op, &operands, *axis, *epsilon)?
+            }
             OpKind::Gather { axis, indices } => {
                 let (x, d) = self.val(operands[0]);
                 let ax = Self::norm_axis(op, *axis, d.len())?;
                 let len = self.need_static(op, &d, ax, "gathered axis")?;
-                if indices.len() as u64 == len && indices.iter().enumerate().all(|(i, &p)| p == i as u64) {
+                if indices.len() as u64 == len
+                    && indices.iter().enumerate().all(|(i, &p)| p == i as u64)
+                {
                     self.define(op, x, d);
                     return Ok(());
                 }
@@ -879,7 +895,9 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         let dy = self.dyn_sizes(&sd)?;
         let mut offs = vec![0i64; d.len()];
         offs[ax] = from as i64;
-        let piece = self.e.extract_slice(x, &offs, &shape(&sd), &dy, self.ty(&sd))?;
+        let piece = self
+            .e
+            .extract_slice(x, &offs, &shape(&sd), &dy, self.ty(&sd))?;
         offs[ax] = to as i64;
         self.e
             .insert_slice(piece, acc, &offs, &shape(&sd), &dy, self.ty(out))
@@ -1014,10 +1032,19 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         let c = self.need_static(op, &xd, 1, "input channel axis")?;
         let h = self.need_static(op, &xd, 2, "input height")?;
         let wi = self.need_static(op, &xd, 3, "input width")?;
-        let res = self.f.ty(self.f.op(op).result().expect("invariant: conv has a result"));
+        let res = self.f.ty(self
+            .f
+            .op(op)
+            .result()
+            .expect("invariant: conv has a result"));
         let (ho, wo) = match (res.dim(2), res.dim(3)) {
             (Dim::Static(a), Dim::Static(b)) => (a, b),
-            _ => return Err(Fail::Unsupported(op, "the output size must be static".into())),
+            _ => {
+                return Err(Fail::Unsupported(
+                    op,
+                    "the output size must be static".into(),
+                ))
+            }
         };
         let f = wd[0].to_i64() as u64;
         let (kh, kw) = (wd[2].to_i64(), wd[3].to_i64());
@@ -1031,9 +1058,17 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         } else {
             (x, xd.clone())
         };
-        let out = vec![xd[0], DimVal::Static(f), DimVal::Static(ho), DimVal::Static(wo)];
+        let out = vec![
+            xd[0],
+            DimVal::Static(f),
+            DimVal::Static(ho),
+            DimVal::Static(wo),
+        ];
         let attrs = [
-            (id(cx, "strides"), i64_elements(cx, &[strides[0] as i64, strides[1] as i64])),
+            (
+                id(cx, "strides"),
+                i64_elements(cx, &[strides[0] as i64, strides[1] as i64]),
+            ),
             (
                 id(cx, "dilations"),
                 i64_elements(cx, &[dilations[0] as i64, dilations[1] as i64]),
@@ -1071,7 +1106,9 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
             let n = xd[0];
             let dn = self.dyn_sizes(&[n])?;
             let xs = [n.to_i64(), g, cg, xpd[2].to_i64(), xpd[3].to_i64()];
-            let xg = self.e.expand(xp, &[vec![0], vec![1, 2], vec![3], vec![4]], &xs, &dn)?;
+            let xg = self
+                .e
+                .expand(xp, &[vec![0], vec![1, 2], vec![3], vec![4]], &xs, &dn)?;
             let wg = self.e.expand(
                 w,
                 &[vec![0, 1], vec![2], vec![3], vec![4]],
@@ -1118,10 +1155,19 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         self.need_static(op, &xd, 1, "channel axis")?;
         let h = self.need_static(op, &xd, 2, "input height")?;
         let wi = self.need_static(op, &xd, 3, "input width")?;
-        let res = self.f.ty(self.f.op(op).result().expect("invariant: pool has a result"));
+        let res = self.f.ty(self
+            .f
+            .op(op)
+            .result()
+            .expect("invariant: pool has a result"));
         let (ho, wo) = match (res.dim(2), res.dim(3)) {
             (Dim::Static(a), Dim::Static(b)) => (a, b),
-            _ => return Err(Fail::Unsupported(op, "the output size must be static".into())),
+            _ => {
+                return Err(Fail::Unsupported(
+                    op,
+                    "the output size must be static".into(),
+                ))
+            }
         };
         let [kh, kw] = p.kernel;
         let [sh, sw] = p.strides;
@@ -1130,7 +1176,11 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         // (-inf) and add nothing to a sum (0); the divisor is computed separately.
         let hb = pb.max(((ho - 1) * sh + kh).saturating_sub(h + pt));
         let wb = pr.max(((wo - 1) * sw + kw).saturating_sub(wi + pl));
-        let pad_value = if avg.is_some() { 0.0 } else { f32::NEG_INFINITY };
+        let pad_value = if avg.is_some() {
+            0.0
+        } else {
+            f32::NEG_INFINITY
+        };
         let mut pd = xd.clone();
         pd[2] = DimVal::Static(h + pt + hb);
         pd[3] = DimVal::Static(wi + pl + wb);
@@ -1176,7 +1226,10 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
                 let bytes: Vec<u8> = counts.iter().flat_map(|v| v.to_le_bytes()).collect();
                 let table = self.e.dense_f32(&[ho as i64, wo as i64], &bytes)?;
                 self.elementwise(
-                    &[(y, (0..4).map(Some).collect()), (table, vec![Some(2), Some(3)])],
+                    &[
+                        (y, (0..4).map(Some).collect()),
+                        (table, vec![Some(2), Some(3)]),
+                    ],
                     &out,
                     |e, a| e.binf("arith.divf", a[0], a[1]),
                 )?
@@ -1354,10 +1407,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
 }
 
 /// Body of a contraction: `acc + a * b`.
-fn mul_add<'c, 'x>(
-    e: &Emitter<'c, 'x, Block<'c>>,
-    a: &[Value<'c, 'x>],
-) -> BResult<Value<'c, 'x>> {
+fn mul_add<'c, 'x>(e: &Emitter<'c, 'x, Block<'c>>, a: &[Value<'c, 'x>]) -> BResult<Value<'c, 'x>> {
     let p = e.binf("arith.mulf", a[0], a[1])?;
     e.binf("arith.addf", a[2], p)
 }
@@ -1476,7 +1526,11 @@ pub enum Emit {
 }
 
 /// Lowers `m` and prints it as MLIR text at the requested stage.
-pub fn emit_text(m: &ir::Module, emit: Emit, pipeline: Option<&str>) -> Result<String, Vec<Diagnostic>> {
+pub fn emit_text(
+    m: &ir::Module,
+    emit: Emit,
+    pipeline: Option<&str>,
+) -> Result<String, Vec<Diagnostic>> {
     let cx = context();
     let mut lowered = lower_module(&cx, m)?;
     let pipeline = match (emit, pipeline) {
@@ -1502,7 +1556,8 @@ pub fn compile_and_run(
     let lowered = lower_module(&cx, m)?;
     let jit = jit::Jit::compile(&cx, lowered, pipeline.unwrap_or(jit::DEFAULT_PIPELINE))
         .map_err(|e| vec![Diagnostic::error(e).at(m.span)])?;
-    jit.run(func, inputs).map_err(|e| vec![Diagnostic::error(e)])
+    jit.run(func, inputs)
+        .map_err(|e| vec![Diagnostic::error(e)])
 }
 
 /// The MLIR text of a lowered module (generic form off: the custom assembly mlir-opt reads).

@@ -22,7 +22,9 @@ fn load(text: &str) -> ir::Module {
 /// Deterministic values in [-2, 2) with a few exact zeros and negatives (an LCG: the test
 /// needs reproducible data, not statistical quality).
 fn random(shape: &[usize], seed: u64) -> ArrayD<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     ArrayD::from_shape_fn(IxDyn(shape), |_| {
         s = s
             .wrapping_mul(6364136223846793005)
@@ -53,8 +55,8 @@ fn check(text: &str, shapes: &[&[usize]]) {
         Err(d) => panic!("lowering failed: {d:?}\n{text}"),
     };
     let text_mlir = print(&lowered.module);
-    let jit = Jit::compile(&cx, lowered, DEFAULT_PIPELINE)
-        .unwrap_or_else(|e| panic!("{e}\n{text_mlir}"));
+    let jit =
+        Jit::compile(&cx, lowered, DEFAULT_PIPELINE).unwrap_or_else(|e| panic!("{e}\n{text_mlir}"));
     let got = jit.run(&f.name, &inputs).expect("compiled code runs");
     assert_eq!(want.len(), got.len());
     for (w, g) in want.iter().zip(&got) {
@@ -62,7 +64,10 @@ fn check(text: &str, shapes: &[&[usize]]) {
         for (i, (a, b)) in w.iter().zip(g.iter()).enumerate() {
             let tol = 1e-4 * a.abs().max(b.abs()).max(1.0);
             let same = (a - b).abs() <= tol || (a.is_nan() && b.is_nan()) || a == b;
-            assert!(same, "element {i}: interpreter {a}, compiled {b}\n{text_mlir}");
+            assert!(
+                same,
+                "element {i}: interpreter {a}, compiled {b}\n{text_mlir}"
+            );
         }
     }
 }
@@ -73,7 +78,11 @@ fn lower_error(text: &str) -> String {
     let result = lower_module(&cx, &m);
     match result {
         Ok(_) => panic!("lowering should fail:\n{text}"),
-        Err(d) => d.iter().map(|d| d.message.clone()).collect::<Vec<_>>().join("\n"),
+        Err(d) => d
+            .iter()
+            .map(|d| d.message.clone())
+            .collect::<Vec<_>>()
+            .join("\n"),
     }
 }
 
@@ -212,7 +221,13 @@ fn conv(attrs: &str, x: &str, w: &str, y: &str, bias: bool) -> String {
 fn lower_conv2d_variants() {
     // plain, bias
     check(
-        &conv("", "tensor<1x3x6x6xf32>", "tensor<8x3x3x3xf32>", "tensor<1x8x4x4xf32>", true),
+        &conv(
+            "",
+            "tensor<1x3x6x6xf32>",
+            "tensor<8x3x3x3xf32>",
+            "tensor<1x8x4x4xf32>",
+            true,
+        ),
         &[&[1, 3, 6, 6], &[8, 3, 3, 3], &[8]],
     );
     // stride, asymmetric pad, dilation, batch 2
@@ -250,7 +265,13 @@ fn lower_conv2d_variants() {
     );
     // dynamic batch
     check(
-        &conv("", "tensor<?x3x5x5xf32>", "tensor<8x3x3x3xf32>", "tensor<?x8x3x3xf32>", true),
+        &conv(
+            "",
+            "tensor<?x3x5x5xf32>",
+            "tensor<8x3x3x3xf32>",
+            "tensor<?x8x3x3xf32>",
+            true,
+        ),
         &[&[3, 3, 5, 5], &[8, 3, 3, 3], &[8]],
     );
 }
@@ -467,7 +488,10 @@ fn lower_weights_become_arguments() {
     let l = lower_module(&cx, &m).unwrap();
     let s = &l.signatures[0];
     assert_eq!(
-        s.weights.iter().map(|w| w.name.as_str()).collect::<Vec<_>>(),
+        s.weights
+            .iter()
+            .map(|w| w.name.as_str())
+            .collect::<Vec<_>>(),
         ["fc.weight", "fc.bias"]
     );
     let mlir = print(&l.module);
