@@ -94,6 +94,22 @@ struct OptArgs {
     /// The relative tolerance of --check-equivalence.
     #[arg(long, value_name = "REL", default_value_t = 1e-5)]
     equivalence_tolerance: f32,
+    /// Print MLIR instead of NNIR, after the passes: `mlir` is linalg on tensors straight from
+    /// the lowering, `llvm` the LLVM dialect after the whole lowering pipeline
+    /// (docs/lowering.md).
+    #[arg(long, value_name = "STAGE")]
+    emit: Option<EmitArg>,
+    /// The MLIR pass pipeline, e.g. "builtin.module(one-shot-bufferize)": replaces the default
+    /// lowering pipeline for --emit=llvm; with --emit=mlir it runs on the lowered module before
+    /// printing.
+    #[arg(long, value_name = "PIPELINE", requires = "emit")]
+    mlir_pipeline: Option<String>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum EmitArg {
+    Mlir,
+    Llvm,
 }
 
 #[derive(Subcommand, Debug)]
@@ -120,10 +136,13 @@ struct ConvertArgs {
 struct RunArgs {
     /// The NNIR file (`-` for stdin).
     input: PathBuf,
-    /// Use the reference interpreter (plain f32 kernels, the oracle of the test suite).
-    /// Compiled execution through MLIR is not available yet, so this flag is required.
+    /// Use the reference interpreter (plain f32 kernels, the oracle of the test suite) instead
+    /// of compiling through MLIR and running the JIT-compiled code.
     #[arg(long)]
     interp: bool,
+    /// The MLIR pass pipeline that lowers to LLVM (default: docs/lowering.md).
+    #[arg(long, value_name = "PIPELINE", conflicts_with = "interp")]
+    mlir_pipeline: Option<String>,
     /// The function to run (default: the first).
     #[arg(long, value_name = "NAME")]
     func: Option<String>,
@@ -264,6 +283,17 @@ fn opt_main(opt: &OptArgs) -> Result<(), Exit> {
                 eprint!("{}", statistics_table(&cx, costs));
             }
         }
+        // Lowering runs after the NNIR passes and before --verify-diagnostics, so its
+        // diagnostics can be annotated like any other.
+        let mut emitted = None;
+        if let (Some(stage), Some(m)) = (opt.emit, module.as_ref()) {
+            if !has_errors(&diags) {
+                match emit_mlir(m, stage, opt.mlir_pipeline.as_deref()) {
+                    Ok(text) => emitted = Some(text),
+                    Err(d) => diags.extend(d),
+                }
+            }
+        }
         if opt.verify_diagnostics {
             diags = driver::verify_expectations(chunk, file, range.start, &diags);
         }
@@ -293,7 +323,9 @@ fn opt_main(opt: &OptArgs) -> Result<(), Exit> {
             }
         }
         if let Some(mut m) = module.filter(|_| !has_errors(&diags)) {
-            if onnx_out {
+            if opt.emit.is_some() {
+                outputs.extend(emitted);
+            } else if onnx_out {
                 modules.push(m);
             } else {
                 // An imported model's weights live in the .onnx file: they go to a
@@ -329,7 +361,7 @@ fn opt_main(opt: &OptArgs) -> Result<(), Exit> {
     if has_errors(&all_diags) {
         return Err(Exit(1));
     }
-    if onnx_out {
+    if onnx_out && opt.emit.is_none() {
         return write_onnx(modules, &opt.output);
     }
     let sep = format!("{}\n", driver::SPLIT_MARKER);
@@ -388,15 +420,60 @@ fn convert_main(args: &ConvertArgs, export: bool) -> Result<(), Exit> {
         pass_statistics: false,
         check_equivalence: false,
         equivalence_tolerance: 1e-5,
+        emit: None,
+        mlir_pipeline: None,
     };
     opt_main(&opt)
 }
 
+#[cfg(feature = "mlir")]
+fn emit_mlir(
+    m: &nnopt::ir::Module,
+    stage: EmitArg,
+    pipeline: Option<&str>,
+) -> Result<String, Vec<Diagnostic>> {
+    let stage = match stage {
+        EmitArg::Mlir => nnopt::lower::Emit::Mlir,
+        EmitArg::Llvm => nnopt::lower::Emit::Llvm,
+    };
+    nnopt::lower::emit_text(m, stage, pipeline)
+}
+
+#[cfg(not(feature = "mlir"))]
+fn emit_mlir(
+    m: &nnopt::ir::Module,
+    _: EmitArg,
+    _: Option<&str>,
+) -> Result<String, Vec<Diagnostic>> {
+    Err(vec![Diagnostic::error(
+        "this nnopt was built without the `mlir` feature; --emit is not available",
+    )
+    .at(m.span)])
+}
+
+#[cfg(feature = "mlir")]
+fn run_compiled(
+    m: &nnopt::ir::Module,
+    func: &str,
+    inputs: &[ndarray::ArrayD<f32>],
+    pipeline: Option<&str>,
+) -> Result<Vec<ndarray::ArrayD<f32>>, Vec<Diagnostic>> {
+    nnopt::lower::compile_and_run(m, func, inputs, pipeline)
+}
+
+#[cfg(not(feature = "mlir"))]
+fn run_compiled(
+    _: &nnopt::ir::Module,
+    _: &str,
+    _: &[ndarray::ArrayD<f32>],
+    _: Option<&str>,
+) -> Result<Vec<ndarray::ArrayD<f32>>, Vec<Diagnostic>> {
+    Err(vec![Diagnostic::error(
+        "this nnopt was built without the `mlir` feature; pass --interp",
+    )])
+}
+
 fn run_main(args: &RunArgs) -> Result<(), Exit> {
-    if !args.interp {
-        eprintln!("nnopt run: compiled execution is not implemented yet; pass --interp to use the reference interpreter");
-        return Err(Exit(2));
-    }
     let mut sources = SourceMap::new();
     let module = if onnx::is_onnx_path(&args.input) {
         onnx::import_file(&args.input).map_err(|d| {
@@ -447,15 +524,22 @@ fn run_main(args: &RunArgs) -> Result<(), Exit> {
         .iter()
         .map(|p| nnopt::interp::read_npy(p).map_err(|e| fail(&format!("{}: {e}", p.display()))))
         .collect::<Result<Vec<_>, _>>()?;
-    let results = nnopt::interp::run(func, &inputs).map_err(|e| {
-        let d = Diagnostic::error(e.message.clone());
-        let d = match e.op {
-            Some(op) => d.at(func.span(op)),
-            None => d,
-        };
-        sources.emit_to_stderr(&[d]);
-        Exit(1)
-    })?;
+    let results = if args.interp {
+        nnopt::interp::run(func, &inputs).map_err(|e| {
+            let d = Diagnostic::error(e.message.clone());
+            let d = match e.op {
+                Some(op) => d.at(func.span(op)),
+                None => d,
+            };
+            sources.emit_to_stderr(&[d]);
+            Exit(1)
+        })?
+    } else {
+        run_compiled(&module, &func.name, &inputs, args.mlir_pipeline.as_deref()).map_err(|d| {
+            sources.emit_to_stderr(&d);
+            Exit(1)
+        })?
+    };
     for (r, p) in results.iter().zip(&args.outputs) {
         nnopt::interp::write_npy(p, r).map_err(|e| fail(&format!("{}: {e}", p.display())))?;
     }

@@ -172,6 +172,63 @@ fn run_interp_reads_and_writes_npy() {
     assert!(!z.exists());
 }
 
+/// `nnopt run` without `--interp` compiles through MLIR and runs the JIT-compiled code: same
+/// results as the interpreter, and a wrong input shape is an error before anything runs.
+#[cfg(feature = "mlir")]
+#[test]
+fn run_compiled_matches_interp() {
+    use ndarray::ArrayD;
+    let dir = tempfile::tempdir().unwrap();
+    let x = dir.path().join("x.npy");
+    let input =
+        ArrayD::from_shape_vec(vec![2, 4], vec![1.0f32, 2.0, 3.0, 4.0, -1.0, 0.5, 0.0, 2.5])
+            .unwrap();
+    nnopt::interp::write_npy(&x, &input).unwrap();
+    let mut results = Vec::new();
+    for interp in [true, false] {
+        let y = dir.path().join(format!("y{interp}.npy"));
+        let mut args = vec![
+            "run",
+            "tests/corpus/mlp.nnir",
+            "--input",
+            x.to_str().unwrap(),
+        ];
+        args.extend(["--output", y.to_str().unwrap()]);
+        if interp {
+            args.push("--interp");
+        }
+        let out = nnopt(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        results.push(nnopt::interp::read_npy(&y).unwrap());
+    }
+    assert_eq!(results[0].shape(), results[1].shape());
+    for (a, b) in results[0].iter().zip(results[1].iter()) {
+        assert!((a - b).abs() <= 1e-5 * a.abs().max(1.0), "{a} vs {b}");
+    }
+    let bad = dir.path().join("bad.npy");
+    nnopt::interp::write_npy(&bad, &ArrayD::zeros(vec![1, 3])).unwrap();
+    let z = dir.path().join("z.npy");
+    let out = nnopt(&[
+        "run",
+        "tests/corpus/mlp.nnir",
+        "--input",
+        bad.to_str().unwrap(),
+        "--output",
+        z.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("has shape [1, 3] but the argument has type tensor<?x4xf32>"),
+        "{err}"
+    );
+    assert!(!z.exists());
+}
+
 #[test]
 fn check_equivalence_reports_the_difference() {
     let out = nnopt(&[

@@ -1,14 +1,50 @@
-//! Lowering to MLIR through melior (behind the `mlir` cargo feature).
+//! Lowering NNIR to MLIR (linalg on tensors) through melior, behind the `mlir` cargo feature.
 //!
-//! Today this holds the MLIR context set-up that every later lowering step needs: a context with
-//! all upstream dialects and passes registered. The NNIR → linalg lowering itself is planned.
+//! [`lower_module`] turns every function of an NNIR module into one `func.func` of an MLIR module
+//! built op by op with melior's `OperationBuilder` (see `builder.rs`), never from pasted text.
+//! The calling convention is the memref ABI of `../shared/mlir-codegen` (section 2): every
+//! argument is an identity-layout memref, the function has no results and carries
+//! `llvm.emit_c_interface`, the body converts inputs with `bufferization.to_tensor ... restrict`,
+//! computes on tensors and writes each result with `bufferization.materialize_in_destination`.
+//! Arguments come in this order (also in `docs/lowering.md`):
+//!
+//! 1. the NNIR function's arguments, in order;
+//! 2. one memref per `nn.weight` op, in layout order (external weights are never inlined);
+//! 3. one memref per returned value, in order (the outputs, written by the function).
+//!
+//! Dynamic dimensions stay dynamic. Every dynamic size the lowering needs is a function argument's
+//! dimension times a static factor ([`DimVal`]); two dynamic sizes that must agree become a
+//! runtime [`Signature::constraints`] entry, checked by the JIT driver before the call, so a
+//! mismatched batch is an error message, not an out-of-bounds access.
+//!
+//! What it does not do: f16/bf16 element types, dynamic spatial or reduced dimensions, and a
+//! dynamic concat/gather/scatter axis are reported as diagnostics naming the op; see
+//! `docs/lowering.md`.
 
+pub mod builder;
+pub mod jit;
+
+use crate::diag::Diagnostic;
+use crate::ir::{self, Dim, ElemType, Function, OpId, OpKind, Tensor, TensorType, ValueId};
+use builder::{
+    dense_i64, f32_type, i64_elements, id, map, tensor_type, BResult, BuildError, Emitter, Iter,
+    DYNAMIC,
+};
 use melior::dialect::DialectRegistry;
-use melior::utility::{register_all_dialects, register_all_passes};
+use melior::ir::attribute::{DenseElementsAttribute, StringAttribute, TypeAttribute};
+use melior::ir::operation::{OperationBuilder, OperationLike};
+use melior::ir::r#type::{FunctionType, IntegerType, MemRefType, RankedTensorType};
+use melior::ir::{
+    Attribute, Block, BlockLike, Location, Module as MlirModule, Region, RegionLike, Type, Value,
+};
+use melior::utility::{register_all_dialects, register_all_llvm_translations, register_all_passes};
 use melior::Context;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
 
 /// A context with every upstream dialect (linalg, tensor, arith, math, func, transform, ...)
-/// loaded and every upstream pass registered, as the lowering pipeline requires.
+/// loaded, every upstream pass registered and the LLVM translations the JIT needs.
 pub fn context() -> Context {
     let registry = DialectRegistry::new();
     register_all_dialects(&registry);
@@ -16,35 +52,1518 @@ pub fn context() -> Context {
     context.append_dialect_registry(&registry);
     context.load_all_available_dialects();
     register_all_passes();
+    register_all_llvm_translations(&context);
     context
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use melior::ir::operation::OperationLike;
-    use melior::ir::Module;
+/// One dimension of a lowered value: static, or argument `arg`'s dimension `axis` times
+/// `factor` (flatten multiplies a dynamic batch by the static sizes it merges with).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DimVal {
+    Static(u64),
+    Arg {
+        arg: usize,
+        axis: usize,
+        factor: u64,
+    },
+}
 
-    /// The installed MLIR 22 accepts a linalg-on-tensors function: the toolchain the lowering
-    /// needs is linked and its dialects are registered.
-    #[test]
-    fn linalg_on_tensors_parses_and_verifies() {
-        let cx = context();
-        let src = r#"
-            func.func @relu(%x: tensor<4xf32>) -> tensor<4xf32> {
-              %z = arith.constant 0.0 : f32
-              %e = tensor.empty() : tensor<4xf32>
-              %r = linalg.generic {indexing_maps = [affine_map<(d0) -> (d0)>, affine_map<(d0) -> (d0)>],
-                                   iterator_types = ["parallel"]}
-                   ins(%x : tensor<4xf32>) outs(%e : tensor<4xf32>) {
-              ^bb0(%a: f32, %o: f32):
-                %m = arith.maximumf %a, %z : f32
-                linalg.yield %m : f32
-              } -> tensor<4xf32>
-              return %r : tensor<4xf32>
-            }"#;
-        let module = Module::parse(&cx, src).expect("MLIR parses the module");
-        assert!(module.as_operation().verify());
-        assert!(Module::parse(&cx, "func.func @f( {").is_none());
+impl DimVal {
+    /// The size for concrete input shapes.
+    pub fn eval(self, input_shapes: &[Vec<usize>]) -> Option<u64> {
+        match self {
+            DimVal::Static(n) => Some(n),
+            DimVal::Arg { arg, axis, factor } => input_shapes
+                .get(arg)?
+                .get(axis)
+                .and_then(|&n| (n as u64).checked_mul(factor)),
+        }
+    }
+
+    fn to_i64(self) -> i64 {
+        match self {
+            DimVal::Static(n) => n as i64,
+            DimVal::Arg { .. } => DYNAMIC,
+        }
     }
 }
+
+/// An external weight passed as an argument.
+#[derive(Clone, Debug)]
+pub struct WeightArg {
+    pub name: String,
+    pub value: Tensor,
+}
+
+/// The calling convention of one lowered function.
+#[derive(Clone, Debug)]
+pub struct Signature {
+    pub name: String,
+    pub inputs: Vec<TensorType>,
+    pub weights: Vec<WeightArg>,
+    /// The dimensions of each output.
+    pub outputs: Vec<Vec<DimVal>>,
+    /// Pairs of sizes that must be equal at run time (e.g. the batch of both operands of an
+    /// `nn.add` of two dynamic-batch arguments).
+    pub constraints: Vec<(DimVal, DimVal)>,
+}
+
+/// An MLIR module and the signatures of its functions (in NNIR order).
+pub struct Lowered<'c> {
+    pub module: MlirModule<'c>,
+    pub signatures: Vec<Signature>,
+}
+
+/// Collects MLIR's diagnostics while alive, so a verifier or pass failure reports MLIR's own
+/// text instead of a bare "failed".
+pub struct DiagCapture<'c> {
+    cx: &'c Context,
+    id: Option<melior::diagnostic::DiagnosticHandlerId>,
+    messages: Rc<RefCell<Vec<String>>>,
+}
+
+impl<'c> DiagCapture<'c> {
+    pub fn new(cx: &'c Context) -> Self {
+        let messages = Rc::new(RefCell::new(Vec::new()));
+        let sink = messages.clone();
+        let id = cx.attach_diagnostic_handler(move |d| {
+            let mut text = d.to_string();
+            for i in 0..d.note_count() {
+                if let Ok(n) = d.note(i) {
+                    text.push_str(&format!("\n  note: {n}"));
+                }
+            }
+            sink.borrow_mut().push(format!("{}: {text}", d.location()));
+            true
+        });
+        DiagCapture {
+            cx,
+            id: Some(id),
+            messages,
+        }
+    }
+
+    /// The messages so far, one per line.
+    pub fn take(&self) -> String {
+        std::mem::take(&mut *self.messages.borrow_mut()).join("\n")
+    }
+}
+
+impl Drop for DiagCapture<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.cx.detach_diagnostic_handler(id);
+        }
+    }
+}
+
+/// Lowers every function of `m`. Unsupported ops and types are diagnostics at the op; a module
+/// MLIR's verifier rejects is an internal error carrying MLIR's diagnostics.
+pub fn lower_module<'c>(cx: &'c Context, m: &ir::Module) -> Result<Lowered<'c>, Vec<Diagnostic>> {
+    let module = MlirModule::new(Location::unknown(cx));
+    let mut signatures = Vec::new();
+    let mut diags = Vec::new();
+    for f in &m.funcs {
+        match lower_function(cx, f) {
+            Ok((op, sig)) => {
+                module.body().append_operation(op);
+                signatures.push(sig);
+            }
+            Err(d) => diags.extend(d),
+        }
+    }
+    if !diags.is_empty() {
+        return Err(diags);
+    }
+    let capture = DiagCapture::new(cx);
+    if !module.as_operation().verify() {
+        return Err(vec![Diagnostic::error(format!(
+            "internal error: the lowered MLIR module does not verify:\n{}",
+            capture.take()
+        ))
+        .at(m.span)]);
+    }
+    Ok(Lowered { module, signatures })
+}
+
+/// Why one op could not be lowered.
+enum Fail {
+    Unsupported(OpId, String),
+    Build(BuildError),
+}
+
+impl From<BuildError> for Fail {
+    fn from(e: BuildError) -> Fail {
+        Fail::Build(e)
+    }
+}
+
+type LResult<T> = Result<T, Fail>;
+
+fn lower_function<'c>(
+    cx: &'c Context,
+    f: &Function,
+) -> Result<(melior::ir::Operation<'c>, Signature), Vec<Diagnostic>> {
+    let unknown = Location::unknown(cx);
+    let mut inputs = Vec::new();
+    let mut arg_types = Vec::new();
+    let mut diags = Vec::new();
+    for &a in f.args() {
+        let ty = f.ty(a).clone();
+        if ty.elem != ElemType::F32 {
+            diags.push(
+                Diagnostic::error(format!(
+                    "argument of type {ty} cannot be lowered to MLIR yet: only f32 is supported"
+                ))
+                .at(f.value_span(a)),
+            );
+        }
+        let shape: Vec<i64> = ty
+            .dims
+            .iter()
+            .map(|d| d.as_static().map_or(DYNAMIC, |n| n as i64))
+            .collect();
+        arg_types.push(memref_type(cx, &shape));
+        inputs.push(ty);
+    }
+    if !diags.is_empty() {
+        return Err(diags);
+    }
+    let args: Vec<(Type, Location)> = arg_types.iter().map(|&t| (t, unknown)).collect();
+    let block = Block::new(&args);
+    let result = {
+        let mut l = Lower {
+            cx,
+            f,
+            e: Emitter::new(cx, &block, unknown),
+            block: &block,
+            vals: HashMap::new(),
+            dims: HashMap::new(),
+            inputs: Vec::new(),
+            constraints: Vec::new(),
+            weights: Vec::new(),
+            outputs: Vec::new(),
+            output_types: Vec::new(),
+        };
+        l.run().map(|()| {
+            (
+                l.weights,
+                l.outputs,
+                l.constraints,
+                l.output_types,
+                l.block.argument_count(),
+            )
+        })
+    };
+    let (weights, outputs, constraints, output_types, _) = match result {
+        Ok(r) => r,
+        Err(Fail::Unsupported(op, why)) => {
+            return Err(vec![Diagnostic::error(format!(
+                "'{}' op cannot be lowered to MLIR yet: {why}",
+                f.kind(op).mnemonic()
+            ))
+            .at(f.span(op))])
+        }
+        Err(Fail::Build(BuildError(msg))) => {
+            return Err(vec![Diagnostic::error(format!(
+                "internal error while lowering @{}: {msg}",
+                f.name
+            ))
+            .at(f.span)])
+        }
+    };
+    let mut all_types = arg_types;
+    for w in &weights {
+        let shape: Vec<i64> = w.value.shape().iter().map(|&n| n as i64).collect();
+        all_types.push(memref_type(cx, &shape));
+    }
+    all_types.extend(output_types);
+    let region = Region::new();
+    region.append_block(block);
+    let fty = FunctionType::new(cx, &all_types, &[]);
+    let func = OperationBuilder::new("func.func", unknown)
+        .add_attributes(&[
+            (id(cx, "sym_name"), StringAttribute::new(cx, &f.name).into()),
+            (
+                id(cx, "function_type"),
+                TypeAttribute::new(fty.into()).into(),
+            ),
+            (id(cx, "llvm.emit_c_interface"), Attribute::unit(cx)),
+        ])
+        .add_regions([region])
+        .build()
+        .map_err(|e| {
+            vec![
+                Diagnostic::error(format!("internal error: cannot build func.func: {e}"))
+                    .at(f.span),
+            ]
+        })?;
+    Ok((
+        func,
+        Signature {
+            name: f.name.clone(),
+            inputs,
+            weights,
+            outputs,
+            constraints,
+        },
+    ))
+}
+
+fn memref_type<'c>(cx: &'c Context, shape: &[i64]) -> Type<'c> {
+    MemRefType::new(f32_type(cx), shape, None, None).into()
+}
+
+struct Lower<'c, 'b, 'f> {
+    cx: &'c Context,
+    f: &'f Function,
+    e: Emitter<'c, 'b, Block<'c>>,
+    block: &'b Block<'c>,
+    vals: HashMap<ValueId, Value<'c, 'b>>,
+    dims: HashMap<ValueId, Vec<DimVal>>,
+    /// The input tensors (`to_tensor` of the input memrefs), where dynamic sizes are read.
+    inputs: Vec<Value<'c, 'b>>,
+    constraints: Vec<(DimVal, DimVal)>,
+    weights: Vec<WeightArg>,
+    outputs: Vec<Vec<DimVal>>,
+    output_types: Vec<Type<'c>>,
+}
+
+/// The interpreter's average-pool divisor for one output position along one axis (see
+/// `interp::kernels::PoolGeom::window`): `(full, inside)` window lengths.
+fn pool_window(len: u64, k: u64, s: u64, p0: u64, p1: u64, o: u64) -> (i64, i64) {
+    let (len, p0, p1) = (len as i64, p0 as i64, p1 as i64);
+    let start = (o * s) as i64 - p0;
+    let end = (start + k as i64).min(len + p1);
+    let cs = start.max(0);
+    let ce = end.min(len).max(cs);
+    (end - start, ce - cs)
+}
+
+impl<'c, 'b> Lower<'c, 'b, '_> {
+    fn run(&mut self) -> LResult<()> {
+        for (i, &a) in self.f.args().iter().enumerate() {
+            let m: Value = self
+                .block
+                .argument(i)
+                .map_err(|e| BuildError(e.to_string()))?
+                .into();
+            let ty = self.f.ty(a);
+            let dims: Vec<DimVal> = ty
+                .dims
+                .iter()
+                .enumerate()
+                .map(|(axis, d)| match d {
+                    Dim::Static(n) => DimVal::Static(*n),
+                    Dim::Dynamic => DimVal::Arg {
+                        arg: i,
+                        axis,
+                        factor: 1,
+                    },
+                })
+                .collect();
+            let t = self.to_tensor(m, &dims)?;
+            self.inputs.push(t);
+            self.vals.insert(a, t);
+            self.dims.insert(a, dims);
+        }
+        for op in self.f.ops() {
+            self.e.loc = self.location(op);
+            if let Some(r) = self.f.op(op).result() {
+                if self.f.ty(r).elem != ElemType::F32 {
+                    return Err(Fail::Unsupported(
+                        op,
+                        format!("element type {} (only f32 is supported)", self.f.ty(r).elem),
+                    ));
+                }
+            }
+            self.lower_op(op)?;
+        }
+        Ok(())
+    }
+
+    fn location(&self, op: OpId) -> Location<'c> {
+        let name = self.f.kind(op).mnemonic();
+        match self.f.loc(op) {
+            Some(l) => Location::name(
+                self.cx,
+                name,
+                Location::new(self.cx, &l.file, l.line as usize, l.col as usize),
+            ),
+            None => Location::name(self.cx, name, Location::unknown(self.cx)),
+        }
+    }
+
+    fn to_tensor(&self, m: Value<'c, '_>, dims: &[DimVal]) -> BResult<Value<'c, 'b>> {
+        self.e.op1(
+            "bufferization.to_tensor",
+            &[m],
+            self.ty(dims),
+            &[(id(self.cx, "restrict"), Attribute::unit(self.cx))],
+            vec![],
+        )
+    }
+
+    fn ty(&self, dims: &[DimVal]) -> Type<'c> {
+        tensor_type(self.cx, &shape(dims))
+    }
+
+    fn dyn_sizes(&self, dims: &[DimVal]) -> BResult<Vec<Value<'c, 'b>>> {
+        let mut out = Vec::new();
+        for d in dims {
+            if let DimVal::Arg { arg, axis, factor } = *d {
+                let v = self.e.dim(self.inputs[arg], axis)?;
+                out.push(if factor == 1 {
+                    v
+                } else {
+                    let k = self.e.index_const(factor as i64)?;
+                    self.e.muli(v, k)?
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn empty(&self, dims: &[DimVal]) -> BResult<Value<'c, 'b>> {
+        let dy = self.dyn_sizes(dims)?;
+        self.e.empty(&shape(dims), &dy)
+    }
+
+    fn filled(&self, v: f32, dims: &[DimVal]) -> BResult<Value<'c, 'b>> {
+        let init = self.empty(dims)?;
+        self.e.fill(v, init, self.ty(dims))
+    }
+
+    /// Two sizes that must be equal; a dynamic one is checked at run time.
+    fn unify(&mut self, a: DimVal, b: DimVal) -> DimVal {
+        match (a, b) {
+            _ if a == b => a,
+            (DimVal::Static(_), DimVal::Static(_)) => a,
+            (DimVal::Static(_), _) => {
+                self.constraints.push((b, a));
+                a
+            }
+            _ => {
+                self.constraints.push((a, b));
+                if matches!(b, DimVal::Static(_)) {
+                    b
+                } else {
+                    a
+                }
+            }
+        }
+    }
+
+    /// NumPy broadcasting of one axis.
+    fn broadcast_dim(&mut self, a: DimVal, b: DimVal) -> DimVal {
+        match (a, b) {
+            (DimVal::Static(1), x) | (x, DimVal::Static(1)) => x,
+            _ => self.unify(a, b),
+        }
+    }
+
+    /// Indexing map results of an operand broadcast into `out` (right-aligned; a size-1 axis
+    /// of the operand against a larger output axis reads index 0).
+    fn broadcast_map(od: &[DimVal], out: &[DimVal]) -> Vec<Option<usize>> {
+        let off = out.len() - od.len();
+        od.iter()
+            .enumerate()
+            .map(|(i, d)| {
+                if *d == DimVal::Static(1) && out[i + off] != DimVal::Static(1) {
+                    None
+                } else {
+                    Some(i + off)
+                }
+            })
+            .collect()
+    }
+
+    fn val(&self, v: ValueId) -> (Value<'c, 'b>, Vec<DimVal>) {
+        (self.vals[&v], self.dims[&v].clone())
+    }
+
+    fn define(&mut self, op: OpId, v: Value<'c, 'b>, dims: Vec<DimVal>) {
+        if let Some(r) = self.f.op(op).result() {
+            self.vals.insert(r, v);
+            self.dims.insert(r, dims);
+        }
+    }
+
+    /// The static size of `dims[axis]`, or an "unsupported" failure naming what it is.
+    fn need_static(&self, op: OpId, dims: &[DimVal], axis: usize, what: &str) -> LResult<u64> {
+        match dims.get(axis) {
+            Some(DimVal::Static(n)) => Ok(*n),
+            _ => Err(Fail::Unsupported(
+                op,
+                format!("the {what} (axis {axis}) must have a static size"),
+            )),
+        }
+    }
+
+    fn norm_axis(op: OpId, axis: i64, rank: usize) -> LResult<usize> {
+        crate::verify::norm_axis(axis, rank).map_err(|e| Fail::Unsupported(op, e))
+    }
+
+    /// Elementwise `linalg.generic` over `out` dims: each input read through its broadcast map.
+    fn elementwise(
+        &self,
+        ins: &[(Value<'c, 'b>, Vec<Option<usize>>)],
+        out: &[DimVal],
+        body: impl for<'x> FnOnce(
+            &Emitter<'c, 'x, Block<'c>>,
+            &[Value<'c, 'x>],
+        ) -> BResult<Value<'c, 'x>>,
+    ) -> BResult<Value<'c, 'b>> {
+        let cx = self.cx;
+        let r = out.len();
+        let init = self.empty(out)?;
+        let values: Vec<Value> = ins.iter().map(|(v, _)| *v).collect();
+        let maps: Vec<_> = ins.iter().map(|(_, m)| map(cx, r, m)).collect();
+        let id_map = map(cx, r, &(0..r).map(Some).collect::<Vec<_>>());
+        self.e.generic(
+            &values,
+            &maps,
+            init,
+            id_map,
+            &vec![Iter::Parallel; r],
+            self.ty(out),
+            body,
+        )
+    }
+
+    /// A reduction over the axes in `reduced` (a `linalg.generic` with reduction iterators)
+    /// into a tensor of the kept dims initialised to `init_value`.
+    #[allow(clippy::type_complexity)]
+    fn reduce(
+        &self,
+        ins: &[(Value<'c, 'b>, Vec<Option<usize>>)],
+        dims: &[DimVal],
+        reduced: &[bool],
+        init_value: f32,
+        body: impl for<'x> FnOnce(
+            &Emitter<'c, 'x, Block<'c>>,
+            &[Value<'c, 'x>],
+        ) -> BResult<Value<'c, 'x>>,
+    ) -> BResult<(Value<'c, 'b>, Vec<DimVal>)> {
+        let cx = self.cx;
+        let r = dims.len();
+        let kept: Vec<DimVal> = (0..r).filter(|&i| !reduced[i]).map(|i| dims[i]).collect();
+        let out_map: Vec<Option<usize>> = (0..r).filter(|&i| !reduced[i]).map(Some).collect();
+        let init = self.filled(init_value, &kept)?;
+        let values: Vec<Value> = ins.iter().map(|(v, _)| *v).collect();
+        let maps: Vec<_> = ins.iter().map(|(_, m)| map(cx, r, m)).collect();
+        let iters: Vec<Iter> = reduced
+            .iter()
+            .map(|&red| if red { Iter::Reduction } else { Iter::Parallel })
+            .collect();
+        let v = self.e.generic(
+            &values,
+            &maps,
+            init,
+            map(cx, r, &out_map),
+            &iters,
+            self.ty(&kept),
+            body,
+        )?;
+        Ok((v, kept))
+    }
+
+    fn lower_op(&mut self, op: OpId) -> LResult<()> {
+        let cx = self.cx;
+        let data = self.f.op(op);
+        let operands = data.operands().to_vec();
+        let kind = data.kind.clone();
+        match &kind {
+            OpKind::Constant(t) => {
+                let dims: Vec<DimVal> = t.shape().iter().map(|&n| DimVal::Static(n)).collect();
+                let shp = shape(&dims);
+                let v = match t.raw_bytes() {
+                    Some(bytes) if !t.is_splat() => self.e.dense_f32(&shp, bytes)?,
+                    _ => self.e.splat_f32(&shp, t.get(0))?,
+                };
+                self.define(op, v, dims);
+            }
+            OpKind::Weight { name, value } => {
+                let dims: Vec<DimVal> = value.shape().iter().map(|&n| DimVal::Static(n)).collect();
+                let mty = memref_type(cx, &shape(&dims));
+                let m = self.block.add_argument(mty, self.e.loc);
+                let t = self.to_tensor(m, &dims)?;
+                self.weights.push(WeightArg {
+                    name: name.clone(),
+                    value: value.clone(),
+                });
+                self.define(op, t, dims);
+            }
+            OpKind::Identity => {
+                let (x, d) = self.val(operands[0]);
+                self.define(op, x, d);
+            }
+            k @ (OpKind::Relu
+            | OpKind::LeakyRelu { .. }
+            | OpKind::Clip { .. }
+            | OpKind::Sigmoid
+            | OpKind::Tanh
+            | OpKind::Gelu { .. }
+            | OpKind::Silu
+            | OpKind::HardSwish) => {
+                let (x, d) = self.val(operands[0]);
+                let r = d.len();
+                let k = k.clone();
+                let y = self.elementwise(&[(x, (0..r).map(Some).collect())], &d, move |e, a| {
+                    activation(e, &k, a[0])
+                })?;
+                self.define(op, y, d);
+            }
+            OpKind::Add | OpKind::Sub | OpKind::Mul => {
+                let (a, ad) = self.val(operands[0]);
+                let (b, bd) = self.val(operands[1]);
+                let r = ad.len().max(bd.len());
+                let get = |d: &[DimVal], i: usize| {
+                    let off = r - d.len();
+                    if i < off {
+                        DimVal::Static(1)
+                    } else {
+                        d[i - off]
+                    }
+                };
+                let out: Vec<DimVal> = (0..r)
+                    .map(|i| self.broadcast_dim(get(&ad, i), get(&bd, i)))
+                    .collect();
+                let name = match kind {
+                    OpKind::Add => "arith.addf",
+                    OpKind::Sub => "arith.subf",
+                    _ => "arith.mulf",
+                };
+                let y = self.elementwise(
+                    &[
+                        (a, Self::broadcast_map(&ad, &out)),
+                        (b, Self::broadcast_map(&bd, &out)),
+                    ],
+                    &out,
+                    |e, v| e.binf(name, v[0], v[1]),
+                )?;
+                self.define(op, y, out);
+            }
+            OpKind::Linear => self.linear(op, &operands)?,
+            OpKind::MatMul => self.matmul(op, &operands)?,
+            OpKind::Conv2d {
+                strides,
+                pads,
+                dilations,
+                groups,
+            } => self.conv2d(op, &operands, *strides, *pads, *dilations, *groups)?,
+            OpKind::BatchNorm { epsilon } => {
+                let (x, mut d) = self.val(operands[0]);
+                let mut ins = vec![(x, (0..d.len()).map(Some).collect::<Vec<_>>())];
+                for &p in &operands[1..] {
+                    let (pv, pd) = self.val(p);
+                    d[1] = self.unify(d[1], pd[0]);
+                    ins.push((pv, vec![Some(1)]));
+                }
+                let eps = *epsilon;
+                let y = self.elementwise(&ins, &d, move |e, a| {
+                    // (x - mean) / sqrt(var + eps) * scale + bias, the interpreter's order.
+                    let (x, scale, bias, mean, var) = (a[0], a[1], a[2], a[3], a[4]);
+                    let c = e.f32_const(eps)?;
+                    let ve = e.binf("arith.addf", var, c)?;
+                    let s = e.unf("math.sqrt", ve)?;
+                    let xm = e.binf("arith.subf", x, mean)?;
+                    let q = e.binf("arith.divf", xm, s)?;
+                    let m = e.binf("arith.mulf", q, scale)?;
+                    e.binf("arith.addf", m, bias)
+                })?;
+                self.define(op, y, d);
+            }
+            OpKind::Concat { axis } => {
+                let (_, d0) = self.val(operands[0]);
+                let ax = Self::norm_axis(op, *axis, d0.len())?;
+                let mut out = d0.clone();
+                let mut total = 0;
+                for &v in &operands {
+                    let (_, d) = self.val(v);
+                    total += self.need_static(op, &d, ax, "concatenated axis")?;
+                    for i in (0..out.len()).filter(|&i| i != ax) {
+                        out[i] = self.unify(out[i], d[i]);
+                    }
+                }
+                out[ax] = DimVal::Static(total);
+                let mut acc = self.empty(&out)?;
+                let mut offset = 0;
+                for &v in &operands {
+                    let (x, d) = self.val(v);
+                    let mut offs = vec![0i64; d.len()];
+                    offs[ax] = offset;
+                    let dy = self.dyn_sizes(&d)?;
+                    acc = self
+                        .e
+                        .insert_slice(x, acc, &offs, &shape(&d), &dy, self.ty(&out))?;
+                    offset += d[ax].to_i64();
+                }
+                self.define(op, acc, out);
+            }
+            OpKind::MaxPool2d(p) => self.pool(op, operands[0], p, None)?,
+            OpKind::AvgPool2d {
+                pool,
+                count_include_pad,
+            } => self.pool(op, operands[0], pool, Some(*count_include_pad))?,
+            OpKind::GlobalAvgPool => {
+                let (_, d) = self.val(operands[0]);
+                let axes: Vec<usize> = (2..d.len()).collect();
+                self.mean(op, operands[0], &axes, true)?;
+            }
+            OpKind::Mean { axes, keepdims } => {
+                let (_, d) = self.val(operands[0]);
+                let axes = axes
+                    .iter()
+                    .map(|&a| Self::norm_axis(op, a, d.len()))
+                    .collect::<LResult<Vec<_>>>()?;
+                self.mean(op, operands[0], &axes, *keepdims)?;
+            }
+            OpKind::Flatten { axis } => self.flatten(op, operands[0], *axis as usize)?,
+            OpKind::Reshape { shape: target } => {
+                let (x, _) = self.val(operands[0]);
+                let dims: Vec<DimVal> = target.iter().map(|&n| DimVal::Static(n)).collect();
+                let st: Vec<i64> = target.iter().map(|&n| n as i64).collect();
+                let sty = RankedTensorType::new(
+                    &[st.len() as u64],
+                    IntegerType::new(cx, 64).into(),
+                    None,
+                );
+                let attr: Attribute = DenseElementsAttribute::i64_values(sty.into(), &st).into();
+                let s = self.e.op1(
+                    "arith.constant",
+                    &[],
+                    sty.into(),
+                    &[(id(cx, "value"), attr)],
+                    vec![],
+                )?;
+                let y = self
+                    .e
+                    .op1("tensor.reshape", &[x, s], self.ty(&dims), &[], vec![])?;
+                self.define(op, y, dims);
+            }
+            OpKind::Transpose { perm } => {
+                let (x, d) = self.val(operands[0]);
+                let out: Vec<DimVal> = perm.iter().map(|&p| d[p as usize]).collect();
+                let init = self.empty(&out)?;
+                let block = Block::new(&[(f32_type(cx), self.e.loc), (f32_type(cx), self.e.loc)]);
+                {
+                    let e = Emitter::new(cx, &block, self.e.loc);
+                    let a: Value = block
+                        .argument(0)
+                        .map_err(|e| BuildError(e.to_string()))?
+                        .into();
+                    e.op("linalg.yield", &[a], &[], &[], vec![])?;
+                }
+                let region = Region::new();
+                region.append_block(block);
+                let p: Vec<i64> = perm.iter().map(|&p| p as i64).collect();
+                let y = self.e.op1(
+                    "linalg.transpose",
+                    &[x, init],
+                    self.ty(&out),
+                    &[(id(cx, "permutation"), dense_i64(cx, &p))],
+                    vec![region],
+                )?;
+                self.define(op, y, out);
+            }
+            OpKind::Softmax { axis } => {
+                let (x, d) = self.val(operands[0]);
+                let r = d.len();
+                let ax = Self::norm_axis(op, *axis, r)?;
+                let id_map: Vec<Option<usize>> = (0..r).map(Some).collect();
+                let red_map: Vec<Option<usize>> = (0..r).filter(|&i| i != ax).map(Some).collect();
+                let reduced: Vec<bool> = (0..r).map(|i| i == ax).collect();
+                // max, exp(x - max), sum, divide: the interpreter's steps. `maxnumf` ignores
+                // NaN like the interpreter's `f32::max` fold.
+                let (m, _) = self.reduce(
+                    &[(x, id_map.clone())],
+                    &d,
+                    &reduced,
+                    f32::NEG_INFINITY,
+                    |e, a| e.binf("arith.maxnumf", a[0], a[1]),
+                )?;
+                let ex =
+                    self.elementwise(&[(x, id_map.clone()), (m, red_map.clone())], &d, |e, a| {
+                        let s = e.binf("arith.subf", a[0], a[1])?;
+                        e.unf("math.exp", s)
+                    })?;
+                let (s, _) = self.reduce(&[(ex, id_map.clone())], &d, &reduced, 0.0, |e, a| {
+                    e.binf("arith.addf", a[0], a[1])
+                })?;
+                let y = self.elementwise(&[(ex, id_map), (s, red_map)], &d, |e, a| {
+                    e.binf("arith.divf", a[0], a[1])
+                })?;
+                self.define(op, y, d);
+            }
+            OpKind::LayerNorm { axis, epsilon } => {
+                self.layer_norm(op, &operands, *axis, *epsilon)?
+            }
+            OpKind::Gather { axis, indices } => {
+                let (x, d) = self.val(operands[0]);
+                let ax = Self::norm_axis(op, *axis, d.len())?;
+                let len = self.need_static(op, &d, ax, "gathered axis")?;
+                if indices.len() as u64 == len
+                    && indices.iter().enumerate().all(|(i, &p)| p == i as u64)
+                {
+                    self.define(op, x, d);
+                    return Ok(());
+                }
+                let mut out = d.clone();
+                out[ax] = DimVal::Static(indices.len() as u64);
+                let mut acc = self.empty(&out)?;
+                // One extract/insert pair per run of consecutive indices.
+                for (start, from, n) in runs(indices) {
+                    acc = self.move_slice(x, acc, &d, &out, ax, from, start, n)?;
+                }
+                self.define(op, acc, out);
+            }
+            OpKind::Scatter {
+                axis,
+                indices,
+                size,
+                fill,
+            } => {
+                let (x, d) = self.val(operands[0]);
+                let ax = Self::norm_axis(op, *axis, d.len())?;
+                self.need_static(op, &d, ax, "scattered axis")?;
+                let mut out = d.clone();
+                out[ax] = DimVal::Static(*size);
+                let fill_bits_equal = fill.windows(2).all(|w| w[0].to_bits() == w[1].to_bits());
+                let mut acc = if fill_bits_equal {
+                    self.filled(fill.first().copied().unwrap_or(0.0), &out)?
+                } else {
+                    let bytes: Vec<u8> = fill.iter().flat_map(|v| v.to_le_bytes()).collect();
+                    let table = self.e.dense_f32(&[*size as i64], &bytes)?;
+                    self.elementwise(&[(table, vec![Some(ax)])], &out, |_, a| Ok(a[0]))?
+                };
+                // Input positions j..j+n go to indices[j]..indices[j]+n.
+                let mut j = 0usize;
+                while j < indices.len() {
+                    let mut n = 1;
+                    while j + n < indices.len() && indices[j + n] == indices[j] + n as u64 {
+                        n += 1;
+                    }
+                    acc = self.move_slice(x, acc, &d, &out, ax, j as u64, indices[j], n as u64)?;
+                    j += n;
+                }
+                self.define(op, acc, out);
+            }
+            OpKind::Return => {
+                let mut outs = Vec::new();
+                for &v in &operands {
+                    let (t, d) = self.val(v);
+                    let mty = memref_type(cx, &shape(&d));
+                    outs.push((t, mty, d));
+                }
+                for (t, mty, d) in outs {
+                    let m = self.block.add_argument(mty, self.e.loc);
+                    self.e.op(
+                        "bufferization.materialize_in_destination",
+                        &[t, m],
+                        &[],
+                        &[
+                            (id(cx, "restrict"), Attribute::unit(cx)),
+                            (id(cx, "writable"), Attribute::unit(cx)),
+                        ],
+                        vec![],
+                    )?;
+                    self.outputs.push(d);
+                    self.output_types.push(mty);
+                }
+                self.e.op("func.return", &[], &[], &[], vec![])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies `n` positions of `axis` from `x` (starting at `from`) into `acc` (at `to`).
+    #[allow(clippy::too_many_arguments)]
+    fn move_slice(
+        &self,
+        x: Value<'c, 'b>,
+        acc: Value<'c, 'b>,
+        d: &[DimVal],
+        out: &[DimVal],
+        ax: usize,
+        from: u64,
+        to: u64,
+        n: u64,
+    ) -> BResult<Value<'c, 'b>> {
+        let mut sd = d.to_vec();
+        sd[ax] = DimVal::Static(n);
+        let dy = self.dyn_sizes(&sd)?;
+        let mut offs = vec![0i64; d.len()];
+        offs[ax] = from as i64;
+        let piece = self
+            .e
+            .extract_slice(x, &offs, &shape(&sd), &dy, self.ty(&sd))?;
+        offs[ax] = to as i64;
+        self.e
+            .insert_slice(piece, acc, &offs, &shape(&sd), &dy, self.ty(out))
+    }
+
+    fn linear(&mut self, op: OpId, operands: &[ValueId]) -> LResult<()> {
+        let cx = self.cx;
+        let (x, xd) = self.val(operands[0]);
+        let (w, wd) = self.val(operands[1]);
+        let r = xd.len();
+        let n = wd[0];
+        self.unify(xd[r - 1], wd[1]);
+        let mut out = xd.clone();
+        out[r - 1] = n;
+        let zeros = self.filled(0.0, &out)?;
+        let y = if r == 2 {
+            // linalg.matmul with a transposed-B indexing map: y[m, n] += x[m, k] * W[n, k].
+            let maps = [
+                map(cx, 3, &[Some(0), Some(2)]),
+                map(cx, 3, &[Some(1), Some(2)]),
+                map(cx, 3, &[Some(0), Some(1)]),
+            ];
+            let attrs: Vec<Attribute> = maps.iter().map(|m| builder::affine_map_attr(*m)).collect();
+            self.e.named_linalg(
+                "linalg.matmul",
+                &[x, w],
+                zeros,
+                self.ty(&out),
+                &[(
+                    id(cx, "indexing_maps"),
+                    melior::ir::attribute::ArrayAttribute::new(cx, &attrs).into(),
+                )],
+            )?
+        } else {
+            // Loops (batch..., n, k): y[b, n] += x[b, k] * W[n, k].
+            let mut xm: Vec<Option<usize>> = (0..r - 1).map(Some).collect();
+            xm.push(Some(r));
+            let mut iters = vec![Iter::Parallel; r];
+            iters.push(Iter::Reduction);
+            self.e.generic(
+                &[x, w],
+                &[map(cx, r + 1, &xm), map(cx, r + 1, &[Some(r - 1), Some(r)])],
+                zeros,
+                map(cx, r + 1, &(0..r).map(Some).collect::<Vec<_>>()),
+                &iters,
+                self.ty(&out),
+                mul_add,
+            )?
+        };
+        let y = match operands.get(2) {
+            Some(&b) => {
+                let (bv, bd) = self.val(b);
+                self.unify(bd[0], n);
+                self.elementwise(
+                    &[(y, (0..r).map(Some).collect()), (bv, vec![Some(r - 1)])],
+                    &out,
+                    |e, a| e.binf("arith.addf", a[0], a[1]),
+                )?
+            }
+            None => y,
+        };
+        self.define(op, y, out);
+        Ok(())
+    }
+
+    fn matmul(&mut self, op: OpId, operands: &[ValueId]) -> LResult<()> {
+        let cx = self.cx;
+        let (a, ad) = self.val(operands[0]);
+        let (b, bd) = self.val(operands[1]);
+        let (ra, rb) = (ad.len(), bd.len());
+        let r = ra.max(rb);
+        let nb = r - 2;
+        self.unify(ad[ra - 1], bd[rb - 2]);
+        let mut out = Vec::new();
+        let get = |d: &[DimVal], i: usize| {
+            let off = nb - (d.len() - 2);
+            if i < off {
+                DimVal::Static(1)
+            } else {
+                d[i - off]
+            }
+        };
+        for i in 0..nb {
+            let v = self.broadcast_dim(get(&ad, i), get(&bd, i));
+            out.push(v);
+        }
+        out.push(ad[ra - 2]);
+        out.push(bd[rb - 1]);
+        let zeros = self.filled(0.0, &out)?;
+        let y = if ra == 2 && rb == 2 {
+            self.e
+                .named_linalg("linalg.matmul", &[a, b], zeros, self.ty(&out), &[])?
+        } else {
+            // Loops (batch..., m, n, k); batch axes broadcast like nn.add.
+            let bmap = |d: &[DimVal]| -> Vec<Option<usize>> {
+                let batch = &d[..d.len() - 2];
+                Self::broadcast_map(batch, &out[..nb])
+            };
+            let mut am = bmap(&ad);
+            am.extend([Some(nb), Some(nb + 2)]);
+            let mut bm = bmap(&bd);
+            bm.extend([Some(nb + 2), Some(nb + 1)]);
+            let mut iters = vec![Iter::Parallel; r];
+            iters.push(Iter::Reduction);
+            self.e.generic(
+                &[a, b],
+                &[map(cx, r + 1, &am), map(cx, r + 1, &bm)],
+                zeros,
+                map(cx, r + 1, &(0..r).map(Some).collect::<Vec<_>>()),
+                &iters,
+                self.ty(&out),
+                mul_add,
+            )?
+        };
+        self.define(op, y, out);
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d(
+        &mut self,
+        op: OpId,
+        operands: &[ValueId],
+        strides: [u64; 2],
+        pads: [u64; 4],
+        dilations: [u64; 2],
+        groups: u64,
+    ) -> LResult<()> {
+        let cx = self.cx;
+        let (x, xd) = self.val(operands[0]);
+        let (w, wd) = self.val(operands[1]);
+        let c = self.need_static(op, &xd, 1, "input channel axis")?;
+        let h = self.need_static(op, &xd, 2, "input height")?;
+        let wi = self.need_static(op, &xd, 3, "input width")?;
+        let res = self.f.ty(self
+            .f
+            .op(op)
+            .result()
+            .expect("invariant: conv has a result"));
+        let (ho, wo) = match (res.dim(2), res.dim(3)) {
+            (Dim::Static(a), Dim::Static(b)) => (a, b),
+            _ => {
+                return Err(Fail::Unsupported(
+                    op,
+                    "the output size must be static".into(),
+                ))
+            }
+        };
+        let f = wd[0].to_i64() as u64;
+        let (kh, kw) = (wd[2].to_i64(), wd[3].to_i64());
+        let (xp, xpd) = if pads.iter().any(|&p| p != 0) {
+            let mut pd = xd.clone();
+            pd[2] = DimVal::Static(h + pads[0] + pads[2]);
+            pd[3] = DimVal::Static(wi + pads[1] + pads[3]);
+            let low = [0, 0, pads[0] as i64, pads[1] as i64];
+            let high = [0, 0, pads[2] as i64, pads[3] as i64];
+            (self.e.pad(x, &low, &high, 0.0, self.ty(&pd))?, pd)
+        } else {
+            (x, xd.clone())
+        };
+        let out = vec![
+            xd[0],
+            DimVal::Static(f),
+            DimVal::Static(ho),
+            DimVal::Static(wo),
+        ];
+        let attrs = [
+            (
+                id(cx, "strides"),
+                i64_elements(cx, &[strides[0] as i64, strides[1] as i64]),
+            ),
+            (
+                id(cx, "dilations"),
+                i64_elements(cx, &[dilations[0] as i64, dilations[1] as i64]),
+            ),
+        ];
+        let y = if groups == 1 {
+            let zeros = self.filled(0.0, &out)?;
+            self.e.named_linalg(
+                "linalg.conv_2d_nchw_fchw",
+                &[xp, w],
+                zeros,
+                self.ty(&out),
+                &attrs,
+            )?
+        } else if groups == c && f == c {
+            // Depthwise: the filter [C, 1, KH, KW] becomes [C, KH, KW].
+            let wc = self.e.collapse(
+                w,
+                &[vec![0, 1], vec![2], vec![3]],
+                tensor_type(cx, &[c as i64, kh, kw]),
+            )?;
+            let zeros = self.filled(0.0, &out)?;
+            self.e.named_linalg(
+                "linalg.depthwise_conv_2d_nchw_chw",
+                &[xp, wc],
+                zeros,
+                self.ty(&out),
+                &attrs,
+            )?
+        } else {
+            // Grouped: split channels into [G, C/G] and filters into [G, F/G].
+            let g = groups as i64;
+            let cg = c as i64 / g;
+            let fg = f as i64 / g;
+            let n = xd[0];
+            let dn = self.dyn_sizes(&[n])?;
+            let xs = [n.to_i64(), g, cg, xpd[2].to_i64(), xpd[3].to_i64()];
+            let xg = self
+                .e
+                .expand(xp, &[vec![0], vec![1, 2], vec![3], vec![4]], &xs, &dn)?;
+            let wg = self.e.expand(
+                w,
+                &[vec![0, 1], vec![2], vec![3], vec![4]],
+                &[g, fg, cg, kh, kw],
+                &[],
+            )?;
+            let od = vec![
+                n,
+                DimVal::Static(g as u64),
+                DimVal::Static(fg as u64),
+                DimVal::Static(ho),
+                DimVal::Static(wo),
+            ];
+            let zeros = self.filled(0.0, &od)?;
+            let yg = self.e.named_linalg(
+                "linalg.conv_2d_ngchw_gfchw",
+                &[xg, wg],
+                zeros,
+                self.ty(&od),
+                &attrs,
+            )?;
+            self.e
+                .collapse(yg, &[vec![0], vec![1, 2], vec![3], vec![4]], self.ty(&out))?
+        };
+        let y = match operands.get(2) {
+            Some(&b) => {
+                let (bv, _) = self.val(b);
+                self.elementwise(
+                    &[(y, (0..4).map(Some).collect()), (bv, vec![Some(1)])],
+                    &out,
+                    |e, a| e.binf("arith.addf", a[0], a[1]),
+                )?
+            }
+            None => y,
+        };
+        self.define(op, y, out);
+        Ok(())
+    }
+
+    /// Max pooling (`avg = None`) or average pooling (`avg = Some(count_include_pad)`).
+    fn pool(&mut self, op: OpId, v: ValueId, p: &ir::Pool2d, avg: Option<bool>) -> LResult<()> {
+        let cx = self.cx;
+        let (x, xd) = self.val(v);
+        self.need_static(op, &xd, 1, "channel axis")?;
+        let h = self.need_static(op, &xd, 2, "input height")?;
+        let wi = self.need_static(op, &xd, 3, "input width")?;
+        let res = self.f.ty(self
+            .f
+            .op(op)
+            .result()
+            .expect("invariant: pool has a result"));
+        let (ho, wo) = match (res.dim(2), res.dim(3)) {
+            (Dim::Static(a), Dim::Static(b)) => (a, b),
+            _ => {
+                return Err(Fail::Unsupported(
+                    op,
+                    "the output size must be static".into(),
+                ))
+            }
+        };
+        let [kh, kw] = p.kernel;
+        let [sh, sw] = p.strides;
+        let [pt, pl, pb, pr] = p.pads;
+        // Pad far enough for the last (ceil-mode) window; padding cells never win a max
+        // (-inf) and add nothing to a sum (0); the divisor is computed separately.
+        let hb = pb.max(((ho - 1) * sh + kh).saturating_sub(h + pt));
+        let wb = pr.max(((wo - 1) * sw + kw).saturating_sub(wi + pl));
+        let pad_value = if avg.is_some() {
+            0.0
+        } else {
+            f32::NEG_INFINITY
+        };
+        let mut pd = xd.clone();
+        pd[2] = DimVal::Static(h + pt + hb);
+        pd[3] = DimVal::Static(wi + pl + wb);
+        let xp = if pt + pl + hb + wb > 0 {
+            self.e.pad(
+                x,
+                &[0, 0, pt as i64, pl as i64],
+                &[0, 0, hb as i64, wb as i64],
+                pad_value,
+                self.ty(&pd),
+            )?
+        } else {
+            x
+        };
+        let out = vec![xd[0], xd[1], DimVal::Static(ho), DimVal::Static(wo)];
+        let window = self.e.empty(&[kh as i64, kw as i64], &[])?;
+        let attrs = [
+            (id(cx, "strides"), i64_elements(cx, &[sh as i64, sw as i64])),
+            (id(cx, "dilations"), i64_elements(cx, &[1, 1])),
+        ];
+        let init = self.filled(pad_value, &out)?;
+        let name = if avg.is_some() {
+            "linalg.pooling_nchw_sum"
+        } else {
+            "linalg.pooling_nchw_max"
+        };
+        let y = self
+            .e
+            .named_linalg(name, &[xp, window], init, self.ty(&out), &attrs)?;
+        let y = match avg {
+            None => y,
+            Some(include_pad) => {
+                let mut counts = Vec::with_capacity((ho * wo) as usize);
+                for oy in 0..ho {
+                    let (fy, iy) = pool_window(h, kh, sh, pt, pb, oy);
+                    for ox in 0..wo {
+                        let (fx, ix) = pool_window(wi, kw, sw, pl, pr, ox);
+                        let c = if include_pad { fy * fx } else { iy * ix };
+                        // A window with no cell (impossible for verified pools) divides 0 by 1.
+                        counts.push(c.max(1) as f32);
+                    }
+                }
+                let bytes: Vec<u8> = counts.iter().flat_map(|v| v.to_le_bytes()).collect();
+                let table = self.e.dense_f32(&[ho as i64, wo as i64], &bytes)?;
+                self.elementwise(
+                    &[
+                        (y, (0..4).map(Some).collect()),
+                        (table, vec![Some(2), Some(3)]),
+                    ],
+                    &out,
+                    |e, a| e.binf("arith.divf", a[0], a[1]),
+                )?
+            }
+        };
+        self.define(op, y, out);
+        Ok(())
+    }
+
+    fn mean(&mut self, op: OpId, v: ValueId, axes: &[usize], keepdims: bool) -> LResult<()> {
+        let (x, d) = self.val(v);
+        let r = d.len();
+        let mut count = 1u64;
+        for &a in axes {
+            count *= self.need_static(op, &d, a, "reduced axis")?;
+        }
+        let reduced: Vec<bool> = (0..r).map(|i| axes.contains(&i)).collect();
+        let (s, kept) = self.reduce(
+            &[(x, (0..r).map(Some).collect())],
+            &d,
+            &reduced,
+            0.0,
+            |e, a| e.binf("arith.addf", a[0], a[1]),
+        )?;
+        let k = kept.len();
+        let cnt = count as f32;
+        let m = self.elementwise(&[(s, (0..k).map(Some).collect())], &kept, move |e, a| {
+            let c = e.f32_const(cnt)?;
+            e.binf("arith.divf", a[0], c)
+        })?;
+        if !keepdims {
+            self.define(op, m, kept);
+            return Ok(());
+        }
+        // Reinsert the reduced axes as size 1: each joins the group of the nearest kept axis
+        // before it (leading ones join the first kept axis).
+        let full: Vec<DimVal> = (0..r)
+            .map(|i| if reduced[i] { DimVal::Static(1) } else { d[i] })
+            .collect();
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        for i in 0..r {
+            if !reduced[i] || groups.is_empty() {
+                if !reduced[i] && groups.len() == 1 && groups[0].iter().all(|&j| reduced[j]) {
+                    groups[0].push(i);
+                } else {
+                    groups.push(vec![i]);
+                }
+            } else {
+                groups.last_mut().expect("invariant: non-empty").push(i);
+            }
+        }
+        if k == 0 {
+            groups.clear();
+        }
+        let dy = self.dyn_sizes(&full)?;
+        let y = self.e.expand(m, &groups, &shape(&full), &dy)?;
+        self.define(op, y, full);
+        Ok(())
+    }
+
+    fn flatten(&mut self, op: OpId, v: ValueId, axis: usize) -> LResult<()> {
+        let (x, d) = self.val(v);
+        let r = d.len();
+        if r == 0 {
+            return Err(Fail::Unsupported(op, "flattening a scalar".into()));
+        }
+        let prod = |ds: &[DimVal]| -> Option<DimVal> {
+            let mut stat = 1u64;
+            let mut dynamic = None;
+            for &dv in ds {
+                match dv {
+                    DimVal::Static(n) => stat *= n,
+                    DimVal::Arg { .. } if dynamic.is_some() => return None,
+                    a => dynamic = Some(a),
+                }
+            }
+            Some(match dynamic {
+                None => DimVal::Static(stat),
+                Some(DimVal::Arg { arg, axis, factor }) => DimVal::Arg {
+                    arg,
+                    axis,
+                    factor: factor * stat,
+                },
+                Some(s) => s,
+            })
+        };
+        let (Some(a), Some(b)) = (prod(&d[..axis]), prod(&d[axis..])) else {
+            return Err(Fail::Unsupported(
+                op,
+                "flattening merges two dynamic dimensions".into(),
+            ));
+        };
+        let out = vec![a, b];
+        let y = if axis > 0 && axis < r {
+            self.e.collapse(
+                x,
+                &[(0..axis).collect(), (axis..r).collect()],
+                self.ty(&out),
+            )?
+        } else {
+            // One side is empty: collapse everything, then expand to [1, P] or [P, 1].
+            let all = if axis == 0 { b } else { a };
+            let flat = self.e.collapse(x, &[(0..r).collect()], self.ty(&[all]))?;
+            let dy = self.dyn_sizes(&out)?;
+            self.e.expand(flat, &[vec![0, 1]], &shape(&out), &dy)?
+        };
+        self.define(op, y, out);
+        Ok(())
+    }
+
+    fn layer_norm(&mut self, op: OpId, operands: &[ValueId], axis: i64, eps: f32) -> LResult<()> {
+        let (x, d) = self.val(operands[0]);
+        let r = d.len();
+        let a = Self::norm_axis(op, axis, r)?;
+        let mut inner = 1u64;
+        for i in a..r {
+            inner *= self.need_static(op, &d, i, "normalized axis")?;
+        }
+        let id_map: Vec<Option<usize>> = (0..r).map(Some).collect();
+        let outer_map: Vec<Option<usize>> = (0..a).map(Some).collect();
+        let tail_map: Vec<Option<usize>> = (a..r).map(Some).collect();
+        let reduced: Vec<bool> = (0..r).map(|i| i >= a).collect();
+        let n = inner as f32;
+        // mu = sum(x) / n; var = sum((x - mu)^2) / n; y = (x - mu) * (1 / sqrt(var + eps))
+        // * scale + bias, the interpreter's two-pass order.
+        let (s, outer) = self.reduce(&[(x, id_map.clone())], &d, &reduced, 0.0, |e, v| {
+            e.binf("arith.addf", v[0], v[1])
+        })?;
+        let ko: Vec<Option<usize>> = (0..a).map(Some).collect();
+        let mu = self.elementwise(&[(s, ko.clone())], &outer, move |e, v| {
+            let c = e.f32_const(n)?;
+            e.binf("arith.divf", v[0], c)
+        })?;
+        let (ss, _) = self.reduce(
+            &[(x, id_map.clone()), (mu, outer_map.clone())],
+            &d,
+            &reduced,
+            0.0,
+            |e, v| {
+                let dlt = e.binf("arith.subf", v[0], v[1])?;
+                let sq = e.binf("arith.mulf", dlt, dlt)?;
+                e.binf("arith.addf", v[2], sq)
+            },
+        )?;
+        let rstd = self.elementwise(&[(ss, ko)], &outer, move |e, v| {
+            let c = e.f32_const(n)?;
+            let var = e.binf("arith.divf", v[0], c)?;
+            let ce = e.f32_const(eps)?;
+            let ve = e.binf("arith.addf", var, ce)?;
+            let sq = e.unf("math.sqrt", ve)?;
+            let one = e.f32_const(1.0)?;
+            e.binf("arith.divf", one, sq)
+        })?;
+        let mut ins = vec![(x, id_map), (mu, outer_map.clone()), (rstd, outer_map)];
+        for &p in &operands[1..] {
+            let (pv, _) = self.val(p);
+            ins.push((pv, tail_map.clone()));
+        }
+        let has_scale = operands.len() > 1;
+        let has_bias = operands.len() > 2;
+        let y = self.elementwise(&ins, &d, move |e, v| {
+            let dlt = e.binf("arith.subf", v[0], v[1])?;
+            let mut y = e.binf("arith.mulf", dlt, v[2])?;
+            if has_scale {
+                y = e.binf("arith.mulf", y, v[3])?;
+            }
+            if has_bias {
+                y = e.binf("arith.addf", y, v[4])?;
+            }
+            Ok(y)
+        })?;
+        self.define(op, y, d);
+        Ok(())
+    }
+}
+
+/// Body of a contraction: `acc + a * b`.
+fn mul_add<'c, 'x>(e: &Emitter<'c, 'x, Block<'c>>, a: &[Value<'c, 'x>]) -> BResult<Value<'c, 'x>> {
+    let p = e.binf("arith.mulf", a[0], a[1])?;
+    e.binf("arith.addf", a[2], p)
+}
+
+/// `arith.cmpf` predicate `uge` (unordered or greater-or-equal: true for NaN).
+const CMPF_UGE: i64 = 10;
+
+/// The scalar body of an activation, matching `OpKind::eval_unary` (NaN propagation included;
+/// the interpreter evaluates sigmoid and GELU in f64, this in f32, within 1e-6 relative).
+fn activation<'c, 'x>(
+    e: &Emitter<'c, 'x, Block<'c>>,
+    kind: &OpKind,
+    x: Value<'c, 'x>,
+) -> BResult<Value<'c, 'x>> {
+    let sigmoid = |x: Value<'c, 'x>| -> BResult<Value<'c, 'x>> {
+        let one = e.f32_const(1.0)?;
+        let n = e.unf("arith.negf", x)?;
+        let ex = e.unf("math.exp", n)?;
+        let den = e.binf("arith.addf", one, ex)?;
+        e.binf("arith.divf", one, den)
+    };
+    match *kind {
+        // maximumf propagates NaN, as the interpreter's relu does.
+        OpKind::Relu => {
+            let z = e.f32_const(0.0)?;
+            e.binf("arith.maximumf", x, z)
+        }
+        OpKind::LeakyRelu { alpha } => {
+            let z = e.f32_const(0.0)?;
+            let a = e.f32_const(alpha)?;
+            let ax = e.binf("arith.mulf", x, a)?;
+            let c = e.cmpf(CMPF_UGE, x, z)?;
+            e.select(c, x, ax)
+        }
+        OpKind::Clip { min, max } => {
+            let lo = e.f32_const(min)?;
+            let hi = e.f32_const(max)?;
+            let m = e.binf("arith.maximumf", x, lo)?;
+            e.binf("arith.minimumf", m, hi)
+        }
+        OpKind::Sigmoid => sigmoid(x),
+        OpKind::Tanh => e.unf("math.tanh", x),
+        OpKind::Gelu {
+            approximate: ir::GeluApprox::None,
+        } => {
+            let half = e.f32_const(0.5)?;
+            let one = e.f32_const(1.0)?;
+            let r2 = e.f32_const(std::f32::consts::SQRT_2)?;
+            let q = e.binf("arith.divf", x, r2)?;
+            let erf = e.unf("math.erf", q)?;
+            let s = e.binf("arith.addf", one, erf)?;
+            let hx = e.binf("arith.mulf", half, x)?;
+            e.binf("arith.mulf", hx, s)
+        }
+        OpKind::Gelu {
+            approximate: ir::GeluApprox::Tanh,
+        } => {
+            let half = e.f32_const(0.5)?;
+            let one = e.f32_const(1.0)?;
+            let k = e.f32_const((2.0 / std::f64::consts::PI).sqrt() as f32)?;
+            let c = e.f32_const(0.044715)?;
+            let x2 = e.binf("arith.mulf", x, x)?;
+            let x3 = e.binf("arith.mulf", x2, x)?;
+            let cx3 = e.binf("arith.mulf", c, x3)?;
+            let inner = e.binf("arith.addf", x, cx3)?;
+            let arg = e.binf("arith.mulf", k, inner)?;
+            let t = e.unf("math.tanh", arg)?;
+            let s = e.binf("arith.addf", one, t)?;
+            let hx = e.binf("arith.mulf", half, x)?;
+            e.binf("arith.mulf", hx, s)
+        }
+        OpKind::Silu => {
+            let s = sigmoid(x)?;
+            e.binf("arith.mulf", x, s)
+        }
+        OpKind::HardSwish => {
+            let three = e.f32_const(3.0)?;
+            let zero = e.f32_const(0.0)?;
+            let six = e.f32_const(6.0)?;
+            let p = e.binf("arith.addf", x, three)?;
+            let lo = e.binf("arith.maximumf", p, zero)?;
+            let cl = e.binf("arith.minimumf", lo, six)?;
+            let m = e.binf("arith.mulf", x, cl)?;
+            e.binf("arith.divf", m, six)
+        }
+        _ => Ok(x),
+    }
+}
+
+/// Runs of consecutive indices: `(output start, input start, length)`.
+fn runs(indices: &[u64]) -> Vec<(u64, u64, u64)> {
+    let mut out = Vec::new();
+    let mut j = 0usize;
+    while j < indices.len() {
+        let mut n = 1;
+        while j + n < indices.len() && indices[j + n] == indices[j] + n as u64 {
+            n += 1;
+        }
+        out.push((j as u64, indices[j], n as u64));
+        j += n;
+    }
+    out
+}
+
+fn shape(dims: &[DimVal]) -> Vec<i64> {
+    dims.iter().map(|d| d.to_i64()).collect()
+}
+
+/// What `--emit` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Emit {
+    /// linalg on tensors, straight from the lowering (or after `--mlir-pipeline` if given).
+    Mlir,
+    /// The LLVM dialect, after the whole lowering pipeline (default or `--mlir-pipeline`).
+    Llvm,
+}
+
+/// Lowers `m` and prints it as MLIR text at the requested stage.
+pub fn emit_text(
+    m: &ir::Module,
+    emit: Emit,
+    pipeline: Option<&str>,
+) -> Result<String, Vec<Diagnostic>> {
+    let cx = context();
+    let mut lowered = lower_module(&cx, m)?;
+    let pipeline = match (emit, pipeline) {
+        (_, Some(p)) => Some(p),
+        (Emit::Llvm, None) => Some(jit::DEFAULT_PIPELINE),
+        (Emit::Mlir, None) => None,
+    };
+    if let Some(p) = pipeline {
+        jit::run_pipeline(&cx, &mut lowered.module, p)
+            .map_err(|e| vec![Diagnostic::error(e).at(m.span)])?;
+    }
+    Ok(print(&lowered.module))
+}
+
+/// Compiles `m` and runs function `func` on `inputs` (the `nnopt run` path without `--interp`).
+pub fn compile_and_run(
+    m: &ir::Module,
+    func: &str,
+    inputs: &[ndarray::ArrayD<f32>],
+    pipeline: Option<&str>,
+) -> Result<Vec<ndarray::ArrayD<f32>>, Vec<Diagnostic>> {
+    let cx = context();
+    let lowered = lower_module(&cx, m)?;
+    let jit = jit::Jit::compile(&cx, lowered, pipeline.unwrap_or(jit::DEFAULT_PIPELINE))
+        .map_err(|e| vec![Diagnostic::error(e).at(m.span)])?;
+    jit.run(func, inputs)
+        .map_err(|e| vec![Diagnostic::error(e)])
+}
+
+/// The MLIR text of a lowered module (generic form off: the custom assembly mlir-opt reads).
+pub fn print(module: &MlirModule) -> String {
+    format!("{}\n", module.as_operation())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,539 @@
+//! Differential tests: for each op (with its attribute variants) the JIT-compiled code gives the
+//! reference interpreter's outputs to 1e-4 relative on pseudo-random inputs; plus the
+//! diagnostics for what the lowering refuses.
+
+use super::jit::{Jit, DEFAULT_PIPELINE};
+use super::*;
+use crate::diag::SourceMap;
+use crate::driver;
+use ndarray::{ArrayD, IxDyn};
+use std::path::Path;
+
+fn load(text: &str) -> ir::Module {
+    let mut sources = SourceMap::new();
+    let file = sources.add("test.nnir", text.to_string());
+    let mut diags = Vec::new();
+    match driver::load(text, file, 0, Path::new("."), &mut diags) {
+        Some(m) => m,
+        None => panic!("{}\n{text}", sources.emit_to_string(&diags)),
+    }
+}
+
+/// Deterministic values in [-2, 2) with a few exact zeros and negatives (an LCG: the test
+/// needs reproducible data, not statistical quality).
+fn random(shape: &[usize], seed: u64) -> ArrayD<f32> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    ArrayD::from_shape_fn(IxDyn(shape), |_| {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let v = ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0;
+        if (s >> 20) % 17 == 0 {
+            0.0
+        } else {
+            v
+        }
+    })
+}
+
+/// Lowers, compiles and runs the first function of `text` on random inputs of `shapes`, and
+/// compares with the interpreter (relative 1e-4 of max(|x|, |y|, 1)).
+fn check(text: &str, shapes: &[&[usize]]) {
+    let m = load(text);
+    let f = &m.funcs[0];
+    let inputs: Vec<ArrayD<f32>> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| random(s, 17 + i as u64))
+        .collect();
+    let want = crate::interp::run(f, &inputs).expect("interpreter runs");
+    let cx = context();
+    let lowered = match lower_module(&cx, &m) {
+        Ok(l) => l,
+        Err(d) => panic!("lowering failed: {d:?}\n{text}"),
+    };
+    let text_mlir = print(&lowered.module);
+    let jit =
+        Jit::compile(&cx, lowered, DEFAULT_PIPELINE).unwrap_or_else(|e| panic!("{e}\n{text_mlir}"));
+    let got = jit.run(&f.name, &inputs).expect("compiled code runs");
+    assert_eq!(want.len(), got.len());
+    for (w, g) in want.iter().zip(&got) {
+        assert_eq!(w.shape(), g.shape(), "{text_mlir}");
+        for (i, (a, b)) in w.iter().zip(g.iter()).enumerate() {
+            let tol = 1e-4 * a.abs().max(b.abs()).max(1.0);
+            let same = (a - b).abs() <= tol || (a.is_nan() && b.is_nan()) || a == b;
+            assert!(
+                same,
+                "element {i}: interpreter {a}, compiled {b}\n{text_mlir}"
+            );
+        }
+    }
+}
+
+fn lower_error(text: &str) -> String {
+    let m = load(text);
+    let cx = context();
+    let result = lower_module(&cx, &m);
+    match result {
+        Ok(_) => panic!("lowering should fail:\n{text}"),
+        Err(d) => d
+            .iter()
+            .map(|d| d.message.clone())
+            .collect::<Vec<_>>()
+            .join("\n"),
+    }
+}
+
+fn unary(op: &str, attrs: &str) -> String {
+    format!(
+        "func @f(%x: tensor<3x5xf32>) -> tensor<3x5xf32> {{\n  %y = {op} %x {attrs} : tensor<3x5xf32>\n  return %y : tensor<3x5xf32>\n}}"
+    )
+}
+
+#[test]
+fn lower_activations_match_interpreter() {
+    for (op, attrs) in [
+        ("nn.relu", ""),
+        ("nn.leaky_relu", "{alpha = 0.2}"),
+        ("nn.clip", "{min = -0.5, max = 1.0}"),
+        ("nn.sigmoid", ""),
+        ("nn.tanh", ""),
+        ("nn.gelu", "{approximate = \"none\"}"),
+        ("nn.gelu", "{approximate = \"tanh\"}"),
+        ("nn.silu", ""),
+        ("nn.hardswish", ""),
+        ("nn.identity", ""),
+    ] {
+        check(&unary(op, attrs), &[&[3, 5]]);
+    }
+}
+
+#[test]
+fn lower_binary_broadcast_match_interpreter() {
+    for op in ["nn.add", "nn.sub", "nn.mul"] {
+        check(
+            &format!(
+                "func @f(%a: tensor<2x3x4xf32>, %b: tensor<3x1xf32>) -> tensor<2x3x4xf32> {{\n  %y = {op} %a, %b : tensor<2x3x4xf32>\n  return %y : tensor<2x3x4xf32>\n}}"
+            ),
+            &[&[2, 3, 4], &[3, 1]],
+        );
+    }
+}
+
+#[test]
+fn lower_linear_with_and_without_bias() {
+    check(
+        "func @f(%x: tensor<4x6xf32>) -> tensor<4x2xf32> {
+  %w = nn.constant dense<[[1.0, -2.0, 0.5, 0.0, 1.5, -1.0], [0.25, 0.5, -0.75, 1.0, 2.0, -0.5], [0.0, 0.0, 1.0, 1.0, -1.0, 3.0]]> : tensor<3x6xf32>
+  %b = nn.constant dense<[0.5, -1.0, 2.0]> : tensor<3xf32>
+  %y = nn.linear %x, %w, %b : tensor<4x3xf32>
+  %z = nn.linear %y, %w2 : tensor<4x2xf32>
+  return %z : tensor<4x2xf32>
+}"
+        .replace(
+            "  %z =",
+            "  %w2 = nn.constant dense<[[1.0, 2.0, 3.0], [-1.0, 0.5, 0.25]]> : tensor<2x3xf32>\n  %z =",
+        )
+        .as_str(),
+        &[&[4, 6]],
+    );
+    // Rank-3 input: a generic contraction instead of linalg.matmul.
+    check(
+        "func @f(%x: tensor<2x3x4xf32>) -> tensor<2x3x2xf32> {
+  %w = nn.constant dense<[[1.0, -2.0, 0.5, 0.0], [0.25, 0.5, -0.75, 1.0]]> : tensor<2x4xf32>
+  %b = nn.constant dense<[0.5, -1.0]> : tensor<2xf32>
+  %y = nn.linear %x, %w, %b : tensor<2x3x2xf32>
+  return %y : tensor<2x3x2xf32>
+}",
+        &[&[2, 3, 4]],
+    );
+}
+
+#[test]
+fn lower_dynamic_batch_mlp() {
+    let text = "func @f(%x: tensor<?x4xf32>) -> tensor<?x2xf32> {
+  %w = nn.constant dense<[[1.0, -2.0, 0.5, 0.0], [0.25, 0.5, -0.75, 1.0]]> : tensor<2x4xf32>
+  %b = nn.constant dense<[0.5, -1.0]> : tensor<2xf32>
+  %y = nn.linear %x, %w, %b : tensor<?x2xf32>
+  %r = nn.relu %y : tensor<?x2xf32>
+  return %r : tensor<?x2xf32>
+}";
+    check(text, &[&[5, 4]]);
+    check(text, &[&[1, 4]]);
+    let cx = context();
+    let m = load(text);
+    let l = lower_module(&cx, &m).expect("lowers");
+    assert!(print(&l.module).contains("memref<?x4xf32>"));
+}
+
+#[test]
+fn lower_dynamic_batch_mismatch_is_an_error() {
+    let text = "func @f(%a: tensor<?x3xf32>, %b: tensor<?x3xf32>) -> tensor<?x3xf32> {
+  %y = nn.add %a, %b : tensor<?x3xf32>
+  return %y : tensor<?x3xf32>
+}";
+    check(text, &[&[2, 3], &[2, 3]]);
+    let cx = context();
+    let m = load(text);
+    let jit = Jit::compile(&cx, lower_module(&cx, &m).unwrap(), DEFAULT_PIPELINE).unwrap();
+    let err = jit
+        .run("f", &[random(&[2, 3], 1), random(&[4, 3], 2)])
+        .unwrap_err();
+    assert!(err.contains("inconsistent dynamic sizes"), "{err}");
+    let err = jit
+        .run("f", &[random(&[2, 4], 1), random(&[2, 3], 2)])
+        .unwrap_err();
+    assert!(err.contains("has shape [2, 4]"), "{err}");
+}
+
+#[test]
+fn lower_matmul_2d_and_batched_broadcast() {
+    check(
+        "func @f(%a: tensor<3x4xf32>, %b: tensor<4x5xf32>) -> tensor<3x5xf32> {
+  %y = nn.matmul %a, %b : tensor<3x5xf32>
+  return %y : tensor<3x5xf32>
+}",
+        &[&[3, 4], &[4, 5]],
+    );
+    check(
+        "func @f(%a: tensor<2x1x3x4xf32>, %b: tensor<5x4x6xf32>) -> tensor<2x5x3x6xf32> {
+  %y = nn.matmul %a, %b : tensor<2x5x3x6xf32>
+  return %y : tensor<2x5x3x6xf32>
+}",
+        &[&[2, 1, 3, 4], &[5, 4, 6]],
+    );
+}
+
+fn conv(attrs: &str, x: &str, w: &str, y: &str, bias: bool) -> String {
+    let (b_arg, b_use) = if bias {
+        (", %b: tensor<8xf32>".to_string(), ", %b")
+    } else {
+        (String::new(), "")
+    };
+    format!(
+        "func @f(%x: {x}, %w: {w}{b_arg}) -> {y} {{\n  %y = nn.conv2d %x, %w{b_use} {attrs} : {y}\n  return %y : {y}\n}}"
+    )
+}
+
+#[test]
+fn lower_conv2d_variants() {
+    // plain, bias
+    check(
+        &conv(
+            "",
+            "tensor<1x3x6x6xf32>",
+            "tensor<8x3x3x3xf32>",
+            "tensor<1x8x4x4xf32>",
+            true,
+        ),
+        &[&[1, 3, 6, 6], &[8, 3, 3, 3], &[8]],
+    );
+    // stride, asymmetric pad, dilation, batch 2
+    check(
+        &conv(
+            "{strides = [2, 1], pads = [1, 0, 2, 1], dilations = [1, 2], groups = 1}",
+            "tensor<2x3x7x6xf32>",
+            "tensor<8x3x3x2xf32>",
+            "tensor<2x8x4x5xf32>",
+            true,
+        ),
+        &[&[2, 3, 7, 6], &[8, 3, 3, 2], &[8]],
+    );
+    // depthwise
+    check(
+        &conv(
+            "{strides = [1, 1], pads = [1, 1, 1, 1], dilations = [1, 1], groups = 8}",
+            "tensor<1x8x5x5xf32>",
+            "tensor<8x1x3x3xf32>",
+            "tensor<1x8x5x5xf32>",
+            true,
+        ),
+        &[&[1, 8, 5, 5], &[8, 1, 3, 3], &[8]],
+    );
+    // grouped (2 groups of 2 input channels, 4 filters each)
+    check(
+        &conv(
+            "{strides = [1, 1], pads = [0, 0, 0, 0], dilations = [1, 1], groups = 2}",
+            "tensor<1x4x5x5xf32>",
+            "tensor<8x2x3x3xf32>",
+            "tensor<1x8x3x3xf32>",
+            false,
+        ),
+        &[&[1, 4, 5, 5], &[8, 2, 3, 3]],
+    );
+    // dynamic batch
+    check(
+        &conv(
+            "",
+            "tensor<?x3x5x5xf32>",
+            "tensor<8x3x3x3xf32>",
+            "tensor<?x8x3x3xf32>",
+            true,
+        ),
+        &[&[3, 3, 5, 5], &[8, 3, 3, 3], &[8]],
+    );
+}
+
+#[test]
+fn lower_batch_norm() {
+    check(
+        "func @f(%x: tensor<2x3x2x2xf32>, %s: tensor<3xf32>, %b: tensor<3xf32>, %m: tensor<3xf32>) -> tensor<2x3x2x2xf32> {
+  %v = nn.constant dense<[0.5, 1.0, 2.0]> : tensor<3xf32>
+  %y = nn.batch_norm %x, %s, %b, %m, %v {epsilon = 0.001} : tensor<2x3x2x2xf32>
+  return %y : tensor<2x3x2x2xf32>
+}",
+        &[&[2, 3, 2, 2], &[3], &[3], &[3]],
+    );
+}
+
+fn pool(op: &str, attrs: &str, x: &str, y: &str) -> String {
+    format!("func @f(%x: {x}) -> {y} {{\n  %y = {op} %x {attrs} : {y}\n  return %y : {y}\n}}")
+}
+
+#[test]
+fn lower_pools() {
+    let x = "tensor<2x3x7x7xf32>";
+    for (attrs, y) in [
+        ("{kernel = [2, 2], strides = [2, 2]}", "tensor<2x3x3x3xf32>"),
+        (
+            "{kernel = [2, 2], strides = [2, 2], pads = [0, 0, 0, 0], ceil_mode = true}",
+            "tensor<2x3x4x4xf32>",
+        ),
+        (
+            "{kernel = [3, 3], strides = [2, 2], pads = [1, 1, 1, 1], ceil_mode = false}",
+            "tensor<2x3x4x4xf32>",
+        ),
+        (
+            "{kernel = [3, 2], strides = [2, 3], pads = [1, 0, 2, 1], ceil_mode = true}",
+            "tensor<2x3x4x3xf32>",
+        ),
+    ] {
+        check(&pool("nn.max_pool2d", attrs, x, y), &[&[2, 3, 7, 7]]);
+        for cip in ["false", "true"] {
+            let a = attrs.replace('}', &format!(", count_include_pad = {cip}}}"));
+            check(&pool("nn.avg_pool2d", &a, x, y), &[&[2, 3, 7, 7]]);
+        }
+    }
+}
+
+#[test]
+fn lower_reductions() {
+    check(
+        "func @f(%x: tensor<2x3x4x5xf32>) -> tensor<2x3x1x1xf32> {
+  %y = nn.global_avg_pool %x : tensor<2x3x1x1xf32>
+  return %y : tensor<2x3x1x1xf32>
+}",
+        &[&[2, 3, 4, 5]],
+    );
+    for (attrs, y) in [
+        ("{axes = [1], keepdims = true}", "tensor<2x1x4xf32>"),
+        ("{axes = [0, 2], keepdims = true}", "tensor<1x3x1xf32>"),
+        ("{axes = [-1], keepdims = false}", "tensor<2x3xf32>"),
+        ("{axes = [0, 1, 2], keepdims = false}", "tensor<f32>"),
+        ("{axes = [0, 1, 2], keepdims = true}", "tensor<1x1x1xf32>"),
+    ] {
+        check(
+            &format!(
+                "func @f(%x: tensor<2x3x4xf32>) -> {y} {{\n  %y = nn.mean %x {attrs} : {y}\n  return %y : {y}\n}}"
+            ),
+            &[&[2, 3, 4]],
+        );
+    }
+}
+
+#[test]
+fn lower_shape_ops() {
+    for (axis, y) in [
+        (1, "tensor<2x12xf32>"),
+        (0, "tensor<1x24xf32>"),
+        (3, "tensor<24x1xf32>"),
+        (2, "tensor<6x4xf32>"),
+    ] {
+        check(
+            &format!(
+                "func @f(%x: tensor<2x3x4xf32>) -> {y} {{\n  %y = nn.flatten %x {{axis = {axis}}} : {y}\n  return %y : {y}\n}}"
+            ),
+            &[&[2, 3, 4]],
+        );
+    }
+    check(
+        "func @f(%x: tensor<?x3x4xf32>) -> tensor<?x12xf32> {
+  %y = nn.flatten %x {axis = 1} : tensor<?x12xf32>
+  return %y : tensor<?x12xf32>
+}",
+        &[&[3, 3, 4]],
+    );
+    check(
+        "func @f(%x: tensor<2x3x4xf32>) -> tensor<4x6xf32> {
+  %y = nn.reshape %x {shape = [4, 6]} : tensor<4x6xf32>
+  return %y : tensor<4x6xf32>
+}",
+        &[&[2, 3, 4]],
+    );
+    check(
+        "func @f(%x: tensor<2x3x4xf32>) -> tensor<4x2x3xf32> {
+  %y = nn.transpose %x {perm = [2, 0, 1]} : tensor<4x2x3xf32>
+  return %y : tensor<4x2x3xf32>
+}",
+        &[&[2, 3, 4]],
+    );
+    check(
+        "func @f(%a: tensor<2x3xf32>, %b: tensor<2x2xf32>) -> tensor<2x8xf32> {
+  %y = nn.concat %a, %b, %a {axis = -1} : tensor<2x8xf32>
+  return %y : tensor<2x8xf32>
+}",
+        &[&[2, 3], &[2, 2]],
+    );
+    check(
+        "func @f(%a: tensor<?x3xf32>, %b: tensor<?x2xf32>) -> tensor<?x5xf32> {
+  %y = nn.concat %a, %b {axis = 1} : tensor<?x5xf32>
+  return %y : tensor<?x5xf32>
+}",
+        &[&[4, 3], &[4, 2]],
+    );
+}
+
+#[test]
+fn lower_softmax_layer_norm() {
+    for axis in [-1, 0] {
+        check(
+            &format!(
+                "func @f(%x: tensor<3x5xf32>) -> tensor<3x5xf32> {{\n  %y = nn.softmax %x {{axis = {axis}}} : tensor<3x5xf32>\n  return %y : tensor<3x5xf32>\n}}"
+            ),
+            &[&[3, 5]],
+        );
+    }
+    check(
+        "func @f(%x: tensor<2x3x4xf32>, %s: tensor<4xf32>, %b: tensor<4xf32>) -> tensor<2x3x4xf32> {
+  %y = nn.layer_norm %x, %s, %b {axis = -1, epsilon = 0.00001} : tensor<2x3x4xf32>
+  return %y : tensor<2x3x4xf32>
+}",
+        &[&[2, 3, 4], &[4], &[4]],
+    );
+    check(
+        "func @f(%x: tensor<2x3x4xf32>, %s: tensor<3x4xf32>) -> tensor<2x3x4xf32> {
+  %y = nn.layer_norm %x, %s {axis = 1, epsilon = 0.001} : tensor<2x3x4xf32>
+  return %y : tensor<2x3x4xf32>
+}",
+        &[&[2, 3, 4], &[3, 4]],
+    );
+    check(
+        "func @f(%x: tensor<2x3x4xf32>) -> tensor<2x3x4xf32> {
+  %y = nn.layer_norm %x {axis = 0, epsilon = 0.001} : tensor<2x3x4xf32>
+  return %y : tensor<2x3x4xf32>
+}",
+        &[&[2, 3, 4]],
+    );
+}
+
+#[test]
+fn lower_gather_scatter() {
+    check(
+        "func @f(%x: tensor<2x6xf32>) -> tensor<2x5xf32> {
+  %y = nn.gather %x {axis = 1, indices = [4, 0, 1, 2, 4]} : tensor<2x5xf32>
+  return %y : tensor<2x5xf32>
+}",
+        &[&[2, 6]],
+    );
+    check(
+        "func @f(%x: tensor<?x5xf32>) -> tensor<?x7xf32> {
+  %y = nn.scatter %x {axis = -1, indices = [0, 2, 3, 5, 6], size = 7, fill = [0.0, 1.5, 0.0, 0.0, -2.0, 0.0, 0.0]} : tensor<?x7xf32>
+  return %y : tensor<?x7xf32>
+}",
+        &[&[3, 5]],
+    );
+    check(
+        "func @f(%x: tensor<3x2xf32>) -> tensor<4x2xf32> {
+  %y = nn.scatter %x {axis = 0, indices = [3, 1, 2], size = 4, fill = [0.5, 0.5, 0.5, 0.5]} : tensor<4x2xf32>
+  return %y : tensor<4x2xf32>
+}",
+        &[&[3, 2]],
+    );
+}
+
+#[test]
+fn lower_weights_become_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let w: Vec<f32> = (0..12).map(|i| i as f32 * 0.25 - 1.0).collect();
+    let b: Vec<f32> = vec![0.5, -0.5, 1.0];
+    let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let (wb, bb) = (bytes(&w), bytes(&b));
+    let views = vec![
+        (
+            "fc.weight".to_string(),
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![3, 4], &wb).unwrap(),
+        ),
+        (
+            "fc.bias".to_string(),
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![3], &bb).unwrap(),
+        ),
+    ];
+    let path = dir.path().join("w.safetensors");
+    safetensors::tensor::serialize_to_file(views, None, &path).unwrap();
+    let text = "module attributes {weights = \"w.safetensors\"} {
+  func @f(%x: tensor<2x4xf32>) -> tensor<2x3xf32> {
+    %w = nn.weight \"fc.weight\" : tensor<3x4xf32>
+    %b = nn.weight \"fc.bias\" : tensor<3xf32>
+    %y = nn.linear %x, %w, %b : tensor<2x3xf32>
+    return %y : tensor<2x3xf32>
+  }
+}";
+    let mut sources = SourceMap::new();
+    let file = sources.add("w.nnir", text.to_string());
+    let mut diags = Vec::new();
+    let m = driver::load(text, file, 0, dir.path(), &mut diags).expect("loads");
+    let cx = context();
+    let l = lower_module(&cx, &m).unwrap();
+    let s = &l.signatures[0];
+    assert_eq!(
+        s.weights
+            .iter()
+            .map(|w| w.name.as_str())
+            .collect::<Vec<_>>(),
+        ["fc.weight", "fc.bias"]
+    );
+    let mlir = print(&l.module);
+    assert!(
+        mlir.contains("%arg0: memref<2x4xf32>, %arg1: memref<3x4xf32>, %arg2: memref<3xf32>, %arg3: memref<2x3xf32>"),
+        "{mlir}"
+    );
+    let x = random(&[2, 4], 3);
+    let want = crate::interp::run(&m.funcs[0], std::slice::from_ref(&x)).unwrap();
+    let jit = Jit::compile(&cx, l, DEFAULT_PIPELINE).unwrap();
+    let got = jit.run("f", &[x]).unwrap();
+    for (a, b) in want[0].iter().zip(got[0].iter()) {
+        assert!((a - b).abs() <= 1e-5 * a.abs().max(1.0), "{a} vs {b}");
+    }
+}
+
+#[test]
+fn lower_unsupported_is_a_diagnostic() {
+    let e = lower_error(
+        "func @f(%x: tensor<2x3xf16>) -> tensor<2x3xf16> {
+  %y = nn.relu %x : tensor<2x3xf16>
+  return %y : tensor<2x3xf16>
+}",
+    );
+    assert!(e.contains("only f32 is supported"), "{e}");
+    let e = lower_error(
+        "func @f(%x: tensor<1x3x?x4xf32>) -> tensor<1x3x?x2xf32> {
+  %y = nn.max_pool2d %x {kernel = [1, 2], strides = [1, 2]} : tensor<1x3x?x2xf32>
+  return %y : tensor<1x3x?x2xf32>
+}",
+    );
+    assert!(
+        e.contains("'nn.max_pool2d' op cannot be lowered to MLIR yet: the input height (axis 2) must have a static size"),
+        "{e}"
+    );
+}
+
+#[test]
+fn lower_bad_pipeline_reports_mlir_error() {
+    let cx = context();
+    let m = load(&unary("nn.relu", ""));
+    let mut l = lower_module(&cx, &m).unwrap();
+    let e = jit::run_pipeline(&cx, &mut l.module, "builtin.module(no-such-pass)").unwrap_err();
+    assert!(e.contains("no-such-pass"), "{e}");
+}
