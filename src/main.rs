@@ -58,9 +58,10 @@ struct OptArgs {
     #[arg(long)]
     list_ops: bool,
     /// Remove neurons that provably do not affect the output (constant or ignored neurons of
-    /// linear and ungrouped conv layers; docs/passes.md lists what is covered), compensating in
-    /// the neighbouring layers so the output stays the same. Shorthand for
-    /// --pass-pipeline="canonicalize,fold-batch-norm,prune-neurons,dce".
+    /// linear and ungrouped conv layers, followed through activations, pools, depthwise convs
+    /// and flatten; docs/passes.md lists what is covered), compensating in the neighbouring
+    /// layers so the output stays the same. Shorthand for
+    /// --pass-pipeline="canonicalize,fold-batch-norm,prune-neurons,canonicalize,dce".
     #[arg(long)]
     prune_neurons: bool,
     /// Run these passes in order, e.g. "prune-neurons{zero-threshold=0},dce" (see
