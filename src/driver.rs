@@ -393,6 +393,12 @@ pub fn externalize_weights(m: &mut Module, file: &str) -> Vec<(String, crate::ir
     out
 }
 
+/// What `nnopt bench` measures: the time to lower and compile once, and each timed call.
+pub struct BenchTimes {
+    pub compile: std::time::Duration,
+    pub runs: Vec<std::time::Duration>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -96,8 +96,9 @@ struct OptArgs {
     #[arg(long, value_name = "REL", default_value_t = 1e-5)]
     equivalence_tolerance: f32,
     /// Print MLIR instead of NNIR, after the passes: `mlir` is linalg on tensors straight from
-    /// the lowering, `llvm` the LLVM dialect after the whole lowering pipeline
-    /// (docs/lowering.md).
+    /// the lowering, `transform` the same with the transform-dialect schedule that tiles and
+    /// vectorizes its static layers nested as a private module, `llvm` the LLVM dialect after
+    /// the whole lowering pipeline, schedule included (docs/lowering.md).
     #[arg(long, value_name = "STAGE")]
     emit: Option<EmitArg>,
     /// The MLIR pass pipeline, e.g. "builtin.module(one-shot-bufferize)": replaces the default
@@ -110,6 +111,7 @@ struct OptArgs {
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum EmitArg {
     Mlir,
+    Transform,
     Llvm,
 }
 
@@ -117,6 +119,9 @@ enum EmitArg {
 enum Command {
     /// Execute a function of an NNIR (or .onnx) file on .npy inputs and write its results as .npy.
     Run(RunArgs),
+    /// Compile an NNIR (or .onnx) function once and time it on random inputs: prints the median
+    /// latency; with --compare, both models and the speedup next to the MAC ratio.
+    Bench(BenchArgs),
     /// Convert an ONNX model to NNIR: writes the .nnir text and, beside it, a .safetensors file
     /// with the weights (named by the module attribute `weights`).
     Import(ConvertArgs),
@@ -153,6 +158,28 @@ struct RunArgs {
     /// One .npy file per function result, in order (written atomically).
     #[arg(long = "output", value_name = "NPY")]
     outputs: Vec<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+struct BenchArgs {
+    /// The NNIR (or .onnx) file.
+    input: PathBuf,
+    /// A second model with the same inputs (e.g. the pruned one) to time the same way.
+    #[arg(long, value_name = "FILE")]
+    compare: Option<PathBuf>,
+    /// Timed runs per model (after one warm-up run).
+    #[arg(long, default_value_t = 20)]
+    runs: usize,
+    /// The size given to every dynamic dimension of the inputs.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// The function to time (default: the first).
+    #[arg(long, value_name = "NAME")]
+    func: Option<String>,
+    /// The MLIR pass pipeline that lowers to LLVM (default: the scheduled pipeline of
+    /// docs/lowering.md).
+    #[arg(long, value_name = "PIPELINE")]
+    mlir_pipeline: Option<String>,
 }
 
 fn arity_text(a: Arity) -> String {
@@ -435,6 +462,7 @@ fn emit_mlir(
 ) -> Result<String, Vec<Diagnostic>> {
     let stage = match stage {
         EmitArg::Mlir => nnopt::lower::Emit::Mlir,
+        EmitArg::Transform => nnopt::lower::Emit::Transform,
         EmitArg::Llvm => nnopt::lower::Emit::Llvm,
     };
     nnopt::lower::emit_text(m, stage, pipeline)
@@ -474,36 +502,47 @@ fn run_compiled(
     )])
 }
 
-fn run_main(args: &RunArgs) -> Result<(), Exit> {
-    let mut sources = SourceMap::new();
-    let module = if onnx::is_onnx_path(&args.input) {
-        onnx::import_file(&args.input).map_err(|d| {
+/// Reads an NNIR or ONNX model (by extension) for `run` and `bench`; diagnostics go to stderr.
+fn load_model(input: &Path, sources: &mut SourceMap) -> Result<nnopt::ir::Module, Exit> {
+    if onnx::is_onnx_path(input) {
+        return onnx::import_file(input).map_err(|d| {
             sources.emit_to_stderr(&[d]);
             Exit(1)
-        })?
-    } else {
-        let file = read_input(&args.input, &mut sources)?;
-        let base_dir = match args.input.parent() {
-            Some(d) if args.input.as_os_str() != "-" && !d.as_os_str().is_empty() => {
-                d.to_path_buf()
-            }
-            _ => PathBuf::from("."),
-        };
-        let src = sources.source(file).to_string();
-        let mut diags = Vec::new();
-        let module = driver::load(&src, file, 0, &base_dir, &mut diags);
-        sources.emit_to_stderr(&diags);
-        module.ok_or(Exit(1))?
+        });
+    }
+    let file = read_input(input, sources)?;
+    let base_dir = match input.parent() {
+        Some(d) if input.as_os_str() != "-" && !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
     };
-    let func = match &args.func {
+    let src = sources.source(file).to_string();
+    let mut diags = Vec::new();
+    let module = driver::load(&src, file, 0, &base_dir, &mut diags);
+    sources.emit_to_stderr(&diags);
+    module.ok_or(Exit(1))
+}
+
+/// Function `name` of `module`, or its first.
+fn pick_func<'m>(
+    module: &'m nnopt::ir::Module,
+    name: Option<&str>,
+    input: &Path,
+) -> Result<&'m nnopt::ir::Function, Exit> {
+    match name {
         Some(name) => module
             .func(name)
-            .ok_or_else(|| fail(&format!("no function @{name} in {}", args.input.display())))?,
+            .ok_or_else(|| fail(&format!("no function @{name} in {}", input.display()))),
         None => module
             .funcs
             .first()
-            .ok_or_else(|| fail("the module has no function"))?,
-    };
+            .ok_or_else(|| fail("the module has no function")),
+    }
+}
+
+fn run_main(args: &RunArgs) -> Result<(), Exit> {
+    let mut sources = SourceMap::new();
+    let module = load_model(&args.input, &mut sources)?;
+    let func = pick_func(&module, args.func.as_deref(), &args.input)?;
     if args.inputs.len() != func.args().len() {
         return Err(fail(&format!(
             "@{} takes {} arguments but {} --input files are given",
@@ -545,6 +584,116 @@ fn run_main(args: &RunArgs) -> Result<(), Exit> {
         nnopt::interp::write_npy(p, r).map_err(|e| fail(&format!("{}: {e}", p.display())))?;
     }
     Ok(())
+}
+
+/// Inputs for `bench`: every argument with its dynamic sizes set to `batch`, filled with
+/// deterministic values in [-1, 1).
+fn bench_inputs(f: &nnopt::ir::Function, batch: usize) -> Result<Vec<ndarray::ArrayD<f32>>, Exit> {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    f.args()
+        .iter()
+        .map(|&a| {
+            let shape: Vec<usize> = f
+                .ty(a)
+                .dims
+                .iter()
+                .map(|d| d.as_static().map_or(batch, |n| n as usize))
+                .collect();
+            let n = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+            if n.is_none_or(|n| n > 1 << 30) {
+                return Err(fail(&format!(
+                    "input shape {shape:?} is too large to benchmark"
+                )));
+            }
+            Ok(ndarray::ArrayD::from_shape_simple_fn(shape, || {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            }))
+        })
+        .collect()
+}
+
+/// The median of `times` in milliseconds.
+fn median_ms(times: &[std::time::Duration]) -> f64 {
+    let mut ms: Vec<f64> = times.iter().map(|t| t.as_secs_f64() * 1e3).collect();
+    ms.sort_by(f64::total_cmp);
+    match ms.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => ms[n / 2],
+        n => (ms[n / 2 - 1] + ms[n / 2]) / 2.0,
+    }
+}
+
+fn bench_main(args: &BenchArgs) -> Result<(), Exit> {
+    let mut sources = SourceMap::new();
+    let mut models = vec![(args.input.clone(), load_model(&args.input, &mut sources)?)];
+    if let Some(p) = &args.compare {
+        models.push((p.clone(), load_model(p, &mut sources)?));
+    }
+    let mut rows = Vec::new();
+    for (path, module) in &models {
+        let func = pick_func(module, args.func.as_deref(), path)?;
+        let inputs = bench_inputs(func, args.batch)?;
+        let macs: u64 = passes::layer_costs(func).iter().map(|c| c.macs).sum();
+        let times = bench_compiled(
+            module,
+            &func.name,
+            &inputs,
+            args.runs,
+            args.mlir_pipeline.as_deref(),
+        )
+        .map_err(|d| {
+            sources.emit_to_stderr(&d);
+            Exit(1)
+        })?;
+        let median = median_ms(&times.runs);
+        println!(
+            "{}: @{} batch {}: median {:.3} ms over {} runs (min {:.3} ms), compile {:.2} s, {} MACs/sample",
+            path.display(),
+            func.name,
+            args.batch,
+            median,
+            times.runs.len(),
+            times.runs.iter().min().map_or(f64::NAN, |t| t.as_secs_f64() * 1e3),
+            times.compile.as_secs_f64(),
+            macs
+        );
+        rows.push((median, macs));
+    }
+    if let [(t0, m0), (t1, m1)] = rows[..] {
+        println!(
+            "speedup {:.2}x, MAC ratio {:.2}x",
+            t0 / t1,
+            m0 as f64 / m1.max(1) as f64
+        );
+    }
+    Ok(())
+}
+
+#[cfg(feature = "mlir")]
+fn bench_compiled(
+    m: &nnopt::ir::Module,
+    func: &str,
+    inputs: &[ndarray::ArrayD<f32>],
+    runs: usize,
+    pipeline: Option<&str>,
+) -> Result<driver::BenchTimes, Vec<Diagnostic>> {
+    nnopt::lower::bench(m, func, inputs, runs, pipeline)
+}
+
+#[cfg(not(feature = "mlir"))]
+fn bench_compiled(
+    _: &nnopt::ir::Module,
+    _: &str,
+    _: &[ndarray::ArrayD<f32>],
+    _: usize,
+    _: Option<&str>,
+) -> Result<driver::BenchTimes, Vec<Diagnostic>> {
+    Err(vec![Diagnostic::error(
+        "this nnopt was built without the `mlir` feature; bench needs the compiler",
+    )])
 }
 
 fn statistics_table(
@@ -598,6 +747,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Some(Command::Run(args)) => run_main(args),
+        Some(Command::Bench(args)) => bench_main(args),
         Some(Command::Import(args)) => convert_main(args, false),
         Some(Command::Export(args)) => convert_main(args, true),
         None if cli.opt.list_ops => {

@@ -13,8 +13,9 @@
 //! Before the call every input shape and every [`super::Signature::constraints`] pair is
 //! checked, so the compiled code never reads outside a buffer.
 
+use super::schedule::{self, Layer};
 use super::{DiagCapture, Lowered, Signature};
-use melior::ir::Module;
+use melior::ir::{BlockLike, Module, Operation};
 use melior::pass::PassManager;
 use melior::utility::parse_pass_pipeline;
 use melior::Context;
@@ -23,6 +24,45 @@ use ndarray::{ArrayD, IxDyn};
 
 /// The default lowering pipeline from linalg on tensors to the LLVM dialect.
 pub const DEFAULT_PIPELINE: &str = "builtin.module(eliminate-empty-tensors,one-shot-bufferize,buffer-deallocation-pipeline,convert-bufferization-to-memref,func.func(convert-linalg-to-loops),canonicalize,cse,convert-vector-to-scf{full-unroll},lower-affine,convert-scf-to-cf,convert-vector-to-llvm{reassociate-fp-reductions},expand-strided-metadata,lower-affine,finalize-memref-to-llvm,convert-math-to-llvm,convert-math-to-libm,convert-arith-to-llvm,convert-index-to-llvm,convert-cf-to-llvm,convert-func-to-llvm,convert-ub-to-llvm,reconcile-unrealized-casts)";
+
+/// What runs before [`DEFAULT_PIPELINE`] when the module carries a schedule (see
+/// [`embed_schedule`]): apply it, drop the schedule module, clean up.
+const SCHEDULE_PREFIX: &str = "transform-interpreter,symbol-dce,canonicalize,cse,";
+
+/// The default pipeline for a module with an embedded schedule.
+pub fn scheduled_pipeline() -> String {
+    DEFAULT_PIPELINE.replacen(
+        "builtin.module(",
+        &format!("builtin.module({SCHEDULE_PREFIX}"),
+        1,
+    )
+}
+
+/// Nests the transform schedule of `layers` in `module` as a private module
+/// `@__nnopt_schedule`, where `transform-interpreter` finds its `@__transform_main`. Returns
+/// false (and leaves the module alone) when there is nothing to schedule.
+pub fn embed_schedule(cx: &Context, module: &Module, layers: &[Layer]) -> Result<bool, String> {
+    if layers.is_empty() {
+        return Ok(false);
+    }
+    let text = format!("module {{\n{}}}\n", schedule::script(layers));
+    let capture = DiagCapture::new(cx);
+    let parsed = Module::parse(cx, &text).ok_or_else(|| {
+        format!(
+            "internal error: the generated schedule does not parse:\n{}",
+            capture.take()
+        )
+    })?;
+    let op = parsed
+        .body()
+        .first_operation()
+        .ok_or_else(|| "internal error: empty schedule".to_string())?;
+    // SAFETY: `op` is a live operation of `parsed`; the clone is a new, unowned operation that
+    // the payload's body takes ownership of.
+    let copy = unsafe { Operation::from_raw(mlir_sys::mlirOperationClone(op.to_raw())) };
+    module.body().append_operation(copy);
+    Ok(true)
+}
 
 /// MLIR's runtime helper for strided copies (`memref.copy` that is not contiguous, e.g. an
 /// insert into a slice of a padded or concatenated tensor), with the signature of
@@ -114,13 +154,26 @@ pub struct Jit<'c> {
 }
 
 impl<'c> Jit<'c> {
-    /// Lowers `lowered` through `pipeline` and JIT-compiles it at opt level 3.
-    pub fn compile(cx: &'c Context, lowered: Lowered<'c>, pipeline: &str) -> Result<Self, String> {
+    /// Lowers `lowered` through `pipeline` and JIT-compiles it at opt level 3. Without a
+    /// pipeline, the tagged layers are tiled and vectorized by their transform schedule and the
+    /// rest goes through [`DEFAULT_PIPELINE`].
+    pub fn compile(
+        cx: &'c Context,
+        lowered: Lowered<'c>,
+        pipeline: Option<&str>,
+    ) -> Result<Self, String> {
         let Lowered {
             mut module,
             signatures,
+            layers,
         } = lowered;
-        run_pipeline(cx, &mut module, pipeline)?;
+        match pipeline {
+            Some(p) => run_pipeline(cx, &mut module, p)?,
+            None if embed_schedule(cx, &module, &layers)? => {
+                run_pipeline(cx, &mut module, &scheduled_pipeline())?
+            }
+            None => run_pipeline(cx, &mut module, DEFAULT_PIPELINE)?,
+        }
         let capture = DiagCapture::new(cx);
         let engine = ExecutionEngine::new(&module, 3, &[], false, false);
         // SAFETY: `memref_copy` has the C signature compiled code expects of `memrefCopy`.

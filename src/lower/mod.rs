@@ -23,6 +23,7 @@
 
 pub mod builder;
 pub mod jit;
+pub mod schedule;
 
 use crate::diag::Diagnostic;
 use crate::ir::{self, Dim, ElemType, Function, OpId, OpKind, Tensor, TensorType, ValueId};
@@ -31,14 +32,19 @@ use builder::{
     DYNAMIC,
 };
 use melior::dialect::DialectRegistry;
-use melior::ir::attribute::{DenseElementsAttribute, StringAttribute, TypeAttribute};
-use melior::ir::operation::{OperationBuilder, OperationLike};
+use melior::ir::attribute::{
+    DenseElementsAttribute, IntegerAttribute, StringAttribute, TypeAttribute,
+};
+use melior::ir::operation::{
+    OperationBuilder, OperationLike, OperationMutLike, OperationRefMut, OperationResult,
+};
 use melior::ir::r#type::{FunctionType, IntegerType, MemRefType, RankedTensorType};
 use melior::ir::{
     Attribute, Block, BlockLike, Location, Module as MlirModule, Region, RegionLike, Type, Value,
 };
 use melior::utility::{register_all_dialects, register_all_llvm_translations, register_all_passes};
 use melior::Context;
+use schedule::Layer;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -112,6 +118,8 @@ pub struct Signature {
 pub struct Lowered<'c> {
     pub module: MlirModule<'c>,
     pub signatures: Vec<Signature>,
+    /// The layers whose ops carry schedule tags (see `schedule.rs`), indexed by tag.
+    pub layers: Vec<Layer>,
 }
 
 /// Collects MLIR's diagnostics while alive, so a verifier or pass failure reports MLIR's own
@@ -163,8 +171,9 @@ pub fn lower_module<'c>(cx: &'c Context, m: &ir::Module) -> Result<Lowered<'c>, 
     let module = MlirModule::new(Location::unknown(cx));
     let mut signatures = Vec::new();
     let mut diags = Vec::new();
+    let mut layers = Vec::new();
     for f in &m.funcs {
-        match lower_function(cx, f) {
+        match lower_function(cx, f, &mut layers) {
             Ok((op, sig)) => {
                 module.body().append_operation(op);
                 signatures.push(sig);
@@ -183,7 +192,11 @@ pub fn lower_module<'c>(cx: &'c Context, m: &ir::Module) -> Result<Lowered<'c>, 
         ))
         .at(m.span)]);
     }
-    Ok(Lowered { module, signatures })
+    Ok(Lowered {
+        module,
+        signatures,
+        layers,
+    })
 }
 
 /// Why one op could not be lowered.
@@ -203,6 +216,7 @@ type LResult<T> = Result<T, Fail>;
 fn lower_function<'c>(
     cx: &'c Context,
     f: &Function,
+    layers: &mut Vec<Layer>,
 ) -> Result<(melior::ir::Operation<'c>, Signature), Vec<Diagnostic>> {
     let unknown = Location::unknown(cx);
     let mut inputs = Vec::new();
@@ -244,6 +258,8 @@ fn lower_function<'c>(
             weights: Vec::new(),
             outputs: Vec::new(),
             output_types: Vec::new(),
+            layers,
+            epilogue: HashMap::new(),
         };
         l.run().map(|()| {
             (
@@ -327,6 +343,32 @@ struct Lower<'c, 'b, 'f> {
     weights: Vec<WeightArg>,
     outputs: Vec<Vec<DimVal>>,
     output_types: Vec<Type<'c>>,
+    /// The module's scheduled layers so far (tags are indices into it).
+    layers: &'f mut Vec<Layer>,
+    /// Layers whose result feeds only an activation that the schedule fuses as the epilogue:
+    /// the layer's index and its current root op's result.
+    epilogue: HashMap<ValueId, (usize, Value<'c, 'b>)>,
+}
+
+/// Sets the discardable attribute `nnopt.<name> = index` on the op defining `v`: the handle a
+/// transform schedule matches.
+fn tag(cx: &Context, v: Value, name: &str, index: usize) -> BResult<()> {
+    let attr = IntegerAttribute::new(IntegerType::new(cx, 64).into(), index as i64);
+    owner(v)?.set_discardable_attribute(&format!("nnopt.{name}"), attr.into());
+    Ok(())
+}
+
+fn untag(v: Value, name: &str) -> BResult<()> {
+    owner(v)?
+        .remove_discardable_attribute(&format!("nnopt.{name}"))
+        .map_err(|e| BuildError(e.to_string()))
+}
+
+fn owner<'c, 'a>(v: Value<'c, 'a>) -> BResult<OperationRefMut<'c, 'a>> {
+    let r = OperationResult::try_from(v).map_err(|e| BuildError(e.to_string()))?;
+    // SAFETY: the op is alive (it defines `v`, which the lowering holds) and nothing else
+    // borrows it while its attributes change.
+    Ok(unsafe { OperationRefMut::from_raw(r.owner().to_raw()) })
 }
 
 /// The interpreter's average-pool divisor for one output position along one axis (see
@@ -489,6 +531,55 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         }
     }
 
+    /// Records `layer` for the transform schedule and tags its ops: `kernel` is the matmul or
+    /// conv, `root` the last op of the layer (the bias add, or the kernel itself). When the
+    /// layer's only user is a cheap activation, that activation becomes the root instead (see
+    /// [`Lower::fuse_epilogue`]).
+    fn schedule(
+        &mut self,
+        op: OpId,
+        kernel: Value<'c, 'b>,
+        root: Value<'c, 'b>,
+        layer: Layer,
+    ) -> BResult<()> {
+        let i = self.layers.len();
+        self.layers.push(layer);
+        tag(self.cx, kernel, "kernel", i)?;
+        tag(self.cx, root, "root", i)?;
+        let r = self
+            .f
+            .op(op)
+            .result()
+            .expect("invariant: a layer has a result");
+        // Only activations that are plain arith ops: a fused epilogue is vectorized with the
+        // tile, and math functions (erf, tanh) would need a vector libm.
+        if let [u] = self.f.uses(r) {
+            if matches!(
+                self.f.kind(u.op),
+                OpKind::Relu | OpKind::LeakyRelu { .. } | OpKind::Clip { .. }
+            ) {
+                self.epilogue.insert(r, (i, root));
+            }
+        }
+        Ok(())
+    }
+
+    /// `x` through an identity `tensor.cast`: the schedule's `fuse` stops there instead of
+    /// pulling `x`'s producer into every tile of the layer (canonicalization removes the cast).
+    fn barrier(&self, x: Value<'c, 'b>, dims: &[DimVal]) -> BResult<Value<'c, 'b>> {
+        self.e.op1("tensor.cast", &[x], self.ty(dims), &[], vec![])
+    }
+
+    /// Moves a layer's root tag to the activation `y` that consumes it, so the schedule tiles
+    /// the activation and fuses the whole layer into it.
+    fn fuse_epilogue(&mut self, input: ValueId, y: Value<'c, 'b>) -> BResult<()> {
+        if let Some((i, prev)) = self.epilogue.remove(&input) {
+            untag(prev, "root")?;
+            tag(self.cx, y, "root", i)?;
+        }
+        Ok(())
+    }
+
     /// The static size of `dims[axis]`, or an "unsupported" failure naming what it is.
     fn need_static(&self, op: OpId, dims: &[DimVal], axis: usize, what: &str) -> LResult<u64> {
         match dims.get(axis) {
@@ -612,6 +703,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
                 let y = self.elementwise(&[(x, (0..r).map(Some).collect())], &d, move |e, a| {
                     activation(e, &k, a[0])
                 })?;
+                self.fuse_epilogue(operands[0], y)?;
                 self.define(op, y, d);
             }
             OpKind::Add | OpKind::Sub | OpKind::Mul => {
@@ -912,8 +1004,18 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         self.unify(xd[r - 1], wd[1]);
         let mut out = xd.clone();
         out[r - 1] = n;
+        let layer = match (r, out[0], n, wd[1]) {
+            (2, DimVal::Static(m), DimVal::Static(n), DimVal::Static(k)) => {
+                Some(Layer::Dense { m, n, k })
+            }
+            _ => None,
+        };
+        let x = match layer {
+            Some(_) => self.barrier(x, &xd)?,
+            None => x,
+        };
         let zeros = self.filled(0.0, &out)?;
-        let y = if r == 2 {
+        let kernel = if r == 2 {
             // linalg.matmul with a transposed-B indexing map: y[m, n] += x[m, k] * W[n, k].
             let maps = [
                 map(cx, 3, &[Some(0), Some(2)]),
@@ -952,13 +1054,19 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
                 let (bv, bd) = self.val(b);
                 self.unify(bd[0], n);
                 self.elementwise(
-                    &[(y, (0..r).map(Some).collect()), (bv, vec![Some(r - 1)])],
+                    &[
+                        (kernel, (0..r).map(Some).collect()),
+                        (bv, vec![Some(r - 1)]),
+                    ],
                     &out,
                     |e, a| e.binf("arith.addf", a[0], a[1]),
                 )?
             }
-            None => y,
+            None => kernel,
         };
+        if let Some(layer) = layer {
+            self.schedule(op, kernel, y, layer)?;
+        }
         self.define(op, y, out);
         Ok(())
     }
@@ -1048,14 +1156,42 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         };
         let f = wd[0].to_i64() as u64;
         let (kh, kw) = (wd[2].to_i64(), wd[3].to_i64());
-        let (xp, xpd) = if pads.iter().any(|&p| p != 0) {
+        // The schedule covers the dense case the notes measured: groups 1, unit strides and
+        // dilations (a strided input map is not a projected permutation, so it would not
+        // vectorize), static batch.
+        let scheduled = groups == 1
+            && strides == [1, 1]
+            && dilations == [1, 1]
+            && matches!(xd[0], DimVal::Static(_));
+        let padded = pads.iter().any(|&p| p != 0);
+        let (xp, xpd) = if padded {
             let mut pd = xd.clone();
             pd[2] = DimVal::Static(h + pads[0] + pads[2]);
             pd[3] = DimVal::Static(wi + pads[1] + pads[3]);
             let low = [0, 0, pads[0] as i64, pads[1] as i64];
             let high = [0, 0, pads[2] as i64, pads[3] as i64];
-            (self.e.pad(x, &low, &high, 0.0, self.ty(&pd))?, pd)
+            let xp = if scheduled {
+                // tensor.pad as the fill + copy the schedule tiles per row (what
+                // `linalg.decompose_pad` + `insert_slice_to_copy` would make, but tagged).
+                let i = self.layers.len();
+                let fill = self.filled(0.0, &pd)?;
+                tag(cx, fill, "pad_fill", i)?;
+                let sizes = shape(&xd);
+                let inner = self
+                    .e
+                    .extract_slice(fill, &low, &sizes, &[], self.ty(&xd))?;
+                let copy = self
+                    .e
+                    .named_linalg("linalg.copy", &[x], inner, self.ty(&xd), &[])?;
+                tag(cx, copy, "pad_copy", i)?;
+                self.e
+                    .insert_slice(copy, fill, &low, &sizes, &[], self.ty(&pd))?
+            } else {
+                self.e.pad(x, &low, &high, 0.0, self.ty(&pd))?
+            };
+            (xp, pd)
         } else {
+            let x = if scheduled { self.barrier(x, &xd)? } else { x };
             (x, xd.clone())
         };
         let out = vec![
@@ -1074,7 +1210,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
                 i64_elements(cx, &[dilations[0] as i64, dilations[1] as i64]),
             ),
         ];
-        let y = if groups == 1 {
+        let kernel = if groups == 1 {
             let zeros = self.filled(0.0, &out)?;
             self.e.named_linalg(
                 "linalg.conv_2d_nchw_fchw",
@@ -1137,13 +1273,17 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
             Some(&b) => {
                 let (bv, _) = self.val(b);
                 self.elementwise(
-                    &[(y, (0..4).map(Some).collect()), (bv, vec![Some(1)])],
+                    &[(kernel, (0..4).map(Some).collect()), (bv, vec![Some(1)])],
                     &out,
                     |e, a| e.binf("arith.addf", a[0], a[1]),
                 )?
             }
-            None => y,
+            None => kernel,
         };
+        if scheduled {
+            let layer = Layer::Conv { f, ow: wo, padded };
+            self.schedule(op, kernel, y, layer)?;
+        }
         self.define(op, y, out);
         Ok(())
     }
@@ -1521,6 +1661,8 @@ fn shape(dims: &[DimVal]) -> Vec<i64> {
 pub enum Emit {
     /// linalg on tensors, straight from the lowering (or after `--mlir-pipeline` if given).
     Mlir,
+    /// linalg on tensors with the transform schedule of its layers nested, before any pass.
+    Transform,
     /// The LLVM dialect, after the whole lowering pipeline (default or `--mlir-pipeline`).
     Llvm,
 }
@@ -1533,14 +1675,21 @@ pub fn emit_text(
 ) -> Result<String, Vec<Diagnostic>> {
     let cx = context();
     let mut lowered = lower_module(&cx, m)?;
+    let fail = |e: String| vec![Diagnostic::error(e).at(m.span)];
+    let scheduled = match emit {
+        Emit::Transform | Emit::Llvm if pipeline.is_none() || emit == Emit::Transform => {
+            jit::embed_schedule(&cx, &lowered.module, &lowered.layers).map_err(fail)?
+        }
+        _ => false,
+    };
     let pipeline = match (emit, pipeline) {
-        (_, Some(p)) => Some(p),
-        (Emit::Llvm, None) => Some(jit::DEFAULT_PIPELINE),
-        (Emit::Mlir, None) => None,
+        (_, Some(p)) => Some(p.to_string()),
+        (Emit::Llvm, None) if scheduled => Some(jit::scheduled_pipeline()),
+        (Emit::Llvm, None) => Some(jit::DEFAULT_PIPELINE.to_string()),
+        (Emit::Mlir | Emit::Transform, None) => None,
     };
     if let Some(p) = pipeline {
-        jit::run_pipeline(&cx, &mut lowered.module, p)
-            .map_err(|e| vec![Diagnostic::error(e).at(m.span)])?;
+        jit::run_pipeline(&cx, &mut lowered.module, &p).map_err(fail)?;
     }
     Ok(print(&lowered.module))
 }
@@ -1553,11 +1702,64 @@ pub fn compile_and_run(
     pipeline: Option<&str>,
 ) -> Result<Vec<ndarray::ArrayD<f32>>, Vec<Diagnostic>> {
     let cx = context();
-    let lowered = lower_module(&cx, m)?;
-    let jit = jit::Jit::compile(&cx, lowered, pipeline.unwrap_or(jit::DEFAULT_PIPELINE))
+    let lowered = lower_module(&cx, &specialized(m, func, inputs)?)?;
+    let jit = jit::Jit::compile(&cx, lowered, pipeline)
         .map_err(|e| vec![Diagnostic::error(e).at(m.span)])?;
     jit.run(func, inputs)
         .map_err(|e| vec![Diagnostic::error(e)])
+}
+
+/// `m` with function `func` specialized to the shapes of `inputs` (`verify::specialize`): the
+/// compiled code is built for the sizes it runs on, so every layer's loop nest is static and
+/// can be scheduled.
+pub fn specialized(
+    m: &ir::Module,
+    func: &str,
+    inputs: &[ndarray::ArrayD<f32>],
+) -> Result<ir::Module, Vec<Diagnostic>> {
+    let mut m = m.clone();
+    let f = m
+        .funcs
+        .iter_mut()
+        .find(|f| f.name == func)
+        .ok_or_else(|| vec![Diagnostic::error(format!("no function @{func}"))])?;
+    let shapes: Vec<Vec<usize>> = inputs.iter().map(|x| x.shape().to_vec()).collect();
+    let span = f.span;
+    crate::verify::specialize(f, &shapes).map_err(|e| vec![Diagnostic::error(e).at(span)])?;
+    Ok(m)
+}
+
+/// Compiles `m` once for the shapes of `inputs` and calls `func` `runs` times after one
+/// untimed warm-up call. A call includes what `nnopt run` does around the compiled code
+/// (shape checks, output allocation), not reading or writing files.
+pub fn bench(
+    m: &ir::Module,
+    func: &str,
+    inputs: &[ndarray::ArrayD<f32>],
+    runs: usize,
+    pipeline: Option<&str>,
+) -> Result<crate::driver::BenchTimes, Vec<Diagnostic>> {
+    let start = std::time::Instant::now();
+    let cx = context();
+    let lowered = lower_module(&cx, &specialized(m, func, inputs)?)?;
+    let jit = jit::Jit::compile(&cx, lowered, pipeline)
+        .map_err(|e| vec![Diagnostic::error(e).at(m.span)])?;
+    let compile = start.elapsed();
+    let call = || {
+        jit.run(func, inputs)
+            .map_err(|e| vec![Diagnostic::error(e)])
+    };
+    call()?;
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = std::time::Instant::now();
+        call()?;
+        times.push(t.elapsed());
+    }
+    Ok(crate::driver::BenchTimes {
+        compile,
+        runs: times,
+    })
 }
 
 /// The MLIR text of a lowered module (generic form off: the custom assembly mlir-opt reads).

@@ -39,8 +39,11 @@ fn random(shape: &[usize], seed: u64) -> ArrayD<f32> {
 }
 
 /// Lowers, compiles and runs the first function of `text` on random inputs of `shapes`, and
-/// compares with the interpreter (relative 1e-4 of max(|x|, |y|, 1)).
-fn check(text: &str, shapes: &[&[usize]]) {
+/// compares with the interpreter (relative 1e-4 of max(|x|, |y|, 1)): once through the
+/// unscheduled pipeline with the file's own (possibly dynamic) shapes, once the way
+/// `nnopt run` compiles, specialized to the input shapes with the layers' transform schedule.
+/// Returns how many layers the schedule covered.
+fn check(text: &str, shapes: &[&[usize]]) -> usize {
     let m = load(text);
     let f = &m.funcs[0];
     let inputs: Vec<ArrayD<f32>> = shapes
@@ -50,26 +53,41 @@ fn check(text: &str, shapes: &[&[usize]]) {
         .collect();
     let want = crate::interp::run(f, &inputs).expect("interpreter runs");
     let cx = context();
-    let lowered = match lower_module(&cx, &m) {
-        Ok(l) => l,
-        Err(d) => panic!("lowering failed: {d:?}\n{text}"),
-    };
-    let text_mlir = print(&lowered.module);
-    let jit =
-        Jit::compile(&cx, lowered, DEFAULT_PIPELINE).unwrap_or_else(|e| panic!("{e}\n{text_mlir}"));
-    let got = jit.run(&f.name, &inputs).expect("compiled code runs");
-    assert_eq!(want.len(), got.len());
-    for (w, g) in want.iter().zip(&got) {
-        assert_eq!(w.shape(), g.shape(), "{text_mlir}");
-        for (i, (a, b)) in w.iter().zip(g.iter()).enumerate() {
-            let tol = 1e-4 * a.abs().max(b.abs()).max(1.0);
-            let same = (a - b).abs() <= tol || (a.is_nan() && b.is_nan()) || a == b;
-            assert!(
-                same,
-                "element {i}: interpreter {a}, compiled {b}\n{text_mlir}"
-            );
+    let mut layers = 0;
+    for scheduled in [false, true] {
+        let module = if scheduled {
+            specialized(&m, &f.name, &inputs).expect("inputs fit")
+        } else {
+            m.clone()
+        };
+        let lowered = match lower_module(&cx, &module) {
+            Ok(l) => l,
+            Err(d) => panic!("lowering failed: {d:?}\n{text}"),
+        };
+        let text_mlir = print(&lowered.module);
+        let pipeline = if scheduled {
+            layers = lowered.layers.len();
+            None
+        } else {
+            Some(DEFAULT_PIPELINE)
+        };
+        let jit =
+            Jit::compile(&cx, lowered, pipeline).unwrap_or_else(|e| panic!("{e}\n{text_mlir}"));
+        let got = jit.run(&f.name, &inputs).expect("compiled code runs");
+        assert_eq!(want.len(), got.len());
+        for (w, g) in want.iter().zip(&got) {
+            assert_eq!(w.shape(), g.shape(), "{text_mlir}");
+            for (i, (a, b)) in w.iter().zip(g.iter()).enumerate() {
+                let tol = 1e-4 * a.abs().max(b.abs()).max(1.0);
+                let same = (a - b).abs() <= tol || (a.is_nan() && b.is_nan()) || a == b;
+                assert!(
+                    same,
+                    "element {i} (scheduled: {scheduled}): interpreter {a}, compiled {b}\n{text_mlir}"
+                );
+            }
         }
     }
+    layers
 }
 
 fn lower_error(text: &str) -> String {
@@ -177,7 +195,7 @@ fn lower_dynamic_batch_mismatch_is_an_error() {
     check(text, &[&[2, 3], &[2, 3]]);
     let cx = context();
     let m = load(text);
-    let jit = Jit::compile(&cx, lower_module(&cx, &m).unwrap(), DEFAULT_PIPELINE).unwrap();
+    let jit = Jit::compile(&cx, lower_module(&cx, &m).unwrap(), Some(DEFAULT_PIPELINE)).unwrap();
     let err = jit
         .run("f", &[random(&[2, 3], 1), random(&[4, 3], 2)])
         .unwrap_err();
@@ -501,7 +519,7 @@ fn lower_weights_become_arguments() {
     );
     let x = random(&[2, 4], 3);
     let want = crate::interp::run(&m.funcs[0], std::slice::from_ref(&x)).unwrap();
-    let jit = Jit::compile(&cx, l, DEFAULT_PIPELINE).unwrap();
+    let jit = Jit::compile(&cx, l, Some(DEFAULT_PIPELINE)).unwrap();
     let got = jit.run("f", &[x]).unwrap();
     for (a, b) in want[0].iter().zip(got[0].iter()) {
         assert!((a - b).abs() <= 1e-5 * a.abs().max(1.0), "{a} vs {b}");
@@ -536,4 +554,59 @@ fn lower_bad_pipeline_reports_mlir_error() {
     let mut l = lower_module(&cx, &m).unwrap();
     let e = jit::run_pipeline(&cx, &mut l.module, "builtin.module(no-such-pass)").unwrap_err();
     assert!(e.contains("no-such-pass"), "{e}");
+}
+
+/// The transform schedule covers dense and conv layers whose sizes leave remainders (53
+/// outputs, 37 inputs, a 21-wide row, batch 5): peeled tiles compute the same as the
+/// interpreter, with relu, leaky relu and clip fused as epilogues.
+#[test]
+fn lower_scheduled_layers_with_remainders() {
+    let dense = "func @f(%x: tensor<?x37xf32>, %w: tensor<53x37xf32>, %b: tensor<53xf32>, %w2: tensor<16x53xf32>) -> tensor<?x16xf32> {
+  %y = nn.linear %x, %w, %b : tensor<?x53xf32>
+  %a = nn.leaky_relu %y {alpha = 0.125} : tensor<?x53xf32>
+  %z = nn.linear %a, %w2 : tensor<?x16xf32>
+  return %z : tensor<?x16xf32>
+}";
+    assert_eq!(check(dense, &[&[5, 37], &[53, 37], &[53], &[16, 53]]), 2);
+    let conv = "func @f(%x: tensor<?x6x9x21xf32>, %w: tensor<53x6x3x3xf32>, %b: tensor<53xf32>, %w2: tensor<16x53x1x1xf32>) -> tensor<?x16x9x21xf32> {
+  %y = nn.conv2d %x, %w, %b {pads = [1, 1, 1, 1]} : tensor<?x53x9x21xf32>
+  %a = nn.clip %y {min = 0.0, max = 6.0} : tensor<?x53x9x21xf32>
+  %z = nn.conv2d %a, %w2 : tensor<?x16x9x21xf32>
+  %r = nn.relu %z : tensor<?x16x9x21xf32>
+  return %r : tensor<?x16x9x21xf32>
+}";
+    assert_eq!(
+        check(
+            conv,
+            &[&[2, 6, 9, 21], &[53, 6, 3, 3], &[53], &[16, 53, 1, 1]]
+        ),
+        2
+    );
+}
+
+/// A layer whose input comes from an unscheduled op (here gelu) does not pull that op into
+/// its tiles: the `tensor.cast` barrier stops `fuse`, so gelu runs once, outside the nest.
+#[test]
+fn scheduled_layer_does_not_fuse_its_input_producer() {
+    let text = "func @f(%x: tensor<4x8xf32>, %w: tensor<12x8xf32>) -> tensor<4x12xf32> {
+  %g = nn.gelu %x : tensor<4x8xf32>
+  %y = nn.linear %g, %w : tensor<4x12xf32>
+  return %y : tensor<4x12xf32>
+}";
+    assert_eq!(check(text, &[&[4, 8], &[12, 8]]), 1);
+    let m = load(text);
+    let cx = context();
+    let mut l = lower_module(&cx, &m).unwrap();
+    assert!(jit::embed_schedule(&cx, &l.module, &l.layers).unwrap());
+    jit::run_pipeline(
+        &cx,
+        &mut l.module,
+        "builtin.module(transform-interpreter,symbol-dce,canonicalize,cse)",
+    )
+    .unwrap();
+    let out = print(&l.module);
+    let erf = out.find("math.erf").expect("gelu is still there");
+    let first_loop = out.find("scf.for").expect("the layer is tiled");
+    assert!(erf < first_loop, "gelu moved into the tiles:\n{out}");
+    assert!(out.contains("vector<4x4x8xf32>"), "{out}");
 }
