@@ -152,6 +152,11 @@ struct RunArgs {
     /// The function to run (default: the first).
     #[arg(long, value_name = "NAME")]
     func: Option<String>,
+    /// Worker threads for the compiled code: layers whose sizes split evenly run as that many
+    /// parallel tasks on MLIR's async runtime (docs/lowering.md).
+    #[arg(long, default_value_t = 1, conflicts_with = "interp",
+          value_parser = clap::value_parser!(u64).range(1..=256))]
+    threads: u64,
     /// One .npy file per function argument, in order (f32, or f64 rounded to f32).
     #[arg(long = "input", value_name = "NPY")]
     inputs: Vec<PathBuf>,
@@ -176,6 +181,10 @@ struct BenchArgs {
     /// The function to time (default: the first).
     #[arg(long, value_name = "NAME")]
     func: Option<String>,
+    /// Worker threads for the compiled code: layers whose sizes split evenly run as that many
+    /// parallel tasks on MLIR's async runtime (docs/lowering.md).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
+    threads: u64,
     /// The MLIR pass pipeline that lowers to LLVM (default: the scheduled pipeline of
     /// docs/lowering.md).
     #[arg(long, value_name = "PIPELINE")]
@@ -486,8 +495,9 @@ fn run_compiled(
     func: &str,
     inputs: &[ndarray::ArrayD<f32>],
     pipeline: Option<&str>,
+    threads: u64,
 ) -> Result<Vec<ndarray::ArrayD<f32>>, Vec<Diagnostic>> {
-    nnopt::lower::compile_and_run(m, func, inputs, pipeline)
+    nnopt::lower::compile_and_run(m, func, inputs, pipeline, threads)
 }
 
 #[cfg(not(feature = "mlir"))]
@@ -496,6 +506,7 @@ fn run_compiled(
     _: &str,
     _: &[ndarray::ArrayD<f32>],
     _: Option<&str>,
+    _: u64,
 ) -> Result<Vec<ndarray::ArrayD<f32>>, Vec<Diagnostic>> {
     Err(vec![Diagnostic::error(
         "this nnopt was built without the `mlir` feature; pass --interp",
@@ -575,7 +586,14 @@ fn run_main(args: &RunArgs) -> Result<(), Exit> {
             Exit(1)
         })?
     } else {
-        run_compiled(&module, &func.name, &inputs, args.mlir_pipeline.as_deref()).map_err(|d| {
+        run_compiled(
+            &module,
+            &func.name,
+            &inputs,
+            args.mlir_pipeline.as_deref(),
+            args.threads,
+        )
+        .map_err(|d| {
             sources.emit_to_stderr(&d);
             Exit(1)
         })?
@@ -643,6 +661,7 @@ fn bench_main(args: &BenchArgs) -> Result<(), Exit> {
             &inputs,
             args.runs,
             args.mlir_pipeline.as_deref(),
+            args.threads,
         )
         .map_err(|d| {
             sources.emit_to_stderr(&d);
@@ -679,8 +698,9 @@ fn bench_compiled(
     inputs: &[ndarray::ArrayD<f32>],
     runs: usize,
     pipeline: Option<&str>,
+    threads: u64,
 ) -> Result<driver::BenchTimes, Vec<Diagnostic>> {
-    nnopt::lower::bench(m, func, inputs, runs, pipeline)
+    nnopt::lower::bench(m, func, inputs, runs, pipeline, threads)
 }
 
 #[cfg(not(feature = "mlir"))]
@@ -690,6 +710,7 @@ fn bench_compiled(
     _: &[ndarray::ArrayD<f32>],
     _: usize,
     _: Option<&str>,
+    _: u64,
 ) -> Result<driver::BenchTimes, Vec<Diagnostic>> {
     Err(vec![Diagnostic::error(
         "this nnopt was built without the `mlir` feature; bench needs the compiler",

@@ -588,21 +588,27 @@ proptest! {
     }
 }
 
-/// The JIT-compiled network (through MLIR, `nnopt::lower`) gives the interpreter's outputs to
-/// 1e-4 relative, before and after pruning. Fewer cases than the pruning properties: each case
+/// The JIT-compiled network (through MLIR, `nnopt::lower`, as `nnopt run` compiles it, on one
+/// and on two threads) gives the interpreter's outputs to 1e-4 relative, before and after
+/// pruning. Fewer cases than the pruning properties: each case
 /// compiles two modules with LLVM at -O3.
 #[cfg(feature = "mlir")]
 fn assert_jit_matches_interp(m: &Module, inputs: &[ArrayD<f32>]) {
     let f = &m.funcs[0];
     let want = interp::run(f, inputs).expect("interpreter runs");
-    let got = nnopt::lower::compile_and_run(m, &f.name, inputs, None)
-        .unwrap_or_else(|d| panic!("compiled run failed: {d:?}"));
-    assert_eq!(want.len(), got.len());
-    for (x, y) in want.iter().zip(&got) {
-        assert_eq!(x.shape(), y.shape());
-        for (p, q) in x.iter().zip(y.iter()) {
-            let tol = 1e-4 * p.abs().max(q.abs()).max(1.0);
-            assert!((p - q).abs() <= tol, "interpreter {p} vs compiled {q}");
+    for threads in [1, 2] {
+        let got = nnopt::lower::compile_and_run(m, &f.name, inputs, None, threads)
+            .unwrap_or_else(|d| panic!("compiled run failed: {d:?}"));
+        assert_eq!(want.len(), got.len());
+        for (x, y) in want.iter().zip(&got) {
+            assert_eq!(x.shape(), y.shape());
+            for (p, q) in x.iter().zip(y.iter()) {
+                let tol = 1e-4 * p.abs().max(q.abs()).max(1.0);
+                assert!(
+                    (p - q).abs() <= tol,
+                    "interpreter {p} vs compiled {q} ({threads} threads)"
+                );
+            }
         }
     }
 }

@@ -216,6 +216,25 @@ impl<'c: 'b, 'b, B: BlockLike<'c, 'b>> Emitter<'c, 'b, B> {
         self.op1(name, &[a, b], f32_type(self.cx), &[], vec![])
     }
 
+    /// A binary float op that LLVM may contract with its neighbour into an FMA
+    /// (`fastmath<contract>`; one rounding instead of two, nothing else relaxed).
+    pub fn binf_contract(
+        &self,
+        name: &str,
+        a: Value<'c, '_>,
+        b: Value<'c, '_>,
+    ) -> BResult<Value<'c, 'b>> {
+        let fm = Attribute::parse(self.cx, "#arith.fastmath<contract>")
+            .ok_or_else(|| BuildError("cannot build #arith.fastmath<contract>".into()))?;
+        self.op1(
+            name,
+            &[a, b],
+            f32_type(self.cx),
+            &[(id(self.cx, "fastmath"), fm)],
+            vec![],
+        )
+    }
+
     pub fn unf(&self, name: &str, a: Value<'c, '_>) -> BResult<Value<'c, 'b>> {
         self.op1(name, &[a], f32_type(self.cx), &[], vec![])
     }

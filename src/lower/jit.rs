@@ -29,23 +29,84 @@ pub const DEFAULT_PIPELINE: &str = "builtin.module(eliminate-empty-tensors,one-s
 /// [`embed_schedule`]): apply it, drop the schedule module, clean up.
 const SCHEDULE_PREFIX: &str = "transform-interpreter,symbol-dce,canonicalize,cse,";
 
-/// The default pipeline for a module with an embedded schedule.
-pub fn scheduled_pipeline() -> String {
-    DEFAULT_PIPELINE.replacen(
+/// The default pipeline for a module with an embedded schedule. With `threads` > 1 the
+/// schedule's `scf.forall` tasks become `scf.parallel` loops after bufferization and then
+/// async-runtime work items on `threads` workers (the notes' two-thread pipeline;
+/// `min-task-size=1` because the default keeps a two-task loop on one thread).
+pub fn scheduled_pipeline(threads: u64) -> String {
+    let mut p = DEFAULT_PIPELINE.replacen(
         "builtin.module(",
         &format!("builtin.module({SCHEDULE_PREFIX}"),
         1,
-    )
+    );
+    if threads > 1 {
+        p = p.replacen(
+            BUFFERIZED,
+            &format!("{BUFFERIZED}scf-forall-to-parallel,"),
+            1,
+        );
+        p = p.replacen(
+            LOOPS,
+            &format!("{LOOPS}async-parallel-for{{num-workers={threads} async-dispatch=false min-task-size=1}},async-to-async-runtime,async-runtime-ref-counting,async-runtime-ref-counting-opt,arith-expand,convert-async-to-llvm,"),
+            1,
+        );
+    }
+    p
+}
+
+/// Where [`scheduled_pipeline`] inserts the threading passes (both occur in
+/// [`DEFAULT_PIPELINE`]; a unit test checks it).
+const BUFFERIZED: &str = "convert-bufferization-to-memref,";
+const LOOPS: &str = "func.func(convert-linalg-to-loops),canonicalize,cse,";
+
+/// MLIR's async runtime, which threaded code calls (from the LLVM MLIR was built with).
+const ASYNC_RUNTIME: &str = concat!(
+    env!("MLIR_SYS_220_PREFIX"),
+    "/lib/libmlir_async_runtime.so\0"
+);
+
+/// Loads the async runtime into the process once, for good (`RTLD_GLOBAL`: the engine finds
+/// its `mlirAsyncRuntime*` functions among the process's symbols). Handing the library to the
+/// engine instead crashed the second engine of a process: each engine's destructor calls the
+/// library's `__mlir_execution_engine_destroy`, which tears down the runtime the library
+/// keeps. (melior also passes the path without a NUL, which the engine reads as a C string.)
+fn load_async_runtime() -> Result<(), String> {
+    static LOADED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    LOADED
+        .get_or_init(|| {
+            extern "C" {
+                fn dlopen(file: *const std::ffi::c_char, mode: std::ffi::c_int) -> *mut ();
+            }
+            const RTLD_NOW: std::ffi::c_int = 2;
+            const RTLD_GLOBAL: std::ffi::c_int = 0x100;
+            // SAFETY: the path is NUL-terminated; the library's initializers have no
+            // preconditions, and it is never unloaded.
+            let handle = unsafe { dlopen(ASYNC_RUNTIME.as_ptr().cast(), RTLD_NOW | RTLD_GLOBAL) };
+            if handle.is_null() {
+                Err(format!(
+                    "--threads needs MLIR's async runtime, which cannot be loaded from {}",
+                    ASYNC_RUNTIME.trim_end_matches('\0')
+                ))
+            } else {
+                Ok(())
+            }
+        })
+        .clone()
 }
 
 /// Nests the transform schedule of `layers` in `module` as a private module
 /// `@__nnopt_schedule`, where `transform-interpreter` finds its `@__transform_main`. Returns
 /// false (and leaves the module alone) when there is nothing to schedule.
-pub fn embed_schedule(cx: &Context, module: &Module, layers: &[Layer]) -> Result<bool, String> {
+pub fn embed_schedule(
+    cx: &Context,
+    module: &Module,
+    layers: &[Layer],
+    threads: u64,
+) -> Result<bool, String> {
     if layers.is_empty() {
         return Ok(false);
     }
-    let text = format!("module {{\n{}}}\n", schedule::script(layers));
+    let text = format!("module {{\n{}}}\n", schedule::script(layers, threads));
     let capture = DiagCapture::new(cx);
     let parsed = Module::parse(cx, &text).ok_or_else(|| {
         format!(
@@ -120,6 +181,93 @@ unsafe extern "C" fn memref_copy(elem_size: i64, src: *const Unranked, dst: *con
     }
 }
 
+/// The allocator of compiled code: `memref.alloc` (the padded copy of a conv input, the
+/// tensors between layers) lowers to `malloc`/`free`, which the engine resolves to these
+/// (with `aligned_alloc`: every allocation the compiled code frees must come from here).
+/// Freed blocks are kept by size and handed out again: every call of a compiled network asks
+/// for the same sizes in the same order, so from the second call on nothing reaches the OS
+/// (glibc serves blocks this large with `mmap`, and each call paid their page faults again).
+/// Blocks are 64-byte aligned (a cache line, a zmm register) with the size in a header; at
+/// most [`POOL_LIMIT`] bytes are kept.
+mod pool {
+    use std::alloc::{alloc, dealloc, Layout};
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    const HEADER: usize = 64;
+    pub const POOL_LIMIT: usize = 1 << 30;
+
+    struct Free {
+        blocks: HashMap<usize, Vec<usize>>,
+        bytes: usize,
+    }
+
+    static FREE: Mutex<Option<Free>> = Mutex::new(None);
+
+    fn layout(size: usize) -> Option<Layout> {
+        Layout::from_size_align(size.checked_add(HEADER)?, HEADER).ok()
+    }
+
+    pub unsafe extern "C" fn malloc(size: usize) -> *mut u8 {
+        let mut free = FREE.lock().unwrap_or_else(|e| e.into_inner());
+        let free = free.get_or_insert_with(|| Free {
+            blocks: HashMap::new(),
+            bytes: 0,
+        });
+        if let Some(base) = free.blocks.get_mut(&size).and_then(Vec::pop) {
+            free.bytes -= size;
+            return (base + HEADER) as *mut u8;
+        }
+        let Some(l) = layout(size) else {
+            return std::ptr::null_mut();
+        };
+        // SAFETY: `l` has a non-zero size (the header).
+        let base = unsafe { alloc(l) };
+        if base.is_null() {
+            return base;
+        }
+        // SAFETY: `base` is valid for HEADER bytes and 64-byte aligned.
+        unsafe {
+            (base as *mut usize).write(size);
+            base.add(HEADER)
+        }
+    }
+
+    /// The async lowering allocates coroutine frames with `aligned_alloc` and releases them
+    /// with `free`, so both must come from this pool. Blocks are 64-byte aligned; a stricter
+    /// alignment (never requested by MLIR's lowerings) fails like C's does, with null.
+    pub unsafe extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut u8 {
+        if align > HEADER {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: forwards to `malloc`, whose blocks satisfy `align`.
+        unsafe { malloc(size) }
+    }
+
+    pub unsafe extern "C" fn free(p: *mut u8) {
+        if p.is_null() {
+            return;
+        }
+        // SAFETY: `p` came from `malloc` above, so its header is HEADER bytes before it.
+        let (base, size) = unsafe {
+            let base = p.sub(HEADER);
+            (base, (base as *const usize).read())
+        };
+        let mut free = FREE.lock().unwrap_or_else(|e| e.into_inner());
+        let free = free.get_or_insert_with(|| Free {
+            blocks: HashMap::new(),
+            bytes: 0,
+        });
+        if free.bytes + size <= POOL_LIMIT {
+            free.bytes += size;
+            free.blocks.entry(size).or_default().push(base as usize);
+        } else if let Some(l) = layout(size) {
+            // SAFETY: `base` was allocated with this layout by `malloc`.
+            unsafe { dealloc(base, l) };
+        }
+    }
+}
+
 /// MLIR's `UnrankedMemRefType`: the rank and a pointer to a ranked descriptor.
 #[repr(C)]
 struct Unranked {
@@ -161,6 +309,7 @@ impl<'c> Jit<'c> {
         cx: &'c Context,
         lowered: Lowered<'c>,
         pipeline: Option<&str>,
+        threads: u64,
     ) -> Result<Self, String> {
         let Lowered {
             mut module,
@@ -169,20 +318,35 @@ impl<'c> Jit<'c> {
         } = lowered;
         match pipeline {
             Some(p) => run_pipeline(cx, &mut module, p)?,
-            None if embed_schedule(cx, &module, &layers)? => {
-                run_pipeline(cx, &mut module, &scheduled_pipeline())?
+            None if embed_schedule(cx, &module, &layers, threads)? => {
+                run_pipeline(cx, &mut module, &scheduled_pipeline(threads))?
             }
             None => run_pipeline(cx, &mut module, DEFAULT_PIPELINE)?,
         }
         let capture = DiagCapture::new(cx);
+        if threads > 1 {
+            load_async_runtime()?;
+        }
         let engine = ExecutionEngine::new(&module, 3, &[], false, false);
-        // SAFETY: `memref_copy` has the C signature compiled code expects of `memrefCopy`.
+        // SAFETY: each function has the C signature compiled code expects of the symbol.
         unsafe {
             engine.register_symbol(
                 "memrefCopy",
                 memref_copy as unsafe extern "C" fn(i64, *const Unranked, *const Unranked)
                     as *mut (),
-            )
+            );
+            engine.register_symbol(
+                "malloc",
+                pool::malloc as unsafe extern "C" fn(usize) -> *mut u8 as *mut (),
+            );
+            engine.register_symbol(
+                "aligned_alloc",
+                pool::aligned_alloc as unsafe extern "C" fn(usize, usize) -> *mut u8 as *mut (),
+            );
+            engine.register_symbol(
+                "free",
+                pool::free as unsafe extern "C" fn(*mut u8) as *mut (),
+            );
         };
         let msgs = capture.take();
         if !msgs.is_empty() {
@@ -201,6 +365,19 @@ impl<'c> Jit<'c> {
 
     /// Runs function `name` on `inputs` and returns its outputs.
     pub fn run(&self, name: &str, inputs: &[ArrayD<f32>]) -> Result<Vec<ArrayD<f32>>, String> {
+        let mut outputs = Vec::new();
+        self.run_into(name, inputs, &mut outputs)?;
+        Ok(outputs)
+    }
+
+    /// [`Jit::run`] writing into `outputs`, whose arrays are reused when their shapes are
+    /// already right (repeated calls, as in `nnopt bench`, then allocate nothing).
+    pub fn run_into(
+        &self,
+        name: &str,
+        inputs: &[ArrayD<f32>],
+        outputs: &mut Vec<ArrayD<f32>>,
+    ) -> Result<(), String> {
         let sig = self
             .signature(name)
             .ok_or_else(|| format!("no compiled function @{name}"))?;
@@ -232,10 +409,9 @@ impl<'c> Jit<'c> {
             }
         }
         // Buffers stay alive (and unmoved) until the call returns.
-        let owned_inputs: Vec<ArrayD<f32>> = inputs
-            .iter()
-            .map(|x| x.as_standard_layout().into_owned())
-            .collect();
+        // Contiguous inputs are passed in place (no copy per call).
+        let owned_inputs: Vec<ndarray::CowArray<f32, ndarray::IxDyn>> =
+            inputs.iter().map(|x| x.as_standard_layout()).collect();
         let mut weight_copies: Vec<Vec<f32>> = Vec::new();
         let mut descs: Vec<Vec<i64>> = Vec::new();
         for x in &owned_inputs {
@@ -258,16 +434,20 @@ impl<'c> Jit<'c> {
             };
             descs.push(descriptor(ptr, t.shape()));
         }
-        let mut outputs = Vec::new();
-        for dims in &sig.outputs {
+        outputs.truncate(sig.outputs.len());
+        for (i, dims) in sig.outputs.iter().enumerate() {
             let shape: Vec<usize> = dims
                 .iter()
                 .map(|d| d.eval(&shapes).map(|n| n as usize))
                 .collect::<Option<_>>()
                 .ok_or_else(|| format!("cannot compute the output shape of @{name}"))?;
-            outputs.push(ArrayD::<f32>::zeros(IxDyn(&shape)));
+            match outputs.get(i) {
+                Some(y) if y.shape() == shape.as_slice() && y.is_standard_layout() => {}
+                Some(_) => outputs[i] = ArrayD::<f32>::zeros(IxDyn(&shape)),
+                None => outputs.push(ArrayD::<f32>::zeros(IxDyn(&shape))),
+            }
         }
-        for y in &mut outputs {
+        for y in outputs.iter_mut() {
             let shape: Vec<u64> = y.shape().iter().map(|&n| n as u64).collect();
             descs.push(descriptor(y.as_mut_ptr(), &shape));
         }
@@ -283,7 +463,7 @@ impl<'c> Jit<'c> {
         unsafe { self.engine.invoke_packed(name, &mut args) }
             .map_err(|e| format!("cannot call @{name}: {e}"))?;
         drop(weight_copies);
-        Ok(outputs)
+        Ok(())
     }
 }
 

@@ -40,7 +40,8 @@ use melior::ir::operation::{
 };
 use melior::ir::r#type::{FunctionType, IntegerType, MemRefType, RankedTensorType};
 use melior::ir::{
-    Attribute, Block, BlockLike, Location, Module as MlirModule, Region, RegionLike, Type, Value,
+    AffineExpr, AffineMap, Attribute, Block, BlockLike, Location, Module as MlirModule, Region,
+    RegionLike, Type, Value,
 };
 use melior::utility::{register_all_dialects, register_all_llvm_translations, register_all_passes};
 use melior::Context;
@@ -546,6 +547,18 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         self.layers.push(layer);
         tag(self.cx, kernel, "kernel", i)?;
         tag(self.cx, root, "root", i)?;
+        // The ops a threaded schedule moves into the root's `scf.forall`: the kernel (unless
+        // it is the root, which the forall tiles itself) and the fill it accumulates into
+        // (its init, the last operand).
+        if kernel != root {
+            tag(self.cx, kernel, "part", i)?;
+        }
+        let init = {
+            let k = owner(kernel)?;
+            k.operand(k.operand_count() - 1)
+                .map_err(|e| BuildError(e.to_string()))?
+        };
+        tag(self.cx, init, "part", i)?;
         let r = self
             .f
             .op(op)
@@ -575,6 +588,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
     fn fuse_epilogue(&mut self, input: ValueId, y: Value<'c, 'b>) -> BResult<()> {
         if let Some((i, prev)) = self.epilogue.remove(&input) {
             untag(prev, "root")?;
+            tag(self.cx, prev, "part", i)?;
             tag(self.cx, y, "root", i)?;
         }
         Ok(())
@@ -1015,7 +1029,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
             None => x,
         };
         let zeros = self.filled(0.0, &out)?;
-        let kernel = if r == 2 {
+        let kernel = if r == 2 && layer.is_none() {
             // linalg.matmul with a transposed-B indexing map: y[m, n] += x[m, k] * W[n, k].
             let maps = [
                 map(cx, 3, &[Some(0), Some(2)]),
@@ -1034,7 +1048,8 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
                 )],
             )?
         } else {
-            // Loops (batch..., n, k): y[b, n] += x[b, k] * W[n, k].
+            // Loops (batch..., n, k): y[b, n] += x[b, k] * W[n, k]. Scheduled 2-D layers take
+            // this form too, for the FMA flag of `mul_add`.
             let mut xm: Vec<Option<usize>> = (0..r - 1).map(Some).collect();
             xm.push(Some(r));
             let mut iters = vec![Iter::Parallel; r];
@@ -1210,7 +1225,25 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
                 i64_elements(cx, &[dilations[0] as i64, dilations[1] as i64]),
             ),
         ];
-        let kernel = if groups == 1 {
+        let kernel = if scheduled {
+            // The conv as a `linalg.generic` over (n, f, oh, ow, c, kh, kw), for the FMA flag of
+            // `mul_add` (a named conv cannot carry it): y[n, f, oh, ow] +=
+            // x[n, c, oh + kh, ow + kw] * w[f, c, kh, kw].
+            let d = |i| AffineExpr::dim(cx, i);
+            let xmap = AffineMap::new(cx, 7, 0, &[d(0), d(4), d(2) + d(5), d(3) + d(6)]);
+            let zeros = self.filled(0.0, &out)?;
+            let mut iters = vec![Iter::Parallel; 4];
+            iters.extend([Iter::Reduction; 3]);
+            self.e.generic(
+                &[xp, w],
+                &[xmap, map(cx, 7, &[Some(1), Some(4), Some(5), Some(6)])],
+                zeros,
+                map(cx, 7, &[Some(0), Some(1), Some(2), Some(3)]),
+                &iters,
+                self.ty(&out),
+                mul_add,
+            )?
+        } else if groups == 1 {
             let zeros = self.filled(0.0, &out)?;
             self.e.named_linalg(
                 "linalg.conv_2d_nchw_fchw",
@@ -1281,7 +1314,12 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
             None => kernel,
         };
         if scheduled {
-            let layer = Layer::Conv { f, ow: wo, padded };
+            let layer = Layer::Conv {
+                f,
+                oh: ho,
+                ow: wo,
+                padded,
+            };
             self.schedule(op, kernel, y, layer)?;
         }
         self.define(op, y, out);
@@ -1547,9 +1585,12 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
 }
 
 /// Body of a contraction: `acc + a * b`.
+/// `acc + x * w`, contractible into an FMA: the named matmul and conv ops cannot carry the
+/// flag, so without it vectorized code is a `vmulps` + `vaddps` pair per MAC (half the
+/// throughput on cores with two FMA pipes).
 fn mul_add<'c, 'x>(e: &Emitter<'c, 'x, Block<'c>>, a: &[Value<'c, 'x>]) -> BResult<Value<'c, 'x>> {
-    let p = e.binf("arith.mulf", a[0], a[1])?;
-    e.binf("arith.addf", a[2], p)
+    let p = e.binf_contract("arith.mulf", a[0], a[1])?;
+    e.binf_contract("arith.addf", a[2], p)
 }
 
 /// `arith.cmpf` predicate `uge` (unordered or greater-or-equal: true for NaN).
@@ -1678,13 +1719,13 @@ pub fn emit_text(
     let fail = |e: String| vec![Diagnostic::error(e).at(m.span)];
     let scheduled = match emit {
         Emit::Transform | Emit::Llvm if pipeline.is_none() || emit == Emit::Transform => {
-            jit::embed_schedule(&cx, &lowered.module, &lowered.layers).map_err(fail)?
+            jit::embed_schedule(&cx, &lowered.module, &lowered.layers, 1).map_err(fail)?
         }
         _ => false,
     };
     let pipeline = match (emit, pipeline) {
         (_, Some(p)) => Some(p.to_string()),
-        (Emit::Llvm, None) if scheduled => Some(jit::scheduled_pipeline()),
+        (Emit::Llvm, None) if scheduled => Some(jit::scheduled_pipeline(1)),
         (Emit::Llvm, None) => Some(jit::DEFAULT_PIPELINE.to_string()),
         (Emit::Mlir | Emit::Transform, None) => None,
     };
@@ -1700,10 +1741,11 @@ pub fn compile_and_run(
     func: &str,
     inputs: &[ndarray::ArrayD<f32>],
     pipeline: Option<&str>,
+    threads: u64,
 ) -> Result<Vec<ndarray::ArrayD<f32>>, Vec<Diagnostic>> {
     let cx = context();
     let lowered = lower_module(&cx, &specialized(m, func, inputs)?)?;
-    let jit = jit::Jit::compile(&cx, lowered, pipeline)
+    let jit = jit::Jit::compile(&cx, lowered, pipeline, threads)
         .map_err(|e| vec![Diagnostic::error(e).at(m.span)])?;
     jit.run(func, inputs)
         .map_err(|e| vec![Diagnostic::error(e)])
@@ -1730,23 +1772,26 @@ pub fn specialized(
 }
 
 /// Compiles `m` once for the shapes of `inputs` and calls `func` `runs` times after one
-/// untimed warm-up call. A call includes what `nnopt run` does around the compiled code
-/// (shape checks, output allocation), not reading or writing files.
+/// untimed warm-up call. A call includes what `nnopt run` does around the compiled code (shape
+/// checks, argument descriptors) except allocating the outputs, which are reused; not reading
+/// or writing files.
 pub fn bench(
     m: &ir::Module,
     func: &str,
     inputs: &[ndarray::ArrayD<f32>],
     runs: usize,
     pipeline: Option<&str>,
+    threads: u64,
 ) -> Result<crate::driver::BenchTimes, Vec<Diagnostic>> {
     let start = std::time::Instant::now();
     let cx = context();
     let lowered = lower_module(&cx, &specialized(m, func, inputs)?)?;
-    let jit = jit::Jit::compile(&cx, lowered, pipeline)
+    let jit = jit::Jit::compile(&cx, lowered, pipeline, threads)
         .map_err(|e| vec![Diagnostic::error(e).at(m.span)])?;
     let compile = start.elapsed();
-    let call = || {
-        jit.run(func, inputs)
+    let mut outputs = Vec::new();
+    let mut call = || {
+        jit.run_into(func, inputs, &mut outputs)
             .map_err(|e| vec![Diagnostic::error(e)])
     };
     call()?;

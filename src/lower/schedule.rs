@@ -27,9 +27,14 @@ use std::fmt::Write;
 pub enum Layer {
     /// `y[M, N] = x[M, K] · W[N, K]ᵀ`, then the epilogue.
     Dense { m: u64, n: u64, k: u64 },
-    /// A groups-1, stride-1, dilation-1 NCHW conv with `f` filters and `ow` output columns;
+    /// A groups-1, stride-1, dilation-1 NCHW conv with `f` filters and `oh` x `ow` outputs;
     /// `padded` when its input goes through the tagged fill + copy.
-    Conv { f: u64, ow: u64, padded: bool },
+    Conv {
+        f: u64,
+        oh: u64,
+        ow: u64,
+        padded: bool,
+    },
 }
 
 /// The register tile of the dense schedule: `TM x TN` outputs, `VK` lanes of K.
@@ -47,8 +52,33 @@ fn tile(n: u64, want: u64) -> u64 {
     }
 }
 
-/// The whole schedule module for `layers`, to be nested (private) in the payload module.
-pub fn script(layers: &[Layer]) -> String {
+/// How a layer's root is split into `threads` equal `scf.forall` tasks, if it can be: dense
+/// layers along N (else M) in whole register tiles, convs along output rows. Unequal chunks
+/// would make tile sizes dynamic inside the task, which the vectorizer cannot handle, so a
+/// layer whose sizes do not divide runs on one thread.
+fn split(layer: &Layer, threads: u64) -> Option<Vec<u64>> {
+    if threads < 2 {
+        return None;
+    }
+    match *layer {
+        Layer::Dense { m, n, .. } => {
+            let (tm, tn) = (tile(m, DENSE_TILE.0), tile(n, DENSE_TILE.1));
+            if n % (threads * tn) == 0 {
+                Some(vec![0, n / threads])
+            } else if m % (threads * tm) == 0 {
+                Some(vec![m / threads, 0])
+            } else {
+                None
+            }
+        }
+        Layer::Conv { oh, .. } => (oh % threads == 0).then(|| vec![0, 0, oh / threads, 0]),
+    }
+}
+
+/// The whole schedule module for `layers`, to be nested (private) in the payload module. With
+/// `threads` > 1 each layer that [`split`]s first becomes an `scf.forall` of equal tasks (the
+/// pipeline turns them into async-runtime work items); the rest of the schedule runs inside.
+pub fn script(layers: &[Layer], threads: u64) -> String {
     let mut s = String::new();
     let any = "!transform.any_op";
     let w = &mut s;
@@ -82,6 +112,17 @@ pub fn script(layers: &[Layer]) -> String {
     // activation, a pool) is not pulled in either and recomputed per tile.
     let mut peeled = false;
     for (i, layer) in layers.iter().enumerate() {
+        if let Some(sizes) = split(layer, threads) {
+            let sizes = sizes
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            m(w, i, &format!("s{i}"), "root");
+            emit!("    %st{i}, %fa{i} = transform.structured.tile_using_forall %s{i} tile_sizes [{sizes}] : ({any}) -> ({any}, {any})");
+            m(w, i, &format!("q{i}"), "part");
+            emit!("    %qf{i}, %fb{i} = transform.structured.fuse_into_containing_op %q{i} into %fa{i} : ({any}, {any}) -> ({any}, {any})");
+        }
         match *layer {
             Layer::Dense { m: rows, n, .. } => {
                 let (tm, tn) = (tile(rows, DENSE_TILE.0), tile(n, DENSE_TILE.1));
@@ -96,7 +137,7 @@ pub fn script(layers: &[Layer]) -> String {
                 }
                 peeled |= rows % tm != 0 || n % tn != 0;
             }
-            Layer::Conv { f, ow, padded } => {
+            Layer::Conv { f, ow, padded, .. } => {
                 let (tf, tw) = (tile(f, CONV_TILE.0), tile(ow, CONV_TILE.1));
                 if padded {
                     // Zero-fill and copy the padded input one row at a time.
@@ -205,24 +246,40 @@ mod tests {
 
     #[test]
     fn remainders_are_peeled_only_when_there_is_one() {
-        let even = script(&[Layer::Dense {
-            m: 64,
-            n: 1000,
-            k: 1024,
-        }]);
+        let dense = |m, n, k| script(&[Layer::Dense { m, n, k }], 1);
+        let even = dense(64, 1000, 1024);
         assert!(!even.contains("loop.peel"), "{even}");
-        let odd = script(&[Layer::Dense {
-            m: 64,
-            n: 53,
-            k: 53,
-        }]);
+        let odd = dense(64, 53, 53);
         assert_eq!(odd.matches("transform.loop.peel").count(), 2, "{odd}");
-        let conv = script(&[Layer::Conv {
-            f: 53,
-            ow: 56,
-            padded: true,
-        }]);
+        let conv = script(
+            &[Layer::Conv {
+                f: 53,
+                oh: 56,
+                ow: 56,
+                padded: true,
+            }],
+            1,
+        );
         assert_eq!(conv.matches("transform.loop.peel").count(), 2, "{conv}");
         assert!(conv.contains("nnopt.pad_copy = 0"), "{conv}");
+    }
+
+    #[test]
+    fn threads_split_only_into_equal_tasks() {
+        let dense = |m, n| Layer::Dense { m, n, k: 64 };
+        assert_eq!(split(&dense(64, 1024), 2), Some(vec![0, 512]));
+        assert_eq!(split(&dense(64, 53), 2), Some(vec![32, 0]));
+        assert_eq!(split(&dense(3, 53), 2), None);
+        assert_eq!(split(&dense(64, 1024), 1), None);
+        let conv = |oh| Layer::Conv {
+            f: 64,
+            oh,
+            ow: 56,
+            padded: true,
+        };
+        assert_eq!(split(&conv(56), 2), Some(vec![0, 0, 28, 0]));
+        assert_eq!(split(&conv(7), 2), None);
+        let s = script(&[dense(64, 1024), conv(7)], 2);
+        assert_eq!(s.matches("tile_using_forall").count(), 1, "{s}");
     }
 }

@@ -41,8 +41,8 @@ fn random(shape: &[usize], seed: u64) -> ArrayD<f32> {
 /// Lowers, compiles and runs the first function of `text` on random inputs of `shapes`, and
 /// compares with the interpreter (relative 1e-4 of max(|x|, |y|, 1)): once through the
 /// unscheduled pipeline with the file's own (possibly dynamic) shapes, once the way
-/// `nnopt run` compiles, specialized to the input shapes with the layers' transform schedule.
-/// Returns how many layers the schedule covered.
+/// `nnopt run` compiles, specialized to the input shapes with the layers' transform schedule,
+/// on one thread and on two (`--threads 2`). Returns how many layers the schedule covered.
 fn check(text: &str, shapes: &[&[usize]]) -> usize {
     let m = load(text);
     let f = &m.funcs[0];
@@ -54,7 +54,7 @@ fn check(text: &str, shapes: &[&[usize]]) -> usize {
     let want = crate::interp::run(f, &inputs).expect("interpreter runs");
     let cx = context();
     let mut layers = 0;
-    for scheduled in [false, true] {
+    for (scheduled, threads) in [(false, 1), (true, 1), (true, 2)] {
         let module = if scheduled {
             specialized(&m, &f.name, &inputs).expect("inputs fit")
         } else {
@@ -71,8 +71,8 @@ fn check(text: &str, shapes: &[&[usize]]) -> usize {
         } else {
             Some(DEFAULT_PIPELINE)
         };
-        let jit =
-            Jit::compile(&cx, lowered, pipeline).unwrap_or_else(|e| panic!("{e}\n{text_mlir}"));
+        let jit = Jit::compile(&cx, lowered, pipeline, threads)
+            .unwrap_or_else(|e| panic!("{e}\n{text_mlir}"));
         let got = jit.run(&f.name, &inputs).expect("compiled code runs");
         assert_eq!(want.len(), got.len());
         for (w, g) in want.iter().zip(&got) {
@@ -82,7 +82,7 @@ fn check(text: &str, shapes: &[&[usize]]) -> usize {
                 let same = (a - b).abs() <= tol || (a.is_nan() && b.is_nan()) || a == b;
                 assert!(
                     same,
-                    "element {i} (scheduled: {scheduled}): interpreter {a}, compiled {b}\n{text_mlir}"
+                    "element {i} (scheduled: {scheduled}, threads: {threads}): interpreter {a}, compiled {b}\n{text_mlir}"
                 );
             }
         }
@@ -195,7 +195,13 @@ fn lower_dynamic_batch_mismatch_is_an_error() {
     check(text, &[&[2, 3], &[2, 3]]);
     let cx = context();
     let m = load(text);
-    let jit = Jit::compile(&cx, lower_module(&cx, &m).unwrap(), Some(DEFAULT_PIPELINE)).unwrap();
+    let jit = Jit::compile(
+        &cx,
+        lower_module(&cx, &m).unwrap(),
+        Some(DEFAULT_PIPELINE),
+        1,
+    )
+    .unwrap();
     let err = jit
         .run("f", &[random(&[2, 3], 1), random(&[4, 3], 2)])
         .unwrap_err();
@@ -519,7 +525,7 @@ fn lower_weights_become_arguments() {
     );
     let x = random(&[2, 4], 3);
     let want = crate::interp::run(&m.funcs[0], std::slice::from_ref(&x)).unwrap();
-    let jit = Jit::compile(&cx, l, Some(DEFAULT_PIPELINE)).unwrap();
+    let jit = Jit::compile(&cx, l, Some(DEFAULT_PIPELINE), 1).unwrap();
     let got = jit.run("f", &[x]).unwrap();
     for (a, b) in want[0].iter().zip(got[0].iter()) {
         assert!((a - b).abs() <= 1e-5 * a.abs().max(1.0), "{a} vs {b}");
@@ -597,7 +603,7 @@ fn scheduled_layer_does_not_fuse_its_input_producer() {
     let m = load(text);
     let cx = context();
     let mut l = lower_module(&cx, &m).unwrap();
-    assert!(jit::embed_schedule(&cx, &l.module, &l.layers).unwrap());
+    assert!(jit::embed_schedule(&cx, &l.module, &l.layers, 1).unwrap());
     jit::run_pipeline(
         &cx,
         &mut l.module,
