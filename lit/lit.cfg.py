@@ -5,6 +5,8 @@ import lit.formats
 config.name = "nnopt"
 config.test_format = lit.formats.ShTest(execute_external=False)
 config.suffixes = [".nnir"]
+# Inputs/ holds files that RUN lines read, not tests.
+config.excludes = ["Inputs"]
 config.test_source_root = os.path.dirname(__file__)
 config.test_exec_root = os.path.join(config.test_source_root, "..", "target", "lit")
 

@@ -650,6 +650,22 @@ fn bench_main(args: &BenchArgs) -> Result<(), Exit> {
     if let Some(p) = &args.compare {
         models.push((p.clone(), load_model(p, &mut sources)?));
     }
+    if let [(pa, a), (pb, b)] = &models[..] {
+        let types = |m, p| -> Result<Vec<String>, Exit> {
+            let f = pick_func(m, args.func.as_deref(), p)?;
+            Ok(f.args().iter().map(|&v| f.ty(v).to_string()).collect())
+        };
+        let (ta, tb) = (types(a, pa)?, types(b, pb)?);
+        if ta != tb {
+            return Err(fail(&format!(
+                "the models take different inputs: {} takes ({}), {} takes ({})",
+                pa.display(),
+                ta.join(", "),
+                pb.display(),
+                tb.join(", ")
+            )));
+        }
+    }
     let mut rows = Vec::new();
     for (path, module) in &models {
         let func = pick_func(module, args.func.as_deref(), path)?;
