@@ -119,7 +119,7 @@ enum EmitArg {
 enum Command {
     /// Execute a function of an NNIR (or .onnx) file on .npy inputs and write its results as .npy.
     Run(RunArgs),
-    /// Compile an NNIR (or .onnx) function once and time it on random inputs: prints the median
+    /// Compile an NNIR (or .onnx) function once and time it on pseudo-random inputs: prints the median
     /// latency; with --compare, both models and the speedup next to the MAC ratio.
     Bench(BenchArgs),
     /// Convert an ONNX model to NNIR: writes the .nnir text and, beside it, a .safetensors file
@@ -173,11 +173,11 @@ struct BenchArgs {
     #[arg(long, value_name = "FILE")]
     compare: Option<PathBuf>,
     /// Timed runs per model (after one warm-up run).
-    #[arg(long, default_value_t = 20)]
-    runs: usize,
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    runs: u32,
     /// The size given to every dynamic dimension of the inputs.
-    #[arg(long, default_value_t = 1)]
-    batch: usize,
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    batch: u32,
     /// The function to time (default: the first).
     #[arg(long, value_name = "NAME")]
     func: Option<String>,
@@ -669,13 +669,13 @@ fn bench_main(args: &BenchArgs) -> Result<(), Exit> {
     let mut rows = Vec::new();
     for (path, module) in &models {
         let func = pick_func(module, args.func.as_deref(), path)?;
-        let inputs = bench_inputs(func, args.batch)?;
+        let inputs = bench_inputs(func, args.batch as usize)?;
         let macs: u64 = passes::layer_costs(func).iter().map(|c| c.macs).sum();
         let times = bench_compiled(
             module,
             &func.name,
             &inputs,
-            args.runs,
+            args.runs as usize,
             args.mlir_pipeline.as_deref(),
             args.threads,
         )
