@@ -171,14 +171,18 @@ pub(super) fn take(t: &Tensor, axis: usize, keep: &[usize]) -> Tensor {
     let outer: usize = shape[..axis].iter().product::<u64>() as usize;
     let n = shape[axis] as usize;
     let run = shape[axis + 1..].iter().product::<u64>() as usize * t.elem().size();
-    let mut out = Vec::with_capacity(outer * keep.len() * run);
-    for o in 0..outer {
-        for &k in keep {
-            let start = (o * n + k) * run;
-            out.extend_from_slice(&bytes[start..start + run]);
+    Tensor::from_fill(t.elem(), new_shape, |out| {
+        let mut to = out.chunks_exact_mut(run.max(1));
+        for o in 0..outer {
+            for &k in keep {
+                let start = (o * n + k) * run;
+                if let Some(dst) = to.next() {
+                    dst.copy_from_slice(&bytes[start..start + run]);
+                }
+            }
         }
-    }
-    Tensor::from_bytes(t.elem(), new_shape, out.into()).expect("the byte count matches the shape")
+    })
+    .expect("a subset of a valid tensor has a valid size")
 }
 
 /// The geometry of a zero-padded `nn.conv2d` with static spatial sizes, for the per-position

@@ -69,21 +69,34 @@ pub fn load(
 ///
 /// An existing destination that is not a regular file (`/dev/null`, `/dev/stdout`, a FIFO) is
 /// written in place: renaming over it would replace the device with a regular file.
+///
+/// Atomic against nnopt failing (an error, a crash, a kill), not against the machine losing
+/// power: like `cp` and compilers, nnopt does not `fsync` (measured at about a third of the
+/// time of writing a large weight file, `docs/performance.md`).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomic_with(path, |w| w.write_all(bytes))
+}
+
+/// [`write_atomic`] with the content produced by `write` (streamed into the temporary file).
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     use std::io::Write;
     if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
-        return std::fs::OpenOptions::new()
-            .write(true)
-            .open(path)?
-            .write_all(bytes);
+        let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
+        return write(&mut f);
     }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let mut tmp = output_tempfile(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_data()?;
+    let tmp = output_tempfile(dir)?;
+    {
+        let mut w = std::io::BufWriter::with_capacity(1 << 16, tmp.as_file());
+        write(&mut w)?;
+        w.flush()?;
+    }
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }

@@ -253,6 +253,46 @@ fn import_maps_ops_folds_plumbing_and_keeps_weights_mapped() {
     );
 }
 
+/// `nnopt export` streams the encoded model into the file: the bytes equal prost's in-memory
+/// encoding, and a write error (a full device) is a diagnostic, not a panic.
+#[test]
+fn streamed_export_matches_the_encoding_and_reports_write_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "cnn.onnx", &cnn());
+    let nnir = dir.path().join("cnn.nnir");
+    let out = nnopt(&["import", p.to_str().unwrap(), "-o", nnir.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let back = dir.path().join("back.onnx");
+    let out = nnopt(&[
+        "export",
+        nnir.to_str().unwrap(),
+        "-o",
+        back.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = import_file(&p).unwrap();
+    assert_eq!(
+        std::fs::read(&back).unwrap(),
+        export_model(&m).unwrap().encode_to_vec()
+    );
+    if Path::new("/dev/full").exists() {
+        let e = nnopt::onnx::write_onnx(&m, Path::new("/dev/full")).unwrap_err();
+        assert!(
+            e.message.contains("cannot write /dev/full"),
+            "{}",
+            e.message
+        );
+    }
+}
+
 #[test]
 fn export_then_import_computes_the_same_function() {
     let dir = tempfile::tempdir().unwrap();

@@ -369,7 +369,7 @@ fn reshape_target(
     };
     let known = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
     match known {
-        Some(k) if k > 0 && count % k == 0 => {
+        Some(k) if k > 0 && count.is_multiple_of(k) => {
             dims[dynamic[0]] = count / k;
             Ok(dims)
         }

@@ -73,6 +73,24 @@ impl Tensor {
         })
     }
 
+    /// A tensor whose little-endian bytes `fill` writes straight into the final shared buffer
+    /// (zero-initialised), so large derived tensors (pruned weights) are not built in a `Vec`
+    /// and copied again into an `Arc`. `None` if the shape's byte count overflows.
+    pub fn from_fill(
+        elem: ElemType,
+        shape: Vec<u64>,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Option<Tensor> {
+        let len = usize::try_from(checked_count(&shape)?.checked_mul(elem.size() as u64)?).ok()?;
+        let mut buf: Arc<[std::mem::MaybeUninit<u8>]> = Arc::new_zeroed_slice(len);
+        let slice = Arc::get_mut(&mut buf).expect("invariant: a fresh Arc is unique");
+        // SAFETY: the slice was zero-initialised, and zero is a valid u8.
+        fill(unsafe { &mut *(slice as *mut [std::mem::MaybeUninit<u8>] as *mut [u8]) });
+        // SAFETY: as above, every byte is initialised.
+        let bytes = unsafe { buf.assume_init() };
+        Tensor::from_bytes(elem, shape, bytes)
+    }
+
     /// A view of `len` bytes at `offset` of a mapped file; `None` if out of range or mis-sized.
     pub fn mapped(
         elem: ElemType,
@@ -144,6 +162,22 @@ impl Tensor {
             Storage::Owned(b) => Some(b),
             Storage::Mapped { map, offset, len } => Some(&map[*offset..*offset + *len]),
         }
+    }
+
+    /// The raw bytes as a shared [`bytes::Bytes`] without copying them (the buffer or memory
+    /// map stays alive as long as the `Bytes`); `None` for a splat.
+    pub fn shared_bytes(&self) -> Option<bytes::Bytes> {
+        /// Owns a non-splat tensor and shows its bytes.
+        struct Raw(Tensor);
+        impl AsRef<[u8]> for Raw {
+            fn as_ref(&self) -> &[u8] {
+                self.0
+                    .raw_bytes()
+                    .expect("invariant: Raw only wraps tensors with a buffer")
+            }
+        }
+        self.raw_bytes()?;
+        Some(bytes::Bytes::from_owner(Raw(self.clone())))
     }
 
     /// Bit pattern of element `i` (row-major).

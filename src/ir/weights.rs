@@ -692,7 +692,7 @@ pub fn stage_safetensors(
         }
         w.flush()?;
     }
-    tmp.as_file().sync_all()?;
+    // No fsync: see `driver::write_atomic`.
     Ok(tmp)
 }
 

@@ -421,7 +421,7 @@ impl<'c> Jit<'c> {
         for w in &sig.weights {
             let t = &w.value;
             let ptr = match t.raw_bytes() {
-                Some(b) if !t.is_splat() && (b.as_ptr() as usize) % 4 == 0 => {
+                Some(b) if !t.is_splat() && (b.as_ptr() as usize).is_multiple_of(4) => {
                     b.as_ptr() as *mut f32
                 }
                 _ => {

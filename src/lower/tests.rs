@@ -30,7 +30,7 @@ fn random(shape: &[usize], seed: u64) -> ArrayD<f32> {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         let v = ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0;
-        if (s >> 20) % 17 == 0 {
+        if (s >> 20).is_multiple_of(17) {
             0.0
         } else {
             v

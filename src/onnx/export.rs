@@ -6,8 +6,9 @@
 //! `nn.scatter` becomes `Concat` + `Gather` over a constant fill (exact: every output element is
 //! copied, never computed); `nn.linear` becomes `Gemm` (2-D input) or `MatMul` + `Add`.
 //!
-//! Does not: stream initializers to disk (the encoded model is built in memory), or write
-//! external data (so models must stay under protobuf's 2 GiB).
+//! Initializer bytes are shared with the module's tensors (memory-mapped weights stay mapped)
+//! and streamed to the output file by the encoder. Does not write external data, so models must
+//! stay under protobuf's 2 GiB.
 
 use super::proto::{
     attr_type, data_type, tensor_shape_proto, type_proto, AttributeProto, GraphProto, ModelProto,
@@ -26,12 +27,82 @@ pub const EXPORT_OPSET: i64 = 20;
 /// The IR version that goes with opset 20.
 pub const EXPORT_IR_VERSION: i64 = 9;
 
-/// Encodes `m` and writes it atomically to `path`.
+/// Encodes `m` and writes it atomically to `path`, streaming: the encoder writes through a
+/// 1 MiB buffer into the temporary file, so the model is never whole in memory (initializer
+/// bytes go from their memory map to the file).
 pub fn write_onnx(m: &Module, path: &Path) -> Result<(), Diagnostic> {
     let model = export_model(m)?;
-    let bytes = model.encode_to_vec();
-    crate::driver::write_atomic(path, &bytes)
-        .map_err(|e| Diagnostic::error(format!("cannot write {}: {e}", path.display())))
+    crate::driver::write_atomic_with(path, |w| {
+        let mut sink = WriteBuf::new(w);
+        model
+            .encode(&mut sink)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        sink.finish()
+    })
+    .map_err(|e| Diagnostic::error(format!("cannot write {}: {e}", path.display())))
+}
+
+/// A [`bytes::BufMut`] that forwards to an [`std::io::Write`] through a buffer: prost encodes
+/// into a `BufMut`, and this makes that a file write. `BufMut` cannot fail, so the first I/O
+/// error is kept (later writes are dropped) and returned by [`WriteBuf::finish`].
+struct WriteBuf<'w> {
+    out: &'w mut dyn std::io::Write,
+    buf: Vec<u8>,
+    error: Option<std::io::Error>,
+}
+
+impl<'w> WriteBuf<'w> {
+    const CAPACITY: usize = 1 << 20;
+
+    fn new(out: &'w mut dyn std::io::Write) -> Self {
+        WriteBuf {
+            out,
+            buf: Vec::with_capacity(Self::CAPACITY),
+            error: None,
+        }
+    }
+
+    fn flush_buf(&mut self) {
+        if self.error.is_none() {
+            if let Err(e) = self.out.write_all(&self.buf) {
+                self.error = Some(e);
+            }
+        }
+        self.buf.clear();
+    }
+
+    fn finish(mut self) -> std::io::Result<()> {
+        self.flush_buf();
+        match self.error.take() {
+            Some(e) => Err(e),
+            None => self.out.flush(),
+        }
+    }
+}
+
+// SAFETY: `chunk_mut` hands out the vector's spare capacity (never empty: a full buffer is
+// flushed first) and `advance_mut` only counts bytes the caller has initialised in it.
+unsafe impl bytes::BufMut for WriteBuf<'_> {
+    fn remaining_mut(&self) -> usize {
+        usize::MAX
+    }
+
+    unsafe fn advance_mut(&mut self, cnt: usize) {
+        let len = self.buf.len() + cnt;
+        assert!(len <= self.buf.capacity(), "advanced past the chunk");
+        // SAFETY: the caller initialised `cnt` bytes of the spare capacity.
+        unsafe { self.buf.set_len(len) };
+        if self.buf.len() == self.buf.capacity() {
+            self.flush_buf();
+        }
+    }
+
+    fn chunk_mut(&mut self) -> &mut bytes::buf::UninitSlice {
+        if self.buf.len() == self.buf.capacity() {
+            self.flush_buf();
+        }
+        self.buf.spare_capacity_mut().into()
+    }
 }
 
 /// The ONNX model of the module's only function.
@@ -107,10 +178,11 @@ fn u64s(v: &[u64]) -> impl Iterator<Item = i64> + '_ {
     v.iter().map(|&x| x as i64)
 }
 
-/// Raw little-endian bytes of `t` (splats expanded).
+/// Raw little-endian bytes of `t` (splats expanded), shared with `t` rather than copied: the
+/// model's initializers stay in the input's memory map until they are written.
 fn tensor_bytes(t: &Tensor) -> Bytes {
-    match t.raw_bytes() {
-        Some(b) => Bytes::copy_from_slice(b),
+    match t.shared_bytes() {
+        Some(b) => b,
         None => {
             let bits = t.bits(0);
             let one: Vec<u8> = match t.elem().size() {

@@ -1394,7 +1394,7 @@ fn reshape_dims(
         );
     }
     let fill = match out.iter().position(|d| d.is_none()) {
-        Some(_) if static_out == 0 || static_in % static_out != 0 => {
+        Some(_) if static_out == 0 || !static_in.is_multiple_of(static_out) => {
             return Err(format!(
                 "cannot infer -1: {static_in} elements do not divide by {static_out}"
             ))

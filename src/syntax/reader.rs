@@ -600,7 +600,7 @@ pub fn parse_elem_bits(t: &str, elem: ElemType) -> Option<u32> {
 
 fn decode_hex(h: &str) -> Option<Vec<u8>> {
     let b = h.as_bytes();
-    if b.len() % 2 != 0 {
+    if !b.len().is_multiple_of(2) {
         return None;
     }
     let nib = |c: u8| (c as char).to_digit(16).map(|d| d as u8);

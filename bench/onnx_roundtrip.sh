@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# ONNX benchmark of issue #5: import + prune + export of a model with about 1 GiB of weights
+# (`nnopt --prune-neurons big.onnx -o pruned.onnx`), next to `cp` of the same file, interleaved,
+# 3 rounds each; also the peak RSS of nnopt. The model is bench/gen_big_weights.py's MLP (half
+# of the hidden neurons dead) exported by `nnopt export`: Gemm nodes with transB = 1, the form
+# PyTorch's nn.Linear exports. Usage: bench/onnx_roundtrip.sh [WIDTH] (8192 = 1 GiB).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+width=${1:-8192}
+dir=$(mktemp -d /tmp/nnopt-onnx.XXXXXX)
+trap 'rm -rf "$dir"' EXIT
+python3 bench/gen_big_weights.py "$dir" "$width"
+cargo build --release --no-default-features -q
+nnopt=target/release/nnopt
+$nnopt export "$dir/big.nnir" -o "$dir/big.onnx"
+rm -f "$dir/big.safetensors"
+ls -l "$dir/big.onnx"
+t() { local s=$(date +%s.%N); "$@"; local e=$(date +%s.%N); echo "$e - $s" | bc; }
+for round in 1 2 3; do
+  rm -f "$dir/copy.onnx" "$dir/pruned.onnx"
+  echo "round $round: cp $(t cp "$dir/big.onnx" "$dir/copy.onnx") s"
+  rm -f "$dir/copy.onnx"
+  echo "round $round: nnopt --prune-neurons big.onnx -o pruned.onnx $(t $nnopt --prune-neurons "$dir/big.onnx" -o "$dir/pruned.onnx") s"
+done
+/usr/bin/time -f "nnopt peak RSS: %M KiB" $nnopt --prune-neurons "$dir/big.onnx" -o "$dir/pruned.onnx"
+ls -l "$dir/pruned.onnx"
