@@ -309,27 +309,38 @@ fn weighted(
         let g = j / out_per_group.max(1);
         let mut acc = bias.map_or(0.0, |b| b.get(j));
         let mut constant = true;
-        let row = w.f32_slice(j * row_len..(j + 1) * row_len);
+        let rows = j * row_len..(j + 1) * row_len;
         if unknown_input {
             // No input channel is known: the output is constant exactly when its row is zero.
-            channels.push(all_zero(&row, threshold).then_some(acc));
+            let mut zero = true;
+            w.for_each_f32_chunk(rows, |c| zero = zero && all_zero(c, threshold));
+            channels.push(zero.then_some(acc));
             continue;
         }
-        if threshold == 0.0 && finite_input && all_zero(&row, 0.0) {
-            channels.push(Some(acc));
-            continue;
+        if threshold == 0.0 && finite_input {
+            let mut zero = true;
+            w.for_each_f32_chunk(rows.clone(), |c| zero = zero && all_zero(c, 0.0));
+            if zero {
+                channels.push(Some(acc));
+                continue;
+            }
         }
         for i in 0..per_group_in {
             let in_ch = g * per_group_in + i;
-            let taps = &row[i * window..][..window];
+            let taps = rows.start + i * window..rows.start + (i + 1) * window;
             let c = input.and_then(|fx| fx.constant(in_ch));
             let usable = match (c, padded) {
                 (Some(c), Some(true)) => (c == 0.0).then_some(c),
                 (c, _) => c,
             };
+            let (mut sum, mut zero) = (0f32, true);
+            w.for_each_f32_chunk(taps, |t| {
+                sum += t.iter().sum::<f32>();
+                zero = zero && all_zero(t, threshold);
+            });
             match usable {
-                Some(c) => acc += c * taps.iter().sum::<f32>(),
-                None if all_zero(taps, threshold) => {}
+                Some(c) => acc += c * sum,
+                None if zero => {}
                 None => {
                     constant = false;
                     break;
