@@ -254,48 +254,64 @@ impl BorderMap {
     }
 
     /// `M[k, oh, ow] = Σ_j a_j Σ_{(r, c) inside} W[k, j, r, c]` for `(positions [j], a_j)`.
+    ///
+    /// Which taps are inside depends only on the output row's and column's distance to the
+    /// border, so positions fall into a few classes (all interior positions are one): each
+    /// class's value is computed once per output channel and copied to its positions. The
+    /// additions happen in the same order as a per-position sum, so the map is the same bit
+    /// for bit; summing per position cost C_out·OH·OW·KH·KW per constant channel, most of the
+    /// pruning time of a ResNet-50.
     fn values(&self, w: &Tensor, absorbed: &[(Vec<usize>, f32)]) -> Vec<f32> {
         let s = w.shape();
         let (cin, kh, kw) = (s[1] as usize, s[2] as usize, s[3] as usize);
-        let inside = |o: usize, k: usize, stride: usize, pad: usize, dil: usize, len: usize| {
-            let p = (o * stride + k * dil) as i64 - pad as i64;
-            (0..len as i64).contains(&p)
+        // The inside-taps mask of every output row (column), deduplicated into classes.
+        let classes = |outs: usize, taps: usize, axis: usize, len: usize| {
+            let mut masks: Vec<Vec<bool>> = Vec::new();
+            let ids: Vec<usize> = (0..outs)
+                .map(|o| {
+                    let mask: Vec<bool> = (0..taps)
+                        .map(|t| {
+                            let p = (o * self.strides[axis] + t * self.dilations[axis]) as i64
+                                - self.pads[axis] as i64;
+                            (0..len as i64).contains(&p)
+                        })
+                        .collect();
+                    masks.iter().position(|m| *m == mask).unwrap_or_else(|| {
+                        masks.push(mask);
+                        masks.len() - 1
+                    })
+                })
+                .collect();
+            (ids, masks)
         };
+        let (row_ids, row_masks) = classes(self.oh, kh, 0, self.h);
+        let (col_ids, col_masks) = classes(self.ow, kw, 1, self.w);
+        let nc = col_masks.len();
+        let mut class_value = vec![0.0f32; row_masks.len() * nc];
         let mut m = vec![0.0f32; self.size()];
         for k in 0..self.c_out {
+            class_value.fill(0.0);
             for (positions, a) in absorbed {
                 for &j in positions {
                     let taps = w.f32_slice((k * cin + j) * kh * kw..(k * cin + j + 1) * kh * kw);
-                    for oh in 0..self.oh {
-                        for ow in 0..self.ow {
+                    for (ri, rm) in row_masks.iter().enumerate() {
+                        for (ci, cm) in col_masks.iter().enumerate() {
                             let mut sum = 0.0f32;
-                            for r in 0..kh {
-                                if !inside(
-                                    oh,
-                                    r,
-                                    self.strides[0],
-                                    self.pads[0],
-                                    self.dilations[0],
-                                    self.h,
-                                ) {
-                                    continue;
-                                }
-                                for c in 0..kw {
-                                    if inside(
-                                        ow,
-                                        c,
-                                        self.strides[1],
-                                        self.pads[1],
-                                        self.dilations[1],
-                                        self.w,
-                                    ) {
-                                        sum += taps[r * kw + c];
-                                    }
+                            for r in (0..kh).filter(|&r| rm[r]) {
+                                for c in (0..kw).filter(|&c| cm[c]) {
+                                    sum += taps[r * kw + c];
                                 }
                             }
-                            m[(k * self.oh + oh) * self.ow + ow] += sum * a;
+                            class_value[ri * nc + ci] += sum * a;
                         }
                     }
+                }
+            }
+            let plane = &mut m[k * self.oh * self.ow..(k + 1) * self.oh * self.ow];
+            for (oh, row) in plane.chunks_exact_mut(self.ow).enumerate() {
+                let base = row_ids[oh] * nc;
+                for (v, &ci) in row.iter_mut().zip(&col_ids) {
+                    *v = class_value[base + ci];
                 }
             }
         }
@@ -305,28 +321,45 @@ impl BorderMap {
 
 /// `b_k += Σ_{cols} W[k, p, ...] · a` for each `(positions p, a)` in `absorbed` (the
 /// kernel window summed per position): the contribution of constant input columns about to be
-/// dropped from `W`. The constants become one coefficient per row element (0 elsewhere), so
-/// each row is one contiguous dot product (accumulated in f64, rounded once into `b_k`) read
-/// in place: a gather per absorbed column was a fifth of pruning a large MLP. Returns whether
-/// any `b_k` changed.
+/// dropped from `W`, accumulated in f64 and rounded once into `b_k`. When many columns go,
+/// the constants become one coefficient per row element (0 elsewhere) and each row one
+/// contiguous dot product read in place (a gather per absorbed column was a fifth of pruning
+/// a large MLP); when few go, only their elements are read. Returns whether any `b_k` changed.
 pub(super) fn absorb_columns(w: &Tensor, absorbed: &[(Vec<usize>, f32)], b: &mut [f32]) -> bool {
     let s = w.shape();
     let window: usize = s[2..].iter().product::<u64>() as usize;
     let row_len = s[1] as usize * window;
-    let mut coef = vec![0f64; row_len];
-    for (positions, a) in absorbed {
-        for &p in positions {
-            coef[p * window..(p + 1) * window].fill(*a as f64);
+    let count: usize = absorbed.iter().map(|(p, _)| p.len()).sum::<usize>() * window;
+    // Few absorbed columns (a ResNet block losing a filter or two): read just those elements;
+    // many (half a layer): one dense dot product per row beats a gather per column.
+    let sparse = count * 8 < row_len;
+    let mut coef = Vec::new();
+    if !sparse {
+        coef = vec![0f64; row_len];
+        for (positions, a) in absorbed {
+            for &p in positions {
+                coef[p * window..(p + 1) * window].fill(*a as f64);
+            }
         }
     }
     let mut touched = false;
     for (k, bk) in b.iter_mut().enumerate() {
+        let base = k * row_len;
         let mut dot = 0f64;
-        let mut at = 0;
-        w.for_each_f32_chunk(k * row_len..(k + 1) * row_len, |c| {
-            dot += dot_f64(c, &coef[at..at + c.len()]);
-            at += c.len();
-        });
+        if sparse {
+            for (positions, a) in absorbed {
+                for &p in positions {
+                    let taps = (0..window).map(|t| w.get(base + p * window + t) as f64);
+                    dot += taps.sum::<f64>() * *a as f64;
+                }
+            }
+        } else {
+            let mut at = 0;
+            w.for_each_f32_chunk(base..base + row_len, |c| {
+                dot += dot_f64(c, &coef[at..at + c.len()]);
+                at += c.len();
+            });
+        }
         if dot != 0.0 {
             *bk = (*bk as f64 + dot) as f32;
             touched = true;
