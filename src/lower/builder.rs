@@ -419,10 +419,23 @@ impl<'c: 'b, 'b, B: BlockLike<'c, 'b>> Emitter<'c, 'b, B> {
         dyn_sizes: &[Value<'c, '_>],
         result: Type<'c>,
     ) -> BResult<Value<'c, 'b>> {
+        let strides = vec![1i64; sizes.len()];
+        self.extract_slice_strided(x, offsets, sizes, &strides, dyn_sizes, result)
+    }
+
+    /// [`Emitter::extract_slice`] taking every `strides[i]`-th element along axis `i`.
+    pub fn extract_slice_strided(
+        &self,
+        x: Value<'c, '_>,
+        offsets: &[i64],
+        sizes: &[i64],
+        strides: &[i64],
+        dyn_sizes: &[Value<'c, '_>],
+        result: Type<'c>,
+    ) -> BResult<Value<'c, 'b>> {
         let cx = self.cx;
         let mut operands = vec![x];
         operands.extend_from_slice(dyn_sizes);
-        let strides = vec![1i64; sizes.len()];
         self.op1(
             "tensor.extract_slice",
             &operands,
@@ -430,7 +443,7 @@ impl<'c: 'b, 'b, B: BlockLike<'c, 'b>> Emitter<'c, 'b, B> {
             &[
                 (id(cx, "static_offsets"), dense_i64(cx, offsets)),
                 (id(cx, "static_sizes"), dense_i64(cx, sizes)),
-                (id(cx, "static_strides"), dense_i64(cx, &strides)),
+                (id(cx, "static_strides"), dense_i64(cx, strides)),
                 segments(cx, &[1, 0, dyn_sizes.len() as i32, 0]),
             ],
             vec![],

@@ -1171,6 +1171,33 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         };
         let f = wd[0].to_i64() as u64;
         let (kh, kw) = (wd[2].to_i64(), wd[3].to_i64());
+        // A strided 1x1 conv without padding (a ResNet projection shortcut) reads every s-th
+        // row and column: a strided `tensor.extract_slice` takes those, and what is left is a
+        // unit-stride 1x1 conv, which the schedule covers.
+        let (x, xd, strides, dilations) = if kh == 1
+            && kw == 1
+            && pads == [0; 4]
+            && groups == 1
+            && strides != [1, 1]
+            && matches!(xd[0], DimVal::Static(_))
+        {
+            let mut sd = xd.clone();
+            sd[2] = DimVal::Static(ho);
+            sd[3] = DimVal::Static(wo);
+            let step = [1, 1, strides[0] as i64, strides[1] as i64];
+            let xs =
+                self.e
+                    .extract_slice_strided(x, &[0; 4], &shape(&sd), &step, &[], self.ty(&sd))?;
+            // Copied into a contiguous tensor: vectorized reads straight from the strided view
+            // crashed the compiled code (a unit-stride load across a non-unit innermost stride).
+            let init = self.empty(&sd)?;
+            let xc = self
+                .e
+                .named_linalg("linalg.copy", &[xs], init, self.ty(&sd), &[])?;
+            (xc, sd, [1, 1], [1, 1])
+        } else {
+            (x, xd, strides, dilations)
+        };
         // The schedule covers the dense case the notes measured: groups 1, unit strides and
         // dilations (a strided input map is not a projected permutation, so it would not
         // vectorize), static batch.
