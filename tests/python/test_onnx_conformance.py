@@ -1,6 +1,8 @@
 """Conformance: runs the onnx 1.22.0 backend node tests of the operators nnopt imports through
 `nnopt run --interp model.onnx` and compares with the expected outputs (the backend runner's
-tolerances, rtol 1e-3 / atol 1e-7). Writes the per-operator table to docs/onnx.md between the
+tolerances, rtol 1e-3 / atol 1e-7); every test the interpreter passes also runs compiled
+(`nnopt run`: MLIR, schedules, JIT; atol 1e-6 for FMA contraction), which must pass or be
+refused by the lowering with a diagnostic. Writes the per-operator table to docs/onnx.md between the
 markers when called with --write-docs, and fails when a test that passed before (listed in
 tests/python/conformance_expected.txt) no longer passes.
 
@@ -164,7 +166,30 @@ def run_model(d, tmp):
         notes.append(f"re-labelled to IR 10 / opset 21 ({label} definition)")
     if bound:
         notes.append("integer inputs bound as constants")
+    compiled, why = run_compiled(args, expected, tmp)
+    notes.append(f"compiled: {compiled}" + (f" ({why})" if why else ""))
     return "pass", "; ".join(notes)
+
+
+def run_compiled(interp_args, expected, tmp):
+    """The same test through the compiled path (`nnopt run` without --interp: MLIR lowering,
+    transform schedules, JIT). `pass`; `not lowered` (a diagnostic of the lowering, e.g. a
+    dynamic spatial size); or `fail` (wrong numbers, a crash, any other error)."""
+    args = [a for a in interp_args if a != "--interp"]
+    args = [a.replace(os.path.join(tmp, "out"), os.path.join(tmp, "jit")) for a in args]
+    r = subprocess.run(args, capture_output=True, text=True)
+    if r.returncode != 0:
+        msg = r.stderr.strip().splitlines()[0] if r.stderr.strip() else f"exit {r.returncode}"
+        if r.returncode == 1 and "cannot be lowered to MLIR yet" in r.stderr:
+            return "not lowered", msg.removeprefix("error: ")
+        return "fail", msg.removeprefix("error: ")
+    for k, want in enumerate(expected):
+        got = np.load(os.path.join(tmp, f"jit{k}.npy"))
+        if got.shape != want.shape:
+            return "fail", f"output {k} has shape {got.shape}, expected {want.shape}"
+        if not np.allclose(got, want.astype(np.float32), rtol=1e-3, atol=1e-6, equal_nan=True):
+            return "fail", f"output {k} differs by up to {np.max(np.abs(got - want)):.3g}"
+    return "pass", ""
 
 
 def main():
@@ -174,21 +199,30 @@ def main():
             status, why = run_one(d, tmp)
             results[op].append((name, status, why))
     lines = [
-        "| operator | tests | pass | of which re-labelled (same / older definition) | of which with integer inputs bound | fail | refused |",
-        "|---|---|---|---|---|---|---|",
+        "| operator | tests | pass | of which re-labelled (same / older definition) | of which with integer inputs bound | fail | refused | compiled: pass / not lowered / fail |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     details = []
     passed = set()
+    jit_failed = []
     for op in SUPPORTED:
         rs = results.get(op, [])
         c = {s: sum(1 for r in rs if r[1] == s) for s in ("pass", "fail", "refused")}
         same = sum(1 for r in rs if r[1] == "pass" and "same" in r[2])
         older = sum(1 for r in rs if r[1] == "pass" and "older" in r[2])
         consts = sum(1 for r in rs if r[1] == "pass" and "bound" in r[2])
-        lines.append(f"| {op} | {len(rs)} | {c['pass']} | {same} / {older} | {consts} | {c['fail']} | {c['refused']} |")
+        jit = {k: sum(1 for r in rs if f"compiled: {k}" in r[2]) for k in ("pass", "not lowered", "fail")}
+        lines.append(
+            f"| {op} | {len(rs)} | {c['pass']} | {same} / {older} | {consts} | {c['fail']} | {c['refused']} "
+            f"| {jit['pass']} / {jit['not lowered']} / {jit['fail']} |"
+        )
         for name, status, why in rs:
             if status == "pass":
                 passed.add(name)
+                if "compiled: pass" not in why:
+                    details.append(f"| `{name}` | pass, {why.split('compiled: ', 1)[1].replace('|', '/')} | compiled path |")
+                if "compiled: fail" in why:
+                    jit_failed.append(f"{name}: {why}")
             else:
                 details.append(f"| `{name}` | {status} | {why.replace('|', '/')} |")
     total = sum(len(v) for v in results.values())
@@ -205,6 +239,7 @@ def main():
         before = {l.strip() for l in open(EXPECTED) if l.strip()}
         lost = sorted(before - passed)
         assert not lost, f"node tests that passed before now fail: {lost}"
+    assert not jit_failed, "compiled code disagrees with the interpreter's pass:\n" + "\n".join(jit_failed)
 
 
 if __name__ == "__main__":
