@@ -172,6 +172,51 @@ fn run_interp_reads_and_writes_npy() {
     assert!(!z.exists());
 }
 
+/// `nnopt run` compiles for the shapes it is given, so a batch of 1 broadcasts against a batch
+/// of 2 in compiled code as in the interpreter (code compiled with dynamic sizes cannot).
+#[cfg(feature = "mlir")]
+#[test]
+fn run_compiled_broadcasts_a_batch_of_one() {
+    use ndarray::ArrayD;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("add.nnir");
+    std::fs::write(
+        &src,
+        "func @f(%x: tensor<?x3xf32>, %y: tensor<?x3xf32>) -> tensor<?x3xf32> {\n  %z = nn.add %x, %y : tensor<?x3xf32>\n  return %z : tensor<?x3xf32>\n}\n",
+    )
+    .unwrap();
+    let (a, b, z) = (
+        dir.path().join("a.npy"),
+        dir.path().join("b.npy"),
+        dir.path().join("z.npy"),
+    );
+    nnopt::interp::write_npy(&a, &ArrayD::from_elem(vec![2, 3], 1.0f32)).unwrap();
+    let row = ArrayD::from_shape_vec(vec![1, 3], vec![1.0f32, 2.0, 3.0]).unwrap();
+    nnopt::interp::write_npy(&b, &row).unwrap();
+    let p = |f: &std::path::Path| f.to_str().unwrap().to_string();
+    let out = nnopt(&[
+        "run",
+        &p(&src),
+        "--input",
+        &p(&a),
+        "--input",
+        &p(&b),
+        "--output",
+        &p(&z),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = nnopt::interp::read_npy(&z).unwrap();
+    assert_eq!(got.shape(), &[2, 3]);
+    assert_eq!(
+        got.iter().copied().collect::<Vec<_>>(),
+        [2.0, 3.0, 4.0, 2.0, 3.0, 4.0]
+    );
+}
+
 /// `nnopt run` without `--interp` compiles through MLIR and runs the JIT-compiled code: same
 /// results as the interpreter, and a wrong input shape is an error before anything runs.
 #[cfg(feature = "mlir")]
