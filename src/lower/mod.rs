@@ -58,7 +58,10 @@ pub fn context() -> Context {
     let context = Context::new();
     context.append_dialect_registry(&registry);
     context.load_all_available_dialects();
-    register_all_passes();
+    // MLIR's pass registry is one global map: registering from two threads at once (tests
+    // compile in parallel) races on it, so it happens once per process.
+    static PASSES: std::sync::Once = std::sync::Once::new();
+    PASSES.call_once(register_all_passes);
     register_all_llvm_translations(&context);
     context
 }
