@@ -596,6 +596,10 @@ proptest! {
 fn assert_jit_matches_interp(m: &Module, inputs: &[ArrayD<f32>]) {
     let f = &m.funcs[0];
     let want = interp::run(f, inputs).expect("interpreter runs");
+    // One compile at a time: the two JIT properties run on parallel test threads, and MLIR/LLVM
+    // keep process-global registries (a race on one crashed a CI run).
+    static COMPILE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _serial = COMPILE.lock().unwrap_or_else(|e| e.into_inner());
     for threads in [1, 2] {
         let got = nnopt::lower::compile_and_run(m, &f.name, inputs, None, threads)
             .unwrap_or_else(|d| panic!("compiled run failed: {d:?}"));

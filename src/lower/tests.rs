@@ -52,6 +52,10 @@ fn check(text: &str, shapes: &[&[usize]]) -> usize {
         .map(|(i, s)| random(s, 17 + i as u64))
         .collect();
     let want = crate::interp::run(f, &inputs).expect("interpreter runs");
+    // One compile at a time: the test harness runs tests on parallel threads, and MLIR/LLVM
+    // keep process-global registries (a race on one crashed a CI run).
+    static COMPILE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _serial = COMPILE.lock().unwrap_or_else(|e| e.into_inner());
     let cx = context();
     let mut layers = 0;
     for (scheduled, threads) in [(false, 1), (true, 1), (true, 2)] {
