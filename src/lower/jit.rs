@@ -55,7 +55,7 @@ pub fn scheduled_pipeline(threads: u64) -> String {
 }
 
 /// Where [`scheduled_pipeline`] inserts the threading passes (both occur in
-/// [`DEFAULT_PIPELINE`]; a unit test checks it).
+/// [`DEFAULT_PIPELINE`]; `lower::tests::threaded_pipeline_has_the_async_passes` checks it).
 const BUFFERIZED: &str = "convert-bufferization-to-memref,";
 const LOOPS: &str = "func.func(convert-linalg-to-loops),canonicalize,cse,";
 
@@ -191,18 +191,21 @@ unsafe extern "C" fn memref_copy(elem_size: i64, src: *const Unranked, dst: *con
 /// most [`POOL_LIMIT`] bytes are kept.
 mod pool {
     use std::alloc::{alloc, dealloc, Layout};
-    use std::collections::HashMap;
+    use std::collections::BTreeMap;
     use std::sync::Mutex;
 
     const HEADER: usize = 64;
     pub const POOL_LIMIT: usize = 1 << 30;
 
     struct Free {
-        blocks: HashMap<usize, Vec<usize>>,
+        blocks: BTreeMap<usize, Vec<usize>>,
         bytes: usize,
     }
 
-    static FREE: Mutex<Option<Free>> = Mutex::new(None);
+    static FREE: Mutex<Free> = Mutex::new(Free {
+        blocks: BTreeMap::new(),
+        bytes: 0,
+    });
 
     fn layout(size: usize) -> Option<Layout> {
         Layout::from_size_align(size.checked_add(HEADER)?, HEADER).ok()
@@ -210,10 +213,6 @@ mod pool {
 
     pub unsafe extern "C" fn malloc(size: usize) -> *mut u8 {
         let mut free = FREE.lock().unwrap_or_else(|e| e.into_inner());
-        let free = free.get_or_insert_with(|| Free {
-            blocks: HashMap::new(),
-            bytes: 0,
-        });
         if let Some(base) = free.blocks.get_mut(&size).and_then(Vec::pop) {
             free.bytes -= size;
             return (base + HEADER) as *mut u8;
@@ -254,10 +253,6 @@ mod pool {
             (base, (base as *const usize).read())
         };
         let mut free = FREE.lock().unwrap_or_else(|e| e.into_inner());
-        let free = free.get_or_insert_with(|| Free {
-            blocks: HashMap::new(),
-            bytes: 0,
-        });
         if free.bytes + size <= POOL_LIMIT {
             free.bytes += size;
             free.blocks.entry(size).or_default().push(base as usize);

@@ -632,3 +632,18 @@ fn strided_pointwise_conv_is_scheduled() {
 }";
     assert_eq!(check(text, &[&[2, 8, 9, 7], &[12, 8, 1, 1], &[12]]), 1);
 }
+
+/// `--threads` adds its passes at both insertion points of the default pipeline (a
+/// `replacen` whose anchor is missing would silently leave the pipeline single-threaded).
+#[test]
+fn threaded_pipeline_has_the_async_passes() {
+    let one = jit::scheduled_pipeline(1);
+    assert!(one.starts_with("builtin.module(transform-interpreter,symbol-dce,"));
+    assert!(!one.contains("async"));
+    let two = jit::scheduled_pipeline(2);
+    assert!(two.contains("convert-bufferization-to-memref,scf-forall-to-parallel,"));
+    assert!(
+        two.contains("cse,async-parallel-for{num-workers=2 async-dispatch=false min-task-size=1},")
+    );
+    assert!(two.contains("convert-async-to-llvm,"));
+}
