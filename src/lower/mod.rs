@@ -1747,8 +1747,8 @@ pub fn emit_text(
     let cx = context();
     let mut lowered = lower_module(&cx, m)?;
     let fail = |e: String| vec![Diagnostic::error(e).at(m.span)];
-    let scheduled = match emit {
-        Emit::Transform | Emit::Llvm if pipeline.is_none() || emit == Emit::Transform => {
+    let scheduled = match (emit, pipeline) {
+        (Emit::Transform, _) | (Emit::Llvm, None) => {
             jit::embed_schedule(&cx, &lowered.module, &lowered.layers, 1).map_err(fail)?
         }
         _ => false,
