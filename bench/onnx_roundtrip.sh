@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # ONNX benchmark of issue #5: import + prune + export of a model with about 1 GiB of weights
 # (`nnopt --prune-neurons big.onnx -o pruned.onnx`), next to `cp` of the same file, interleaved,
-# 3 rounds each; also the peak RSS of nnopt. The model is bench/gen_big_weights.py's MLP (half
-# of the hidden neurons dead) exported by `nnopt export`: Gemm nodes with transB = 1, the form
-# PyTorch's nn.Linear exports. Usage: bench/onnx_roundtrip.sh [WIDTH] (8192 = 1 GiB).
+# 3 rounds each; also the peak RSS of nnopt and its anonymous part. The model is
+# bench/gen_big_weights.py's MLP (half of the hidden neurons dead) exported by `nnopt export`:
+# Gemm nodes with transB = 1, the form PyTorch's nn.Linear exports. Usage: bench/onnx_roundtrip.sh [WIDTH] (8192 = 1 GiB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/peak_anon.sh
 width=${1:-8192}
 dir=$(mktemp -d /tmp/nnopt-onnx.XXXXXX)
 trap 'rm -rf "$dir"' EXIT
@@ -23,4 +24,5 @@ for round in 1 2 3; do
   echo "round $round: nnopt --prune-neurons big.onnx -o pruned.onnx $(t $nnopt --prune-neurons "$dir/big.onnx" -o "$dir/pruned.onnx") s"
 done
 /usr/bin/time -f "nnopt peak RSS: %M KiB" $nnopt --prune-neurons "$dir/big.onnx" -o "$dir/pruned.onnx"
+echo "nnopt $(peak_anon $nnopt --prune-neurons "$dir/big.onnx" -o "$dir/pruned.onnx")"
 ls -l "$dir/pruned.onnx"

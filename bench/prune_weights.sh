@@ -2,9 +2,10 @@
 # Bytes benchmark of the pruning pass (issue #3): prune an MLP with ~1 GiB of external f32
 # weights (half of the hidden neurons dead) and write the result with its new safetensors file,
 # next to `cp` of the weight file (the read+write floor), interleaved, 3 rounds each; also the
-# peak RSS of nnopt. Usage: bench/prune_weights.sh [WIDTH] (8192 = 1 GiB).
+# peak RSS of nnopt and its anonymous part. Usage: bench/prune_weights.sh [WIDTH] (8192 = 1 GiB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/peak_anon.sh
 width=${1:-8192}
 dir=$(mktemp -d /tmp/nnopt-bytes.XXXXXX)
 trap 'rm -rf "$dir"' EXIT
@@ -20,4 +21,5 @@ for round in 1 2 3; do
   echo "round $round: nnopt --prune-neurons -o $(t $nnopt --prune-neurons "$dir/big.nnir" -o "$dir/out.nnir") s"
 done
 /usr/bin/time -f "nnopt peak RSS: %M KiB" $nnopt --prune-neurons "$dir/big.nnir" -o "$dir/out.nnir"
+echo "nnopt $(peak_anon $nnopt --prune-neurons "$dir/big.nnir" -o "$dir/out.nnir")"
 ls -l "$dir/out.safetensors"

@@ -5,7 +5,7 @@ use crate::ir::rewriter::Rewriter;
 use crate::ir::{ElemType, OpId, OpKind, OpTag, Tensor};
 
 use super::greedy::{Pattern, PatternCx};
-use super::prune::{absorb_columns, take};
+use super::prune::absorb_columns;
 
 /// `%y = nn.identity %x` → uses of `%y` use `%x`.
 pub struct RemoveIdentity;
@@ -187,7 +187,7 @@ impl Pattern for FoldScatterIntoConsumer {
                 .map(|&j| (vec![j], fill[j]))
                 .collect();
             let touched = absorb_columns(&w, &absorbed, &mut b);
-            let new_w = rw.derived_constant_before(c, take(&w, 1, &keep), ops[1]);
+            let new_w = rw.derived_constant_before(c, w.take(1, &keep), ops[1]);
             let mut operands = vec![x, new_w];
             match (touched, ops.get(2)) {
                 (true, Some(&old)) => {

@@ -159,56 +159,6 @@ fn fanout(f: &Function, r: ValueId, axis: usize) -> Fanout {
     out
 }
 
-/// `t` with only the positions `keep` of `axis` (bit-exact, same element type), copied as runs
-/// of raw bytes.
-pub(super) fn take(t: &Tensor, axis: usize, keep: &[usize]) -> Tensor {
-    let shape = t.shape();
-    let mut new_shape = shape.to_vec();
-    new_shape[axis] = keep.len() as u64;
-    let Some(bytes) = t.raw_bytes() else {
-        return Tensor::splat_bits(t.elem(), new_shape, t.bits(0));
-    };
-    let outer: usize = shape[..axis].iter().product::<u64>() as usize;
-    let n = shape[axis] as usize;
-    let run = shape[axis + 1..].iter().product::<u64>() as usize * t.elem().size();
-    Tensor::from_fill(t.elem(), new_shape, |out| match run {
-        // Slicing a weight's columns moves single elements: a fixed-size copy is one load and
-        // one store, where a `run`-sized copy was a `memmove` call per element.
-        4 => gather::<4>(out, bytes, outer, n, keep),
-        2 => gather::<2>(out, bytes, outer, n, keep),
-        _ => gather_runs(out, bytes, outer, n, keep, run),
-    })
-    .expect("a subset of a valid tensor has a valid size")
-}
-
-/// `out` = the runs `keep` (each `R` bytes) of every block of `n` runs of `src`.
-fn gather<const R: usize>(out: &mut [u8], src: &[u8], outer: usize, n: usize, keep: &[usize]) {
-    if n == 0 {
-        return;
-    }
-    let mut to = out.chunks_exact_mut(R);
-    for block in src.chunks_exact(n * R).take(outer) {
-        for (&k, dst) in keep.iter().zip(to.by_ref()) {
-            let s: &[u8; R] = block[k * R..][..R].try_into().expect("R bytes");
-            dst.copy_from_slice(s);
-        }
-    }
-}
-
-/// [`gather`] for runs of any length (rows of a weight, filters of a conv).
-fn gather_runs(out: &mut [u8], src: &[u8], outer: usize, n: usize, keep: &[usize], run: usize) {
-    if run == 0 {
-        return;
-    }
-    let mut to = out.chunks_exact_mut(run);
-    for o in 0..outer {
-        for (&k, dst) in keep.iter().zip(to.by_ref()) {
-            let start = (o * n + k) * run;
-            dst.copy_from_slice(&src[start..start + run]);
-        }
-    }
-}
-
 /// The geometry of a zero-padded `nn.conv2d` with static spatial sizes, for the per-position
 /// bias map that replaces constant input channels: input channel `j` constant `a` adds
 /// `a · Σ_{taps inside the image} W[k, j, r, c]` at output `(k, oh, ow)`.
@@ -630,8 +580,7 @@ impl Pattern for DeadNeuronElimination {
                 None
             };
             let touched = border.is_none() && absorb_columns(cw, &absorbed, &mut b);
-            let new_w =
-                rw.derived_constant_before(c, take(cw, 1, &site.positions(&keep)), c_ops[1]);
+            let new_w = rw.derived_constant_before(c, cw.take(1, &site.positions(&keep)), c_ops[1]);
             let mut operands = vec![c_ops[0], new_w];
             if touched || old_b.is_some() {
                 let elem = old_b.as_ref().map_or(cw.elem(), Tensor::elem);
@@ -669,10 +618,10 @@ impl Pattern for DeadNeuronElimination {
             }
         }
         // The producer: drop row j and bias entry j.
-        let new_w = rw.derived_constant_before(op, take(&w, 0, &keep), ins[1]);
+        let new_w = rw.derived_constant_before(op, w.take(0, &keep), ins[1]);
         let mut operands = vec![ins[0], new_w];
         if let Some(b) = &bias {
-            operands.push(rw.derived_constant_before(op, take(b, 0, &keep), ins[2]));
+            operands.push(rw.derived_constant_before(op, b.take(0, &keep), ins[2]));
         }
         rw.set_operands(op, &operands);
         // Depthwise convs on the way lose the same filters, and one group each.
@@ -690,13 +639,11 @@ impl Pattern for DeadNeuronElimination {
             let d_ins = f.op(d).operands().to_vec();
             let mut operands = vec![d_ins[0]];
             for &p in &d_ins[1..] {
-                let t = take(
-                    rw.func()
-                        .constant_of(p)
-                        .expect("checked in per_channel_axis"),
-                    0,
-                    &keep,
-                );
+                let t = rw
+                    .func()
+                    .constant_of(p)
+                    .expect("checked in per_channel_axis")
+                    .take(0, &keep);
                 operands.push(rw.derived_constant_before(d, t, p));
             }
             rw.set_operands(d, &operands);
@@ -724,55 +671,5 @@ impl Pattern for DeadNeuronElimination {
         cx.pass.count("neurons removed", remove.len() as u64);
         cx.pass.count("biases updated", biases_updated);
         true
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::take;
-    use crate::ir::{ElemType, Tensor};
-
-    /// `take` by its definition: element (.., k, ..) of the result is element (.., keep[k], ..)
-    /// of the input, bit for bit.
-    fn reference(t: &Tensor, axis: usize, keep: &[usize]) -> Vec<u32> {
-        let s: Vec<usize> = t.shape().iter().map(|&d| d as usize).collect();
-        let (outer, n): (usize, usize) = (s[..axis].iter().product(), s[axis]);
-        let inner: usize = s[axis + 1..].iter().product();
-        let mut out = Vec::new();
-        for o in 0..outer {
-            for &k in keep {
-                for i in 0..inner {
-                    out.push(t.bits((o * n + k) * inner + i));
-                }
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn take_matches_its_definition_for_every_run_length() {
-        let values: Vec<f32> = (0..2 * 5 * 3 * 2).map(|i| i as f32 - 7.5).collect();
-        for elem in [ElemType::F32, ElemType::F16] {
-            let t = Tensor::from_f32(elem, vec![2, 5, 3, 2], &values);
-            // Runs of one element (axis 3), of 2 and 6 elements, and whole blocks (axis 0).
-            for (axis, keep) in [
-                (3, vec![1]),
-                (2, vec![0, 2]),
-                (1, vec![4, 0, 3]),
-                (0, vec![1]),
-            ] {
-                let got = take(&t, axis, &keep);
-                let mut shape = t.shape().to_vec();
-                shape[axis] = keep.len() as u64;
-                assert_eq!(got.shape(), shape.as_slice());
-                let bits: Vec<u32> = (0..got.len()).map(|i| got.bits(i)).collect();
-                assert_eq!(bits, reference(&t, axis, &keep), "{elem:?} axis {axis}");
-            }
-        }
-        let empty = Tensor::from_f32(ElemType::F32, vec![0, 3], &[]);
-        assert_eq!(take(&empty, 1, &[2]).shape(), &[0, 1]);
-        let splat = Tensor::splat(ElemType::F32, vec![4, 4], 2.5);
-        let s = take(&splat, 0, &[1, 3]);
-        assert!(s.is_splat() && s.shape() == [2, 4] && s.get(0) == 2.5);
     }
 }

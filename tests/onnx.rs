@@ -294,6 +294,60 @@ fn streamed_export_matches_the_encoding_and_reports_write_errors() {
 }
 
 #[test]
+fn pruned_weights_are_gathered_while_streaming_into_the_same_model() {
+    use nnopt::passes;
+    let dir = tempfile::tempdir().unwrap();
+    // x → Gemm(6) → Relu → Gemm(3), hidden neuron 2 dead: both weights become views.
+    let mut w1 = values(6 * 4, 3);
+    w1[8..12].fill(0.0);
+    let gemm =
+        |n: &str, ins: &[&str], out: &str| node("Gemm", n, ins, &[out], vec![int("transB", 1)]);
+    let g = GraphProto {
+        name: "mlp".into(),
+        node: vec![
+            gemm("fc1", &["x", "w1", "b1"], "h"),
+            node("Relu", "relu", &["h"], &["r"], vec![]),
+            gemm("fc2", &["r", "w2", "b2"], "y"),
+        ],
+        initializer: vec![
+            f32_init("w1", &[6, 4], &w1),
+            f32_init("b1", &[6], &values(6, 4)),
+            f32_init("w2", &[3, 6], &values(18, 5)),
+            f32_init("b2", &[3], &values(3, 6)),
+        ],
+        input: vec![io("x", &[2, 4])],
+        output: vec![io("y", &[2, 3])],
+        ..Default::default()
+    };
+    let mut m = import_file(&write(dir.path(), "mlp.onnx", &model(g))).unwrap();
+    let pipeline = passes::parse_pipeline(passes::PRUNE_PIPELINE, None).unwrap();
+    let mut cx = passes::PassContext::default();
+    passes::run_pipeline(&mut m, &pipeline, true, &mut cx, |_, _, _| {}).unwrap();
+    let out = dir.path().join("pruned.onnx");
+    nnopt::onnx::write_onnx(&m, &out).unwrap();
+    let views = m.funcs[0]
+        .ops()
+        .filter(|&op| match m.funcs[0].kind(op) {
+            nnopt::ir::OpKind::Constant(t) => t.raw_bytes().is_none() && !t.is_splat(),
+            _ => false,
+        })
+        .count();
+    assert!(
+        views > 0,
+        "pruning should leave views for the writer to gather"
+    );
+    let streamed = ModelProto::decode(std::fs::read(&out).unwrap().as_slice()).unwrap();
+    let whole = export_model(&m).unwrap();
+    assert_eq!(streamed.encoded_len(), whole.encoded_len());
+    // The writer puts the gathered initializers (the pruned weights) last; nothing else moves.
+    let (mut a, mut b) = (streamed, whole);
+    for g in [a.graph.as_mut().unwrap(), b.graph.as_mut().unwrap()] {
+        g.initializer.sort_by(|x, y| x.name.cmp(&y.name));
+    }
+    assert_eq!(a, b);
+}
+
+#[test]
 fn export_then_import_computes_the_same_function() {
     let dir = tempfile::tempdir().unwrap();
     let p = write(dir.path(), "cnn.onnx", &cnn());

@@ -1,10 +1,12 @@
 //! Constant tensor data: inline `dense<...>` literals and external weights.
 //!
 //! A [`Tensor`] is immutable and cheap to clone: its bytes live behind an `Arc`, either owned or
-//! memory-mapped from a safetensors file, so a weight used by several ops is stored once and a
-//! rewrite that slices it makes exactly one new buffer. Data is kept as raw little-endian bytes of
-//! the element type, so f16/bf16 values and NaN payloads, -0.0 and denormals survive a round trip
-//! bit for bit; arithmetic reads values as f32.
+//! memory-mapped from a safetensors file, so a weight used by several ops is stored once. Slicing
+//! ([`Tensor::take`]) copies nothing: it makes a view that selects positions of the buffer's axes,
+//! and the bytes are gathered when they are read or written, so pruning a weight's rows and then
+//! its columns copies each kept byte once, straight into the output file. Data is kept as raw
+//! little-endian bytes of the element type, so f16/bf16 values and NaN payloads, -0.0 and
+//! denormals survive a round trip bit for bit; arithmetic reads values as f32.
 
 use super::types::{ElemType, TensorType};
 use half::{bf16, f16};
@@ -22,6 +24,20 @@ enum Storage {
         offset: usize,
         len: usize,
     },
+    /// Selected positions of a buffer's axes, gathered when read (see [`Tensor::take`]).
+    Gather(Arc<Gather>),
+}
+
+/// A view of `base` keeping, along each axis, the positions `keep[axis]` in that order (`None`:
+/// all of them).
+#[derive(Debug)]
+struct Gather {
+    /// Owned or mapped: takes of a gather compose into one, and a splat stays a splat.
+    base: Tensor,
+    keep: Vec<Option<Vec<usize>>>,
+    /// Row-major element strides of `base` (computed once: small views are read element by
+    /// element).
+    strides: Vec<usize>,
 }
 
 #[derive(Clone, Debug)]
@@ -155,12 +171,105 @@ impl Tensor {
         matches!(self.storage, Storage::Splat(_))
     }
 
-    /// The raw little-endian bytes, `None` for a splat (which has no materialised buffer).
+    /// The repeated bit pattern of a splat.
+    pub fn as_splat(&self) -> Option<u32> {
+        match self.storage {
+            Storage::Splat(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// The raw little-endian bytes when they lie contiguously in a buffer; `None` for a splat
+    /// and a gather view (read those with [`Tensor::for_each_byte_chunk`] or make them
+    /// contiguous with [`Tensor::materialized`]).
     pub fn raw_bytes(&self) -> Option<&[u8]> {
         match &self.storage {
-            Storage::Splat(_) => None,
+            Storage::Splat(_) | Storage::Gather(_) => None,
             Storage::Owned(b) => Some(b),
             Storage::Mapped { map, offset, len } => Some(&map[*offset..*offset + *len]),
+        }
+    }
+
+    /// The same tensor with its bytes in one buffer: a gather view is gathered into a new one,
+    /// anything else is returned as it is (a splat stays a splat).
+    pub fn materialized(&self) -> Tensor {
+        match &self.storage {
+            Storage::Gather(g) => Tensor::from_fill(self.elem, self.shape.clone(), |out| {
+                g.fill(&self.shape, 0, out)
+            })
+            .expect("invariant: a view is no larger than its base"),
+            _ => self.clone(),
+        }
+    }
+
+    /// Runs `f` on the raw little-endian bytes of all elements in order, in chunks: a buffer
+    /// in one piece, a splat or a gather view through a small buffer, so writing a tensor never
+    /// needs a second copy of it in memory.
+    pub fn for_each_byte_chunk(&self, mut f: impl FnMut(&[u8])) {
+        const CHUNK: usize = 1 << 16;
+        let total = self.len() * self.elem.size();
+        match &self.storage {
+            Storage::Owned(_) | Storage::Mapped { .. } => {
+                f(self.raw_bytes().expect("invariant: buffer storage"))
+            }
+            Storage::Splat(bits) => {
+                let one = &bits.to_le_bytes()[..self.elem.size()];
+                let buf: Vec<u8> = one.iter().copied().cycle().take(CHUNK.min(total)).collect();
+                let mut left = total;
+                while left > 0 {
+                    let n = left.min(buf.len());
+                    f(&buf[..n]);
+                    left -= n;
+                }
+            }
+            Storage::Gather(g) => {
+                let size = self.elem.size();
+                let mut buf = vec![0u8; CHUNK.min(total)];
+                let mut done = 0;
+                while done < total {
+                    let n = (total - done).min(buf.len());
+                    g.fill(&self.shape, done / size, &mut buf[..n]);
+                    f(&buf[..n]);
+                    done += n;
+                }
+            }
+        }
+    }
+
+    /// `self` with only the positions `keep` of `axis`, in that order (bit-exact, same element
+    /// type). Nothing is copied: the result is a view that gathers on reading, and a take of a
+    /// view composes with it, so slicing rows and then columns still reads each byte once.
+    pub fn take(&self, axis: usize, keep: &[usize]) -> Tensor {
+        let mut shape = self.shape.clone();
+        shape[axis] = keep.len() as u64;
+        let (base, mut sel) = match &self.storage {
+            Storage::Splat(b) => return Tensor::splat_bits(self.elem, shape, *b),
+            Storage::Gather(g) => (g.base.clone(), g.keep.clone()),
+            Storage::Owned(_) | Storage::Mapped { .. } => {
+                (self.clone(), vec![None; self.shape.len()])
+            }
+        };
+        if keep.iter().copied().eq(0..self.shape[axis] as usize) {
+            return self.clone();
+        }
+        sel[axis] = Some(match &sel[axis] {
+            Some(old) => keep.iter().map(|&k| old[k]).collect(),
+            None => keep.to_vec(),
+        });
+        let mut strides = vec![0; sel.len()];
+        let mut acc = 1;
+        for (s, &d) in strides.iter_mut().zip(base.shape()).rev() {
+            *s = acc;
+            acc *= d as usize;
+        }
+        Tensor {
+            elem: self.elem,
+            shape,
+            storage: Storage::Gather(Arc::new(Gather {
+                base,
+                keep: sel,
+                strides,
+            })),
         }
     }
 
@@ -183,18 +292,18 @@ impl Tensor {
     /// Bit pattern of element `i` (row-major).
     pub fn bits(&self, i: usize) -> u32 {
         let size = self.elem.size();
-        match self.raw_bytes() {
-            None => match self.storage {
-                Storage::Splat(b) => b,
-                _ => unreachable!(),
-            },
-            Some(bytes) => {
-                let b = &bytes[i * size..(i + 1) * size];
-                match size {
-                    4 => u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-                    _ => u16::from_le_bytes([b[0], b[1]]) as u32,
-                }
+        let mut one = [0u8; 4];
+        let b = match &self.storage {
+            Storage::Splat(b) => return *b,
+            Storage::Gather(g) => {
+                g.fill(&self.shape, i, &mut one[..size]);
+                &one[..size]
             }
+            _ => &self.raw_bytes().expect("invariant: buffer storage")[i * size..(i + 1) * size],
+        };
+        match size {
+            4 => u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            _ => u16::from_le_bytes([b[0], b[1]]) as u32,
         }
     }
 
@@ -256,11 +365,27 @@ impl Tensor {
             return;
         }
         let mut buf = [0f32; CHUNK];
+        let mut raw = [0u8; CHUNK * 4];
+        let size = self.elem.size();
         let mut i = range.start;
         while i < range.end {
             let n = CHUNK.min(range.end - i);
-            for (k, d) in buf[..n].iter_mut().enumerate() {
-                *d = self.get(i + k);
+            match &self.storage {
+                Storage::Gather(g) => {
+                    g.fill(&self.shape, i, &mut raw[..n * size]);
+                    for (d, b) in buf[..n].iter_mut().zip(raw.chunks_exact(size)) {
+                        let bits = match size {
+                            4 => u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+                            _ => u16::from_le_bytes([b[0], b[1]]) as u32,
+                        };
+                        *d = bits_to_f32(self.elem, bits);
+                    }
+                }
+                _ => {
+                    for (k, d) in buf[..n].iter_mut().enumerate() {
+                        *d = self.get(i + k);
+                    }
+                }
             }
             f(&buf[..n]);
             i += n;
@@ -269,48 +394,57 @@ impl Tensor {
 
     /// All elements as f32, row-major.
     pub fn to_f32_vec(&self) -> Vec<f32> {
-        match (&self.storage, self.elem) {
-            (Storage::Splat(b), _) => vec![bits_to_f32(self.elem, *b); self.len()],
-            (_, ElemType::F32) => {
-                let bytes = self.raw_bytes().expect("invariant: non-splat has bytes");
-                bytes
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect()
-            }
-            _ => (0..self.len()).map(|i| self.get(i)).collect(),
-        }
+        let mut out = Vec::with_capacity(self.len());
+        self.for_each_f32_chunk(0..self.len(), |c| out.extend_from_slice(c));
+        out
     }
 
     /// All elements' bit patterns.
     pub fn to_bits_vec(&self) -> Vec<u32> {
-        (0..self.len()).map(|i| self.bits(i)).collect()
+        let mut out = Vec::with_capacity(self.len());
+        self.for_each_bits(|b| out.push(b));
+        out
+    }
+
+    /// Runs `f` on every element's bit pattern in order (through [`Tensor::for_each_byte_chunk`],
+    /// so a view is not gathered element by element).
+    fn for_each_bits(&self, mut f: impl FnMut(u32)) {
+        let size = self.elem.size();
+        self.for_each_byte_chunk(|c| {
+            for b in c.chunks_exact(size) {
+                f(match size {
+                    4 => u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+                    _ => u16::from_le_bytes([b[0], b[1]]) as u32,
+                })
+            }
+        });
     }
 
     /// `true` if every element has the same bit pattern (a splat, or a buffer that could be one).
     pub fn all_bits_equal(&self) -> bool {
-        match self.storage {
-            Storage::Splat(_) => true,
-            _ => {
-                let first = if self.is_empty() { 0 } else { self.bits(0) };
-                (1..self.len()).all(|i| self.bits(i) == first)
-            }
+        if self.is_splat() || self.is_empty() {
+            return true;
         }
+        let first = self.bits(0);
+        let mut equal = true;
+        self.for_each_bits(|b| equal &= b == first);
+        equal
     }
 
     /// Bitwise equality of type and contents (NaN payloads and -0.0 count).
     pub fn bit_eq(&self, other: &Tensor) -> bool {
         self.elem == other.elem
             && self.shape == other.shape
-            && (0..self.len()).all(|i| self.bits(i) == other.bits(i))
+            && self.to_bits_vec() == other.to_bits_vec()
     }
 
-    /// Same bytes, new shape with the same element count (used by reshapes of constants).
+    /// The same elements in a new shape with the same element count (used by reshapes of
+    /// constants): the same bytes, except that a view is gathered first.
     pub fn reshaped(&self, shape: Vec<u64>) -> Option<Tensor> {
         (checked_count(&shape)? == self.len() as u64).then(|| Tensor {
             elem: self.elem,
             shape,
-            storage: self.storage.clone(),
+            storage: self.materialized().storage,
         })
     }
 
@@ -322,6 +456,93 @@ impl Tensor {
 
 fn checked_count(shape: &[u64]) -> Option<u64> {
     shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d))
+}
+
+impl Gather {
+    /// Fills `out` with the bytes of the view's elements from `start` on (row-major in the
+    /// view's `shape`); `out.len()` is a multiple of the element size and stays in range.
+    ///
+    /// The elements come in runs: axes after the last selected one `l` are whole, so each kept
+    /// position of `l` is one contiguous run of the base. Runs of one or two elements (a
+    /// weight's columns) are fixed-size moves: a `run`-sized copy was a `memmove` call each.
+    fn fill(&self, shape: &[u64], start: usize, out: &mut [u8]) {
+        let size = self.base.elem.size();
+        let src = self
+            .base
+            .raw_bytes()
+            .expect("invariant: a gather's base has a buffer");
+        let base_shape = self.base.shape();
+        let l = self
+            .keep
+            .iter()
+            .rposition(Option::is_some)
+            .expect("invariant: a gather selects some axis");
+        let keep_l = self.keep[l].as_deref().expect("selected");
+        let inner: usize = base_shape[l + 1..].iter().product::<u64>() as usize;
+        let run = inner * size;
+        let strides = &self.strides;
+        // The base element offset of outer row `o` (an index over the view's axes before `l`).
+        let outer_offset = |mut o: usize| {
+            let mut off = 0;
+            for a in (0..l).rev() {
+                let n = shape[a] as usize;
+                let i = o % n;
+                o /= n;
+                off += self.keep[a].as_ref().map_or(i, |k| k[i]) * strides[a];
+            }
+            off
+        };
+        let (q, mut r) = (start / inner.max(1), start % inner.max(1));
+        let (mut o, mut kpos) = (q / keep_l.len().max(1), q % keep_l.len().max(1));
+        let mut pos = 0;
+        while pos < out.len() {
+            let row = outer_offset(o);
+            let at = |k: usize| (row + keep_l[k] * strides[l]) * size;
+            // Whole runs of this row that fit.
+            let whole = if r == 0 {
+                (keep_l.len() - kpos).min((out.len() - pos) / run.max(1))
+            } else {
+                0
+            };
+            let dst = &mut out[pos..pos + whole * run];
+            let ks = kpos..kpos + whole;
+            match run {
+                4 => move_runs::<4>(dst, src, ks.map(at)),
+                2 => move_runs::<2>(dst, src, ks.map(at)),
+                _ => {
+                    for (d, k) in dst.chunks_exact_mut(run.max(1)).zip(ks) {
+                        d.copy_from_slice(&src[at(k)..at(k) + run]);
+                    }
+                }
+            }
+            pos += whole * run;
+            kpos += whole;
+            // A partial run: the view starts or ends inside one.
+            if pos < out.len() && kpos < keep_l.len() {
+                let n = (run - r * size).min(out.len() - pos);
+                let from = at(kpos) + r * size;
+                out[pos..pos + n].copy_from_slice(&src[from..from + n]);
+                pos += n;
+                r += n / size;
+                if r == inner {
+                    r = 0;
+                    kpos += 1;
+                }
+            }
+            if kpos == keep_l.len() {
+                kpos = 0;
+                o += 1;
+            }
+        }
+    }
+}
+
+/// Moves `R` bytes from each offset of `from` into consecutive slots of `dst`.
+fn move_runs<const R: usize>(dst: &mut [u8], src: &[u8], from: impl Iterator<Item = usize>) {
+    for (d, s) in dst.chunks_exact_mut(R).zip(from) {
+        let s: &[u8; R] = src[s..s + R].try_into().expect("R bytes");
+        d.copy_from_slice(s);
+    }
 }
 
 #[cfg(test)]
@@ -336,6 +557,118 @@ mod tests {
         let h = Tensor::from_bits(ElemType::F16, vec![2], [0x8000, 0x0001]);
         assert_eq!(h.to_bits_vec(), [0x8000, 0x0001]);
         assert_eq!(h.get(0).to_bits(), (-0.0f32).to_bits());
+    }
+
+    /// `take` by its definition: element (.., k, ..) of the result is element (.., keep[k], ..)
+    /// of the input, bit for bit.
+    fn reference(t: &[u32], s: &[usize], axis: usize, keep: &[usize]) -> Vec<u32> {
+        let (outer, n): (usize, usize) = (s[..axis].iter().product(), s[axis]);
+        let inner: usize = s[axis + 1..].iter().product();
+        let mut out = Vec::new();
+        for o in 0..outer {
+            for &k in keep {
+                for i in 0..inner {
+                    out.push(t[(o * n + k) * inner + i]);
+                }
+            }
+        }
+        out
+    }
+
+    /// Every way of reading a view gives the same bits: element by element, in f32 chunks, in
+    /// byte chunks (the writers' path), and gathered into a buffer.
+    fn assert_reads(got: &Tensor, want: &[u32], what: &str) {
+        let one_by_one: Vec<u32> = (0..got.len()).map(|i| got.bits(i)).collect();
+        assert_eq!(one_by_one, want, "{what}: bits(i)");
+        assert_eq!(got.to_bits_vec(), want, "{what}: byte chunks");
+        assert_eq!(
+            got.materialized().to_bits_vec(),
+            want,
+            "{what}: materialized"
+        );
+        let f: Vec<u32> = got.to_f32_vec().iter().map(|v| v.to_bits()).collect();
+        let g: Vec<u32> = want
+            .iter()
+            .map(|&b| bits_to_f32(got.elem(), b).to_bits())
+            .collect();
+        assert_eq!(f, g, "{what}: f32 chunks");
+        // Reads that start and end inside runs.
+        for start in 0..got.len() {
+            let mut part = Vec::new();
+            got.for_each_f32_chunk(start..got.len(), |c| part.extend_from_slice(c));
+            assert_eq!(part.len(), got.len() - start);
+            assert!(part.iter().zip(&g[start..]).all(|(a, b)| a.to_bits() == *b));
+        }
+    }
+
+    #[test]
+    fn take_matches_its_definition_for_every_run_length_and_composition() {
+        let s = [2usize, 5, 3, 2];
+        let values: Vec<f32> = (0..s.iter().product::<usize>())
+            .map(|i| i as f32 - 7.5)
+            .collect();
+        // Runs of one element (axis 3), of 2 and 6 elements, and whole blocks (axis 0).
+        let takes = [
+            (3, vec![1]),
+            (2, vec![0, 2]),
+            (1, vec![4, 0, 3]),
+            (0, vec![1]),
+        ];
+        for elem in [ElemType::F32, ElemType::F16] {
+            let t = Tensor::from_f32(elem, s.iter().map(|&d| d as u64).collect(), &values);
+            for (axis, keep) in &takes {
+                let got = t.take(*axis, keep);
+                let mut shape = t.shape().to_vec();
+                shape[*axis] = keep.len() as u64;
+                assert_eq!(got.shape(), shape.as_slice());
+                let want = reference(&t.to_bits_vec(), &s, *axis, keep);
+                assert_reads(&got, &want, &format!("{elem:?} axis {axis}"));
+                // A take of a view composes: the same as taking from a buffer of the view.
+                for (axis2, keep2) in [(1, vec![2, 0]), (*axis, vec![0]), (3, vec![1, 0])] {
+                    if keep2.iter().any(|&k| k as u64 >= got.shape()[axis2]) {
+                        continue;
+                    }
+                    let s2: Vec<usize> = got.shape().iter().map(|&d| d as usize).collect();
+                    let want2 = reference(&want, &s2, axis2, &keep2);
+                    let what = format!("{elem:?} axis {axis} then {axis2}");
+                    assert_reads(&got.take(axis2, &keep2), &want2, &what);
+                }
+            }
+        }
+        let empty = Tensor::from_f32(ElemType::F32, vec![0, 3], &[]);
+        assert_eq!(empty.take(1, &[2]).shape(), &[0, 1]);
+        assert!(empty.take(1, &[2]).to_bits_vec().is_empty());
+        let splat = Tensor::splat(ElemType::F32, vec![4, 4], 2.5);
+        let s = splat.take(0, &[1, 3]);
+        assert!(s.is_splat() && s.shape() == [2, 4] && s.get(0) == 2.5);
+    }
+
+    #[test]
+    fn large_views_stream_in_chunks_and_reshape_gathered() {
+        // More than one 64 KiB chunk, with a chunk boundary inside a 3-element run.
+        let values: Vec<f32> = (0..300 * 301).map(|i| i as f32).collect();
+        let t = Tensor::from_f32(ElemType::F32, vec![300, 301], &values);
+        let keep: Vec<usize> = (0..301).filter(|k| k % 3 != 1).collect();
+        let v = t
+            .take(1, &keep)
+            .take(0, &(0..300).rev().collect::<Vec<_>>());
+        let want: Vec<u32> = (0..300)
+            .rev()
+            .flat_map(|r| keep.iter().map(move |&c| ((r * 301 + c) as f32).to_bits()))
+            .collect();
+        let mut chunks = 0;
+        let mut got = Vec::new();
+        v.for_each_byte_chunk(|c| {
+            chunks += 1;
+            got.extend(
+                c.chunks_exact(4)
+                    .map(|b| u32::from_le_bytes(b.try_into().unwrap())),
+            );
+        });
+        assert!(chunks > 1);
+        assert_eq!(got, want);
+        let r = v.reshaped(vec![v.len() as u64]).unwrap();
+        assert!(r.raw_bytes().is_some() && r.to_bits_vec() == want);
     }
 
     #[test]

@@ -615,7 +615,7 @@ fn invalid(msg: String) -> io::Error {
 
 /// Writes `tensors` (in the given order) as a safetensors file at `path`, atomically: the data
 /// goes to a temporary file in the same directory that is renamed over `path` only when
-/// complete. Splat tensors are expanded in small chunks, not materialised.
+/// complete. Splats and gather views are expanded in small chunks, not materialised.
 ///
 /// Fails (leaving `path` untouched) on duplicate names, the reserved name `__metadata__`, a
 /// tensor whose size overflows, or any I/O error.
@@ -681,39 +681,20 @@ pub fn stage_safetensors(
         let mut w = BufWriter::with_capacity(1 << 16, tmp.as_file());
         w.write_all(&(header.len() as u64).to_le_bytes())?;
         w.write_all(header.as_bytes())?;
-        for ((_, t), &size) in tensors.iter().zip(&sizes) {
-            match t.raw_bytes() {
-                Some(bytes) => {
-                    debug_assert_eq!(bytes.len() as u64, size);
-                    w.write_all(bytes)?;
+        for (_, t) in tensors {
+            // Splats and views (pruned weights) are expanded chunk by chunk, never whole.
+            let mut written = Ok(());
+            t.for_each_byte_chunk(|c| {
+                if written.is_ok() {
+                    written = w.write_all(c);
                 }
-                None => write_splat(&mut w, t, size)?,
-            }
+            });
+            written?;
         }
         w.flush()?;
     }
     // No fsync: see `driver::write_atomic`.
     Ok(tmp)
-}
-
-/// Writes `size` bytes of the splat tensor `t`'s repeated element.
-fn write_splat(w: &mut impl Write, t: &Tensor, size: u64) -> io::Result<()> {
-    if size == 0 {
-        return Ok(());
-    }
-    let bits = t.bits(0);
-    let elem: Vec<u8> = match t.elem().size() {
-        4 => bits.to_le_bytes().to_vec(),
-        _ => (bits as u16).to_le_bytes().to_vec(),
-    };
-    let chunk: Vec<u8> = elem.iter().copied().cycle().take(4096).collect();
-    let mut left = size;
-    while left > 0 {
-        let n = left.min(chunk.len() as u64);
-        w.write_all(&chunk[..n as usize])?;
-        left -= n;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

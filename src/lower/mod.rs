@@ -685,9 +685,13 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
             OpKind::Constant(t) => {
                 let dims: Vec<DimVal> = t.shape().iter().map(|&n| DimVal::Static(n)).collect();
                 let shp = shape(&dims);
-                let v = match t.raw_bytes() {
-                    Some(bytes) if !t.is_splat() => self.e.dense_f32(&shp, bytes)?,
-                    _ => self.e.splat_f32(&shp, t.get(0))?,
+                let v = match t.as_splat() {
+                    Some(_) => self.e.splat_f32(&shp, t.get(0))?,
+                    None => {
+                        let t = t.materialized();
+                        self.e
+                            .dense_f32(&shp, t.raw_bytes().expect("materialized"))?
+                    }
                 };
                 self.define(op, v, dims);
             }

@@ -7,7 +7,7 @@
 //! copied, never computed); `nn.linear` becomes `Gemm` (2-D input) or `MatMul` + `Add`.
 //!
 //! Initializer bytes are shared with the module's tensors (memory-mapped weights stay mapped)
-//! and streamed to the output file by the encoder. Does not write external data, so models must
+//! or gathered from views as they are written, and streamed to the output file by the encoder. Does not write external data, so models must
 //! stay under protobuf's 2 GiB.
 
 use super::proto::{
@@ -28,15 +28,72 @@ pub const EXPORT_OPSET: i64 = 20;
 pub const EXPORT_IR_VERSION: i64 = 9;
 
 /// Encodes `m` and writes it atomically to `path`, streaming: the encoder writes through a
-/// 1 MiB buffer into the temporary file, so the model is never whole in memory (initializer
-/// bytes go from their memory map to the file).
+/// 1 MiB buffer into the temporary file, so the model is never whole in memory. Initializers
+/// with a buffer go from it (or the input's memory map) to the file; the others (pruned weights,
+/// which are views of the original, and splats) are gathered chunk by chunk as they are
+/// written, after the rest of the graph: protobuf allows a repeated field's entries anywhere in
+/// the message, and their lengths are known without their bytes.
 pub fn write_onnx(m: &Module, path: &Path) -> Result<(), Diagnostic> {
-    let model = export_model(m)?;
+    use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
+    // Field numbers of the ONNX spec (see `proto.rs`).
+    const MODEL_GRAPH: u32 = 7;
+    const GRAPH_INITIALIZER: u32 = 5;
+    const TENSOR_RAW_DATA: u32 = 9;
+    let (mut model, deferred) = export_parts(m)?;
+    let mut graph = model
+        .graph
+        .take()
+        .expect("invariant: export_parts sets the graph");
+    let mut late = Vec::with_capacity(deferred.len());
+    let mut deferred = deferred.into_iter().peekable();
+    for (i, init) in std::mem::take(&mut graph.initializer)
+        .into_iter()
+        .enumerate()
+    {
+        match deferred.next_if(|(j, _)| *j == i) {
+            Some((_, t)) => late.push((init, t)),
+            None => graph.initializer.push(init),
+        }
+    }
+    let delimited = |len: usize| encoded_len_varint(len as u64) + len;
+    let tensor_len = |init: &TensorProto, t: &Tensor| {
+        init.encoded_len() + key_len(TENSOR_RAW_DATA) + delimited(t.len() * t.elem().size())
+    };
+    let graph_len = graph.encoded_len()
+        + late
+            .iter()
+            .map(|(init, t)| key_len(GRAPH_INITIALIZER) + delimited(tensor_len(init, t)))
+            .sum::<usize>();
     crate::driver::write_atomic_with(path, |w| {
         let mut sink = WriteBuf::new(w);
-        model
-            .encode(&mut sink)
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let overflow = |e: prost::EncodeError| std::io::Error::other(e.to_string());
+        // prost writes fields in tag order; so does this, around the graph (tag 7), so that a
+        // model without deferred initializers is encoded byte for byte as prost would.
+        let (before, after) = (
+            ModelProto {
+                opset_import: Vec::new(),
+                functions: Vec::new(),
+                ..model.clone()
+            },
+            ModelProto {
+                opset_import: std::mem::take(&mut model.opset_import),
+                functions: std::mem::take(&mut model.functions),
+                ..Default::default()
+            },
+        );
+        before.encode(&mut sink).map_err(overflow)?;
+        encode_key(MODEL_GRAPH, WireType::LengthDelimited, &mut sink);
+        encode_varint(graph_len as u64, &mut sink);
+        graph.encode(&mut sink).map_err(overflow)?;
+        for (init, t) in &late {
+            encode_key(GRAPH_INITIALIZER, WireType::LengthDelimited, &mut sink);
+            encode_varint(tensor_len(init, t) as u64, &mut sink);
+            init.encode(&mut sink).map_err(overflow)?;
+            encode_key(TENSOR_RAW_DATA, WireType::LengthDelimited, &mut sink);
+            encode_varint((t.len() * t.elem().size()) as u64, &mut sink);
+            t.for_each_byte_chunk(|c| bytes::BufMut::put_slice(&mut sink, c));
+        }
+        after.encode(&mut sink).map_err(overflow)?;
         sink.finish()
     })
     .map_err(|e| Diagnostic::error(format!("cannot write {}: {e}", path.display())))
@@ -107,6 +164,22 @@ unsafe impl bytes::BufMut for WriteBuf<'_> {
 
 /// The ONNX model of the module's only function.
 pub fn export_model(m: &Module) -> Result<ModelProto, Diagnostic> {
+    let (mut model, deferred) = export_parts(m)?;
+    let graph = model
+        .graph
+        .as_mut()
+        .expect("invariant: export_parts sets the graph");
+    for (i, t) in deferred {
+        let mut all = Vec::with_capacity(t.len() * t.elem().size());
+        t.for_each_byte_chunk(|c| all.extend_from_slice(c));
+        graph.initializer[i].raw_data = all.into();
+    }
+    Ok(model)
+}
+
+/// The model, except that the initializers listed (by index, ascending, with their tensors)
+/// have no `raw_data` yet: their tensors have no buffer to share.
+fn export_parts(m: &Module) -> Result<(ModelProto, Vec<(usize, Tensor)>), Diagnostic> {
     let f = match m.funcs.as_slice() {
         [f] => f,
         fs => {
@@ -116,8 +189,8 @@ pub fn export_model(m: &Module) -> Result<ModelProto, Diagnostic> {
             )))
         }
     };
-    let graph = Exporter::new(f).graph()?;
-    Ok(ModelProto {
+    let (graph, deferred) = Exporter::new(f).graph()?;
+    let model = ModelProto {
         ir_version: EXPORT_IR_VERSION,
         opset_import: vec![OperatorSetIdProto {
             domain: String::new(),
@@ -127,7 +200,8 @@ pub fn export_model(m: &Module) -> Result<ModelProto, Diagnostic> {
         producer_version: env!("CARGO_PKG_VERSION").into(),
         graph: Some(graph),
         functions: Vec::new(),
-    })
+    };
+    Ok((model, deferred))
 }
 
 fn onnx_type(e: ElemType) -> i32 {
@@ -178,22 +252,6 @@ fn u64s(v: &[u64]) -> impl Iterator<Item = i64> + '_ {
     v.iter().map(|&x| x as i64)
 }
 
-/// Raw little-endian bytes of `t` (splats expanded), shared with `t` rather than copied: the
-/// model's initializers stay in the input's memory map until they are written.
-fn tensor_bytes(t: &Tensor) -> Bytes {
-    match t.shared_bytes() {
-        Some(b) => b,
-        None => {
-            let bits = t.bits(0);
-            let one: Vec<u8> = match t.elem().size() {
-                4 => bits.to_le_bytes().to_vec(),
-                _ => (bits as u16).to_le_bytes().to_vec(),
-            };
-            Bytes::from(one.repeat(t.len()))
-        }
-    }
-}
-
 fn value_info(name: &str, ty: &TensorType, dyn_prefix: Option<&str>) -> ValueInfoProto {
     use tensor_shape_proto::{dimension::Value as D, Dimension};
     let dim = ty
@@ -225,6 +283,8 @@ struct Exporter<'f> {
     taken: HashSet<String>,
     nodes: Vec<NodeProto>,
     inits: Vec<TensorProto>,
+    /// Initializers (index in `inits`) whose bytes are filled in when written.
+    deferred: Vec<(usize, Tensor)>,
 }
 
 impl<'f> Exporter<'f> {
@@ -235,6 +295,7 @@ impl<'f> Exporter<'f> {
             taken: HashSet::new(),
             nodes: Vec::new(),
             inits: Vec::new(),
+            deferred: Vec::new(),
         };
         let values = f
             .args()
@@ -299,12 +360,18 @@ impl<'f> Exporter<'f> {
         out
     }
 
+    /// An initializer sharing `t`'s bytes (a memory-mapped weight stays in the map), or, for a
+    /// tensor without a buffer, deferred to the writer.
     fn init(&mut self, name: String, t: &Tensor) -> String {
+        let raw_data = t.shared_bytes().unwrap_or_else(|| {
+            self.deferred.push((self.inits.len(), t.clone()));
+            Bytes::new()
+        });
         self.inits.push(TensorProto {
             dims: u64s(t.shape()).collect(),
             data_type: onnx_type(t.elem()),
             name: name.clone(),
-            raw_data: tensor_bytes(t),
+            raw_data,
             ..Default::default()
         });
         name
@@ -327,7 +394,8 @@ impl<'f> Exporter<'f> {
         self.init(name, &Tensor::from_f32(elem, shape.to_vec(), data))
     }
 
-    fn graph(mut self) -> Result<GraphProto, Diagnostic> {
+    /// The graph and its deferred initializers (see [`export_parts`]).
+    fn graph(mut self) -> Result<(GraphProto, Vec<(usize, Tensor)>), Diagnostic> {
         let f = self.f;
         let mut outputs = Vec::new();
         for op in f.ops() {
@@ -368,7 +436,7 @@ impl<'f> Exporter<'f> {
             .iter()
             .map(|&a| value_info(&self.names[a], f.ty(a), Some(&self.names[a])))
             .collect();
-        Ok(GraphProto {
+        let graph = GraphProto {
             node: self.nodes,
             name: f.name.clone(),
             initializer: self.inits,
@@ -376,7 +444,8 @@ impl<'f> Exporter<'f> {
             input: inputs,
             output: outputs,
             value_info: Vec::new(),
-        })
+        };
+        Ok((graph, self.deferred))
     }
 
     fn op(

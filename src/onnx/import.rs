@@ -304,12 +304,14 @@ fn norm_axis(axis: i64, rank: usize) -> R<usize> {
 /// become an [out, in] linear weight). Tiled so that both sides stay in cache.
 fn transpose2d(t: &Tensor) -> Tensor {
     let (r, c) = (t.shape()[0] as usize, t.shape()[1] as usize);
-    let Some(src) = t.raw_bytes() else {
+    if t.is_splat() {
         // A splat is the same splat in any shape.
         return t
             .reshaped(vec![c as u64, r as u64])
             .expect("same element count");
-    };
+    }
+    let t = &t.materialized();
+    let src = t.raw_bytes().expect("materialized");
     let shape = vec![c as u64, r as u64];
     Tensor::from_fill(t.elem(), shape, |out| match t.elem().size() {
         // A fixed element size makes each move one load and one store (a slice copy of

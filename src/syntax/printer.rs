@@ -142,22 +142,14 @@ pub fn print_dense(out: &mut String, t: &Tensor) {
     } else if t.len() > HEX_THRESHOLD {
         out.push_str("\"0x");
         const HEX: &[u8; 16] = b"0123456789ABCDEF";
-        let mut push_bytes = |bytes: &[u8]| {
+        let push_bytes = |bytes: &[u8]| {
             out.reserve(bytes.len() * 2);
             for &b in bytes {
                 out.push(HEX[(b >> 4) as usize] as char);
                 out.push(HEX[(b & 15) as usize] as char);
             }
         };
-        match t.raw_bytes() {
-            Some(bytes) => push_bytes(bytes),
-            None => {
-                let size = t.elem().size();
-                for i in 0..t.len() {
-                    push_bytes(&t.bits(i).to_le_bytes()[..size]);
-                }
-            }
-        }
+        t.for_each_byte_chunk(push_bytes);
         out.push('"');
     } else {
         print_nested(out, t, 0, 0);

@@ -1,0 +1,13 @@
+# Sourced by the bench scripts. `peak_anon CMD...` runs CMD and prints its peak anonymous RSS.
+# Peak RSS (`/usr/bin/time`) counts the memory-mapped input's file pages, page cache that the
+# kernel can drop at any time; the anonymous part is the memory the process itself holds.
+# Linux keeps no peak of it, so it is sampled every 5 ms (a shorter spike can be missed).
+peak_anon() {
+  "$@" & local pid=$! peak=0 kb
+  while kb=$(awk '/^RssAnon:/ {print $2}' /proc/$pid/status 2>/dev/null) && [ -n "$kb" ]; do
+    [ "$kb" -gt "$peak" ] && peak=$kb
+    sleep 0.005
+  done
+  wait $pid
+  echo "peak anonymous RSS (sampled every 5 ms): $peak KiB"
+}
