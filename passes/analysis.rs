@@ -50,6 +50,16 @@ pub fn all_zero(row: &[f32], threshold: f32) -> bool {
     }
 }
 
+/// Whether elements `rows` of `w` all count as zero, reading no further than the first that
+/// does not: a live row is usually told apart by its first chunk.
+fn rows_zero(w: &Tensor, rows: std::ops::Range<usize>, threshold: f32) -> bool {
+    let scan = w.try_for_each_f32_chunk(rows, |c| match all_zero(c, threshold) {
+        true => std::ops::ControlFlow::Continue(()),
+        false => std::ops::ControlFlow::Break(()),
+    });
+    scan.is_continue()
+}
+
 impl ConstAnalysis {
     /// No facts: every value unknown (for passes whose patterns do not read the analysis).
     pub fn empty(f: &Function, threshold: f32) -> ConstAnalysis {
@@ -312,15 +322,12 @@ fn weighted(
         let rows = j * row_len..(j + 1) * row_len;
         if unknown_input {
             // No input channel is known: the output is constant exactly when its row is zero.
-            let mut zero = true;
-            w.for_each_f32_chunk(rows, |c| zero = zero && all_zero(c, threshold));
+            let zero = rows_zero(w, rows, threshold);
             channels.push(zero.then_some(acc));
             continue;
         }
         if threshold == 0.0 && finite_input {
-            let mut zero = true;
-            w.for_each_f32_chunk(rows.clone(), |c| zero = zero && all_zero(c, 0.0));
-            if zero {
+            if rows_zero(w, rows.clone(), 0.0) {
                 channels.push(Some(acc));
                 continue;
             }

@@ -11,6 +11,7 @@
 use super::types::{ElemType, TensorType};
 use half::{bf16, f16};
 use memmap2::Mmap;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 #[derive(Clone, Debug)]
@@ -195,7 +196,7 @@ impl Tensor {
     pub fn materialized(&self) -> Tensor {
         match &self.storage {
             Storage::Gather(g) => Tensor::from_fill(self.elem, self.shape.clone(), |out| {
-                g.fill(&self.shape, 0, out)
+                g.fill_bytes(&self.shape, 0, out)
             })
             .expect("invariant: a view is no larger than its base"),
             _ => self.clone(),
@@ -228,7 +229,7 @@ impl Tensor {
                 let mut done = 0;
                 while done < total {
                     let n = (total - done).min(buf.len());
-                    g.fill(&self.shape, done / size, &mut buf[..n]);
+                    g.fill_bytes(&self.shape, done / size, &mut buf[..n]);
                     f(&buf[..n]);
                     done += n;
                 }
@@ -296,7 +297,7 @@ impl Tensor {
         let b = match &self.storage {
             Storage::Splat(b) => return *b,
             Storage::Gather(g) => {
-                g.fill(&self.shape, i, &mut one[..size]);
+                g.fill_bytes(&self.shape, i, &mut one[..size]);
                 &one[..size]
             }
             _ => &self.raw_bytes().expect("invariant: buffer storage")[i * size..(i + 1) * size],
@@ -340,9 +341,24 @@ impl Tensor {
 
     /// Runs `f` on the f32 values of elements `range` in chunks, without materialising them:
     /// borrowed in place when aligned, converted chunk by chunk (into a stack buffer) when an
-    /// f32 tensor's bytes are unaligned (ONNX `raw_data`), element by element otherwise. Row
-    /// scans of large weights use it so they neither allocate nor copy the row.
+    /// f32 tensor's bytes are unaligned (ONNX `raw_data`), gathered chunk by chunk from a view
+    /// (straight from f32 values when its base is aligned f32), element by element otherwise.
+    /// Row scans of large weights use it so they neither allocate nor copy the row.
     pub fn for_each_f32_chunk(&self, range: std::ops::Range<usize>, mut f: impl FnMut(&[f32])) {
+        // Never breaks, so there is nothing to report.
+        let _ = self.try_for_each_f32_chunk(range, |c| {
+            f(c);
+            ControlFlow::Continue(())
+        });
+    }
+
+    /// [`Tensor::for_each_f32_chunk`] that stops when `f` breaks (a row scan that has found a
+    /// non-zero weight need not read, or gather, the rest of the row); returns whether it did.
+    pub fn try_for_each_f32_chunk(
+        &self,
+        range: std::ops::Range<usize>,
+        mut f: impl FnMut(&[f32]) -> ControlFlow<()>,
+    ) -> ControlFlow<()> {
         const CHUNK: usize = 256;
         if let (ElemType::F32, Some(bytes), true) =
             (self.elem, self.raw_bytes(), cfg!(target_endian = "little"))
@@ -351,8 +367,7 @@ impl Tensor {
             // SAFETY: every bit pattern is a valid f32; `align_to` only yields the aligned middle.
             let (pre, mid, post) = unsafe { bytes.align_to::<f32>() };
             if pre.is_empty() && post.is_empty() {
-                mid.chunks(CHUNK).for_each(f);
-                return;
+                return mid.chunks(CHUNK).try_for_each(f);
             }
             let mut buf = [0f32; CHUNK];
             for c in bytes.chunks(CHUNK * 4) {
@@ -360,9 +375,9 @@ impl Tensor {
                 for (d, b) in buf[..n].iter_mut().zip(c.chunks_exact(4)) {
                     *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
                 }
-                f(&buf[..n]);
+                f(&buf[..n])?;
             }
-            return;
+            return ControlFlow::Continue(());
         }
         let mut buf = [0f32; CHUNK];
         let mut raw = [0u8; CHUNK * 4];
@@ -371,8 +386,12 @@ impl Tensor {
         while i < range.end {
             let n = CHUNK.min(range.end - i);
             match &self.storage {
+                Storage::Gather(g) if g.base_f32().is_some() => {
+                    let src = g.base_f32().expect("checked");
+                    g.fill(&self.shape, src, 1, i, &mut buf[..n]);
+                }
                 Storage::Gather(g) => {
-                    g.fill(&self.shape, i, &mut raw[..n * size]);
+                    g.fill_bytes(&self.shape, i, &mut raw[..n * size]);
                     for (d, b) in buf[..n].iter_mut().zip(raw.chunks_exact(size)) {
                         let bits = match size {
                             4 => u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
@@ -387,9 +406,10 @@ impl Tensor {
                     }
                 }
             }
-            f(&buf[..n]);
+            f(&buf[..n])?;
             i += n;
         }
+        ControlFlow::Continue(())
     }
 
     /// All elements as f32, row-major.
@@ -459,27 +479,43 @@ fn checked_count(shape: &[u64]) -> Option<u64> {
 }
 
 impl Gather {
-    /// Fills `out` with the bytes of the view's elements from `start` on (row-major in the
-    /// view's `shape`); `out.len()` is a multiple of the element size and stays in range.
-    ///
-    /// The elements come in runs: axes after the last selected one `l` are whole, so each kept
-    /// position of `l` is one contiguous run of the base. Runs of one or two elements (a
-    /// weight's columns) are fixed-size moves: a `run`-sized copy was a `memmove` call each.
-    fn fill(&self, shape: &[u64], start: usize, out: &mut [u8]) {
-        let size = self.base.elem.size();
+    /// The base's elements as f32 in place, when they are f32 in an aligned buffer (safetensors
+    /// data is; ONNX `raw_data` need not be).
+    fn base_f32(&self) -> Option<&[f32]> {
+        let bytes = self.base.raw_bytes()?;
+        if self.base.elem != ElemType::F32 || cfg!(target_endian = "big") {
+            return None;
+        }
+        // SAFETY: every bit pattern is a valid f32; `align_to` only yields the aligned middle.
+        let (pre, mid, post) = unsafe { bytes.align_to::<f32>() };
+        (pre.is_empty() && post.is_empty()).then_some(mid)
+    }
+
+    /// [`Gather::fill`] from the base's raw bytes: any element type, any alignment.
+    fn fill_bytes(&self, shape: &[u64], start: usize, out: &mut [u8]) {
         let src = self
             .base
             .raw_bytes()
             .expect("invariant: a gather's base has a buffer");
-        let base_shape = self.base.shape();
+        self.fill(shape, src, self.base.elem.size(), start, out);
+    }
+
+    /// Fills `out` with the view's elements from `start` on (row-major in the view's `shape`),
+    /// reading the base as `src`, `unit` items per element (bytes, or f32 values in place);
+    /// `out` holds whole elements and stays in range.
+    ///
+    /// The elements come in runs: axes after the last selected one `l` are whole, so each kept
+    /// position of `l` is one contiguous run of the base. Runs of one, two or four items (a
+    /// weight's columns) are fixed-size moves: a `run`-sized copy was a `memmove` call each.
+    fn fill<T: Copy>(&self, shape: &[u64], src: &[T], unit: usize, start: usize, out: &mut [T]) {
         let l = self
             .keep
             .iter()
             .rposition(Option::is_some)
             .expect("invariant: a gather selects some axis");
         let keep_l = self.keep[l].as_deref().expect("selected");
-        let inner: usize = base_shape[l + 1..].iter().product::<u64>() as usize;
-        let run = inner * size;
+        let inner: usize = self.base.shape()[l + 1..].iter().product::<u64>() as usize;
+        let run = inner * unit;
         let strides = &self.strides;
         // The base element offset of outer row `o` (an index over the view's axes before `l`).
         let outer_offset = |mut o: usize| {
@@ -497,7 +533,7 @@ impl Gather {
         let mut pos = 0;
         while pos < out.len() {
             let row = outer_offset(o);
-            let at = |k: usize| (row + keep_l[k] * strides[l]) * size;
+            let at = |k: usize| (row + keep_l[k] * strides[l]) * unit;
             // Whole runs of this row that fit.
             let whole = if r == 0 {
                 (keep_l.len() - kpos).min((out.len() - pos) / run.max(1))
@@ -507,8 +543,9 @@ impl Gather {
             let dst = &mut out[pos..pos + whole * run];
             let ks = kpos..kpos + whole;
             match run {
-                4 => move_runs::<4>(dst, src, ks.map(at)),
-                2 => move_runs::<2>(dst, src, ks.map(at)),
+                1 => move_runs::<T, 1>(dst, src, ks.map(at)),
+                2 => move_runs::<T, 2>(dst, src, ks.map(at)),
+                4 => move_runs::<T, 4>(dst, src, ks.map(at)),
                 _ => {
                     for (d, k) in dst.chunks_exact_mut(run.max(1)).zip(ks) {
                         d.copy_from_slice(&src[at(k)..at(k) + run]);
@@ -519,11 +556,11 @@ impl Gather {
             kpos += whole;
             // A partial run: the view starts or ends inside one.
             if pos < out.len() && kpos < keep_l.len() {
-                let n = (run - r * size).min(out.len() - pos);
-                let from = at(kpos) + r * size;
+                let n = (run - r * unit).min(out.len() - pos);
+                let from = at(kpos) + r * unit;
                 out[pos..pos + n].copy_from_slice(&src[from..from + n]);
                 pos += n;
-                r += n / size;
+                r += n / unit;
                 if r == inner {
                     r = 0;
                     kpos += 1;
@@ -537,10 +574,10 @@ impl Gather {
     }
 }
 
-/// Moves `R` bytes from each offset of `from` into consecutive slots of `dst`.
-fn move_runs<const R: usize>(dst: &mut [u8], src: &[u8], from: impl Iterator<Item = usize>) {
+/// Moves `R` items from each offset of `from` into consecutive slots of `dst`.
+fn move_runs<T: Copy, const R: usize>(dst: &mut [T], src: &[T], from: impl Iterator<Item = usize>) {
     for (d, s) in dst.chunks_exact_mut(R).zip(from) {
-        let s: &[u8; R] = src[s..s + R].try_into().expect("R bytes");
+        let s: &[T; R] = src[s..s + R].try_into().expect("R items");
         d.copy_from_slice(s);
     }
 }
