@@ -322,15 +322,12 @@ fn weighted(
         let rows = j * row_len..(j + 1) * row_len;
         if unknown_input {
             // No input channel is known: the output is constant exactly when its row is zero.
-            let zero = rows_zero(w, rows, threshold);
-            channels.push(zero.then_some(acc));
+            channels.push(rows_zero(w, rows, threshold).then_some(acc));
             continue;
         }
-        if threshold == 0.0 && finite_input {
-            if rows_zero(w, rows.clone(), 0.0) {
-                channels.push(Some(acc));
-                continue;
-            }
+        if threshold == 0.0 && finite_input && rows_zero(w, rows.clone(), 0.0) {
+            channels.push(Some(acc));
+            continue;
         }
         for i in 0..per_group_in {
             let in_ch = g * per_group_in + i;
