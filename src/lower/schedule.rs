@@ -52,7 +52,10 @@ const CONV_TW: u64 = 16;
 /// weights for `CONV_ACC` FMAs, 8 loads instead of 17, which took the 64-channel 3x3 conv at
 /// 56x56 from 2.2 to 1.8 ms here. The rows must divide `oh` (that loop is not peeled).
 fn conv_tile(f: u64, oh: u64, ow: u64) -> (u64, u64, u64) {
-    let rows = [4, 2, 1].into_iter().find(|r| oh % r == 0).expect("1 divides");
+    let rows = [4, 2, 1]
+        .into_iter()
+        .find(|r| oh % r == 0)
+        .expect("1 divides");
     (tile(f, CONV_ACC / rows), rows, tile(ow, CONV_TW))
 }
 
