@@ -54,7 +54,7 @@ const CONV_TW: u64 = 16;
 fn conv_tile(f: u64, oh: u64, ow: u64) -> (u64, u64, u64) {
     let rows = [4, 2, 1]
         .into_iter()
-        .find(|r| oh % r == 0)
+        .find(|&r| oh.is_multiple_of(r))
         .expect("1 divides");
     (tile(f, CONV_ACC / rows), rows, tile(ow, CONV_TW))
 }
