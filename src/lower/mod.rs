@@ -1350,6 +1350,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         if scheduled {
             let layer = Layer::Conv {
                 f,
+                c,
                 oh: ho,
                 ow: wo,
                 padded,

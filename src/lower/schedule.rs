@@ -27,10 +27,11 @@ use std::fmt::Write;
 pub enum Layer {
     /// `y[M, N] = x[M, K] · W[N, K]ᵀ`, then the epilogue.
     Dense { m: u64, n: u64, k: u64 },
-    /// A groups-1, stride-1, dilation-1 NCHW conv with `f` filters and `oh` x `ow` outputs;
-    /// `padded` when its input goes through the tagged fill + copy.
+    /// A groups-1, stride-1, dilation-1 NCHW conv with `f` filters, `c` input channels and
+    /// `oh` x `ow` outputs; `padded` when its input goes through the tagged fill + copy.
     Conv {
         f: u64,
+        c: u64,
         oh: u64,
         ow: u64,
         padded: bool,
@@ -154,15 +155,29 @@ pub fn script(layers: &[Layer], threads: u64) -> String {
                 }
                 peeled |= rows % tm != 0 || n % tn != 0;
             }
-            Layer::Conv { f, oh, ow, padded } => {
+            Layer::Conv {
+                f,
+                c,
+                oh,
+                ow,
+                padded,
+            } => {
                 // Inside a task the tile must divide the task's rows.
                 let task_rows = split(layer, threads).map_or(oh, |s| s[2]);
                 let (tf, th, tw) = conv_tile(f, task_rows, ow);
                 if padded {
-                    // Zero-fill and copy the padded input one row at a time.
+                    // Zero-fill and copy the padded input one row at a time; with threads,
+                    // each task takes an equal share of the channels first (serial, this
+                    // copy capped the conv's two-thread speedup).
+                    let share = (threads > 1 && c % threads == 0).then(|| c / threads);
                     for (name, attr) in [("pf", "pad_fill"), ("pc", "pad_copy")] {
                         m(w, i, &format!("{name}{i}"), attr);
-                        emit!("    %{name}t{i}, %{name}a{i}, %{name}b{i} = transform.structured.tile_using_for %{name}{i} tile_sizes [0, 1, 1, 0] : ({any}) -> ({any}, {any}, {any})");
+                        let mut op = format!("{name}{i}");
+                        if let Some(share) = share {
+                            emit!("    %{name}q{i}, %{name}fa{i} = transform.structured.tile_using_forall %{op} tile_sizes [0, {share}, 0, 0] : ({any}) -> ({any}, {any})");
+                            op = format!("{name}q{i}");
+                        }
+                        emit!("    %{name}t{i}, %{name}a{i}, %{name}b{i} = transform.structured.tile_using_for %{op} tile_sizes [0, 1, 1, 0] : ({any}) -> ({any}, {any}, {any})");
                     }
                 }
                 m(w, i, &format!("r{i}"), "root");
@@ -275,6 +290,7 @@ mod tests {
         let conv = script(
             &[Layer::Conv {
                 f: 53,
+                c: 64,
                 oh: 56,
                 ow: 56,
                 padded: true,
@@ -295,6 +311,7 @@ mod tests {
         assert_eq!(split(&dense(64, 1024), 1), None);
         let conv = |oh| Layer::Conv {
             f: 64,
+            c: 64,
             oh,
             ow: 56,
             padded: true,
@@ -305,7 +322,10 @@ mod tests {
         assert!(script(&[conv(56)], 2).contains("tile_sizes [1, 4, 4, 16]"));
         assert!(script(&[conv(14)], 2).contains("tile_sizes [1, 16, 1, 16]"));
         assert!(script(&[conv(14)], 1).contains("tile_sizes [1, 8, 2, 16]"));
+        // The 7-row conv stays serial, but its padded input is filled and copied in two tasks
+        // of 32 channels.
         let s = script(&[dense(64, 1024), conv(7)], 2);
-        assert_eq!(s.matches("tile_using_forall").count(), 1, "{s}");
+        assert_eq!(s.matches("tile_using_forall").count(), 3, "{s}");
+        assert_eq!(s.matches("tile_sizes [0, 32, 0, 0]").count(), 2, "{s}");
     }
 }
