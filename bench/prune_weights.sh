@@ -13,7 +13,7 @@ python3 bench/gen_big_weights.py "$dir" "$width"
 cargo build --release --no-default-features -q
 nnopt=target/release/nnopt
 ls -l "$dir/big.safetensors"
-t() { local s=$(date +%s.%N); "$@"; local e=$(date +%s.%N); echo "$e - $s" | bc; }
+t() { local s=$(date +%s.%N); "$@" || { echo "failed: $*" >&2; exit 1; }; local e=$(date +%s.%N); echo "$e - $s" | bc; }
 for round in 1 2 3; do
   rm -f "$dir/copy.safetensors" "$dir/out.nnir" "$dir/out.safetensors"; sync
   echo "round $round: cp $(t cp "$dir/big.safetensors" "$dir/copy.safetensors") s"
