@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set-up, then every test: cargo test (unit, snapshot, property), clippy, fmt, the lit suite, and
-# the Python ONNX tests (onnxruntime oracle, onnx backend node-test conformance) in .venv.
+# the Python ONNX tests (onnxruntime oracle, onnx backend node-test conformance, the
+# torch.onnx.export graphs of tests/torch) in .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -18,3 +19,4 @@ cargo test
 # Both use the binary that `cargo test` just made (target/, or $CARGO_TARGET_DIR).
 .venv/bin/python tests/python/test_onnx_oracle.py
 .venv/bin/python tests/python/test_onnx_conformance.py
+.venv/bin/python tests/python/test_torch_models.py

@@ -237,7 +237,11 @@ fn import_maps_ops_folds_plumbing_and_keeps_weights_mapped() {
         text.contains("%l = nn.linear %f, %wm, %bm : tensor<2x5xf32>"),
         "{text}"
     );
-    assert!(text.contains("nn.reshape %g {shape = [2, 4]}"), "{text}");
+    // Even with a static batch the flatten stays an `nn.flatten` (pruning follows it).
+    assert!(
+        text.contains("nn.flatten %g {axis = 1} : tensor<2x4xf32>"),
+        "{text}"
+    );
     assert!(text.contains("groups = 4"), "{text}");
     let f = &m.funcs[0];
     let w1 = f
@@ -683,5 +687,172 @@ fn division_by_a_power_of_two_is_an_exact_multiplication() {
             && err.message.contains("powers of two"),
         "{}",
         err.message
+    );
+}
+
+/// GAP → `Reshape(x, [2, -1])` → Gemm, as the dynamo exporter writes `torch.flatten(x, 1)`:
+/// imported as `nn.flatten`, so a dead conv channel with a positive constant output folds into
+/// the classifier's bias and its column goes (through `nn.reshape` it needed a scatter).
+#[test]
+fn static_flatten_reshape_lets_pruning_reach_the_classifier() {
+    let mut w = values(4 * 3, 11);
+    w[3..6].fill(0.0); // filter 1 is dead; its bias 0.5 survives the relu
+    let g = GraphProto {
+        name: "head".into(),
+        node: vec![
+            node("Conv", "conv", &["x", "w", "b"], &["c"], vec![]),
+            node("Relu", "relu", &["c"], &["r"], vec![]),
+            node("GlobalAveragePool", "gap", &["r"], &["p"], vec![]),
+            node("Reshape", "view", &["p", "shape"], &["f"], vec![]),
+            node(
+                "Gemm",
+                "fc",
+                &["f", "wg", "bg"],
+                &["y"],
+                vec![int("transB", 1)],
+            ),
+        ],
+        initializer: vec![
+            f32_init("w", &[4, 3, 1, 1], &w),
+            f32_init("b", &[4], &[0.1, 0.5, -0.2, 0.3]),
+            i64_init("shape", &[2, -1]),
+            f32_init("wg", &[3, 4], &values(12, 12)),
+            f32_init("bg", &[3], &values(3, 13)),
+        ],
+        input: vec![io("x", &[2, 3, 4, 4])],
+        output: vec![io("y", &[2, 3])],
+        ..Default::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "head.onnx", &model(g));
+    let pruned = dir.path().join("pruned.onnx");
+    let out = nnopt(&[
+        "--prune-neurons",
+        p.to_str().unwrap(),
+        "-o",
+        pruned.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = import_file(&pruned).unwrap();
+    let text = nnopt::syntax::printer::print_module(&m);
+    assert!(!text.contains("nn.scatter"), "{text}");
+    assert!(text.contains(": tensor<3x3xf32>"), "{text}");
+    let x = ndarray::ArrayD::from_shape_vec(vec![2, 3, 4, 4], values(96, 14)).unwrap();
+    let (a, b) = (
+        run_interp(&import_file(&p).unwrap(), &x),
+        run_interp(&m, &x),
+    );
+    for (x, y) in a[0].iter().zip(b[0].iter()) {
+        assert!((x - y).abs() <= 1e-6 * x.abs().max(1.0), "{x} vs {y}");
+    }
+}
+
+/// HardSigmoid (MobileNetV3's gate, alpha = 1/6) is a mul, an add and a clip: exactly the
+/// ONNX definition max(0, min(1, alpha·x + beta)), each step rounded.
+#[test]
+fn hard_sigmoid_is_an_exact_mul_add_clip() {
+    let alpha = 1.0f32 / 6.0;
+    let m = relu_model(
+        vec![],
+        vec![node(
+            "HardSigmoid",
+            "hs",
+            &["x"],
+            &["y"],
+            vec![AttributeProto {
+                name: "alpha".into(),
+                r#type: attr_type::FLOAT,
+                f: alpha,
+                ..Default::default()
+            }],
+        )],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let module = import_file(&write(dir.path(), "hs.onnx", &m)).unwrap();
+    let xs = vec![-4.0f32, -0.3, 0.7001, 1e30];
+    let x = ndarray::ArrayD::from_shape_vec(vec![1, 4], xs.clone()).unwrap();
+    let want: Vec<f32> = xs
+        .iter()
+        .map(|&v| (alpha * v + 0.5).clamp(0.0, 1.0))
+        .collect();
+    let got = run_interp(&module, &x);
+    assert_eq!(got[0].iter().copied().collect::<Vec<_>>(), want);
+}
+
+/// TorchScript's MultiheadAttention: the head split reshapes to `Shape(x)[0 : 2 % 3] ++ [d]`
+/// and the scale is `sqrt(1 / sqrt(float(Shape(q)[-1:])))`. All of it folds at import (Mod,
+/// Slice, Sqrt, a Div of constants); what remains is the multiplication by 0.5.
+#[test]
+fn torchscript_attention_shape_plumbing_folds() {
+    let cast = int("to", data_type::FLOAT as i64);
+    let g = GraphProto {
+        name: "attn".into(),
+        node: vec![
+            node("Shape", "shape", &["x"], &["s"], vec![]),
+            node("Mod", "mod", &["two", "three"], &["m"], vec![]),
+            node("Slice", "front", &["s", "zero", "m"], &["sf"], vec![]),
+            node("Concat", "cat", &["sf", "d"], &["t"], vec![int("axis", 0)]),
+            node("Reshape", "split", &["x", "t"], &["r"], vec![]),
+            node("Slice", "last", &["s", "minus1", "big"], &["sl"], vec![]),
+            node("Cast", "cast", &["sl"], &["lf"], vec![cast]),
+            node("Sqrt", "sqrt", &["lf"], &["sq"], vec![]),
+            node("Div", "inv", &["one", "sq"], &["iv"], vec![]),
+            node("Sqrt", "sqrt2", &["iv"], &["h"], vec![]),
+            node("Mul", "scale", &["r", "h"], &["y"], vec![]),
+        ],
+        initializer: vec![
+            i64_init("two", &[2]),
+            i64_init("three", &[3]),
+            i64_init("zero", &[0]),
+            i64_init("d", &[16]),
+            i64_init("minus1", &[-1]),
+            i64_init("big", &[i64::MAX]),
+            f32_init("one", &[1], &[1.0]),
+        ],
+        input: vec![io("x", &[2, 4, 16])],
+        output: vec![io("y", &[2, 4, 16])],
+        ..Default::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let module = import_file(&write(dir.path(), "attn.onnx", &model(g))).unwrap();
+    let text = nnopt::syntax::printer::print_module(&module);
+    assert!(!text.contains("nn.reshape"), "{text}");
+    let x = ndarray::ArrayD::from_shape_vec(vec![2, 4, 16], values(128, 15)).unwrap();
+    let y = run_interp(&module, &x);
+    assert_eq!(y[0], x.mapv(|v| v * 0.5));
+}
+
+#[test]
+fn shape_folding_ops_on_activations_are_refused_naming_the_node() {
+    let m = relu_model(vec![], vec![node("Sqrt", "sq", &["x"], &["y"], vec![])]);
+    refused(
+        &m.encode_to_vec(),
+        &[],
+        &["node 'sq' (Sqrt, opset 17)", "no square root"],
+    );
+    let m = relu_model(
+        vec![i64_init("a", &[0]), i64_init("b", &[1])],
+        vec![node("Slice", "sl", &["x", "a", "b"], &["y"], vec![])],
+    );
+    refused(
+        &m.encode_to_vec(),
+        &[],
+        &["node 'sl' (Slice, opset 17)", "integer constants"],
+    );
+    let m = relu_model(
+        vec![i64_init("a", &[5]), i64_init("b", &[0])],
+        vec![
+            node("Mod", "mod", &["a", "b"], &["m"], vec![]),
+            node("Reshape", "r", &["x", "m"], &["y"], vec![]),
+        ],
+    );
+    refused(
+        &m.encode_to_vec(),
+        &[],
+        &["node 'mod' (Mod, opset 17)", "division by zero"],
     );
 }

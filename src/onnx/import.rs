@@ -929,6 +929,22 @@ impl Importer {
                 let v = self.val(Self::need(n, 0)?)?.clone();
                 self.bind(out, v);
             }
+            "HardSigmoid" => {
+                // max(0, min(1, alpha·x + beta)) with a rounding after the product and one after
+                // the sum, as the ONNX reference computes it: a mul, an add and a clip, exactly.
+                a.only(&["alpha", "beta"])?;
+                let x = self.operand(Self::need(n, 0)?)?;
+                let elem = self.func.ty(x).elem;
+                let scalar = |this: &mut Self, attr: &str, default: f32| -> R<ValueId> {
+                    let t = Tensor::from_f32(elem, vec![], &[a.float(attr, default)?]);
+                    Ok(this.weight(&format!("{out}.{attr}"), t))
+                };
+                let (alpha, beta) = (scalar(self, "alpha", 0.2)?, scalar(self, "beta", 0.5)?);
+                let ax = self.push(OpKind::Mul, &[x, alpha], None)?;
+                let axb = self.push(OpKind::Add, &[ax, beta], None)?;
+                let v = self.push(OpKind::Clip { min: 0.0, max: 1.0 }, &[axb], Some(out))?;
+                self.bind(out, Val::Ir(v));
+            }
             "Clip" => {
                 a.only(&[])?;
                 let bound = |i: usize, default: f32| -> R<f32> {
@@ -952,7 +968,15 @@ impl Importer {
                 a.only(&[])?;
                 let (l, r) = (Self::need(n, 0)?, Self::need(n, 1)?);
                 if let (Val::Int { .. }, Val::Int { .. }) = (self.val(l)?, self.val(r)?) {
-                    let folded = fold_int_binary(op, self.int_const(l)?, self.int_const(r)?)?;
+                    let f = match op {
+                        "Add" => i64::wrapping_add,
+                        "Sub" => i64::wrapping_sub,
+                        _ => i64::wrapping_mul,
+                    };
+                    let folded =
+                        fold_int_binary(self.int_const(l)?, self.int_const(r)?, |x, y| {
+                            Ok(f(x, y))
+                        })?;
                     self.bind(out, folded);
                     return Ok(());
                 }
@@ -972,6 +996,12 @@ impl Importer {
                 let c = self
                     .float_const(r)
                     .ok_or("only division by a constant is supported")?;
+                if let Some(p) = self.float_const(l) {
+                    // Both constant (an attention scale from the shape): IEEE division, correctly
+                    // rounded here as at run time.
+                    self.bind(out, Val::Float(fold_float_binary(&p, &c, |x, y| x / y)?));
+                    return Ok(());
+                }
                 let vals = c.to_f32_vec();
                 if !vals
                     .iter()
@@ -1216,6 +1246,55 @@ impl Importer {
                 self.bind(out, Val::Int { shape, data });
             }
             "Gather" => self.gather(n, &a, out)?,
+            "Mod" => {
+                // Integer constants only: TorchScript's MultiheadAttention computes a slice
+                // bound of its shape plumbing as `2 % 3`.
+                a.only(&["fmod"])?;
+                let fmod = a.int("fmod", 0)? != 0;
+                let (l, r) = (Self::need(n, 0)?, Self::need(n, 1)?);
+                let folded = fold_int_binary(self.int_const(l)?, self.int_const(r)?, |x, y| {
+                    int_mod(x, y, fmod)
+                })?;
+                self.bind(out, folded);
+            }
+            "Slice" => {
+                // Only `Shape(x)[a:b]`, on a 1-D integer constant with constant bounds.
+                a.only(&[])?;
+                let (data, data_shape) = match self.val(Self::need(n, 0)?)? {
+                    Val::Int { shape, data } if shape.len() == 1 => (data.clone(), shape.clone()),
+                    _ => return Err("only 1-D integer constants (shapes) can be sliced".into()),
+                };
+                let one = |i: usize, default: i64| -> R<i64> {
+                    let Some(name) = Self::input(n, i) else {
+                        return Ok(default);
+                    };
+                    match self.int_const(name)?.1.as_slice() {
+                        [x] if dyn_dim::decode(*x).is_none() => Ok(*x),
+                        [_] => Err(format!("input '{name}' is a dynamic dimension")),
+                        _ => Err(format!("input '{name}' must have one element (1-D data)")),
+                    }
+                };
+                let axis = one(3, 0)?;
+                if norm_axis(axis, data_shape.len())? != 0 {
+                    return Err(format!("axis {axis} is out of range for 1-D data"));
+                }
+                let (start, end) = (one(1, 0)?, one(2, i64::MAX)?);
+                let data = slice_1d(&data, start, end, one(4, 1)?)?;
+                let shape = vec![data.len() as u64];
+                self.bind(out, Val::Int { shape, data });
+            }
+            "Sqrt" => {
+                // Constants only (NNIR has no square root): TorchScript's attention scale
+                // `sqrt(1 / sqrt(head_dim))` computed from the shape.
+                a.only(&[])?;
+                let t = self
+                    .float_const(Self::need(n, 0)?)
+                    .ok_or("only a constant input is supported (NNIR has no square root)")?;
+                // Correctly rounded in f32, so also for f16/bf16 (see `fold_float_binary`).
+                let roots: Vec<f32> = t.to_f32_vec().into_iter().map(f32::sqrt).collect();
+                let folded = Tensor::from_f32(t.elem(), t.shape().to_vec(), &roots);
+                self.bind(out, Val::Float(folded));
+            }
             "Expand" => {
                 // Only constants: the exporter writes nn.scatter's fill this way.
                 a.only(&[])?;
@@ -1326,8 +1405,12 @@ mod dyn_dim {
     }
 }
 
-/// Element-wise Add/Sub/Mul of integer constants (the shape arithmetic of exporters).
-fn fold_int_binary(op: &str, l: (Vec<u64>, Vec<i64>), r: (Vec<u64>, Vec<i64>)) -> R<Val> {
+/// Element-wise arithmetic `f` on integer constants (the shape arithmetic of exporters).
+fn fold_int_binary(
+    l: (Vec<u64>, Vec<i64>),
+    r: (Vec<u64>, Vec<i64>),
+    f: impl Fn(i64, i64) -> R<i64>,
+) -> R<Val> {
     let (shape, n) = if l.1.len() >= r.1.len() {
         (l.0.clone(), l.1.len())
     } else {
@@ -1346,13 +1429,70 @@ fn fold_int_binary(op: &str, l: (Vec<u64>, Vec<i64>), r: (Vec<u64>, Vec<i64>)) -
         if dyn_dim::decode(x).is_some() || dyn_dim::decode(y).is_some() {
             return Err("arithmetic on a dynamic dimension is not supported".into());
         }
-        data.push(match op {
-            "Add" => x.wrapping_add(y),
-            "Sub" => x.wrapping_sub(y),
-            _ => x.wrapping_mul(y),
-        });
+        data.push(f(x, y)?);
     }
     Ok(Val::Int { shape, data })
+}
+
+/// ONNX integer `Mod`: the remainder takes the divisor's sign (Python's `%`), or the
+/// dividend's with `fmod` (C's `fmod`, Rust's `%`).
+fn int_mod(x: i64, y: i64, fmod: bool) -> R<i64> {
+    if y == 0 {
+        return Err("integer division by zero".into());
+    }
+    let r = x.wrapping_rem(y);
+    Ok(if !fmod && r != 0 && (r < 0) != (y < 0) {
+        r + y
+    } else {
+        r
+    })
+}
+
+/// `data[start:end:step]` with ONNX Slice's rules: negative bounds count from the end, then
+/// are clamped to the data (to [0, len] going forwards, to [-1, len - 1] going backwards).
+fn slice_1d(data: &[i64], start: i64, end: i64, step: i64) -> R<Vec<i64>> {
+    if step == 0 {
+        return Err("a slice step of 0".into());
+    }
+    if data.is_empty() {
+        return Ok(Vec::new());
+    }
+    let len = data.len() as i64;
+    let from_end = |i: i64| if i < 0 { i.saturating_add(len) } else { i };
+    let (start, end) = if step > 0 {
+        (from_end(start).clamp(0, len), from_end(end).clamp(0, len))
+    } else {
+        (
+            from_end(start).clamp(0, len - 1),
+            from_end(end).clamp(-1, len - 1),
+        )
+    };
+    let mut out = Vec::new();
+    let mut i = start;
+    while (step > 0 && i < end) || (step < 0 && i > end) {
+        out.push(data[i as usize]);
+        i += step;
+    }
+    Ok(out)
+}
+
+/// Element-wise `f` on two float constants of one element type, NumPy-broadcast. Computing in
+/// f32 and rounding once to f16/bf16 is correctly rounded for +, -, ×, ÷ and √ (f32 carries
+/// more than twice their precision plus two bits), so the result is what the runtime computes.
+fn fold_float_binary(l: &Tensor, r: &Tensor, f: impl Fn(f32, f32) -> f32) -> R<Tensor> {
+    if l.elem() != r.elem() {
+        return Err("the constants have different element types".into());
+    }
+    let dims = |t: &Tensor| t.shape().iter().map(|&d| d as i64).collect::<Vec<_>>();
+    let l = expand(l, &dims(r))?;
+    let r = expand(r, &dims(&l))?;
+    let values: Vec<f32> = l
+        .to_f32_vec()
+        .into_iter()
+        .zip(r.to_f32_vec())
+        .map(|(x, y)| f(x, y))
+        .collect();
+    Ok(Tensor::from_f32(l.elem(), l.shape().to_vec(), &values))
 }
 
 /// The result dims of an ONNX Reshape: `0` copies the input dim (unless `allowzero`), one `-1`
@@ -1453,7 +1593,19 @@ impl Importer {
             self.bind(out, Val::Ir(x));
             return Ok(());
         }
+        // `torch.flatten(x, 1)` before a classifier: the dynamo exporter writes a static Reshape
+        // to [N, C·H·W] where TorchScript writes Flatten. As `nn.flatten` both prune alike
+        // (pruning follows a channel through a flatten at axis 1, not through a reshape).
+        let classifier_flatten = dims.len() > 2
+            && new.len() == 2
+            && new[0] == dims[0]
+            && dims[1..]
+                .iter()
+                .map(|d| d.as_static())
+                .product::<Option<u64>>()
+                == new[1].as_static();
         let kind = match static_new {
+            Some(_) if classifier_flatten => OpKind::Flatten { axis: 1 },
             Some(shape) if self.func.ty(x).is_static() => OpKind::Reshape { shape },
             _ => {
                 // A flatten gives [prod(dims[..k]), prod(dims[k..])]; find the k that matches.
@@ -1884,8 +2036,38 @@ impl Importer {
 
 #[cfg(test)]
 mod tests {
-    use super::transpose2d;
+    use super::{int_mod, slice_1d, transpose2d};
     use crate::ir::{ElemType, Tensor};
+
+    #[test]
+    fn int_mod_takes_the_divisors_sign_unless_fmod() {
+        let cases = [
+            (7, 3, 1, 1),
+            (-7, 3, 2, -1),
+            (7, -3, -2, 1),
+            (-7, -3, -1, -1),
+            (6, 3, 0, 0),
+        ];
+        for (x, y, python, c) in cases {
+            assert_eq!(int_mod(x, y, false), Ok(python), "{x} mod {y}");
+            assert_eq!(int_mod(x, y, true), Ok(c), "fmod({x}, {y})");
+        }
+        assert_eq!(int_mod(i64::MIN, -1, false), Ok(0));
+        assert!(int_mod(1, 0, false).is_err());
+    }
+
+    #[test]
+    fn slice_1d_follows_onnx_clamping() {
+        let d = [10, 20, 30, 40];
+        assert_eq!(slice_1d(&d, -1, i64::MAX, 1), Ok(vec![40]));
+        assert_eq!(slice_1d(&d, 0, 2, 1), Ok(vec![10, 20]));
+        assert_eq!(slice_1d(&d, i64::MIN, -2, 1), Ok(vec![10, 20]));
+        assert_eq!(slice_1d(&d, 5, 9, 1), Ok(vec![]));
+        assert_eq!(slice_1d(&d, -1, i64::MIN, -1), Ok(vec![40, 30, 20, 10]));
+        assert_eq!(slice_1d(&d, 9, 0, -2), Ok(vec![40, 20]));
+        assert_eq!(slice_1d(&[], -1, 0, -1), Ok(vec![]));
+        assert!(slice_1d(&d, 0, 1, 0).is_err());
+    }
 
     #[test]
     fn transpose2d_moves_every_element_bit_exactly() {
