@@ -1496,7 +1496,8 @@ fn fold_float_binary(l: &Tensor, r: &Tensor, f: impl Fn(f32, f32) -> f32) -> R<T
 }
 
 /// The result dims of an ONNX Reshape: `0` copies the input dim (unless `allowzero`), one `-1`
-/// takes the remaining elements. A dynamic input dim is allowed only where a `0` copies it.
+/// takes the remaining elements. A dynamic input dim is allowed only where a `0` (or its own
+/// `x.shape[i]`) copies it, or where the `-1` must be exactly that dim.
 fn reshape_dims(
     dims: &[Dim],
     target: &[i64],
@@ -1538,6 +1539,14 @@ fn reshape_dims(
     let dynamic_in = dims.iter().filter(|d| **d == Dim::Dynamic).count();
     let static_in: u64 = dims.iter().filter_map(|d| d.as_static()).product();
     let static_out: u64 = out.iter().flatten().filter_map(|d| d.as_static()).product();
+    // `x.view(-1, 512)` of a [N, 512, 1, 1] x (the dynamo exporter's flatten): with the static
+    // parts equal, the -1 is the one dynamic dimension itself.
+    if dynamic_in == 1 && copied_dynamic == 0 && static_in == static_out {
+        if let Some(minus_one) = out.iter_mut().find(|d| d.is_none()) {
+            *minus_one = Some(Dim::Dynamic);
+            copied_dynamic = 1;
+        }
+    }
     if dynamic_in != copied_dynamic {
         return Err(
             "reshaping a tensor with dynamic dimensions is only supported where 0 copies them"
@@ -2036,8 +2045,22 @@ impl Importer {
 
 #[cfg(test)]
 mod tests {
-    use super::{int_mod, slice_1d, transpose2d};
-    use crate::ir::{ElemType, Tensor};
+    use super::{int_mod, reshape_dims, slice_1d, transpose2d};
+    use crate::ir::{Dim, ElemType, Tensor};
+
+    #[test]
+    fn minus_one_takes_the_dynamic_dim_when_the_static_parts_match() {
+        let (n, s) = (Dim::Dynamic, Dim::Static);
+        let x = [n, s(512), s(1), s(1)];
+        assert_eq!(
+            reshape_dims(&x, &[-1, 512], false, None),
+            Ok(vec![n, s(512)])
+        );
+        assert_eq!(reshape_dims(&x, &[0, -1], false, None), Ok(vec![n, s(512)]));
+        // -1 would be N · 2: not expressible, refused.
+        assert!(reshape_dims(&x, &[-1, 256], false, None).is_err());
+        assert!(reshape_dims(&[n, n, s(4)], &[-1, 4], false, None).is_err());
+    }
 
     #[test]
     fn int_mod_takes_the_divisors_sign_unless_fmod() {

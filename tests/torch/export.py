@@ -6,7 +6,8 @@ fixtures were made: torch 2.15.0, torchvision 0.29, onnx 1.23.
 
 Each model is exported in eval mode through both exporters: the TorchScript one
 (`dynamo=False`, opset 17) and the dynamo one (`dynamo=True`, opset 18), with static shapes
-(small inputs: 64×64 images, 2×10 tokens). Only the graph is kept: every floating-point
+(small inputs: 64×64 images, 2×10 tokens); ResNet18 and MobileNetV2 also with a dynamic batch
+(`<model>_batchN_<exporter>.onnx`). Only the graph is kept: every floating-point
 initializer of 8 or more elements (the weights) is turned into an external-data reference to
 `<name>.weights`, a file that is never written, so the committed `.onnx` holds names, shapes and
 data types but no weights; the test fills them with seeded random values. The per-node debug
@@ -50,6 +51,16 @@ MODELS = {
     "transformer_norm_first": (lambda: encoder(norm_first=True), TOKENS),
 }
 PATHS = {"ts": dict(dynamo=False, opset_version=17), "dynamo": dict(dynamo=True, opset_version=18)}
+# Exports with a dynamic batch, for the CNNs whose graphs keep it symbolic without arithmetic on
+# it (the TorchScript attention multiplies the batch by the heads, which nnopt cannot import).
+DYNAMIC_BATCH = ["resnet18", "mobilenet_v2"]
+
+
+def dynamic(path):
+    """`PATHS[path]` with the batch dimension of the input and output dynamic."""
+    if path == "ts":
+        return dict(PATHS[path], dynamic_axes={"x": {0: "N"}, "y": {0: "N"}})
+    return dict(PATHS[path], dynamic_shapes={"x": {0: torch.export.Dim("N", min=1, max=64)}})
 
 
 def strip_weights(model, location):
@@ -93,7 +104,7 @@ def perturb(model):
                 m.running_var.uniform_(0.5, 1.5)
 
 
-def export(name, path):
+def export(name, path, dynamic_batch=False):
     build, shape = MODELS[name]
     torch.manual_seed(0)
     model = build().eval()
@@ -103,9 +114,10 @@ def export(name, path):
         f = os.path.join(d, "m.onnx")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(model, (x,), f, input_names=["x"], output_names=["y"], **PATHS[path])
+            options = dynamic(path) if dynamic_batch else PATHS[path]
+            torch.onnx.export(model, (x,), f, input_names=["x"], output_names=["y"], **options)
         m = onnx.load(f)  # with external data, if the exporter wrote any
-    stem = f"{name}_{path}"
+    stem = f"{name}_batchN_{path}" if dynamic_batch else f"{name}_{path}"
     strip_weights(m, f"{stem}.weights")
     strip_debug_info(m)
     out = os.path.join(HERE, f"{stem}.onnx")
@@ -119,6 +131,8 @@ def main():
     for name in names:
         for path in PATHS:
             export(name, path)
+            if name in DYNAMIC_BATCH:
+                export(name, path, dynamic_batch=True)
 
 
 if __name__ == "__main__":
