@@ -71,19 +71,20 @@ fn tile(n: u64, want: u64) -> u64 {
 }
 
 /// How a layer's root is split into `threads` equal `scf.forall` tasks, if it can be: dense
-/// layers along N (else M) in whole register tiles, convs along output rows. Unequal chunks
-/// would make tile sizes dynamic inside the task, which the vectorizer cannot handle, so a
-/// layer whose sizes do not divide runs on one thread.
+/// layers along N in whole register tiles, else along M (each task peels its own row
+/// remainder: 64 rows are two tasks of 32 = 5 × 6 + 2), convs along output rows. Unequal
+/// chunks would make tile sizes dynamic inside the task, which the vectorizer cannot handle, so
+/// a layer whose sizes do not divide runs on one thread.
 fn split(layer: &Layer, threads: u64) -> Option<Vec<u64>> {
     if threads < 2 {
         return None;
     }
     match *layer {
         Layer::Dense { m, n, .. } => {
-            let (tm, tn) = (tile(m, DENSE_TILE.0), tile(n, DENSE_TILE.1));
+            let tn = tile(n, DENSE_TILE.1);
             if n % (threads * tn) == 0 {
                 Some(vec![0, n / threads])
-            } else if m % (threads * tm) == 0 {
+            } else if m % threads == 0 {
                 Some(vec![m / threads, 0])
             } else {
                 None
@@ -143,6 +144,12 @@ pub fn script(layers: &[Layer], threads: u64) -> String {
         }
         match *layer {
             Layer::Dense { m: rows, n, .. } => {
+                // Tiles and remainders are those of a task's share.
+                let (rows, n) = match split(layer, threads).as_deref() {
+                    Some(&[0, n_share]) => (rows, n_share),
+                    Some(&[m_share, 0]) => (m_share, n),
+                    _ => (rows, n),
+                };
                 let (tm, tn) = (tile(rows, DENSE_TILE.0), tile(n, DENSE_TILE.1));
                 m(w, i, &format!("r{i}"), "root");
                 emit!("    %t{i}, %ln{i}, %lm{i} = transform.structured.fuse %r{i} tile_sizes [{tm}, {tn}] interchange [1, 0] : ({any}) -> ({any}, {any}, {any})");
@@ -306,7 +313,11 @@ mod tests {
         let dense = |m, n| Layer::Dense { m, n, k: 64 };
         assert_eq!(split(&dense(64, 1024), 2), Some(vec![0, 512]));
         assert_eq!(split(&dense(48, 53), 2), Some(vec![24, 0]));
-        assert_eq!(split(&dense(64, 53), 2), None);
+        assert_eq!(split(&dense(64, 53), 2), Some(vec![32, 0]));
+        // 18 rows are divisible by the 6-row tile, but each task's 9 are not: peeled per task.
+        let nine = script(&[dense(18, 53)], 2);
+        assert!(nine.contains("tile_sizes [9, 0]"), "{nine}");
+        assert_eq!(nine.matches("transform.loop.peel").count(), 2, "{nine}");
         assert_eq!(split(&dense(3, 53), 2), None);
         assert_eq!(split(&dense(64, 1024), 1), None);
         let conv = |oh| Layer::Conv {
