@@ -74,6 +74,9 @@ pub enum Residual {
     Scatter,
     /// Leave the whole layer unpruned (no scatters are inserted).
     Keep,
+    /// Per layer, `Scatter` when the MACs the removal saves exceed the elements its scatters
+    /// copy (both per sample), else `Keep`.
+    Auto,
 }
 
 /// A pass's name, one-line summary and `(option, description)` pairs.
@@ -100,7 +103,7 @@ pub const PASSES: &[PassInfo] = &[
             ),
             (
                 "residual",
-                "scatter (default): a removed neuron that also reaches a residual add, concat or result is restored there by nn.scatter with its constant; keep: such layers are not pruned",
+                "scatter (default): a removed neuron that also reaches a residual add, concat or result is restored there by nn.scatter with its constant; keep: such layers are not pruned; auto: per layer, scatter when the MACs the removal saves exceed the elements the scatters copy (per sample), else keep",
             ),
         ],
     ),
@@ -245,9 +248,10 @@ pub fn parse_pipeline(text: &str, span: Option<Span>) -> Result<Vec<Pass>, Diagn
                 let residual = match opt("residual").unwrap_or("scatter") {
                     "scatter" => Residual::Scatter,
                     "keep" => Residual::Keep,
+                    "auto" => Residual::Auto,
                     r => {
                         return Err(err(format!(
-                            "residual must be 'scatter' or 'keep', not '{r}'"
+                            "residual must be 'scatter', 'keep' or 'auto', not '{r}'"
                         )))
                     }
                 };

@@ -337,6 +337,17 @@ fn dot_f64(x: &[f32], a: &[f64]) -> f64 {
     acc.iter().sum::<f64>() + tail
 }
 
+/// The positions per sample at which a value of type `ty` holds each channel of `axis`: the
+/// static sizes of the axes other than the batch (axis 0) and `axis` (a dynamic size counts 1).
+fn positions(ty: &crate::ir::TensorType, axis: usize) -> u64 {
+    ty.dims
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i != 0 && i != axis)
+        .map(|(_, d)| d.as_static().unwrap_or(1))
+        .product()
+}
+
 fn column_is_zero(w: &Tensor, j: usize, threshold: f32) -> bool {
     let s = w.shape();
     let window: usize = s[2..].iter().product::<u64>() as usize;
@@ -514,6 +525,48 @@ impl Pattern for DeadNeuronElimination {
         }
         if remove.is_empty() {
             return false;
+        }
+        if self.residual == super::Residual::Auto && !fan.others.is_empty() {
+            // saved = |remove| · (row · producer positions + Σ column · consumer positions);
+            // copied = Σ scattered elements.
+            let f = rw.func();
+            let column = |c: OpId| {
+                let cw = f
+                    .constant_of(f.op(c).operands()[1])
+                    .expect("checked in fanout");
+                cw.len() / cw.shape()[1].max(1) as usize
+            };
+            let saved = remove.len() as u64
+                * (row_size as u64 * positions(f.ty(r), axis)
+                    + fan
+                        .consumers
+                        .iter()
+                        .map(|&(c, _)| {
+                            let out = f.op(c).result().expect("a weighted op has a result");
+                            let channels = match f.kind(c) {
+                                OpKind::Conv2d { .. } => 1,
+                                _ => f.ty(out).rank() - 1,
+                            };
+                            column(c) as u64 * positions(f.ty(out), channels)
+                        })
+                        .sum::<u64>());
+            let copied: u64 = fan
+                .others
+                .iter()
+                .map(|&(v, site)| (n * site.scale) as u64 * positions(f.ty(v), site.axis))
+                .sum();
+            if saved <= copied {
+                cx.pass.keep_remark(
+                    op,
+                    Diagnostic::remark(format!(
+                        "kept {} constant neuron(s) of '{}': residual=auto: removing them saves {saved} MACs per sample, restoring them with nn.scatter copies {copied} elements",
+                        remove.len(),
+                        tag.mnemonic()
+                    ))
+                    .at(f.span(op)),
+                );
+                return false;
+            }
         }
         let keep: Vec<usize> = (0..n).filter(|j| !remove.contains(j)).collect();
 

@@ -22,8 +22,12 @@ fn load(text: &str) -> Module {
 }
 
 fn prune(m: &Module) -> Module {
+    prune_with(m, passes::PRUNE_PIPELINE)
+}
+
+fn prune_with(m: &Module, pipeline: &str) -> Module {
     let mut m = m.clone();
-    let pipeline = passes::parse_pipeline(passes::PRUNE_PIPELINE, None).unwrap();
+    let pipeline = passes::parse_pipeline(pipeline, None).unwrap();
     let mut cx = passes::PassContext::default();
     if let Err(e) = passes::run_pipeline(&mut m, &pipeline, true, &mut cx, |_, _, _| {}) {
         panic!("pruning broke the IR: {e:?}");
@@ -459,10 +463,12 @@ proptest! {
         softmax in any::<bool>(),
         flat_head in any::<bool>(),
         seed in prop::collection::vec(-2.0f32..2.0, 97),
+        residual in prop::sample::select(vec!["scatter", "keep", "auto"]),
     ) {
         let (text, shape) = conv_net_text(&specs, c0, hw, classes, softmax, flat_head);
         let before = load(&text);
-        let after = prune(&before);
+        let pipeline = format!("canonicalize,fold-batch-norm,prune-neurons{{residual={residual}}},canonicalize,dce");
+        let after = prune_with(&before, &pipeline);
         let x = ArrayD::from_shape_fn(shape, |i| seed[(i[1] * 31 + i[2] * 7 + i[3]) % seed.len()]);
         assert_same_outputs(&before, &after, &[x]);
         prop_assert!(params(&after) <= params(&before));
