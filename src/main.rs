@@ -106,6 +106,11 @@ struct OptArgs {
     /// printing.
     #[arg(long, value_name = "PIPELINE", requires = "emit")]
     mlir_pipeline: Option<String>,
+    /// With --emit=transform or llvm: the schedule and pipeline for this many worker threads, as
+    /// `nnopt run --threads` compiles them (the `scf.forall` tasks and the async-runtime code).
+    #[arg(long, default_value_t = 1, requires = "emit",
+          value_parser = clap::value_parser!(u64).range(1..=256))]
+    threads: u64,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -325,7 +330,7 @@ fn opt_main(opt: &OptArgs) -> Result<(), Exit> {
         let mut emitted = None;
         if let (Some(stage), Some(m)) = (opt.emit, module.as_ref()) {
             if !has_errors(&diags) {
-                match emit_mlir(m, stage, opt.mlir_pipeline.as_deref()) {
+                match emit_mlir(m, stage, opt.mlir_pipeline.as_deref(), opt.threads) {
                     Ok(text) => emitted = Some(text),
                     Err(d) => diags.extend(d),
                 }
@@ -459,6 +464,7 @@ fn convert_main(args: &ConvertArgs, export: bool) -> Result<(), Exit> {
         equivalence_tolerance: 1e-5,
         emit: None,
         mlir_pipeline: None,
+        threads: 1,
     };
     opt_main(&opt)
 }
@@ -468,13 +474,14 @@ fn emit_mlir(
     m: &nnopt::ir::Module,
     stage: EmitArg,
     pipeline: Option<&str>,
+    threads: u64,
 ) -> Result<String, Vec<Diagnostic>> {
     let stage = match stage {
         EmitArg::Mlir => nnopt::lower::Emit::Mlir,
         EmitArg::Transform => nnopt::lower::Emit::Transform,
         EmitArg::Llvm => nnopt::lower::Emit::Llvm,
     };
-    nnopt::lower::emit_text(m, stage, pipeline)
+    nnopt::lower::emit_text(m, stage, pipeline, threads)
 }
 
 #[cfg(not(feature = "mlir"))]
@@ -482,6 +489,7 @@ fn emit_mlir(
     m: &nnopt::ir::Module,
     _: EmitArg,
     _: Option<&str>,
+    _: u64,
 ) -> Result<String, Vec<Diagnostic>> {
     Err(vec![Diagnostic::error(
         "this nnopt was built without the `mlir` feature; --emit is not available",

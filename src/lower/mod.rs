@@ -1743,24 +1743,26 @@ pub enum Emit {
     Llvm,
 }
 
-/// Lowers `m` and prints it as MLIR text at the requested stage.
+/// Lowers `m` and prints it as MLIR text at the requested stage, scheduled for `threads`
+/// worker threads.
 pub fn emit_text(
     m: &ir::Module,
     emit: Emit,
     pipeline: Option<&str>,
+    threads: u64,
 ) -> Result<String, Vec<Diagnostic>> {
     let cx = context();
     let mut lowered = lower_module(&cx, m)?;
     let fail = |e: String| vec![Diagnostic::error(e).at(m.span)];
     let scheduled = match (emit, pipeline) {
         (Emit::Transform, _) | (Emit::Llvm, None) => {
-            jit::embed_schedule(&cx, &lowered.module, &lowered.layers, 1).map_err(fail)?
+            jit::embed_schedule(&cx, &lowered.module, &lowered.layers, threads).map_err(fail)?
         }
         _ => false,
     };
     let pipeline = match (emit, pipeline) {
         (_, Some(p)) => Some(p.to_string()),
-        (Emit::Llvm, None) if scheduled => Some(jit::scheduled_pipeline(1)),
+        (Emit::Llvm, None) if scheduled => Some(jit::scheduled_pipeline(threads)),
         (Emit::Llvm, None) => Some(jit::DEFAULT_PIPELINE.to_string()),
         (Emit::Mlir | Emit::Transform, None) => None,
     };
