@@ -631,7 +631,6 @@ pub fn stage_safetensors(
     tensors: &[(&str, &Tensor)],
 ) -> io::Result<tempfile::NamedTempFile> {
     let mut header = String::from("{");
-    let mut sizes = Vec::with_capacity(tensors.len());
     let mut seen = std::collections::HashSet::new();
     let mut offset: u64 = 0;
     for (i, (name, t)) in tensors.iter().enumerate() {
@@ -663,7 +662,6 @@ pub fn stage_safetensors(
                 .collect::<Vec<_>>()
                 .join(",")
         ));
-        sizes.push(size);
         offset = end;
     }
     header.push('}');
