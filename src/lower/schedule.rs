@@ -131,7 +131,8 @@ pub fn script(layers: &[Layer], threads: u64) -> String {
     // activation, a pool) is not pulled in either and recomputed per tile.
     let mut peeled = false;
     for (i, layer) in layers.iter().enumerate() {
-        if let Some(sizes) = split(layer, threads) {
+        let task = split(layer, threads);
+        if let Some(sizes) = &task {
             let sizes = sizes
                 .iter()
                 .map(u64::to_string)
@@ -145,7 +146,7 @@ pub fn script(layers: &[Layer], threads: u64) -> String {
         match *layer {
             Layer::Dense { m: rows, n, .. } => {
                 // Tiles and remainders are those of a task's share.
-                let (rows, n) = match split(layer, threads).as_deref() {
+                let (rows, n) = match task.as_deref() {
                     Some(&[0, n_share]) => (rows, n_share),
                     Some(&[m_share, 0]) => (m_share, n),
                     _ => (rows, n),
@@ -170,7 +171,7 @@ pub fn script(layers: &[Layer], threads: u64) -> String {
                 padded,
             } => {
                 // Inside a task the tile must divide the task's rows.
-                let task_rows = split(layer, threads).map_or(oh, |s| s[2]);
+                let task_rows = task.map_or(oh, |s| s[2]);
                 let (tf, th, tw) = conv_tile(f, task_rows, ow);
                 if padded {
                     // Zero-fill and copy the padded input one row at a time; with threads,
