@@ -483,12 +483,12 @@ impl Pattern for DeadNeuronElimination {
         let (mut remove, mut border_kept) = choose(&map_allowed);
         // A map larger than the weights the removal saves is not a saving: keep those neurons.
         let row_size = w.len() / n.max(1);
-        let saved: usize = remove.len()
-            * (row_size
-                + consumer_w
-                    .iter()
-                    .map(|cw| cw.len() / cw.shape()[1].max(1) as usize)
-                    .sum::<usize>());
+        // The weights of one input column of each consumer.
+        let column_sizes: Vec<usize> = consumer_w
+            .iter()
+            .map(|cw| cw.len() / cw.shape()[1].max(1) as usize)
+            .collect();
+        let saved: usize = remove.len() * (row_size + column_sizes.iter().sum::<usize>());
         let mut recheck = false;
         for (c, m) in maps.iter().enumerate() {
             let needs_map = remove
@@ -530,24 +530,19 @@ impl Pattern for DeadNeuronElimination {
             // saved = |remove| · (row · producer positions + Σ column · consumer positions);
             // copied = Σ scattered elements.
             let f = rw.func();
-            let column = |c: OpId| {
-                let cw = f
-                    .constant_of(f.op(c).operands()[1])
-                    .expect("checked in fanout");
-                cw.len() / cw.shape()[1].max(1) as usize
-            };
             let saved = remove.len() as u64
                 * (row_size as u64 * positions(f.ty(r), axis)
                     + fan
                         .consumers
                         .iter()
-                        .map(|&(c, _)| {
+                        .zip(&column_sizes)
+                        .map(|(&(c, _), &column)| {
                             let out = f.op(c).result().expect("a weighted op has a result");
                             let channels = match f.kind(c) {
                                 OpKind::Conv2d { .. } => 1,
                                 _ => f.ty(out).rank() - 1,
                             };
-                            column(c) as u64 * positions(f.ty(out), channels)
+                            column as u64 * positions(f.ty(out), channels)
                         })
                         .sum::<u64>());
             let copied: u64 = fan
