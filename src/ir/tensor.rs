@@ -163,6 +163,11 @@ impl Tensor {
         self.shape.iter().product::<u64>() as usize
     }
 
+    /// The size of the raw little-endian bytes (as written to a file).
+    pub fn byte_len(&self) -> usize {
+        self.len() * self.elem.size()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -208,7 +213,7 @@ impl Tensor {
     /// needs a second copy of it in memory.
     pub fn for_each_byte_chunk(&self, mut f: impl FnMut(&[u8])) {
         const CHUNK: usize = 1 << 16;
-        let total = self.len() * self.elem.size();
+        let total = self.byte_len();
         match &self.storage {
             Storage::Owned(_) | Storage::Mapped { .. } => {
                 f(self.raw_bytes().expect("invariant: buffer storage"))

@@ -57,7 +57,7 @@ pub fn write_onnx(m: &Module, path: &Path) -> Result<(), Diagnostic> {
     }
     let delimited = |len: usize| encoded_len_varint(len as u64) + len;
     let tensor_len = |init: &TensorProto, t: &Tensor| {
-        init.encoded_len() + key_len(TENSOR_RAW_DATA) + delimited(t.len() * t.elem().size())
+        init.encoded_len() + key_len(TENSOR_RAW_DATA) + delimited(t.byte_len())
     };
     let graph_len = graph.encoded_len()
         + late
@@ -90,7 +90,7 @@ pub fn write_onnx(m: &Module, path: &Path) -> Result<(), Diagnostic> {
             encode_varint(tensor_len(init, t) as u64, &mut sink);
             init.encode(&mut sink).map_err(overflow)?;
             encode_key(TENSOR_RAW_DATA, WireType::LengthDelimited, &mut sink);
-            encode_varint((t.len() * t.elem().size()) as u64, &mut sink);
+            encode_varint(t.byte_len() as u64, &mut sink);
             t.for_each_byte_chunk(|c| bytes::BufMut::put_slice(&mut sink, c));
         }
         after.encode(&mut sink).map_err(overflow)?;
@@ -170,7 +170,7 @@ pub fn export_model(m: &Module) -> Result<ModelProto, Diagnostic> {
         .as_mut()
         .expect("invariant: export_parts sets the graph");
     for (i, t) in deferred {
-        let mut all = Vec::with_capacity(t.len() * t.elem().size());
+        let mut all = Vec::with_capacity(t.byte_len());
         t.for_each_byte_chunk(|c| all.extend_from_slice(c));
         graph.initializer[i].raw_data = all.into();
     }
