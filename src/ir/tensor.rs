@@ -419,6 +419,9 @@ impl Tensor {
 
     /// All elements as f32, row-major.
     pub fn to_f32_vec(&self) -> Vec<f32> {
+        if let Some(bits) = self.as_splat() {
+            return vec![bits_to_f32(self.elem, bits); self.len()];
+        }
         let mut out = Vec::with_capacity(self.len());
         self.for_each_f32_chunk(0..self.len(), |c| out.extend_from_slice(c));
         out
