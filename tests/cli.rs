@@ -9,10 +9,20 @@ fn nnopt(args: &[&str]) -> std::process::Output {
         .expect("run nnopt")
 }
 
+/// Runs nnopt and requires exit 0, showing its stderr otherwise.
+fn nnopt_ok(args: &[&str]) -> std::process::Output {
+    let out = nnopt(args);
+    assert!(
+        out.status.success(),
+        "nnopt {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 #[test]
 fn list_ops_prints_the_op_table() {
-    let out = nnopt(&["--list-ops"]);
-    assert!(out.status.success());
+    let out = nnopt_ok(&["--list-ops"]);
     insta::assert_snapshot!(String::from_utf8_lossy(&out.stdout));
 }
 
@@ -26,8 +36,7 @@ fn usage_errors_exit_with_code_2() {
 
 #[test]
 fn help_documents_every_flag() {
-    let out = nnopt(&["--help"]);
-    assert!(out.status.success());
+    let out = nnopt_ok(&["--help"]);
     let text = String::from_utf8_lossy(&out.stdout);
     for flag in [
         "--list-ops",
@@ -75,12 +84,7 @@ fn errors_exit_1_and_leave_no_output_file() {
 fn output_is_written_atomically_and_round_trips() {
     let dir = tempfile::tempdir().unwrap();
     let out_path = dir.path().join("out.nnir");
-    let out = nnopt(&["tests/corpus/conv.nnir", "-o", out_path.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    nnopt_ok(&["tests/corpus/conv.nnir", "-o", out_path.to_str().unwrap()]);
     let first = std::fs::read_to_string(&out_path).unwrap();
     let again = nnopt(&[out_path.to_str().unwrap()]);
     assert_eq!(String::from_utf8_lossy(&again.stdout), first);
@@ -99,8 +103,7 @@ fn output_is_written_atomically_and_round_trips() {
 
 #[test]
 fn list_passes_names_every_pass_and_option() {
-    let out = nnopt(&["--list-passes"]);
-    assert!(out.status.success());
+    let out = nnopt_ok(&["--list-passes"]);
     insta::assert_snapshot!(String::from_utf8_lossy(&out.stdout));
 }
 
@@ -129,7 +132,7 @@ fn run_interp_reads_and_writes_npy() {
     let y = dir.path().join("y.npy");
     let input = ArrayD::from_shape_vec(vec![1, 4], vec![1.0f32, 2.0, 3.0, 4.0]).unwrap();
     nnopt::interp::write_npy(&x, &input).unwrap();
-    let out = nnopt(&[
+    nnopt_ok(&[
         "run",
         "--interp",
         "tests/corpus/mlp.nnir",
@@ -138,11 +141,6 @@ fn run_interp_reads_and_writes_npy() {
         "--output",
         y.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let result = nnopt::interp::read_npy(&y).unwrap();
     // h = W1·x + b1 = [1 - 3 + 8 + 0.1, -0.2, 5 + 0.3]; a = sigmoid(h); y = W2·a.
     let s = |v: f32| 1.0 / (1.0 + (-v).exp());
@@ -194,7 +192,7 @@ fn run_compiled_broadcasts_a_batch_of_one() {
     let row = ArrayD::from_shape_vec(vec![1, 3], vec![1.0f32, 2.0, 3.0]).unwrap();
     nnopt::interp::write_npy(&b, &row).unwrap();
     let p = |f: &std::path::Path| f.to_str().unwrap().to_string();
-    let out = nnopt(&[
+    nnopt_ok(&[
         "run",
         &p(&src),
         "--input",
@@ -204,11 +202,6 @@ fn run_compiled_broadcasts_a_batch_of_one() {
         "--output",
         &p(&z),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let got = nnopt::interp::read_npy(&z).unwrap();
     assert_eq!(got.shape(), &[2, 3]);
     assert_eq!(
@@ -242,12 +235,7 @@ fn run_compiled_matches_interp() {
         if interp {
             args.push("--interp");
         }
-        let out = nnopt(&args);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        nnopt_ok(&args);
         results.push(nnopt::interp::read_npy(&y).unwrap());
     }
     assert_eq!(results[0].shape(), results[1].shape());
@@ -276,12 +264,11 @@ fn run_compiled_matches_interp() {
 
 #[test]
 fn check_equivalence_reports_the_difference() {
-    let out = nnopt(&[
+    let out = nnopt_ok(&[
         "--prune-neurons",
         "--check-equivalence",
         "lit/prune/residual-scatter.nnir",
     ]);
-    assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("max relative difference"), "{err}");
 }
@@ -290,8 +277,7 @@ fn check_equivalence_reports_the_difference() {
 #[test]
 fn writing_to_a_device_keeps_the_device() {
     use std::os::unix::fs::FileTypeExt;
-    let out = nnopt(&["tests/corpus/mlp.nnir", "-o", "/dev/null"]);
-    assert!(out.status.success());
+    nnopt_ok(&["tests/corpus/mlp.nnir", "-o", "/dev/null"]);
     let meta = std::fs::metadata("/dev/null").unwrap();
     assert!(
         meta.file_type().is_char_device(),

@@ -19,6 +19,17 @@ fn nnopt(args: &[&str]) -> std::process::Output {
         .expect("run nnopt")
 }
 
+/// Runs nnopt and requires exit 0, showing its stderr otherwise.
+fn nnopt_ok(args: &[&str]) -> std::process::Output {
+    let out = nnopt(args);
+    assert!(
+        out.status.success(),
+        "nnopt {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 fn f32_init(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
     let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
     TensorProto {
@@ -264,24 +275,14 @@ fn streamed_export_matches_the_encoding_and_reports_write_errors() {
     let dir = tempfile::tempdir().unwrap();
     let p = write(dir.path(), "cnn.onnx", &cnn());
     let nnir = dir.path().join("cnn.nnir");
-    let out = nnopt(&["import", p.to_str().unwrap(), "-o", nnir.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    nnopt_ok(&["import", p.to_str().unwrap(), "-o", nnir.to_str().unwrap()]);
     let back = dir.path().join("back.onnx");
-    let out = nnopt(&[
+    nnopt_ok(&[
         "export",
         nnir.to_str().unwrap(),
         "-o",
         back.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let m = import_file(&p).unwrap();
     assert_eq!(
         std::fs::read(&back).unwrap(),
@@ -371,17 +372,12 @@ fn cli_prunes_onnx_to_onnx_and_imports_to_nnir_with_safetensors() {
     let dir = tempfile::tempdir().unwrap();
     let p = write(dir.path(), "cnn.onnx", &cnn());
     let pruned = dir.path().join("pruned.onnx");
-    let out = nnopt(&[
+    nnopt_ok(&[
         "--prune-neurons",
         p.to_str().unwrap(),
         "-o",
         pruned.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let (a, b) = (
         run_interp(&import_file(&p).unwrap(), &input()),
         run_interp(&import_file(&pruned).unwrap(), &input()),
@@ -390,12 +386,7 @@ fn cli_prunes_onnx_to_onnx_and_imports_to_nnir_with_safetensors() {
         assert!((x - y).abs() <= 1e-5 * x.abs().max(1.0), "{x} vs {y}");
     }
     let nnir = dir.path().join("cnn.nnir");
-    let out = nnopt(&["import", p.to_str().unwrap(), "-o", nnir.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    nnopt_ok(&["import", p.to_str().unwrap(), "-o", nnir.to_str().unwrap()]);
     let text = std::fs::read_to_string(&nnir).unwrap();
     assert!(text.contains("weights = \"cnn.safetensors\""), "{text}");
     assert!(
@@ -404,17 +395,12 @@ fn cli_prunes_onnx_to_onnx_and_imports_to_nnir_with_safetensors() {
     );
     assert!(dir.path().join("cnn.safetensors").exists());
     // The written pair reads back, and `run` takes both formats.
-    let back = nnopt(&[nnir.to_str().unwrap()]);
-    assert!(
-        back.status.success(),
-        "{}",
-        String::from_utf8_lossy(&back.stderr)
-    );
+    nnopt_ok(&[nnir.to_str().unwrap()]);
     let xin = dir.path().join("x.npy");
     nnopt::interp::write_npy(&xin, &input()).unwrap();
     for (src, y) in [(&nnir, "y1.npy"), (&p, "y2.npy")] {
         let yp = dir.path().join(y);
-        let r = nnopt(&[
+        nnopt_ok(&[
             "run",
             "--interp",
             src.to_str().unwrap(),
@@ -423,20 +409,18 @@ fn cli_prunes_onnx_to_onnx_and_imports_to_nnir_with_safetensors() {
             "--output",
             yp.to_str().unwrap(),
         ]);
-        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     }
     let y1 = nnopt::interp::read_npy(dir.path().join("y1.npy")).unwrap();
     let y2 = nnopt::interp::read_npy(dir.path().join("y2.npy")).unwrap();
     assert_eq!(y1, y2);
     // And export back from the .nnir.
     let back_onnx = dir.path().join("back.onnx");
-    let e = nnopt(&[
+    nnopt_ok(&[
         "export",
         nnir.to_str().unwrap(),
         "-o",
         back_onnx.to_str().unwrap(),
     ]);
-    assert!(e.status.success(), "{}", String::from_utf8_lossy(&e.stderr));
     assert_eq!(run_interp(&import_file(&back_onnx).unwrap(), &input()), a);
 }
 
@@ -726,17 +710,12 @@ fn static_flatten_reshape_lets_pruning_reach_the_classifier() {
     let dir = tempfile::tempdir().unwrap();
     let p = write(dir.path(), "head.onnx", &model(g));
     let pruned = dir.path().join("pruned.onnx");
-    let out = nnopt(&[
+    nnopt_ok(&[
         "--prune-neurons",
         p.to_str().unwrap(),
         "-o",
         pruned.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let m = import_file(&pruned).unwrap();
     let text = nnopt::syntax::printer::print_module(&m);
     assert!(!text.contains("nn.scatter"), "{text}");
