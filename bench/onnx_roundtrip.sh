@@ -7,7 +7,7 @@
 # (bench/gen_matmul_onnx.py, weights [in, out]). Usage: bench/onnx_roundtrip.sh [WIDTH] (8192 = 1 GiB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source bench/peak_anon.sh
+source bench/common.sh
 width=${1:-8192}
 dir=$(mktemp -d /tmp/nnopt-onnx.XXXXXX)
 trap 'rm -rf "$dir"' EXIT
@@ -17,23 +17,24 @@ nnopt=target/release/nnopt
 $nnopt export "$dir/big.nnir" -o "$dir/big.onnx"
 rm -f "$dir/big.safetensors"
 ls -l "$dir/big.onnx"
-t() { local s=$(date +%s.%N); "$@" || { echo "failed: $*" >&2; exit 1; }; local e=$(date +%s.%N); echo "$e - $s" | bc; }
-for round in 1 2 3; do
-  rm -f "$dir/copy.onnx" "$dir/pruned.onnx"
-  echo "round $round: cp $(t cp "$dir/big.onnx" "$dir/copy.onnx") s"
-  rm -f "$dir/copy.onnx"
-  echo "round $round: nnopt --prune-neurons big.onnx -o pruned.onnx $(t $nnopt --prune-neurons "$dir/big.onnx" -o "$dir/pruned.onnx") s"
-done
-/usr/bin/time -f "nnopt peak RSS: %M KiB" $nnopt --prune-neurons "$dir/big.onnx" -o "$dir/pruned.onnx"
-echo "nnopt $(peak_anon $nnopt --prune-neurons "$dir/big.onnx" -o "$dir/pruned.onnx")"
-ls -l "$dir/pruned.onnx"
+# `rounds NAME`: 3 interleaved rounds of `cp NAME` and `nnopt --prune-neurons NAME`, then
+# nnopt's peak RSS and its anonymous part.
+rounds() {
+  local m=$1 s
+  for round in 1 2 3; do
+    rm -f "$dir/copy.onnx" "$dir/pruned.onnx"
+    s=$(t cp "$dir/$m" "$dir/copy.onnx")
+    echo "round $round: cp $m $s s"
+    rm -f "$dir/copy.onnx"
+    s=$(t $nnopt --prune-neurons "$dir/$m" -o "$dir/pruned.onnx")
+    echo "round $round: nnopt --prune-neurons $m -o pruned.onnx $s s"
+  done
+  /usr/bin/time -f "nnopt peak RSS: %M KiB" $nnopt --prune-neurons "$dir/$m" -o "$dir/pruned.onnx"
+  echo "nnopt $(peak_anon $nnopt --prune-neurons "$dir/$m" -o "$dir/pruned.onnx")"
+  ls -l "$dir/pruned.onnx"
+}
+rounds big.onnx
 # The MatMul form (weights [in, out]): the importer transposes each weight into a new buffer.
 .venv/bin/python bench/gen_matmul_onnx.py "$dir/mm.onnx" "$width"
 ls -l "$dir/mm.onnx"
-for round in 1 2 3; do
-  rm -f "$dir/copy.onnx" "$dir/pruned.onnx"
-  echo "round $round: cp mm.onnx $(t cp "$dir/mm.onnx" "$dir/copy.onnx") s"
-  rm -f "$dir/copy.onnx"
-  echo "round $round: nnopt --prune-neurons mm.onnx -o pruned.onnx $(t $nnopt --prune-neurons "$dir/mm.onnx" -o "$dir/pruned.onnx") s"
-done
-echo "nnopt $(peak_anon $nnopt --prune-neurons "$dir/mm.onnx" -o "$dir/pruned.onnx")"
+rounds mm.onnx

@@ -5,7 +5,7 @@
 # peak RSS of nnopt and its anonymous part. Usage: bench/prune_weights.sh [WIDTH] (8192 = 1 GiB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source bench/peak_anon.sh
+source bench/common.sh
 width=${1:-8192}
 dir=$(mktemp -d /tmp/nnopt-bytes.XXXXXX)
 trap 'rm -rf "$dir"' EXIT
@@ -13,12 +13,13 @@ python3 bench/gen_big_weights.py "$dir" "$width"
 cargo build --release --no-default-features -q
 nnopt=target/release/nnopt
 ls -l "$dir/big.safetensors"
-t() { local s=$(date +%s.%N); "$@" || { echo "failed: $*" >&2; exit 1; }; local e=$(date +%s.%N); echo "$e - $s" | bc; }
 for round in 1 2 3; do
   rm -f "$dir/copy.safetensors" "$dir/out.nnir" "$dir/out.safetensors"; sync
-  echo "round $round: cp $(t cp "$dir/big.safetensors" "$dir/copy.safetensors") s"
+  s=$(t cp "$dir/big.safetensors" "$dir/copy.safetensors")
+  echo "round $round: cp $s s"
   rm -f "$dir/copy.safetensors"; sync
-  echo "round $round: nnopt --prune-neurons -o $(t $nnopt --prune-neurons "$dir/big.nnir" -o "$dir/out.nnir") s"
+  s=$(t $nnopt --prune-neurons "$dir/big.nnir" -o "$dir/out.nnir")
+  echo "round $round: nnopt --prune-neurons -o $s s"
 done
 /usr/bin/time -f "nnopt peak RSS: %M KiB" $nnopt --prune-neurons "$dir/big.nnir" -o "$dir/out.nnir"
 echo "nnopt $(peak_anon $nnopt --prune-neurons "$dir/big.nnir" -o "$dir/out.nnir")"

@@ -1,4 +1,9 @@
-# Sourced by the bench scripts. `peak_anon CMD...` runs CMD and prints its peak anonymous RSS.
+# Sourced by the bench scripts.
+# `t CMD...` runs CMD and prints its wall time in seconds; a failing CMD fails `t` (assign its
+# output, `s=$(t ...)`, so that `set -e` ends the script).
+t() { local s=$(date +%s.%N); "$@" || { echo "failed: $*" >&2; exit 1; }; local e=$(date +%s.%N); echo "$e - $s" | bc; }
+
+# `peak_anon CMD...` runs CMD and prints its peak anonymous RSS.
 # Peak RSS (`/usr/bin/time`) counts the memory-mapped input's file pages, page cache that the
 # kernel can drop at any time; the anonymous part is the memory the process itself holds.
 # Linux keeps no peak of it, so it is sampled every 5 ms (a shorter spike can be missed).
