@@ -7,8 +7,8 @@
 //! copied, never computed); `nn.linear` becomes `Gemm` (2-D input) or `MatMul` + `Add`.
 //!
 //! Initializer bytes are shared with the module's tensors (memory-mapped weights stay mapped)
-//! or gathered from views as they are written, and streamed to the output file by the encoder. Does not write external data, so models must
-//! stay under protobuf's 2 GiB.
+//! or gathered from views as they are written, and streamed to the output file by the encoder.
+//! Does not write external data, so models must stay under protobuf's 2 GiB.
 
 use super::proto::{
     attr_type, data_type, tensor_shape_proto, type_proto, AttributeProto, GraphProto, ModelProto,
