@@ -7,13 +7,16 @@
 //! - dense (`mmtb`, weight kept `[N, K]`): fuse the epilogue (bias add, activation) with the
 //!   matmul and its fill into `TM x TN` register tiles, split the K reduction into `VK`-wide
 //!   partial sums (`tile_reduction_using_for`), reduce the lanes once per tile;
-//! - conv (`convp`, NCHW, stride 1): tile `[1, TF, TH, TW]` in loop order n, oh, f, ow with the
-//!   epilogue fused, reduction dims (c, kh, kw) by 1, generalize and fold unit dims so the input
-//!   map is a projected permutation, the padded copy of the input tiled per row.
+//! - conv (NCHW, stride 1, computed over the flattened rows of its padded input, see
+//!   `Lower::conv_flat`): tile `[1, TF, TP]` (filters, flat positions) in loop order n, p, f
+//!   with the epilogue fused, reduction dims (c, kh, kw) by 1, fold unit dims so the input map
+//!   `p + kh * wp + kw` becomes a projected permutation, the padded copy of the input tiled per
+//!   row. The notes' `convp` tiled output rows and columns instead; a 56-wide row then ended in
+//!   a half-width tile.
 //!
-//! Remainders are peeled (`transform.loop.peel`): a size pruning leaves odd (53 filters, a
-//! 56-wide row) runs full tiles plus one static remainder tile, never a dynamic or
-//! non-power-of-two main tile. Vectorization is `structured.vectorize` on the ops inside the
+//! Remainders are peeled (`transform.loop.peel`): a size pruning leaves odd (53 filters) runs
+//! full tiles plus one static remainder tile, never a dynamic or non-power-of-two-wide main
+//! tile. Vectorization is `structured.vectorize` on the ops inside the
 //! tiled loops plus `fold_tensor_subset_ops_into_vector_transfers`, not
 //! `vectorize_children_and_apply_patterns`, which miscompiles rank-expanding `insert_slice`s in
 //! MLIR 22 (pitfall 11 of the notes) and would also try to vectorize untiled, unscheduled ops.
@@ -27,13 +30,13 @@ use std::fmt::Write;
 pub enum Layer {
     /// `y[M, N] = x[M, K] · W[N, K]ᵀ`, then the epilogue.
     Dense { m: u64, n: u64, k: u64 },
-    /// A groups-1, stride-1, dilation-1 NCHW conv with `f` filters, `c` input channels and
-    /// `oh` x `ow` outputs; `padded` when its input goes through the tagged fill + copy.
+    /// A groups-1, stride-1, dilation-1 NCHW conv with `f` filters and `c` input channels,
+    /// computed over `len` flat positions of its (padded) input rows (`Lower::conv_flat`);
+    /// `padded` when its input goes through the tagged fill + copy.
     Conv {
         f: u64,
         c: u64,
-        oh: u64,
-        ow: u64,
+        len: u64,
         padded: bool,
     },
 }
@@ -42,22 +45,16 @@ pub enum Layer {
 /// notes had 4 x 4): 24 partial-sum vectors, 10 loads per 24 FMAs instead of 8 per 16, which
 /// took the MLP benchmark (batch 64) from 13.8–15.9 to 12.3 ms here; 8 x 4 spills.
 const DENSE_TILE: (u64, u64, u64) = (6, 4, 16);
-/// The register tile of the conv schedule: `CONV_ACC` accumulator vectors of `CONV_TW`
-/// output columns each, spread over filters and output rows (see [`conv_tile`]).
-const CONV_ACC: u64 = 16;
-const CONV_TW: u64 = 16;
+/// The register tile of the conv schedule: 6 filters x 64 flat output positions (4 vectors), 24
+/// accumulators; each step of the reduction loads 4 input vectors and broadcasts 6 weights. 4 x
+/// 64 took 7.1 ms for the 128-channel 3x3 conv at 56x56, 6 x 64 6.3; 7 x 64 spills, and widths
+/// that are not a power of two (48, 80) run 15–250x slower (LLVM splits the vectors badly).
+const CONV_TILE: (u64, u64) = (6, 64);
 
-/// The conv register tile `(filters, rows, columns)` for a layer (or task) of `f` filters and
-/// `oh` x `ow` outputs. Several output rows per tile (4 x 4 x 16, where the notes had 16 x 1 x
-/// 16): each step of the reduction then loads `rows` input vectors and broadcasts `filters`
-/// weights for `CONV_ACC` FMAs, 8 loads instead of 17, which took the 64-channel 3x3 conv at
-/// 56x56 from 2.2 to 1.8 ms here. The rows must divide `oh` (that loop is not peeled).
-fn conv_tile(f: u64, oh: u64, ow: u64) -> (u64, u64, u64) {
-    let rows = [4, 2, 1]
-        .into_iter()
-        .find(|&r| oh.is_multiple_of(r))
-        .expect("1 divides");
-    (tile(f, CONV_ACC / rows), rows, tile(ow, CONV_TW))
+/// The conv register tile `(filters, positions)` for a layer (or task) of `f` filters and
+/// `len` flat positions.
+fn conv_tile(f: u64, len: u64) -> (u64, u64) {
+    (tile(f, CONV_TILE.0), tile(len, CONV_TILE.1))
 }
 
 /// A tile size for a dimension of `n`: `want`, or the largest power of two below `n` when `n`
@@ -72,7 +69,8 @@ fn tile(n: u64, want: u64) -> u64 {
 
 /// How a layer's root is split into `threads` equal `scf.forall` tasks, if it can be: dense
 /// layers along N in whole register tiles, else along M (each task peels its own row
-/// remainder: 64 rows are two tasks of 32 = 5 × 6 + 2), convs along output rows. Unequal
+/// remainder: 64 rows are two tasks of 32 = 5 × 6 + 2), convs along the flat positions in
+/// whole vectors, else along the filters (each task peels its own filter remainder). Unequal
 /// chunks would make tile sizes dynamic inside the task, which the vectorizer cannot handle, so
 /// a layer whose sizes do not divide runs on one thread.
 fn split(layer: &Layer, threads: u64) -> Option<Vec<u64>> {
@@ -90,7 +88,15 @@ fn split(layer: &Layer, threads: u64) -> Option<Vec<u64>> {
                 None
             }
         }
-        Layer::Conv { oh, .. } => (oh % threads == 0).then(|| vec![0, 0, oh / threads, 0]),
+        Layer::Conv { f, len, .. } => {
+            if len % (threads * 16) == 0 {
+                Some(vec![0, 0, len / threads])
+            } else if f % threads == 0 {
+                Some(vec![0, f / threads, 0])
+            } else {
+                None
+            }
+        }
     }
 }
 
@@ -163,16 +169,13 @@ pub fn script(layers: &[Layer], threads: u64) -> String {
                 }
                 peeled |= rows % tm != 0 || n % tn != 0;
             }
-            Layer::Conv {
-                f,
-                c,
-                oh,
-                ow,
-                padded,
-            } => {
-                // Inside a task the tile must divide the task's rows.
-                let task_rows = task.map_or(oh, |s| s[2]);
-                let (tf, th, tw) = conv_tile(f, task_rows, ow);
+            Layer::Conv { f, c, len, padded } => {
+                let (f, len) = match task.as_deref() {
+                    Some(&[0, 0, share]) => (f, share),
+                    Some(&[0, share, 0]) => (share, len),
+                    _ => (f, len),
+                };
+                let (tf, tp) = conv_tile(f, len);
                 if padded {
                     // Zero-fill and copy the padded input one row at a time; with threads,
                     // each task takes an equal share of the channels first (serial, this
@@ -189,14 +192,16 @@ pub fn script(layers: &[Layer], threads: u64) -> String {
                     }
                 }
                 m(w, i, &format!("r{i}"), "root");
-                emit!("    %t{i}, %l{i}n, %l{i}h, %l{i}f, %l{i}w = transform.structured.fuse %r{i} tile_sizes [1, {tf}, {th}, {tw}] interchange [0, 2, 1, 3] : ({any}) -> ({any}, {any}, {any}, {any}, {any})");
-                if ow % tw != 0 {
-                    peel(w, &format!("l{i}w"));
-                }
+                // Loops n, p, f: the input rows of a position tile stay in cache while every
+                // filter tile passes over them. The inner loop is peeled first (see dense).
+                emit!("    %t{i}, %l{i}n, %l{i}p, %l{i}f = transform.structured.fuse %r{i} tile_sizes [1, {tf}, {tp}] interchange [0, 2, 1] : ({any}) -> ({any}, {any}, {any}, {any})");
                 if f % tf != 0 {
                     peel(w, &format!("l{i}f"));
                 }
-                peeled |= ow % tw != 0 || f % tf != 0;
+                if len % tp != 0 {
+                    peel(w, &format!("l{i}p"));
+                }
+                peeled |= len % tp != 0 || f % tf != 0;
             }
         }
     }
@@ -219,8 +224,7 @@ pub fn script(layers: &[Layer], threads: u64) -> String {
             }
             Layer::Conv { .. } => {
                 convs = true;
-                emit!("    %kt{i}, %kc{i}, %kh{i}, %kw{i} = transform.structured.tile_using_for %k{i} tile_sizes [0, 0, 0, 0, 1, 1, 1] : ({any}) -> ({any}, {any}, {any}, {any})");
-                emit!("    %kg{i} = transform.structured.generalize %kt{i} : ({any}) -> {any}");
+                emit!("    %kt{i}, %kc{i}, %kh{i}, %kw{i} = transform.structured.tile_using_for %k{i} tile_sizes [0, 0, 0, 1, 1, 1] : ({any}) -> ({any}, {any}, {any}, {any})");
             }
         }
     }
@@ -295,16 +299,19 @@ mod tests {
         assert_eq!(odd.matches("transform.loop.peel").count(), 2, "{odd}");
         let rows = dense(64, 1000, 1024);
         assert_eq!(rows.matches("transform.loop.peel").count(), 1, "{rows}");
-        let conv = script(
-            &[Layer::Conv {
-                f: 53,
-                c: 64,
-                oh: 56,
-                ow: 56,
-                padded: true,
-            }],
-            1,
-        );
+        let conv = |f, len| {
+            script(
+                &[Layer::Conv {
+                    f,
+                    c: 64,
+                    len,
+                    padded: true,
+                }],
+                1,
+            )
+        };
+        assert!(!conv(54, 3264).contains("loop.peel"));
+        let conv = conv(53, 3264 - 32);
         assert_eq!(conv.matches("transform.loop.peel").count(), 2, "{conv}");
         assert!(conv.contains("nnopt.pad_copy = 0"), "{conv}");
     }
@@ -321,22 +328,23 @@ mod tests {
         assert_eq!(nine.matches("transform.loop.peel").count(), 2, "{nine}");
         assert_eq!(split(&dense(3, 53), 2), None);
         assert_eq!(split(&dense(64, 1024), 1), None);
-        let conv = |oh| Layer::Conv {
-            f: 64,
+        let conv = |f, len| Layer::Conv {
+            f,
             c: 64,
-            oh,
-            ow: 56,
+            len,
             padded: true,
         };
-        assert_eq!(split(&conv(56), 2), Some(vec![0, 0, 28, 0]));
-        assert_eq!(split(&conv(7), 2), None);
-        // A task of 28 rows gets 4-row tiles, one of 7 rows (the 14-row layer) 1-row tiles.
-        assert!(script(&[conv(56)], 2).contains("tile_sizes [1, 4, 4, 16]"));
-        assert!(script(&[conv(14)], 2).contains("tile_sizes [1, 16, 1, 16]"));
-        assert!(script(&[conv(14)], 1).contains("tile_sizes [1, 8, 2, 16]"));
-        // The 7-row conv stays serial, but its padded input is filled and copied in two tasks
-        // of 32 channels.
-        let s = script(&[dense(64, 1024), conv(7)], 2);
+        // 56 rows of 58 are 3248 positions, rounded up to 3264 = 2 x 1632 = 2 x (25 x 64 + 32).
+        assert_eq!(split(&conv(64, 3264), 2), Some(vec![0, 0, 1632]));
+        let two = script(&[conv(64, 3264)], 2);
+        assert!(two.contains("tile_sizes [1, 6, 64]"), "{two}");
+        assert_eq!(two.matches("transform.loop.peel").count(), 2, "{two}");
+        // A length that does not split into whole vectors splits the filters, else nothing.
+        assert_eq!(split(&conv(54, 200), 2), Some(vec![0, 27, 0]));
+        assert_eq!(split(&conv(53, 200), 2), None);
+        // The odd conv stays serial, but its padded input is filled and copied in two tasks of
+        // 32 channels.
+        let s = script(&[dense(64, 1024), conv(53, 200)], 2);
         assert_eq!(s.matches("tile_using_forall").count(), 3, "{s}");
         assert_eq!(s.matches("tile_sizes [0, 32, 0, 0]").count(), 2, "{s}");
     }
