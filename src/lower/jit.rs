@@ -308,9 +308,16 @@ impl<'c> Jit<'c> {
     ) -> Result<Self, String> {
         let Lowered {
             mut module,
-            signatures,
+            mut signatures,
             layers,
         } = lowered;
+        // Once per compiled module, not per call.
+        for w in signatures.iter_mut().flat_map(|s| &mut s.weights) {
+            if w.packed {
+                w.value = super::pack_dense(&w.value);
+                w.packed = false;
+            }
+        }
         match pipeline {
             Some(p) => run_pipeline(cx, &mut module, p)?,
             None if embed_schedule(cx, &module, &layers, threads)? => {

@@ -4,9 +4,10 @@
 //! (`nnopt.root`, `nnopt.kernel`, `nnopt.pad_fill`, `nnopt.pad_copy`, each = the layer's
 //! index) and records a [`Layer`]; [`script`] writes one `@__transform_main` that tiles every
 //! layer, then vectorizes all tiled ops at once. The recipes are `../shared/mlir-codegen`'s:
-//! - dense (`mmtb`, weight kept `[N, K]`): fuse the epilogue (bias add, activation) with the
-//!   matmul and its fill into `TM x TN` register tiles, split the K reduction into `VK`-wide
-//!   partial sums (`tile_reduction_using_for`), reduce the lanes once per tile;
+//! - dense (the notes' `mm`, on a weight packed into panels of `TN` columns of `W^T`, see
+//!   `lower::pack_dense`): fuse the epilogue (bias add, activation) with the matmul and its
+//!   fill into `TM` rows x one panel, loop order panel, rows; K by 1, so each step is an outer
+//!   product of `TM` broadcast inputs and the panel's `TN` contiguous weights;
 //! - conv (NCHW, stride 1, computed over the flattened rows of its padded input, see
 //!   `Lower::conv_flat`): tile `[1, TF, TP]` (filters, flat positions) in loop order n, p, f
 //!   with the epilogue fused, reduction dims (c, kh, kw) by 1, fold unit dims so the input map
@@ -41,10 +42,11 @@ pub enum Layer {
     },
 }
 
-/// The register tile of the dense schedule: `TM x TN` outputs, `VK` lanes of K. 6 x 4 (the
-/// notes had 4 x 4): 24 partial-sum vectors, 10 loads per 24 FMAs instead of 8 per 16, which
-/// took the MLP benchmark (batch 64) from 13.8–15.9 to 12.3 ms here; 8 x 4 spills.
-const DENSE_TILE: (u64, u64, u64) = (6, 4, 16);
+/// The register tile of the dense schedule: `TM` rows x `TN` columns, one panel of the packed
+/// weight (`lower::pack_dense`), K by 1: each reduction step broadcasts 12 inputs and loads 2
+/// weight vectors for 24 FMAs. 12 x 32 and 6 x 64 both took 64x1024x1024 to 0.93–1.0 ms here
+/// (onnxruntime 0.9–1.3); 8 x 32 and 4 x 64 1.1–1.4, 16 x 16 1.3.
+pub const DENSE_TILE: (u64, u64) = (12, 32);
 /// The register tile of the conv schedule: 6 filters x 64 flat output positions (4 vectors), 24
 /// accumulators; each step of the reduction loads 4 input vectors and broadcasts 6 weights. 4 x
 /// 64 took 7.1 ms for the 128-channel 3x3 conv at 56x56, 6 x 64 6.3; 7 x 64 spills, and widths
@@ -79,19 +81,19 @@ fn split(layer: &Layer, threads: u64) -> Option<Vec<u64>> {
     }
     match *layer {
         Layer::Dense { m, n, .. } => {
-            let tn = tile(n, DENSE_TILE.1);
-            if n % (threads * tn) == 0 {
-                Some(vec![0, n / threads])
-            } else if m % threads == 0 {
-                Some(vec![m / threads, 0])
+            let panels = n / DENSE_TILE.1;
+            if panels.is_multiple_of(threads) {
+                Some(vec![0, panels / threads, 0])
+            } else if m.is_multiple_of(threads) {
+                Some(vec![m / threads, 0, 0])
             } else {
                 None
             }
         }
         Layer::Conv { f, len, .. } => {
-            if len % (threads * 16) == 0 {
+            if len.is_multiple_of(threads * 16) {
                 Some(vec![0, 0, len / threads])
-            } else if f % threads == 0 {
+            } else if f.is_multiple_of(threads) {
                 Some(vec![0, f / threads, 0])
             } else {
                 None
@@ -150,24 +152,19 @@ pub fn script(layers: &[Layer], threads: u64) -> String {
             emit!("    %qf{i}, %fb{i} = transform.structured.fuse_into_containing_op %q{i} into %fa{i} : ({any}, {any}) -> ({any}, {any})");
         }
         match *layer {
-            Layer::Dense { m: rows, n, .. } => {
-                // Tiles and remainders are those of a task's share.
-                let (rows, n) = match task.as_deref() {
-                    Some(&[0, n_share]) => (rows, n_share),
-                    Some(&[m_share, 0]) => (m_share, n),
-                    _ => (rows, n),
+            Layer::Dense { m: rows, .. } => {
+                // Loops: panel, then rows (a panel stays in cache for every row tile).
+                let rows = match task.as_deref() {
+                    Some(&[m_share, 0, 0]) => m_share,
+                    _ => rows,
                 };
-                let (tm, tn) = (tile(rows, DENSE_TILE.0), tile(n, DENSE_TILE.1));
+                let tm = tile(rows, DENSE_TILE.0);
                 m(w, i, &format!("r{i}"), "root");
-                emit!("    %t{i}, %ln{i}, %lm{i} = transform.structured.fuse %r{i} tile_sizes [{tm}, {tn}] interchange [1, 0] : ({any}) -> ({any}, {any}, {any})");
-                // Inner loop first: peeling the outer one then clones both inner parts.
+                emit!("    %t{i}, %ln{i}, %lm{i} = transform.structured.fuse %r{i} tile_sizes [{tm}, 1, 0] interchange [1, 0, 2] : ({any}) -> ({any}, {any}, {any})");
                 if rows % tm != 0 {
                     peel(w, &format!("lm{i}"));
+                    peeled = true;
                 }
-                if n % tn != 0 {
-                    peel(w, &format!("ln{i}"));
-                }
-                peeled |= rows % tm != 0 || n % tn != 0;
             }
             Layer::Conv { f, c, len, padded } => {
                 let (f, len) = match task.as_deref() {
@@ -208,38 +205,26 @@ pub fn script(layers: &[Layer], threads: u64) -> String {
     if peeled {
         canonicalize(w);
     }
-    // Phase 2: tile the reductions of every kernel (all its clones after peeling).
-    let mut convs = false;
-    let mut peeled = false;
+    // Phase 2: tile the reductions of every kernel (all its clones after peeling) by 1.
     for (i, layer) in layers.iter().enumerate() {
         m(w, i, &format!("k{i}"), "kernel");
         match *layer {
-            Layer::Dense { k, .. } => {
-                let vk = tile(k, DENSE_TILE.2);
-                emit!("    %kf{i}, %ks{i}, %kc{i}, %kl{i} = transform.structured.tile_reduction_using_for %k{i} by tile_sizes = [0, 0, {vk}] : ({any}) -> ({any}, {any}, {any}, {any})");
-                if k % vk != 0 {
-                    peel(w, &format!("kl{i}"));
-                    peeled = true;
-                }
+            Layer::Dense { .. } => {
+                emit!("    %kt{i}, %kk{i} = transform.structured.tile_using_for %k{i} tile_sizes [0, 0, 0, 1] : ({any}) -> ({any}, {any})");
             }
             Layer::Conv { .. } => {
-                convs = true;
                 emit!("    %kt{i}, %kc{i}, %kh{i}, %kw{i} = transform.structured.tile_using_for %k{i} tile_sizes [0, 0, 0, 1, 1, 1] : ({any}) -> ({any}, {any}, {any}, {any})");
             }
         }
     }
-    if peeled && !convs {
-        canonicalize(w);
-    }
-    if convs {
-        // Also folds peeled sizes (like `canonicalize`) and drops the unit dims of the 1x1 reduction tiles: the input map (oh + kh, ow + kw)
-        // becomes a projected permutation the vectorizer accepts.
-        emit!("    transform.apply_patterns to %func {{");
-        emit!("      transform.apply_patterns.linalg.fold_unit_extent_dims_via_slices");
-        emit!("      transform.apply_patterns.linalg.tiling_canonicalization");
-        emit!("      transform.apply_patterns.canonicalization");
-        emit!("    }} : {any}");
-    }
+    // Drops the unit dims of the reduction tiles (a conv's input map p + kh * wp + kw becomes
+    // a projected permutation the vectorizer accepts; a dense tile becomes an outer product)
+    // and, like `canonicalize`, folds peeled sizes.
+    emit!("    transform.apply_patterns to %func {{");
+    emit!("      transform.apply_patterns.linalg.fold_unit_extent_dims_via_slices");
+    emit!("      transform.apply_patterns.linalg.tiling_canonicalization");
+    emit!("      transform.apply_patterns.canonicalization");
+    emit!("    }} : {any}");
     // Every linalg op inside a loop is a tile of a scheduled layer (the lowering makes no
     // loops of its own); loop handles died in canonicalization, so find them again.
     emit!(
@@ -264,7 +249,6 @@ pub fn script(layers: &[Layer], threads: u64) -> String {
     emit!("    transform.apply_patterns to %func {{");
     emit!("      transform.apply_patterns.vector.lower_contraction lowering_strategy = \"outerproduct\"");
     emit!("      transform.apply_patterns.vector.lower_outerproduct");
-    emit!("      transform.apply_patterns.vector.lower_multi_reduction lowering_strategy = \"innerreduction\"");
     emit!("      transform.apply_patterns.vector.transfer_permutation_patterns");
     emit!(
         "      transform.apply_patterns.vector.lower_transpose lowering_strategy = \"shuffle_1d\""
@@ -292,13 +276,13 @@ mod tests {
 
     #[test]
     fn remainders_are_peeled_only_when_there_is_one() {
+        // Dense layers have whole panels (N is padded); only the rows can leave a remainder.
         let dense = |m, n, k| script(&[Layer::Dense { m, n, k }], 1);
-        let even = dense(60, 1000, 1024);
+        let even = dense(60, 1024, 53);
         assert!(!even.contains("loop.peel"), "{even}");
-        let odd = dense(60, 53, 53);
-        assert_eq!(odd.matches("transform.loop.peel").count(), 2, "{odd}");
-        let rows = dense(64, 1000, 1024);
+        let rows = dense(64, 1024, 1024);
         assert_eq!(rows.matches("transform.loop.peel").count(), 1, "{rows}");
+        assert!(rows.contains("tile_sizes [12, 1, 0]"), "{rows}");
         let conv = |f, len| {
             script(
                 &[Layer::Conv {
@@ -318,15 +302,16 @@ mod tests {
 
     #[test]
     fn threads_split_only_into_equal_tasks() {
+        // Dense: whole panels of 32 columns per task, else rows.
         let dense = |m, n| Layer::Dense { m, n, k: 64 };
-        assert_eq!(split(&dense(64, 1024), 2), Some(vec![0, 512]));
-        assert_eq!(split(&dense(48, 53), 2), Some(vec![24, 0]));
-        assert_eq!(split(&dense(64, 53), 2), Some(vec![32, 0]));
-        // 18 rows are divisible by the 6-row tile, but each task's 9 are not: peeled per task.
-        let nine = script(&[dense(18, 53)], 2);
-        assert!(nine.contains("tile_sizes [9, 0]"), "{nine}");
-        assert_eq!(nine.matches("transform.loop.peel").count(), 2, "{nine}");
-        assert_eq!(split(&dense(3, 53), 2), None);
+        assert_eq!(split(&dense(64, 1024), 2), Some(vec![0, 16, 0]));
+        assert_eq!(split(&dense(48, 96), 2), Some(vec![24, 0, 0]));
+        // Each task's 9 rows are an 8-row tile and a peeled row.
+        let nine = script(&[dense(18, 96)], 2);
+        assert!(nine.contains("tile_sizes [9, 0, 0]"), "{nine}");
+        assert!(nine.contains("tile_sizes [8, 1, 0]"), "{nine}");
+        assert_eq!(nine.matches("transform.loop.peel").count(), 1, "{nine}");
+        assert_eq!(split(&dense(3, 96), 2), None);
         assert_eq!(split(&dense(64, 1024), 1), None);
         let conv = |f, len| Layer::Conv {
             f,

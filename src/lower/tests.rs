@@ -522,9 +522,14 @@ fn lower_weights_become_arguments() {
             .collect::<Vec<_>>(),
         ["fc.weight", "fc.bias"]
     );
+    // The weight of the scheduled dense layer is passed packed: one panel of 32 columns.
+    assert_eq!(
+        s.weights.iter().map(|w| w.packed).collect::<Vec<_>>(),
+        [true, false]
+    );
     let mlir = print(&l.module);
     assert!(
-        mlir.contains("%arg0: memref<2x4xf32>, %arg1: memref<3x4xf32>, %arg2: memref<3xf32>, %arg3: memref<2x3xf32>"),
+        mlir.contains("%arg0: memref<2x4xf32>, %arg1: memref<1x4x32xf32>, %arg2: memref<3xf32>, %arg3: memref<2x3xf32>"),
         "{mlir}"
     );
     let x = random(&[2, 4], 3);
@@ -620,7 +625,7 @@ fn scheduled_layer_does_not_fuse_its_input_producer() {
     let erf = out.find("math.erf").expect("gelu is still there");
     let first_loop = out.find("scf.for").expect("the layer is tiled");
     assert!(erf < first_loop, "gelu moved into the tiles:\n{out}");
-    assert!(out.contains("vector<4x4x8xf32>"), "{out}");
+    assert!(out.contains("vector<4x32xf32>"), "{out}");
 }
 
 /// A strided 1x1 conv without padding (a projection shortcut) becomes a strided slice plus a
