@@ -29,7 +29,8 @@ use std::fmt::Write;
 /// One scheduled layer: the static sizes of its loop nest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Layer {
-    /// `y[M, N] = x[M, K] · W[N, K]ᵀ`, then the epilogue.
+    /// `y[M, N] = x[M, K] · W[N, K]ᵀ`, then the epilogue, on the packed weight and with `n`
+    /// padded to whole panels (`Lower::dense_packed`).
     Dense { m: u64, n: u64, k: u64 },
     /// A groups-1, stride-1, dilation-1 NCHW conv with `f` filters and `c` input channels,
     /// computed over `len` flat positions of its (padded) input rows (`Lower::conv_flat`);
