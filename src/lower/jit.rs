@@ -15,11 +15,12 @@
 
 use super::schedule::{self, Layer};
 use super::{DiagCapture, Lowered, Signature};
+use melior::ir::operation::{OperationLike, WalkOrder, WalkResult};
 use melior::ir::{BlockLike, Module, Operation};
 use melior::pass::PassManager;
 use melior::utility::parse_pass_pipeline;
 use melior::Context;
-use melior::ExecutionEngine;
+use melior::StringRef;
 use ndarray::{ArrayD, IxDyn};
 
 /// The default lowering pipeline from linalg on tensors to the LLVM dialect.
@@ -263,6 +264,85 @@ mod pool {
     }
 }
 
+/// MLIR's ExecutionEngine through the C API. melior's wrapper keeps the null engine
+/// `mlirExecutionEngineCreate` returns when translation or JIT set-up fails, and crashed on its
+/// first use.
+struct Engine(mlir_sys::MlirExecutionEngine);
+
+impl Engine {
+    /// Translates `module` (all LLVM dialect) and JIT-compiles it at LLVM opt level `opt`.
+    fn new(module: &Module, opt: i32) -> Option<Engine> {
+        // SAFETY: the module is alive; no shared libraries are passed (a null list of 0).
+        let raw = unsafe {
+            mlir_sys::mlirExecutionEngineCreate(
+                module.to_raw(),
+                opt,
+                0,
+                std::ptr::null(),
+                false,
+                false,
+            )
+        };
+        (!raw.ptr.is_null()).then_some(Engine(raw))
+    }
+
+    /// Makes `symbol` resolve to `address` in the compiled code.
+    ///
+    /// # Safety
+    /// `address` must be a function with the C signature the compiled code calls `symbol` with.
+    unsafe fn register_symbol(&self, symbol: &str, address: *mut ()) {
+        // SAFETY: the engine is alive (non-null); the caller vouches for the address.
+        unsafe {
+            mlir_sys::mlirExecutionEngineRegisterSymbol(
+                self.0,
+                StringRef::new(symbol).to_raw(),
+                address.cast(),
+            )
+        }
+    }
+
+    /// Calls `_mlir_ciface_<name>` with packed arguments; false when there is no such function.
+    ///
+    /// # Safety
+    /// `args` must point at what the function reads and writes (see `Jit::run_into`).
+    unsafe fn invoke_packed(&self, name: &str, args: &mut [*mut ()]) -> bool {
+        // SAFETY: the engine is alive; the caller vouches for the arguments.
+        let r = unsafe {
+            mlir_sys::mlirExecutionEngineInvokePacked(
+                self.0,
+                StringRef::new(name).to_raw(),
+                args.as_mut_ptr().cast(),
+            )
+        };
+        r.value != 0
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // SAFETY: created by `mlirExecutionEngineCreate`, destroyed once.
+        unsafe { mlir_sys::mlirExecutionEngineDestroy(self.0) }
+    }
+}
+
+/// The name of the first op in `module` outside the LLVM dialect, if any: the engine cannot
+/// translate such a module, and `mlirExecutionEngineCreate` then returns a null engine, which
+/// crashed on first use instead of failing.
+fn unconverted(module: &Module) -> Option<String> {
+    let mut found = None;
+    module.as_operation().walk(WalkOrder::PreOrder, |op| {
+        let name = op.name();
+        let name = name.as_string_ref().as_str().unwrap_or("?");
+        if name == "builtin.module" || name.starts_with("llvm.") {
+            WalkResult::Advance
+        } else {
+            found = Some(name.to_string());
+            WalkResult::Interrupt
+        }
+    });
+    found
+}
+
 /// MLIR's `UnrankedMemRefType`: the rank and a pointer to a ranked descriptor.
 #[repr(C)]
 struct Unranked {
@@ -289,7 +369,7 @@ pub fn run_pipeline(cx: &Context, module: &mut Module, pipeline: &str) -> Result
 
 /// A compiled module, ready to run.
 pub struct Jit<'c> {
-    engine: ExecutionEngine,
+    engine: Engine,
     signatures: Vec<Signature>,
     // The engine holds the translated LLVM module; the MLIR module is kept for the context's
     // lifetime bound only.
@@ -325,11 +405,19 @@ impl<'c> Jit<'c> {
             }
             None => run_pipeline(cx, &mut module, DEFAULT_PIPELINE)?,
         }
+        if let Some(op) = unconverted(&module) {
+            return Err(format!(
+                "cannot JIT-compile the module: the lowering pipeline left `{op}`, which is not in the LLVM dialect"
+            ));
+        }
         let capture = DiagCapture::new(cx);
         if threads > 1 {
             load_async_runtime()?;
         }
-        let engine = ExecutionEngine::new(&module, 3, &[], false, false);
+        let Some(engine) = Engine::new(&module, 3) else {
+            let msgs = capture.take();
+            return Err(format!("cannot JIT-compile the module (MLIR's ExecutionEngine could not be created):\n{msgs}"));
+        };
         // SAFETY: each function has the C signature compiled code expects of the symbol.
         unsafe {
             engine.register_symbol(
@@ -462,8 +550,9 @@ impl<'c> Jit<'c> {
         // f32 buffer whose shape matches the function's memref type (checked above: static
         // sizes, and equal dynamic sizes where the code relies on them). The function writes
         // only the output buffers, which are exclusively borrowed here.
-        unsafe { self.engine.invoke_packed(name, &mut args) }
-            .map_err(|e| format!("cannot call @{name}: {e}"))?;
+        if !unsafe { self.engine.invoke_packed(name, &mut args) } {
+            return Err(format!("cannot call @{name}: no such compiled function"));
+        }
         drop(weight_copies);
         Ok(())
     }

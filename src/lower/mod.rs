@@ -41,7 +41,7 @@ use melior::ir::operation::{
 use melior::ir::r#type::{FunctionType, IntegerType, MemRefType, RankedTensorType};
 use melior::ir::{
     AffineExpr, AffineMap, Attribute, Block, BlockLike, Location, Module as MlirModule, Region,
-    RegionLike, Type, Value,
+    RegionLike, Type, Value, ValueLike,
 };
 use melior::utility::{register_all_dialects, register_all_llvm_translations, register_all_passes};
 use melior::Context;
@@ -302,6 +302,7 @@ fn lower_function<'c>(
             epilogue: HashMap::new(),
             views: HashMap::new(),
             packed: Default::default(),
+            strided: Default::default(),
         };
         l.run().map(|()| {
             (
@@ -396,6 +397,8 @@ struct Lower<'c, 'b, 'f> {
     views: HashMap<ValueId, (Value<'c, 'b>, View)>,
     /// Weights whose argument is packed (see [`pack_dense`]).
     packed: std::collections::HashSet<ValueId>,
+    /// Results of [`Lower::view`] that are not contiguous (raw MLIR values).
+    strided: std::collections::HashSet<usize>,
 }
 
 /// The geometry of a conv that [`Lower::conv_flat`] lowers.
@@ -958,7 +961,8 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
             }
             OpKind::Flatten { axis } => self.flatten(op, operands[0], *axis as usize)?,
             OpKind::Reshape { shape: target } => {
-                let (x, _) = self.val(operands[0]);
+                let (x, xd) = self.val(operands[0]);
+                let x = self.contiguous(x, &xd)?;
                 let dims: Vec<DimVal> = target.iter().map(|&n| DimVal::Static(n)).collect();
                 let st: Vec<i64> = target.iter().map(|&n| n as i64).collect();
                 let sty = RankedTensorType::new(
@@ -1647,6 +1651,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
             self.e
                 .collapse(xp, &[vec![0], vec![1], vec![2, 3]], self.ty(&flat))?
         } else {
+            let x = self.contiguous(x, xd)?;
             let x = self.barrier(x, xd)?;
             let flat = [n, DimVal::Static(g.c), DimVal::Static(g.h * wp)];
             self.e
@@ -1704,8 +1709,34 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         Ok(())
     }
 
-    /// The result `view` makes of `y`, a layer's computed form.
-    fn view(&self, y: Value<'c, 'b>, view: View) -> BResult<Value<'c, 'b>> {
+    /// The result `view` makes of `y`, a layer's computed form; recorded in `strided` unless
+    /// it is contiguous.
+    fn view(&mut self, y: Value<'c, 'b>, view: View) -> BResult<Value<'c, 'b>> {
+        let v = self.view_of(y, view)?;
+        let contiguous = match view {
+            View::Rows(r) => r.len == r.ho * r.wp && r.wo == r.wp,
+            View::Cols { n, npad, .. } => n == npad,
+        };
+        if !contiguous {
+            self.strided.insert(v.to_raw().ptr as usize);
+        }
+        Ok(v)
+    }
+
+    /// `x`, copied into a contiguous tensor if it is a strided view (see [`Lower::view`]):
+    /// collapsing such a view keeps a non-unit innermost stride when the collapsed axes have
+    /// size 1 (a conv's 1x1 output flattened), which the vector transfers of a scheduled
+    /// layer reading it cannot lower to LLVM.
+    fn contiguous(&self, x: Value<'c, 'b>, dims: &[DimVal]) -> BResult<Value<'c, 'b>> {
+        if !self.strided.contains(&(x.to_raw().ptr as usize)) {
+            return Ok(x);
+        }
+        let init = self.empty(dims)?;
+        self.e
+            .named_linalg("linalg.copy", &[x], init, self.ty(dims), &[])
+    }
+
+    fn view_of(&self, y: Value<'c, 'b>, view: View) -> BResult<Value<'c, 'b>> {
         let r = match view {
             View::Rows(r) => r,
             View::Cols { m, n, npad } => {
@@ -1884,6 +1915,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
 
     fn flatten(&mut self, op: OpId, v: ValueId, axis: usize) -> LResult<()> {
         let (x, d) = self.val(v);
+        let x = self.contiguous(x, &d)?;
         let r = d.len();
         if r == 0 {
             return Err(Fail::Unsupported(op, "flattening a scalar".into()));

@@ -569,6 +569,40 @@ fn lower_bad_pipeline_reports_mlir_error() {
     let mut l = lower_module(&cx, &m).unwrap();
     let e = jit::run_pipeline(&cx, &mut l.module, "builtin.module(no-such-pass)").unwrap_err();
     assert!(e.contains("no-such-pass"), "{e}");
+    // A pipeline that stops short of the LLVM dialect is an error, not a null engine (which
+    // crashed on first use).
+    let l = lower_module(&cx, &m).unwrap();
+    let e = match Jit::compile(&cx, l, Some("builtin.module(canonicalize)"), 1) {
+        Err(e) => e,
+        Ok(_) => panic!("compiled a module outside the LLVM dialect"),
+    };
+    assert!(
+        e.contains("`func.func`, which is not in the LLVM dialect"),
+        "{e}"
+    );
+}
+
+/// A conv whose output is 1x1 is a view with a non-unit innermost stride (its flat rows are
+/// 32 long); flattened into a scheduled dense layer it is copied to a contiguous tensor
+/// first: the dense kernel's broadcast reads of it did not lower to LLVM (found by the
+/// compile property of `tests/prune_exact.rs`).
+#[test]
+fn flattened_one_by_one_conv_feeds_a_dense_layer() {
+    let text = "func @f(%x: tensor<1x3x4x4xf32>, %k: tensor<2x3x3x3xf32>, %j: tensor<4x2x1x1xf32>, %w: tensor<3x4xf32>) -> tensor<1x3xf32> {
+  %c = nn.conv2d %x, %k {pads = [1, 1, 1, 1], strides = [2, 2], dilations = [2, 2]} : tensor<1x2x1x1xf32>
+  %d = nn.conv2d %c, %j : tensor<1x4x1x1xf32>
+  %a = nn.leaky_relu %d {alpha = 0.1} : tensor<1x4x1x1xf32>
+  %f = nn.flatten %a {axis = 1} : tensor<1x4xf32>
+  %y = nn.linear %f, %w : tensor<1x3xf32>
+  return %y : tensor<1x3xf32>
+}";
+    assert_eq!(
+        check(
+            text,
+            &[&[1, 3, 4, 4], &[2, 3, 3, 3], &[4, 2, 1, 1], &[3, 4]]
+        ),
+        2
+    );
 }
 
 /// The transform schedule covers dense and conv layers whose sizes leave remainders (53
