@@ -224,8 +224,19 @@ impl<'c: 'b, 'b, B: BlockLike<'c, 'b>> Emitter<'c, 'b, B> {
         a: Value<'c, '_>,
         b: Value<'c, '_>,
     ) -> BResult<Value<'c, 'b>> {
-        let fm = Attribute::parse(self.cx, "#arith.fastmath<contract>")
-            .ok_or_else(|| BuildError("cannot build #arith.fastmath<contract>".into()))?;
+        self.binf_fast(name, a, b, "contract")
+    }
+
+    /// A binary float op with the fast-math `flags` (e.g. `reassoc`).
+    pub fn binf_fast(
+        &self,
+        name: &str,
+        a: Value<'c, '_>,
+        b: Value<'c, '_>,
+        flags: &str,
+    ) -> BResult<Value<'c, 'b>> {
+        let fm = Attribute::parse(self.cx, &format!("#arith.fastmath<{flags}>"))
+            .ok_or_else(|| BuildError(format!("cannot build #arith.fastmath<{flags}>")))?;
         self.op1(
             name,
             &[a, b],

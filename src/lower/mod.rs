@@ -1875,7 +1875,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
             &d,
             &reduced,
             0.0,
-            |e, a| e.binf("arith.addf", a[0], a[1]),
+            |e, a| e.binf_fast("arith.addf", a[0], a[1], "reassoc"),
         )?;
         let k = kept.len();
         let cnt = count as f32;
