@@ -830,7 +830,8 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
             | OpKind::Gelu { .. }
             | OpKind::Silu
             | OpKind::HardSwish) => {
-                // The epilogue of a flat conv is computed on the flat result, in its tiles.
+                // The epilogue of a layer computed in another form (a flat conv, a packed dense
+                // layer; see `views`) is computed on that form, in the layer's tiles.
                 let flat = self
                     .views
                     .get(&operands[0])
