@@ -1,24 +1,7 @@
 //! CLI behaviour: output and exit codes of the `nnopt` binary.
 
-use std::process::Command;
-
-fn nnopt(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_nnopt"))
-        .args(args)
-        .output()
-        .expect("run nnopt")
-}
-
-/// Runs nnopt and requires exit 0, showing its stderr otherwise.
-fn nnopt_ok(args: &[&str]) -> std::process::Output {
-    let out = nnopt(args);
-    assert!(
-        out.status.success(),
-        "nnopt {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+mod common;
+use common::{nnopt, nnopt_ok};
 
 #[test]
 fn list_ops_prints_the_op_table() {

@@ -1,6 +1,9 @@
 //! ONNX import and export: models are built here with the prost messages, written to a
 //! temporary directory, and fed to the library and to the `nnopt` binary.
 
+mod common;
+use common::{nnopt, nnopt_ok};
+
 use bytes::Bytes;
 use nnopt::onnx::proto::{
     attr_type, data_type, tensor_shape_proto, type_proto, AttributeProto, GraphProto, ModelProto,
@@ -10,25 +13,6 @@ use nnopt::onnx::proto::{
 use nnopt::onnx::{export_model, import_file};
 use prost::Message;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn nnopt(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_nnopt"))
-        .args(args)
-        .output()
-        .expect("run nnopt")
-}
-
-/// Runs nnopt and requires exit 0, showing its stderr otherwise.
-fn nnopt_ok(args: &[&str]) -> std::process::Output {
-    let out = nnopt(args);
-    assert!(
-        out.status.success(),
-        "nnopt {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 fn f32_init(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
     let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();

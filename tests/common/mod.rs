@@ -1,0 +1,22 @@
+//! Helpers shared by the integration tests that run the `nnopt` binary.
+
+use std::process::{Command, Output};
+
+/// Runs the `nnopt` binary with `args`.
+pub fn nnopt(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nnopt"))
+        .args(args)
+        .output()
+        .expect("run nnopt")
+}
+
+/// Runs nnopt and requires exit 0, showing its stderr otherwise.
+pub fn nnopt_ok(args: &[&str]) -> Output {
+    let out = nnopt(args);
+    assert!(
+        out.status.success(),
+        "nnopt {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
