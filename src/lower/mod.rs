@@ -741,6 +741,26 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         )
     }
 
+    /// `y + b` over `dims`, the bias `b` indexed by the axes `b_axes` of `y` and broadcast over
+    /// the others (the bias add of linear and conv layers).
+    fn add_bias(
+        &self,
+        y: Value<'c, 'b>,
+        dims: &[DimVal],
+        b: Value<'c, 'b>,
+        b_axes: &[usize],
+    ) -> BResult<Value<'c, 'b>> {
+        let r = dims.len();
+        self.elementwise(
+            &[
+                (y, (0..r).map(Some).collect()),
+                (b, b_axes.iter().copied().map(Some).collect()),
+            ],
+            dims,
+            |e, a| e.binf("arith.addf", a[0], a[1]),
+        )
+    }
+
     /// A reduction over the axes in `reduced` (a `linalg.generic` with reduction iterators)
     /// into a tensor of the kept dims initialised to `init_value`.
     #[allow(clippy::type_complexity)]
@@ -1197,14 +1217,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
             Some(&b) => {
                 let (bv, bd) = self.val(b);
                 self.unify(bd[0], n);
-                self.elementwise(
-                    &[
-                        (kernel, (0..r).map(Some).collect()),
-                        (bv, vec![Some(r - 1)]),
-                    ],
-                    &out,
-                    |e, a| e.binf("arith.addf", a[0], a[1]),
-                )?
+                self.add_bias(kernel, &out, bv, &[r - 1])?
             }
             None => kernel,
         };
@@ -1391,14 +1404,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
                 let b2 = self
                     .e
                     .expand(bp, &[vec![0, 1]], &[nb as i64, tn as i64], &[])?;
-                self.elementwise(
-                    &[
-                        (kernel, vec![Some(0), Some(1), Some(2)]),
-                        (b2, vec![Some(1), Some(2)]),
-                    ],
-                    &out3,
-                    |e, a| e.binf("arith.addf", a[0], a[1]),
-                )?
+                self.add_bias(kernel, &out3, b2, &[1, 2])?
             }
             None => kernel,
         };
@@ -1580,11 +1586,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         let y = match operands.get(2) {
             Some(&b) => {
                 let (bv, _) = self.val(b);
-                self.elementwise(
-                    &[(kernel, (0..4).map(Some).collect()), (bv, vec![Some(1)])],
-                    &out,
-                    |e, a| e.binf("arith.addf", a[0], a[1]),
-                )?
+                self.add_bias(kernel, &out, bv, &[1])?
             }
             None => kernel,
         };
@@ -1679,11 +1681,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         let y = match bias {
             Some(b) => {
                 let (bv, _) = self.val(b);
-                self.elementwise(
-                    &[(kernel, (0..3).map(Some).collect()), (bv, vec![Some(1)])],
-                    &flat,
-                    |e, a| e.binf("arith.addf", a[0], a[1]),
-                )?
+                self.add_bias(kernel, &flat, bv, &[1])?
             }
             None => kernel,
         };
