@@ -13,6 +13,7 @@
 //! Before the call every input shape and every [`super::Signature::constraints`] pair is
 //! checked, so the compiled code never reads outside a buffer.
 
+use super::async_runtime;
 use super::schedule::{self, Layer};
 use super::{DiagCapture, Lowered, Signature};
 use melior::ir::operation::{OperationLike, WalkOrder, WalkResult};
@@ -59,41 +60,6 @@ pub fn scheduled_pipeline(threads: u64) -> String {
 /// [`DEFAULT_PIPELINE`]; `lower::tests::threaded_pipeline_has_the_async_passes` checks it).
 const BUFFERIZED: &str = "convert-bufferization-to-memref,";
 const LOOPS: &str = "func.func(convert-linalg-to-loops),canonicalize,cse,";
-
-/// MLIR's async runtime, which threaded code calls (from the LLVM MLIR was built with).
-const ASYNC_RUNTIME: &str = concat!(
-    env!("MLIR_SYS_220_PREFIX"),
-    "/lib/libmlir_async_runtime.so\0"
-);
-
-/// Loads the async runtime into the process once, for good (`RTLD_GLOBAL`: the engine finds
-/// its `mlirAsyncRuntime*` functions among the process's symbols). Handing the library to the
-/// engine instead crashed the second engine of a process: each engine's destructor calls the
-/// library's `__mlir_execution_engine_destroy`, which tears down the runtime the library
-/// keeps. (melior also passes the path without a NUL, which the engine reads as a C string.)
-fn load_async_runtime() -> Result<(), String> {
-    static LOADED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-    LOADED
-        .get_or_init(|| {
-            extern "C" {
-                fn dlopen(file: *const std::ffi::c_char, mode: std::ffi::c_int) -> *mut ();
-            }
-            const RTLD_NOW: std::ffi::c_int = 2;
-            const RTLD_GLOBAL: std::ffi::c_int = 0x100;
-            // SAFETY: the path is NUL-terminated; the library's initializers have no
-            // preconditions, and it is never unloaded.
-            let handle = unsafe { dlopen(ASYNC_RUNTIME.as_ptr().cast(), RTLD_NOW | RTLD_GLOBAL) };
-            if handle.is_null() {
-                Err(format!(
-                    "--threads needs MLIR's async runtime, which cannot be loaded from {}",
-                    ASYNC_RUNTIME.trim_end_matches('\0')
-                ))
-            } else {
-                Ok(())
-            }
-        })
-        .clone()
-}
 
 /// Nests the transform schedule of `layers` in `module` as a private module
 /// `@__nnopt_schedule`, where `transform-interpreter` finds its `@__transform_main`. Returns
@@ -411,9 +377,9 @@ impl<'c> Jit<'c> {
             ));
         }
         let capture = DiagCapture::new(cx);
-        if threads > 1 {
-            load_async_runtime()?;
-        }
+        // Code compiled for N threads runs one task of each parallel loop on the calling
+        // thread (`async-dispatch=false`) and N - 1 on the pool.
+        async_runtime::ensure_workers(threads.saturating_sub(1) as usize)?;
         let Some(engine) = Engine::new(&module, 3) else {
             let msgs = capture.take();
             return Err(format!("cannot JIT-compile the module (MLIR's ExecutionEngine could not be created):\n{msgs}"));
@@ -437,6 +403,9 @@ impl<'c> Jit<'c> {
                 "free",
                 pool::free as unsafe extern "C" fn(*mut u8) as *mut (),
             );
+            for (name, address) in async_runtime::symbols() {
+                engine.register_symbol(name, address);
+            }
         };
         let msgs = capture.take();
         if !msgs.is_empty() {

@@ -21,6 +21,7 @@
 //! dynamic concat/gather/scatter axis are reported as diagnostics naming the op; see
 //! `docs/lowering.md`.
 
+mod async_runtime;
 pub mod builder;
 pub mod jit;
 pub mod schedule;
