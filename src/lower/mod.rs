@@ -1637,20 +1637,42 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
                 DimVal::Static(rows),
                 DimVal::Static(wp),
             ];
-            // The padding as the fill + copy the schedule tiles per row (what
-            // `linalg.decompose_pad` + `insert_slice_to_copy` would make, but tagged).
-            let fill = self.filled(0.0, &pd)?;
-            tag(cx, fill, "pad_fill", i)?;
-            let low = [0, 0, pt as i64, pl as i64];
+            // The padding as zero fills of the border and a copy of the interior, which the
+            // schedule tiles per row (`linalg.decompose_pad` + `insert_slice_to_copy`, but
+            // tagged, and without filling the interior first: a whole-buffer fill cost a
+            // conv's input size in stores).
+            let mut xp = self.empty(&pd)?;
+            let (nc, c) = (n.to_i64(), g.c as i64);
+            let [t, l, r, h, w, below, wide] =
+                [pt, pl, pr, g.h, g.w, rows - pt - g.h, wp].map(|v| v as i64);
+            for (at, size) in [
+                // Rows above, rows below (with the extra rows of the flat reads), then the
+                // left and right columns of the input's rows.
+                ([0, 0, 0, 0], [nc, c, t, wide]),
+                ([0, 0, t + h, 0], [nc, c, below, wide]),
+                ([0, 0, t, 0], [nc, c, h, l]),
+                ([0, 0, t, l + w], [nc, c, h, r]),
+            ] {
+                if size.contains(&0) {
+                    continue;
+                }
+                let ty = tensor_type(cx, &size);
+                let part = self.e.extract_slice(xp, &at, &size, &[], ty)?;
+                let zeros = self.e.fill(0.0, part, ty)?;
+                xp = self
+                    .e
+                    .insert_slice(zeros, xp, &at, &size, &[], self.ty(&pd))?;
+            }
+            let low = [0, 0, t, l];
             let sizes = shape(xd);
-            let inner = self.e.extract_slice(fill, &low, &sizes, &[], self.ty(xd))?;
+            let inner = self.e.extract_slice(xp, &low, &sizes, &[], self.ty(xd))?;
             let copy = self
                 .e
                 .named_linalg("linalg.copy", &[x], inner, self.ty(xd), &[])?;
             tag(cx, copy, "pad_copy", i)?;
             let xp = self
                 .e
-                .insert_slice(copy, fill, &low, &sizes, &[], self.ty(&pd))?;
+                .insert_slice(copy, xp, &low, &sizes, &[], self.ty(&pd))?;
             let flat = [n, DimVal::Static(g.c), DimVal::Static(rows * wp)];
             self.e
                 .collapse(xp, &[vec![0], vec![1], vec![2, 3]], self.ty(&flat))?

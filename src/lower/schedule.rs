@@ -1,7 +1,7 @@
 //! Transform-dialect schedules that tile and vectorize the compute-heavy layers.
 //!
 //! The lowering tags the ops of each layer it can schedule with discardable attributes
-//! (`nnopt.root`, `nnopt.kernel`, `nnopt.pad_fill`, `nnopt.pad_copy`, each = the layer's
+//! (`nnopt.root`, `nnopt.kernel`, `nnopt.pad_copy`, each = the layer's
 //! index) and records a [`Layer`]; [`script`] writes one `@__transform_main` that tiles every
 //! layer, then vectorizes all tiled ops at once. The recipes are `../shared/mlir-codegen`'s:
 //! - dense (the notes' `mm`, on a weight packed into panels of `TN` columns of `W^T`, see
@@ -175,19 +175,18 @@ pub fn script(layers: &[Layer], threads: u64) -> String {
                 };
                 let (tf, tp) = conv_tile(f, len);
                 if padded {
-                    // Zero-fill and copy the padded input one row at a time; with threads,
+                    // Copy the input into the padded buffer one row at a time; with threads,
                     // each task takes an equal share of the channels first (serial, this
-                    // copy capped the conv's two-thread speedup).
-                    let share = (threads > 1 && c % threads == 0).then(|| c / threads);
-                    for (name, attr) in [("pf", "pad_fill"), ("pc", "pad_copy")] {
-                        m(w, i, &format!("{name}{i}"), attr);
-                        let mut op = format!("{name}{i}");
-                        if let Some(share) = share {
-                            emit!("    %{name}q{i}, %{name}fa{i} = transform.structured.tile_using_forall %{op} tile_sizes [0, {share}, 0, 0] : ({any}) -> ({any}, {any})");
-                            op = format!("{name}q{i}");
-                        }
-                        emit!("    %{name}t{i}, %{name}a{i}, %{name}b{i} = transform.structured.tile_using_for %{op} tile_sizes [0, 1, 1, 0] : ({any}) -> ({any}, {any}, {any})");
+                    // copy capped the conv's two-thread speedup). The border's zero fills are
+                    // small and stay for the loop fallback.
+                    m(w, i, &format!("pc{i}"), "pad_copy");
+                    let mut op = format!("pc{i}");
+                    if threads > 1 && c.is_multiple_of(threads) {
+                        let share = c / threads;
+                        emit!("    %pcq{i}, %pcfa{i} = transform.structured.tile_using_forall %{op} tile_sizes [0, {share}, 0, 0] : ({any}) -> ({any}, {any})");
+                        op = format!("pcq{i}");
                     }
+                    emit!("    %pct{i}, %pca{i}, %pcb{i} = transform.structured.tile_using_for %{op} tile_sizes [0, 1, 1, 0] : ({any}) -> ({any}, {any}, {any})");
                 }
                 m(w, i, &format!("r{i}"), "root");
                 // Loops n, p, f: the input rows of a position tile stay in cache while every
@@ -328,10 +327,10 @@ mod tests {
         // A length that does not split into whole vectors splits the filters, else nothing.
         assert_eq!(split(&conv(54, 200), 2), Some(vec![0, 27, 0]));
         assert_eq!(split(&conv(53, 200), 2), None);
-        // The odd conv stays serial, but its padded input is filled and copied in two tasks of
-        // 32 channels.
+        // The odd conv stays serial, but its input is copied into the padded buffer in two
+        // tasks of 32 channels.
         let s = script(&[dense(64, 1024), conv(53, 200)], 2);
-        assert_eq!(s.matches("tile_using_forall").count(), 3, "{s}");
-        assert_eq!(s.matches("tile_sizes [0, 32, 0, 0]").count(), 2, "{s}");
+        assert_eq!(s.matches("tile_using_forall").count(), 2, "{s}");
+        assert_eq!(s.matches("tile_sizes [0, 32, 0, 0]").count(), 1, "{s}");
     }
 }
