@@ -59,6 +59,22 @@ pub fn scheduled_pipeline(threads: u64) -> String {
     p
 }
 
+/// Runs [`scheduled_pipeline`] on `module` in two halves, split after the loops exist
+/// (`LOOPS`), and inserts the dense layers' weight prefetches between them
+/// (`super::prefetch`). `nnopt run` and `--emit=llvm` both compile this way; a
+/// `--mlir-pipeline` runs as given, without prefetches.
+pub fn run_scheduled(cx: &Context, module: &mut Module, threads: u64) -> Result<(), String> {
+    let full = scheduled_pipeline(threads);
+    let at = full
+        .find(LOOPS)
+        .map(|i| i + LOOPS.len())
+        .ok_or_else(|| "internal error: the scheduled pipeline lost its loop stage".to_string())?;
+    let (first, second) = full.split_at(at);
+    run_pipeline(cx, module, &format!("{})", first.trim_end_matches(',')))?;
+    super::prefetch::insert(cx, module);
+    run_pipeline(cx, module, &format!("builtin.module({second}"))
+}
+
 /// Where [`scheduled_pipeline`] inserts the threading passes (both occur in
 /// [`DEFAULT_PIPELINE`]; `lower::tests::threaded_pipeline_has_the_async_passes` checks it).
 const BUFFERIZED: &str = "convert-bufferization-to-memref,";
@@ -370,7 +386,7 @@ impl<'c> Jit<'c> {
         match pipeline {
             Some(p) => run_pipeline(cx, &mut module, p)?,
             None if embed_schedule(cx, &module, &layers, threads)? => {
-                run_pipeline(cx, &mut module, &scheduled_pipeline(threads))?
+                run_scheduled(cx, &mut module, threads)?
             }
             None => run_pipeline(cx, &mut module, DEFAULT_PIPELINE)?,
         }

@@ -24,6 +24,7 @@
 mod async_runtime;
 pub mod builder;
 pub mod jit;
+mod prefetch;
 pub mod schedule;
 
 use crate::diag::Diagnostic;
@@ -2207,15 +2208,13 @@ pub fn emit_text(
         }
         _ => false,
     };
-    let pipeline = match (emit, pipeline) {
-        (_, Some(p)) => Some(p.to_string()),
-        (Emit::Llvm, None) if scheduled => Some(jit::scheduled_pipeline(threads)),
-        (Emit::Llvm, None) => Some(jit::DEFAULT_PIPELINE.to_string()),
-        (Emit::Mlir | Emit::Transform, None) => None,
-    };
-    if let Some(p) = pipeline {
-        jit::run_pipeline(&cx, &mut lowered.module, &p).map_err(fail)?;
+    match (emit, pipeline) {
+        (_, Some(p)) => jit::run_pipeline(&cx, &mut lowered.module, p),
+        (Emit::Llvm, None) if scheduled => jit::run_scheduled(&cx, &mut lowered.module, threads),
+        (Emit::Llvm, None) => jit::run_pipeline(&cx, &mut lowered.module, jit::DEFAULT_PIPELINE),
+        (Emit::Mlir | Emit::Transform, None) => Ok(()),
     }
+    .map_err(fail)?;
     Ok(print(&lowered.module))
 }
 
