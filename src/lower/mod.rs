@@ -723,15 +723,35 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
     }
 
     /// Moves a layer's root tag to the activation `y` that consumes it, so the schedule tiles
-    /// the activation and fuses the whole layer into it.
-    fn fuse_epilogue(&mut self, input: ValueId, y: Value<'c, 'b>) -> BResult<()> {
-        if let Some((i, prev)) = self.epilogue.remove(&input) {
-            untag(prev, "root")?;
-            tag(self.cx, prev, "part", i)?;
-            tag(self.cx, y, "root", i)?;
-            share_init(y, last_operand(prev)?)?;
+    /// the activation and fuses the whole layer into it. False when `input` is no layer's.
+    fn fuse_epilogue(&mut self, input: ValueId, y: Value<'c, 'b>) -> BResult<bool> {
+        let Some((i, prev)) = self.epilogue.remove(&input) else {
+            return Ok(false);
+        };
+        untag(prev, "root")?;
+        tag(self.cx, prev, "part", i)?;
+        tag(self.cx, y, "root", i)?;
+        share_init(y, last_operand(prev)?)?;
+        Ok(true)
+    }
+
+    /// Tags an element-wise op outside any layer (a residual add, an activation) with the
+    /// axis a threaded schedule splits it along (`nnopt.spread`): the first of the two
+    /// outermost axes with at least 2 elements, when every size is static. On two threads these
+    /// ops otherwise ran on one while the other waited (the benchmark ResNet's residual adds
+    /// and their relus).
+    fn spread(&self, y: Value<'c, 'b>, dims: &[DimVal]) -> BResult<()> {
+        let sizes: Option<Vec<u64>> = dims
+            .iter()
+            .map(|d| match d {
+                DimVal::Static(n) => Some(*n),
+                DimVal::Arg { .. } => None,
+            })
+            .collect();
+        match sizes.and_then(|s| s.iter().take(2).position(|&n| n >= 2)) {
+            Some(axis) => tag(self.cx, y, "spread", axis),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// The static size of `dims[axis]`, or an "unsupported" failure naming what it is.
@@ -901,7 +921,9 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
                 let y = self.elementwise(&[(x, (0..r).map(Some).collect())], &d, move |e, a| {
                     activation(e, &k, a[0])
                 })?;
-                self.fuse_epilogue(operands[0], y)?;
+                if !self.fuse_epilogue(operands[0], y)? {
+                    self.spread(y, &d)?;
+                }
                 match flat {
                     Some((_, v)) => {
                         let out = self.view(y, v)?;
@@ -938,6 +960,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
                     &out,
                     |e, v| e.binf(name, v[0], v[1]),
                 )?;
+                self.spread(y, &out)?;
                 self.define(op, y, out);
             }
             OpKind::Linear => self.linear(op, &operands)?,

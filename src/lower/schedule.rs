@@ -202,6 +202,21 @@ pub fn script(layers: &[Layer], threads: u64) -> String {
             }
         }
     }
+    // Element-wise ops outside the layers (`Lower::spread`) become `threads` tasks along their
+    // tagged axis; inside, they stay for the loop fallback (LLVM vectorizes those loops).
+    if threads > 1 {
+        for axis in 0..2 {
+            let mut counts = vec![0; axis + 1];
+            counts[axis] = threads;
+            let counts = counts
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            emit!("    %ew{axis} = transform.structured.match attributes {{nnopt.spread = {axis} : i64}} in %root : ({any}) -> {any}");
+            emit!("    %ewt{axis}, %ewf{axis} = transform.structured.tile_using_forall %ew{axis} num_threads [{counts}] : ({any}) -> ({any}, {any})");
+        }
+    }
     if peeled {
         canonicalize(w);
     }
@@ -330,7 +345,13 @@ mod tests {
         // The odd conv stays serial, but its input is copied into the padded buffer in two
         // tasks of 32 channels.
         let s = script(&[dense(64, 1024), conv(53, 200)], 2);
-        assert_eq!(s.matches("tile_using_forall").count(), 2, "{s}");
+        assert_eq!(s.matches("tile_using_forall").count(), 4, "{s}");
         assert_eq!(s.matches("tile_sizes [0, 32, 0, 0]").count(), 1, "{s}");
+        // Element-wise ops tagged `nnopt.spread = axis` split into `threads` tasks along it; on
+        // one thread they are left alone.
+        assert!(s.contains("{nnopt.spread = 1 : i64}"), "{s}");
+        assert!(s.contains("num_threads [0, 2]"), "{s}");
+        assert!(s.contains("num_threads [2]"), "{s}");
+        assert!(!script(&[dense(64, 1024)], 1).contains("nnopt.spread"));
     }
 }
