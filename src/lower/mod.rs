@@ -735,11 +735,11 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         Ok(true)
     }
 
-    /// Tags an element-wise op outside any layer (a residual add, an activation) with the
-    /// axis a threaded schedule splits it along (`nnopt.spread`): the first of the two
-    /// outermost axes with at least 2 elements, when every size is static. On two threads these
-    /// ops otherwise ran on one while the other waited (the benchmark ResNet's residual adds
-    /// and their relus).
+    /// Tags an element-wise op outside any layer (a residual add, an activation, a padded conv
+    /// input's zero fill) with the axis a threaded schedule splits it along (`nnopt.spread`):
+    /// the first of the two outermost axes with at least 2 elements, when every size is static.
+    /// On two threads these ops otherwise ran on one while the other waited (the benchmark
+    /// ResNet's residual adds and their relus).
     fn spread(&self, y: Value<'c, 'b>, dims: &[DimVal]) -> BResult<()> {
         let sizes: Option<Vec<u64>> = dims
             .iter()
@@ -1698,8 +1698,9 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
             // schedule tiles per row (`linalg.decompose_pad` + `insert_slice_to_copy`, but
             // tagged). The fill stays untagged: LLVM turns its loops into a `memset`, which
             // also brings the buffer into cache for the copy; filling only the border measured
-            // 3 % slower on the benchmark ResNet.
+            // 3 % slower on the benchmark ResNet. Threaded, it is split like an element-wise op.
             let xp = self.filled(0.0, &pd)?;
+            self.spread(xp, &pd)?;
             let [t, l] = [pt, pl].map(|v| v as i64);
             let low = [0, 0, t, l];
             let sizes = shape(xd);

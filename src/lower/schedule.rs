@@ -177,8 +177,9 @@ pub fn script(layers: &[Layer], threads: u64) -> String {
                 if padded {
                     // Copy the input into the padded buffer one row at a time; with threads,
                     // each task takes an equal share of the channels first (serial, this
-                    // copy capped the conv's two-thread speedup). The zero fill before it stays
-                    // for the loop fallback, where LLVM makes it a `memset`.
+                    // copy capped the conv's two-thread speedup). The zero fill before it is
+                    // split with the element-wise ops (`nnopt.spread`) and left to the loop
+                    // fallback, where LLVM makes it a `memset`.
                     m(w, i, &format!("pc{i}"), "pad_copy");
                     let mut op = format!("pc{i}");
                     if threads > 1 && c.is_multiple_of(threads) {
