@@ -157,8 +157,9 @@ struct RunArgs {
     /// The function to run (default: the first).
     #[arg(long, value_name = "NAME")]
     func: Option<String>,
-    /// Worker threads for the compiled code: layers whose sizes split evenly run as that many
-    /// parallel tasks on MLIR's async runtime (docs/lowering.md).
+    /// Worker threads for the compiled code: layers whose sizes split evenly, and the
+    /// element-wise ops between them, run as that many parallel tasks (MLIR's async dialect,
+    /// run by nnopt's spinning thread pool; docs/lowering.md).
     #[arg(long, default_value_t = 1, conflicts_with = "interp",
           value_parser = clap::value_parser!(u64).range(1..=256))]
     threads: u64,
@@ -186,8 +187,9 @@ struct BenchArgs {
     /// The function to time (default: the first).
     #[arg(long, value_name = "NAME")]
     func: Option<String>,
-    /// Worker threads for the compiled code: layers whose sizes split evenly run as that many
-    /// parallel tasks on MLIR's async runtime (docs/lowering.md).
+    /// Worker threads for the compiled code: layers whose sizes split evenly, and the
+    /// element-wise ops between them, run as that many parallel tasks (MLIR's async dialect,
+    /// run by nnopt's spinning thread pool; docs/lowering.md).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
     threads: u64,
     /// The MLIR pass pipeline that lowers to LLVM (default: the scheduled pipeline of
