@@ -24,8 +24,8 @@ const PANEL: u64 = super::schedule::DENSE_TILE.1;
 /// f32s per 64-byte cache line.
 const LINE: i64 = 16;
 
-/// Inserts the prefetches; returns how many panel reads got one.
-pub fn insert(cx: &Context, module: &Module) -> usize {
+/// Inserts the prefetches.
+pub fn insert(cx: &Context, module: &Module) {
     let mut reads = Vec::new();
     module.as_operation().walk(WalkOrder::PreOrder, |op| {
         if let Some(panels) = panel_read(&op) {
@@ -38,7 +38,6 @@ pub fn insert(cx: &Context, module: &Module) -> usize {
         let op = unsafe { OperationRef::from_raw(raw) };
         prefetch_next(cx, op, panels);
     }
-    reads.len()
 }
 
 /// The number of panels if `op` is a kernel's read of one panel row: `vector.transfer_read
