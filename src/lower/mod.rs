@@ -390,8 +390,9 @@ struct Lower<'c, 'b, 'f> {
     output_types: Vec<Type<'c>>,
     /// The module's scheduled layers so far (tags are indices into it).
     layers: &'f mut Vec<Layer>,
-    /// Layers whose result feeds only an activation that the schedule fuses as the epilogue:
-    /// the layer's index and its current root op's result.
+    /// Layers whose result feeds only an op the schedule may fuse as the epilogue (an
+    /// activation, a residual add; see [`Lower::epilogue_slot`]): the layer's index and its
+    /// current root op's result.
     epilogue: HashMap<ValueId, (usize, Value<'c, 'b>)>,
     /// Results of layers computed in a padded or flattened form (see [`Lower::conv_flat`],
     /// [`Lower::dense_packed`]): that form, which a fused activation is computed on, and how
@@ -416,7 +417,7 @@ struct FlatConv {
 
 /// A flat conv result `[n, f, len]` whose first `ho * wp` positions are `ho` rows of `wp`, of
 /// which the first `wo` columns are the NCHW output.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 struct RowView {
     n: DimVal,
     f: u64,
@@ -427,7 +428,7 @@ struct RowView {
 }
 
 /// How a layer's result is a view of the form it is computed in.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum View {
     /// A flat conv result (see [`Lower::conv_flat`]).
     Rows(RowView),
@@ -703,17 +704,23 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
             .op(op)
             .result()
             .expect("invariant: a layer has a result");
-        // Only activations that are plain arith ops: a fused epilogue is vectorized with the
-        // tile, and math functions (erf, tanh) would need a vector libm.
+        self.epilogue_slot(r, i, root);
+        Ok(())
+    }
+
+    /// Offers `r`, computed by layer `i` with current root `root`, to its only user as an
+    /// epilogue: an activation that is plain arith ops (a fused epilogue is vectorized with
+    /// the tile, and math functions such as erf and tanh would need a vector libm), or an add
+    /// (fused when its other operand is computed in the same form: a residual connection).
+    fn epilogue_slot(&mut self, r: ValueId, i: usize, root: Value<'c, 'b>) {
         if let [u] = self.f.uses(r) {
             if matches!(
                 self.f.kind(u.op),
-                OpKind::Relu | OpKind::LeakyRelu { .. } | OpKind::Clip { .. }
+                OpKind::Relu | OpKind::LeakyRelu { .. } | OpKind::Clip { .. } | OpKind::Add
             ) {
                 self.epilogue.insert(r, (i, root));
             }
         }
-        Ok(())
     }
 
     /// `x` through an identity `tensor.cast`: the schedule's `fuse` stops there instead of
@@ -722,17 +729,76 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         self.e.op1("tensor.cast", &[x], self.ty(dims), &[], vec![])
     }
 
-    /// Moves a layer's root tag to the activation `y` that consumes it, so the schedule tiles
-    /// the activation and fuses the whole layer into it. False when `input` is no layer's.
-    fn fuse_epilogue(&mut self, input: ValueId, y: Value<'c, 'b>) -> BResult<bool> {
+    /// Moves a layer's root tag to the op `y` that consumes it (an activation, a residual
+    /// add), so the schedule tiles `y` and fuses the whole layer into it. The layer's index,
+    /// or `None` when `input` is no layer's.
+    fn fuse_epilogue(&mut self, input: ValueId, y: Value<'c, 'b>) -> BResult<Option<usize>> {
         let Some((i, prev)) = self.epilogue.remove(&input) else {
-            return Ok(false);
+            return Ok(None);
         };
         untag(prev, "root")?;
         tag(self.cx, prev, "part", i)?;
         tag(self.cx, y, "root", i)?;
         share_init(y, last_operand(prev)?)?;
+        Ok(Some(i))
+    }
+
+    /// `a + b` in the epilogue of the layer computing `a` or `b`, when both are computed in
+    /// the same form (two flat convs of one geometry, or a flat conv and an activation fused
+    /// into one): the residual add, and an activation after it, run in that layer's tiles
+    /// instead of as two passes over memory of their own (`x = conv(…) + r; relu(x)` is
+    /// onnxruntime's fused Conv + Add + Relu). The other operand is read in its computed
+    /// form, through a barrier so its producer is not pulled into the tiles. Returns whether
+    /// it fused.
+    fn fuse_residual(&mut self, op: OpId, operands: &[ValueId]) -> BResult<bool> {
+        let &[a, b] = operands else { return Ok(false) };
+        let (Some(&(ay, av)), Some(&(by, bv))) = (self.views.get(&a), self.views.get(&b)) else {
+            return Ok(false);
+        };
+        // The layer whose epilogue takes the add; `b` first: the later operand of a
+        // residual block is usually the block's last layer.
+        let Some(layer) = [b, a].into_iter().find(|v| self.epilogue.contains_key(v)) else {
+            return Ok(false);
+        };
+        if a == b || av != bv {
+            return Ok(false);
+        }
+        let full = av.full_dims();
+        let (ay, by) = if layer == a {
+            (ay, self.barrier(by, &full)?)
+        } else {
+            (self.barrier(ay, &full)?, by)
+        };
+        let ids: Vec<Option<usize>> = (0..full.len()).map(Some).collect();
+        let y = self.elementwise(&[(ay, ids.clone()), (by, ids)], &full, |e, v| {
+            e.binf("arith.addf", v[0], v[1])
+        })?;
+        let i = self
+            .fuse_epilogue(layer, y)?
+            .expect("invariant: the layer is in an epilogue slot");
+        self.define_view(op, y, av, Some((i, y)))?;
         Ok(true)
+    }
+
+    /// Defines `op`'s result as `view` of `y`, its computed form, and records that form for
+    /// consumers that can read it (an activation, a residual add, a pointwise conv); with
+    /// `layer`, the result is offered to its only user as the layer's epilogue.
+    fn define_view(
+        &mut self,
+        op: OpId,
+        y: Value<'c, 'b>,
+        view: View,
+        layer: Option<(usize, Value<'c, 'b>)>,
+    ) -> BResult<()> {
+        let out = self.view(y, view)?;
+        if let Some(r) = self.f.op(op).result() {
+            self.views.insert(r, (y, view));
+            if let Some((i, root)) = layer {
+                self.epilogue_slot(r, i, root);
+            }
+        }
+        self.define(op, out, view.dims());
+        Ok(())
     }
 
     /// Tags an element-wise op outside any layer (a residual add, an activation, a padded conv
@@ -944,17 +1010,16 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
                 let y = self.elementwise(&[(x, (0..r).map(Some).collect())], &d, move |e, a| {
                     activation(e, &k, a[0])
                 })?;
-                if !self.fuse_epilogue(operands[0], y)? {
+                let fused = self.fuse_epilogue(operands[0], y)?;
+                if fused.is_none() {
                     self.spread(y, &d)?;
                 }
                 match flat {
-                    Some((_, v)) => {
-                        let out = self.view(y, v)?;
-                        self.define(op, out, v.dims());
-                    }
+                    Some((_, v)) => self.define_view(op, y, v, fused.map(|i| (i, y)))?,
                     None => self.define(op, y, d),
                 }
             }
+            OpKind::Add if self.fuse_residual(op, &operands)? => {}
             OpKind::Add | OpKind::Sub | OpKind::Mul => {
                 let (a, ad) = self.val(operands[0]);
                 let (b, bd) = self.val(operands[1]);
@@ -1478,12 +1543,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
             None => kernel,
         };
         self.schedule(op, kernel, y, Layer::Dense { m, n: npad, k })?;
-        let view = View::Cols { m: xd[0], n, npad };
-        let out = self.view(y, view)?;
-        if let Some(r) = self.f.op(op).result() {
-            self.views.insert(r, (y, view));
-        }
-        self.define(op, out, view.dims());
+        self.define_view(op, y, View::Cols { m: xd[0], n, npad }, None)?;
         Ok(())
     }
 
@@ -1519,6 +1579,8 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         };
         let f = wd[0].to_i64() as u64;
         let (kh, kw) = (wd[2].to_i64(), wd[3].to_i64());
+        // Before the strided case below replaces `x`.
+        let unit_pointwise = kh == 1 && kw == 1 && pads == [0; 4] && strides == [1, 1];
         // A strided 1x1 conv without padding (a ResNet projection shortcut) reads every s-th
         // row and column: a strided `tensor.extract_slice` takes those, and what is left is a
         // unit-stride 1x1 conv, which the schedule covers.
@@ -1564,7 +1626,15 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
                 kw: kw as u64,
                 pads,
             };
-            return self.conv_flat(op, x, &xd, w, operands.get(2).copied(), geom);
+            // A pointwise conv of a flat conv's result (or of its fused epilogue) reads it in
+            // its flat rows.
+            let rows = match self.views.get(&operands[0]) {
+                Some(&(y, View::Rows(r))) if unit_pointwise && (r.f, r.ho, r.wo) == (c, h, wi) => {
+                    Some((y, r))
+                }
+                _ => None,
+            };
+            return self.conv_flat(op, x, &xd, w, operands.get(2).copied(), geom, rows);
         }
         let padded = pads.iter().any(|&p| p != 0);
         let (xp, xpd) = if padded {
@@ -1671,8 +1741,11 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
     /// The `kw - 1` columns of each row that straddle two rows are computed and thrown away
     /// (3.6 % more work at 56 + 2), and the flat length is rounded up to 32 so that two
     /// threads split it into whole vectors; the padded buffer gets the rows those reads need
-    /// (an unpadded 1x1 conv of a length divisible by 32 reads its input in place).
+    /// (an unpadded 1x1 conv of a length divisible by 32 reads its input in place, and one
+    /// whose input is itself computed in flat rows, `rows`, reads that form: its result has the
+    /// same rows, so no copy makes the input contiguous first).
     /// The NCHW result is a view: `[N, F, oh * wp]` expanded to rows and cut to `ow` columns.
+    #[allow(clippy::too_many_arguments)]
     fn conv_flat(
         &mut self,
         op: OpId,
@@ -1681,6 +1754,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         w: Value<'c, 'b>,
         bias: Option<ValueId>,
         g: FlatConv,
+        rows: Option<(Value<'c, 'b>, RowView)>,
     ) -> LResult<()> {
         let cx = self.cx;
         let n = xd[0];
@@ -1689,14 +1763,16 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         let (ho, wo) = (hp - g.kh + 1, wp - g.kw + 1);
         // Without padding, a 1-wide kernel reads the input in place unless its length would
         // leave a vector remainder that is not a power of two (vector<17> is slow).
-        let copied = g.pads != [0; 4] || g.kw > 1 || (ho * wp) % 32 != 0;
-        let len = if copied {
-            (ho * wp).next_multiple_of(32)
-        } else {
-            ho * wp
+        let copied = rows.is_none() && (g.pads != [0; 4] || g.kw > 1 || (ho * wp) % 32 != 0);
+        let (wp, wo, len) = match rows {
+            Some((_, r)) => (r.wp, r.wo, r.len),
+            None if copied => (wp, wo, (ho * wp).next_multiple_of(32)),
+            None => (wp, wo, ho * wp),
         };
         let i = self.layers.len();
-        let xf = if copied {
+        let xf = if let Some((y, r)) = rows {
+            self.barrier(y, &View::Rows(r).full_dims())?
+        } else if copied {
             // Enough rows below for the reads of the last flat positions.
             let rows = (len + g.kw - 1).div_ceil(wp) + g.kh - 1;
             let pd = [
@@ -1770,11 +1846,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
             wo,
             len,
         });
-        let out = self.view(y, view)?;
-        if let Some(r) = self.f.op(op).result() {
-            self.views.insert(r, (y, view));
-        }
-        self.define(op, out, view.dims());
+        self.define_view(op, y, view, None)?;
         Ok(())
     }
 

@@ -662,6 +662,72 @@ fn scheduled_layer_does_not_fuse_its_input_producer() {
     assert!(out.contains("vector<4x32xf32>"), "{out}");
 }
 
+/// The ops of `text`'s first function, lowered with its shapes specialized to `shapes`, that
+/// carry `nnopt.root` (one line each).
+fn roots(text: &str, shapes: &[&[usize]]) -> Vec<String> {
+    let m = load(text);
+    let inputs: Vec<ArrayD<f32>> = shapes.iter().map(|s| ArrayD::zeros(IxDyn(s))).collect();
+    let cx = context();
+    let module = specialized(&m, &m.funcs[0].name, &inputs).expect("inputs fit");
+    let lowered = lower_module(&cx, &module).expect("lowers");
+    let text = print(&lowered.module);
+    let mut ops = Vec::new();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line.contains("nnopt.root") {
+            // A generic's body follows its attributes, up to its yield.
+            let body: Vec<&str> = lines
+                .clone()
+                .take_while(|l| !l.contains("linalg.yield"))
+                .map(str::trim)
+                .collect();
+            ops.push(format!("{} | {}", line.trim(), body.join("; ")));
+        }
+    }
+    ops
+}
+
+/// Residual blocks: a conv's add of an earlier conv's (fused) result, and the relu after it,
+/// run in the conv's tiles, as does the add after a conv's relu; a pointwise conv reads the
+/// flat rows of the add before it. An add of a value in another form (the function's input)
+/// stays an op of its own. Sizes leave remainders (5 filters, a 9-wide row).
+#[test]
+fn residual_adds_fuse_into_conv_epilogues() {
+    let text = "func @f(%x: tensor<?x5x7x9xf32>, %k: tensor<5x5x3x3xf32>, %b: tensor<5xf32>, %j: tensor<5x5x3x3xf32>, %p: tensor<3x5x1x1xf32>) -> (tensor<?x3x7x9xf32>, tensor<?x5x7x9xf32>) {
+  %s = nn.conv2d %x, %k, %b {pads = [1, 1, 1, 1]} : tensor<?x5x7x9xf32>
+  %sr = nn.relu %s : tensor<?x5x7x9xf32>
+  %a = nn.conv2d %sr, %j {pads = [1, 1, 1, 1]} : tensor<?x5x7x9xf32>
+  %sum = nn.add %a, %sr : tensor<?x5x7x9xf32>
+  %out = nn.relu %sum : tensor<?x5x7x9xf32>
+  %c = nn.conv2d %out, %k, %b {pads = [1, 1, 1, 1]} : tensor<?x5x7x9xf32>
+  %cr = nn.relu %c : tensor<?x5x7x9xf32>
+  %post = nn.add %cr, %out : tensor<?x5x7x9xf32>
+  %proj = nn.conv2d %post, %p : tensor<?x3x7x9xf32>
+  %d = nn.conv2d %x, %j {pads = [1, 1, 1, 1]} : tensor<?x5x7x9xf32>
+  %e = nn.add %d, %x : tensor<?x5x7x9xf32>
+  return %proj, %e : tensor<?x3x7x9xf32>, tensor<?x5x7x9xf32>
+}";
+    let shapes: &[&[usize]] = &[
+        &[2, 5, 7, 9],
+        &[5, 5, 3, 3],
+        &[5],
+        &[5, 5, 3, 3],
+        &[3, 5, 1, 1],
+    ];
+    assert_eq!(check(text, shapes), 5);
+    let roots = roots(text, shapes);
+    assert_eq!(roots.len(), 5, "{roots:#?}");
+    // Layer 1 ends in the relu after its residual add, layer 2 in the post-activation add.
+    assert!(roots[1].contains("arith.maximumf"), "{roots:#?}");
+    assert!(roots[2].contains("arith.addf %in, %in"), "{roots:#?}");
+    // The pointwise conv reads the add's flat rows (7 rows of 9 + 2, 77 rounded up to 96)
+    // where a copy to NCHW would have given it 7 x 9 = 63 positions.
+    assert!(roots[3].contains("ins(%cast"), "{roots:#?}");
+    assert!(roots[3].contains("tensor<2x3x96xf32>"), "{roots:#?}");
+    // The add of the input is not fused: layer 4 ends in its conv's multiply-add.
+    assert!(roots[4].contains("arith.mulf"), "{roots:#?}");
+}
+
 /// A strided 1x1 conv without padding (a projection shortcut) becomes a strided slice plus a
 /// unit-stride conv, which the schedule covers; odd sizes leave a partial last stride.
 #[test]
