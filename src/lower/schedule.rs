@@ -255,6 +255,12 @@ pub fn script(layers: &[Layer], threads: u64) -> String {
     emit!("    transform.structured.vectorize %ops : {any}");
     emit!("    transform.apply_patterns to %func {{");
     emit!("      transform.apply_patterns.tensor.fold_tensor_subset_ops_into_vector_transfers");
+    // The zero fill of a tile writes `vector<1xTFxTP>` and the kernel reads its accumulators
+    // back as `vector<TFxTP>`; with the unit dim cast away the read folds to the zeros and the
+    // write dies. Otherwise bufferization kept a tile-sized buffer that every tile
+    // `memset` (a libc call per register tile, of which LLVM forwards the zeros but cannot
+    // drop the store).
+    emit!("      transform.apply_patterns.vector.cast_away_vector_leading_one_dim");
     emit!("      transform.apply_patterns.canonicalization");
     emit!("    }} : {any}");
     // Accumulators become loop-carried vectors: once per reduction loop level (c, kh, kw).
