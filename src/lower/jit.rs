@@ -82,14 +82,16 @@ const LOOPS: &str = "func.func(convert-linalg-to-loops),canonicalize,cse,";
 
 /// Nests the transform schedule of `layers` in `module` as a private module
 /// `@__nnopt_schedule`, where `transform-interpreter` finds its `@__transform_main`. Returns
-/// false (and leaves the module alone) when there is nothing to schedule.
+/// false (and leaves the module alone) when there is nothing to schedule: no layer, and one
+/// thread (with more, the element-wise ops tagged `nnopt.spread` are split even in a module
+/// without layers).
 pub fn embed_schedule(
     cx: &Context,
     module: &Module,
     layers: &[Layer],
     threads: u64,
 ) -> Result<bool, String> {
-    if layers.is_empty() {
+    if layers.is_empty() && threads < 2 {
         return Ok(false);
     }
     let text = format!("module {{\n{}}}\n", schedule::script(layers, threads));
