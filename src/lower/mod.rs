@@ -415,6 +415,16 @@ struct FlatConv {
     pads: [u64; 4],
 }
 
+/// What a flat conv reads (see [`Lower::conv_flat`]).
+#[derive(Clone, Copy)]
+enum FlatSource<'c, 'b> {
+    /// The NCHW input (this operand), zero-padded into a buffer of `wp`-wide rows or, unpadded,
+    /// read in place.
+    Nchw(ValueId),
+    /// An earlier flat conv's rows, as they are (a pointwise conv of them).
+    Rows(Value<'c, 'b>, RowView),
+}
+
 /// A flat conv result `[n, f, len]` whose first `ho * wp` positions are `ho` rows of `wp`, of
 /// which the first `wo` columns are the NCHW output.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -504,6 +514,16 @@ fn share_init<'c: 'a, 'a>(v: Value<'c, 'a>, empty: Value<'c, 'a>) -> BResult<()>
         }
     }
     Ok(())
+}
+
+/// The name of the op defining `v`.
+fn op_name(v: Value) -> BResult<String> {
+    Ok(owner(v)?
+        .name()
+        .as_string_ref()
+        .as_str()
+        .map_err(|e| BuildError(e.to_string()))?
+        .to_string())
 }
 
 fn owner<'c, 'a>(v: Value<'c, 'a>) -> BResult<OperationRefMut<'c, 'a>> {
@@ -1634,7 +1654,11 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
                 }
                 _ => None,
             };
-            return self.conv_flat(op, x, &xd, w, operands.get(2).copied(), geom, rows);
+            let source = match rows {
+                Some((y, r)) => FlatSource::Rows(y, r),
+                None => FlatSource::Nchw(operands[0]),
+            };
+            return self.conv_flat(op, x, &xd, w, operands.get(2).copied(), geom, source);
         }
         let padded = pads.iter().any(|&p| p != 0);
         let (xp, xpd) = if padded {
@@ -1754,7 +1778,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         w: Value<'c, 'b>,
         bias: Option<ValueId>,
         g: FlatConv,
-        rows: Option<(Value<'c, 'b>, RowView)>,
+        source: FlatSource<'c, 'b>,
     ) -> LResult<()> {
         let cx = self.cx;
         let n = xd[0];
@@ -1763,18 +1787,25 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         let (ho, wo) = (hp - g.kh + 1, wp - g.kw + 1);
         // Without padding, a 1-wide kernel reads the input in place unless its length would
         // leave a vector remainder that is not a power of two (vector<17> is slow).
-        let copied = rows.is_none() && (g.pads != [0; 4] || g.kw > 1 || (ho * wp) % 32 != 0);
-        let (wp, wo, len) = match rows {
-            Some((_, r)) => (r.wp, r.wo, r.len),
-            None if copied => (wp, wo, (ho * wp).next_multiple_of(32)),
-            None => (wp, wo, ho * wp),
+        let copied = matches!(source, FlatSource::Nchw(_))
+            && (g.pads != [0; 4] || g.kw > 1 || (ho * wp) % 32 != 0);
+        let (wp, wo, len) = match source {
+            FlatSource::Rows(_, r) => (r.wp, r.wo, r.len),
+            FlatSource::Nchw(_) if copied => (wp, wo, (ho * wp).next_multiple_of(32)),
+            FlatSource::Nchw(_) => (wp, wo, ho * wp),
         };
         let i = self.layers.len();
-        let xf = if let Some((y, r)) = rows {
+        // Enough rows below for the reads of the last flat positions.
+        let rows = (len + g.kw - 1).div_ceil(wp) + g.kh - 1;
+        let in_place = match source {
+            FlatSource::Nchw(input) if copied => self.pad_in_place(input, &g, wp, rows)?,
+            _ => None,
+        };
+        let xf = if let FlatSource::Rows(y, r) = source {
             self.barrier(y, &View::Rows(r).full_dims())?
+        } else if let Some(xf) = in_place {
+            xf
         } else if copied {
-            // Enough rows below for the reads of the last flat positions.
-            let rows = (len + g.kw - 1).div_ceil(wp) + g.kh - 1;
             let pd = [
                 n,
                 DimVal::Static(g.c),
@@ -1835,7 +1866,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
             f: g.f,
             c: g.c,
             len,
-            padded: copied,
+            padded: copied && in_place.is_none(),
         };
         self.schedule(op, kernel, y, layer)?;
         let view = View::Rows(RowView {
@@ -1848,6 +1879,103 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         });
         self.define_view(op, y, view, None)?;
         Ok(())
+    }
+
+    /// The zero-padded input of a conv, flattened to `[N, C, rows * wp]`, when `input` is
+    /// computed in flat rows of the same width `wp` by a layer (a flat conv, or its fused
+    /// epilogue) whose `kw - 1` thrown-away columns per row are exactly the padding columns:
+    /// that layer then writes its rows straight into the padded buffer at the first interior
+    /// position (its `tensor.empty` becomes a slice of the buffer), its thrown-away columns
+    /// landing on the left and right borders, and zero fills of the border columns and of the
+    /// rows above and below follow it. The input is neither copied nor its interior filled
+    /// (the copy and the fill of a 64x56x56 conv input were about 0.1 ms per conv here).
+    /// Later readers of `input` read it inside the buffer. The buffer gets more than `rows`
+    /// rows if the layer's rounded-up length reaches past them. `None` when the geometry
+    /// differs or `input` is no layer's computed form.
+    fn pad_in_place(
+        &mut self,
+        input: ValueId,
+        g: &FlatConv,
+        wp: u64,
+        rows: u64,
+    ) -> BResult<Option<Value<'c, 'b>>> {
+        let Some(&(y, View::Rows(r))) = self.views.get(&input) else {
+            return Ok(None);
+        };
+        let [pt, pl, _, pr] = g.pads;
+        if g.pads == [0; 4]
+            || (r.f, r.ho, r.wo, r.wp) != (g.c, g.h, g.w, wp)
+            || wp - r.wo != pl + pr
+        {
+            return Ok(None);
+        }
+        // The init of the layer's last op: the one `tensor.empty` all its ops write into (see
+        // `share_init`), under the kernel's fill when the kernel is the last op.
+        let mut init = last_operand(y)?;
+        if op_name(init)? == "linalg.fill" {
+            init = last_operand(init)?;
+        }
+        if op_name(init)? != "tensor.empty" {
+            return Ok(None);
+        }
+        let s = DimVal::Static;
+        let offset = pt * wp + pl;
+        let rows = rows.max((offset + r.len).div_ceil(wp));
+        let flat = [r.n, s(g.c), s(rows * wp)];
+        let computed = View::Rows(r).full_dims();
+        let at = [0, 0, offset as i64];
+        let buffer = self.empty(&flat)?;
+        let slice =
+            self.e
+                .extract_slice(buffer, &at, &shape(&computed), &[], self.ty(&computed))?;
+        let empty = owner(init)?.to_raw();
+        // SAFETY: all four ops are alive and in the function's block; the buffer and its slice
+        // have no operands but each other, so they may move before the layer's first op, and
+        // once the slice replaces the layer's `tensor.empty` nothing uses that op.
+        unsafe {
+            mlir_sys::mlirOperationMoveBefore(owner(buffer)?.to_raw(), empty);
+            mlir_sys::mlirOperationMoveBefore(owner(slice)?.to_raw(), empty);
+            mlir_sys::mlirValueReplaceAllUsesOfWith(init.to_raw(), slice.to_raw());
+            mlir_sys::mlirOperationDestroy(empty);
+        }
+        let padded = self
+            .e
+            .insert_slice(y, buffer, &at, &shape(&computed), &[], self.ty(&flat))?;
+        let pd = [r.n, s(g.c), s(rows), s(wp)];
+        let groups = [vec![0], vec![1], vec![2, 3]];
+        let mut padded = self.e.expand(padded, &groups, &shape(&pd), &[])?;
+        // (first row, rows, first column, columns): above, below, left, right.
+        let (ho, wo) = (r.ho, r.wo);
+        let borders = [
+            (0, pt, 0, wp),
+            (pt + ho, rows - pt - ho, 0, wp),
+            (pt, ho, 0, pl),
+            (pt, ho, pl + wo, wp - pl - wo),
+        ];
+        for (row, nrows, col, ncols) in borders {
+            if nrows == 0 || ncols == 0 {
+                continue;
+            }
+            let d = [r.n, s(g.c), s(nrows), s(ncols)];
+            let off = [0, 0, row as i64, col as i64];
+            let part = self
+                .e
+                .extract_slice(padded, &off, &shape(&d), &[], self.ty(&d))?;
+            let zeros = self.e.fill(0.0, part, self.ty(&d))?;
+            padded = self
+                .e
+                .insert_slice(zeros, padded, &off, &shape(&d), &[], self.ty(&pd))?;
+        }
+        let xf = self.e.collapse(padded, &groups, self.ty(&flat))?;
+        // Later readers take the rows inside the buffer, so that the border fills do not write
+        // over values bufferization would have to keep for them (by copying the buffer).
+        let inner = self
+            .e
+            .extract_slice(xf, &at, &shape(&computed), &[], self.ty(&computed))?;
+        self.views.insert(input, (inner, View::Rows(r)));
+        let nchw = self.view(inner, View::Rows(r))?;
+        self.vals.insert(input, nchw);
+        Ok(Some(xf))
     }
 
     /// The result `view` makes of `y`, a layer's computed form; recorded in `strided` unless
