@@ -2,11 +2,17 @@
 # Code-generation benchmark (issue #4): a ResNet-style conv network (batch 1) and an MLP
 # (batch 64), each unpruned and pruned, compiled by nnopt (transform schedules, JIT at -O3) and
 # run in onnxruntime on the same models (exported with `nnopt export`), on 1 and 2 threads.
-# Rounds are interleaved so that the shared machine's drift hits every configuration alike;
-# compare ratios within a round. Usage: bench/codegen.sh [ROUNDS] (default 3).
+# Usage: bench/codegen.sh [ROUNDS] [PROCESSES] (defaults 3 and 3).
+#
+# This machine class is shared and noisy, and a process's speed is partly fixed when it
+# starts (on two threads the same binary ran at 8.3 or 12 ms from one process to the next,
+# onnxruntime at 6.6 or 9.0), so a single process per side is a lottery. Each round runs
+# PROCESSES processes per configuration, alternating nnopt and onnxruntime, and the summary
+# takes the median of their medians, for both sides alike; the raw lines come first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
+procs=${2:-3}
 dir=$(mktemp -d /tmp/nnopt-codegen.XXXXXX)
 trap 'rm -rf "$dir"' EXIT
 cargo build --release -q
@@ -17,14 +23,19 @@ for m in mlp resnet; do
   $nnopt --prune-neurons "$dir/$m.nnir" -o "$dir/${m}_pruned.nnir" 2>/dev/null
   for v in "$m" "${m}_pruned"; do $nnopt export "$dir/$v.nnir" -o "$dir/$v.onnx"; done
 done
+ort=0
+if $py -c "import onnxruntime" 2>/dev/null; then ort=1; fi
 for round in $(seq "$rounds"); do
-  echo "== round $round"
   for threads in 1 2; do
-    $nnopt bench "$dir/resnet.nnir" --compare "$dir/resnet_pruned.nnir" --runs 10 --threads "$threads"
-    $nnopt bench "$dir/mlp.nnir" --compare "$dir/mlp_pruned.nnir" --runs 20 --batch 64 --threads "$threads"
-    if $py -c "import onnxruntime" 2>/dev/null; then
-      for v in resnet resnet_pruned; do $py bench/ort_latency.py "$dir/$v.onnx" 1 10 "$threads"; done
-      for v in mlp mlp_pruned; do $py bench/ort_latency.py "$dir/$v.onnx" 64 20 "$threads"; done
-    fi
+    for p in $(seq "$procs"); do
+      echo "== round $round threads $threads process $p"
+      $nnopt bench "$dir/resnet.nnir" --compare "$dir/resnet_pruned.nnir" --runs 10 --threads "$threads"
+      $nnopt bench "$dir/mlp.nnir" --compare "$dir/mlp_pruned.nnir" --runs 20 --batch 64 --threads "$threads"
+      if [ "$ort" = 1 ]; then
+        for v in resnet resnet_pruned; do $py bench/ort_latency.py "$dir/$v.onnx" 1 10 "$threads"; done
+        for v in mlp mlp_pruned; do $py bench/ort_latency.py "$dir/$v.onnx" 64 20 "$threads"; done
+      fi
+    done
   done
-done
+done | tee "$dir/log"
+$py bench/codegen_summary.py < "$dir/log"
