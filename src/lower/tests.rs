@@ -726,6 +726,46 @@ fn residual_adds_fuse_into_conv_epilogues() {
     assert!(roots[3].contains("tensor<2x3x96xf32>"), "{roots:#?}");
     // The add of the input is not fused: layer 4 ends in its conv's multiply-add.
     assert!(roots[4].contains("arith.mulf"), "{roots:#?}");
+    // The add joins the earlier layer when only that one has no other user: its tiles then
+    // read the later layer's result, which is computed before them.
+    let earlier = "func @f(%x: tensor<1x5x7x9xf32>, %k: tensor<5x5x3x3xf32>, %j: tensor<5x5x3x3xf32>) -> (tensor<1x5x7x9xf32>, tensor<1x5x7x9xf32>) {
+  %a = nn.conv2d %x, %k {pads = [1, 1, 1, 1]} : tensor<1x5x7x9xf32>
+  %b = nn.conv2d %x, %j {pads = [1, 1, 1, 1]} : tensor<1x5x7x9xf32>
+  %s = nn.add %a, %b : tensor<1x5x7x9xf32>
+  return %s, %b : tensor<1x5x7x9xf32>, tensor<1x5x7x9xf32>
+}";
+    let shapes: &[&[usize]] = &[&[1, 5, 7, 9], &[5, 5, 3, 3], &[5, 5, 3, 3]];
+    assert_eq!(check(earlier, shapes), 2);
+    let roots = self::roots(earlier, shapes);
+    let first = roots.iter().find(|r| r.contains("nnopt.root = 0"));
+    assert!(
+        first.is_some_and(|r| r.contains("arith.addf %in, %in")),
+        "{roots:#?}"
+    );
+}
+
+/// A padded conv whose input is an earlier conv's flat rows reads them inside its padded
+/// buffer, which that conv wrote in place: a conv without bias or activation (its kernel is the
+/// layer's last op), a value two padded convs read (the first takes it in place, the second
+/// copies it from there) and that the function also returns, odd sizes (5 filters, 9-wide
+/// rows), on one thread and two.
+#[test]
+fn padded_inputs_written_in_place() {
+    let text = "func @f(%x: tensor<1x5x7x9xf32>, %k: tensor<5x5x3x3xf32>, %j: tensor<5x5x3x3xf32>) -> (tensor<1x5x7x9xf32>, tensor<1x5x7x9xf32>, tensor<1x5x7x9xf32>) {
+  %a = nn.conv2d %x, %k {pads = [1, 1, 1, 1]} : tensor<1x5x7x9xf32>
+  %b = nn.conv2d %a, %j {pads = [1, 1, 1, 1]} : tensor<1x5x7x9xf32>
+  %c = nn.conv2d %a, %k {pads = [1, 1, 1, 1]} : tensor<1x5x7x9xf32>
+  return %a, %b, %c : tensor<1x5x7x9xf32>, tensor<1x5x7x9xf32>, tensor<1x5x7x9xf32>
+}";
+    let shapes: &[&[usize]] = &[&[1, 5, 7, 9], &[5, 5, 3, 3], &[5, 5, 3, 3]];
+    assert_eq!(check(text, shapes), 3);
+    let m = load(text);
+    let inputs: Vec<ArrayD<f32>> = shapes.iter().map(|s| ArrayD::zeros(IxDyn(s))).collect();
+    let cx = context();
+    let module = specialized(&m, "f", &inputs).expect("inputs fit");
+    let out = print(&lower_module(&cx, &module).expect("lowers").module);
+    // The function's input and the second reader of %a are copied; %b reads %a in place.
+    assert_eq!(out.matches("linalg.copy").count(), 2, "{out}");
 }
 
 /// A strided 1x1 conv without padding (a projection shortcut) becomes a strided slice plus a
