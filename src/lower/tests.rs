@@ -742,6 +742,22 @@ fn residual_adds_fuse_into_conv_epilogues() {
         first.is_some_and(|r| r.contains("arith.addf %in, %in")),
         "{roots:#?}"
     );
+    // Dense layers on packed weights: the residual add of the first layer's relu joins the
+    // second layer, on the panel form (24 columns in one 32-wide panel).
+    let dense = "func @g(%x: tensor<4x16xf32>, %w1: tensor<24x16xf32>, %w2: tensor<24x24xf32>) -> tensor<4x24xf32> {
+  %h = nn.linear %x, %w1 : tensor<4x24xf32>
+  %r = nn.relu %h : tensor<4x24xf32>
+  %y = nn.linear %r, %w2 : tensor<4x24xf32>
+  %s = nn.add %y, %r : tensor<4x24xf32>
+  return %s : tensor<4x24xf32>
+}";
+    let shapes: &[&[usize]] = &[&[4, 16], &[24, 16], &[24, 24]];
+    assert_eq!(check(dense, shapes), 2);
+    let roots = self::roots(dense, shapes);
+    assert!(
+        roots[1].contains("arith.addf %in, %in") && roots[1].contains("tensor<4x1x32xf32>"),
+        "{roots:#?}"
+    );
 }
 
 /// A padded conv whose input is an earlier conv's flat rows reads them inside its padded
