@@ -800,9 +800,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         Ok(true)
     }
 
-    /// Defines `op`'s result as `view` of `y`, its computed form, and records that form for
-    /// consumers that can read it (an activation, a residual add, a pointwise conv); with
-    /// `layer`, the result is offered to its only user as the layer's epilogue.
+    /// Defines `op`'s result as `view` of `y`, its computed form (see [`Lower::set_view`]).
     fn define_view(
         &mut self,
         op: OpId,
@@ -810,14 +808,29 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         view: View,
         layer: Option<(usize, Value<'c, 'b>)>,
     ) -> BResult<()> {
-        let out = self.view(y, view)?;
-        if let Some(r) = self.f.op(op).result() {
-            self.views.insert(r, (y, view));
-            if let Some((i, root)) = layer {
-                self.epilogue_slot(r, i, root);
-            }
+        match self.f.op(op).result() {
+            Some(r) => self.set_view(r, y, view, layer),
+            None => Ok(()),
         }
-        self.define(op, out, view.dims());
+    }
+
+    /// Makes `r` the value `view` of `y`, its computed form, and records that form for
+    /// consumers that can read it (an activation, a residual add, a pointwise conv, a padded
+    /// conv); with `layer`, `r` is offered to its only user as the layer's epilogue.
+    fn set_view(
+        &mut self,
+        r: ValueId,
+        y: Value<'c, 'b>,
+        view: View,
+        layer: Option<(usize, Value<'c, 'b>)>,
+    ) -> BResult<()> {
+        let out = self.view(y, view)?;
+        self.views.insert(r, (y, view));
+        if let Some((i, root)) = layer {
+            self.epilogue_slot(r, i, root);
+        }
+        self.vals.insert(r, out);
+        self.dims.insert(r, view.dims());
         Ok(())
     }
 
@@ -1972,9 +1985,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         let inner = self
             .e
             .extract_slice(xf, &at, &shape(&computed), &[], self.ty(&computed))?;
-        self.views.insert(input, (inner, View::Rows(r)));
-        let nchw = self.view(inner, View::Rows(r))?;
-        self.vals.insert(input, nchw);
+        self.set_view(input, inner, View::Rows(r), None)?;
         Ok(Some(xf))
     }
 

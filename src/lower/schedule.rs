@@ -103,6 +103,11 @@ fn split(layer: &Layer, threads: u64) -> Option<Vec<u64>> {
     }
 }
 
+/// `v` as the comma-separated list of a transform op's sizes.
+fn list(v: &[u64]) -> String {
+    v.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+}
+
 /// The whole schedule module for `layers`, to be nested (private) in the payload module. With
 /// `threads` > 1 each layer that [`split`]s first becomes an `scf.forall` of equal tasks (the
 /// pipeline turns them into async-runtime work items); the rest of the schedule runs inside.
@@ -142,11 +147,7 @@ pub fn script(layers: &[Layer], threads: u64) -> String {
     for (i, layer) in layers.iter().enumerate() {
         let task = split(layer, threads);
         if let Some(sizes) = &task {
-            let sizes = sizes
-                .iter()
-                .map(u64::to_string)
-                .collect::<Vec<_>>()
-                .join(", ");
+            let sizes = list(sizes);
             m(w, i, &format!("s{i}"), "root");
             emit!("    %st{i}, %fa{i} = transform.structured.tile_using_forall %s{i} tile_sizes [{sizes}] : ({any}) -> ({any}, {any})");
             m(w, i, &format!("q{i}"), "part");
@@ -204,16 +205,13 @@ pub fn script(layers: &[Layer], threads: u64) -> String {
         }
     }
     // Element-wise ops outside the layers (`Lower::spread`) become `threads` tasks along their
-    // tagged axis; inside, they stay for the loop fallback (LLVM vectorizes those loops).
+    // tagged axis; inside, they stay for the loop fallback (scalar loops: LLVM's cost model
+    // leaves a 56-wide row loop unvectorized).
     if threads > 1 {
         for axis in 0..2 {
             let mut counts = vec![0; axis + 1];
             counts[axis] = threads;
-            let counts = counts
-                .iter()
-                .map(u64::to_string)
-                .collect::<Vec<_>>()
-                .join(", ");
+            let counts = list(&counts);
             emit!("    %ew{axis} = transform.structured.match attributes {{nnopt.spread = {axis} : i64}} in %root : ({any}) -> {any}");
             emit!("    %ewt{axis}, %ewf{axis} = transform.structured.tile_using_forall %ew{axis} num_threads [{counts}] : ({any}) -> ({any}, {any})");
         }
