@@ -219,8 +219,15 @@ pub fn script(layers: &[Layer], threads: u64) -> String {
     if peeled {
         canonicalize(w);
     }
-    // Phase 2: tile the reductions of every kernel (all its clones after peeling) by 1.
+    // Phase 2: tile the reductions of every kernel (all its clones after peeling) by 1. The
+    // tile's zero fill becomes a `linalg.generic`, whose unit dims the folding below drops
+    // (a `linalg.fill` keeps them): the fill then writes the accumulators' own shape, the
+    // kernel's first read of them folds to the zeros and the write dies. Otherwise
+    // bufferization kept a tile-sized buffer that every register tile `memset` (a libc call;
+    // LLVM forwards the zeros but cannot drop the store).
     for (i, layer) in layers.iter().enumerate() {
+        emit!("    %z{i} = transform.structured.match ops{{[\"linalg.fill\"]}} attributes {{nnopt.part = {i} : i64}} in %root : ({any}) -> {any}");
+        emit!("    %zg{i} = transform.structured.generalize %z{i} : ({any}) -> {any}");
         m(w, i, &format!("k{i}"), "kernel");
         match *layer {
             Layer::Dense { .. } => {
@@ -253,12 +260,6 @@ pub fn script(layers: &[Layer], threads: u64) -> String {
     emit!("    transform.structured.vectorize %ops : {any}");
     emit!("    transform.apply_patterns to %func {{");
     emit!("      transform.apply_patterns.tensor.fold_tensor_subset_ops_into_vector_transfers");
-    // The zero fill of a tile writes `vector<1xTFxTP>` and the kernel reads its accumulators
-    // back as `vector<TFxTP>`; with the unit dim cast away the read folds to the zeros and the
-    // write dies. Otherwise bufferization kept a tile-sized buffer that every tile
-    // `memset` (a libc call per register tile, of which LLVM forwards the zeros but cannot
-    // drop the store).
-    emit!("      transform.apply_patterns.vector.cast_away_vector_leading_one_dim");
     emit!("      transform.apply_patterns.canonicalization");
     emit!("    }} : {any}");
     // Accumulators become loop-carried vectors: once per reduction loop level (c, kh, kw).
