@@ -73,7 +73,7 @@ fn tile(n: u64, want: u64) -> u64 {
 /// How a layer's root is split into `threads` equal `scf.forall` tasks, if it can be: dense
 /// layers along N in whole register tiles, else along M (each task peels its own row
 /// remainder: 64 rows are two tasks of 32 = 5 × 6 + 2), convs along the flat positions in
-/// whole vectors, else along the filters (each task peels its own filter remainder). Unequal
+/// whole vectors with a power-of-two remainder, else along the filters (each task peels its own filter remainder). Unequal
 /// chunks would make tile sizes dynamic inside the task, which the vectorizer cannot handle, so
 /// a layer whose sizes do not divide runs on one thread.
 fn split(layer: &Layer, threads: u64) -> Option<Vec<u64>> {
@@ -92,8 +92,13 @@ fn split(layer: &Layer, threads: u64) -> Option<Vec<u64>> {
             }
         }
         Layer::Conv { f, len, .. } => {
-            if len.is_multiple_of(threads * 16) {
-                Some(vec![0, 0, len / threads])
+            // Each task peels its own remainder of position tiles, which must be whole vectors
+            // of a power-of-two count: 864 positions (28 rows of 30) in two tasks of 432 = 6 x
+            // 64 + 48 left a 48-wide tile, and the layer ran slower on two threads than on one.
+            let share = len / threads;
+            let rem = share % tile(share, CONV_TILE.1);
+            if len.is_multiple_of(threads * 16) && (rem == 0 || rem.is_power_of_two()) {
+                Some(vec![0, 0, share])
             } else if f.is_multiple_of(threads) {
                 Some(vec![0, f / threads, 0])
             } else {
@@ -345,6 +350,9 @@ mod tests {
         let two = script(&[conv(64, 3264)], 2);
         assert!(two.contains("tile_sizes [1, 6, 64]"), "{two}");
         assert_eq!(two.matches("transform.loop.peel").count(), 2, "{two}");
+        // 864 positions would leave each task a 48-wide remainder: the filters split instead.
+        assert_eq!(split(&conv(128, 864), 2), Some(vec![0, 64, 0]));
+        assert_eq!(split(&conv(128, 896), 2), Some(vec![0, 0, 448]));
         // A length that does not split into whole vectors splits the filters, else nothing.
         assert_eq!(split(&conv(54, 200), 2), Some(vec![0, 27, 0]));
         assert_eq!(split(&conv(53, 200), 2), None);

@@ -796,6 +796,55 @@ fn strided_pointwise_conv_is_scheduled() {
     assert_eq!(check(text, &[&[2, 8, 9, 7], &[12, 8, 1, 1], &[12]]), 1);
 }
 
+/// A strided conv with a kernel larger than 1x1 runs as a unit-stride flat conv over its
+/// input's phases, which the schedule covers: a 3x3 stride-2 conv with its relu, followed by a
+/// 3x3 conv of its flat rows; a 7x7 stride-2 stem on odd sizes; unequal strides with a 3x2
+/// kernel, asymmetric pads and batch 2; a last row and column that no output reads; padding
+/// wider than the input.
+#[test]
+fn strided_convs_are_scheduled_over_phases() {
+    let text = "func @f(%x: tensor<1x5x9x11xf32>, %w: tensor<6x5x3x3xf32>, %b: tensor<6xf32>, %v: tensor<4x6x3x3xf32>) -> tensor<1x4x5x6xf32> {
+  %y = nn.conv2d %x, %w, %b {strides = [2, 2], pads = [1, 1, 1, 1]} : tensor<1x6x5x6xf32>
+  %r = nn.relu %y : tensor<1x6x5x6xf32>
+  %z = nn.conv2d %r, %v {pads = [1, 1, 1, 1]} : tensor<1x4x5x6xf32>
+  return %z : tensor<1x4x5x6xf32>
+}";
+    let shapes: &[&[usize]] = &[&[1, 5, 9, 11], &[6, 5, 3, 3], &[6], &[4, 6, 3, 3]];
+    assert_eq!(check(text, shapes), 2);
+    type Case = (&'static str, [usize; 4], [usize; 4], [usize; 4]);
+    let cases: [Case; 4] = [
+        (
+            "{strides = [2, 2], pads = [3, 3, 3, 3]}",
+            [1, 3, 13, 12],
+            [8, 3, 7, 7],
+            [1, 8, 7, 6],
+        ),
+        (
+            "{strides = [2, 3], pads = [1, 0, 2, 1]}",
+            [2, 3, 7, 8],
+            [8, 3, 3, 2],
+            [2, 8, 4, 3],
+        ),
+        (
+            "{strides = [2, 2]}",
+            [1, 4, 8, 8],
+            [8, 4, 3, 3],
+            [1, 8, 3, 3],
+        ),
+        (
+            "{strides = [2, 2], pads = [3, 3, 3, 3]}",
+            [1, 2, 3, 3],
+            [8, 2, 3, 3],
+            [1, 8, 4, 4],
+        ),
+    ];
+    for (attrs, x, w, y) in cases {
+        let ty = |d: [usize; 4]| format!("tensor<{}x{}x{}x{}xf32>", d[0], d[1], d[2], d[3]);
+        let text = conv(attrs, &ty(x), &ty(w), &ty(y), true);
+        assert_eq!(check(&text, &[&x, &w, &[8]]), 1, "{text}");
+    }
+}
+
 /// `--threads` adds its passes at both insertion points of the default pipeline (a
 /// `replacen` whose anchor is missing would silently leave the pipeline single-threaded).
 #[test]
