@@ -175,7 +175,8 @@ struct RunArgs {
 struct BenchArgs {
     /// The NNIR (or .onnx) file.
     input: PathBuf,
-    /// A second model with the same inputs (e.g. the pruned one) to time the same way.
+    /// A second model with the same inputs (e.g. the pruned one) to time the same way; the
+    /// two models' runs alternate, so a slow stretch of the machine hits both.
     #[arg(long, value_name = "FILE")]
     compare: Option<PathBuf>,
     /// Timed runs per model (after one warm-up run).
@@ -676,28 +677,39 @@ fn bench_main(args: &BenchArgs) -> Result<(), Exit> {
             )));
         }
     }
-    let mut rows = Vec::new();
+    let mut bench = Vec::new();
+    let mut macs = Vec::new();
     for (path, module) in &models {
         let func = pick_func(module, args.func.as_deref(), path)?;
-        let inputs = bench_inputs(func, args.batch as usize)?;
-        let macs: u64 = passes::layer_costs(func).iter().map(|c| c.macs).sum();
-        let times = bench_compiled(
+        macs.push(
+            passes::layer_costs(func)
+                .iter()
+                .map(|c| c.macs)
+                .sum::<u64>(),
+        );
+        bench.push(driver::BenchModel {
             module,
-            &func.name,
-            &inputs,
-            args.runs as usize,
-            args.mlir_pipeline.as_deref(),
-            args.threads,
-        )
-        .map_err(|d| {
-            sources.emit_to_stderr(&d);
-            Exit(1)
-        })?;
+            func: &func.name,
+            inputs: bench_inputs(func, args.batch as usize)?,
+        });
+    }
+    let times = bench_compiled(
+        &bench,
+        args.runs as usize,
+        args.mlir_pipeline.as_deref(),
+        args.threads,
+    )
+    .map_err(|d| {
+        sources.emit_to_stderr(&d);
+        Exit(1)
+    })?;
+    let mut rows = Vec::new();
+    for (((path, _), b), (times, macs)) in models.iter().zip(&bench).zip(times.iter().zip(macs)) {
         let median = median_ms(&times.runs);
         println!(
             "{}: @{} batch {}: median {:.3} ms over {} runs (min {:.3} ms), compile {:.2} s, {} MACs/sample",
             path.display(),
-            func.name,
+            b.func,
             args.batch,
             median,
             times.runs.len(),
@@ -719,25 +731,21 @@ fn bench_main(args: &BenchArgs) -> Result<(), Exit> {
 
 #[cfg(feature = "mlir")]
 fn bench_compiled(
-    m: &nnopt::ir::Module,
-    func: &str,
-    inputs: &[ndarray::ArrayD<f32>],
+    models: &[driver::BenchModel],
     runs: usize,
     pipeline: Option<&str>,
     threads: u64,
-) -> Result<driver::BenchTimes, Vec<Diagnostic>> {
-    nnopt::lower::bench(m, func, inputs, runs, pipeline, threads)
+) -> Result<Vec<driver::BenchTimes>, Vec<Diagnostic>> {
+    nnopt::lower::bench(models, runs, pipeline, threads)
 }
 
 #[cfg(not(feature = "mlir"))]
 fn bench_compiled(
-    _: &nnopt::ir::Module,
-    _: &str,
-    _: &[ndarray::ArrayD<f32>],
+    _: &[driver::BenchModel],
     _: usize,
     _: Option<&str>,
     _: u64,
-) -> Result<driver::BenchTimes, Vec<Diagnostic>> {
+) -> Result<Vec<driver::BenchTimes>, Vec<Diagnostic>> {
     Err(vec![Diagnostic::error(
         "this nnopt was built without the `mlir` feature; bench needs the compiler",
     )])

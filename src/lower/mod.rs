@@ -2616,40 +2616,51 @@ pub fn specialized(
     Ok(m)
 }
 
-/// Compiles `m` once for the shapes of `inputs` and calls `func` `runs` times after one
-/// untimed warm-up call. A call includes what `nnopt run` does around the compiled code (shape
-/// checks, argument descriptors) except allocating the outputs, which are reused; not reading
-/// or writing files.
+/// Compiles each model once for the shapes of its inputs, calls each once untimed, then
+/// `runs` rounds that call every model once in turn, timing each call. Interleaving keeps a
+/// comparison fair on a shared machine: a stretch of slow runs (another tenant, 100-200 ms at
+/// a time here) hits every model, where back-to-back series put it on one side of the ratio.
+/// A call includes what `nnopt run` does around the compiled code (shape checks, argument
+/// descriptors) except allocating the outputs, which are reused; not reading or writing files.
 pub fn bench(
-    m: &ir::Module,
-    func: &str,
-    inputs: &[ndarray::ArrayD<f32>],
+    models: &[crate::driver::BenchModel],
     runs: usize,
     pipeline: Option<&str>,
     threads: u64,
-) -> Result<crate::driver::BenchTimes, Vec<Diagnostic>> {
-    let start = std::time::Instant::now();
+) -> Result<Vec<crate::driver::BenchTimes>, Vec<Diagnostic>> {
     let cx = context();
-    let lowered = lower_module(&cx, &specialized(m, func, inputs)?)?;
-    let jit = jit::Jit::compile(&cx, lowered, pipeline, threads)
-        .map_err(|e| vec![Diagnostic::error(e).at(m.span)])?;
-    let compile = start.elapsed();
+    let mut compiled = Vec::with_capacity(models.len());
+    for b in models {
+        let start = std::time::Instant::now();
+        let lowered = lower_module(&cx, &specialized(b.module, b.func, &b.inputs)?)?;
+        let jit = jit::Jit::compile(&cx, lowered, pipeline, threads)
+            .map_err(|e| vec![Diagnostic::error(e).at(b.module.span)])?;
+        compiled.push((jit, start.elapsed()));
+    }
     let mut outputs = Vec::new();
-    let mut call = || {
-        jit.run_into(func, inputs, &mut outputs)
+    let call = |(jit, _): &(jit::Jit, _), b: &crate::driver::BenchModel, outputs: &mut _| {
+        jit.run_into(b.func, &b.inputs, outputs)
             .map_err(|e| vec![Diagnostic::error(e)])
     };
-    call()?;
-    let mut times = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let t = std::time::Instant::now();
-        call()?;
-        times.push(t.elapsed());
+    for (c, b) in compiled.iter().zip(models) {
+        call(c, b, &mut outputs)?;
     }
-    Ok(crate::driver::BenchTimes {
-        compile,
-        runs: times,
-    })
+    let mut times = vec![Vec::with_capacity(runs); models.len()];
+    for _ in 0..runs {
+        for ((c, b), t) in compiled.iter().zip(models).zip(&mut times) {
+            let start = std::time::Instant::now();
+            call(c, b, &mut outputs)?;
+            t.push(start.elapsed());
+        }
+    }
+    Ok(compiled
+        .iter()
+        .zip(times)
+        .map(|((_, compile), runs)| crate::driver::BenchTimes {
+            compile: *compile,
+            runs,
+        })
+        .collect())
 }
 
 /// The MLIR text of a lowered module (generic form off: the custom assembly mlir-opt reads).

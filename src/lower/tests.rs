@@ -845,6 +845,38 @@ fn strided_convs_are_scheduled_over_phases() {
     }
 }
 
+/// `bench` compiles every model and times each `runs` times (its runs alternate with the other
+/// model's), in the order given, with a compile time each.
+#[test]
+fn bench_times_each_model() {
+    let small = load("func @f(%x: tensor<?x4xf32>) -> tensor<?x4xf32> {\n  %y = nn.relu %x : tensor<?x4xf32>\n  return %y : tensor<?x4xf32>\n}");
+    let big = load("func @g(%x: tensor<?x4xf32>) -> tensor<?x4xf32> {\n  %y = nn.sigmoid %x : tensor<?x4xf32>\n  return %y : tensor<?x4xf32>\n}");
+    let inputs = || vec![random(&[2, 4], 1)];
+    let models = [
+        driver::BenchModel {
+            module: &small,
+            func: "f",
+            inputs: inputs(),
+        },
+        driver::BenchModel {
+            module: &big,
+            func: "g",
+            inputs: inputs(),
+        },
+    ];
+    let times = bench(&models, 3, None, 1).expect("compiles and runs");
+    assert_eq!(times.len(), 2);
+    assert!(times
+        .iter()
+        .all(|t| t.runs.len() == 3 && !t.compile.is_zero()));
+    let wrong = driver::BenchModel {
+        module: &small,
+        func: "f",
+        inputs: vec![random(&[2, 5], 1)],
+    };
+    assert!(bench(&[wrong], 3, None, 1).is_err());
+}
+
 /// `--threads` adds its passes at both insertion points of the default pipeline (a
 /// `replacen` whose anchor is missing would silently leave the pipeline single-threaded).
 #[test]
