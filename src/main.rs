@@ -176,7 +176,7 @@ struct BenchArgs {
     /// The NNIR (or .onnx) file.
     input: PathBuf,
     /// A second model with the same inputs (e.g. the pruned one) to time the same way; the
-    /// two models' runs alternate, so a slow stretch of the machine hits both.
+    /// two models' runs alternate in blocks of 10, so a slow stretch of the machine hits both.
     #[arg(long, value_name = "FILE")]
     compare: Option<PathBuf>,
     /// Timed runs per model (after one warm-up run).

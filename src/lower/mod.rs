@@ -2616,10 +2616,15 @@ pub fn specialized(
     Ok(m)
 }
 
-/// Compiles each model once for the shapes of its inputs, calls each once untimed, then
-/// `runs` rounds that call every model once in turn, timing each call. Interleaving keeps a
-/// comparison fair on a shared machine: a stretch of slow runs (another tenant, 100-200 ms at
-/// a time here) hits every model, where back-to-back series put it on one side of the ratio.
+/// How many consecutive calls of one model [`bench`] times before it turns to the next.
+pub const BENCH_BLOCK: usize = 10;
+
+/// Compiles each model once for the shapes of its inputs, calls each once untimed, then times
+/// `runs` calls of each, in blocks of [`BENCH_BLOCK`] calls that alternate between the models.
+/// Alternating keeps a comparison fair on a shared machine: a stretch of slow runs (100-200 ms
+/// at a time here) hits every model, where back-to-back series put it on one side of the
+/// ratio. Blocks rather than single calls: alternating call by call evicted each model's
+/// weights from the caches for the other (the pruned MLP ran 1.2-1.6x slower than alone).
 /// A call includes what `nnopt run` does around the compiled code (shape checks, argument
 /// descriptors) except allocating the outputs, which are reused; not reading or writing files.
 pub fn bench(
@@ -2646,11 +2651,13 @@ pub fn bench(
         call(c, b, &mut outputs)?;
     }
     let mut times = vec![Vec::with_capacity(runs); models.len()];
-    for _ in 0..runs {
+    for block in (0..runs).step_by(BENCH_BLOCK) {
         for ((c, b), t) in compiled.iter().zip(models).zip(&mut times) {
-            let start = std::time::Instant::now();
-            call(c, b, &mut outputs)?;
-            t.push(start.elapsed());
+            for _ in block..runs.min(block + BENCH_BLOCK) {
+                let start = std::time::Instant::now();
+                call(c, b, &mut outputs)?;
+                t.push(start.elapsed());
+            }
         }
     }
     Ok(compiled
