@@ -416,6 +416,14 @@ struct FlatConv {
 }
 
 impl FlatConv {
+    /// The flat length of a conv over a padded buffer: its output rows times the padded width,
+    /// rounded up to 32 so that two threads split it into whole vectors.
+    fn padded_len(&self) -> u64 {
+        let [pt, pl, pb, pr] = self.pads;
+        let wp = self.w + pl + pr;
+        ((self.h + pt + pb - self.kh + 1) * wp).next_multiple_of(32)
+    }
+
     /// The rows of `wp` a flat conv computing `len` positions reads: the image's, plus enough
     /// below for the reads of the last positions.
     fn rows(&self, len: u64, wp: u64) -> u64 {
@@ -1829,7 +1837,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
             pads: [0; 4],
         };
         let wq = geom.w;
-        let rows = geom.rows((ho * wq).next_multiple_of(32), wq);
+        let rows = geom.rows(geom.padded_len(), wq);
         let (h, wi) = (xd[2].to_i64() as u64, xd[3].to_i64() as u64);
         let (kept_h, kept_w) = (
             (sh * rows).checked_sub(pads[0]).map(|r| r.min(h)),
@@ -1921,8 +1929,8 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
             && (g.pads != [0; 4] || g.kw > 1 || (ho * wp) % 32 != 0);
         let (wp, wo, len) = match source {
             FlatSource::Rows(_, r) => (r.wp, r.wo, r.len),
-            FlatSource::Nchw(_) if copied => (wp, wo, (ho * wp).next_multiple_of(32)),
-            FlatSource::Flat(_) => (wp, wo, (ho * wp).next_multiple_of(32)),
+            FlatSource::Nchw(_) if copied => (wp, wo, g.padded_len()),
+            FlatSource::Flat(_) => (wp, wo, g.padded_len()),
             FlatSource::Nchw(_) => (wp, wo, ho * wp),
         };
         let i = self.layers.len();

@@ -73,9 +73,9 @@ fn tile(n: u64, want: u64) -> u64 {
 /// How a layer's root is split into `threads` equal `scf.forall` tasks, if it can be: dense
 /// layers along N in whole register tiles, else along M (each task peels its own row
 /// remainder: 64 rows are two tasks of 32 = 5 × 6 + 2), convs along the flat positions in
-/// whole vectors with a power-of-two remainder, else along the filters (each task peels its own filter remainder). Unequal
-/// chunks would make tile sizes dynamic inside the task, which the vectorizer cannot handle, so
-/// a layer whose sizes do not divide runs on one thread.
+/// whole vectors with a power-of-two remainder, else along the filters (each task peels its
+/// own filter remainder). Unequal chunks would make tile sizes dynamic inside the task, which
+/// the vectorizer cannot handle, so a layer whose sizes do not divide runs on one thread.
 fn split(layer: &Layer, threads: u64) -> Option<Vec<u64>> {
     if threads < 2 {
         return None;
