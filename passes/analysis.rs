@@ -237,7 +237,7 @@ impl ConstAnalysis {
                     indices,
                     size,
                     fill,
-                } => crate::verify::norm_axis(*axis, f.ty(r).rank())
+                } => crate::ir::infer::norm_axis(*axis, f.ty(r).rank())
                     .ok()
                     .map(|axis| {
                         let input = fact_of(ins[0]).filter(|fx| fx.axis == axis);
@@ -250,7 +250,7 @@ impl ConstAnalysis {
                         ChannelFacts { axis, channels }
                     }),
                 OpKind::Gather { axis, indices } => {
-                    let axis = crate::verify::norm_axis(*axis, f.ty(r).rank()).ok();
+                    let axis = crate::ir::infer::norm_axis(*axis, f.ty(r).rank()).ok();
                     fact_of(ins[0])
                         .filter(|fx| Some(fx.axis) == axis)
                         .map(|fx| ChannelFacts {
@@ -259,7 +259,7 @@ impl ConstAnalysis {
                         })
                 }
                 OpKind::Concat { axis } => {
-                    let axis = crate::verify::norm_axis(*axis, f.ty(r).rank()).ok();
+                    let axis = crate::ir::infer::norm_axis(*axis, f.ty(r).rank()).ok();
                     let parts: Option<Vec<Vec<Option<f32>>>> = ins
                         .iter()
                         .map(|&v| {

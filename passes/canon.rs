@@ -145,7 +145,7 @@ impl Pattern for FoldScatterIntoConsumer {
             f.op(op).result().expect("scatter has a result"),
         );
         let rank = f.ty(s).rank();
-        let Ok(axis) = crate::verify::norm_axis(axis, rank) else {
+        let Ok(axis) = crate::ir::infer::norm_axis(axis, rank) else {
             return false;
         };
         let keep: Vec<usize> = indices.iter().map(|&k| k as usize).collect();
@@ -285,7 +285,7 @@ impl Pattern for SinkScatter {
         };
         let (_, axis, indices, size) = sources[0].clone();
         let inputs: Vec<_> = sources.iter().map(|s| f.op(s.0).operands()[0]).collect();
-        let Ok(ax) = crate::verify::norm_axis(axis, f.ty(r).rank()) else {
+        let Ok(ax) = crate::ir::infer::norm_axis(axis, f.ty(r).rank()) else {
             return false;
         };
         let narrow = f.ty(inputs[0]).clone();

@@ -68,7 +68,7 @@ pub fn per_channel_axis(f: &Function, op: OpId, axis: usize) -> Option<usize> {
         OpKind::Mean { axes, keepdims } => {
             let axes: Option<Vec<usize>> = axes
                 .iter()
-                .map(|&a| crate::verify::norm_axis(a, x.rank()).ok())
+                .map(|&a| crate::ir::infer::norm_axis(a, x.rank()).ok())
                 .collect();
             let axes = axes?;
             if axes.contains(&axis) {

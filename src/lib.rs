@@ -9,6 +9,7 @@
 // boxing them everywhere would only add noise.
 #![allow(clippy::result_large_err)]
 
+pub mod atomic;
 pub mod diag;
 pub mod driver;
 pub mod interp;
@@ -20,3 +21,4 @@ pub mod onnx;
 pub mod passes;
 pub mod syntax;
 pub mod verify;
+pub mod weights;

@@ -239,7 +239,7 @@ fn emit_output(path: &Path, text: &str) -> Result<(), Exit> {
             .and_then(|_| out.flush())
             .map_err(|e| fail(&format!("cannot write stdout: {e}")))
     } else {
-        driver::write_atomic(path, text.as_bytes())
+        nnopt::atomic::write_atomic(path, text.as_bytes())
             .map_err(|e| fail(&format!("cannot write {}: {e}", path.display())))
     }
 }
@@ -390,7 +390,7 @@ fn opt_main(opt: &OptArgs) -> Result<(), Exit> {
                     if !tensors.is_empty() {
                         let refs: Vec<(&str, &nnopt::ir::Tensor)> =
                             tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-                        let tmp = nnopt::ir::weights::stage_safetensors(&path, &refs)
+                        let tmp = nnopt::weights::stage_safetensors(&path, &refs)
                             .map_err(|e| fail(&format!("cannot write {}: {e}", path.display())))?;
                         staged.push((tmp, path));
                     }

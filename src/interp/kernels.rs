@@ -4,6 +4,7 @@
 //! checked, so clarity beats speed. Every shape mismatch is reported as `Err`, never a panic,
 //! because the interpreter runs on user-supplied networks and weights.
 
+use crate::ir::infer;
 use ndarray::{ArrayD, Axis, Dimension, IxDyn};
 
 /// Result type of every kernel: a shape mismatch is an error message, not a panic.
@@ -17,16 +18,9 @@ pub enum BinaryOp {
     Mul,
 }
 
-/// Resolves a possibly negative axis against `rank` (`-1` is the last axis).
+/// [`infer::norm_axis`] with the kernel's name in the message.
 fn norm_axis(axis: i64, rank: usize, what: &str) -> Result<usize, String> {
-    let r = rank as i64;
-    let a = if axis < 0 { axis + r } else { axis };
-    if a < 0 || a >= r {
-        return Err(format!(
-            "{what} axis {axis} is out of range for rank {rank}"
-        ));
-    }
-    Ok(a as usize)
+    infer::norm_axis(axis, rank).map_err(|e| format!("{what} {e}"))
 }
 
 /// NumPy broadcast of two shapes (aligned at the right).

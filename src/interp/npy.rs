@@ -24,7 +24,7 @@ pub fn read_npy(path: impl AsRef<Path>) -> Result<ArrayD<f32>, String> {
     }
 }
 
-/// Writes `array` as an f32 `.npy` file, atomically (see [`crate::driver::write_atomic`]).
+/// Writes `array` as an f32 `.npy` file, atomically (see [`crate::atomic::write_atomic`]).
 pub fn write_npy(path: impl AsRef<Path>, array: &ArrayD<f32>) -> Result<(), String> {
     let path = path.as_ref();
     let mut bytes = Vec::new();
@@ -32,6 +32,6 @@ pub fn write_npy(path: impl AsRef<Path>, array: &ArrayD<f32>) -> Result<(), Stri
         .as_standard_layout()
         .write_npy(&mut bytes)
         .map_err(|e| format!("cannot write {}: encoding: {e}", path.display()))?;
-    crate::driver::write_atomic(path, &bytes)
+    crate::atomic::write_atomic(path, &bytes)
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }

@@ -68,7 +68,7 @@ impl<'f> FuncBuilder<'f> {
         let v = self.func.ops[op]
             .result()
             .expect("invariant: created with a result");
-        match crate::verify::infer_type(self.func, op) {
+        match super::infer::infer_type(self.func, op) {
             Ok(ty) => {
                 self.func.values[v].ty = ty;
                 self.func.layout.append(op);

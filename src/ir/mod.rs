@@ -19,11 +19,11 @@
 
 pub mod attr;
 pub mod builder;
+pub mod infer;
 pub mod ops;
 pub mod rewriter;
 pub mod tensor;
 pub mod types;
-pub mod weights;
 
 pub use attr::Attr;
 pub use ops::{Arity, GeluApprox, OpKind, OpTag, Pool2d};

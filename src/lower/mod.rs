@@ -26,6 +26,7 @@ pub mod builder;
 pub mod jit;
 mod prefetch;
 pub mod schedule;
+mod specialize;
 
 use crate::diag::Diagnostic;
 use crate::ir::{self, Dim, ElemType, Function, OpId, OpKind, Tensor, TensorType, ValueId};
@@ -884,7 +885,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
     }
 
     fn norm_axis(op: OpId, axis: i64, rank: usize) -> LResult<usize> {
-        crate::verify::norm_axis(axis, rank).map_err(|e| Fail::Unsupported(op, e))
+        crate::ir::infer::norm_axis(axis, rank).map_err(|e| Fail::Unsupported(op, e))
     }
 
     /// `init[out...] += a * b` summed over `reductions` loops after the `out.len()` output
@@ -2604,7 +2605,7 @@ pub fn compile_and_run(
         .map_err(|e| vec![Diagnostic::error(e)])
 }
 
-/// `m` with function `func` specialized to the shapes of `inputs` (`verify::specialize`): the
+/// `m` with function `func` specialized to the shapes of `inputs` (`specialize::specialize`): the
 /// compiled code is built for the sizes it runs on, so every layer's loop nest is static and
 /// can be scheduled.
 pub fn specialized(
@@ -2620,7 +2621,7 @@ pub fn specialized(
         .ok_or_else(|| vec![Diagnostic::error(format!("no function @{func}"))])?;
     let shapes: Vec<Vec<usize>> = inputs.iter().map(|x| x.shape().to_vec()).collect();
     let span = f.span;
-    crate::verify::specialize(f, &shapes).map_err(|e| vec![Diagnostic::error(e).at(span)])?;
+    specialize::specialize(f, &shapes).map_err(|e| vec![Diagnostic::error(e).at(span)])?;
     Ok(m)
 }
 

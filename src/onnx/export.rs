@@ -64,7 +64,7 @@ pub fn write_onnx(m: &Module, path: &Path) -> Result<(), Diagnostic> {
             .iter()
             .map(|(init, t)| key_len(GRAPH_INITIALIZER) + delimited(tensor_len(init, t)))
             .sum::<usize>();
-    crate::driver::write_atomic_with(path, |w| {
+    crate::atomic::write_atomic_with(path, |w| {
         let mut sink = WriteBuf::new(w);
         let overflow = |e: prost::EncodeError| std::io::Error::other(e.to_string());
         // prost writes fields in tag order; so does this, around the graph (tag 7), so that a
@@ -593,7 +593,7 @@ impl<'f> Exporter<'f> {
                 if inputs.len() == 1 {
                     // ONNX requires the scale: ones of the normalised shape.
                     let xt = x_ty()?;
-                    let a = crate::verify::norm_axis(*axis, xt.rank())?;
+                    let a = crate::ir::infer::norm_axis(*axis, xt.rank())?;
                     let shape: Vec<u64> = xt.dims[a..]
                         .iter()
                         .map(|d| d.as_static().ok_or("the normalised axes must be static"))
@@ -632,7 +632,7 @@ impl<'f> Exporter<'f> {
             } => {
                 let xt = x_ty()?;
                 let r = rank()?;
-                let a = crate::verify::norm_axis(*axis, xt.rank())?;
+                let a = crate::ir::infer::norm_axis(*axis, xt.rank())?;
                 let n = indices.len() as i64;
                 // fill, shaped [1, .., size, .., 1], expanded to x's shape with `size` on the axis.
                 let mut fshape = vec![1u64; xt.rank()];

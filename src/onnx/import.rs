@@ -18,6 +18,7 @@ use super::proto::{
 };
 use crate::diag::{Diagnostic, Span};
 use crate::ir::builder::FuncBuilder;
+use crate::ir::infer::norm_axis;
 use crate::ir::{
     Attr, Dim, ElemType, Function, GeluApprox, Module, OpKind, Pool2d, Tensor, TensorType, ValueId,
 };
@@ -287,17 +288,6 @@ fn elem_of(dt: i32) -> Option<ElemType> {
 
 fn num_elements(shape: &[u64]) -> Option<u64> {
     shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d))
-}
-
-/// `axis` (possibly negative) as an index into `rank` axes.
-fn norm_axis(axis: i64, rank: usize) -> R<usize> {
-    let r = rank as i64;
-    let a = if axis < 0 { axis + r } else { axis };
-    if (0..r).contains(&a) {
-        Ok(a as usize)
-    } else {
-        Err(format!("axis {axis} is out of range for rank {rank}"))
-    }
 }
 
 /// `t` (2-D) transposed, bit-exactly, in a new buffer (the one copy a MatMul weight needs to

@@ -4,12 +4,12 @@
 //! [`HEX_THRESHOLD`] elements as a hex blob of their little-endian bytes. Values keep the names
 //! the user gave them; values created by passes get the smallest free number.
 
-use crate::ir::{Function, Module, OpKind, Tensor, ValueId};
+use crate::ir::{Attr, Function, Module, OpKind, Tensor, ValueId};
 use crate::syntax::float::{escape_string, format_bits};
 use crate::syntax::opattrs::op_attrs;
 use cranelift_entity::SecondaryMap;
 use std::collections::HashSet;
-use std::fmt::Write;
+use std::fmt::{self, Write};
 
 /// Tensors with more elements than this print as `dense<"0x...">`.
 pub const HEX_THRESHOLD: usize = 256;
@@ -178,4 +178,27 @@ fn print_nested(out: &mut String, t: &Tensor, axis: usize, offset: usize) {
         }
     }
     out.push(']');
+}
+
+/// The text form of a generic attribute, as the reader reads it back.
+impl fmt::Display for Attr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Attr::Int(i) => write!(f, "{i}"),
+            Attr::Float(x) => write!(f, "{}", super::float::format_f64(*x)),
+            Attr::F32(x) => write!(f, "{}", super::float::format_f32(*x)),
+            Attr::Bool(b) => write!(f, "{b}"),
+            Attr::Str(s) => write!(f, "\"{}\"", super::float::escape_string(s)),
+            Attr::Array(items) => {
+                f.write_str("[")?;
+                for (i, a) in items.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{a}")?;
+                }
+                f.write_str("]")
+            }
+        }
+    }
 }

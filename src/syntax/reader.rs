@@ -7,12 +7,12 @@
 use crate::diag::{Diagnostic, Span};
 use crate::ir::builder::FuncBuilder;
 use crate::ir::types::MAX_ELEMENTS;
-use crate::ir::weights::WeightStore;
 use crate::ir::{Attr, ElemType, Function, Loc, Module, OpKind, OpTag, Tensor, TensorType};
 use crate::ir::{ValueId, WeightsFile};
 use crate::syntax::ast::*;
 use crate::syntax::lexer::{parse_tensor_type, scan_num_list, unescape};
 use crate::syntax::opattrs::{build_kind, parse_f32, AttrReader};
+use crate::weights::WeightStore;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;

@@ -20,8 +20,7 @@
 //! Mapping caveat: like every memory-mapped reader, a store assumes nobody truncates or rewrites
 //! the file *in place* while it is open (replacing it by rename, as the writer does, is fine).
 
-use super::tensor::Tensor;
-use super::types::ElemType;
+use crate::ir::{ElemType, Tensor};
 use memmap2::Mmap;
 use std::collections::HashMap;
 use std::fmt;
@@ -674,7 +673,7 @@ pub fn stage_safetensors(
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let tmp = crate::driver::output_tempfile(dir)?;
+    let tmp = crate::atomic::output_tempfile(dir)?;
     {
         let mut w = BufWriter::with_capacity(1 << 16, tmp.as_file());
         w.write_all(&(header.len() as u64).to_le_bytes())?;
@@ -691,7 +690,7 @@ pub fn stage_safetensors(
         }
         w.flush()?;
     }
-    // No fsync: see `driver::write_atomic`.
+    // No fsync: see `atomic::write_atomic`.
     Ok(tmp)
 }
 
