@@ -1,5 +1,7 @@
 # lit configuration for nnopt: the MLIR way (RUN/CHECK lines, one feature per file).
 import os
+import subprocess
+
 import lit.formats
 
 config.name = "nnopt"
@@ -16,3 +18,22 @@ llvm_bin = "/usr/lib/llvm-22/bin"
 target_dir = os.environ.get("CARGO_TARGET_DIR", os.path.join(root, "target"))
 nnopt_bin = os.path.join(target_dir, "debug")
 config.environment["PATH"] = os.pathsep.join([nnopt_bin, llvm_bin, config.environment.get("PATH", os.environ["PATH"])])
+
+
+def nnopt_has_mlir(binary):
+    """Whether `binary` was built with the `mlir` cargo feature: only such a build lowers a
+    function to MLIR (`--emit=mlir`); without it, --emit is an error. Asking the binary keeps
+    the CLI as it is and can never disagree with how it was built."""
+    probe = "func @f(%x: tensor<1xf32>) -> tensor<1xf32> {\n  return %x\n}\n"
+    try:
+        r = subprocess.run([binary, "-", "--emit=mlir"], input=probe, capture_output=True,
+                           text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0 and "func.func @f" in r.stdout
+
+
+# `// REQUIRES: mlir` marks the tests that lower or run code (lit/lower/, `nnopt bench`): a
+# --no-default-features build reports them UNSUPPORTED instead of failing them.
+if nnopt_has_mlir(os.path.join(nnopt_bin, "nnopt")):
+    config.available_features.add("mlir")
