@@ -1,3 +1,5 @@
+//! Generates the NNIR parser from `grammar/nnir.lalrpop` at build time.
+
 fn main() {
     // The grammar lives in grammar/ (the design card's layout); the generated parser goes to
     // OUT_DIR and is included by src/syntax/parse.rs.

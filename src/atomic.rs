@@ -11,8 +11,8 @@ use std::path::Path;
 /// written in place: renaming over it would replace the device with a regular file.
 ///
 /// Atomic against nnopt failing (an error, a crash, a kill), not against the machine losing
-/// power: like `cp` and compilers, nnopt does not `fsync` (measured at about a third of the
-/// time of writing a large weight file, `docs/performance.md`).
+/// power: like `cp` and compilers, nnopt does not `fsync`, which would cost a large share of
+/// the time of writing a large weight file (`docs/performance.md`).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     write_atomic_with(path, |w| w.write_all(bytes))
 }

@@ -1,6 +1,6 @@
 //! Diagnostics as values.
 //!
-//! Every stage (lexer, parser, IR builder, verifier, passes, CLI) reports problems by returning
+//! Every stage (lexer, parser, reader, verifier, passes, CLI) reports problems by returning
 //! [`Diagnostic`] values; nothing prints while working. The CLI renders them once, at the edge,
 //! through `codespan-reporting` (or compares them with `expected-error` annotations under
 //! `--verify-diagnostics`). A diagnostic points into a file registered in the [`SourceMap`].
@@ -46,6 +46,7 @@ impl Span {
     }
 }
 
+/// How serious a diagnostic is; only errors fail a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Severity {
     /// MLIR's `remark`: information about a decision (e.g. why a dead neuron stayed).

@@ -1,7 +1,9 @@
 //! The verifier: structural rules (one terminator, last; operands defined before use; use-lists
 //! consistent with operands) and each op's type rule from `docs/dialect.md`, checked by
-//! inferring the result type and comparing it with the declared one. It runs after reading and
-//! after every pass (`--verify-each`).
+//! inferring the result type (`ir::infer`) and comparing it with the declared one. It runs after
+//! reading and after every pass (`--verify-each`). It collects every error instead of stopping
+//! at the first (an op whose operands are invalid skips its type rule, which could only repeat
+//! the problem), and never changes the IR.
 
 use crate::diag::Diagnostic;
 use crate::ir::infer::infer_type;
@@ -9,10 +11,13 @@ use crate::ir::{Function, Module, OpId, OpKind, TensorType, Use, ValueDef, Value
 use cranelift_entity::SecondaryMap;
 use std::collections::HashSet;
 
+/// The errors of every function of `m`; empty when the module is valid.
 pub fn verify_module(m: &Module) -> Vec<Diagnostic> {
     m.funcs.iter().flat_map(verify_function).collect()
 }
 
+/// The errors of `f`, op by op (its place and operands, then its type rule), then stale uses of
+/// its arguments.
 pub fn verify_function(f: &Function) -> Vec<Diagnostic> {
     let mut diags = Vec::new();
     let mut position: SecondaryMap<OpId, u32> = SecondaryMap::with_capacity(f.op_capacity());

@@ -4,6 +4,7 @@
 //! generic form remains for module attributes, which NNIR keeps but does not interpret (except
 //! `weights`). Their text form is the printer's (`syntax::printer`).
 
+/// A generic attribute value.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Attr {
     Int(i64),

@@ -6,6 +6,7 @@
 use super::{Function, Loc, OpId, OpKind, TensorType, ValueId};
 use crate::diag::Span;
 
+/// Appends ops to the end of a function's block.
 pub struct FuncBuilder<'f> {
     func: &'f mut Function,
 }
@@ -43,9 +44,9 @@ impl<'f> FuncBuilder<'f> {
             .expect("invariant: created with a result")
     }
 
-    /// Appends an op whose result type is the verifier's inferred type (for importers of other
-    /// formats, which know the operands but not the NNIR result type). On a type error nothing
-    /// is linked and the message is the verifier's.
+    /// Appends an op whose result type is inferred ([`super::infer::infer_type`]; for importers
+    /// of other formats, which know the operands but not the NNIR result type). On a type error
+    /// nothing is linked and the message is the one the verifier would report.
     pub fn push_inferred(
         &mut self,
         kind: OpKind,

@@ -12,7 +12,7 @@
 //! - the use-list of a value lists exactly the (op, operand index) pairs of linked ops using it;
 //! - the last linked op is the only `return`.
 //!
-//! Mutation goes through [`builder::FuncBuilder`] (appending while reading text) and
+//! Mutation goes through [`builder::FuncBuilder`] (appending, while reading text or ONNX) and
 //! [`rewriter::Rewriter`] (everything a pass does), never through public setters: the mutating
 //! methods here are private to this module tree, which keeps use-lists and layout consistent and
 //! lets the rewriter record every change for the greedy driver.
@@ -70,6 +70,8 @@ pub struct Loc {
     pub col: u32,
 }
 
+/// An op's kind (with its attributes), operands and result. Operands change only through
+/// the `ir` module tree, which keeps the use-lists in step.
 #[derive(Clone, Debug)]
 pub struct OpData {
     pub kind: OpKind,
@@ -92,6 +94,7 @@ impl OpData {
     }
 }
 
+/// A value's type and where it is defined.
 #[derive(Clone, Debug)]
 pub struct ValueData {
     pub ty: TensorType,

@@ -17,6 +17,7 @@ pub struct Pool2d {
     pub ceil_mode: bool,
 }
 
+/// Which GELU `nn.gelu` computes: the exact erf form, or the tanh approximation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GeluApprox {
     None,

@@ -14,6 +14,7 @@ pub const MAX_ELEMENTS: u64 = 1 << 40;
 /// Largest rank accepted.
 pub const MAX_RANK: usize = 8;
 
+/// The element type of a tensor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ElemType {
     F32,

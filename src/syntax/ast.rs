@@ -10,6 +10,7 @@ pub struct Name<'a> {
     pub span: Span,
 }
 
+/// A parsed file: `module @name attributes {...} { ... }` or bare functions.
 #[derive(Clone, Debug)]
 pub struct ModuleAst<'a> {
     /// `None` for a file of bare functions (an implicit module, as in MLIR).
@@ -19,6 +20,7 @@ pub struct ModuleAst<'a> {
     pub span: Span,
 }
 
+/// `func @name(args) -> (results) { body }`.
 #[derive(Clone, Debug)]
 pub struct FuncAst<'a> {
     pub name: Name<'a>,
@@ -50,6 +52,7 @@ pub struct OpAst<'a> {
     pub span: Span,
 }
 
+/// One operand as written: a value, or the payload of `nn.constant` / `nn.weight`.
 #[derive(Clone, Debug)]
 pub enum OperandAst<'a> {
     Value(Name<'a>),
@@ -68,6 +71,7 @@ impl OperandAst<'_> {
     }
 }
 
+/// The literal inside `dense<...>`, as written; the reader decodes it against the result type.
 #[derive(Clone, Copy, Debug)]
 pub enum DenseAst<'a> {
     /// `dense<[[...]]>`: the text of a numeric list token.
@@ -78,12 +82,14 @@ pub enum DenseAst<'a> {
     Hex(&'a str, Span),
 }
 
+/// One `key = value` entry of an attribute dictionary.
 #[derive(Clone, Debug)]
 pub struct AttrAst<'a> {
     pub key: Name<'a>,
     pub value: AttrValueAst<'a>,
 }
 
+/// An attribute value as written; its meaning comes from the op's schema (`syntax::opattrs`).
 #[derive(Clone, Debug)]
 pub enum AttrValueAst<'a> {
     /// An integer or float literal, as written.

@@ -1,4 +1,5 @@
-//! Number and string spelling shared by the printer and the attribute printer.
+//! Number and string spelling for the printer: tensor elements, op attributes and generic
+//! (module) attributes.
 //!
 //! Floats print in the shortest decimal form that reads back to the same bits (Rust's `{:?}`
 //! algorithm), always with a `.` or exponent so they lex as floats. Values with no exact decimal

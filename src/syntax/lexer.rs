@@ -18,6 +18,7 @@ use crate::ir::{Dim, ElemType, TensorType};
 use logos::Logos;
 use std::fmt;
 
+/// The tokens of NNIR, borrowing their text from the source.
 #[derive(Logos, Clone, Copy, Debug, PartialEq, Eq)]
 #[logos(skip r"[ \t\r\n\f]+")]
 #[logos(skip(r"//[^\n]*", allow_greedy = true))]
@@ -38,8 +39,8 @@ pub enum Token<'a> {
     True,
     #[token("false")]
     False,
-    /// A bare `tensor` keyword (e.g. in a diagnostic-friendly position); typed tensors are
-    /// [`Token::TensorType`].
+    /// A bare `tensor` without `<...>`: no grammar rule accepts it, so a type written without
+    /// its shape is a syntax error at this word. Typed tensors are [`Token::TensorType`].
     #[token("tensor")]
     Tensor,
 

@@ -1,6 +1,6 @@
 //! The attribute schema of every op, in both directions: [`build_kind`] turns an attribute
 //! dictionary into the typed fields of an [`OpKind`], and [`op_attrs`] lists those fields back
-//! as generic attributes for the printer (and for any other consumer that wants them by name).
+//! as generic attributes for the printer.
 //! Keeping both here means an attribute is added, renamed or defaulted in one file.
 
 use crate::diag::{Diagnostic, Span};

@@ -14,6 +14,7 @@ use std::fmt::{self, Write};
 /// Tensors with more elements than this print as `dense<"0x...">`.
 pub const HEX_THRESHOLD: usize = 256;
 
+/// The canonical text of `m` (see the module docs).
 pub fn print_module(m: &Module) -> String {
     let mut out = String::new();
     out.push_str("module");
