@@ -1,5 +1,5 @@
-//! Ops that move elements without arithmetic: concatenation, flatten, reshape, transpose, and
-//! the gather/scatter pair that pruning inserts (scatter is gather's inverse with fill values).
+//! Ops that move elements without arithmetic: concatenation, flatten, reshape, transpose, gather,
+//! and scatter (gather's inverse with fill values, which pruning inserts for removed positions).
 
 use super::{norm_axis, KResult};
 use ndarray::{ArrayD, Axis, Dimension, IxDyn};
