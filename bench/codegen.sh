@@ -4,14 +4,13 @@
 # run in onnxruntime on the same models (exported with `nnopt export`), on 1 and 2 threads.
 # Usage: bench/codegen.sh [ROUNDS] [PROCESSES] (defaults 3 and 3).
 #
-# This machine class is shared and noisy. On two threads, per-run latencies printed in order
-# show windows of 10-20 consecutive runs (100-200 ms) at about 1.4x the usual time, then back
-# (onnxruntime's runs vary too). A 10-run median (the old setting) can fall entirely inside such
-# a window, which looked like a "slow process"; a median over 100+ runs does not. Longer periods
-# in which nnopt's two-thread runs are slow and onnxruntime's are not also occur
-# (docs/performance.md). So every model runs 100 (ResNet) or 200 (MLP) times per process, on
-# both sides alike, and each round runs PROCESSES processes per configuration, alternating nnopt
-# and onnxruntime; the summary takes the median of their medians, and the raw lines come first.
+# This machine class is shared and noisy: on two threads, runs come in short windows of
+# consecutive slow runs, and longer periods occur in which nnopt's two-thread runs are slow and
+# onnxruntime's are not (docs/performance.md has the measurements). A short median can fall
+# entirely inside such a window and look like a "slow process"; a median over 100+ runs does not.
+# So every model runs 100 (ResNet) or 200 (MLP) times per process, on both sides alike, and each
+# round runs PROCESSES processes per configuration, alternating nnopt and onnxruntime; the summary
+# takes the median of their medians, and the raw lines come first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}

@@ -16,3 +16,8 @@ peak_anon() {
   wait $pid
   echo "peak anonymous RSS (sampled every 5 ms): $peak KiB"
 }
+
+# nnopt without the MLIR lowering (`--no-default-features`) is built in a target directory of its
+# own, so that it never replaces the default build in target/release. Run from the repository root.
+no_mlir_nnopt=target/no-mlir/release/nnopt
+build_no_mlir() { CARGO_TARGET_DIR=target/no-mlir cargo build --release --no-default-features "$@"; }

@@ -12,8 +12,8 @@ width=${1:-8192}
 dir=$(mktemp -d /tmp/nnopt-onnx.XXXXXX)
 trap 'rm -rf "$dir"' EXIT
 python3 bench/gen_big_weights.py "$dir" "$width"
-cargo build --release --no-default-features -q
-nnopt=target/release/nnopt
+build_no_mlir -q
+nnopt=$no_mlir_nnopt
 $nnopt export "$dir/big.nnir" -o "$dir/big.onnx"
 rm -f "$dir/big.safetensors"
 ls -l "$dir/big.onnx"

@@ -17,14 +17,12 @@ SEED="${BENCH_SEED:-1}"
 MLIR_OPT="${MLIR_OPT:-/usr/lib/llvm-22/bin/mlir-opt}"
 
 cd "$ROOT"
+source bench/common.sh
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
-  if [ ! -d target/release ] && [ -d /work/main/target/release ]; then
-    mkdir -p target && cp -a /work/main/target/release target/
-  fi
-  echo "== cargo build --release --no-default-features" >&2
-  cargo build --release --no-default-features >&2
+  echo "== cargo build --release --no-default-features (in target/no-mlir)" >&2
+  build_no_mlir >&2
 fi
-NNOPT="$ROOT/target/release/nnopt"
+NNOPT="$ROOT/$no_mlir_nnopt"
 
 if [ -n "${BENCH_DIR:-}" ]; then
   DIR="$BENCH_DIR"; mkdir -p "$DIR"

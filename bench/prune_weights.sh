@@ -10,8 +10,8 @@ width=${1:-8192}
 dir=$(mktemp -d /tmp/nnopt-bytes.XXXXXX)
 trap 'rm -rf "$dir"' EXIT
 python3 bench/gen_big_weights.py "$dir" "$width"
-cargo build --release --no-default-features -q
-nnopt=target/release/nnopt
+build_no_mlir -q
+nnopt=$no_mlir_nnopt
 ls -l "$dir/big.safetensors"
 for round in 1 2 3; do
   rm -f "$dir/copy.safetensors" "$dir/out.nnir" "$dir/out.safetensors"; sync
