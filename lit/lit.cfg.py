@@ -14,8 +14,9 @@ config.test_exec_root = os.path.join(config.test_source_root, "..", "target", "l
 
 root = os.path.abspath(os.path.join(config.test_source_root, ".."))
 llvm_bin = "/usr/lib/llvm-22/bin"
-# Honour CARGO_TARGET_DIR so a worktree with its own target directory tests its own binary.
-target_dir = os.environ.get("CARGO_TARGET_DIR", os.path.join(root, "target"))
+# Honour CARGO_TARGET_DIR so a worktree with its own target directory tests its own binary
+# (a relative one, as cargo reads it, from the current directory).
+target_dir = os.path.abspath(os.environ.get("CARGO_TARGET_DIR", os.path.join(root, "target")))
 nnopt_bin = os.path.join(target_dir, "debug")
 config.environment["PATH"] = os.pathsep.join([nnopt_bin, llvm_bin, config.environment.get("PATH", os.environ["PATH"])])
 
