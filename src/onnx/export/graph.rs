@@ -1,0 +1,241 @@
+//! The graph of one function: every value gets a unique ONNX name (a weight keeps its tensor
+//! name), ops become nodes in order (see `ops.rs`), and the function's arguments and results
+//! become the graph's inputs and outputs.
+//!
+//! Invariant: a graph output is a distinct node output; an output that is a graph input, a
+//! constant or listed twice goes through an `Identity`.
+
+use crate::diag::Diagnostic;
+use crate::ir::{Dim, ElemType, Function, OpKind, Tensor, TensorType, ValueId};
+use crate::onnx::proto::{
+    data_type, tensor_shape_proto, type_proto, AttributeProto, GraphProto, NodeProto, TensorProto,
+    TensorShapeProto, TypeProto, ValueInfoProto,
+};
+use bytes::Bytes;
+use cranelift_entity::SecondaryMap;
+use std::collections::HashSet;
+
+/// The ONNX data type of an element type.
+fn onnx_type(e: ElemType) -> i32 {
+    match e {
+        ElemType::F32 => data_type::FLOAT,
+        ElemType::F16 => data_type::FLOAT16,
+        ElemType::BF16 => data_type::BFLOAT16,
+    }
+}
+
+/// Sizes and indices as ONNX's `int64` fields.
+pub(super) fn u64s(v: &[u64]) -> impl Iterator<Item = i64> + '_ {
+    v.iter().map(|&x| x as i64)
+}
+
+/// A graph input or output of type `ty`; with `dyn_prefix`, dynamic dimensions get `dim_param`
+/// names `<prefix>_d<i>`, else they are left unnamed.
+fn value_info(name: &str, ty: &TensorType, dyn_prefix: Option<&str>) -> ValueInfoProto {
+    use tensor_shape_proto::{dimension::Value as D, Dimension};
+    let dim = ty
+        .dims
+        .iter()
+        .enumerate()
+        .map(|(i, d)| Dimension {
+            value: match (d, dyn_prefix) {
+                (Dim::Static(n), _) => Some(D::DimValue(*n as i64)),
+                (Dim::Dynamic, Some(p)) => Some(D::DimParam(format!("{p}_d{i}"))),
+                (Dim::Dynamic, None) => None,
+            },
+        })
+        .collect();
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: onnx_type(ty.elem),
+                shape: Some(TensorShapeProto { dim }),
+            })),
+        }),
+    }
+}
+
+/// The graph being built: value names, nodes and initializers in the order they are written.
+pub(super) struct Exporter<'f> {
+    f: &'f Function,
+    names: SecondaryMap<ValueId, String>,
+    taken: HashSet<String>,
+    nodes: Vec<NodeProto>,
+    inits: Vec<TensorProto>,
+    /// Initializers (index in `inits`) whose bytes are filled in when written.
+    deferred: Vec<(usize, Tensor)>,
+}
+
+impl<'f> Exporter<'f> {
+    /// Names every value of `f`: a weight after its tensor, any other by its NNIR name (or
+    /// `v<index>`), unique with a `_<k>` suffix.
+    pub(super) fn new(f: &'f Function) -> Exporter<'f> {
+        let mut e = Exporter {
+            f,
+            names: SecondaryMap::new(),
+            taken: HashSet::new(),
+            nodes: Vec::new(),
+            inits: Vec::new(),
+            deferred: Vec::new(),
+        };
+        let values = f
+            .args()
+            .iter()
+            .copied()
+            .chain(f.ops().filter_map(|op| f.op(op).result()));
+        for v in values.collect::<Vec<_>>() {
+            // A weight's value is named after the weight, so the initializer keeps that name.
+            let preferred = f
+                .producer_kind(v)
+                .and_then(|k| match k {
+                    OpKind::Weight { name, .. } => Some(name.clone()),
+                    _ => None,
+                })
+                .or_else(|| f.value(v).name.clone())
+                .unwrap_or_else(|| format!("v{}", cranelift_entity::EntityRef::index(v)));
+            let n = e.fresh(&preferred);
+            e.names[v] = n;
+        }
+        e
+    }
+
+    /// A name not used yet, `base` if free.
+    pub(super) fn fresh(&mut self, base: &str) -> String {
+        let mut name = base.to_string();
+        let mut k = 1;
+        while !self.taken.insert(name.clone()) {
+            name = format!("{base}_{k}");
+            k += 1;
+        }
+        name
+    }
+
+    /// Appends a node `op_type` (named `<op_type>_<index>`) computing `output`.
+    pub(super) fn node(
+        &mut self,
+        op_type: &str,
+        inputs: Vec<String>,
+        output: String,
+        attrs: Vec<AttributeProto>,
+    ) {
+        let name = format!("{op_type}_{}", self.nodes.len());
+        self.nodes.push(NodeProto {
+            input: inputs,
+            output: vec![output],
+            name,
+            op_type: op_type.into(),
+            domain: String::new(),
+            attribute: attrs,
+        });
+    }
+
+    /// A fresh intermediate value produced by a new node.
+    pub(super) fn tmp(
+        &mut self,
+        op_type: &str,
+        inputs: Vec<String>,
+        base: &str,
+        attrs: Vec<AttributeProto>,
+    ) -> String {
+        let out = self.fresh(base);
+        self.node(op_type, inputs, out.clone(), attrs);
+        out
+    }
+
+    /// An initializer sharing `t`'s bytes (a memory-mapped weight stays in the map), or, for a
+    /// tensor without a buffer, deferred to the writer.
+    pub(super) fn init(&mut self, name: String, t: &Tensor) -> String {
+        let raw_data = t.shared_bytes().unwrap_or_else(|| {
+            self.deferred.push((self.inits.len(), t.clone()));
+            Bytes::new()
+        });
+        self.inits.push(TensorProto {
+            dims: u64s(t.shape()).collect(),
+            data_type: onnx_type(t.elem()),
+            name: name.clone(),
+            raw_data,
+            ..Default::default()
+        });
+        name
+    }
+
+    /// A fresh INT64 initializer (shapes, axes, indices).
+    pub(super) fn init_i64(&mut self, base: &str, shape: &[u64], data: &[i64]) -> String {
+        let name = self.fresh(base);
+        self.inits.push(TensorProto {
+            dims: u64s(shape).collect(),
+            data_type: data_type::INT64,
+            name: name.clone(),
+            int64_data: data.to_vec(),
+            ..Default::default()
+        });
+        name
+    }
+
+    /// A fresh float initializer of element type `elem`.
+    pub(super) fn init_f(
+        &mut self,
+        base: &str,
+        elem: ElemType,
+        shape: &[u64],
+        data: &[f32],
+    ) -> String {
+        let name = self.fresh(base);
+        self.init(name, &Tensor::from_f32(elem, shape.to_vec(), data))
+    }
+
+    /// The graph and its deferred initializers (see [`export_parts`](super::export_parts)).
+    pub(super) fn graph(mut self) -> Result<(GraphProto, Vec<(usize, Tensor)>), Diagnostic> {
+        let f = self.f;
+        let mut outputs = Vec::new();
+        for op in f.ops() {
+            let data = f.op(op);
+            let ins: Vec<String> = data
+                .operands()
+                .iter()
+                .map(|&v| self.names[v].clone())
+                .collect();
+            if let OpKind::Return = data.kind {
+                let inputs: HashSet<String> =
+                    f.args().iter().map(|&a| self.names[a].clone()).collect();
+                let mut seen = HashSet::new();
+                for (i, (&v, n)) in data.operands().iter().zip(&ins).enumerate() {
+                    // A graph output must be a distinct node output, not an input or initializer.
+                    let is_const = f.constant_of(v).is_some();
+                    let name = if inputs.contains(n) || is_const || !seen.insert(n.clone()) {
+                        self.tmp("Identity", vec![n.clone()], &format!("output_{i}"), vec![])
+                    } else {
+                        n.clone()
+                    };
+                    outputs.push(value_info(&name, f.ty(v), None));
+                }
+                continue;
+            }
+            let r = data
+                .result()
+                .expect("invariant: non-terminators have a result");
+            let out = self.names[r].clone();
+            let x_ty = data.operands().first().map(|&v| f.ty(v).clone());
+            self.op(&data.kind, ins, out, x_ty, f.ty(r)).map_err(|e| {
+                Diagnostic::error(format!("cannot export '{}': {e}", data.kind.mnemonic()))
+                    .at(f.span(op))
+            })?;
+        }
+        let inputs = f
+            .args()
+            .iter()
+            .map(|&a| value_info(&self.names[a], f.ty(a), Some(&self.names[a])))
+            .collect();
+        let graph = GraphProto {
+            node: self.nodes,
+            name: f.name.clone(),
+            initializer: self.inits,
+            sparse_initializer: Vec::new(),
+            input: inputs,
+            output: outputs,
+            value_info: Vec::new(),
+        };
+        Ok((graph, self.deferred))
+    }
+}

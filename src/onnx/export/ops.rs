@@ -1,0 +1,231 @@
+//! One NNIR op as ONNX nodes: most ops are the same-named operator with their attributes;
+//! `nn.linear`, `nn.silu`, `nn.clip`, `nn.mean`, `nn.reshape`, `nn.layer_norm` and `nn.gather`
+//! need initializers or a few nodes; `nn.scatter` is in `scatter.rs`.
+
+use super::graph::{u64s, Exporter};
+use crate::ir::{OpKind, TensorType};
+use crate::onnx::proto::{attr_type, AttributeProto};
+use bytes::Bytes;
+
+/// Attribute builders, one per attribute type nnopt writes.
+pub(super) fn attr_i(name: &str, i: i64) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: attr_type::INT,
+        i,
+        ..Default::default()
+    }
+}
+
+fn attr_f(name: &str, f: f32) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: attr_type::FLOAT,
+        f,
+        ..Default::default()
+    }
+}
+
+fn attr_ints(name: &str, ints: impl IntoIterator<Item = i64>) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: attr_type::INTS,
+        ints: ints.into_iter().collect(),
+        ..Default::default()
+    }
+}
+
+fn attr_s(name: &str, s: &str) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: attr_type::STRING,
+        s: Bytes::copy_from_slice(s.as_bytes()),
+        ..Default::default()
+    }
+}
+
+impl Exporter<'_> {
+    /// Appends the nodes and initializers computing `out` (typed `r_ty`) as `kind` of the
+    /// operands `ins`, the first typed `x_ty`.
+    pub(super) fn op(
+        &mut self,
+        kind: &OpKind,
+        ins: Vec<String>,
+        out: String,
+        x_ty: Option<TensorType>,
+        r_ty: &TensorType,
+    ) -> Result<(), String> {
+        let x_ty = || x_ty.clone().ok_or("no operand");
+        // The same-named ONNX operator on the same operands.
+        let direct = |s: &mut Self, op: &str, attrs| {
+            s.node(op, ins.clone(), out.clone(), attrs);
+        };
+        match kind {
+            OpKind::Constant(t) | OpKind::Weight { value: t, .. } => {
+                self.init(out, t);
+            }
+            OpKind::Linear => {
+                let xt = x_ty()?;
+                if xt.rank() == 2 {
+                    self.node("Gemm", ins, out, vec![attr_i("transB", 1)]);
+                } else {
+                    let wt = self.tmp(
+                        "Transpose",
+                        vec![ins[1].clone()],
+                        &format!("{}.T", ins[1]),
+                        vec![attr_ints("perm", [1, 0])],
+                    );
+                    if ins.len() == 3 {
+                        let mm = self.tmp(
+                            "MatMul",
+                            vec![ins[0].clone(), wt],
+                            &format!("{out}.matmul"),
+                            vec![],
+                        );
+                        self.node("Add", vec![mm, ins[2].clone()], out, vec![]);
+                    } else {
+                        self.node("MatMul", vec![ins[0].clone(), wt], out, vec![]);
+                    }
+                }
+            }
+            OpKind::MatMul => direct(self, "MatMul", vec![]),
+            OpKind::Conv2d {
+                strides,
+                pads,
+                dilations,
+                groups,
+            } => {
+                direct(
+                    self,
+                    "Conv",
+                    vec![
+                        attr_ints("strides", u64s(strides)),
+                        attr_ints("pads", u64s(pads)),
+                        attr_ints("dilations", u64s(dilations)),
+                        attr_i("group", *groups as i64),
+                    ],
+                );
+            }
+            OpKind::BatchNorm { epsilon } => direct(
+                self,
+                "BatchNormalization",
+                vec![attr_f("epsilon", *epsilon)],
+            ),
+            OpKind::Relu => direct(self, "Relu", vec![]),
+            OpKind::LeakyRelu { alpha } => direct(self, "LeakyRelu", vec![attr_f("alpha", *alpha)]),
+            OpKind::Clip { min, max } => {
+                let e = r_ty.elem;
+                let lo = self.init_f(&format!("{out}.min"), e, &[], &[*min]);
+                let hi = self.init_f(&format!("{out}.max"), e, &[], &[*max]);
+                self.node("Clip", vec![ins[0].clone(), lo, hi], out, vec![]);
+            }
+            OpKind::Sigmoid => direct(self, "Sigmoid", vec![]),
+            OpKind::Tanh => direct(self, "Tanh", vec![]),
+            OpKind::Gelu { approximate } => direct(
+                self,
+                "Gelu",
+                vec![attr_s("approximate", approximate.name())],
+            ),
+            OpKind::Silu => {
+                let s = self.tmp("Sigmoid", ins.clone(), &format!("{out}.sigmoid"), vec![]);
+                self.node("Mul", vec![ins[0].clone(), s], out, vec![]);
+            }
+            OpKind::HardSwish => direct(self, "HardSwish", vec![]),
+            OpKind::Identity => direct(self, "Identity", vec![]),
+            OpKind::Add => direct(self, "Add", vec![]),
+            OpKind::Sub => direct(self, "Sub", vec![]),
+            OpKind::Mul => direct(self, "Mul", vec![]),
+            OpKind::Concat { axis } => direct(self, "Concat", vec![attr_i("axis", *axis)]),
+            OpKind::MaxPool2d(p) => direct(
+                self,
+                "MaxPool",
+                vec![
+                    attr_ints("kernel_shape", u64s(&p.kernel)),
+                    attr_ints("strides", u64s(&p.strides)),
+                    attr_ints("pads", u64s(&p.pads)),
+                    attr_i("ceil_mode", p.ceil_mode as i64),
+                ],
+            ),
+            OpKind::AvgPool2d {
+                pool: p,
+                count_include_pad,
+            } => direct(
+                self,
+                "AveragePool",
+                vec![
+                    attr_ints("kernel_shape", u64s(&p.kernel)),
+                    attr_ints("strides", u64s(&p.strides)),
+                    attr_ints("pads", u64s(&p.pads)),
+                    attr_i("ceil_mode", p.ceil_mode as i64),
+                    attr_i("count_include_pad", *count_include_pad as i64),
+                ],
+            ),
+            OpKind::GlobalAvgPool => direct(self, "GlobalAveragePool", vec![]),
+            OpKind::Mean { axes, keepdims } => {
+                let ax = self.init_i64(&format!("{out}.axes"), &[axes.len() as u64], axes);
+                self.node(
+                    "ReduceMean",
+                    vec![ins[0].clone(), ax],
+                    out,
+                    vec![attr_i("keepdims", *keepdims as i64)],
+                );
+            }
+            OpKind::Flatten { axis } => direct(self, "Flatten", vec![attr_i("axis", *axis)]),
+            OpKind::Reshape { shape } => {
+                let data: Vec<i64> = u64s(shape).collect();
+                let s = self.init_i64(&format!("{out}.shape"), &[shape.len() as u64], &data);
+                // allowzero: a 0 in the target is a real size, not "copy the input's".
+                let allowzero = shape.contains(&0) as i64;
+                self.node(
+                    "Reshape",
+                    vec![ins[0].clone(), s],
+                    out,
+                    vec![attr_i("allowzero", allowzero)],
+                );
+            }
+            OpKind::Transpose { perm } => {
+                direct(self, "Transpose", vec![attr_ints("perm", u64s(perm))])
+            }
+            OpKind::Softmax { axis } => direct(self, "Softmax", vec![attr_i("axis", *axis)]),
+            OpKind::LayerNorm { axis, epsilon } => {
+                let mut inputs = ins.clone();
+                if inputs.len() == 1 {
+                    // ONNX requires the scale: ones of the normalised shape.
+                    let xt = x_ty()?;
+                    let a = crate::ir::infer::norm_axis(*axis, xt.rank())?;
+                    let shape: Vec<u64> = xt.dims[a..]
+                        .iter()
+                        .map(|d| d.as_static().ok_or("the normalised axes must be static"))
+                        .collect::<Result<_, _>>()?;
+                    let n: u64 = shape.iter().product();
+                    let ones = self.init_f(
+                        &format!("{out}.scale"),
+                        xt.elem,
+                        &shape,
+                        &vec![1.0; n as usize],
+                    );
+                    inputs.push(ones);
+                }
+                self.node(
+                    "LayerNormalization",
+                    inputs,
+                    out,
+                    vec![attr_i("axis", *axis), attr_f("epsilon", *epsilon)],
+                );
+            }
+            OpKind::Gather { axis, indices } => {
+                let data: Vec<i64> = u64s(indices).collect();
+                let idx = self.init_i64(&format!("{out}.indices"), &[indices.len() as u64], &data);
+                self.node(
+                    "Gather",
+                    vec![ins[0].clone(), idx],
+                    out,
+                    vec![attr_i("axis", *axis)],
+                );
+            }
+            OpKind::Scatter { .. } => self.scatter(kind, &ins[0], &x_ty()?, out, r_ty)?,
+            OpKind::Return => unreachable!("handled by the caller"),
+        }
+        Ok(())
+    }
+}

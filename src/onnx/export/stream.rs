@@ -1,0 +1,145 @@
+//! Writing an ONNX model to a file as it is encoded, through a 1 MiB buffer, with the
+//! initializers that have no buffer of their own (pruned views, splats) gathered chunk by chunk
+//! as they are written.
+
+use super::export_parts;
+use crate::diag::Diagnostic;
+use crate::ir::{Module, Tensor};
+use crate::onnx::proto::{ModelProto, TensorProto};
+use prost::Message;
+use std::path::Path;
+
+/// Encodes `m` and writes it atomically to `path`, streaming: the encoder writes through a
+/// 1 MiB buffer into the temporary file, so the model is never whole in memory. Initializers
+/// with a buffer go from it (or the input's memory map) to the file; the others (pruned weights,
+/// which are views of the original, and splats) are gathered chunk by chunk as they are
+/// written, after the rest of the graph: protobuf allows a repeated field's entries anywhere in
+/// the message, and their lengths are known without their bytes.
+pub fn write_onnx(m: &Module, path: &Path) -> Result<(), Diagnostic> {
+    use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
+    // Field numbers of the ONNX spec (see `proto.rs`).
+    const MODEL_GRAPH: u32 = 7;
+    const GRAPH_INITIALIZER: u32 = 5;
+    const TENSOR_RAW_DATA: u32 = 9;
+    let (mut model, deferred) = export_parts(m)?;
+    let mut graph = model
+        .graph
+        .take()
+        .expect("invariant: export_parts sets the graph");
+    let mut late = Vec::with_capacity(deferred.len());
+    let mut deferred = deferred.into_iter().peekable();
+    for (i, init) in std::mem::take(&mut graph.initializer)
+        .into_iter()
+        .enumerate()
+    {
+        match deferred.next_if(|(j, _)| *j == i) {
+            Some((_, t)) => late.push((init, t)),
+            None => graph.initializer.push(init),
+        }
+    }
+    let delimited = |len: usize| encoded_len_varint(len as u64) + len;
+    let tensor_len = |init: &TensorProto, t: &Tensor| {
+        init.encoded_len() + key_len(TENSOR_RAW_DATA) + delimited(t.byte_len())
+    };
+    let graph_len = graph.encoded_len()
+        + late
+            .iter()
+            .map(|(init, t)| key_len(GRAPH_INITIALIZER) + delimited(tensor_len(init, t)))
+            .sum::<usize>();
+    crate::atomic::write_atomic_with(path, |w| {
+        let mut sink = WriteBuf::new(w);
+        let overflow = |e: prost::EncodeError| std::io::Error::other(e.to_string());
+        // prost writes fields in tag order; so does this, around the graph (tag 7), so that a
+        // model without deferred initializers is encoded byte for byte as prost would.
+        let (before, after) = (
+            ModelProto {
+                opset_import: Vec::new(),
+                functions: Vec::new(),
+                ..model.clone()
+            },
+            ModelProto {
+                opset_import: std::mem::take(&mut model.opset_import),
+                functions: std::mem::take(&mut model.functions),
+                ..Default::default()
+            },
+        );
+        before.encode(&mut sink).map_err(overflow)?;
+        encode_key(MODEL_GRAPH, WireType::LengthDelimited, &mut sink);
+        encode_varint(graph_len as u64, &mut sink);
+        graph.encode(&mut sink).map_err(overflow)?;
+        for (init, t) in &late {
+            encode_key(GRAPH_INITIALIZER, WireType::LengthDelimited, &mut sink);
+            encode_varint(tensor_len(init, t) as u64, &mut sink);
+            init.encode(&mut sink).map_err(overflow)?;
+            encode_key(TENSOR_RAW_DATA, WireType::LengthDelimited, &mut sink);
+            encode_varint(t.byte_len() as u64, &mut sink);
+            t.for_each_byte_chunk(|c| bytes::BufMut::put_slice(&mut sink, c));
+        }
+        after.encode(&mut sink).map_err(overflow)?;
+        sink.finish()
+    })
+    .map_err(|e| Diagnostic::error(format!("cannot write {}: {e}", path.display())))
+}
+
+/// A [`bytes::BufMut`] that forwards to an [`std::io::Write`] through a buffer: prost encodes
+/// into a `BufMut`, and this makes that a file write. `BufMut` cannot fail, so the first I/O
+/// error is kept (later writes are dropped) and returned by [`WriteBuf::finish`].
+struct WriteBuf<'w> {
+    out: &'w mut dyn std::io::Write,
+    buf: Vec<u8>,
+    error: Option<std::io::Error>,
+}
+
+impl<'w> WriteBuf<'w> {
+    const CAPACITY: usize = 1 << 20;
+
+    fn new(out: &'w mut dyn std::io::Write) -> Self {
+        WriteBuf {
+            out,
+            buf: Vec::with_capacity(Self::CAPACITY),
+            error: None,
+        }
+    }
+
+    fn flush_buf(&mut self) {
+        if self.error.is_none() {
+            if let Err(e) = self.out.write_all(&self.buf) {
+                self.error = Some(e);
+            }
+        }
+        self.buf.clear();
+    }
+
+    fn finish(mut self) -> std::io::Result<()> {
+        self.flush_buf();
+        match self.error.take() {
+            Some(e) => Err(e),
+            None => self.out.flush(),
+        }
+    }
+}
+
+// SAFETY: `chunk_mut` hands out the vector's spare capacity (never empty: a full buffer is
+// flushed first) and `advance_mut` only counts bytes the caller has initialised in it.
+unsafe impl bytes::BufMut for WriteBuf<'_> {
+    fn remaining_mut(&self) -> usize {
+        usize::MAX
+    }
+
+    unsafe fn advance_mut(&mut self, cnt: usize) {
+        let len = self.buf.len() + cnt;
+        assert!(len <= self.buf.capacity(), "advanced past the chunk");
+        // SAFETY: the caller initialised `cnt` bytes of the spare capacity.
+        unsafe { self.buf.set_len(len) };
+        if self.buf.len() == self.buf.capacity() {
+            self.flush_buf();
+        }
+    }
+
+    fn chunk_mut(&mut self) -> &mut bytes::buf::UninitSlice {
+        if self.buf.len() == self.buf.capacity() {
+            self.flush_buf();
+        }
+        self.buf.spare_capacity_mut().into()
+    }
+}

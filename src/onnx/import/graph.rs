@@ -1,0 +1,276 @@
+//! The model and its graph: version and opset checks, graph inputs and outputs, and the walk
+//! over the nodes in topological order (Kahn's algorithm), which also finds cycles, values
+//! defined twice and inputs nobody defines.
+//!
+//! Invariant: every diagnostic about a node names it the same way ([`describe`]).
+
+use super::initializers::elem_of;
+use super::values::{symbol_name, Val};
+use super::{Importer, R};
+use crate::diag::{Diagnostic, Span};
+use crate::ir::builder::FuncBuilder;
+use crate::ir::{Attr, Dim, Function, Module, TensorType};
+use crate::onnx::proto::{self, data_type, ModelProto, NodeProto};
+use memmap2::Mmap;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Newest ONNX IR version understood (onnx 1.18+ write IR 11).
+pub const MAX_IR_VERSION: i64 = 11;
+/// Opsets of the default domain accepted.
+pub const OPSETS: std::ops::RangeInclusive<i64> = 13..=21;
+
+/// Converts a decoded model: checks its IR version, opset and graph, imports the graph as the
+/// module's only function and verifies the result. `map` and `base_dir` as for
+/// [`import_bytes`](super::import_bytes).
+pub fn import_model(
+    model: &ModelProto,
+    map: Option<Arc<Mmap>>,
+    base_dir: &Path,
+) -> Result<Module, Diagnostic> {
+    if model.ir_version > MAX_IR_VERSION {
+        return Err(Diagnostic::error(format!(
+            "ONNX IR version {} is newer than the newest nnopt understands ({MAX_IR_VERSION})",
+            model.ir_version
+        )));
+    }
+    if model.ir_version < 3 {
+        return Err(Diagnostic::error(format!(
+            "ONNX IR version {} is too old (opset imports need IR version 3 or later)",
+            model.ir_version
+        )));
+    }
+    let mut opset = None;
+    for o in &model.opset_import {
+        if o.domain.is_empty() || o.domain == "ai.onnx" {
+            opset = Some(o.version);
+        }
+    }
+    let opset = opset.ok_or_else(|| {
+        Diagnostic::error("the model imports no version of the default ONNX opset")
+    })?;
+    if !OPSETS.contains(&opset) {
+        return Err(Diagnostic::error(format!(
+            "opset {opset} of the default domain is not supported (nnopt reads opsets {} to {})",
+            OPSETS.start(),
+            OPSETS.end()
+        )));
+    }
+    let graph = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| Diagnostic::error("the model has no graph"))?;
+    if !graph.sparse_initializer.is_empty() {
+        return Err(Diagnostic::error("sparse initializers are not supported"));
+    }
+    let func_name = symbol_name(&graph.name);
+    let mut imp = Importer {
+        opset,
+        base_dir: base_dir.to_path_buf(),
+        map,
+        ext_maps: HashMap::new(),
+        vals: HashMap::new(),
+        materialized: HashMap::new(),
+        weight_names: HashSet::new(),
+        value_names: HashSet::new(),
+        consumers: HashMap::new(),
+        skip: HashSet::new(),
+        func: Function::new(func_name, Span::default()),
+    };
+    imp.graph(graph)?;
+    let mut module = Module {
+        name: None,
+        attrs: Vec::new(),
+        funcs: vec![imp.func],
+        span: Span::default(),
+    };
+    if !model.producer_name.is_empty() {
+        module
+            .attrs
+            .push(("producer".into(), Attr::Str(model.producer_name.clone())));
+    }
+    let errors = crate::verify::verify_module(&module);
+    if let Some(e) = errors.into_iter().next() {
+        return Err(Diagnostic::error(format!(
+            "internal error: the imported module does not verify: {}",
+            e.message
+        )));
+    }
+    Ok(module)
+}
+
+/// A node's identity for messages: `node 'name' (Conv, opset 17)`.
+fn describe(n: &NodeProto, idx: usize, opset: i64) -> String {
+    let name = if n.name.is_empty() {
+        match n.output.first() {
+            Some(o) => format!("#{idx} (output '{o}')"),
+            None => format!("#{idx}"),
+        }
+    } else {
+        format!("'{}'", n.name)
+    };
+    format!("node {name} ({}, opset {opset})", n.op_type)
+}
+
+impl Importer {
+    fn input_type(&self, vi: &proto::ValueInfoProto) -> R<TensorType> {
+        use proto::tensor_shape_proto::dimension::Value as D;
+        use proto::type_proto::Value;
+        let Some(Value::TensorType(tt)) = vi.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
+            return Err(format!("graph input '{}' is not a tensor", vi.name));
+        };
+        let elem = elem_of(tt.elem_type).ok_or_else(|| {
+            format!(
+                "graph input '{}' has element type {} ({}); NNIR supports FLOAT, FLOAT16 and BFLOAT16",
+                vi.name,
+                data_type::name(tt.elem_type),
+                tt.elem_type
+            )
+        })?;
+        let shape = tt
+            .shape
+            .as_ref()
+            .ok_or_else(|| format!("graph input '{}' has no shape (rank unknown)", vi.name))?;
+        let dims = shape
+            .dim
+            .iter()
+            .map(|d| match d.value {
+                Some(D::DimValue(n)) if n >= 0 => Ok(Dim::Static(n as u64)),
+                Some(D::DimValue(n)) => Err(format!("graph input '{}' has dimension {n}", vi.name)),
+                _ => Ok(Dim::Dynamic),
+            })
+            .collect::<R<Vec<_>>>()?;
+        if dims.len() > crate::ir::types::MAX_RANK {
+            return Err(format!(
+                "graph input '{}' has rank {}, above 8",
+                vi.name,
+                dims.len()
+            ));
+        }
+        Ok(TensorType::new(dims, elem))
+    }
+
+    fn graph(&mut self, g: &proto::GraphProto) -> Result<(), Diagnostic> {
+        for t in &g.initializer {
+            let v = self
+                .tensor(t)
+                .map_err(|e| Diagnostic::error(format!("initializer '{}': {e}", t.name)))?;
+            self.bind(&t.name, v);
+        }
+        for vi in &g.input {
+            // Older exporters list initializers among the inputs too; the initializer wins.
+            if self.vals.contains_key(&vi.name) {
+                continue;
+            }
+            let ty = self.input_type(vi).map_err(Diagnostic::error)?;
+            let name = self.value_name(&vi.name);
+            let v = FuncBuilder::new(&mut self.func).add_arg(ty, name, Span::default());
+            self.bind(&vi.name, Val::Ir(v));
+        }
+        let order = self.topo_order(g)?;
+        for (i, n) in g.node.iter().enumerate() {
+            for inp in n.input.iter().filter(|s| !s.is_empty()) {
+                self.consumers.entry(inp.clone()).or_default().push(i);
+            }
+        }
+        for o in &g.output {
+            self.consumers
+                .entry(o.name.clone())
+                .or_default()
+                .push(usize::MAX);
+        }
+        for i in order {
+            if self.skip.contains(&i) {
+                continue;
+            }
+            let n = &g.node[i];
+            self.node(n, g)
+                .map_err(|e| Diagnostic::error(format!("{}: {e}", describe(n, i, self.opset))))?;
+        }
+        let mut results = Vec::new();
+        let mut types = Vec::new();
+        for o in &g.output {
+            let v = self
+                .operand(&o.name)
+                .map_err(|e| Diagnostic::error(format!("graph output '{}': {e}", o.name)))?;
+            results.push(v);
+            types.push(self.func.ty(v).clone());
+        }
+        let mut b = FuncBuilder::new(&mut self.func);
+        b.set_result_types(types);
+        b.push_return(&results, Span::default());
+        Ok(())
+    }
+
+    /// Kahn's algorithm over the nodes; reports an input nobody defines and cycles.
+    fn topo_order(&self, g: &proto::GraphProto) -> Result<Vec<usize>, Diagnostic> {
+        let mut producer: HashMap<&str, usize> = HashMap::new();
+        for (i, n) in g.node.iter().enumerate() {
+            for o in n.output.iter().filter(|s| !s.is_empty()) {
+                if self.vals.contains_key(o) || producer.insert(o, i).is_some() {
+                    return Err(Diagnostic::error(format!(
+                        "{}: value '{o}' is defined twice",
+                        describe(n, i, self.opset)
+                    )));
+                }
+            }
+        }
+        let mut pending = vec![0usize; g.node.len()];
+        let mut users: Vec<Vec<usize>> = vec![Vec::new(); g.node.len()];
+        for (i, n) in g.node.iter().enumerate() {
+            for inp in n.input.iter().filter(|s| !s.is_empty()) {
+                match producer.get(inp.as_str()) {
+                    Some(&p) => {
+                        pending[i] += 1;
+                        users[p].push(i);
+                    }
+                    None if self.vals.contains_key(inp) => {}
+                    None => {
+                        return Err(Diagnostic::error(format!(
+                            "{}: input '{inp}' is not a graph input, an initializer or the output of a node",
+                            describe(n, i, self.opset)
+                        )))
+                    }
+                }
+            }
+        }
+        let mut ready: VecDeque<usize> = (0..g.node.len()).filter(|&i| pending[i] == 0).collect();
+        let mut order = Vec::with_capacity(g.node.len());
+        while let Some(i) = ready.pop_front() {
+            order.push(i);
+            for &u in &users[i] {
+                pending[u] -= 1;
+                if pending[u] == 0 {
+                    ready.push_back(u);
+                }
+            }
+        }
+        if order.len() < g.node.len() {
+            let stuck = (0..g.node.len())
+                .find(|&i| pending[i] > 0)
+                .expect("some node is left");
+            return Err(Diagnostic::error(format!(
+                "{}: the graph has a cycle through this node (or it depends on one)",
+                describe(&g.node[stuck], stuck, self.opset)
+            )));
+        }
+        for o in &g.output {
+            if !producer.contains_key(o.name.as_str()) && !self.vals.contains_key(&o.name) {
+                return Err(Diagnostic::error(format!(
+                    "graph output '{}' is never defined",
+                    o.name
+                )));
+            }
+        }
+        Ok(order)
+    }
+
+    /// The only node using `value`, if exactly one node (and no graph output) uses it.
+    pub(super) fn sole_consumer(&self, value: &str) -> Option<usize> {
+        match self.consumers.get(value).map(Vec::as_slice) {
+            Some([i]) if *i != usize::MAX => Some(*i),
+            _ => None,
+        }
+    }
+}

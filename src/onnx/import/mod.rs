@@ -1,0 +1,103 @@
+//! ONNX → NNIR.
+//!
+//! The model file is memory-mapped and decoded with prost from a `Bytes` that owns the map, so
+//! the `raw_data` of initializers stays in the mapping and becomes `nn.weight` tensors without a
+//! copy (external-data files are mapped the same way). Nodes are visited in a topological order
+//! computed here (which also finds cycles and missing inputs). Each ONNX value becomes either an
+//! IR value or an import-time constant ([`Val`]): float constants are materialised as
+//! `nn.weight` only when an op uses them, integer constants (shapes, axes, indices) never reach
+//! the IR, which is how the Shape/Gather/Concat/Reshape plumbing of exporters folds away.
+//!
+//! The files: `graph.rs` checks the model (IR version, opset) and walks its graph in
+//! topological order; `values.rs` keeps the table from ONNX names to IR values and constants;
+//! `initializers.rs` reads tensors (memory-mapped raw data, external data); `attrs.rs` reads
+//! typed node attributes; `fold.rs` computes on import-time constants; `nodes/` translates
+//! nodes, one file per operator family.
+//!
+//! Does not: inline model-local functions, read sparse initializers, or compute with dynamic
+//! dimensions (a `Shape` of one is a symbolic entry that only a Reshape of the same value may
+//! copy). Every node that cannot be represented is an error naming it; nothing is skipped
+//! silently.
+
+mod attrs;
+mod fold;
+mod graph;
+mod initializers;
+mod nodes;
+mod values;
+
+pub use graph::{import_model, MAX_IR_VERSION, OPSETS};
+
+use crate::diag::Diagnostic;
+use crate::ir::{Function, Module, ValueId};
+use bytes::Bytes;
+use memmap2::Mmap;
+use prost::Message;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use values::Val;
+
+use super::proto::ModelProto;
+
+/// Owns a map so that `Bytes` can slice it without copying.
+struct MapOwner(Arc<Mmap>);
+
+impl AsRef<[u8]> for MapOwner {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// Reads and converts an ONNX model. External data resolves against the model's directory.
+pub fn import_file(path: &Path) -> Result<Module, Diagnostic> {
+    let fail =
+        |e: std::io::Error| Diagnostic::error(format!("cannot read {}: {e}", path.display()));
+    let file = std::fs::File::open(path).map_err(fail)?;
+    // SAFETY: read-only mapping; as for safetensors, the file must not be truncated in place
+    // while nnopt runs (see the module docs of `crate::weights`).
+    let map = Arc::new(unsafe { Mmap::map(&file) }.map_err(fail)?);
+    let bytes = Bytes::from_owner(MapOwner(map.clone()));
+    let base_dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    import_bytes(bytes, Some(map), &base_dir)
+        .map_err(|d| d.with_note(format!("while importing {}", path.display())))
+}
+
+/// Converts a serialized model. `map` is the mapping `bytes` slices, if any: initializer data
+/// inside it is referenced instead of copied.
+pub fn import_bytes(
+    bytes: Bytes,
+    map: Option<Arc<Mmap>>,
+    base_dir: &Path,
+) -> Result<Module, Diagnostic> {
+    let model = ModelProto::decode(bytes).map_err(|e| {
+        Diagnostic::error(format!(
+            "the file is not a valid ONNX model (protobuf: {e})"
+        ))
+    })?;
+    import_model(&model, map, base_dir)
+}
+
+/// The result of translating one node or tensor: the message is prefixed with what failed.
+type R<T> = Result<T, String>;
+
+/// The state of one import: the ONNX value table and the function being built.
+struct Importer {
+    opset: i64,
+    base_dir: PathBuf,
+    map: Option<Arc<Mmap>>,
+    ext_maps: HashMap<PathBuf, Arc<Mmap>>,
+    vals: HashMap<String, Val>,
+    /// Float constants already turned into `nn.weight`, by ONNX name.
+    materialized: HashMap<String, ValueId>,
+    weight_names: HashSet<String>,
+    value_names: HashSet<String>,
+    /// Node indices using each ONNX value (`usize::MAX` for a graph output).
+    consumers: HashMap<String, Vec<usize>>,
+    /// Nodes already converted as part of an earlier node (the Add fused into a MatMul).
+    skip: HashSet<usize>,
+    func: Function,
+}

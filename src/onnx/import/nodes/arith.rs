@@ -1,0 +1,67 @@
+//! Element-wise arithmetic: Add, Sub and Mul (NumPy broadcasting; folded on integer
+//! constants), and Div, by a constant power of two only, so that the multiplication by the
+//! reciprocal NNIR computes rounds exactly as the division would.
+
+use crate::ir::{OpKind, Tensor};
+use crate::onnx::import::attrs::Attrs;
+use crate::onnx::import::fold::{fold_float_binary, fold_int_binary};
+use crate::onnx::import::values::Val;
+use crate::onnx::import::{Importer, R};
+use crate::onnx::proto::NodeProto;
+
+impl Importer {
+    pub(super) fn add_sub_mul(&mut self, n: &NodeProto, a: &Attrs<'_>, out: &str) -> R<()> {
+        let op = n.op_type.as_str();
+        a.only(&[])?;
+        let (l, r) = (Self::need(n, 0)?, Self::need(n, 1)?);
+        if let (Val::Int { .. }, Val::Int { .. }) = (self.val(l)?, self.val(r)?) {
+            let f = match op {
+                "Add" => i64::wrapping_add,
+                "Sub" => i64::wrapping_sub,
+                _ => i64::wrapping_mul,
+            };
+            let folded =
+                fold_int_binary(self.int_const(l)?, self.int_const(r)?, |x, y| Ok(f(x, y)))?;
+            self.bind(out, folded);
+            return Ok(());
+        }
+        let (x, y) = (self.operand(l)?, self.operand(r)?);
+        let kind = match op {
+            "Add" => OpKind::Add,
+            "Sub" => OpKind::Sub,
+            _ => OpKind::Mul,
+        };
+        let v = self.push(kind, &[x, y], Some(out))?;
+        self.bind(out, Val::Ir(v));
+        Ok(())
+    }
+
+    pub(super) fn div(&mut self, n: &NodeProto, a: &Attrs<'_>, out: &str) -> R<()> {
+        // x / c equals x · (1/c) bit for bit only when 1/c is exact: c a power of two.
+        a.only(&[])?;
+        let (l, r) = (Self::need(n, 0)?, Self::need(n, 1)?);
+        let c = self
+            .float_const(r)
+            .ok_or("only division by a constant is supported")?;
+        if let Some(p) = self.float_const(l) {
+            // Both constant (an attention scale from the shape): IEEE division, correctly
+            // rounded here as at run time.
+            self.bind(out, Val::Float(fold_float_binary(&p, &c, |x, y| x / y)?));
+            return Ok(());
+        }
+        let vals = c.to_f32_vec();
+        if !vals
+            .iter()
+            .all(|&v| v.is_normal() && (v.to_bits() & 0x007F_FFFF) == 0)
+        {
+            return Err("only division by powers of two is supported (any other divisor would change the rounding when turned into a multiplication)".into());
+        }
+        let inv: Vec<f32> = vals.iter().map(|v| 1.0 / v).collect();
+        let t = Tensor::from_f32(c.elem(), c.shape().to_vec(), &inv);
+        let x = self.operand(l)?;
+        let w = self.weight(&format!("{r}.reciprocal"), t);
+        let v = self.push(OpKind::Mul, &[x, w], Some(out))?;
+        self.bind(out, Val::Ir(v));
+        Ok(())
+    }
+}
