@@ -69,3 +69,6 @@ pub const REGISTRY: &[PassInfo] = &[
     fold_batch_norm::INFO,
     dce::INFO,
 ];
+
+#[cfg(test)]
+mod tests;

@@ -20,3 +20,6 @@ pub mod trace;
 pub use greedy::{apply_patterns_greedily, GreedyConfig, GreedyOutcome, PatternContext};
 pub use pattern::{ensure, MatchFailure, MatchResult, Pattern};
 pub use rewriter::{Event, Rewriter};
+
+#[cfg(test)]
+mod tests;
