@@ -41,7 +41,7 @@ pub const INFO: PassInfo = PassInfo {
             description: "scatter (default): a removed neuron that also reaches a residual add, concat or result is restored there by nn.scatter with its constant; keep: such layers are not pruned; auto: per layer, scatter when the MACs the removal saves exceed the elements the scatters copy (per sample), else keep",
         },
     ],
-    parse: parse,
+    parse: parse_options,
 };
 
 /// What `prune-neurons` does with a neuron whose value also reaches an op that is not a weighted
@@ -65,7 +65,7 @@ pub struct PruneNeurons {
     pub residual: Residual,
 }
 
-fn parse(opts: &PassOptions) -> Result<Box<dyn Pass>, String> {
+fn parse_options(opts: &PassOptions) -> Result<Box<dyn Pass>, String> {
     let t = opts.get("zero-threshold").unwrap_or("0");
     let zero_threshold = t
         .parse::<f32>()
