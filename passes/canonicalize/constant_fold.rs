@@ -1,4 +1,5 @@
 //! `constant-fold`: replaces an op whose operands are all constant by its value.
+//! Preconditions: none. Idempotent: a folded op is a constant, which does not fold again.
 
 use crate::ir::{ElemType, OpId, OpKind, OpTag, Tensor};
 use crate::passes::PassContext;

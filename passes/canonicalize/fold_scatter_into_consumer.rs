@@ -1,5 +1,6 @@
 //! `fold-scatter-into-consumer`: a linear or conv reading a scatter reads the scatter's
-//! operand instead, with the fill folded into its bias.
+//! operand instead, with the fill folded into its bias. Preconditions: none. Idempotent: the
+//! consumer no longer reads the scatter.
 
 use crate::ir::{OpId, OpKind, OpTag, Tensor};
 use crate::passes::absorb::absorb_columns;

@@ -1,4 +1,5 @@
-//! `remove-identity`: forwards the operand of `nn.identity` to its users.
+//! `remove-identity`: forwards the operand of `nn.identity` to its users (the identity goes).
+//! Preconditions: none. Idempotent: no identity is left.
 
 use crate::ir::{OpId, OpTag};
 use crate::passes::PassContext;

@@ -1,4 +1,5 @@
 //! `remove-identity-scatter`: forwards the operand of a scatter that keeps every position.
+//! Preconditions: none. Idempotent: no such scatter is left.
 
 use crate::ir::{OpId, OpKind, OpTag};
 use crate::passes::PassContext;

@@ -1,4 +1,6 @@
 //! `sink-scatter`: moves a scatter below the element-wise ops that read it.
+//! Preconditions: none. Not idempotent on its own: each application moves the scatter one op
+//! further, until it reaches an op it cannot pass (the driver runs it to that fixpoint).
 
 use crate::ir::{OpId, OpKind, OpTag};
 use crate::passes::PassContext;

@@ -1,4 +1,7 @@
-//! The `dead-neuron-elimination` pattern: plan, then apply.
+//! The `dead-neuron-elimination` pattern: plan (`plan.rs`), then apply (`apply.rs`).
+//! Preconditions: the pattern context's analysis is up to date (the greedy driver keeps it
+//! so). Idempotent at the fixpoint: once applied, the layer has no removable neuron left
+//! until a neighbour changes.
 
 use super::apply::apply;
 use super::plan::plan;
