@@ -6,6 +6,9 @@
 //! constants — `relu(b)`, `sigmoid(0) = 0.5`, batch norm, add/sub/mul — instead of assuming that
 //! zero stays zero. Ops that mix channels or that the analysis does not model produce no facts:
 //! they are barriers, and the pruner stays correct around them.
+//!
+//! `prune-neurons` reads it through its pattern context, which keeps it up to date after every
+//! rewrite ([`ConstAnalysis::update`]).
 
 use crate::ir::{Function, OpId, OpKind, Tensor, ValueId};
 use cranelift_entity::SecondaryMap;
@@ -30,30 +33,30 @@ impl ChannelFacts {
 /// Facts for every value of a function, computed in one forward sweep.
 pub struct ConstAnalysis {
     facts: SecondaryMap<ValueId, Option<Rc<ChannelFacts>>>,
-    threshold: f32,
+    zero_threshold: f32,
 }
 
-/// A weight entry counts as zero when `|w| <= threshold` (exactly zero by default).
-pub fn is_zero(w: f32, threshold: f32) -> bool {
-    w.abs() <= threshold
+/// A weight entry counts as zero when `|w| <= zero_threshold` (exactly zero by default).
+pub fn is_zero(w: f32, zero_threshold: f32) -> bool {
+    w.abs() <= zero_threshold
 }
 
 /// Whether every entry of `row` counts as zero. At the default threshold 0 this ORs the bit
 /// patterns without the sign in chunks the compiler vectorizes (a NaN is never zero), since
 /// dead rows of large layers are scanned in full.
-pub fn all_zero(row: &[f32], threshold: f32) -> bool {
-    if threshold == 0.0 {
+pub fn all_zero(row: &[f32], zero_threshold: f32) -> bool {
+    if zero_threshold == 0.0 {
         row.chunks(512)
             .all(|c| c.iter().fold(0u32, |acc, &t| acc | (t.to_bits() << 1)) == 0)
     } else {
-        row.iter().all(|&t| is_zero(t, threshold))
+        row.iter().all(|&t| is_zero(t, zero_threshold))
     }
 }
 
 /// Whether elements `rows` of `w` all count as zero, reading no further than the first that
 /// does not: a live row is usually told apart by its first chunk.
-fn rows_zero(w: &Tensor, rows: std::ops::Range<usize>, threshold: f32) -> bool {
-    let scan = w.try_for_each_f32_chunk(rows, |c| match all_zero(c, threshold) {
+fn rows_zero(w: &Tensor, rows: std::ops::Range<usize>, zero_threshold: f32) -> bool {
+    let scan = w.try_for_each_f32_chunk(rows, |c| match all_zero(c, zero_threshold) {
         true => std::ops::ControlFlow::Continue(()),
         false => std::ops::ControlFlow::Break(()),
     });
@@ -61,18 +64,11 @@ fn rows_zero(w: &Tensor, rows: std::ops::Range<usize>, threshold: f32) -> bool {
 }
 
 impl ConstAnalysis {
-    /// No facts: every value unknown (for passes whose patterns do not read the analysis).
-    pub fn empty(f: &Function, threshold: f32) -> ConstAnalysis {
-        ConstAnalysis {
-            facts: SecondaryMap::with_capacity(f.value_capacity()),
-            threshold,
-        }
-    }
-
-    pub fn compute(f: &Function, threshold: f32) -> ConstAnalysis {
+    /// The facts of every value of `f`, in one forward sweep.
+    pub fn compute(f: &Function, zero_threshold: f32) -> ConstAnalysis {
         let mut a = ConstAnalysis {
             facts: SecondaryMap::with_capacity(f.value_capacity()),
-            threshold,
+            zero_threshold,
         };
         for op in f.ops() {
             a.recompute(f, op);
@@ -107,7 +103,7 @@ impl ConstAnalysis {
     }
 
     fn recompute(&mut self, f: &Function, op: OpId) {
-        let threshold = self.threshold;
+        let zero_threshold = self.zero_threshold;
         let facts = &mut self.facts;
         {
             let data = f.op(op);
@@ -119,7 +115,7 @@ impl ConstAnalysis {
                     let x = ins[0];
                     let axis = f.ty(x).rank().checked_sub(1);
                     let input = fact_of(x).filter(|fx| Some(fx.axis) == axis);
-                    weighted(f, ins, input.as_deref(), threshold, 1, None).map(|channels| {
+                    weighted(f, ins, input.as_deref(), zero_threshold, 1, None).map(|channels| {
                         ChannelFacts {
                             axis: f.ty(r).rank() - 1,
                             channels,
@@ -133,7 +129,7 @@ impl ConstAnalysis {
                         f,
                         ins,
                         input.as_deref(),
-                        threshold,
+                        zero_threshold,
                         *groups as usize,
                         Some(padded),
                     )
@@ -220,9 +216,9 @@ impl ConstAnalysis {
                 | OpKind::AvgPool2d { .. }
                 | OpKind::Mean { .. }
                 | OpKind::Flatten { .. } => fact_of(ins[0]).and_then(|fx| {
-                    let axis = crate::passes::prune::per_channel_axis(f, op, fx.axis)?;
+                    let axis = super::channels::per_channel_axis(f, op, fx.axis)?;
                     // Flatten turns each channel into H·W features of the same constant.
-                    let scale = crate::passes::prune::channel_scale(f, op);
+                    let scale = super::channels::channel_scale(f, op);
                     Some(ChannelFacts {
                         axis,
                         channels: fx
@@ -283,6 +279,11 @@ impl ConstAnalysis {
         }
     }
 
+    /// The threshold under which a weight counts as zero.
+    pub fn zero_threshold(&self) -> f32 {
+        self.zero_threshold
+    }
+
     pub fn facts(&self, v: ValueId) -> Option<&ChannelFacts> {
         self.facts[v].as_deref()
     }
@@ -297,7 +298,7 @@ fn weighted(
     f: &Function,
     ins: &[ValueId],
     input: Option<&ChannelFacts>,
-    threshold: f32,
+    zero_threshold: f32,
     groups: usize,
     padded: Option<bool>,
 ) -> Option<Vec<Option<f32>>> {
@@ -322,10 +323,10 @@ fn weighted(
         let rows = j * row_len..(j + 1) * row_len;
         if unknown_input {
             // No input channel is known: the output is constant exactly when its row is zero.
-            channels.push(rows_zero(w, rows, threshold).then_some(acc));
+            channels.push(rows_zero(w, rows, zero_threshold).then_some(acc));
             continue;
         }
-        if threshold == 0.0 && finite_input && rows_zero(w, rows.clone(), 0.0) {
+        if zero_threshold == 0.0 && finite_input && rows_zero(w, rows.clone(), 0.0) {
             channels.push(Some(acc));
             continue;
         }
@@ -340,7 +341,7 @@ fn weighted(
             let (mut sum, mut zero) = (0f32, true);
             w.for_each_f32_chunk(taps, |t| {
                 sum += t.iter().sum::<f32>();
-                zero = zero && all_zero(t, threshold);
+                zero = zero && all_zero(t, zero_threshold);
             });
             match usable {
                 Some(c) => acc += c * sum,

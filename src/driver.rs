@@ -288,11 +288,11 @@ pub fn weights_path_for(output: &Path, index: usize) -> std::path::PathBuf {
 /// Every `nn.weight` keeps its name; every `nn.constant` that a pass derived from a weight (by
 /// slicing or rescaling it) or that has more than [`crate::syntax::printer::HEX_THRESHOLD`]
 /// elements becomes an `nn.weight` (splats stay inline), named after the weight it came from
-/// (see [`crate::ir::rewriter::Rewriter::derived_constant_before`]), else after its value
+/// (see [`crate::rewrite::Rewriter::derived_constant_before`]), else after its value
 /// (`%w` → `"w"`), made unique with a numeric suffix. The file is self-contained: the old one is no longer read.
 pub fn externalize_weights(m: &mut Module, file: &str) -> Vec<(String, crate::ir::Tensor)> {
-    use crate::ir::rewriter::Rewriter;
     use crate::ir::{Attr, OpKind};
+    use crate::rewrite::Rewriter;
     use std::collections::HashSet;
 
     let mut taken: HashSet<String> = m

@@ -30,6 +30,7 @@ pub mod lower;
 pub mod onnx;
 #[path = "../passes/mod.rs"]
 pub mod passes;
+pub mod rewrite;
 pub mod syntax;
 pub mod verify;
 pub mod weights;

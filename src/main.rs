@@ -71,6 +71,10 @@ struct OptArgs {
     /// List the passes with their options and exit.
     #[arg(long)]
     list_passes: bool,
+    /// Print the trace of these patterns (and `greedy-rewriter`, the driver) to stderr, as
+    /// MLIR's -debug-only; RUST_LOG selects traces the same way.
+    #[arg(long, value_name = "PATTERN", value_delimiter = ',')]
+    debug_only: Vec<String>,
     /// Do not run the verifier after each pass (it runs by default; a failure there is a bug
     /// in nnopt, reported as an internal error).
     #[arg(long)]
@@ -270,13 +274,13 @@ fn opt_main(opt: &OptArgs) -> Result<(), Exit> {
         (None, true) => Some(passes::PRUNE_PIPELINE),
         (None, false) => None,
     };
-    let passes = match pipeline.map(|p| passes::parse_pipeline(p, None)) {
+    let passes = match pipeline.map(|p| passes::PassManager::parse(p, None)) {
         Some(Ok(p)) => p,
         Some(Err(d)) => {
             sources.emit_to_stderr(&[d]);
             return Err(Exit(2));
         }
-        None => Vec::new(),
+        None => passes::PassManager::default(),
     };
     let src = sources.source(file).to_string();
     let chunks = driver::chunks(&src, opt.split_input_file);
@@ -299,7 +303,7 @@ fn opt_main(opt: &OptArgs) -> Result<(), Exit> {
             .filter(|_| opt.check_equivalence || opt.pass_statistics);
         if let Some(m) = module.as_mut().filter(|_| !passes.is_empty()) {
             let mut cx = passes::PassContext::default();
-            let after = |p: &passes::Pass, m: &nnopt::ir::Module, changed: bool| {
+            let after = |p: &dyn passes::Pass, m: &nnopt::ir::Module, changed: bool| {
                 if opt.print_ir_after_all || (opt.print_ir_after_change && changed) {
                     eprint!(
                         "// -----// IR Dump After {} //----- //\n{}",
@@ -308,7 +312,7 @@ fn opt_main(opt: &OptArgs) -> Result<(), Exit> {
                     );
                 }
             };
-            let result = passes::run_pipeline(m, &passes, !opt.no_verify_each, &mut cx, after);
+            let result = passes.run(m, !opt.no_verify_each, &mut cx, after);
             diags.append(&mut cx.remarks);
             if let Err(errs) = result {
                 diags.extend(errs);
@@ -458,6 +462,7 @@ fn convert_main(args: &ConvertArgs, export: bool) -> Result<(), Exit> {
         prune_neurons: false,
         pass_pipeline: None,
         list_passes: false,
+        debug_only: Vec::new(),
         no_verify_each: false,
         print_ir_after_all: false,
         print_ir_after_change: false,
@@ -800,6 +805,7 @@ fn statistics_table(
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    nnopt::rewrite::trace::init(&cli.opt.debug_only);
     let result = match &cli.command {
         Some(Command::Run(args)) => run_main(args),
         Some(Command::Bench(args)) => bench_main(args),
@@ -816,10 +822,10 @@ fn main() -> ExitCode {
             Ok(())
         }
         None if cli.opt.list_passes => {
-            for (name, summary, options) in passes::PASSES {
-                println!("{name}\n    {summary}");
-                for (o, d) in *options {
-                    println!("    {o}=<value>: {d}");
+            for p in passes::REGISTRY {
+                println!("{}\n    {}", p.name, p.summary);
+                for o in p.options {
+                    println!("    {}=<value>: {}", o.name, o.description);
                 }
             }
             Ok(())

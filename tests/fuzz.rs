@@ -134,9 +134,9 @@ proptest! {
                     prop_assert_eq!(print_module(&again.unwrap()), printed.clone());
                     // The pruning pipeline accepts anything that verifies and leaves it verified.
                     let mut pruned = m.clone();
-                    let pipeline = passes::parse_pipeline(passes::PRUNE_PIPELINE, None).unwrap();
+                    let pipeline = passes::PassManager::parse(passes::PRUNE_PIPELINE, None).unwrap();
                     let mut cx = passes::PassContext::default();
-                    let r = passes::run_pipeline(&mut pruned, &pipeline, true, &mut cx, |_, _, _| {});
+                    let r = pipeline.run(&mut pruned, true, &mut cx, |_, _, _| {});
                     prop_assert!(r.is_ok(), "pruning broke the IR of:\n{printed}");
                 }
                 None => {

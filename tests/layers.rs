@@ -28,7 +28,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "lower",
-        &["diag", "atomic", "ir", "verify", "interp", "passes"],
+        &[
+            "diag", "atomic", "ir", "verify", "interp", "rewrite", "passes",
+        ],
     ),
     (
         "tool",
@@ -222,4 +224,54 @@ fn no_cycles_inside_a_module() {
         }
     }
     assert!(cycles.is_empty(), "import cycles:\n{}", cycles.join("\n"));
+}
+
+/// `Function`'s raw mutators: `pub(crate)` so that the rewriter, a layer above `ir`, can reach
+/// them, but they bypass the rewriter's event log, so nothing else may call them.
+const RAW_MUTATORS: &[&str] = &[
+    "raw_insert_before",
+    "raw_set_operand",
+    "raw_set_operands",
+    "raw_replace_all_uses",
+    "raw_set_kind",
+    "raw_value_mut",
+    "raw_set_result_types",
+    "raw_erase",
+];
+
+/// The files that may call them: where they are defined, the builder and the rewriter.
+const RAW_MUTATOR_USERS: &[&str] = &[
+    "src/ir/mod.rs",
+    "src/ir/builder.rs",
+    "src/rewrite/rewriter.rs",
+];
+
+#[test]
+fn only_the_builder_and_the_rewriter_call_raw_mutators() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    for dir in ["src", "passes", "tests", "examples", "bench"] {
+        if root.join(dir).is_dir() {
+            sources(&root.join(dir), &mut files);
+        }
+    }
+    let mut violations = Vec::new();
+    for p in &files {
+        let rel = p.strip_prefix(root).expect("under the root");
+        if RAW_MUTATOR_USERS.iter().any(|u| Path::new(u) == rel) || rel.ends_with("layers.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(p).expect("reads a source file");
+        for m in RAW_MUTATORS {
+            let call = |sep: &str| text.contains(&format!("{sep}{m}("));
+            if call(".") || call("::") {
+                violations.push(format!("{}: calls {m}", rel.display()));
+            }
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "only ir::builder and rewrite::Rewriter may call Function's raw mutators:\n{}",
+        violations.join("\n")
+    );
 }

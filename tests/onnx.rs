@@ -309,9 +309,9 @@ fn pruned_weights_are_gathered_while_streaming_into_the_same_model() {
         ..Default::default()
     };
     let mut m = import_file(&write(dir.path(), "mlp.onnx", &model(g))).unwrap();
-    let pipeline = passes::parse_pipeline(passes::PRUNE_PIPELINE, None).unwrap();
+    let pipeline = passes::PassManager::parse(passes::PRUNE_PIPELINE, None).unwrap();
     let mut cx = passes::PassContext::default();
-    passes::run_pipeline(&mut m, &pipeline, true, &mut cx, |_, _, _| {}).unwrap();
+    pipeline.run(&mut m, true, &mut cx, |_, _, _| {}).unwrap();
     let out = dir.path().join("pruned.onnx");
     nnopt::onnx::write_onnx(&m, &out).unwrap();
     let views = m.funcs[0]

@@ -27,9 +27,9 @@ fn prune(m: &Module) -> Module {
 
 fn prune_with(m: &Module, pipeline: &str) -> Module {
     let mut m = m.clone();
-    let pipeline = passes::parse_pipeline(pipeline, None).unwrap();
+    let pipeline = passes::PassManager::parse(pipeline, None).unwrap();
     let mut cx = passes::PassContext::default();
-    if let Err(e) = passes::run_pipeline(&mut m, &pipeline, true, &mut cx, |_, _, _| {}) {
+    if let Err(e) = pipeline.run(&mut m, true, &mut cx, |_, _, _| {}) {
         panic!("pruning broke the IR: {e:?}");
     }
     m
@@ -581,9 +581,9 @@ proptest! {
     fn scatters_fold_into_consumers_exactly(s in scatter_spec(), seed in prop::collection::vec(-2.0f32..2.0, 96)) {
         let before = load(&scatter_text(&s));
         let mut after = before.clone();
-        let pipeline = passes::parse_pipeline("canonicalize,dce", None).unwrap();
+        let pipeline = passes::PassManager::parse("canonicalize,dce", None).unwrap();
         let mut cx = passes::PassContext::default();
-        passes::run_pipeline(&mut after, &pipeline, true, &mut cx, |_, _, _| {}).unwrap();
+        pipeline.run(&mut after, true, &mut cx, |_, _, _| {}).unwrap();
         let n = s.keep.len();
         let shape: Vec<usize> = match s.conv { None => vec![2, n], Some(_) => vec![1, n, 4, 4] };
         let len: usize = shape.iter().product();

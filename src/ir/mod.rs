@@ -12,16 +12,17 @@
 //! - the use-list of a value lists exactly the (op, operand index) pairs of linked ops using it;
 //! - the last linked op is the only `return`.
 //!
-//! Mutation goes through [`builder::FuncBuilder`] (appending, while reading text or ONNX) and
-//! [`rewriter::Rewriter`] (everything a pass does), never through public setters: the mutating
-//! methods here are private to this module tree, which keeps use-lists and layout consistent and
-//! lets the rewriter record every change for the greedy driver.
+//! Mutation goes through [`builder::FuncBuilder`] (appending, while reading text or ONNX) and the rewrite
+//! module's `Rewriter` (everything a pass does), never through public setters. The mutating
+//! methods here are private to this module tree except the `raw_*` ones, which are
+//! `pub(crate)` only so that the rewriter (a layer above) can reach them: nothing else calls
+//! them (tests/layers.rs checks), which keeps use-lists and layout consistent and lets the
+//! rewriter record every change for the greedy driver.
 
 pub mod attr;
 pub mod builder;
 pub mod infer;
 pub mod ops;
-pub mod rewriter;
 pub mod tensor;
 pub mod types;
 
@@ -396,17 +397,6 @@ impl Function {
         }
     }
 
-    fn set_operand(&mut self, op: OpId, index: usize, v: ValueId) {
-        let old = self.ops[op].operands[index];
-        let u = Use {
-            op,
-            index: index as u32,
-        };
-        self.remove_use(old, u);
-        self.ops[op].operands[index] = v;
-        self.uses[v].push(u);
-    }
-
     fn set_operands(&mut self, op: OpId, operands: &[ValueId]) {
         let old = std::mem::take(&mut self.ops[op].operands);
         for (i, v) in old.into_iter().enumerate() {
@@ -427,8 +417,77 @@ impl Function {
         self.ops[op].operands = operands.into();
     }
 
-    /// Unlinks `op` and drops its uses. Its result must be unused.
-    fn erase(&mut self, op: OpId) {
+    // ---- raw mutators, only for ir::builder and rewrite::Rewriter --------------------------
+
+    /// Creates an op (with a result of type `ty`) right before `anchor`; only for
+    /// ir::builder and rewrite::Rewriter.
+    #[doc(hidden)]
+    pub(crate) fn raw_insert_before(
+        &mut self,
+        anchor: OpId,
+        kind: OpKind,
+        operands: &[ValueId],
+        ty: TensorType,
+        span: Span,
+    ) -> OpId {
+        let op = self.create_op(kind, operands, Some((ty, None)), span);
+        self.layout.insert_before(op, anchor);
+        op
+    }
+
+    /// Makes operand `index` of `op` use `v`; only for ir::builder and rewrite::Rewriter.
+    #[doc(hidden)]
+    pub(crate) fn raw_set_operand(&mut self, op: OpId, index: usize, v: ValueId) {
+        let old = self.ops[op].operands[index];
+        let u = Use {
+            op,
+            index: index as u32,
+        };
+        self.remove_use(old, u);
+        self.ops[op].operands[index] = v;
+        self.uses[v].push(u);
+    }
+
+    /// Replaces all operands of `op`; only for ir::builder and rewrite::Rewriter.
+    #[doc(hidden)]
+    pub(crate) fn raw_set_operands(&mut self, op: OpId, operands: &[ValueId]) {
+        self.set_operands(op, operands);
+    }
+
+    /// Makes every use of `from` use `to`; returns the moved uses. Only for ir::builder and
+    /// rewrite::Rewriter.
+    #[doc(hidden)]
+    pub(crate) fn raw_replace_all_uses(&mut self, from: ValueId, to: ValueId) -> Vec<Use> {
+        let uses = std::mem::take(&mut self.uses[from]);
+        for u in &uses {
+            self.ops[u.op].operands[u.index as usize] = to;
+        }
+        self.uses[to].extend(uses.iter().copied());
+        uses.into_vec()
+    }
+
+    /// Changes `op`'s kind in place; only for ir::builder and rewrite::Rewriter.
+    #[doc(hidden)]
+    pub(crate) fn raw_set_kind(&mut self, op: OpId, kind: OpKind) {
+        self.ops[op].kind = kind;
+    }
+
+    /// A value's type and names, writable; only for ir::builder and rewrite::Rewriter.
+    #[doc(hidden)]
+    pub(crate) fn raw_value_mut(&mut self, v: ValueId) -> &mut ValueData {
+        &mut self.values[v]
+    }
+
+    /// Sets the declared result types; only for ir::builder and rewrite::Rewriter.
+    #[doc(hidden)]
+    pub(crate) fn raw_set_result_types(&mut self, types: Vec<TensorType>) {
+        self.result_types = types;
+    }
+
+    /// Unlinks `op` and drops its uses (its result must be unused); only for ir::builder and
+    /// rewrite::Rewriter.
+    #[doc(hidden)]
+    pub(crate) fn raw_erase(&mut self, op: OpId) {
         debug_assert!(
             self.ops[op]
                 .result()

@@ -1,8 +1,8 @@
 //! Static shapes for code generation: tiled and vectorized schedules need static loop bounds.
 
 use crate::ir::infer::infer_type;
-use crate::ir::rewriter::Rewriter;
 use crate::ir::{Function, OpId, OpKind, TensorType};
+use crate::rewrite::Rewriter;
 
 /// Gives `f`'s arguments the static `shapes` and re-infers every result type from them, so
 /// that code generation sees static sizes (`nnopt run` and `nnopt bench` compile for the input

@@ -1,10 +1,10 @@
-//! The only way passes change a function.
+//! The `Rewriter`: the only way passes change a function.
 //!
-//! Every mutation updates use-lists and layout together and is recorded as an [`Event`], from
-//! which the greedy driver re-queues the affected ops and statistics are counted.
+//! Every mutation goes through one of `Function`'s raw mutators (which keep use-lists and
+//! layout consistent) and is recorded as an [`Event`], from which the greedy driver re-queues
+//! the affected ops and brings its analysis up to date.
 
-use super::{Function, OpId, OpKind, TensorType, ValueDef, ValueId};
-use crate::diag::Span;
+use crate::ir::{Function, OpId, OpKind, Tensor, TensorType, ValueDef, ValueId};
 
 /// A change made through the rewriter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,6 +20,7 @@ pub enum Event {
     },
 }
 
+/// Mutable access to one function that records what it changes.
 pub struct Rewriter<'f> {
     func: &'f mut Function,
     events: Vec<Event>,
@@ -56,16 +57,18 @@ impl<'f> Rewriter<'f> {
         ty: TensorType,
     ) -> ValueId {
         let span = self.func.span(anchor);
-        let op = self.func.create_op(kind, operands, Some((ty, None)), span);
-        self.func.layout.insert_before(op, anchor);
+        let op = self
+            .func
+            .raw_insert_before(anchor, kind, operands, ty, span);
         self.events.push(Event::Created(op));
-        self.func.ops[op]
+        self.func
+            .op(op)
             .result()
             .expect("invariant: created with a result")
     }
 
     /// Creates a constant before `anchor`.
-    pub fn constant_before(&mut self, anchor: OpId, value: super::Tensor) -> ValueId {
+    pub fn constant_before(&mut self, anchor: OpId, value: Tensor) -> ValueId {
         let ty = value.ty();
         self.insert_before(anchor, OpKind::Constant(value), &[], ty)
     }
@@ -77,22 +80,24 @@ impl<'f> Rewriter<'f> {
     pub fn derived_constant_before(
         &mut self,
         anchor: OpId,
-        value: super::Tensor,
+        value: Tensor,
         like: ValueId,
     ) -> ValueId {
         let v = self.constant_before(anchor, value);
         let weight_name = match self.func.producer_kind(like) {
             Some(OpKind::Weight { name, .. }) => Some(name.clone()),
-            _ => self.func.values[like].weight_name.clone(),
+            _ => self.func.value(like).weight_name.clone(),
         };
-        self.func.values[v].name = self.func.values[like].name.clone();
-        self.func.values[v].weight_name = weight_name;
+        let name = self.func.value(like).name.clone();
+        let data = self.func.raw_value_mut(v);
+        data.name = name;
+        data.weight_name = weight_name;
         v
     }
 
     /// Gives `to` the printed name of `from` (a value that replaces another keeps its name).
     pub fn copy_name(&mut self, from: ValueId, to: ValueId) {
-        self.func.values[to].name = self.func.values[from].name.clone();
+        self.func.raw_value_mut(to).name = self.func.value(from).name.clone();
     }
 
     /// Replaces every use of `from` by `to` (which must have a compatible type).
@@ -100,12 +105,9 @@ impl<'f> Rewriter<'f> {
         if from == to {
             return;
         }
-        let uses = std::mem::take(&mut self.func.uses[from]);
-        for u in &uses {
-            self.func.ops[u.op].operands[u.index as usize] = to;
+        for u in self.func.raw_replace_all_uses(from, to) {
             self.events.push(Event::Modified(u.op));
         }
-        self.func.uses[to].extend(uses);
         self.events.push(Event::Replaced { from, to });
     }
 
@@ -119,22 +121,22 @@ impl<'f> Rewriter<'f> {
 
     /// Erases an op whose result is unused.
     pub fn erase_op(&mut self, op: OpId) {
-        self.func.erase(op);
+        self.func.raw_erase(op);
         self.events.push(Event::Erased(op));
     }
 
     pub fn set_operand(&mut self, op: OpId, index: usize, v: ValueId) {
-        self.func.set_operand(op, index, v);
+        self.func.raw_set_operand(op, index, v);
         self.events.push(Event::Modified(op));
     }
 
     pub fn set_operands(&mut self, op: OpId, operands: &[ValueId]) {
-        self.func.set_operands(op, operands);
+        self.func.raw_set_operands(op, operands);
         self.events.push(Event::Modified(op));
     }
 
     pub fn set_kind(&mut self, op: OpId, kind: OpKind) {
-        self.func.ops[op].kind = kind;
+        self.func.raw_set_kind(op, kind);
         self.events.push(Event::Modified(op));
     }
 
@@ -142,27 +144,25 @@ impl<'f> Rewriter<'f> {
     /// changes a function's signature). Users must be updated by the caller so that the function
     /// verifies again when the pass ends.
     pub fn set_type(&mut self, v: ValueId, ty: TensorType) {
-        self.func.values[v].ty = ty;
-        if let ValueDef::OpResult(op) = self.func.values[v].def {
+        let data = self.func.raw_value_mut(v);
+        data.ty = ty;
+        if let ValueDef::OpResult(op) = data.def {
             self.events.push(Event::Modified(op));
         }
     }
 
-    pub fn set_span(&mut self, op: OpId, span: Span) {
-        self.func.op_spans[op] = span;
-    }
-
     /// Sets the declared result types (used when a pass changes what a function returns).
     pub fn set_result_types(&mut self, types: Vec<TensorType>) {
-        self.func.result_types = types;
+        self.func.raw_set_result_types(types);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::diag::Span;
     use crate::ir::builder::FuncBuilder;
-    use crate::ir::{ElemType, Function};
+    use crate::ir::ElemType;
 
     fn t(n: u64) -> TensorType {
         TensorType::fixed(&[n], ElemType::F32)

@@ -1,0 +1,73 @@
+//! Bias absorption: the contribution of constant input columns of a weight matrix, added to
+//! the bias before the columns are dropped (used by `prune-neurons` and by canonicalize's
+//! `fold-scatter-into-consumer`).
+
+use crate::ir::Tensor;
+
+/// `b_k += Σ_{cols} W[k, p, ...] · a` for each `(positions p, a)` in `absorbed` (the
+/// kernel window summed per position): the contribution of constant input columns about to be
+/// dropped from `W`, accumulated in f64 and rounded once into `b_k`. When many columns go,
+/// the constants become one coefficient per row element (0 elsewhere) and each row one
+/// contiguous dot product read in place, since a gather per absorbed column is slow on large
+/// layers; when few go, only their elements are read. Returns whether any `b_k` changed.
+pub fn absorb_columns(w: &Tensor, absorbed: &[(Vec<usize>, f32)], b: &mut [f32]) -> bool {
+    let s = w.shape();
+    let window: usize = s[2..].iter().product::<u64>() as usize;
+    let row_len = s[1] as usize * window;
+    let count: usize = absorbed.iter().map(|(p, _)| p.len()).sum::<usize>() * window;
+    // Few absorbed columns (a ResNet block losing a filter or two): read just those elements;
+    // many (half a layer): one dense dot product per row beats a gather per column.
+    let sparse = count * 8 < row_len;
+    let mut coef = Vec::new();
+    if !sparse {
+        coef = vec![0f64; row_len];
+        for (positions, a) in absorbed {
+            for &p in positions {
+                coef[p * window..(p + 1) * window].fill(*a as f64);
+            }
+        }
+    }
+    let mut touched = false;
+    for (k, bk) in b.iter_mut().enumerate() {
+        let base = k * row_len;
+        let mut dot = 0f64;
+        if sparse {
+            for (positions, a) in absorbed {
+                for &p in positions {
+                    let taps = (0..window).map(|t| w.get(base + p * window + t) as f64);
+                    dot += taps.sum::<f64>() * *a as f64;
+                }
+            }
+        } else {
+            let mut at = 0;
+            w.for_each_f32_chunk(base..base + row_len, |c| {
+                dot += dot_f64(c, &coef[at..at + c.len()]);
+                at += c.len();
+            });
+        }
+        if dot != 0.0 {
+            *bk = (*bk as f64 + dot) as f32;
+            touched = true;
+        }
+    }
+    touched
+}
+
+/// `Σ x_i·a_i` in f64 with eight independent accumulators, so that it vectorizes (a single
+/// running sum is a serial dependency chain).
+fn dot_f64(x: &[f32], a: &[f64]) -> f64 {
+    let mut acc = [0f64; 8];
+    let (xc, ac) = (x.chunks_exact(8), a.chunks_exact(8));
+    let tail: f64 = xc
+        .remainder()
+        .iter()
+        .zip(ac.remainder())
+        .map(|(&x, &a)| x as f64 * a)
+        .sum();
+    for (xs, as_) in xc.zip(ac) {
+        for l in 0..8 {
+            acc[l] += xs[l] as f64 * as_[l];
+        }
+    }
+    acc.iter().sum::<f64>() + tail
+}

@@ -1,0 +1,52 @@
+//! `canonicalize`: local clean-ups, one pattern per file, run together to a fixpoint.
+//!
+//! Every pattern leaves a simpler graph that computes the same values; its doc comment gives
+//! the equation and why it is exact. Preconditions: none. Idempotent: a second run finds
+//! nothing to do (the driver stops only at a fixpoint).
+
+pub mod constant_fold;
+pub mod fold_scatter_into_consumer;
+pub mod remove_identity;
+pub mod remove_identity_scatter;
+pub mod sink_scatter;
+
+pub use constant_fold::ConstantFold;
+pub use fold_scatter_into_consumer::FoldScatterIntoConsumer;
+pub use remove_identity::RemoveIdentity;
+pub use remove_identity_scatter::RemoveIdentityScatter;
+pub use sink_scatter::SinkScatter;
+
+use super::{Pass, PassContext, PassInfo, PassOptions};
+use crate::ir::Function;
+use crate::rewrite::{apply_patterns_greedily, GreedyConfig, Pattern};
+
+pub const INFO: PassInfo = PassInfo {
+    name: "canonicalize",
+    summary: "local clean-ups: removes nn.identity and identity nn.scatter, folds ops whose operands are all constant (f32, by the interpreter's kernels), folds an nn.scatter into the nn.linear/nn.conv2d that reads it (dropping input columns, adding the fill's contribution to the bias), and moves scatters below activations and below add/sub/mul of two like scatters",
+    options: &[],
+    parse: |_: &PassOptions| Ok(Box::new(Canonicalize)),
+};
+
+/// The patterns of `canonicalize`, in the order the driver tries them on an op (all have the
+/// same benefit).
+pub const PATTERNS: &[&dyn Pattern<PassContext>] = &[
+    &RemoveIdentity,
+    &ConstantFold,
+    &RemoveIdentityScatter,
+    &FoldScatterIntoConsumer,
+    &SinkScatter,
+];
+
+/// The pass: [`PATTERNS`] to a fixpoint.
+pub struct Canonicalize;
+
+impl Pass for Canonicalize {
+    fn name(&self) -> &'static str {
+        INFO.name
+    }
+
+    fn run(&self, f: &mut Function, cx: &mut PassContext) -> bool {
+        let outcome = apply_patterns_greedily(f, PATTERNS, cx, &GreedyConfig::default());
+        cx.record(f, INFO.name, outcome)
+    }
+}

@@ -1,0 +1,67 @@
+//! `PassContext`: the statistics and remarks that passes collect while a pipeline runs.
+
+use crate::diag::Diagnostic;
+use crate::ir::{Function, OpId};
+use crate::rewrite::{GreedyOutcome, PatternContext};
+use std::collections::{BTreeMap, HashMap};
+
+/// Statistics and remarks collected while passes run.
+#[derive(Default)]
+pub struct PassContext {
+    /// Successful rewrites per pattern name.
+    pub pattern_hits: BTreeMap<&'static str, u64>,
+    pub counters: BTreeMap<&'static str, u64>,
+    /// Why a dead neuron stayed, by op (the latest reason wins; emitted for ops still alive).
+    kept: HashMap<OpId, Diagnostic>,
+    pub remarks: Vec<Diagnostic>,
+    /// Wall time of each pass run, in pipeline order (verification excluded).
+    pub timings: Vec<(&'static str, std::time::Duration)>,
+}
+
+/// The patterns that need nothing but the statistics use the pass context itself.
+impl PatternContext for PassContext {
+    fn update(&mut self, _: &Function, _: &[OpId]) {}
+}
+
+impl PassContext {
+    pub fn count(&mut self, what: &'static str, n: u64) {
+        *self.counters.entry(what).or_default() += n;
+    }
+
+    /// Records why `op` kept some of its neurons; replaces an earlier reason for the same op.
+    pub fn keep_remark(&mut self, op: OpId, d: Diagnostic) {
+        self.kept.insert(op, d);
+    }
+
+    /// Moves the reasons recorded by [`keep_remark`](Self::keep_remark) for ops still in `f`
+    /// to `remarks`, in op order.
+    pub fn flush_remarks(&mut self, f: &Function) {
+        let mut kept: Vec<(OpId, Diagnostic)> = self.kept.drain().collect();
+        kept.sort_by_key(|(op, _)| *op);
+        self.remarks.extend(
+            kept.into_iter()
+                .filter(|(op, _)| f.is_linked(*op))
+                .map(|(_, d)| d),
+        );
+    }
+
+    /// Adds a greedy driver run's pattern counts, and a warning when it did not converge.
+    pub fn record(&mut self, f: &Function, pass: &str, outcome: GreedyOutcome) -> bool {
+        for (name, n) in outcome.applied {
+            *self.pattern_hits.entry(name).or_default() += n;
+        }
+        if !outcome.converged {
+            self.remarks.push(
+                Diagnostic::new(
+                    crate::diag::Severity::Warning,
+                    format!(
+                        "'{pass}' did not converge on @{}: its patterns stopped at the rewrite bound",
+                        f.name
+                    ),
+                )
+                .at(f.span),
+            );
+        }
+        outcome.changed
+    }
+}

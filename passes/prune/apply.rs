@@ -1,0 +1,175 @@
+//! Carries out a [`Plan`]: drops the removed rows of the producer, the matching columns of its
+//! consumers (their biases or border maps absorbing the constants), the filters of depthwise
+//! convs on the way, and restores the full width with `nn.scatter` at every other use.
+
+use super::fanout::Site;
+use super::plan::Plan;
+use crate::ir::{Dim, OpId, OpKind, Tensor, ValueId};
+use crate::passes::absorb::absorb_columns;
+use crate::passes::PassContext;
+use crate::rewrite::Rewriter;
+
+/// Rewrites producer `op` and its uses as `plan` says.
+pub fn apply(rw: &mut Rewriter, op: OpId, plan: &Plan, cx: &mut PassContext) {
+    let (n, keep, fan) = (plan.neurons, &plan.keep, &plan.fan);
+    let f = rw.func();
+    let ins = f.op(op).operands().to_vec();
+    let r = f
+        .op(op)
+        .result()
+        .expect("planned only for an op with a result");
+
+    // Other uses: restore the full length with the constants.
+    for (&(v, site), fill) in fan.others.iter().zip(&plan.fills) {
+        let f = rw.func();
+        let full = f.ty(v).clone();
+        let uses: Vec<_> = f
+            .uses(v)
+            .iter()
+            .copied()
+            .filter(|u| {
+                !fan.chain.iter().any(|c| c.0 == u.op) && !fan.consumers.iter().any(|c| c.0 == u.op)
+            })
+            .collect();
+        let anchor = f
+            .producer(v)
+            .and_then(|p| f.next_op(p))
+            .expect("a result is followed by at least the terminator");
+        let scatter = OpKind::Scatter {
+            axis: site.axis as i64,
+            indices: site.positions(keep).into_iter().map(|k| k as u64).collect(),
+            size: (n * site.scale) as u64,
+            fill: fill
+                .iter()
+                .flat_map(|c| std::iter::repeat_n(c.unwrap_or(0.0), site.scale))
+                .collect(),
+        };
+        let s = rw.insert_before(anchor, scatter, &[v], full);
+        for u in uses {
+            rw.set_operand(u.op, u.index as usize, s);
+        }
+        cx.count("scatters inserted", 1);
+    }
+
+    // Consumers: fold a_j into the bias, then drop column j.
+    let mut biases_updated = 0;
+    for (c_idx, &(c, site)) in fan.consumers.iter().enumerate() {
+        let f = rw.func();
+        let c_ops = f.op(c).operands().to_vec();
+        let cw = &plan.consumer_w[c_idx];
+        let out = cw.shape()[0] as usize;
+        let old_b = c_ops.get(2).and_then(|&b| f.constant_of(b)).cloned();
+        let mut b: Vec<f32> = old_b.as_ref().map_or(vec![0.0; out], Tensor::to_f32_vec);
+        let absorbed: Vec<(Vec<usize>, f32)> = plan
+            .remove
+            .iter()
+            .filter_map(|&j| {
+                plan.seen[c_idx][j]
+                    .filter(|&a| a != 0.0)
+                    .map(|a| (site.positions(&[j]), a))
+            })
+            .collect();
+        // A zero-padded consumer sees the constants only inside the image: they go into a
+        // per-position map added after it, not into its bias.
+        let border = if plan.padded[c_idx] && !absorbed.is_empty() {
+            let m = plan.maps[c_idx].as_ref().expect("chosen only with a map");
+            Some(m.values(cw, &absorbed))
+        } else {
+            None
+        };
+        let touched = border.is_none() && absorb_columns(cw, &absorbed, &mut b);
+        let new_w = rw.derived_constant_before(c, cw.take(1, &site.positions(keep)), c_ops[1]);
+        let mut operands = vec![c_ops[0], new_w];
+        if touched || old_b.is_some() {
+            let elem = old_b.as_ref().map_or(cw.elem(), Tensor::elem);
+            let nb = if touched {
+                biases_updated += 1;
+                match c_ops.get(2) {
+                    Some(&old) => rw.derived_constant_before(
+                        c,
+                        Tensor::from_f32(elem, vec![out as u64], &b),
+                        old,
+                    ),
+                    None => rw.constant_before(c, Tensor::from_f32(elem, vec![out as u64], &b)),
+                }
+            } else {
+                c_ops[2]
+            };
+            operands.push(nb);
+        }
+        rw.set_operands(c, &operands);
+        if let Some(map) = border {
+            let m = plan.maps[c_idx].as_ref().expect("checked above");
+            let f = rw.func();
+            let r_c = f.op(c).result().expect("conv has a result");
+            let ty = f.ty(r_c).clone();
+            let anchor = f
+                .next_op(c)
+                .expect("a result is followed by at least the terminator");
+            let shape = vec![m.c_out as u64, m.oh as u64, m.ow as u64];
+            let map = rw.constant_before(anchor, Tensor::from_f32(cw.elem(), shape, &map));
+            let add = rw.insert_before(anchor, OpKind::Add, &[r_c, map], ty);
+            rw.replace_all_uses(r_c, add);
+            let add_op = rw.func().producer(add).expect("just created");
+            rw.set_operand(add_op, 0, r_c);
+            cx.count("border maps inserted", 1);
+        }
+    }
+    // The producer: drop row j and bias entry j.
+    let new_w = rw.derived_constant_before(op, plan.w.take(0, keep), ins[1]);
+    let mut operands = vec![ins[0], new_w];
+    if let Some(b) = &plan.bias {
+        operands.push(rw.derived_constant_before(op, b.take(0, keep), ins[2]));
+    }
+    rw.set_operands(op, &operands);
+    // Depthwise convs on the way lose the same filters, and one group each.
+    for &(d, _) in &fan.chain {
+        let f = rw.func();
+        let OpKind::Conv2d {
+            groups: _,
+            strides,
+            pads,
+            dilations,
+        } = f.kind(d).clone()
+        else {
+            continue;
+        };
+        let d_ins = f.op(d).operands().to_vec();
+        let mut operands = vec![d_ins[0]];
+        for &p in &d_ins[1..] {
+            let t = rw
+                .func()
+                .constant_of(p)
+                .expect("checked in per_channel_axis")
+                .take(0, keep);
+            operands.push(rw.derived_constant_before(d, t, p));
+        }
+        rw.set_operands(d, &operands);
+        let groups = keep.len() as u64;
+        rw.set_kind(
+            d,
+            OpKind::Conv2d {
+                groups,
+                strides,
+                pads,
+                dilations,
+            },
+        );
+    }
+    let chain: Vec<(ValueId, Site)> = fan
+        .chain
+        .iter()
+        .filter_map(|&(a, site)| rw.func().op(a).result().map(|v| (v, site)))
+        .collect();
+    let own = Site {
+        axis: plan.axis,
+        scale: 1,
+    };
+    for (v, site) in std::iter::once((r, own)).chain(chain) {
+        let width = Dim::Static((keep.len() * site.scale) as u64);
+        let ty = rw.func().ty(v).with_dim(site.axis, width);
+        rw.set_type(v, ty);
+    }
+    cx.count("neurons removed", plan.remove.len() as u64);
+    cx.count("biases updated", biases_updated);
+}

@@ -1,0 +1,122 @@
+//! `prune-neurons`: dead-neuron elimination with bias hoisting.
+//!
+//! A neuron `j` of a weighted producer P (`nn.linear` row, `nn.conv2d` filter) can go when
+//! - it is *constant* (fan-in dead: the analysis proves its output is `a_j` after the
+//!   activations between P and its consumers), or
+//! - it is *ignored* (fan-out dead: column `j` of every consumer's weight is zero).
+//!
+//! Removing it drops row `j` of P and column `j` of every consumer C, after folding its
+//! contribution into C's bias: `b'_k = b_k + Σ_window W_C[k, j, ...] · a_j`.
+//!
+//! One pattern ([`DeadNeuronElimination`], `dead_neuron_elimination.rs`) runs to a fixpoint
+//! over the constness analysis, so removals cascade. It plans (`plan.rs`: where the channels
+//! go, `fanout.rs`; border maps, `border_map.rs`; the `residual=auto` cost model,
+//! `residual_cost.rs`) and then applies (`apply.rs`). Preconditions: none. Idempotent: a second
+//! run finds no removable neuron.
+
+pub mod apply;
+pub mod border_map;
+pub mod dead_neuron_elimination;
+pub mod fanout;
+pub mod plan;
+pub mod residual_cost;
+
+pub use dead_neuron_elimination::DeadNeuronElimination;
+
+use super::analysis::ConstAnalysis;
+use super::{Pass, PassContext, PassInfo, PassOption, PassOptions};
+use crate::ir::{Function, OpId};
+use crate::rewrite::{apply_patterns_greedily, GreedyConfig, PatternContext};
+
+pub const INFO: PassInfo = PassInfo {
+    name: "prune-neurons",
+    summary: "removes neurons of nn.linear/nn.conv2d that are constant (all incoming weights zero) or ignored (all outgoing weights zero), folding their constant into the consumers' biases; cascades to a fixpoint",
+    options: &[
+        PassOption {
+            name: "zero-threshold",
+            description: "a weight counts as zero when |w| <= this (default 0: exact)",
+        },
+        PassOption {
+            name: "residual",
+            description: "scatter (default): a removed neuron that also reaches a residual add, concat or result is restored there by nn.scatter with its constant; keep: such layers are not pruned; auto: per layer, scatter when the MACs the removal saves exceed the elements the scatters copy (per sample), else keep",
+        },
+    ],
+    parse: parse_options,
+};
+
+/// What `prune-neurons` does with a neuron whose value also reaches an op that is not a weighted
+/// consumer (a residual `nn.add`, `nn.concat`, a function result).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Residual {
+    /// Remove it and restore the full length there with `nn.scatter` (filled with its constant).
+    Scatter,
+    /// Leave the whole layer unpruned (no scatters are inserted).
+    Keep,
+    /// Per layer, `Scatter` when the MACs the removal saves exceed the elements its scatters
+    /// copy (both per sample), else `Keep`.
+    Auto,
+}
+
+/// The pass, with its options.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PruneNeurons {
+    /// A weight counts as zero when `|w| <= zero_threshold`.
+    pub zero_threshold: f32,
+    pub residual: Residual,
+}
+
+fn parse_options(opts: &PassOptions) -> Result<Box<dyn Pass>, String> {
+    let t = opts.get("zero-threshold").unwrap_or("0");
+    let zero_threshold = t
+        .parse::<f32>()
+        .ok()
+        .filter(|t| *t >= 0.0)
+        .ok_or_else(|| format!("zero-threshold must be a number >= 0, not '{t}'"))?;
+    let residual = match opts.get("residual").unwrap_or("scatter") {
+        "scatter" => Residual::Scatter,
+        "keep" => Residual::Keep,
+        "auto" => Residual::Auto,
+        r => {
+            return Err(format!(
+                "residual must be 'scatter', 'keep' or 'auto', not '{r}'"
+            ))
+        }
+    };
+    Ok(Box::new(PruneNeurons {
+        zero_threshold,
+        residual,
+    }))
+}
+
+/// What the pattern sees: the pass's statistics and the constness analysis, which the driver
+/// keeps up to date after every rewrite.
+pub struct PruneCx<'a> {
+    pub pass: &'a mut PassContext,
+    pub analysis: ConstAnalysis,
+}
+
+impl PatternContext for PruneCx<'_> {
+    fn update(&mut self, f: &Function, touched: &[OpId]) {
+        self.analysis.update(f, touched);
+    }
+}
+
+impl Pass for PruneNeurons {
+    fn name(&self) -> &'static str {
+        INFO.name
+    }
+
+    fn run(&self, f: &mut Function, cx: &mut PassContext) -> bool {
+        let pattern = DeadNeuronElimination {
+            residual: self.residual,
+        };
+        let mut pcx = PruneCx {
+            pass: cx,
+            analysis: ConstAnalysis::compute(f, self.zero_threshold),
+        };
+        let outcome = apply_patterns_greedily(f, &[&pattern], &mut pcx, &GreedyConfig::default());
+        let changed = cx.record(f, INFO.name, outcome);
+        cx.flush_remarks(f);
+        changed
+    }
+}

@@ -1,0 +1,262 @@
+//! The plan of one dead-neuron elimination: which neurons of a layer go, and what each use of
+//! the layer needs for that (a bias update, a border map, a scatter). It reads the IR and the
+//! constness analysis and changes nothing; `apply.rs` carries it out.
+
+use super::border_map::BorderMap;
+use super::fanout::{fanout, Fanout};
+use super::residual_cost::{scatter_tradeoff, Layer};
+use super::Residual;
+use crate::diag::Diagnostic;
+use crate::ir::{Function, OpId, OpKind, OpTag, Tensor};
+use crate::passes::analysis::{is_zero, ConstAnalysis};
+use crate::rewrite::{ensure, MatchFailure};
+use std::collections::BTreeSet;
+
+/// What to remove from the weighted producer P and how every use of it compensates.
+pub struct Plan {
+    /// P's neurons (rows of its weight) and the channel axis of its result.
+    pub neurons: usize,
+    pub axis: usize,
+    pub fan: Fanout,
+    /// P's weight and bias.
+    pub w: Tensor,
+    pub bias: Option<Tensor>,
+    /// The weight of each consumer, in `fan.consumers` order.
+    pub consumer_w: Vec<Tensor>,
+    /// Per consumer: the constant `a_j` it sees for neuron `j`, if any.
+    pub seen: Vec<Vec<Option<f32>>>,
+    /// Per value in `fan.others`: the constant each neuron carries there (the scatter's fill).
+    pub fills: Vec<Vec<Option<f32>>>,
+    /// Per consumer: whether it is a zero-padded conv.
+    pub padded: Vec<bool>,
+    /// Per consumer: its border map, where it takes the removed constants as one.
+    pub maps: Vec<Option<BorderMap>>,
+    /// The neurons that go, and those that stay (in order).
+    pub remove: BTreeSet<usize>,
+    pub keep: Vec<usize>,
+}
+
+/// A plan, or why there is none; with a remark on neurons kept for a reason worth telling.
+pub struct Decision {
+    pub plan: Result<Plan, MatchFailure>,
+    pub remark: Option<Diagnostic>,
+}
+
+/// Plans the elimination of the constant or ignored neurons of `op` (an `nn.linear` or an
+/// ungrouped `nn.conv2d`).
+pub fn plan(f: &Function, op: OpId, analysis: &ConstAnalysis, residual: Residual) -> Decision {
+    let mut remark = None;
+    let plan = plan_with_remark(f, op, analysis, residual, &mut remark);
+    Decision { plan, remark }
+}
+
+fn plan_with_remark(
+    f: &Function,
+    op: OpId,
+    analysis: &ConstAnalysis,
+    residual: Residual,
+    remark: &mut Option<Diagnostic>,
+) -> Result<Plan, MatchFailure> {
+    let zero_threshold = analysis.zero_threshold();
+    let data = f.op(op);
+    let tag = data.tag();
+    let r = data.result().ok_or(MatchFailure("no result"))?;
+    if let OpKind::Conv2d { groups, .. } = data.kind {
+        ensure(groups == 1, "a grouped conv")?;
+    }
+    let ins = data.operands().to_vec();
+    let w = f
+        .constant_of(ins[1])
+        .cloned()
+        .ok_or(MatchFailure("the weights are not constant"))?;
+    let bias = match ins.get(2) {
+        Some(&b) => Some(
+            f.constant_of(b)
+                .cloned()
+                .ok_or(MatchFailure("the bias is not constant"))?,
+        ),
+        None => None,
+    };
+    let n = w.shape()[0] as usize;
+    let axis = if tag == OpTag::Linear {
+        f.ty(r).rank() - 1
+    } else {
+        1
+    };
+    let facts = analysis.facts(r);
+    let constant: Vec<bool> = (0..n)
+        .map(|j| facts.is_some_and(|fx| fx.constant(j).is_some()))
+        .collect();
+    let fan = fanout(f, r, axis);
+    ensure(
+        !fan.consumers.is_empty() || !fan.others.is_empty(),
+        "the result is unused",
+    )?;
+    ensure(
+        residual != Residual::Keep || fan.others.is_empty(),
+        "residual=keep, and the result reaches an op that is not a weighted consumer",
+    )?;
+    let consumer_w: Vec<Tensor> = fan
+        .consumers
+        .iter()
+        .map(|&(c, _)| {
+            f.constant_of(f.op(c).operands()[1])
+                .cloned()
+                .expect("checked in fanout")
+        })
+        .collect();
+    // a_j as each consumer sees it.
+    let seen: Vec<Vec<Option<f32>>> = fan
+        .consumers
+        .iter()
+        .map(|&(c, site)| {
+            let x = f.op(c).operands()[0];
+            let fx = analysis.facts(x);
+            (0..n)
+                .map(|j| fx.and_then(|fx| fx.constant(j * site.scale)))
+                .collect()
+        })
+        .collect();
+    let padded: Vec<bool> = fan
+        .consumers
+        .iter()
+        .map(|&(c, _)| matches!(f.kind(c), OpKind::Conv2d { pads, .. } if pads.iter().any(|&p| p > 0)))
+        .collect();
+    // The constant each scattered value carries.
+    let fills: Vec<Vec<Option<f32>>> = fan
+        .others
+        .iter()
+        .map(|&(v, site)| {
+            let fx = analysis.facts(v);
+            (0..n)
+                .map(|j| fx.and_then(|fx| fx.constant(j * site.scale)))
+                .collect()
+        })
+        .collect();
+    // A zero-padded consumer with static spatial sizes can take a non-zero constant as a
+    // per-position bias map (`nn.add` of `[C_out, OH, OW]`) instead.
+    let maps: Vec<Option<BorderMap>> = fan
+        .consumers
+        .iter()
+        .zip(&padded)
+        .map(|(&(c, _), &p)| p.then(|| BorderMap::of(f, c)).flatten())
+        .collect();
+    let choose = |map_allowed: &[bool]| {
+        let mut remove: BTreeSet<usize> = BTreeSet::new();
+        let mut border_kept = 0;
+        for j in 0..n {
+            let scatterable = fills.iter().all(|fill| fill[j].is_some());
+            let ignored = consumer_w
+                .iter()
+                .zip(&fan.consumers)
+                .all(|(cw, (_, site))| {
+                    site.positions(&[j])
+                        .into_iter()
+                        .all(|p| column_is_zero(cw, p, zero_threshold))
+                });
+            let foldable = (0..fan.consumers.len()).all(|c| match seen[c][j] {
+                Some(a) => !padded[c] || a == 0.0 || map_allowed[c],
+                None => false,
+            });
+            if scatterable && (ignored || foldable) {
+                remove.insert(j);
+            } else if constant[j] && scatterable && (0..fan.consumers.len()).any(|c| padded[c]) {
+                border_kept += 1;
+            }
+        }
+        (remove, border_kept)
+    };
+    let mut map_allowed: Vec<bool> = maps.iter().map(Option::is_some).collect();
+    let (mut remove, mut border_kept) = choose(&map_allowed);
+    // A map larger than the weights the removal saves is not a saving: keep those neurons.
+    let row_size = w.len() / n.max(1);
+    // The weights of one input column of each consumer.
+    let column_sizes: Vec<usize> = consumer_w
+        .iter()
+        .map(|cw| cw.len() / cw.shape()[1].max(1) as usize)
+        .collect();
+    let saved: usize = remove.len() * (row_size + column_sizes.iter().sum::<usize>());
+    let mut recheck = false;
+    for (c, m) in maps.iter().enumerate() {
+        let needs_map = remove
+            .iter()
+            .any(|&j| padded[c] && seen[c][j].is_some_and(|a| a != 0.0));
+        if let Some(m) = m.as_ref().filter(|_| needs_map) {
+            if m.size() > saved {
+                map_allowed[c] = false;
+                recheck = true;
+            }
+        }
+    }
+    if recheck {
+        (remove, border_kept) = choose(&map_allowed);
+    }
+    if border_kept > 0 {
+        *remark = Some(
+            Diagnostic::remark(format!(
+                "kept {border_kept} constant neuron(s) of '{}': a zero-padded conv sees a non-zero constant only inside the image ({})",
+                tag.mnemonic(),
+                if padded.iter().zip(&maps).any(|(&p, m)| p && m.is_none()) {
+                    "its spatial size is not static, so no per-position bias map can replace it"
+                } else {
+                    "its per-position bias map would be larger than the weights removed"
+                }
+            ))
+            .at(f.span(op)),
+        );
+    }
+    // Keep one channel so that no tensor gets an empty axis.
+    if remove.len() == n {
+        remove.pop_first();
+    }
+    ensure(!remove.is_empty(), "no neuron can be removed")?;
+    if residual == Residual::Auto && !fan.others.is_empty() {
+        let layer = Layer {
+            result: r,
+            axis,
+            neurons: n,
+            row_size,
+            fan: &fan,
+            column_sizes: &column_sizes,
+        };
+        let (saved, copied) = scatter_tradeoff(f, &layer, remove.len());
+        if saved <= copied {
+            *remark = Some(
+                Diagnostic::remark(format!(
+                    "kept {} constant neuron(s) of '{}': residual=auto: removing them saves {saved} MACs per sample, restoring them with nn.scatter copies {copied} elements",
+                    remove.len(),
+                    tag.mnemonic()
+                ))
+                .at(f.span(op)),
+            );
+            return Err(MatchFailure(
+                "residual=auto: the scatters would copy more than the removal saves",
+            ));
+        }
+    }
+    let keep: Vec<usize> = (0..n).filter(|j| !remove.contains(j)).collect();
+    Ok(Plan {
+        neurons: n,
+        axis,
+        fan,
+        w,
+        bias,
+        consumer_w,
+        seen,
+        fills,
+        padded,
+        maps,
+        remove,
+        keep,
+    })
+}
+
+/// Whether input column `j` of `w` (`[out, in, window...]`) counts as zero in every row.
+fn column_is_zero(w: &Tensor, j: usize, zero_threshold: f32) -> bool {
+    let s = w.shape();
+    let window: usize = s[2..].iter().product::<u64>() as usize;
+    (0..s[0] as usize).all(|k| {
+        let base = (k * s[1] as usize + j) * window;
+        (base..base + window).all(|i| is_zero(w.get(i), zero_threshold))
+    })
+}
