@@ -10,7 +10,7 @@ use nnopt::diag::{Diagnostic, SourceMap};
 use nnopt::driver;
 use nnopt::passes;
 use nnopt::tool::convert::{convert, Direction};
-use nnopt::tool::equivalence::SeededInputs;
+use nnopt::tool::equivalence::{arg_shapes, SeededInputs};
 use nnopt::tool::list::{list_ops, list_passes};
 use nnopt::tool::load::{load_model, pick_func};
 use nnopt::tool::mlir::EmitStage;
@@ -290,15 +290,9 @@ impl From<&RunArgs> for RunOptions {
 /// deterministic values in [-1, 1).
 fn bench_inputs(f: &nnopt::ir::Function, batch: usize) -> Result<Vec<ndarray::ArrayD<f32>>, Exit> {
     let mut rng = SeededInputs::new(0x2545_f491_4f6c_dd1d);
-    f.args()
-        .iter()
-        .map(|&a| {
-            let shape: Vec<usize> = f
-                .ty(a)
-                .dims
-                .iter()
-                .map(|d| d.as_static().map_or(batch, |n| n as usize))
-                .collect();
+    arg_shapes(f, batch)
+        .into_iter()
+        .map(|shape| {
             let n = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
             if n.is_none_or(|n| n > 1 << 30) {
                 return Err(fail(&format!(
