@@ -32,5 +32,6 @@ pub mod onnx;
 pub mod passes;
 pub mod rewrite;
 pub mod syntax;
+pub mod tool;
 pub mod verify;
 pub mod weights;

@@ -1,18 +1,23 @@
-//! The `nnopt` command line. Holds no logic: it parses flags, calls the library and renders
-//! diagnostics once, at the edge.
+//! The `nnopt` command line. Holds no logic: the clap definitions of the flags, their
+//! conversion into the options of the CLI layer (`nnopt::tool`), and the dispatch to its
+//! commands.
 
 // Diagnostics travel by value on the (cold) error path; see lib.rs.
 #![allow(clippy::result_large_err)]
 
 use clap::{Parser, Subcommand};
-use nnopt::diag::{has_errors, Diagnostic, SourceMap};
+use nnopt::diag::{Diagnostic, SourceMap};
 use nnopt::driver;
-use nnopt::ir::{Arity, OpTag};
-use nnopt::onnx;
 use nnopt::passes;
-use nnopt::syntax::printer::print_module;
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use nnopt::tool::convert::{convert, Direction};
+use nnopt::tool::equivalence::{arg_shapes, SeededInputs};
+use nnopt::tool::list::{list_ops, list_passes};
+use nnopt::tool::load::{load_model, pick_func};
+use nnopt::tool::mlir::EmitStage;
+use nnopt::tool::opt::{opt, EmitOptions, OptOptions, PassOptions};
+use nnopt::tool::run::RunOptions;
+use nnopt::tool::{self, fail, Exit};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// nnopt: an MLIR-style compiler for neural networks written in the NNIR text dialect.
@@ -35,6 +40,7 @@ struct Cli {
     opt: OptArgs,
 }
 
+/// The flags of the default command, `nnopt FILE`.
 #[derive(clap::Args, Debug)]
 struct OptArgs {
     /// The NNIR file to read; `-` reads stdin.
@@ -57,6 +63,17 @@ struct OptArgs {
     /// Print every operation of the NNIR dialect with its operand count, one per line.
     #[arg(long)]
     list_ops: bool,
+    #[command(flatten)]
+    passes: PassArgs,
+    #[command(flatten)]
+    equivalence: EquivalenceArgs,
+    #[command(flatten)]
+    emit: EmitArgs,
+}
+
+/// The NNIR pass pipeline and its reports.
+#[derive(clap::Args, Debug)]
+struct PassArgs {
     /// Remove neurons that provably do not affect the output (constant or ignored neurons of
     /// linear and ungrouped conv layers, followed through activations, pools, depthwise convs
     /// and flatten; docs/passes.md lists what is covered), compensating in the neighbouring
@@ -91,6 +108,10 @@ struct OptArgs {
     /// Print per-pattern and per-pass statistics to stderr when the pipeline ends.
     #[arg(long)]
     pass_statistics: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct EquivalenceArgs {
     /// After the passes, run the original and the result in the reference interpreter on
     /// random inputs and report the largest absolute and relative differences; exit 1 when
     /// the relative difference exceeds --equivalence-tolerance.
@@ -99,6 +120,10 @@ struct OptArgs {
     /// The relative tolerance of --check-equivalence.
     #[arg(long, value_name = "REL", default_value_t = 1e-5)]
     equivalence_tolerance: f32,
+}
+
+#[derive(clap::Args, Debug)]
+struct EmitArgs {
     /// Print MLIR instead of NNIR, after the passes: `mlir` is linalg on tensors straight from
     /// the lowering, `transform` the same with the transform-dialect schedule that tiles and
     /// vectorizes its static layers nested as a private module, `llvm` the LLVM dialect after
@@ -203,448 +228,82 @@ struct BenchArgs {
     mlir_pipeline: Option<String>,
 }
 
-fn arity_text(a: Arity) -> String {
-    match a {
-        Arity::Exactly(n) => format!("{n}"),
-        Arity::Range(lo, hi) => format!("{lo}..{hi}"),
-        Arity::AtLeast(n) => format!("{n}+"),
-    }
-}
-
-/// A failure already reported to the user; carries the exit code.
-struct Exit(u8);
-
-fn read_input(path: &Path, sources: &mut SourceMap) -> Result<usize, Exit> {
-    let (name, text) = if path.as_os_str() == "-" {
-        let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .map_err(|e| fail(&format!("cannot read stdin: {e}")))?;
-        ("<stdin>".to_string(), s)
-    } else {
-        let bytes = std::fs::read(path)
-            .map_err(|e| fail(&format!("cannot read {}: {e}", path.display())))?;
-        let text = String::from_utf8(bytes)
-            .map_err(|e| fail(&format!("{} is not UTF-8 text: {e}", path.display())))?;
-        (path.display().to_string(), text)
-    };
-    Ok(sources.add(name, text))
-}
-
-fn fail(message: &str) -> Exit {
-    eprintln!("error: {message}");
-    Exit(1)
-}
-
-fn emit_output(path: &Path, text: &str) -> Result<(), Exit> {
-    if path.as_os_str() == "-" {
-        let mut out = std::io::stdout().lock();
-        out.write_all(text.as_bytes())
-            .and_then(|_| out.flush())
-            .map_err(|e| fail(&format!("cannot write stdout: {e}")))
-    } else {
-        nnopt::atomic::write_atomic(path, text.as_bytes())
-            .map_err(|e| fail(&format!("cannot write {}: {e}", path.display())))
-    }
-}
-
-fn opt_main(opt: &OptArgs) -> Result<(), Exit> {
-    let Some(input) = &opt.input else {
-        eprintln!("nnopt: no input file (try --help)");
-        return Err(Exit(2));
-    };
-    let mut sources = SourceMap::new();
-    // Formats go by extension: an .onnx input is imported, an .onnx output exported.
-    let (onnx_in, onnx_out) = (onnx::is_onnx_path(input), onnx::is_onnx_path(&opt.output));
-    if onnx_in && (opt.split_input_file || opt.verify_diagnostics) {
-        eprintln!("nnopt: --split-input-file and --verify-diagnostics apply to NNIR text, not to .onnx input");
-        return Err(Exit(2));
-    }
-    let file = if onnx_in {
-        sources.add(input.display().to_string(), String::new())
-    } else {
-        read_input(input, &mut sources)?
-    };
-    let base_dir = match input.parent() {
-        Some(d) if input.as_os_str() != "-" && !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let pipeline = match (&opt.pass_pipeline, opt.prune_neurons) {
-        (Some(p), _) => Some(p.as_str()),
-        (None, true) => Some(passes::PRUNE_PIPELINE),
-        (None, false) => None,
-    };
-    let passes = match pipeline.map(|p| passes::PassManager::parse(p, None)) {
-        Some(Ok(p)) => p,
-        Some(Err(d)) => {
-            sources.emit_to_stderr(&[d]);
-            return Err(Exit(2));
+impl From<&OptArgs> for OptOptions {
+    fn from(a: &OptArgs) -> Self {
+        OptOptions {
+            input: a.input.clone(),
+            output: a.output.clone(),
+            split_input_file: a.split_input_file,
+            verify_diagnostics: a.verify_diagnostics,
+            passes: (&a.passes).into(),
+            check_equivalence: a
+                .equivalence
+                .check_equivalence
+                .then_some(a.equivalence.equivalence_tolerance),
+            emit: a.emit.emit.map(|stage| EmitOptions {
+                stage: stage.into(),
+                mlir_pipeline: a.emit.mlir_pipeline.clone(),
+                threads: a.emit.threads,
+            }),
         }
-        None => passes::PassManager::default(),
-    };
-    let src = sources.source(file).to_string();
-    let chunks = driver::chunks(&src, opt.split_input_file);
-    let mut outputs = Vec::new();
-    // Weight files beside the output, complete but not yet renamed into place.
-    let mut staged = Vec::new();
-    // Modules bound for an .onnx output.
-    let mut modules = Vec::new();
-    let mut all_diags: Vec<Diagnostic> = Vec::new();
-    for range in chunks {
-        let chunk = &src[range.clone()];
-        let mut diags = Vec::new();
-        let mut module = if onnx_in {
-            onnx::import_file(input).map_err(|d| diags.push(d)).ok()
-        } else {
-            driver::load(chunk, file, range.start, &base_dir, &mut diags)
-        };
-        let original = module
-            .clone()
-            .filter(|_| opt.check_equivalence || opt.pass_statistics);
-        if let Some(m) = module.as_mut().filter(|_| !passes.is_empty()) {
-            let mut cx = passes::PassContext::default();
-            let after = |p: &dyn passes::Pass, m: &nnopt::ir::Module, changed: bool| {
-                if opt.print_ir_after_all || (opt.print_ir_after_change && changed) {
-                    eprint!(
-                        "// -----// IR Dump After {} //----- //\n{}",
-                        p.name(),
-                        print_module(m)
-                    );
-                }
-            };
-            let result = passes.run(m, !opt.no_verify_each, &mut cx, after);
-            diags.append(&mut cx.remarks);
-            if let Err(errs) = result {
-                diags.extend(errs);
-                module = None;
-            }
-            if opt.timing {
-                let total: f64 = cx.timings.iter().map(|t| t.1.as_secs_f64()).sum();
-                eprintln!("===-------------------------------------------------------------------------===\n                      ... Execution time report ...\n===-------------------------------------------------------------------------===\n  Total Execution Time: {:.6} seconds\n\n   ----Wall Time----  ----Name----", total);
-                for (name, t) in &cx.timings {
-                    let s = t.as_secs_f64();
-                    let pct = if total > 0.0 { 100.0 * s / total } else { 0.0 };
-                    eprintln!("   {s:.6} ({pct:5.1}%)  {name}");
-                }
-            }
-            if opt.pass_statistics {
-                let costs = original.as_ref().zip(module.as_ref());
-                eprint!("{}", statistics_table(&cx, costs));
-            }
+    }
+}
+
+impl From<&PassArgs> for PassOptions {
+    fn from(a: &PassArgs) -> Self {
+        PassOptions {
+            pipeline: match (&a.pass_pipeline, a.prune_neurons) {
+                (Some(p), _) => Some(p.clone()),
+                (None, true) => Some(passes::PRUNE_PIPELINE.to_string()),
+                (None, false) => None,
+            },
+            verify_each: !a.no_verify_each,
+            print_ir_after_all: a.print_ir_after_all,
+            print_ir_after_change: a.print_ir_after_change,
+            timing: a.timing,
+            statistics: a.pass_statistics,
         }
-        // Lowering runs after the NNIR passes and before --verify-diagnostics, so its
-        // diagnostics can be annotated like any other.
-        let mut emitted = None;
-        if let (Some(stage), Some(m)) = (opt.emit, module.as_ref()) {
-            if !has_errors(&diags) {
-                match emit_mlir(m, stage, opt.mlir_pipeline.as_deref(), opt.threads) {
-                    Ok(text) => emitted = Some(text),
-                    Err(d) => diags.extend(d),
-                }
-            }
+    }
+}
+
+impl From<EmitArg> for EmitStage {
+    fn from(e: EmitArg) -> Self {
+        match e {
+            EmitArg::Mlir => EmitStage::Mlir,
+            EmitArg::Transform => EmitStage::Transform,
+            EmitArg::Llvm => EmitStage::Llvm,
         }
-        if opt.verify_diagnostics {
-            diags = driver::verify_expectations(chunk, file, range.start, &diags);
+    }
+}
+
+impl From<&RunArgs> for RunOptions {
+    fn from(a: &RunArgs) -> Self {
+        RunOptions {
+            input: a.input.clone(),
+            interp: a.interp,
+            mlir_pipeline: a.mlir_pipeline.clone(),
+            func: a.func.clone(),
+            threads: a.threads,
+            inputs: a.inputs.clone(),
+            outputs: a.outputs.clone(),
         }
-        if let (Some(before), Some(after), true) = (&original, &module, opt.check_equivalence) {
-            for (fa, fb) in before.funcs.iter().zip(&after.funcs) {
-                match driver::compare_functions(fa, fb, 4, 2, 0x5eed) {
-                    Ok(d) => {
-                        diags.push(
-                            Diagnostic::remark(format!(
-                                "equivalence of @{}: max abs difference {:e}, max relative difference {:e} over 4 random inputs",
-                                fa.name, d.max_abs, d.max_rel
-                            ))
-                            .at(fa.span),
-                        );
-                        if d.max_rel > opt.equivalence_tolerance {
-                            diags.push(Diagnostic::error(format!(
-                                "@{}: the result differs from the original by {:e} (relative), above the tolerance {:e}",
-                                fa.name, d.max_rel, opt.equivalence_tolerance
-                            )).at(fa.span));
-                        }
-                    }
-                    Err(e) => diags.push(
-                        Diagnostic::error(format!("@{}: cannot check equivalence: {e}", fa.name))
-                            .at(fa.span),
-                    ),
-                }
-            }
-        }
-        if let Some(mut m) = module.filter(|_| !has_errors(&diags)) {
-            if opt.emit.is_some() {
-                outputs.extend(emitted);
-            } else if onnx_out {
-                modules.push(m);
-            } else {
-                // An imported model's weights live in the .onnx file: they go to a
-                // .safetensors file beside the output like any external weights.
-                let external = m.weights_attr().is_some() || onnx_in;
-                if external && writes_regular_file(&opt.output) {
-                    let path = driver::weights_path_for(&opt.output, staged.len());
-                    if path == opt.output {
-                        return Err(fail(&format!(
-                            "the output {} would be overwritten by its own weights file",
-                            path.display()
-                        )));
-                    }
-                    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-                    let tensors =
-                        driver::externalize_weights(&mut m, &file_name.unwrap_or_default());
-                    if !tensors.is_empty() {
-                        let refs: Vec<(&str, &nnopt::ir::Tensor)> =
-                            tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-                        let tmp = nnopt::weights::stage_safetensors(&path, &refs)
-                            .map_err(|e| fail(&format!("cannot write {}: {e}", path.display())))?;
-                        staged.push((tmp, path));
-                    }
-                } else if onnx_in {
-                    return Err(fail("an imported ONNX model needs -o FILE.nnir: its weights are written to a .safetensors file beside it"));
-                }
-                outputs.push(print_module(&m));
-            }
-        }
-        all_diags.extend(diags);
     }
-    sources.emit_to_stderr(&all_diags);
-    if has_errors(&all_diags) {
-        return Err(Exit(1));
-    }
-    if onnx_out && opt.emit.is_none() {
-        return write_onnx(modules, &opt.output);
-    }
-    let sep = format!("{}\n", driver::SPLIT_MARKER);
-    for (tmp, path) in staged {
-        tmp.persist(&path)
-            .map_err(|e| fail(&format!("cannot write {}: {}", path.display(), e.error)))?;
-    }
-    emit_output(&opt.output, &outputs.join(&sep))
-}
-
-/// Whether `-o` names a regular file (new or existing), beside which a weights file can go; `-`,
-/// `/dev/null` and FIFOs get the module with changed weights inline instead.
-fn writes_regular_file(output: &Path) -> bool {
-    output.as_os_str() != "-" && std::fs::metadata(output).map_or(true, |m| m.is_file())
-}
-
-/// Writes the module for an .onnx output.
-fn write_onnx(modules: Vec<nnopt::ir::Module>, output: &Path) -> Result<(), Exit> {
-    let [m] = <[_; 1]>::try_from(modules).map_err(|ms: Vec<_>| {
-        fail(&format!(
-            "an ONNX model is one module, but the input has {} chunks",
-            ms.len()
-        ))
-    })?;
-    onnx::write_onnx(&m, output).map_err(|d| {
-        SourceMap::new().emit_to_stderr(&[d]);
-        Exit(1)
-    })
-}
-
-/// `nnopt import` and `nnopt export`: the default command without passes, with the formats
-/// checked against the subcommand.
-fn convert_main(args: &ConvertArgs, export: bool) -> Result<(), Exit> {
-    let (from, to) = if export {
-        (&args.output, "export")
-    } else {
-        (&args.input, "import")
-    };
-    if !onnx::is_onnx_path(from) {
-        eprintln!("nnopt {to}: {} must be an .onnx file", from.display());
-        return Err(Exit(2));
-    }
-    let opt = OptArgs {
-        input: Some(args.input.clone()),
-        output: args.output.clone(),
-        split_input_file: false,
-        verify_diagnostics: false,
-        list_ops: false,
-        prune_neurons: false,
-        pass_pipeline: None,
-        list_passes: false,
-        debug_only: Vec::new(),
-        no_verify_each: false,
-        print_ir_after_all: false,
-        print_ir_after_change: false,
-        timing: false,
-        pass_statistics: false,
-        check_equivalence: false,
-        equivalence_tolerance: 1e-5,
-        emit: None,
-        mlir_pipeline: None,
-        threads: 1,
-    };
-    opt_main(&opt)
-}
-
-#[cfg(feature = "mlir")]
-fn emit_mlir(
-    m: &nnopt::ir::Module,
-    stage: EmitArg,
-    pipeline: Option<&str>,
-    threads: u64,
-) -> Result<String, Vec<Diagnostic>> {
-    let stage = match stage {
-        EmitArg::Mlir => nnopt::lower::Emit::Mlir,
-        EmitArg::Transform => nnopt::lower::Emit::Transform,
-        EmitArg::Llvm => nnopt::lower::Emit::Llvm,
-    };
-    nnopt::lower::emit_text(m, stage, pipeline, threads)
-}
-
-#[cfg(not(feature = "mlir"))]
-fn emit_mlir(
-    m: &nnopt::ir::Module,
-    _: EmitArg,
-    _: Option<&str>,
-    _: u64,
-) -> Result<String, Vec<Diagnostic>> {
-    Err(vec![Diagnostic::error(
-        "this nnopt was built without the `mlir` feature; --emit is not available",
-    )
-    .at(m.span)])
-}
-
-#[cfg(feature = "mlir")]
-fn run_compiled(
-    m: &nnopt::ir::Module,
-    func: &str,
-    inputs: &[ndarray::ArrayD<f32>],
-    pipeline: Option<&str>,
-    threads: u64,
-) -> Result<Vec<ndarray::ArrayD<f32>>, Vec<Diagnostic>> {
-    nnopt::lower::compile_and_run(m, func, inputs, pipeline, threads)
-}
-
-#[cfg(not(feature = "mlir"))]
-fn run_compiled(
-    _: &nnopt::ir::Module,
-    _: &str,
-    _: &[ndarray::ArrayD<f32>],
-    _: Option<&str>,
-    _: u64,
-) -> Result<Vec<ndarray::ArrayD<f32>>, Vec<Diagnostic>> {
-    Err(vec![Diagnostic::error(
-        "this nnopt was built without the `mlir` feature; pass --interp",
-    )])
-}
-
-/// Reads an NNIR or ONNX model (by extension) for `run` and `bench`; diagnostics go to stderr.
-fn load_model(input: &Path, sources: &mut SourceMap) -> Result<nnopt::ir::Module, Exit> {
-    if onnx::is_onnx_path(input) {
-        return onnx::import_file(input).map_err(|d| {
-            sources.emit_to_stderr(&[d]);
-            Exit(1)
-        });
-    }
-    let file = read_input(input, sources)?;
-    let base_dir = match input.parent() {
-        Some(d) if input.as_os_str() != "-" && !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let src = sources.source(file).to_string();
-    let mut diags = Vec::new();
-    let module = driver::load(&src, file, 0, &base_dir, &mut diags);
-    sources.emit_to_stderr(&diags);
-    module.ok_or(Exit(1))
-}
-
-/// Function `name` of `module`, or its first.
-fn pick_func<'m>(
-    module: &'m nnopt::ir::Module,
-    name: Option<&str>,
-    input: &Path,
-) -> Result<&'m nnopt::ir::Function, Exit> {
-    match name {
-        Some(name) => module
-            .func(name)
-            .ok_or_else(|| fail(&format!("no function @{name} in {}", input.display()))),
-        None => module
-            .funcs
-            .first()
-            .ok_or_else(|| fail("the module has no function")),
-    }
-}
-
-fn run_main(args: &RunArgs) -> Result<(), Exit> {
-    let mut sources = SourceMap::new();
-    let module = load_model(&args.input, &mut sources)?;
-    let func = pick_func(&module, args.func.as_deref(), &args.input)?;
-    if args.inputs.len() != func.args().len() {
-        return Err(fail(&format!(
-            "@{} takes {} arguments but {} --input files are given",
-            func.name,
-            func.args().len(),
-            args.inputs.len()
-        )));
-    }
-    if args.outputs.len() != func.result_types().len() {
-        return Err(fail(&format!(
-            "@{} has {} results but {} --output files are given",
-            func.name,
-            func.result_types().len(),
-            args.outputs.len()
-        )));
-    }
-    let inputs = args
-        .inputs
-        .iter()
-        .map(|p| nnopt::interp::read_npy(p).map_err(|e| fail(&format!("{}: {e}", p.display()))))
-        .collect::<Result<Vec<_>, _>>()?;
-    let results = if args.interp {
-        nnopt::interp::run(func, &inputs).map_err(|e| {
-            let d = Diagnostic::error(e.message.clone());
-            let d = match e.op {
-                Some(op) => d.at(func.span(op)),
-                None => d,
-            };
-            sources.emit_to_stderr(&[d]);
-            Exit(1)
-        })?
-    } else {
-        run_compiled(
-            &module,
-            &func.name,
-            &inputs,
-            args.mlir_pipeline.as_deref(),
-            args.threads,
-        )
-        .map_err(|d| {
-            sources.emit_to_stderr(&d);
-            Exit(1)
-        })?
-    };
-    for (r, p) in results.iter().zip(&args.outputs) {
-        nnopt::interp::write_npy(p, r).map_err(|e| fail(&format!("{}: {e}", p.display())))?;
-    }
-    Ok(())
 }
 
 /// Inputs for `bench`: every argument with its dynamic sizes set to `batch`, filled with
 /// deterministic values in [-1, 1).
 fn bench_inputs(f: &nnopt::ir::Function, batch: usize) -> Result<Vec<ndarray::ArrayD<f32>>, Exit> {
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    f.args()
-        .iter()
-        .map(|&a| {
-            let shape: Vec<usize> = f
-                .ty(a)
-                .dims
-                .iter()
-                .map(|d| d.as_static().map_or(batch, |n| n as usize))
-                .collect();
+    let mut rng = SeededInputs::new(0x2545_f491_4f6c_dd1d);
+    arg_shapes(f, batch)
+        .into_iter()
+        .map(|shape| {
             let n = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
             if n.is_none_or(|n| n > 1 << 30) {
                 return Err(fail(&format!(
                     "input shape {shape:?} is too large to benchmark"
                 )));
             }
-            Ok(ndarray::ArrayD::from_shape_simple_fn(shape, || {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            }))
+            Ok(rng.tensor(shape))
         })
         .collect()
 }
@@ -756,81 +415,23 @@ fn bench_compiled(
     )])
 }
 
-fn statistics_table(
-    cx: &passes::PassContext,
-    modules: Option<(&nnopt::ir::Module, &nnopt::ir::Module)>,
-) -> String {
-    let mut out = String::from("===-------------------------------------------------------------------------===\n                         ... Pass statistics report ...\n===-------------------------------------------------------------------------===\n");
-    for (k, v) in &cx.pattern_hits {
-        out.push_str(&format!("{v:>10} pattern {k} applied\n"));
-    }
-    for (k, v) in &cx.counters {
-        out.push_str(&format!("{v:>10} {k}\n"));
-    }
-    let Some((before, after)) = modules else {
-        return out;
-    };
-    for (fa, fb) in before.funcs.iter().zip(&after.funcs) {
-        out.push_str(&format!(
-            "@{}: {:<24} {:>12} {:>12} {:>14} {:>14}\n",
-            fa.name, "layer", "params", "params after", "MACs/sample", "MACs after"
-        ));
-        let after_costs = passes::layer_costs(fb);
-        let (mut p0, mut p1, mut m0, mut m1) = (0, 0, 0, 0);
-        for c in passes::layer_costs(fa) {
-            let (ap, am) = after_costs
-                .iter()
-                .find(|a| a.op == c.op)
-                .map_or((0, 0), |a| (a.params, a.macs));
-            out.push_str(&format!(
-                "  {:<34} {:>12} {:>12} {:>14} {:>14}\n",
-                c.name, c.params, ap, c.macs, am
-            ));
-            (p0, p1, m0, m1) = (p0 + c.params, p1 + ap, m0 + c.macs, m1 + am);
-        }
-        let pct = |a: u64, b: u64| {
-            if a == 0 {
-                0.0
-            } else {
-                100.0 * (a - b.min(a)) as f64 / a as f64
-            }
-        };
-        out.push_str(&format!(
-            "  {:<34} {:>12} {:>12} {:>14} {:>14}\n  removed: {:.1}% of the parameters, {:.1}% of the MACs\n",
-            "total", p0, p1, m0, m1, pct(p0, p1), pct(m0, m1)
-        ));
-    }
-    out
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    nnopt::rewrite::trace::init(&cli.opt.debug_only);
+    nnopt::rewrite::trace::init(&cli.opt.passes.debug_only);
     let result = match &cli.command {
-        Some(Command::Run(args)) => run_main(args),
+        Some(Command::Run(args)) => tool::run::run(&args.into()),
         Some(Command::Bench(args)) => bench_main(args),
-        Some(Command::Import(args)) => convert_main(args, false),
-        Some(Command::Export(args)) => convert_main(args, true),
+        Some(Command::Import(a)) => convert(&a.input, &a.output, Direction::Import),
+        Some(Command::Export(a)) => convert(&a.input, &a.output, Direction::Export),
         None if cli.opt.list_ops => {
-            for &tag in OpTag::ALL {
-                println!(
-                    "{:<20} operands: {}",
-                    tag.mnemonic(),
-                    arity_text(tag.arity())
-                );
-            }
+            print!("{}", list_ops());
             Ok(())
         }
-        None if cli.opt.list_passes => {
-            for p in passes::REGISTRY {
-                println!("{}\n    {}", p.name, p.summary);
-                for o in p.options {
-                    println!("    {}=<value>: {}", o.name, o.description);
-                }
-            }
+        None if cli.opt.passes.list_passes => {
+            print!("{}", list_passes());
             Ok(())
         }
-        None => opt_main(&cli.opt),
+        None => opt(&(&cli.opt).into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,8 +3,9 @@
 //! the result. Any outcome but a panic is fine; errors must come as diagnostics that render.
 
 use nnopt::diag::SourceMap;
+use nnopt::passes;
 use nnopt::syntax::printer::print_module;
-use nnopt::{driver, passes};
+use nnopt::tool::load;
 use proptest::prelude::*;
 use std::path::Path;
 
@@ -119,17 +120,17 @@ proptest! {
         let src = apply(CORPUS[which], &muts);
         let mut sources = SourceMap::new();
         let file = sources.add("mutated.nnir", src.clone());
-        let chunks = driver::chunks(&src, split);
+        let chunks = load::chunks(&src, split);
         for r in chunks {
             let mut diags = Vec::new();
-            let m = driver::load(&src[r.clone()], file, r.start, Path::new("."), &mut diags);
+            let m = load::load(&src[r.clone()], file, r.start, Path::new("."), &mut diags);
             match m {
                 Some(m) => {
                     // A module that reads must print to text that reads to the same text.
                     let printed = print_module(&m);
                     let mut d2 = Vec::new();
                     let f2 = sources.add("printed", printed.clone());
-                    let again = driver::load(&printed, f2, 0, Path::new("."), &mut d2);
+                    let again = load::load(&printed, f2, 0, Path::new("."), &mut d2);
                     prop_assert!(again.is_some(), "printed text does not read back:\n{printed}\n{}", sources.emit_to_string(&d2));
                     prop_assert_eq!(print_module(&again.unwrap()), printed.clone());
                     // The pruning pipeline accepts anything that verifies and leaves it verified.

@@ -2,8 +2,8 @@
 //! and printing again gives the same bytes.
 
 use nnopt::diag::SourceMap;
-use nnopt::driver;
 use nnopt::syntax::printer::print_module;
+use nnopt::tool::load::load;
 use std::path::Path;
 
 fn print_file(path: &str) -> String {
@@ -15,7 +15,7 @@ fn print_text(name: &str, text: &str) -> String {
     let mut sources = SourceMap::new();
     let file = sources.add(name, text.to_string());
     let mut diags = Vec::new();
-    let m = driver::load(text, file, 0, Path::new("tests/corpus"), &mut diags);
+    let m = load(text, file, 0, Path::new("tests/corpus"), &mut diags);
     match m {
         Some(m) => print_module(&m),
         None => panic!("{}", sources.emit_to_string(&diags)),

@@ -7,7 +7,8 @@
 use ndarray::ArrayD;
 use nnopt::diag::SourceMap;
 use nnopt::ir::{Module, OpKind};
-use nnopt::{driver, interp, passes};
+use nnopt::tool::load;
+use nnopt::{interp, passes};
 use proptest::prelude::*;
 use std::path::Path;
 
@@ -15,7 +16,7 @@ fn load(text: &str) -> Module {
     let mut sources = SourceMap::new();
     let file = sources.add("generated.nnir", text.to_string());
     let mut diags = Vec::new();
-    match driver::load(text, file, 0, Path::new("."), &mut diags) {
+    match load::load(text, file, 0, Path::new("."), &mut diags) {
         Some(m) => m,
         None => panic!("{}\n{text}", sources.emit_to_string(&diags)),
     }

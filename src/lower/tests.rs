@@ -13,7 +13,7 @@ fn load(text: &str) -> ir::Module {
     let mut sources = SourceMap::new();
     let file = sources.add("test.nnir", text.to_string());
     let mut diags = Vec::new();
-    match driver::load(text, file, 0, Path::new("."), &mut diags) {
+    match crate::tool::load::load(text, file, 0, Path::new("."), &mut diags) {
         Some(m) => m,
         None => panic!("{}\n{text}", sources.emit_to_string(&diags)),
     }
@@ -511,7 +511,7 @@ fn lower_weights_become_arguments() {
     let mut sources = SourceMap::new();
     let file = sources.add("w.nnir", text.to_string());
     let mut diags = Vec::new();
-    let m = driver::load(text, file, 0, dir.path(), &mut diags).expect("loads");
+    let m = crate::tool::load::load(text, file, 0, dir.path(), &mut diags).expect("loads");
     let cx = context();
     let l = lower_module(&cx, &m).unwrap();
     let s = &l.signatures[0];

@@ -1,0 +1,139 @@
+//! Reading models: the input text (a file or stdin), its `--split-input-file` chunks, and each
+//! chunk parsed, read into IR and verified; NNIR or ONNX by extension for `run` and `bench`.
+
+use super::{fail, Exit};
+use crate::diag::{Diagnostic, FileId, SourceMap};
+use crate::ir::{Function, Module};
+use crate::onnx;
+use crate::syntax::{parse, reader};
+use crate::verify;
+use std::io::Read;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+/// The separator of `--split-input-file`, on a line of its own (as in mlir-opt).
+pub const SPLIT_MARKER: &str = "// -----";
+
+/// The chunks to process: the whole input, or the pieces between separator lines.
+pub fn chunks(src: &str, split: bool) -> Vec<Range<usize>> {
+    if split {
+        split_input(src)
+    } else {
+        std::iter::once(0..src.len()).collect()
+    }
+}
+
+/// Byte ranges of the chunks of `src` between separator lines.
+pub fn split_input(src: &str) -> Vec<Range<usize>> {
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    let mut pos = 0;
+    for line in src.split_inclusive('\n') {
+        if line.trim_end() == SPLIT_MARKER {
+            chunks.push(start..pos);
+            start = pos + line.len();
+        }
+        pos += line.len();
+    }
+    chunks.push(start..src.len());
+    chunks
+}
+
+/// Parses, reads and verifies one chunk (`src` starts at offset `base` of `file`). Returns the
+/// module only when no error was reported.
+pub fn load(
+    src: &str,
+    file: FileId,
+    base: usize,
+    base_dir: &Path,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Module> {
+    let ast = match parse::parse_module(src, file, base) {
+        Ok(ast) => ast,
+        Err(d) => {
+            diags.push(d);
+            return None;
+        }
+    };
+    let module = reader::read_module(&ast, base_dir, diags)?;
+    let errors = verify::verify_module(&module);
+    if errors.is_empty() {
+        Some(module)
+    } else {
+        diags.extend(errors);
+        None
+    }
+}
+
+/// Adds the text of `path` (`-` reads stdin) to `sources`; an unreadable or non-UTF-8 input is
+/// reported.
+pub fn read_input(path: &Path, sources: &mut SourceMap) -> Result<FileId, Exit> {
+    let (name, text) = if path.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .map_err(|e| fail(&format!("cannot read stdin: {e}")))?;
+        ("<stdin>".to_string(), s)
+    } else {
+        let bytes = std::fs::read(path)
+            .map_err(|e| fail(&format!("cannot read {}: {e}", path.display())))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|e| fail(&format!("{} is not UTF-8 text: {e}", path.display())))?;
+        (path.display().to_string(), text)
+    };
+    Ok(sources.add(name, text))
+}
+
+/// The directory that relative paths in `input` (its weights file) start from: the input's
+/// own directory, or the current one for stdin and bare file names.
+pub fn base_dir(input: &Path) -> PathBuf {
+    match input.parent() {
+        Some(d) if input.as_os_str() != "-" && !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Reads an NNIR or ONNX model (by extension) for `run` and `bench`; diagnostics go to stderr.
+pub fn load_model(input: &Path, sources: &mut SourceMap) -> Result<Module, Exit> {
+    if onnx::is_onnx_path(input) {
+        return onnx::import_file(input).map_err(|d| {
+            sources.emit_to_stderr(&[d]);
+            Exit(1)
+        });
+    }
+    let file = read_input(input, sources)?;
+    let src = sources.source(file).to_string();
+    let mut diags = Vec::new();
+    let module = load(&src, file, 0, &base_dir(input), &mut diags);
+    sources.emit_to_stderr(&diags);
+    module.ok_or(Exit(1))
+}
+
+/// Function `name` of `module` (read from `input`), or its first.
+pub fn pick_func<'m>(
+    module: &'m Module,
+    name: Option<&str>,
+    input: &Path,
+) -> Result<&'m Function, Exit> {
+    match name {
+        Some(name) => module
+            .func(name)
+            .ok_or_else(|| fail(&format!("no function @{name} in {}", input.display()))),
+        None => module
+            .funcs
+            .first()
+            .ok_or_else(|| fail("the module has no function")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_on_marker_lines_only() {
+        let src = "a\n// -----\nb\n  // ----- not alone\n// -----\n";
+        let parts: Vec<&str> = split_input(src).into_iter().map(|r| &src[r]).collect();
+        assert_eq!(parts, ["a\n", "b\n  // ----- not alone\n", ""]);
+    }
+}

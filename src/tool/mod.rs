@@ -1,0 +1,27 @@
+//! The CLI layer: everything `nnopt` does, as library functions that tests can call. The binary
+//! (`src/main.rs`) only parses flags into the options structs here and dispatches.
+//!
+//! Each command reports its own diagnostics and errors to stderr as it goes, so a command
+//! returns either success or an [`Exit`] carrying the exit code of a failure the user has
+//! already seen: 1 for input errors, 2 for usage errors.
+
+pub mod convert;
+pub mod equivalence;
+pub mod expect;
+pub mod list;
+pub mod load;
+pub mod mlir;
+pub mod opt;
+pub mod output;
+pub mod report;
+pub mod run;
+
+/// A failure already reported to the user; carries the exit code.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Exit(pub u8);
+
+/// Reports `message` as an error on stderr; the input (or the environment) is at fault.
+pub fn fail(message: &str) -> Exit {
+    eprintln!("error: {message}");
+    Exit(1)
+}

@@ -1,0 +1,227 @@
+//! The default command, `nnopt FILE`: read the input (NNIR text, its `--split-input-file`
+//! chunks, or an ONNX model), run the pass pipeline on each chunk, optionally lower it to MLIR,
+//! check the diagnostics against annotations or the result against the original, and write the
+//! result as NNIR (weights beside it), MLIR or ONNX.
+//!
+//! All diagnostics are rendered once, after every chunk has been processed; nothing is written
+//! when any chunk has an error.
+
+use super::equivalence::check_equivalence;
+use super::expect::verify_expectations;
+use super::load::{base_dir, chunks, load, read_input, SPLIT_MARKER};
+use super::mlir::{emit_mlir, EmitStage};
+use super::output::{
+    persist_weights, stage_weights, write_onnx, write_output, writes_regular_file,
+};
+use super::report::{statistics_table, timing_report};
+use super::{fail, Exit};
+use crate::diag::{has_errors, Diagnostic, SourceMap};
+use crate::ir::Module;
+use crate::onnx;
+use crate::passes::{self, Pass, PassContext, PassManager};
+use crate::syntax::printer::print_module;
+use std::path::PathBuf;
+
+/// What `nnopt FILE` does; `Default` is the plain read-verify-print of stdin to stdout.
+#[derive(Clone, Debug)]
+pub struct OptOptions {
+    /// The input file, `-` for stdin; `None` is a usage error.
+    pub input: Option<PathBuf>,
+    /// Where the result goes, `-` for stdout; `.onnx` exports.
+    pub output: PathBuf,
+    /// Process the chunks between `// -----` lines on their own.
+    pub split_input_file: bool,
+    /// Check the diagnostics against the input's `// expected-...` annotations.
+    pub verify_diagnostics: bool,
+    pub passes: PassOptions,
+    /// `--check-equivalence` with its relative tolerance.
+    pub check_equivalence: Option<f32>,
+    /// Print MLIR instead of NNIR.
+    pub emit: Option<EmitOptions>,
+}
+
+impl Default for OptOptions {
+    fn default() -> Self {
+        OptOptions {
+            input: None,
+            output: PathBuf::from("-"),
+            split_input_file: false,
+            verify_diagnostics: false,
+            passes: PassOptions::default(),
+            check_equivalence: None,
+            emit: None,
+        }
+    }
+}
+
+/// The NNIR pass pipeline and what it reports.
+#[derive(Clone, Debug)]
+pub struct PassOptions {
+    /// The pipeline text (`passes::PassManager::parse`); `None` runs no pass.
+    pub pipeline: Option<String>,
+    /// Run the verifier after every pass.
+    pub verify_each: bool,
+    pub print_ir_after_all: bool,
+    pub print_ir_after_change: bool,
+    /// Print each pass's wall time.
+    pub timing: bool,
+    /// Print the pattern and pass counters and the layer costs before and after.
+    pub statistics: bool,
+}
+
+impl Default for PassOptions {
+    fn default() -> Self {
+        PassOptions {
+            pipeline: None,
+            verify_each: true,
+            print_ir_after_all: false,
+            print_ir_after_change: false,
+            timing: false,
+            statistics: false,
+        }
+    }
+}
+
+/// `--emit`: the stage, the MLIR pass pipeline and the worker threads it is compiled for.
+#[derive(Clone, Debug)]
+pub struct EmitOptions {
+    pub stage: EmitStage,
+    pub mlir_pipeline: Option<String>,
+    pub threads: u64,
+}
+
+/// Runs `nnopt FILE` with `o`; diagnostics and errors go to stderr.
+pub fn opt(o: &OptOptions) -> Result<(), Exit> {
+    let Some(input) = &o.input else {
+        eprintln!("nnopt: no input file (try --help)");
+        return Err(Exit(2));
+    };
+    let mut sources = SourceMap::new();
+    // Formats go by extension: an .onnx input is imported, an .onnx output exported.
+    let (onnx_in, onnx_out) = (onnx::is_onnx_path(input), onnx::is_onnx_path(&o.output));
+    if onnx_in && (o.split_input_file || o.verify_diagnostics) {
+        eprintln!("nnopt: --split-input-file and --verify-diagnostics apply to NNIR text, not to .onnx input");
+        return Err(Exit(2));
+    }
+    let file = if onnx_in {
+        sources.add(input.display().to_string(), String::new())
+    } else {
+        read_input(input, &mut sources)?
+    };
+    let base_dir = base_dir(input);
+    let passes = match o.passes.pipeline.as_deref() {
+        Some(p) => passes::PassManager::parse(p, None).map_err(|d| {
+            sources.emit_to_stderr(&[d]);
+            Exit(2)
+        })?,
+        None => passes::PassManager::default(),
+    };
+    let src = sources.source(file).to_string();
+    let mut outputs = Vec::new();
+    // Weight files beside the output, complete but not yet renamed into place.
+    let mut staged = Vec::new();
+    // Modules bound for an .onnx output.
+    let mut modules = Vec::new();
+    let mut all_diags: Vec<Diagnostic> = Vec::new();
+    for range in chunks(&src, o.split_input_file) {
+        let chunk = &src[range.clone()];
+        let mut diags = Vec::new();
+        let mut module = if onnx_in {
+            onnx::import_file(input).map_err(|d| diags.push(d)).ok()
+        } else {
+            load(chunk, file, range.start, &base_dir, &mut diags)
+        };
+        let original = module
+            .clone()
+            .filter(|_| o.check_equivalence.is_some() || o.passes.statistics);
+        run_passes(
+            &o.passes,
+            &passes,
+            &mut module,
+            original.as_ref(),
+            &mut diags,
+        );
+        // Lowering runs after the NNIR passes and before --verify-diagnostics, so its
+        // diagnostics can be annotated like any other.
+        let mut emitted = None;
+        if let (Some(e), Some(m)) = (&o.emit, module.as_ref()) {
+            if !has_errors(&diags) {
+                match emit_mlir(m, e.stage, e.mlir_pipeline.as_deref(), e.threads) {
+                    Ok(text) => emitted = Some(text),
+                    Err(d) => diags.extend(d),
+                }
+            }
+        }
+        if o.verify_diagnostics {
+            diags = verify_expectations(chunk, file, range.start, &diags);
+        }
+        if let (Some(before), Some(after), Some(tolerance)) =
+            (&original, &module, o.check_equivalence)
+        {
+            diags.extend(check_equivalence(before, after, tolerance));
+        }
+        if let Some(mut m) = module.filter(|_| !has_errors(&diags)) {
+            if o.emit.is_some() {
+                outputs.extend(emitted);
+            } else if onnx_out {
+                modules.push(m);
+            } else {
+                // An imported model's weights live in the .onnx file: they go to a
+                // .safetensors file beside the output like any external weights.
+                let external = m.weights_attr().is_some() || onnx_in;
+                if external && writes_regular_file(&o.output) {
+                    staged.extend(stage_weights(&mut m, &o.output, staged.len())?);
+                } else if onnx_in {
+                    return Err(fail("an imported ONNX model needs -o FILE.nnir: its weights are written to a .safetensors file beside it"));
+                }
+                outputs.push(print_module(&m));
+            }
+        }
+        all_diags.extend(diags);
+    }
+    sources.emit_to_stderr(&all_diags);
+    if has_errors(&all_diags) {
+        return Err(Exit(1));
+    }
+    if onnx_out && o.emit.is_none() {
+        return write_onnx(modules, &o.output);
+    }
+    persist_weights(staged)?;
+    write_output(&o.output, &outputs.join(&format!("{SPLIT_MARKER}\n")))
+}
+
+/// Runs `passes` on `module` (if any), printing the IR and reports `p` asks for; a pipeline
+/// error drops the module. `original` is the module before, for the statistics table.
+fn run_passes(
+    p: &PassOptions,
+    passes: &PassManager,
+    module: &mut Option<Module>,
+    original: Option<&Module>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let Some(m) = module.as_mut().filter(|_| !passes.is_empty()) else {
+        return;
+    };
+    let mut cx = PassContext::default();
+    let after = |pass: &dyn Pass, m: &Module, changed: bool| {
+        if p.print_ir_after_all || (p.print_ir_after_change && changed) {
+            eprint!(
+                "// -----// IR Dump After {} //----- //\n{}",
+                pass.name(),
+                print_module(m)
+            );
+        }
+    };
+    let result = passes.run(m, p.verify_each, &mut cx, after);
+    diags.append(&mut cx.remarks);
+    if let Err(errs) = result {
+        diags.extend(errs);
+        *module = None;
+    }
+    if p.timing {
+        eprint!("{}", timing_report(&cx));
+    }
+    if p.statistics {
+        eprint!("{}", statistics_table(&cx, original.zip(module.as_ref())));
+    }
+}
