@@ -356,19 +356,6 @@ pub fn externalize_weights(m: &mut Module, file: &str) -> Vec<(String, crate::ir
     out
 }
 
-/// One model `nnopt bench` times: `func` of `module` on `inputs`.
-pub struct BenchModel<'a> {
-    pub module: &'a crate::ir::Module,
-    pub func: &'a str,
-    pub inputs: Vec<ndarray::ArrayD<f32>>,
-}
-
-/// What `nnopt bench` measures: the time to lower and compile once, and each timed call.
-pub struct BenchTimes {
-    pub compile: std::time::Duration,
-    pub runs: Vec<std::time::Duration>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,5 +20,6 @@ pub mod onnx;
 #[path = "../passes/mod.rs"]
 pub mod passes;
 pub mod syntax;
+pub mod tool;
 pub mod verify;
 pub mod weights;

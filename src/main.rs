@@ -687,13 +687,13 @@ fn bench_main(args: &BenchArgs) -> Result<(), Exit> {
                 .map(|c| c.macs)
                 .sum::<u64>(),
         );
-        bench.push(driver::BenchModel {
+        bench.push(nnopt::tool::bench::BenchModel {
             module,
             func: &func.name,
             inputs: bench_inputs(func, args.batch as usize)?,
         });
     }
-    let times = bench_compiled(
+    let times = nnopt::tool::bench::bench(
         &bench,
         args.runs as usize,
         args.mlir_pipeline.as_deref(),
@@ -727,28 +727,6 @@ fn bench_main(args: &BenchArgs) -> Result<(), Exit> {
         );
     }
     Ok(())
-}
-
-#[cfg(feature = "mlir")]
-fn bench_compiled(
-    models: &[driver::BenchModel],
-    runs: usize,
-    pipeline: Option<&str>,
-    threads: u64,
-) -> Result<Vec<driver::BenchTimes>, Vec<Diagnostic>> {
-    nnopt::lower::bench(models, runs, pipeline, threads)
-}
-
-#[cfg(not(feature = "mlir"))]
-fn bench_compiled(
-    _: &[driver::BenchModel],
-    _: usize,
-    _: Option<&str>,
-    _: u64,
-) -> Result<Vec<driver::BenchTimes>, Vec<Diagnostic>> {
-    Err(vec![Diagnostic::error(
-        "this nnopt was built without the `mlir` feature; bench needs the compiler",
-    )])
 }
 
 fn statistics_table(

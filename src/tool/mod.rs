@@ -1,0 +1,3 @@
+//! The CLI layer: what `nnopt`'s subcommands do, as library functions above every other layer.
+
+pub mod bench;
