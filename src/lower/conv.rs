@@ -7,8 +7,7 @@
 use super::abi::{shape, DimVal};
 use super::flat_conv::{FlatConv, FlatSource};
 use super::mlir_ops::{i64_elements, id, tensor_type, BResult};
-use super::state::{Fail, LResult, Lower};
-use super::view::View;
+use super::state::{Fail, LResult, Lower, View};
 use crate::ir::{Dim, OpId, ValueId};
 use melior::ir::Value;
 
@@ -228,7 +227,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
     /// split over threads); the weight likewise on each call. `None` when the padding leaves
     /// no input row or column to read (the named conv handles that).
     #[allow(clippy::type_complexity, clippy::too_many_arguments)]
-    pub(super) fn conv_phases(
+    fn conv_phases(
         &self,
         x: Value<'c, 'b>,
         xd: &[DimVal],

@@ -7,8 +7,7 @@
 use super::abi::DimVal;
 use super::mlir_ops::{affine_map_attr, dense_i64, id, map, tensor_type, BResult};
 use super::schedule::{self, Layer};
-use super::state::{LResult, Lower};
-use super::view::View;
+use super::state::{LResult, Lower, View};
 use crate::ir::{Dim, ElemType, OpId, OpKind, Tensor, ValueId};
 use melior::ir::attribute::ArrayAttribute;
 use melior::ir::{Attribute, Value};
@@ -107,7 +106,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
     /// layout: the argument itself when it was packed, a packed constant for an `nn.constant`,
     /// else packed in the IR on every call (zero rows appended, `[N/TN, TN, K]` transposed to
     /// `[N/TN, K, TN]`; a weight with other users, or a computed one).
-    pub(super) fn packed_weight(
+    fn packed_weight(
         &self,
         v: ValueId,
         w: Value<'c, 'b>,

@@ -9,7 +9,7 @@ use crate::ir::{self, OpId, OpKind, ValueId};
 use melior::ir::{Block, Value};
 
 /// `arith.cmpf` predicate `uge` (unordered or greater-or-equal: true for NaN).
-pub(super) const CMPF_UGE: i64 = 10;
+const CMPF_UGE: i64 = 10;
 
 /// The scalar body of an activation, matching `OpKind::eval_unary` (NaN propagation included;
 /// the interpreter evaluates sigmoid and GELU in f64, this in f32, within 1e-6 relative).

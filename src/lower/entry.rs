@@ -3,9 +3,10 @@
 //! `nnopt run`/`bench`).
 //!
 //! Unsupported ops and types come back as diagnostics at the op; a module MLIR's verifier
-//! rejects is an internal error carrying MLIR's own diagnostics ([`DiagCapture`]).
+//! rejects is an internal error carrying MLIR's own diagnostics.
 
-use super::abi::{memref_type, Signature};
+use super::abi::{memref_type, Lowered, Signature};
+use super::diag_capture::DiagCapture;
 use super::jit;
 use super::mlir_ops::{id, BuildError, Emitter, DYNAMIC};
 use super::schedule::Layer;
@@ -22,9 +23,7 @@ use melior::ir::{
 };
 use melior::utility::{register_all_dialects, register_all_llvm_translations, register_all_passes};
 use melior::Context;
-use std::cell::RefCell;
 use std::collections::HashMap;
-use std::rc::Rc;
 
 /// A context with every upstream dialect (linalg, tensor, arith, math, func, transform, ...)
 /// loaded, every upstream pass registered and the LLVM translations the JIT needs.
@@ -40,57 +39,6 @@ pub fn context() -> Context {
     PASSES.call_once(register_all_passes);
     register_all_llvm_translations(&context);
     context
-}
-
-/// An MLIR module and the signatures of its functions (in NNIR order).
-pub struct Lowered<'c> {
-    pub module: MlirModule<'c>,
-    pub signatures: Vec<Signature>,
-    /// The layers whose ops carry schedule marks (`nnopt.*` attributes, see `marks.rs`), indexed by mark.
-    pub layers: Vec<Layer>,
-}
-
-/// Collects MLIR's diagnostics while alive, so a verifier or pass failure reports MLIR's own
-/// text instead of a bare "failed".
-pub struct DiagCapture<'c> {
-    cx: &'c Context,
-    id: Option<melior::diagnostic::DiagnosticHandlerId>,
-    messages: Rc<RefCell<Vec<String>>>,
-}
-
-impl<'c> DiagCapture<'c> {
-    pub fn new(cx: &'c Context) -> Self {
-        let messages = Rc::new(RefCell::new(Vec::new()));
-        let sink = messages.clone();
-        let id = cx.attach_diagnostic_handler(move |d| {
-            let mut text = d.to_string();
-            for i in 0..d.note_count() {
-                if let Ok(n) = d.note(i) {
-                    text.push_str(&format!("\n  note: {n}"));
-                }
-            }
-            sink.borrow_mut().push(format!("{}: {text}", d.location()));
-            true
-        });
-        DiagCapture {
-            cx,
-            id: Some(id),
-            messages,
-        }
-    }
-
-    /// The messages so far, one per line.
-    pub fn take(&self) -> String {
-        std::mem::take(&mut *self.messages.borrow_mut()).join("\n")
-    }
-}
-
-impl Drop for DiagCapture<'_> {
-    fn drop(&mut self) {
-        if let Some(id) = self.id.take() {
-            self.cx.detach_diagnostic_handler(id);
-        }
-    }
 }
 
 /// Lowers every function of `m`. Unsupported ops and types are diagnostics at the op; a module
@@ -127,7 +75,8 @@ pub fn lower_module<'c>(cx: &'c Context, m: &ir::Module) -> Result<Lowered<'c>, 
     })
 }
 
-pub(super) fn lower_function<'c>(
+/// Lowers one function to a `func.func` and its calling convention.
+fn lower_function<'c>(
     cx: &'c Context,
     f: &Function,
     layers: &mut Vec<Layer>,

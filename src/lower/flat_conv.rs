@@ -12,8 +12,7 @@ use super::abi::{shape, DimVal};
 use super::marks::{last_operand, mark, op_name, owner};
 use super::mlir_ops::{map, BResult};
 use super::schedule::Layer;
-use super::state::{LResult, Lower};
-use super::view::{RowView, View};
+use super::state::{LResult, Lower, RowView, View};
 use crate::ir::{OpId, ValueId};
 use melior::ir::{AffineExpr, AffineMap, Value, ValueLike};
 
@@ -194,7 +193,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
     /// Later readers of `input` read it inside the buffer. The buffer gets more than `rows`
     /// rows if the layer's rounded-up length reaches past them. `None` when the geometry
     /// differs or `input` is no layer's computed form.
-    pub(super) fn pad_in_place(
+    fn pad_in_place(
         &mut self,
         input: ValueId,
         g: &FlatConv,

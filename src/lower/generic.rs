@@ -138,14 +138,10 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
     }
 }
 
-/// Body of a contraction: `acc + a * b`.
 /// `acc + x * w`, contractible into an FMA: the named matmul and conv ops cannot carry the
 /// flag, so without it vectorized code is a `vmulps` + `vaddps` pair per MAC (half the
 /// throughput on cores with two FMA pipes).
-pub(super) fn mul_add<'c, 'x>(
-    e: &Emitter<'c, 'x, Block<'c>>,
-    a: &[Value<'c, 'x>],
-) -> BResult<Value<'c, 'x>> {
+fn mul_add<'c, 'x>(e: &Emitter<'c, 'x, Block<'c>>, a: &[Value<'c, 'x>]) -> BResult<Value<'c, 'x>> {
     let p = e.binf_contract("arith.mulf", a[0], a[1])?;
     e.binf_contract("arith.addf", a[2], p)
 }

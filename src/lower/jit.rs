@@ -13,9 +13,11 @@
 //! Before the call every input shape and every [`super::Signature::constraints`] pair is
 //! checked, so the compiled code never reads outside a buffer.
 
+use super::abi::{Lowered, Signature};
 use super::async_runtime;
+use super::dense::pack_dense;
+use super::diag_capture::DiagCapture;
 use super::schedule::{self, Layer};
-use super::{DiagCapture, Lowered, Signature};
 use melior::ir::operation::{OperationLike, WalkOrder, WalkResult};
 use melior::ir::{BlockLike, Module as MlirModule, Operation};
 use melior::pass::PassManager;
@@ -385,7 +387,7 @@ impl<'c> Jit<'c> {
         // Once per compiled module, not per call.
         for w in signatures.iter_mut().flat_map(|s| &mut s.weights) {
             if w.packed {
-                w.value = super::pack_dense(&w.value);
+                w.value = pack_dense(&w.value);
                 w.packed = false;
             }
         }

@@ -8,7 +8,8 @@
 //! `nnopt.*` attributes (`marks.rs`); [`jit`] applies the schedule, runs the pass pipeline and
 //! calls the compiled code.
 //!
-//! The files, by concern: `entry.rs` (public entry points), `abi.rs` (calling convention),
+//! The files, by concern: `entry.rs` (public entry points), `abi.rs` and `boundary.rs`
+//! (calling convention), `diag_capture.rs` (MLIR's diagnostics as text),
 //! `state.rs` (the per-function state and the op dispatch), `generic.rs` (shared
 //! `linalg.generic` shapes), `marks.rs` and `epilogue.rs` (what the schedule sees), `view.rs`
 //! (results computed in another form), and one file per op family: `dense.rs`, `conv.rs`,
@@ -20,8 +21,10 @@
 
 mod abi;
 mod async_runtime;
+mod boundary;
 mod conv;
 mod dense;
+mod diag_capture;
 mod elementwise;
 mod entry;
 mod epilogue;
@@ -39,11 +42,11 @@ mod specialize;
 mod state;
 mod view;
 
-pub use abi::{DimVal, Signature, WeightArg};
+pub use abi::{DimVal, Lowered, Signature, WeightArg};
 pub use dense::pack_dense;
+pub use diag_capture::DiagCapture;
 pub use entry::{
-    compile, compile_and_run, context, emit_text, lower_module, print, specialized, DiagCapture,
-    Emit, Lowered,
+    compile, compile_and_run, context, emit_text, lower_module, print, specialized, Emit,
 };
 pub use jit::Jit;
 

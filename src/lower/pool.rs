@@ -9,7 +9,7 @@ use crate::ir::{self, Dim, OpId, ValueId};
 
 /// The interpreter's average-pool divisor for one output position along one axis (see
 /// `interp::kernels::PoolGeom::window`): `(full, inside)` window lengths.
-pub(super) fn pool_window(len: u64, k: u64, s: u64, p0: u64, p1: u64, o: u64) -> (i64, i64) {
+fn pool_window(len: u64, k: u64, s: u64, p0: u64, p1: u64, o: u64) -> (i64, i64) {
     let (len, p0, p1) = (len as i64, p0 as i64, p1 as i64);
     let start = (o * s) as i64 - p0;
     let end = (start + k as i64).min(len + p1);

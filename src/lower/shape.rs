@@ -29,7 +29,7 @@ pub(super) fn runs(indices: &[u64]) -> Vec<(u64, u64, u64)> {
 impl<'c, 'b> Lower<'c, 'b, '_> {
     /// Copies `n` positions of `axis` from `x` (starting at `from`) into `acc` (at `to`).
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn move_slice(
+    fn move_slice(
         &self,
         x: Value<'c, 'b>,
         acc: Value<'c, 'b>,

@@ -8,8 +8,7 @@
 
 use super::abi::{shape, DimVal, WeightArg};
 use super::mlir_ops::{id, tensor_type, BResult, BuildError, Emitter};
-use super::schedule::Layer;
-use super::view::View;
+use super::schedule::{self, Layer};
 use crate::ir::{ElemType, Function, OpId, OpKind, ValueId};
 use melior::ir::{Attribute, Block, Location, Type, Value};
 use melior::Context;
@@ -43,6 +42,50 @@ pub(super) struct Lower<'c, 'b, 'f> {
     pub(super) packed: HashSet<ValueId>,
     /// Results of [`Lower::view`] that are not contiguous (raw MLIR values).
     pub(super) strided: HashSet<usize>,
+}
+
+/// A flat conv result `[n, f, len]` whose first `ho * wp` positions are `ho` rows of `wp`, of
+/// which the first `wo` columns are the NCHW output.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) struct RowView {
+    pub(super) n: DimVal,
+    pub(super) f: u64,
+    pub(super) ho: u64,
+    pub(super) wp: u64,
+    pub(super) wo: u64,
+    pub(super) len: u64,
+}
+
+/// How a layer's result is a view of the form it is computed in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum View {
+    /// A flat conv result (see [`Lower::conv_flat`]).
+    Rows(RowView),
+    /// A packed dense result `[m, npad / TN, TN]`: its first `n` columns.
+    Cols { m: DimVal, n: u64, npad: u64 },
+}
+
+impl View {
+    /// The dims of the computed form.
+    pub(super) fn full_dims(&self) -> Vec<DimVal> {
+        let s = DimVal::Static;
+        match *self {
+            View::Rows(r) => vec![r.n, s(r.f), s(r.len)],
+            View::Cols { m, npad, .. } => {
+                let tn = schedule::DENSE_TILE.1;
+                vec![m, s(npad / tn), s(tn)]
+            }
+        }
+    }
+
+    /// The dims of the view.
+    pub(super) fn dims(&self) -> Vec<DimVal> {
+        let s = DimVal::Static;
+        match *self {
+            View::Rows(r) => vec![r.n, s(r.f), s(r.ho), s(r.wo)],
+            View::Cols { m, n, .. } => vec![m, s(n)],
+        }
+    }
 }
 
 /// Why one op could not be lowered.
@@ -80,7 +123,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
     }
 
     /// Lowers one op by its family; each family's lowering lives in its own file.
-    pub(super) fn lower_op(&mut self, op: OpId) -> LResult<()> {
+    fn lower_op(&mut self, op: OpId) -> LResult<()> {
         let data = self.f.op(op);
         let operands = data.operands().to_vec();
         let kind = data.kind.clone();

@@ -1,59 +1,14 @@
 //! Views: a scheduled layer computes its result in another form (a flat conv in `wp`-wide
 //! rows, a packed dense layer in whole 32-column panels), and its NNIR result is a view of
-//! that form ([`View`]). Consumers that can read the computed form (an epilogue, a residual
+//! that form ([`View`], defined with the state that records it). Consumers that can read the computed form (an epilogue, a residual
 //! add, a pointwise or padded conv) take it from [`Lower::views`]; others read the view,
 //! copied to a contiguous tensor where a strided view would break them.
 
 use super::abi::{shape, DimVal};
 use super::mlir_ops::BResult;
-use super::schedule;
-use super::state::Lower;
+use super::state::{Lower, View};
 use crate::ir::{OpId, ValueId};
 use melior::ir::{Value, ValueLike};
-
-/// A flat conv result `[n, f, len]` whose first `ho * wp` positions are `ho` rows of `wp`, of
-/// which the first `wo` columns are the NCHW output.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) struct RowView {
-    pub(super) n: DimVal,
-    pub(super) f: u64,
-    pub(super) ho: u64,
-    pub(super) wp: u64,
-    pub(super) wo: u64,
-    pub(super) len: u64,
-}
-
-/// How a layer's result is a view of the form it is computed in.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum View {
-    /// A flat conv result (see [`Lower::conv_flat`]).
-    Rows(RowView),
-    /// A packed dense result `[m, npad / TN, TN]`: its first `n` columns.
-    Cols { m: DimVal, n: u64, npad: u64 },
-}
-
-impl View {
-    /// The dims of the computed form.
-    pub(super) fn full_dims(&self) -> Vec<DimVal> {
-        let s = DimVal::Static;
-        match *self {
-            View::Rows(r) => vec![r.n, s(r.f), s(r.len)],
-            View::Cols { m, npad, .. } => {
-                let tn = schedule::DENSE_TILE.1;
-                vec![m, s(npad / tn), s(tn)]
-            }
-        }
-    }
-
-    /// The dims of the view.
-    pub(super) fn dims(&self) -> Vec<DimVal> {
-        let s = DimVal::Static;
-        match *self {
-            View::Rows(r) => vec![r.n, s(r.f), s(r.ho), s(r.wo)],
-            View::Cols { m, n, .. } => vec![m, s(n)],
-        }
-    }
-}
 
 impl<'c, 'b> Lower<'c, 'b, '_> {
     /// Defines `op`'s result as `view` of `y`, its computed form (see [`Lower::set_view`]).
@@ -117,7 +72,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
             .named_linalg("linalg.copy", &[x], init, self.ty(dims), &[])
     }
 
-    pub(super) fn view_of(&self, y: Value<'c, 'b>, view: View) -> BResult<Value<'c, 'b>> {
+    fn view_of(&self, y: Value<'c, 'b>, view: View) -> BResult<Value<'c, 'b>> {
         let r = match view {
             View::Rows(r) => r,
             View::Cols { m, n, npad } => {
