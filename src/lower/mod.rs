@@ -30,25 +30,24 @@ mod entry;
 mod epilogue;
 mod flat_conv;
 mod generic;
-pub mod jit;
+mod jit;
 mod marks;
 mod mlir_ops;
 mod norm;
 mod pool;
 mod prefetch;
-pub mod schedule;
+mod schedule;
 mod shape;
 mod specialize;
 mod state;
 mod view;
 
+// The public API: lowering and printing (`--emit`), compiling and running (`nnopt run`,
+// `nnopt bench`), and the types those hand out.
 pub use abi::{DimVal, Lowered, Signature, WeightArg};
-pub use dense::pack_dense;
-pub use diag_capture::DiagCapture;
-pub use entry::{
-    compile, compile_and_run, context, emit_text, lower_module, print, specialized, Emit,
-};
+pub use entry::{compile, compile_and_run, context, emit_text, lower_module, print, Emit};
 pub use jit::Jit;
+pub use schedule::Layer;
 
 #[cfg(test)]
 mod tests;

@@ -4,9 +4,9 @@
 //!
 //! Why: a dense layer's loops run panel by panel, every row tile of a panel over all of K. The
 //! first row tile streams the panel from memory, the others find it in cache, so memory traffic
-//! comes in bursts that the first tile waits on. Each step of the reduction therefore also prefetches the next panel's two
-//! cache lines at the same `k` (into L2, `locality<2>`): the next panel arrives while this one
-//! is computed. The last panel prefetches itself (the index is clamped), which is harmless.
+//! comes in bursts that the first tile waits on. Each step of the reduction therefore also
+//! prefetches the next panel's two cache lines at the same `k` (into L2, `locality<2>`): the
+//! next panel arrives while this one is computed. The last panel prefetches itself (the index is clamped), which is harmless.
 //! The effect on the benchmark MLP is in `docs/performance.md`.
 
 use melior::ir::attribute::{BoolAttribute, IntegerAttribute};
@@ -18,7 +18,7 @@ use melior::ir::{
 };
 use melior::Context;
 
-/// Panel width of the packed weight (`lower::pack_dense`), in f32s.
+/// Panel width of the packed weight (`dense::pack_dense`), in f32s.
 const PANEL: u64 = super::schedule::DENSE_TILE.1;
 /// f32s per 64-byte cache line.
 const LINE: i64 = 16;

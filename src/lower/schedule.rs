@@ -5,7 +5,7 @@
 //! index) and records a [`Layer`]; [`script`] writes one `@__transform_main` that tiles every
 //! layer, then vectorizes all tiled ops at once. The recipes are `../shared/mlir-codegen`'s:
 //! - dense (the notes' `mm`, on a weight packed into panels of `TN` columns of `W^T`, see
-//!   `lower::pack_dense`): fuse the epilogue (bias add, activation) with the matmul and its
+//!   `dense::pack_dense`): fuse the epilogue (bias add, activation) with the matmul and its
 //!   fill into `TM` rows x one panel, loop order panel, rows; K by 1, so each step is an outer
 //!   product of `TM` broadcast inputs and the panel's `TN` contiguous weights;
 //! - conv (NCHW, stride 1, computed over the flattened rows of its padded input, see
@@ -44,7 +44,7 @@ pub enum Layer {
 }
 
 /// The register tile of the dense schedule: `TM` rows x `TN` columns, one panel of the packed
-/// weight (`lower::pack_dense`), K by 1: each reduction step broadcasts 12 inputs and loads 2
+/// weight (`dense::pack_dense`), K by 1: each reduction step broadcasts 12 inputs and loads 2
 /// weight vectors for 24 FMAs, within the 16 ymm registers of AVX2 (the tile sizes tried are
 /// compared in `docs/performance.md`).
 pub const DENSE_TILE: (u64, u64) = (12, 32);

@@ -2,6 +2,7 @@
 //! reference interpreter's outputs to 1e-4 relative on pseudo-random inputs; plus the
 //! diagnostics for what the lowering refuses.
 
+use super::entry::specialized;
 use super::jit::{Jit, DEFAULT_PIPELINE};
 use super::*;
 use crate::diag::SourceMap;
