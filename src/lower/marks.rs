@@ -24,6 +24,7 @@ pub(super) fn mark(cx: &Context, v: Value, name: &str, index: usize) -> BResult<
     Ok(())
 }
 
+/// Removes the mark `nnopt.<name>` from the op defining `v`.
 pub(super) fn unmark(v: Value, name: &str) -> BResult<()> {
     owner(v)?
         .remove_discardable_attribute(&format!("nnopt.{name}"))

@@ -1,8 +1,9 @@
 //! Views: a scheduled layer computes its result in another form (a flat conv in `wp`-wide
 //! rows, a packed dense layer in whole 32-column panels), and its NNIR result is a view of
-//! that form ([`View`], defined with the state that records it). Consumers that can read the computed form (an epilogue, a residual
-//! add, a pointwise or padded conv) take it from [`Lower::views`]; others read the view,
-//! copied to a contiguous tensor where a strided view would break them.
+//! that form ([`View`], defined in `state.rs` next to the map that records it). Consumers that
+//! can read the computed form (an epilogue, a residual add, a pointwise or padded conv) take it
+//! from [`Lower::views`]; others read the view, copied to a contiguous tensor where a strided
+//! view would break them.
 
 use super::abi::{shape, DimVal};
 use super::mlir_ops::BResult;
