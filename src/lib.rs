@@ -22,7 +22,6 @@
 
 pub mod atomic;
 pub mod diag;
-pub mod driver;
 pub mod interp;
 pub mod ir;
 #[cfg(feature = "mlir")]

@@ -6,17 +6,14 @@
 #![allow(clippy::result_large_err)]
 
 use clap::{Parser, Subcommand};
-use nnopt::diag::{Diagnostic, SourceMap};
-use nnopt::driver;
 use nnopt::passes;
+use nnopt::tool::bench::{bench_command, BenchOptions};
 use nnopt::tool::convert::{convert, Direction};
-use nnopt::tool::equivalence::{arg_shapes, SeededInputs};
 use nnopt::tool::list::{list_ops, list_passes};
-use nnopt::tool::load::{load_model, pick_func};
 use nnopt::tool::mlir::EmitStage;
 use nnopt::tool::opt::{opt, EmitOptions, OptOptions, PassOptions};
 use nnopt::tool::run::RunOptions;
-use nnopt::tool::{self, fail, Exit};
+use nnopt::tool::{self, Exit};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -290,129 +287,18 @@ impl From<&RunArgs> for RunOptions {
     }
 }
 
-/// Inputs for `bench`: every argument with its dynamic sizes set to `batch`, filled with
-/// deterministic values in [-1, 1).
-fn bench_inputs(f: &nnopt::ir::Function, batch: usize) -> Result<Vec<ndarray::ArrayD<f32>>, Exit> {
-    let mut rng = SeededInputs::new(0x2545_f491_4f6c_dd1d);
-    arg_shapes(f, batch)
-        .into_iter()
-        .map(|shape| {
-            let n = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
-            if n.is_none_or(|n| n > 1 << 30) {
-                return Err(fail(&format!(
-                    "input shape {shape:?} is too large to benchmark"
-                )));
-            }
-            Ok(rng.tensor(shape))
-        })
-        .collect()
-}
-
-/// The median of `times` in milliseconds.
-fn median_ms(times: &[std::time::Duration]) -> f64 {
-    let mut ms: Vec<f64> = times.iter().map(|t| t.as_secs_f64() * 1e3).collect();
-    ms.sort_by(f64::total_cmp);
-    match ms.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => ms[n / 2],
-        n => (ms[n / 2 - 1] + ms[n / 2]) / 2.0,
-    }
-}
-
-fn bench_main(args: &BenchArgs) -> Result<(), Exit> {
-    let mut sources = SourceMap::new();
-    let mut models = vec![(args.input.clone(), load_model(&args.input, &mut sources)?)];
-    if let Some(p) = &args.compare {
-        models.push((p.clone(), load_model(p, &mut sources)?));
-    }
-    if let [(pa, a), (pb, b)] = &models[..] {
-        let types = |m, p| -> Result<Vec<String>, Exit> {
-            let f = pick_func(m, args.func.as_deref(), p)?;
-            Ok(f.args().iter().map(|&v| f.ty(v).to_string()).collect())
-        };
-        let (ta, tb) = (types(a, pa)?, types(b, pb)?);
-        if ta != tb {
-            return Err(fail(&format!(
-                "the models take different inputs: {} takes ({}), {} takes ({})",
-                pa.display(),
-                ta.join(", "),
-                pb.display(),
-                tb.join(", ")
-            )));
+impl From<&BenchArgs> for BenchOptions {
+    fn from(a: &BenchArgs) -> Self {
+        BenchOptions {
+            input: a.input.clone(),
+            compare: a.compare.clone(),
+            runs: a.runs,
+            batch: a.batch,
+            func: a.func.clone(),
+            threads: a.threads,
+            mlir_pipeline: a.mlir_pipeline.clone(),
         }
     }
-    let mut bench = Vec::new();
-    let mut macs = Vec::new();
-    for (path, module) in &models {
-        let func = pick_func(module, args.func.as_deref(), path)?;
-        macs.push(
-            passes::layer_costs(func)
-                .iter()
-                .map(|c| c.macs)
-                .sum::<u64>(),
-        );
-        bench.push(driver::BenchModel {
-            module,
-            func: &func.name,
-            inputs: bench_inputs(func, args.batch as usize)?,
-        });
-    }
-    let times = bench_compiled(
-        &bench,
-        args.runs as usize,
-        args.mlir_pipeline.as_deref(),
-        args.threads,
-    )
-    .map_err(|d| {
-        sources.emit_to_stderr(&d);
-        Exit(1)
-    })?;
-    let mut rows = Vec::new();
-    for (((path, _), b), (times, macs)) in models.iter().zip(&bench).zip(times.iter().zip(macs)) {
-        let median = median_ms(&times.runs);
-        println!(
-            "{}: @{} batch {}: median {:.3} ms over {} runs (min {:.3} ms), compile {:.2} s, {} MACs/sample",
-            path.display(),
-            b.func,
-            args.batch,
-            median,
-            times.runs.len(),
-            times.runs.iter().min().map_or(f64::NAN, |t| t.as_secs_f64() * 1e3),
-            times.compile.as_secs_f64(),
-            macs
-        );
-        rows.push((median, macs));
-    }
-    if let [(t0, m0), (t1, m1)] = rows[..] {
-        println!(
-            "speedup {:.2}x, MAC ratio {:.2}x",
-            t0 / t1,
-            m0 as f64 / m1.max(1) as f64
-        );
-    }
-    Ok(())
-}
-
-#[cfg(feature = "mlir")]
-fn bench_compiled(
-    models: &[driver::BenchModel],
-    runs: usize,
-    pipeline: Option<&str>,
-    threads: u64,
-) -> Result<Vec<driver::BenchTimes>, Vec<Diagnostic>> {
-    nnopt::lower::bench(models, runs, pipeline, threads)
-}
-
-#[cfg(not(feature = "mlir"))]
-fn bench_compiled(
-    _: &[driver::BenchModel],
-    _: usize,
-    _: Option<&str>,
-    _: u64,
-) -> Result<Vec<driver::BenchTimes>, Vec<Diagnostic>> {
-    Err(vec![Diagnostic::error(
-        "this nnopt was built without the `mlir` feature; bench needs the compiler",
-    )])
 }
 
 fn main() -> ExitCode {
@@ -420,7 +306,7 @@ fn main() -> ExitCode {
     nnopt::rewrite::trace::init(&cli.opt.passes.debug_only);
     let result = match &cli.command {
         Some(Command::Run(args)) => tool::run::run(&args.into()),
-        Some(Command::Bench(args)) => bench_main(args),
+        Some(Command::Bench(args)) => bench_command(&args.into()),
         Some(Command::Import(a)) => convert(&a.input, &a.output, Direction::Import),
         Some(Command::Export(a)) => convert(&a.input, &a.output, Direction::Export),
         None if cli.opt.list_ops => {

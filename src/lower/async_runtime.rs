@@ -3,8 +3,8 @@
 //! `convert-async-to-llvm`). The JIT registers these functions under the API's names.
 //!
 //! Why not MLIR's `libmlir_async_runtime`: its pool parks idle workers on a condition variable,
-//! and on these VMs waking an idle vCPU took 55–75 µs per fork-join (20 tiny dense layers ran
-//! in 0.07 ms on one thread and 1.1–1.6 ms on two). A network has a fork-join per scheduled
+//! and waking an idle vCPU costs more than a small layer's whole work (`docs/lowering.md`,
+//! "Threads"). A network has a fork-join per scheduled
 //! layer and three per padded conv. Here workers and waiters spin for a while
 //! ([`SPIN`]) before they park, as onnxruntime's pool does, and a waiter runs queued tasks
 //! itself instead of idling, so a task never waits for a worker to wake up.
@@ -29,8 +29,8 @@ const SPIN: Duration = Duration::from_millis(2);
 /// Step `n` of a spin: about a microsecond of `pause` (which leaves the core's resources to a
 /// hyperthread sibling); every 64th step the vCPU goes to any other runnable thread (`--threads`
 /// above the core count, other processes), so a spinner never holds up the thread it waits for
-/// for long. Yielding on every step measured worse: the 2-thread ResNet ran at its 1-thread
-/// speed in some processes (median of 8 processes 12.9 ms, against 9.9 without).
+/// for long. Yielding on every step is worse: a waiter then gives up its vCPU while the task it
+/// waits for is about to finish (`docs/performance.md`).
 fn pause(n: &mut u32) {
     for _ in 0..32 {
         std::hint::spin_loop();

@@ -5,7 +5,7 @@
 //! loops, lower to the LLVM dialect) with `convert-math-to-libm` added after
 //! `convert-math-to-llvm`: `math.erf` and `math.tanh` have no LLVM intrinsic lowering, so they
 //! become calls to the C library's `erff`/`tanhf`, which the JIT resolves in this process. The
-//! engine compiles at LLVM opt level 3 (the notes measured -O0 at 40x slower on vectorized code).
+//! engine compiles at LLVM opt level 3 (vectorized code depends on it).
 //!
 //! Calls use the memref ABI of `super`: `invoke_packed(name)` looks up `_mlir_ciface_<name>`
 //! and passes, for each argument, the address of a variable holding a pointer to a memref
@@ -13,11 +13,13 @@
 //! Before the call every input shape and every [`super::Signature::constraints`] pair is
 //! checked, so the compiled code never reads outside a buffer.
 
+use super::abi::{Lowered, Signature};
 use super::async_runtime;
+use super::dense::pack_dense;
+use super::diag_capture::DiagCapture;
 use super::schedule::{self, Layer};
-use super::{DiagCapture, Lowered, Signature};
 use melior::ir::operation::{OperationLike, WalkOrder, WalkResult};
-use melior::ir::{BlockLike, Module, Operation};
+use melior::ir::{BlockLike, Module as MlirModule, Operation};
 use melior::pass::PassManager;
 use melior::utility::parse_pass_pipeline;
 use melior::Context;
@@ -31,7 +33,7 @@ pub const DEFAULT_PIPELINE: &str = "builtin.module(eliminate-empty-tensors,one-s
 /// [`embed_schedule`]): apply it, drop the schedule module, clean up. No `cse` before
 /// bufferization: it merged the zero fills of equally shaped padded conv inputs (identical
 /// loops once vectorized) into one tensor, which every conv then wrote into, and bufferization
-/// copied the padded buffer and its interior for each (12 copies, 8 % of a ResNet's time).
+/// copied the padded buffer and its interior for each.
 const SCHEDULE_PREFIX: &str = "transform-interpreter,symbol-dce,canonicalize,";
 
 /// The default pipeline for a module with an embedded schedule. With `threads` > 1 the
@@ -63,16 +65,16 @@ pub fn scheduled_pipeline(threads: u64) -> String {
 /// (`LOOPS`), and inserts the dense layers' weight prefetches between them
 /// (`super::prefetch`). `nnopt run` and `--emit=llvm` both compile this way; a
 /// `--mlir-pipeline` runs as given, without prefetches.
-pub fn run_scheduled(cx: &Context, module: &mut Module, threads: u64) -> Result<(), String> {
+pub fn run_scheduled(cx: &Context, module: &mut MlirModule, threads: u64) -> Result<(), String> {
     let full = scheduled_pipeline(threads);
     let at = full
         .find(LOOPS)
         .map(|i| i + LOOPS.len())
         .ok_or_else(|| "internal error: the scheduled pipeline lost its loop stage".to_string())?;
     let (first, second) = full.split_at(at);
-    run_pipeline(cx, module, &format!("{})", first.trim_end_matches(',')))?;
+    run_mlir_pipeline(cx, module, &format!("{})", first.trim_end_matches(',')))?;
     super::prefetch::insert(cx, module);
-    run_pipeline(cx, module, &format!("builtin.module({second}"))
+    run_mlir_pipeline(cx, module, &format!("builtin.module({second}"))
 }
 
 /// Where [`scheduled_pipeline`] inserts the threading passes (both occur in
@@ -83,11 +85,11 @@ const LOOPS: &str = "func.func(convert-linalg-to-loops),canonicalize,cse,";
 /// Nests the transform schedule of `layers` in `module` as a private module
 /// `@__nnopt_schedule`, where `transform-interpreter` finds its `@__transform_main`. Returns
 /// false (and leaves the module alone) when there is nothing to schedule: no layer, and one
-/// thread (with more, the element-wise ops tagged `nnopt.spread` are split even in a module
+/// thread (with more, the element-wise ops marked `nnopt.spread` are split even in a module
 /// without layers).
 pub fn embed_schedule(
     cx: &Context,
-    module: &Module,
+    module: &MlirModule,
     layers: &[Layer],
     threads: u64,
 ) -> Result<bool, String> {
@@ -96,7 +98,7 @@ pub fn embed_schedule(
     }
     let text = format!("module {{\n{}}}\n", schedule::script(layers, threads));
     let capture = DiagCapture::new(cx);
-    let parsed = Module::parse(cx, &text).ok_or_else(|| {
+    let parsed = MlirModule::parse(cx, &text).ok_or_else(|| {
         format!(
             "internal error: the generated schedule does not parse:\n{}",
             capture.take()
@@ -174,7 +176,7 @@ unsafe extern "C" fn memref_copy(elem_size: i64, src: *const Unranked, dst: *con
 /// (with `aligned_alloc`: every allocation the compiled code frees must come from here).
 /// Freed blocks are kept by size and handed out again: every call of a compiled network asks
 /// for the same sizes in the same order, so from the second call on nothing reaches the OS
-/// (glibc serves blocks this large with `mmap`, and each call paid their page faults again).
+/// (glibc serves blocks this large with `mmap`, so each call would pay their page faults).
 /// Blocks are 64-byte aligned (a cache line, a zmm register) with the size in a header; at
 /// most [`POOL_LIMIT`] bytes are kept.
 mod pool {
@@ -258,7 +260,7 @@ struct Engine(mlir_sys::MlirExecutionEngine);
 
 impl Engine {
     /// Translates `module` (all LLVM dialect) and JIT-compiles it at LLVM opt level `opt`.
-    fn new(module: &Module, opt: i32) -> Option<Engine> {
+    fn new(module: &MlirModule, opt: i32) -> Option<Engine> {
         // SAFETY: the module is alive; no shared libraries are passed (a null list of 0).
         let raw = unsafe {
             mlir_sys::mlirExecutionEngineCreate(
@@ -315,7 +317,7 @@ impl Drop for Engine {
 /// The name of the first op in `module` outside the LLVM dialect, if any: the engine cannot
 /// translate such a module, and `mlirExecutionEngineCreate` then returns a null engine, which
 /// crashed on first use instead of failing.
-fn unconverted(module: &Module) -> Option<String> {
+fn unconverted(module: &MlirModule) -> Option<String> {
     let mut found = None;
     module.as_operation().walk(WalkOrder::PreOrder, |op| {
         let name = op.name();
@@ -339,7 +341,11 @@ struct Unranked {
 
 /// Runs a textual pass pipeline (`builtin.module(...)`) on the module. Errors carry MLIR's own
 /// diagnostics.
-pub fn run_pipeline(cx: &Context, module: &mut Module, pipeline: &str) -> Result<(), String> {
+pub fn run_mlir_pipeline(
+    cx: &Context,
+    module: &mut MlirModule,
+    pipeline: &str,
+) -> Result<(), String> {
     let capture = DiagCapture::new(cx);
     let pm = PassManager::new(cx);
     parse_pass_pipeline(pm.as_operation_pass_manager(), pipeline)
@@ -360,12 +366,12 @@ pub struct Jit<'c> {
     signatures: Vec<Signature>,
     // The engine holds the translated LLVM module; the MLIR module is kept for the context's
     // lifetime bound only.
-    _module: Module<'c>,
+    _module: MlirModule<'c>,
 }
 
 impl<'c> Jit<'c> {
     /// Lowers `lowered` through `pipeline` and JIT-compiles it at opt level 3. Without a
-    /// pipeline, the tagged layers are tiled and vectorized by their transform schedule and the
+    /// pipeline, the marked layers are tiled and vectorized by their transform schedule and the
     /// rest goes through [`DEFAULT_PIPELINE`].
     pub fn compile(
         cx: &'c Context,
@@ -381,16 +387,16 @@ impl<'c> Jit<'c> {
         // Once per compiled module, not per call.
         for w in signatures.iter_mut().flat_map(|s| &mut s.weights) {
             if w.packed {
-                w.value = super::pack_dense(&w.value);
+                w.value = pack_dense(&w.value);
                 w.packed = false;
             }
         }
         match pipeline {
-            Some(p) => run_pipeline(cx, &mut module, p)?,
+            Some(p) => run_mlir_pipeline(cx, &mut module, p)?,
             None if embed_schedule(cx, &module, &layers, threads)? => {
                 run_scheduled(cx, &mut module, threads)?
             }
-            None => run_pipeline(cx, &mut module, DEFAULT_PIPELINE)?,
+            None => run_mlir_pipeline(cx, &mut module, DEFAULT_PIPELINE)?,
         }
         if let Some(op) = unconverted(&module) {
             return Err(format!(

@@ -4,28 +4,27 @@
 //!
 //! Why: a dense layer's loops run panel by panel, every row tile of a panel over all of K. The
 //! first row tile streams the panel from memory, the others find it in cache, so memory traffic
-//! comes in bursts that the first tile waits on (25–30 % of an unpruned MLP's samples sat on
-//! those loads). Each step of the reduction therefore also prefetches the next panel's two
-//! cache lines at the same `k` (into L2, `locality<2>`): the next panel arrives while this one
-//! is computed. The last panel prefetches itself (the index is clamped), which is harmless.
-//! The benchmark MLP (batch 64, 1024-2048-2048-1024-10) went from 10.9 to 8.5 ms on one thread.
+//! comes in bursts that the first tile waits on. Each step of the reduction therefore also
+//! prefetches the next panel's two cache lines at the same `k` (into L2, `locality<2>`): the
+//! next panel arrives while this one is computed. The last panel prefetches itself (the index is clamped), which is harmless.
+//! The effect on the benchmark MLP is in `docs/performance.md`.
 
 use melior::ir::attribute::{BoolAttribute, IntegerAttribute};
 use melior::ir::operation::{OperationBuilder, OperationLike, WalkOrder, WalkResult};
 use melior::ir::r#type::IntegerType;
 use melior::ir::{
-    Attribute, BlockLike, BlockRef, Identifier, Module, OperationRef, RegionLike, Type, Value,
-    ValueLike,
+    Attribute, BlockLike, BlockRef, Identifier, Module as MlirModule, OperationRef, RegionLike,
+    Type, Value, ValueLike,
 };
 use melior::Context;
 
-/// Panel width of the packed weight (`lower::pack_dense`), in f32s.
+/// Panel width of the packed weight (`dense::pack_dense`), in f32s.
 const PANEL: u64 = super::schedule::DENSE_TILE.1;
 /// f32s per 64-byte cache line.
 const LINE: i64 = 16;
 
 /// Inserts the prefetches.
-pub fn insert(cx: &Context, module: &Module) {
+pub fn insert(cx: &Context, module: &MlirModule) {
     let mut reads = Vec::new();
     module.as_operation().walk(WalkOrder::PreOrder, |op| {
         if let Some(panels) = panel_read(&op) {

@@ -1,11 +1,11 @@
 //! Transform-dialect schedules that tile and vectorize the compute-heavy layers.
 //!
-//! The lowering tags the ops of each layer it can schedule with discardable attributes
+//! The lowering marks the ops of each layer it can schedule with discardable attributes
 //! (`nnopt.root`, `nnopt.kernel`, `nnopt.pad_copy`, each = the layer's
 //! index) and records a [`Layer`]; [`script`] writes one `@__transform_main` that tiles every
 //! layer, then vectorizes all tiled ops at once. The recipes are `../shared/mlir-codegen`'s:
 //! - dense (the notes' `mm`, on a weight packed into panels of `TN` columns of `W^T`, see
-//!   `lower::pack_dense`): fuse the epilogue (bias add, activation) with the matmul and its
+//!   `dense::pack_dense`): fuse the epilogue (bias add, activation) with the matmul and its
 //!   fill into `TM` rows x one panel, loop order panel, rows; K by 1, so each step is an outer
 //!   product of `TM` broadcast inputs and the panel's `TN` contiguous weights;
 //! - conv (NCHW, stride 1, computed over the flattened rows of its padded input, see
@@ -34,7 +34,7 @@ pub enum Layer {
     Dense { m: u64, n: u64, k: u64 },
     /// A groups-1, stride-1, dilation-1 NCHW conv with `f` filters and `c` input channels,
     /// computed over `len` flat positions of its (padded) input rows (`Lower::conv_flat`);
-    /// `padded` when its input goes through the tagged fill + copy.
+    /// `padded` when its input goes through the marked fill + copy.
     Conv {
         f: u64,
         c: u64,
@@ -44,14 +44,14 @@ pub enum Layer {
 }
 
 /// The register tile of the dense schedule: `TM` rows x `TN` columns, one panel of the packed
-/// weight (`lower::pack_dense`), K by 1: each reduction step broadcasts 12 inputs and loads 2
-/// weight vectors for 24 FMAs. 12 x 32 and 6 x 64 both took 64x1024x1024 to 0.93–1.0 ms here
-/// (onnxruntime 0.9–1.3); 8 x 32 and 4 x 64 1.1–1.4, 16 x 16 1.3.
+/// weight (`dense::pack_dense`), K by 1: each reduction step broadcasts 12 inputs and loads 2
+/// weight vectors for 24 FMAs, within the 16 ymm registers of AVX2 (the tile sizes tried are
+/// compared in `docs/performance.md`).
 pub const DENSE_TILE: (u64, u64) = (12, 32);
 /// The register tile of the conv schedule: 6 filters x 64 flat output positions (4 vectors), 24
-/// accumulators; each step of the reduction loads 4 input vectors and broadcasts 6 weights. 4 x
-/// 64 took 7.1 ms for the 128-channel 3x3 conv at 56x56, 6 x 64 6.3; 7 x 64 spills, and widths
-/// that are not a power of two (48, 80) run 15–250x slower (LLVM splits the vectors badly).
+/// accumulators; each step of the reduction loads 4 input vectors and broadcasts 6 weights. 7 x
+/// 64 spills, and widths that are not a power of two (48, 80) are much slower (LLVM splits the
+/// vectors badly); `docs/performance.md` compares the tiles.
 const CONV_TILE: (u64, u64) = (6, 64);
 
 /// The conv register tile `(filters, positions)` for a layer (or task) of `f` filters and
@@ -94,7 +94,7 @@ fn split(layer: &Layer, threads: u64) -> Option<Vec<u64>> {
         Layer::Conv { f, len, .. } => {
             // Each task peels its own remainder of position tiles, which must be whole vectors
             // of a power-of-two count: 864 positions (28 rows of 30) in two tasks of 432 = 6 x
-            // 64 + 48 left a 48-wide tile, and the layer ran slower on two threads than on one.
+            // 64 + 48 would leave a 48-wide tile, slow enough to lose the second thread's gain.
             let share = len / threads;
             let rem = share % tile(share, CONV_TILE.1);
             if len.is_multiple_of(threads * 16) && (rem == 0 || rem.is_power_of_two()) {
@@ -210,7 +210,7 @@ pub fn script(layers: &[Layer], threads: u64) -> String {
         }
     }
     // Element-wise ops outside the layers (`Lower::spread`) become `threads` tasks along their
-    // tagged axis; inside, they stay for the loop fallback (scalar loops: LLVM's cost model
+    // marked axis; inside, they stay for the loop fallback (scalar loops: LLVM's cost model
     // leaves a 56-wide row loop unvectorized).
     if threads > 1 {
         for axis in 0..2 {
@@ -361,7 +361,7 @@ mod tests {
         let s = script(&[dense(64, 1024), conv(53, 200)], 2);
         assert_eq!(s.matches("tile_using_forall").count(), 4, "{s}");
         assert_eq!(s.matches("tile_sizes [0, 32, 0, 0]").count(), 1, "{s}");
-        // Element-wise ops tagged `nnopt.spread = axis` split into `threads` tasks along it; on
+        // Element-wise ops marked `nnopt.spread = axis` split into `threads` tasks along it; on
         // one thread they are left alone.
         assert!(s.contains("{nnopt.spread = 1 : i64}"), "{s}");
         assert!(s.contains("num_threads [0, 2]"), "{s}");

@@ -2,10 +2,12 @@
 //! reference interpreter's outputs to 1e-4 relative on pseudo-random inputs; plus the
 //! diagnostics for what the lowering refuses.
 
+use super::entry::specialized;
 use super::jit::{Jit, DEFAULT_PIPELINE};
 use super::*;
 use crate::diag::SourceMap;
 use crate::driver;
+use crate::ir;
 use ndarray::{ArrayD, IxDyn};
 use std::path::Path;
 
@@ -567,7 +569,7 @@ fn lower_bad_pipeline_reports_mlir_error() {
     let cx = context();
     let m = load(&unary("nn.relu", ""));
     let mut l = lower_module(&cx, &m).unwrap();
-    let e = jit::run_pipeline(&cx, &mut l.module, "builtin.module(no-such-pass)").unwrap_err();
+    let e = jit::run_mlir_pipeline(&cx, &mut l.module, "builtin.module(no-such-pass)").unwrap_err();
     assert!(e.contains("no-such-pass"), "{e}");
     // A pipeline that stops short of the LLVM dialect is an error, not a null engine (which
     // crashed on first use).
@@ -649,7 +651,7 @@ fn scheduled_layer_does_not_fuse_its_input_producer() {
     let cx = context();
     let mut l = lower_module(&cx, &m).unwrap();
     assert!(jit::embed_schedule(&cx, &l.module, &l.layers, 1).unwrap());
-    jit::run_pipeline(
+    jit::run_mlir_pipeline(
         &cx,
         &mut l.module,
         "builtin.module(transform-interpreter,symbol-dce,canonicalize,cse)",
@@ -843,38 +845,6 @@ fn strided_convs_are_scheduled_over_phases() {
         let text = conv(attrs, &ty(x), &ty(w), &ty(y), true);
         assert_eq!(check(&text, &[&x, &w, &[8]]), 1, "{text}");
     }
-}
-
-/// `bench` compiles every model and times each `runs` times (its runs alternate with the other
-/// model's), in the order given, with a compile time each.
-#[test]
-fn bench_times_each_model() {
-    let small = load("func @f(%x: tensor<?x4xf32>) -> tensor<?x4xf32> {\n  %y = nn.relu %x : tensor<?x4xf32>\n  return %y : tensor<?x4xf32>\n}");
-    let big = load("func @g(%x: tensor<?x4xf32>) -> tensor<?x4xf32> {\n  %y = nn.sigmoid %x : tensor<?x4xf32>\n  return %y : tensor<?x4xf32>\n}");
-    let inputs = || vec![random(&[2, 4], 1)];
-    let models = [
-        driver::BenchModel {
-            module: &small,
-            func: "f",
-            inputs: inputs(),
-        },
-        driver::BenchModel {
-            module: &big,
-            func: "g",
-            inputs: inputs(),
-        },
-    ];
-    let times = bench(&models, 3, None, 1).expect("compiles and runs");
-    assert_eq!(times.len(), 2);
-    assert!(times
-        .iter()
-        .all(|t| t.runs.len() == 3 && !t.compile.is_zero()));
-    let wrong = driver::BenchModel {
-        module: &small,
-        func: "f",
-        inputs: vec![random(&[2, 5], 1)],
-    };
-    assert!(bench(&[wrong], 3, None, 1).is_err());
 }
 
 /// `--threads` adds its passes at both insertion points of the default pipeline (a

@@ -103,8 +103,8 @@ pub fn weights_path_for(output: &Path, index: usize) -> PathBuf {
 /// (see [`crate::rewrite::Rewriter::derived_constant_before`]), else after its value
 /// (`%w` → `"w"`), made unique with a numeric suffix. The file is self-contained: the old one is no longer read.
 pub fn externalize_weights(m: &mut Module, file: &str) -> Vec<(String, Tensor)> {
-    use crate::rewrite::Rewriter;
     use crate::ir::{Attr, OpKind};
+    use crate::rewrite::Rewriter;
     use std::collections::HashSet;
 
     let mut taken: HashSet<String> = m

@@ -1,5 +1,6 @@
-//! Thin helpers over melior's `OperationBuilder` for the ops the lowering emits (tensor, linalg,
-//! arith, math, bufferization).
+//! Thin helpers over melior's `OperationBuilder` for the MLIR ops the lowering emits (tensor,
+//! linalg, arith, math, bufferization). Not to be confused with NNIR's `ir::builder`, which
+//! builds NNIR functions.
 //!
 //! melior 0.27 builds upstream ops only generically (its typed ODS builders sit behind a feature
 //! the crate does not enable), so each helper here spells out one op's operands, result types and
@@ -8,7 +9,7 @@
 //! `linalg.matmul`, the convolutions, the poolings and `linalg.fill` is exactly upstream's.
 //!
 //! Building never verifies; the caller verifies the finished module once and reports MLIR's own
-//! diagnostics if that fails (see `super::verify_module`).
+//! diagnostics if that fails (see `super::lower_module`).
 
 use melior::ir::attribute::{
     ArrayAttribute, DenseElementsAttribute, DenseI32ArrayAttribute, DenseI64ArrayAttribute,

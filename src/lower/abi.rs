@@ -1,0 +1,109 @@
+//! The calling convention of a lowered function (the memref ABI of `../shared/mlir-codegen`,
+//! section 2) and the ops that make it: arguments, `nn.constant`, `nn.weight`, `return`.
+//!
+//! Every argument is an identity-layout `memref<...xf32>`, in this order: the NNIR function's
+//! arguments, one per `nn.weight` op in layout order (external weights are never inlined; the
+//! weight of a scheduled dense layer is passed packed, see [`super::pack_dense`]), one per
+//! returned value (the outputs, which the function writes). The function has no results.
+//! Inputs and weights enter as `bufferization.to_tensor ... restrict`; each result leaves
+//! through `bufferization.materialize_in_destination`.
+//!
+//! Dynamic sizes stay dynamic: each is an argument's dimension times a static factor
+//! ([`DimVal`]); two that must agree become a [`Signature::constraints`] entry that the JIT
+//! checks before the call.
+//!
+//! The ops that build this convention are lowered in `boundary.rs`.
+
+use super::mlir_ops::{f32_type, DYNAMIC};
+use super::schedule::{self, Layer};
+use crate::ir::{Tensor, TensorType};
+use melior::ir::r#type::MemRefType;
+use melior::ir::{Module as MlirModule, Type};
+use melior::Context;
+
+/// One dimension of a lowered value: static, or argument `arg`'s dimension `axis` times
+/// `factor` (flatten multiplies a dynamic batch by the static sizes it merges with).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DimVal {
+    Static(u64),
+    Arg {
+        arg: usize,
+        axis: usize,
+        factor: u64,
+    },
+}
+
+impl DimVal {
+    /// The size for concrete input shapes.
+    pub fn eval(self, input_shapes: &[Vec<usize>]) -> Option<u64> {
+        match self {
+            DimVal::Static(n) => Some(n),
+            DimVal::Arg { arg, axis, factor } => input_shapes
+                .get(arg)?
+                .get(axis)
+                .and_then(|&n| (n as u64).checked_mul(factor)),
+        }
+    }
+
+    pub(super) fn to_i64(self) -> i64 {
+        match self {
+            DimVal::Static(n) => n as i64,
+            DimVal::Arg { .. } => DYNAMIC,
+        }
+    }
+}
+
+/// An external weight passed as an argument.
+#[derive(Clone, Debug)]
+pub struct WeightArg {
+    pub name: String,
+    pub value: Tensor,
+    /// The argument is `value` (`[N, K]`) packed by [`pack_dense`]: the weight of a scheduled
+    /// dense layer. [`jit::Jit::compile`] packs it once.
+    pub packed: bool,
+}
+
+impl WeightArg {
+    /// The shape of the argument.
+    pub fn arg_shape(&self) -> Vec<u64> {
+        let s = self.value.shape();
+        if self.packed {
+            let tn = schedule::DENSE_TILE.1;
+            vec![s[0].div_ceil(tn), s[1], tn]
+        } else {
+            s.to_vec()
+        }
+    }
+}
+
+/// The calling convention of one lowered function.
+#[derive(Clone, Debug)]
+pub struct Signature {
+    pub name: String,
+    pub inputs: Vec<TensorType>,
+    pub weights: Vec<WeightArg>,
+    /// The dimensions of each output.
+    pub outputs: Vec<Vec<DimVal>>,
+    /// Pairs of sizes that must be equal at run time (e.g. the batch of both operands of an
+    /// `nn.add` of two dynamic-batch arguments).
+    pub constraints: Vec<(DimVal, DimVal)>,
+}
+
+/// The identity-layout f32 memref of `shape` (`DYNAMIC` for a dynamic size): every argument's type.
+pub(super) fn memref_type<'c>(cx: &'c Context, shape: &[i64]) -> Type<'c> {
+    MemRefType::new(f32_type(cx), shape, None, None).into()
+}
+
+/// The static shape of `dims`, `DYNAMIC` where a size is dynamic (MLIR's shape arrays).
+pub(super) fn shape(dims: &[DimVal]) -> Vec<i64> {
+    dims.iter().map(|d| d.to_i64()).collect()
+}
+
+/// An MLIR module and the signatures of its functions (in NNIR order).
+pub struct Lowered<'c> {
+    pub module: MlirModule<'c>,
+    pub signatures: Vec<Signature>,
+    /// The layers whose ops carry schedule marks (`nnopt.*` attributes, see `marks.rs`),
+    /// indexed by the marks' values.
+    pub layers: Vec<Layer>,
+}

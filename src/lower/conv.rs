@@ -1,0 +1,310 @@
+//! `nn.conv2d`: picks the form of each conv. Unit-stride convs with groups 1 and a static
+//! batch are scheduled as flat convs (`flat_conv.rs`); strided 1x1 convs become a strided
+//! slice and a flat conv; strided convs with larger kernels a flat conv over the input's
+//! phases ([`Lower::conv_phases`]); everything else (dilated, dynamic batch, depthwise,
+//! grouped) the named linalg convs, unscheduled.
+
+use super::abi::{shape, DimVal};
+use super::flat_conv::{FlatConv, FlatSource};
+use super::mlir_ops::{i64_elements, id, tensor_type, BResult};
+use super::state::{Fail, LResult, Lower, View};
+use crate::ir::{Dim, OpId, ValueId};
+use melior::ir::Value;
+
+impl<'c, 'b> Lower<'c, 'b, '_> {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn conv2d(
+        &mut self,
+        op: OpId,
+        operands: &[ValueId],
+        strides: [u64; 2],
+        pads: [u64; 4],
+        dilations: [u64; 2],
+        groups: u64,
+    ) -> LResult<()> {
+        let cx = self.cx;
+        let (x, xd) = self.val(operands[0]);
+        let (w, wd) = self.val(operands[1]);
+        let c = self.need_static(op, &xd, 1, "input channel axis")?;
+        let h = self.need_static(op, &xd, 2, "input height")?;
+        let wi = self.need_static(op, &xd, 3, "input width")?;
+        let res = self.f.ty(self
+            .f
+            .op(op)
+            .result()
+            .expect("invariant: conv has a result"));
+        let (ho, wo) = match (res.dim(2), res.dim(3)) {
+            (Dim::Static(a), Dim::Static(b)) => (a, b),
+            _ => {
+                return Err(Fail::Unsupported(
+                    op,
+                    "the output size must be static".into(),
+                ))
+            }
+        };
+        let f = wd[0].to_i64() as u64;
+        let (kh, kw) = (wd[2].to_i64(), wd[3].to_i64());
+        // Before the strided case below replaces `x`.
+        let unit_pointwise = kh == 1 && kw == 1 && pads == [0; 4] && strides == [1, 1];
+        // A strided 1x1 conv without padding (a ResNet projection shortcut) reads every s-th
+        // row and column: a strided `tensor.extract_slice` takes those, and what is left is a
+        // unit-stride 1x1 conv, which the schedule covers.
+        let (x, xd, strides, dilations) = if kh == 1
+            && kw == 1
+            && pads == [0; 4]
+            && groups == 1
+            && strides != [1, 1]
+            && matches!(xd[0], DimVal::Static(_))
+        {
+            let mut sd = xd.clone();
+            sd[2] = DimVal::Static(ho);
+            sd[3] = DimVal::Static(wo);
+            let step = [1, 1, strides[0] as i64, strides[1] as i64];
+            let xs =
+                self.e
+                    .extract_slice_strided(x, &[0; 4], &shape(&sd), &step, &[], self.ty(&sd))?;
+            // Copied into a contiguous tensor: vectorized reads straight from the strided view
+            // crashed the compiled code (a unit-stride load across a non-unit innermost stride).
+            let init = self.empty(&sd)?;
+            let xc = self
+                .e
+                .named_linalg("linalg.copy", &[xs], init, self.ty(&sd), &[])?;
+            (xc, sd, [1, 1], [1, 1])
+        } else {
+            (x, xd, strides, dilations)
+        };
+        if groups == 1
+            && strides != [1, 1]
+            && dilations == [1, 1]
+            && (kh > 1 || kw > 1)
+            && matches!(xd[0], DimVal::Static(_))
+        {
+            if let Some((xq, xqd, wq, geom)) =
+                self.conv_phases(x, &xd, w, &wd, strides, pads, (ho, wo))?
+            {
+                let bias = operands.get(2).copied();
+                return self.conv_flat(op, xq, &xqd, wq, bias, geom, FlatSource::Flat(xq));
+            }
+        }
+        // The schedule covers the common case: groups 1, unit strides and
+        // dilations (a strided input map is not a projected permutation, so it would not
+        // vectorize), static batch.
+        if groups == 1
+            && strides == [1, 1]
+            && dilations == [1, 1]
+            && matches!(xd[0], DimVal::Static(_))
+        {
+            // The sizes after the strided slice above, if any.
+            let geom = FlatConv {
+                f,
+                c,
+                h: xd[2].to_i64() as u64,
+                w: xd[3].to_i64() as u64,
+                kh: kh as u64,
+                kw: kw as u64,
+                pads,
+            };
+            // A pointwise conv of a flat conv's result (or of its fused epilogue) reads it in
+            // its flat rows.
+            let rows = match self.views.get(&operands[0]) {
+                Some(&(y, View::Rows(r))) if unit_pointwise && (r.f, r.ho, r.wo) == (c, h, wi) => {
+                    Some((y, r))
+                }
+                _ => None,
+            };
+            let source = match rows {
+                Some((y, r)) => FlatSource::Rows(y, r),
+                None => FlatSource::Nchw(operands[0]),
+            };
+            return self.conv_flat(op, x, &xd, w, operands.get(2).copied(), geom, source);
+        }
+        let padded = pads.iter().any(|&p| p != 0);
+        let (xp, xpd) = if padded {
+            let mut pd = xd.clone();
+            pd[2] = DimVal::Static(h + pads[0] + pads[2]);
+            pd[3] = DimVal::Static(wi + pads[1] + pads[3]);
+            let low = [0, 0, pads[0] as i64, pads[1] as i64];
+            let high = [0, 0, pads[2] as i64, pads[3] as i64];
+            (self.e.pad(x, &low, &high, 0.0, self.ty(&pd))?, pd)
+        } else {
+            (x, xd.clone())
+        };
+        let out = vec![
+            xd[0],
+            DimVal::Static(f),
+            DimVal::Static(ho),
+            DimVal::Static(wo),
+        ];
+        let attrs = [
+            (
+                id(cx, "strides"),
+                i64_elements(cx, &[strides[0] as i64, strides[1] as i64]),
+            ),
+            (
+                id(cx, "dilations"),
+                i64_elements(cx, &[dilations[0] as i64, dilations[1] as i64]),
+            ),
+        ];
+        let kernel = if groups == 1 {
+            let zeros = self.filled(0.0, &out)?;
+            self.e.named_linalg(
+                "linalg.conv_2d_nchw_fchw",
+                &[xp, w],
+                zeros,
+                self.ty(&out),
+                &attrs,
+            )?
+        } else if groups == c && f == c {
+            // Depthwise: the filter [C, 1, KH, KW] becomes [C, KH, KW].
+            let wc = self.e.collapse(
+                w,
+                &[vec![0, 1], vec![2], vec![3]],
+                tensor_type(cx, &[c as i64, kh, kw]),
+            )?;
+            let zeros = self.filled(0.0, &out)?;
+            self.e.named_linalg(
+                "linalg.depthwise_conv_2d_nchw_chw",
+                &[xp, wc],
+                zeros,
+                self.ty(&out),
+                &attrs,
+            )?
+        } else {
+            // Grouped: split channels into [G, C/G] and filters into [G, F/G].
+            let g = groups as i64;
+            let cg = c as i64 / g;
+            let fg = f as i64 / g;
+            let n = xd[0];
+            let dn = self.dyn_sizes(&[n])?;
+            let xs = [n.to_i64(), g, cg, xpd[2].to_i64(), xpd[3].to_i64()];
+            let xg = self
+                .e
+                .expand(xp, &[vec![0], vec![1, 2], vec![3], vec![4]], &xs, &dn)?;
+            let wg = self.e.expand(
+                w,
+                &[vec![0, 1], vec![2], vec![3], vec![4]],
+                &[g, fg, cg, kh, kw],
+                &[],
+            )?;
+            let od = vec![
+                n,
+                DimVal::Static(g as u64),
+                DimVal::Static(fg as u64),
+                DimVal::Static(ho),
+                DimVal::Static(wo),
+            ];
+            let zeros = self.filled(0.0, &od)?;
+            let yg = self.e.named_linalg(
+                "linalg.conv_2d_ngchw_gfchw",
+                &[xg, wg],
+                zeros,
+                self.ty(&od),
+                &attrs,
+            )?;
+            self.e
+                .collapse(yg, &[vec![0], vec![1, 2], vec![3], vec![4]], self.ty(&out))?
+        };
+        let y = match operands.get(2) {
+            Some(&b) => {
+                let (bv, _) = self.val(b);
+                self.add_bias(kernel, &out, bv, &[1])?
+            }
+            None => kernel,
+        };
+        self.define(op, y, out);
+        Ok(())
+    }
+
+    /// A stride-`s` conv as a unit-stride one over the input's `sh * sw` phases: with `kh = s *
+    /// qh + a` (and likewise for the columns), `xpad[c, s * oh + kh, ...]` is phase `(a, b)`'s
+    /// `xq[(a * sw + b) * C + c, oh + qh, ...]`, so `y = conv(xq, wq)` over `sh * sw * C` channels
+    /// with a `ceil(kh / sh) x ceil(kw / sw)` kernel `wq[f, (a * sw + b) * C + c, qh, qw] =
+    /// w[f, c, s * qh + a, s * qw + b]`, zero where that tap is past the kernel. The flat conv's
+    /// schedule then covers it, where the named strided conv would run unscheduled; the zero taps
+    /// cost `16 / 9` of the MACs for a 3x3 stride-2 conv. The input is zero-padded
+    /// to the rows and columns the phases need (`tensor.pad`) and permuted into the flat conv's
+    /// padded input `[N, sh * sw * C, rows * wq]` by an element-wise copy (the loop fallback,
+    /// split over threads); the weight likewise on each call. `None` when the padding leaves
+    /// no input row or column to read (the named conv handles that).
+    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
+    fn conv_phases(
+        &self,
+        x: Value<'c, 'b>,
+        xd: &[DimVal],
+        w: Value<'c, 'b>,
+        wd: &[DimVal],
+        strides: [u64; 2],
+        pads: [u64; 4],
+        (ho, wo): (u64, u64),
+    ) -> BResult<Option<(Value<'c, 'b>, Vec<DimVal>, Value<'c, 'b>, FlatConv)>> {
+        let [sh, sw] = strides;
+        let [f, c, kh, kw] = [0, 1, 2, 3].map(|i| wd[i].to_i64() as u64);
+        let (kqh, kqw) = (kh.div_ceil(sh), kw.div_ceil(sw));
+        let geom = FlatConv {
+            f,
+            c: sh * sw * c,
+            h: ho + kqh - 1,
+            w: wo + kqw - 1,
+            kh: kqh,
+            kw: kqw,
+            pads: [0; 4],
+        };
+        let wq = geom.w;
+        let rows = geom.rows(geom.padded_len(), wq);
+        let (h, wi) = (xd[2].to_i64() as u64, xd[3].to_i64() as u64);
+        let (kept_h, kept_w) = (
+            (sh * rows).checked_sub(pads[0]).map(|r| r.min(h)),
+            (sw * wq).checked_sub(pads[1]).map(|r| r.min(wi)),
+        );
+        let (Some(kept_h @ 1..), Some(kept_w @ 1..)) = (kept_h, kept_w) else {
+            return Ok(None);
+        };
+        let n = xd[0];
+        let st = DimVal::Static;
+        let x = if (kept_h, kept_w) == (h, wi) {
+            x
+        } else {
+            let kd = [n, xd[1], st(kept_h), st(kept_w)];
+            self.e
+                .extract_slice(x, &[0; 4], &shape(&kd), &[], self.ty(&kd))?
+        };
+        let pd = [n, xd[1], st(sh * rows), st(sw * wq)];
+        let low = [0, 0, pads[0] as i64, pads[1] as i64];
+        let high = [
+            0,
+            0,
+            (sh * rows - pads[0] - kept_h) as i64,
+            (sw * wq - pads[1] - kept_w) as i64,
+        ];
+        let xp = self.e.pad(x, &low, &high, 0.0, self.ty(&pd))?;
+        // [d0, d1, d2 * sh, d3 * sw] -> [d0, sh * sw * d1, d2, d3] (in `groups` of the
+        // permuted [d0, sh, sw, d1, d2, d3]): input dim i of the expanded tensor is loop PERM[i].
+        const PERM: [Option<usize>; 6] = [Some(0), Some(3), Some(4), Some(1), Some(5), Some(2)];
+        let phases = |v: Value<'c, 'b>, d: [u64; 4], groups: &[Vec<usize>]| {
+            let six = [d[0], d[1], d[2], sh, d[3], sw].map(|v| v as i64);
+            let v6 = self
+                .e
+                .expand(v, &[vec![0], vec![1], vec![2, 3], vec![4, 5]], &six, &[])?;
+            let out = [d[0], sh, sw, d[1], d[2], d[3]].map(st);
+            let p = self.elementwise(&[(v6, PERM.to_vec())], &out, |_, a| Ok(a[0]))?;
+            self.spread(p, &out)?;
+            let dims: Vec<DimVal> = groups
+                .iter()
+                .map(|g| st(g.iter().map(|&i| out[i].to_i64() as u64).product()))
+                .collect();
+            self.e.collapse(p, groups, self.ty(&dims))
+        };
+        let flat = [vec![0], vec![1, 2, 3], vec![4, 5]];
+        let xf = phases(xp, [n.to_i64() as u64, c, rows, wq], &flat)?;
+        let wpd = [st(f), st(c), st(sh * kqh), st(sw * kqw)];
+        let whigh = [0, 0, (sh * kqh - kh) as i64, (sw * kqw - kw) as i64];
+        let wp = self.e.pad(w, &[0; 4], &whigh, 0.0, self.ty(&wpd))?;
+        let wq4 = phases(
+            wp,
+            [f, c, kqh, kqw],
+            &[vec![0], vec![1, 2, 3], vec![4], vec![5]],
+        )?;
+        let xqd = vec![n, st(geom.c), st(geom.h), st(wq)];
+        Ok(Some((xf, xqd, wq4, geom)))
+    }
+}

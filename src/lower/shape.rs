@@ -1,0 +1,244 @@
+//! Ops that move data without arithmetic: `nn.concat`, `nn.flatten`, `nn.reshape`,
+//! `nn.transpose`, `nn.gather` and `nn.scatter` (slices, reshapes and `linalg.transpose`).
+
+use super::abi::{shape, DimVal};
+use super::mlir_ops::{dense_i64, f32_type, id, BResult, BuildError, Emitter};
+use super::state::{Fail, LResult, Lower};
+use crate::ir::{OpId, ValueId};
+use melior::ir::attribute::DenseElementsAttribute;
+use melior::ir::r#type::{IntegerType, RankedTensorType};
+use melior::ir::{Attribute, Block, BlockLike, Region, RegionLike, Value};
+
+/// Runs of consecutive indices: `(position in indices, index, length)` for each maximal run
+/// `indices[j..j + n] = [i, i + 1, ..., i + n - 1]`, so a gather or scatter moves one slice
+/// per run.
+pub(super) fn runs(indices: &[u64]) -> Vec<(u64, u64, u64)> {
+    let mut out = Vec::new();
+    let mut j = 0usize;
+    while j < indices.len() {
+        let mut n = 1;
+        while j + n < indices.len() && indices[j + n] == indices[j] + n as u64 {
+            n += 1;
+        }
+        out.push((j as u64, indices[j], n as u64));
+        j += n;
+    }
+    out
+}
+
+impl<'c, 'b> Lower<'c, 'b, '_> {
+    /// Copies `n` positions of `axis` from `x` (starting at `from`) into `acc` (at `to`).
+    #[allow(clippy::too_many_arguments)]
+    fn move_slice(
+        &self,
+        x: Value<'c, 'b>,
+        acc: Value<'c, 'b>,
+        d: &[DimVal],
+        out: &[DimVal],
+        ax: usize,
+        from: u64,
+        to: u64,
+        n: u64,
+    ) -> BResult<Value<'c, 'b>> {
+        let mut sd = d.to_vec();
+        sd[ax] = DimVal::Static(n);
+        let dy = self.dyn_sizes(&sd)?;
+        let mut offs = vec![0i64; d.len()];
+        offs[ax] = from as i64;
+        let piece = self
+            .e
+            .extract_slice(x, &offs, &shape(&sd), &dy, self.ty(&sd))?;
+        offs[ax] = to as i64;
+        self.e
+            .insert_slice(piece, acc, &offs, &shape(&sd), &dy, self.ty(out))
+    }
+
+    pub(super) fn flatten(&mut self, op: OpId, v: ValueId, axis: usize) -> LResult<()> {
+        let (x, d) = self.val(v);
+        let x = self.contiguous(x, &d)?;
+        let r = d.len();
+        if r == 0 {
+            return Err(Fail::Unsupported(op, "flattening a scalar".into()));
+        }
+        let prod = |ds: &[DimVal]| -> Option<DimVal> {
+            let mut stat = 1u64;
+            let mut dynamic = None;
+            for &dv in ds {
+                match dv {
+                    DimVal::Static(n) => stat *= n,
+                    DimVal::Arg { .. } if dynamic.is_some() => return None,
+                    a => dynamic = Some(a),
+                }
+            }
+            Some(match dynamic {
+                None => DimVal::Static(stat),
+                Some(DimVal::Arg { arg, axis, factor }) => DimVal::Arg {
+                    arg,
+                    axis,
+                    factor: factor * stat,
+                },
+                Some(s) => s,
+            })
+        };
+        let (Some(a), Some(b)) = (prod(&d[..axis]), prod(&d[axis..])) else {
+            return Err(Fail::Unsupported(
+                op,
+                "flattening merges two dynamic dimensions".into(),
+            ));
+        };
+        let out = vec![a, b];
+        let y = if axis > 0 && axis < r {
+            self.e.collapse(
+                x,
+                &[(0..axis).collect(), (axis..r).collect()],
+                self.ty(&out),
+            )?
+        } else {
+            // One side is empty: collapse everything, then expand to [1, P] or [P, 1].
+            let all = if axis == 0 { b } else { a };
+            let flat = self.e.collapse(x, &[(0..r).collect()], self.ty(&[all]))?;
+            let dy = self.dyn_sizes(&out)?;
+            self.e.expand(flat, &[vec![0, 1]], &shape(&out), &dy)?
+        };
+        self.define(op, y, out);
+        Ok(())
+    }
+}
+
+impl<'c, 'b> Lower<'c, 'b, '_> {
+    /// `tensor.empty` + one `tensor.insert_slice` per operand.
+    pub(super) fn concat(&mut self, op: OpId, operands: &[ValueId], axis: i64) -> LResult<()> {
+        let (_, d0) = self.val(operands[0]);
+        let ax = Self::norm_axis(op, axis, d0.len())?;
+        let mut out = d0.clone();
+        let mut total = 0;
+        for &v in operands {
+            let (_, d) = self.val(v);
+            total += self.need_static(op, &d, ax, "concatenated axis")?;
+            for i in (0..out.len()).filter(|&i| i != ax) {
+                out[i] = self.unify(out[i], d[i]);
+            }
+        }
+        out[ax] = DimVal::Static(total);
+        let mut acc = self.empty(&out)?;
+        let mut offset = 0;
+        for &v in operands {
+            let (x, d) = self.val(v);
+            let mut offs = vec![0i64; d.len()];
+            offs[ax] = offset;
+            let dy = self.dyn_sizes(&d)?;
+            acc = self
+                .e
+                .insert_slice(x, acc, &offs, &shape(&d), &dy, self.ty(&out))?;
+            offset += d[ax].to_i64();
+        }
+        self.define(op, acc, out);
+        Ok(())
+    }
+
+    pub(super) fn reshape(&mut self, op: OpId, v: ValueId, target: &[u64]) -> LResult<()> {
+        let cx = self.cx;
+        let (x, xd) = self.val(v);
+        let x = self.contiguous(x, &xd)?;
+        let dims: Vec<DimVal> = target.iter().map(|&n| DimVal::Static(n)).collect();
+        let st: Vec<i64> = target.iter().map(|&n| n as i64).collect();
+        let sty = RankedTensorType::new(&[st.len() as u64], IntegerType::new(cx, 64).into(), None);
+        let attr: Attribute = DenseElementsAttribute::i64_values(sty.into(), &st).into();
+        let s = self.e.op1(
+            "arith.constant",
+            &[],
+            sty.into(),
+            &[(id(cx, "value"), attr)],
+            vec![],
+        )?;
+        let y = self
+            .e
+            .op1("tensor.reshape", &[x, s], self.ty(&dims), &[], vec![])?;
+        self.define(op, y, dims);
+        Ok(())
+    }
+
+    pub(super) fn transpose(&mut self, op: OpId, v: ValueId, perm: &[u64]) -> LResult<()> {
+        let cx = self.cx;
+        let (x, d) = self.val(v);
+        let out: Vec<DimVal> = perm.iter().map(|&p| d[p as usize]).collect();
+        let init = self.empty(&out)?;
+        let block = Block::new(&[(f32_type(cx), self.e.loc), (f32_type(cx), self.e.loc)]);
+        {
+            let e = Emitter::new(cx, &block, self.e.loc);
+            let a: Value = block
+                .argument(0)
+                .map_err(|e| BuildError(e.to_string()))?
+                .into();
+            e.op("linalg.yield", &[a], &[], &[], vec![])?;
+        }
+        let region = Region::new();
+        region.append_block(block);
+        let p: Vec<i64> = perm.iter().map(|&p| p as i64).collect();
+        let y = self.e.op1(
+            "linalg.transpose",
+            &[x, init],
+            self.ty(&out),
+            &[(id(cx, "permutation"), dense_i64(cx, &p))],
+            vec![region],
+        )?;
+        self.define(op, y, out);
+        Ok(())
+    }
+
+    pub(super) fn gather(
+        &mut self,
+        op: OpId,
+        v: ValueId,
+        axis: i64,
+        indices: &[u64],
+    ) -> LResult<()> {
+        let (x, d) = self.val(v);
+        let ax = Self::norm_axis(op, axis, d.len())?;
+        let len = self.need_static(op, &d, ax, "gathered axis")?;
+        if indices.len() as u64 == len && indices.iter().enumerate().all(|(i, &p)| p == i as u64) {
+            self.define(op, x, d);
+            return Ok(());
+        }
+        let mut out = d.clone();
+        out[ax] = DimVal::Static(indices.len() as u64);
+        let mut acc = self.empty(&out)?;
+        // One extract/insert pair per run of consecutive indices.
+        for (start, from, n) in runs(indices) {
+            acc = self.move_slice(x, acc, &d, &out, ax, from, start, n)?;
+        }
+        self.define(op, acc, out);
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn scatter(
+        &mut self,
+        op: OpId,
+        v: ValueId,
+        axis: i64,
+        indices: &[u64],
+        size: u64,
+        fill: &[f32],
+    ) -> LResult<()> {
+        let (x, d) = self.val(v);
+        let ax = Self::norm_axis(op, axis, d.len())?;
+        self.need_static(op, &d, ax, "scattered axis")?;
+        let mut out = d.clone();
+        out[ax] = DimVal::Static(size);
+        let fill_bits_equal = fill.windows(2).all(|w| w[0].to_bits() == w[1].to_bits());
+        let mut acc = if fill_bits_equal {
+            self.filled(fill.first().copied().unwrap_or(0.0), &out)?
+        } else {
+            let bytes: Vec<u8> = fill.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let table = self.e.dense_f32(&[size as i64], &bytes)?;
+            self.elementwise(&[(table, vec![Some(ax)])], &out, |_, a| Ok(a[0]))?
+        };
+        // Input positions from..from+n go to to..to+n.
+        for (from, to, n) in runs(indices) {
+            acc = self.move_slice(x, acc, &d, &out, ax, from, to, n)?;
+        }
+        self.define(op, acc, out);
+        Ok(())
+    }
+}
