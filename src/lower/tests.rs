@@ -6,7 +6,6 @@ use super::entry::specialized;
 use super::jit::{Jit, DEFAULT_PIPELINE};
 use super::*;
 use crate::diag::SourceMap;
-use crate::driver;
 use crate::ir;
 use ndarray::{ArrayD, IxDyn};
 use std::path::Path;
