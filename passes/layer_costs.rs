@@ -27,8 +27,7 @@ pub struct LayerCost {
 fn batch(f: &Function) -> Option<u64> {
     let mut lead = f.args().iter().map(|&a| f.ty(a).dims.first().copied());
     let first = lead.next()??.as_static()?;
-    lead.all(|d| d == Some(Dim::Static(first)))
-        .then_some(first)
+    lead.all(|d| d == Some(Dim::Static(first))).then_some(first)
 }
 
 fn elements(t: &TensorType) -> u64 {

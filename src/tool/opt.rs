@@ -105,7 +105,8 @@ pub fn opt(o: &OptOptions) -> Result<(), Exit> {
     }
     // An imported model's NNIR needs a weights file beside it, so a non-regular output gets
     // none; to stdout that is a run for its reports, or a mistake caught before the work.
-    let nnir_unwritten = onnx_in && !onnx_out && o.emit.is_none() && !writes_regular_file(&o.output);
+    let nnir_unwritten =
+        onnx_in && !onnx_out && o.emit.is_none() && !writes_regular_file(&o.output);
     let reports = o.passes.statistics || o.passes.timing || o.check_equivalence.is_some();
     if nnir_unwritten && o.output.as_os_str() == "-" && !reports {
         eprintln!("nnopt: an imported ONNX model needs -o FILE.nnir (its weights go to a .safetensors file beside it) or -o FILE.onnx; with --pass-statistics alone nothing is written");
