@@ -14,8 +14,24 @@ pub struct PassContext {
     /// Why a dead neuron stayed, by op (the latest reason wins; emitted for ops still alive).
     kept: HashMap<OpId, Diagnostic>,
     pub remarks: Vec<Diagnostic>,
+    /// What pruning did to each layer, by function name and op, for `--pass-statistics`.
+    pub layers: BTreeMap<(String, OpId), LayerNote>,
     /// Wall time of each pass run, in pipeline order (verification excluded).
     pub timings: Vec<(&'static str, std::time::Duration)>,
+}
+
+/// Why a layer lost or kept neurons: the counts of each reason, summed over the rewrites of
+/// one pipeline run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LayerNote {
+    /// Removed because their output is a constant (folded into the consumers).
+    pub constant: u64,
+    /// Removed because every outgoing weight is zero.
+    pub unused: u64,
+    /// Removed because the producer before this per-channel layer lost them.
+    pub followed: u64,
+    /// Dead neurons left in place, and why (the latest rewrite's reason).
+    pub kept: Option<(u64, &'static str)>,
 }
 
 /// The patterns that need nothing but the statistics use the pass context itself.
@@ -26,6 +42,11 @@ impl PatternContext for PassContext {
 impl PassContext {
     pub fn count(&mut self, what: &'static str, n: u64) {
         *self.counters.entry(what).or_default() += n;
+    }
+
+    /// The note of layer `op` in `f`, created empty.
+    pub fn layer(&mut self, f: &Function, op: OpId) -> &mut LayerNote {
+        self.layers.entry((f.name.clone(), op)).or_default()
     }
 
     /// Records why `op` kept some of its neurons; replaces an earlier reason for the same op.

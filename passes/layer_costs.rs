@@ -1,54 +1,79 @@
-//! Parameters and multiply-accumulates of the weighted layers, for `--pass-statistics`.
+//! Parameters, channels and multiply-accumulates of the weighted layers, and the parameters of
+//! a whole function, for `--pass-statistics`.
+//!
+//! MACs are per sample at batch 1: a dynamic dimension counts as 1, and so does a static
+//! leading dimension that every argument of the function shares (the batch of a model
+//! exported with a fixed batch size), so a batch of 2 does not double them.
 
-use crate::ir::{Function, OpId, OpKind, TensorType};
+use crate::ir::{Dim, Function, OpId, OpKind, TensorType};
 
-/// Parameters and multiply-accumulates per sample of one weighted op.
+/// One weighted op: its names, output channels, parameters and multiply-accumulates per sample.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LayerCost {
     pub op: OpId,
     /// The result's name as printed (`%conv1`), or the op's mnemonic when it has none.
     pub name: String,
+    /// The name the model gave the layer, when it gave one: its weight's name without
+    /// `.weight` (`layer1.0.conv1` for `layer1.0.conv1.weight`), else the op's location (an
+    /// imported ONNX node's name), else its weight's name.
+    pub model_name: Option<String>,
+    /// Output channels (features): the length of the weight's output axis.
+    pub channels: u64,
     pub params: u64,
     pub macs: u64,
 }
 
-/// The cost of every `nn.linear`, `nn.matmul` with a constant operand and `nn.conv2d`, with
-/// dynamic dimensions counted as 1 (per sample).
+/// The batch dimension of `f`'s values: the static leading dimension all its arguments share.
+fn batch(f: &Function) -> Option<u64> {
+    let mut lead = f.args().iter().map(|&a| f.ty(a).dims.first().copied());
+    let first = lead.next()??.as_static()?;
+    lead.all(|d| d == Some(Dim::Static(first))).then_some(first)
+}
+
+fn elements(t: &TensorType) -> u64 {
+    t.dims.iter().map(|d| d.as_static().unwrap_or(1)).product()
+}
+
+/// The cost of every `nn.linear`, `nn.matmul` with a constant operand and `nn.conv2d`.
 pub fn layer_costs(f: &Function) -> Vec<LayerCost> {
-    let per_sample =
-        |t: &TensorType| -> u64 { t.dims.iter().map(|d| d.as_static().unwrap_or(1)).product() };
+    let batch = batch(f);
+    let per_sample = |t: &TensorType| -> u64 {
+        let lead = match (t.dims.first(), batch) {
+            (Some(&Dim::Static(d)), Some(b)) if d == b => d,
+            _ => 1,
+        };
+        elements(t) / lead.max(1)
+    };
     f.ops()
         .filter_map(|op| {
             let data = f.op(op);
             let r = data.result()?;
-            let (params, macs) = match &data.kind {
-                OpKind::Linear | OpKind::MatMul | OpKind::Conv2d { .. } => {
-                    let params: u64 = data.operands()[1..]
+            if !matches!(
+                data.kind,
+                OpKind::Linear | OpKind::MatMul | OpKind::Conv2d { .. }
+            ) {
+                return None;
+            }
+            let params: u64 = data.operands()[1..]
+                .iter()
+                .filter(|&&v| f.constant_of(v).is_some())
+                .map(|&v| elements(f.ty(v)))
+                .sum();
+            let w = f.ty(data.operands()[1]);
+            let static_dim = |i: usize| w.dim(i).as_static().unwrap_or(1);
+            let (reduction, channels) = match &data.kind {
+                OpKind::Conv2d { .. } => (
+                    w.dims[1..]
                         .iter()
-                        .filter(|&&v| f.constant_of(v).is_some())
-                        .map(|&v| per_sample(f.ty(v)))
-                        .sum();
-                    let w = f.ty(data.operands()[1]);
-                    let reduction: u64 = match &data.kind {
-                        OpKind::Conv2d { .. } => w.dims[1..]
-                            .iter()
-                            .map(|d| d.as_static().unwrap_or(1))
-                            .product(),
-                        _ => w
-                            .dim(
-                                w.rank()
-                                    .saturating_sub(if matches!(data.kind, OpKind::Linear) {
-                                        1
-                                    } else {
-                                        2
-                                    }),
-                            )
-                            .as_static()
-                            .unwrap_or(1),
-                    };
-                    (params, per_sample(f.ty(r)) * reduction)
-                }
-                _ => return None,
+                        .map(|d| d.as_static().unwrap_or(1))
+                        .product(),
+                    static_dim(0),
+                ),
+                OpKind::Linear => (static_dim(w.rank().saturating_sub(1)), static_dim(0)),
+                _ => (
+                    static_dim(w.rank().saturating_sub(2)),
+                    static_dim(w.rank().saturating_sub(1)),
+                ),
             };
             let name = f
                 .value(r)
@@ -58,9 +83,45 @@ pub fn layer_costs(f: &Function) -> Vec<LayerCost> {
             Some(LayerCost {
                 op,
                 name,
+                model_name: model_name(f, op),
+                channels,
                 params,
-                macs,
+                macs: per_sample(f.ty(r)) * reduction,
             })
         })
         .collect()
+}
+
+/// See [`LayerCost::model_name`]. Exporters name weights after the module (`conv1.weight`)
+/// or after nothing (`onnx::Conv_193`): only the first kind is preferred to the op's location.
+fn model_name(f: &Function, op: OpId) -> Option<String> {
+    let weight = match f.producer_kind(f.op(op).operands()[1]) {
+        Some(OpKind::Weight { name, .. }) => Some(name.as_str()),
+        _ => None,
+    };
+    if let Some(module) = weight.and_then(|w| w.strip_suffix(".weight")) {
+        return Some(module.to_string());
+    }
+    if let Some(loc) = f.loc(op) {
+        return Some(if loc.line == 0 && loc.col == 0 {
+            loc.file.clone()
+        } else {
+            format!("{}:{}:{}", loc.file, loc.line, loc.col)
+        });
+    }
+    weight
+        .filter(|w| !w.starts_with("onnx::"))
+        .map(str::to_string)
+}
+
+/// The parameters `f` holds as written: the elements of its floating-point constants and
+/// weights, and of the fills of its scatters (which an ONNX export writes as initializers).
+pub fn param_count(f: &Function) -> u64 {
+    f.ops()
+        .map(|op| match f.kind(op) {
+            OpKind::Constant(t) | OpKind::Weight { value: t, .. } => t.len() as u64,
+            OpKind::Scatter { fill, .. } => fill.len() as u64,
+            _ => 0,
+        })
+        .sum()
 }

@@ -18,7 +18,7 @@ pub mod layer_costs;
 pub mod pipeline;
 pub mod prune;
 
-pub use context::PassContext;
+pub use context::{LayerNote, PassContext};
 pub use layer_costs::{layer_costs, LayerCost};
 pub use pipeline::PassManager;
 

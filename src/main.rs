@@ -45,7 +45,10 @@ struct OptArgs {
     /// Where to write the result (`-` for stdout). Written atomically: on any error the file
     /// is left untouched. When the input reads its weights from a safetensors file, the
     /// result's weights (unchanged and pruned) go to FILE's name with the extension
-    /// `.safetensors`, beside it; on stdout, changed weights are printed inline.
+    /// `.safetensors`, beside it; on stdout, changed weights are printed inline. An ONNX
+    /// input's NNIR needs a regular FILE for its weights: to stdout or /dev/null nothing is
+    /// written, which is what `--pass-statistics` alone asks for (without a report flag, no
+    /// `-o` is a usage error).
     #[arg(short = 'o', long = "output", value_name = "FILE", default_value = "-")]
     output: PathBuf,
     /// Treat `// -----` lines as separators: each chunk is processed on its own, its
@@ -102,7 +105,9 @@ struct PassArgs {
     /// Print the wall time of each pass to stderr.
     #[arg(long)]
     timing: bool,
-    /// Print per-pattern and per-pass statistics to stderr when the pipeline ends.
+    /// Print per-pattern and per-pass statistics to stderr when the pipeline ends, and a
+    /// table of every layer (its ONNX or NNIR name, channels, parameters and MACs per sample
+    /// before and after, why it lost or kept neurons).
     #[arg(long)]
     pass_statistics: bool,
 }

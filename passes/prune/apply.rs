@@ -145,6 +145,7 @@ pub fn apply(rw: &mut Rewriter, op: OpId, plan: &Plan, cx: &mut PassContext) {
             operands.push(rw.derived_constant_before(d, t, p));
         }
         rw.set_operands(d, &operands);
+        cx.layer(rw.func(), d).followed += plan.remove.len() as u64;
         let groups = keep.len() as u64;
         rw.set_kind(
             d,
@@ -170,6 +171,9 @@ pub fn apply(rw: &mut Rewriter, op: OpId, plan: &Plan, cx: &mut PassContext) {
         let ty = rw.func().ty(v).with_dim(site.axis, width);
         rw.set_type(v, ty);
     }
+    let note = cx.layer(rw.func(), op);
+    note.unused += plan.unused as u64;
+    note.constant += (plan.remove.len() - plan.unused) as u64;
     cx.count("neurons removed", plan.remove.len() as u64);
     cx.count("biases updated", biases_updated);
 }

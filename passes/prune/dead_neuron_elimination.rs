@@ -36,6 +36,9 @@ impl Pattern<PruneCx<'_>> for DeadNeuronElimination {
         if let Some(remark) = decision.remark {
             cx.pass.keep_remark(op, remark);
         }
+        if let Some((n, why)) = decision.kept {
+            cx.pass.layer(rw.func(), op).kept = Some((n as u64, why));
+        }
         apply(rw, op, &decision.plan?, cx.pass);
         Ok(())
     }

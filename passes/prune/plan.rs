@@ -34,20 +34,35 @@ pub struct Plan {
     /// The neurons that go, and those that stay (in order).
     pub remove: BTreeSet<usize>,
     pub keep: Vec<usize>,
+    /// How many of `remove` go because every outgoing weight is zero (the others are constant).
+    pub unused: usize,
 }
 
-/// A plan, or why there is none; with a remark on neurons kept for a reason worth telling.
+/// A plan, or why there is none; with a remark on neurons kept for a reason worth telling,
+/// and that reason in a few words with the number of neurons kept, for the statistics table.
 pub struct Decision {
     pub plan: Result<Plan, MatchFailure>,
     pub remark: Option<Diagnostic>,
+    pub kept: Option<(usize, &'static str)>,
+}
+
+/// A remark and its short form, filled in while planning.
+#[derive(Default)]
+struct Why {
+    remark: Option<Diagnostic>,
+    kept: Option<(usize, &'static str)>,
 }
 
 /// Plans the elimination of the constant or ignored neurons of `op` (an `nn.linear` or an
 /// ungrouped `nn.conv2d`).
 pub fn plan(f: &Function, op: OpId, analysis: &ConstAnalysis, residual: Residual) -> Decision {
-    let mut remark = None;
-    let plan = plan_with_remark(f, op, analysis, residual, &mut remark);
-    Decision { plan, remark }
+    let mut why = Why::default();
+    let plan = plan_with_remark(f, op, analysis, residual, &mut why);
+    Decision {
+        plan,
+        remark: why.remark,
+        kept: why.kept,
+    }
 }
 
 fn plan_with_remark(
@@ -55,7 +70,7 @@ fn plan_with_remark(
     op: OpId,
     analysis: &ConstAnalysis,
     residual: Residual,
-    remark: &mut Option<Diagnostic>,
+    why: &mut Why,
 ) -> Result<Plan, MatchFailure> {
     let zero_threshold = analysis.zero_threshold();
     let data = f.op(op);
@@ -92,10 +107,13 @@ fn plan_with_remark(
         !fan.consumers.is_empty() || !fan.others.is_empty(),
         "the result is unused",
     )?;
-    ensure(
-        residual != Residual::Keep || fan.others.is_empty(),
-        "residual=keep, and the result reaches an op that is not a weighted consumer",
-    )?;
+    if residual == Residual::Keep && !fan.others.is_empty() {
+        let dead = constant.iter().filter(|&&c| c).count();
+        why.kept = (dead > 0).then_some((dead, "residual=keep"));
+        return Err(MatchFailure(
+            "residual=keep, and the result reaches an op that is not a weighted consumer",
+        ));
+    }
     let consumer_w: Vec<Tensor> = fan
         .consumers
         .iter()
@@ -143,6 +161,7 @@ fn plan_with_remark(
         .collect();
     let choose = |map_allowed: &[bool]| {
         let mut remove: BTreeSet<usize> = BTreeSet::new();
+        let mut unused: BTreeSet<usize> = BTreeSet::new();
         let mut border_kept = 0;
         for j in 0..n {
             let scatterable = fills.iter().all(|fill| fill[j].is_some());
@@ -160,14 +179,18 @@ fn plan_with_remark(
             });
             if scatterable && (ignored || foldable) {
                 remove.insert(j);
+                // A neuron that also reaches other uses is restored there as a constant.
+                if ignored && fan.others.is_empty() && !fan.consumers.is_empty() {
+                    unused.insert(j);
+                }
             } else if constant[j] && scatterable && (0..fan.consumers.len()).any(|c| padded[c]) {
                 border_kept += 1;
             }
         }
-        (remove, border_kept)
+        (remove, unused, border_kept)
     };
     let mut map_allowed: Vec<bool> = maps.iter().map(Option::is_some).collect();
-    let (mut remove, mut border_kept) = choose(&map_allowed);
+    let (mut remove, mut unused, mut border_kept) = choose(&map_allowed);
     // A map larger than the weights the removal saves is not a saving: keep those neurons.
     let row_size = w.len() / n.max(1);
     // The weights of one input column of each consumer.
@@ -189,10 +212,11 @@ fn plan_with_remark(
         }
     }
     if recheck {
-        (remove, border_kept) = choose(&map_allowed);
+        (remove, unused, border_kept) = choose(&map_allowed);
     }
     if border_kept > 0 {
-        *remark = Some(
+        why.kept = Some((border_kept, "zero-padded border"));
+        why.remark = Some(
             Diagnostic::remark(format!(
                 "kept {border_kept} constant neuron(s) of '{}': a zero-padded conv sees a non-zero constant only inside the image ({})",
                 tag.mnemonic(),
@@ -208,6 +232,7 @@ fn plan_with_remark(
     // Keep one channel so that no tensor gets an empty axis.
     if remove.len() == n {
         remove.pop_first();
+        why.kept = Some((1, "last channel"));
     }
     ensure(!remove.is_empty(), "no neuron can be removed")?;
     if residual == Residual::Auto && !fan.others.is_empty() {
@@ -221,7 +246,8 @@ fn plan_with_remark(
         };
         let (saved, copied) = scatter_tradeoff(f, &layer, remove.len());
         if saved <= copied {
-            *remark = Some(
+            why.kept = Some((remove.len(), "residual=auto: scatters cost more"));
+            why.remark = Some(
                 Diagnostic::remark(format!(
                     "kept {} constant neuron(s) of '{}': residual=auto: removing them saves {saved} MACs per sample, restoring them with nn.scatter copies {copied} elements",
                     remove.len(),
@@ -235,6 +261,7 @@ fn plan_with_remark(
         }
     }
     let keep: Vec<usize> = (0..n).filter(|j| !remove.contains(j)).collect();
+    let unused = remove.intersection(&unused).count();
     Ok(Plan {
         neurons: n,
         axis,
@@ -248,6 +275,7 @@ fn plan_with_remark(
         maps,
         remove,
         keep,
+        unused,
     })
 }
 

@@ -14,7 +14,7 @@ use super::output::{
     persist_weights, stage_weights, write_onnx, write_output, writes_regular_file,
 };
 use super::report::{statistics_table, timing_report};
-use super::{fail, Exit};
+use super::Exit;
 use crate::diag::{has_errors, Diagnostic, SourceMap};
 use crate::ir::Module;
 use crate::onnx;
@@ -103,6 +103,15 @@ pub fn opt(o: &OptOptions) -> Result<(), Exit> {
         eprintln!("nnopt: --split-input-file and --verify-diagnostics apply to NNIR text, not to .onnx input");
         return Err(Exit(2));
     }
+    // An imported model's NNIR needs a weights file beside it, so a non-regular output gets
+    // none; to stdout that is a run for its reports, or a mistake caught before the work.
+    let nnir_unwritten =
+        onnx_in && !onnx_out && o.emit.is_none() && !writes_regular_file(&o.output);
+    let reports = o.passes.statistics || o.passes.timing || o.check_equivalence.is_some();
+    if nnir_unwritten && o.output.as_os_str() == "-" && !reports {
+        eprintln!("nnopt: an imported ONNX model needs -o FILE.nnir (its weights go to a .safetensors file beside it) or -o FILE.onnx; with --pass-statistics alone nothing is written");
+        return Err(Exit(2));
+    }
     let file = if onnx_in {
         sources.add(input.display().to_string(), String::new())
     } else {
@@ -165,14 +174,12 @@ pub fn opt(o: &OptOptions) -> Result<(), Exit> {
                 outputs.extend(emitted);
             } else if onnx_out {
                 modules.push(m);
-            } else {
+            } else if !nnir_unwritten {
                 // An imported model's weights live in the .onnx file: they go to a
                 // .safetensors file beside the output like any external weights.
                 let external = m.weights_attr().is_some() || onnx_in;
                 if external && writes_regular_file(&o.output) {
                     staged.extend(stage_weights(&mut m, &o.output, staged.len())?);
-                } else if onnx_in {
-                    return Err(fail("an imported ONNX model needs -o FILE.nnir: its weights are written to a .safetensors file beside it"));
                 }
                 outputs.push(print_module(&m));
             }
@@ -187,6 +194,9 @@ pub fn opt(o: &OptOptions) -> Result<(), Exit> {
         return write_onnx(modules, &o.output);
     }
     persist_weights(staged)?;
+    if nnir_unwritten {
+        return Ok(());
+    }
     write_output(&o.output, &outputs.join(&format!("{SPLIT_MARKER}\n")))
 }
 
