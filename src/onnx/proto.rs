@@ -1,6 +1,6 @@
 //! The ONNX protobuf messages nnopt reads and writes, declared by hand with `prost`.
 //!
-//! Field numbers are those of the ONNX specification (`onnx/onnx.proto`, IR version 11). Only
+//! Field numbers are those of the ONNX specification (`onnx/onnx.proto`, IR version 13). Only
 //! the fields nnopt uses are declared; prost skips unknown fields when decoding, so models that
 //! use more of the format still decode. Byte fields are `bytes::Bytes`: decoding from a `Bytes`
 //! that owns a memory map slices it instead of copying, which keeps initializer data
@@ -216,6 +216,9 @@ pub mod data_type {
             21 => "UINT4",
             22 => "INT4",
             23 => "FLOAT4E2M1",
+            24 => "FLOAT8E8M0",
+            25 => "UINT2",
+            26 => "INT2",
             _ => "UNKNOWN",
         }
     }
