@@ -15,11 +15,11 @@ use prost::Message;
 use std::path::{Path, PathBuf};
 
 /// Imports `p`, which must not draw a warning.
-fn import_file_quiet(p: &Path) -> Result<nnopt::ir::Module, nnopt::diag::Diagnostic> {
+fn import_file_quiet(p: &Path) -> Result<nnopt::ir::Module, Box<nnopt::diag::Diagnostic>> {
     let mut warnings = Vec::new();
     let m = nnopt::onnx::import_file(p, &mut warnings);
     assert!(warnings.is_empty(), "{warnings:?}");
-    m
+    m.map_err(Box::new)
 }
 
 fn f32_init(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
