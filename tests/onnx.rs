@@ -112,7 +112,7 @@ fn model(graph: GraphProto) -> ModelProto {
         producer_name: "test".into(),
         producer_version: String::new(),
         graph: Some(graph),
-        functions: Vec::new(),
+        ..Default::default()
     }
 }
 

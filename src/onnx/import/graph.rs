@@ -105,6 +105,17 @@ pub fn import_model(
             .attrs
             .push(("producer".into(), Attr::Str(model.producer_name.clone())));
     }
+    let inits: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    module.attrs.extend(crate::onnx::metadata::to_attrs(
+        &model.doc_string,
+        &graph.doc_string,
+        &model.metadata_props,
+        graph
+            .input
+            .iter()
+            .filter(|vi| !inits.contains(vi.name.as_str())),
+        &graph.output,
+    ));
     let errors = crate::verify::verify_module(&module);
     if let Some(e) = errors.into_iter().next() {
         return Err(Diagnostic::error(format!(
