@@ -5,14 +5,22 @@ mod common;
 use common::{nnopt, nnopt_ok};
 
 use bytes::Bytes;
+use nnopt::onnx::export_model;
 use nnopt::onnx::proto::{
     attr_type, data_type, tensor_shape_proto, type_proto, AttributeProto, GraphProto, ModelProto,
     NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto,
     TypeProto, ValueInfoProto,
 };
-use nnopt::onnx::{export_model, import_file};
 use prost::Message;
 use std::path::{Path, PathBuf};
+
+/// Imports `p`, which must not draw a warning.
+fn import_file_quiet(p: &Path) -> Result<nnopt::ir::Module, Box<nnopt::diag::Diagnostic>> {
+    let mut warnings = Vec::new();
+    let m = nnopt::onnx::import_file(p, &mut warnings);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    m.map_err(Box::new)
+}
 
 fn f32_init(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
     let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -104,7 +112,7 @@ fn model(graph: GraphProto) -> ModelProto {
         producer_name: "test".into(),
         producer_version: String::new(),
         graph: Some(graph),
-        functions: Vec::new(),
+        ..Default::default()
     }
 }
 
@@ -224,7 +232,7 @@ fn input() -> ndarray::ArrayD<f32> {
 fn import_maps_ops_folds_plumbing_and_keeps_weights_mapped() {
     let dir = tempfile::tempdir().unwrap();
     let p = write(dir.path(), "cnn.onnx", &cnn());
-    let m = import_file(&p).expect("imports");
+    let m = import_file_quiet(&p).expect("imports");
     let text = nnopt::syntax::printer::print_module(&m);
     // The shape plumbing folds to one flatten; MatMul + Add is one linear with a bias.
     assert!(!text.contains("nn.add %m"), "{text}");
@@ -267,7 +275,7 @@ fn streamed_export_matches_the_encoding_and_reports_write_errors() {
         "-o",
         back.to_str().unwrap(),
     ]);
-    let m = import_file(&p).unwrap();
+    let m = import_file_quiet(&p).unwrap();
     assert_eq!(
         std::fs::read(&back).unwrap(),
         export_model(&m).unwrap().encode_to_vec()
@@ -308,7 +316,7 @@ fn pruned_weights_are_gathered_while_streaming_into_the_same_model() {
         output: vec![io("y", &[2, 3])],
         ..Default::default()
     };
-    let mut m = import_file(&write(dir.path(), "mlp.onnx", &model(g))).unwrap();
+    let mut m = import_file_quiet(&write(dir.path(), "mlp.onnx", &model(g))).unwrap();
     let pipeline = passes::PassManager::parse(passes::PRUNE_PIPELINE, None).unwrap();
     let mut cx = passes::PassContext::default();
     pipeline.run(&mut m, true, &mut cx, |_, _, _| {}).unwrap();
@@ -340,10 +348,10 @@ fn pruned_weights_are_gathered_while_streaming_into_the_same_model() {
 fn export_then_import_computes_the_same_function() {
     let dir = tempfile::tempdir().unwrap();
     let p = write(dir.path(), "cnn.onnx", &cnn());
-    let m = import_file(&p).unwrap();
+    let m = import_file_quiet(&p).unwrap();
     let out = export_model(&m).unwrap();
     let q = write(dir.path(), "again.onnx", &out);
-    let m2 = import_file(&q).unwrap();
+    let m2 = import_file_quiet(&q).unwrap();
     let (a, b) = (run_interp(&m, &input()), run_interp(&m2, &input()));
     assert_eq!(a, b, "export + import is exact");
     // Softmax rows sum to one: the graph really ran end to end.
@@ -363,8 +371,8 @@ fn cli_prunes_onnx_to_onnx_and_imports_to_nnir_with_safetensors() {
         pruned.to_str().unwrap(),
     ]);
     let (a, b) = (
-        run_interp(&import_file(&p).unwrap(), &input()),
-        run_interp(&import_file(&pruned).unwrap(), &input()),
+        run_interp(&import_file_quiet(&p).unwrap(), &input()),
+        run_interp(&import_file_quiet(&pruned).unwrap(), &input()),
     );
     for (x, y) in a[0].iter().zip(b[0].iter()) {
         assert!((x - y).abs() <= 1e-5 * x.abs().max(1.0), "{x} vs {y}");
@@ -405,7 +413,10 @@ fn cli_prunes_onnx_to_onnx_and_imports_to_nnir_with_safetensors() {
         "-o",
         back_onnx.to_str().unwrap(),
     ]);
-    assert_eq!(run_interp(&import_file(&back_onnx).unwrap(), &input()), a);
+    assert_eq!(
+        run_interp(&import_file_quiet(&back_onnx).unwrap(), &input()),
+        a
+    );
 }
 
 /// Runs `nnopt import` on `m` (plus extra files) and checks: exit 1, stderr mentions each of
@@ -501,7 +512,7 @@ fn external_data_inside_the_folder_is_read() {
         vec![node("Add", "add", &["x", "w"], &["y"], vec![])],
     );
     let p = write(dir.path(), "m.onnx", &m);
-    let module = import_file(&p).unwrap();
+    let module = import_file_quiet(&p).unwrap();
     let x = ndarray::ArrayD::from_shape_vec(vec![1, 4], vec![0.5f32; 4]).unwrap();
     let y = nnopt::interp::run(&module.funcs[0], &[x]).unwrap();
     assert_eq!(
@@ -589,10 +600,43 @@ fn unsupported_operators_and_attributes_name_the_node() {
 }
 
 #[test]
-fn newer_ir_versions_and_opsets_are_refused() {
+fn ir_versions_and_opsets_of_onnx_1_22_are_read() {
+    let dir = tempfile::tempdir().unwrap();
     let mut m = relu_model(vec![], vec![node("Relu", "r", &["x"], &["y"], vec![])]);
-    m.ir_version = 99;
-    refused(&m.encode_to_vec(), &[], &["IR version 99 is newer"]);
+    m.ir_version = 13;
+    m.opset_import[0].version = 27;
+    let p = write(dir.path(), "ir13.onnx", &m);
+    let o = dir.path().join("ir13.nnir");
+    let out = nnopt_ok(&["import", p.to_str().unwrap(), "-o", o.to_str().unwrap()]);
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(o.exists());
+}
+
+#[test]
+fn newer_ir_versions_warn_and_newer_or_older_opsets_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = relu_model(vec![], vec![node("Relu", "r", &["x"], &["y"], vec![])]);
+    m.ir_version = 14;
+    let p = write(dir.path(), "ir14.onnx", &m);
+    let o = dir.path().join("ir14.nnir");
+    let out = nnopt_ok(&["import", p.to_str().unwrap(), "-o", o.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: ONNX IR version 14 is newer than the newest nnopt knows (13)"),
+        "{err}"
+    );
+    assert!(o.exists());
+    let mut m = relu_model(vec![], vec![node("Relu", "r", &["x"], &["y"], vec![])]);
+    m.opset_import[0].version = 28;
+    refused(
+        &m.encode_to_vec(),
+        &[],
+        &["opset 28 of the default domain is newer than the newest nnopt knows (27)"],
+    );
     let mut m = relu_model(vec![], vec![node("Relu", "r", &["x"], &["y"], vec![])]);
     m.opset_import[0].version = 7;
     refused(&m.encode_to_vec(), &[], &["opset 7"]);
@@ -608,7 +652,7 @@ fn dynamic_batch_flatten_plumbing_becomes_nn_flatten() {
     g.output = vec![io("y", &[-1, 3])];
     let dir = tempfile::tempdir().unwrap();
     let p = write(dir.path(), "dyn.onnx", &m);
-    let module = import_file(&p).expect("imports");
+    let module = import_file_quiet(&p).expect("imports");
     let text = nnopt::syntax::printer::print_module(&module);
     assert!(
         text.contains("nn.flatten %g {axis = 1} : tensor<?x4xf32>"),
@@ -617,13 +661,13 @@ fn dynamic_batch_flatten_plumbing_becomes_nn_flatten() {
     let q = write(dir.path(), "static.onnx", &cnn());
     assert_eq!(
         run_interp(&module, &input()),
-        run_interp(&import_file(&q).unwrap(), &input())
+        run_interp(&import_file_quiet(&q).unwrap(), &input())
     );
     // Arithmetic on the symbolic dim is refused, naming the node.
     let g = m.graph.as_mut().unwrap();
     g.node[8] = node("Add", "bad", &["n", "zeros1"], &["n1"], vec![]);
     let r = write(dir.path(), "bad.onnx", &m);
-    let err = import_file(&r).unwrap_err();
+    let err = import_file_quiet(&r).unwrap_err();
     assert!(
         err.message.contains("node 'bad' (Add, opset 17)")
             && err.message.contains("dynamic dimension"),
@@ -642,14 +686,14 @@ fn division_by_a_power_of_two_is_an_exact_multiplication() {
         )
     };
     let p = write(dir.path(), "d.onnx", &div(8.0));
-    let m = import_file(&p).unwrap();
+    let m = import_file_quiet(&p).unwrap();
     let xs = vec![0.3f32, -1.7, 1e-30, 3.0e38];
     let x = ndarray::ArrayD::from_shape_vec(vec![1, 4], xs.clone()).unwrap();
     let y = nnopt::interp::run(&m.funcs[0], &[x]).unwrap();
     let want: Vec<f32> = xs.iter().map(|v| v / 8.0).collect();
     assert_eq!(y[0].iter().copied().collect::<Vec<_>>(), want);
     let q = write(dir.path(), "e.onnx", &div(3.0));
-    let err = import_file(&q).unwrap_err();
+    let err = import_file_quiet(&q).unwrap_err();
     assert!(
         err.message.contains("node 'scale' (Div, opset 17)")
             && err.message.contains("powers of two"),
@@ -700,13 +744,13 @@ fn static_flatten_reshape_lets_pruning_reach_the_classifier() {
         "-o",
         pruned.to_str().unwrap(),
     ]);
-    let m = import_file(&pruned).unwrap();
+    let m = import_file_quiet(&pruned).unwrap();
     let text = nnopt::syntax::printer::print_module(&m);
     assert!(!text.contains("nn.scatter"), "{text}");
     assert!(text.contains(": tensor<3x3xf32>"), "{text}");
     let x = ndarray::ArrayD::from_shape_vec(vec![2, 3, 4, 4], values(96, 14)).unwrap();
     let (a, b) = (
-        run_interp(&import_file(&p).unwrap(), &x),
+        run_interp(&import_file_quiet(&p).unwrap(), &x),
         run_interp(&m, &x),
     );
     for (x, y) in a[0].iter().zip(b[0].iter()) {
@@ -735,7 +779,7 @@ fn hard_sigmoid_is_an_exact_mul_add_clip() {
         )],
     );
     let dir = tempfile::tempdir().unwrap();
-    let module = import_file(&write(dir.path(), "hs.onnx", &m)).unwrap();
+    let module = import_file_quiet(&write(dir.path(), "hs.onnx", &m)).unwrap();
     let xs = vec![-4.0f32, -0.3, 0.7001, 1e30];
     let x = ndarray::ArrayD::from_shape_vec(vec![1, 4], xs.clone()).unwrap();
     let want: Vec<f32> = xs
@@ -781,7 +825,7 @@ fn torchscript_attention_shape_plumbing_folds() {
         ..Default::default()
     };
     let dir = tempfile::tempdir().unwrap();
-    let module = import_file(&write(dir.path(), "attn.onnx", &model(g))).unwrap();
+    let module = import_file_quiet(&write(dir.path(), "attn.onnx", &model(g))).unwrap();
     let text = nnopt::syntax::printer::print_module(&module);
     assert!(!text.contains("nn.reshape"), "{text}");
     let x = ndarray::ArrayD::from_shape_vec(vec![2, 4, 16], values(128, 15)).unwrap();

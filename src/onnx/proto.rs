@@ -1,6 +1,6 @@
 //! The ONNX protobuf messages nnopt reads and writes, declared by hand with `prost`.
 //!
-//! Field numbers are those of the ONNX specification (`onnx/onnx.proto`, IR version 11). Only
+//! Field numbers are those of the ONNX specification (`onnx/onnx.proto`, IR version 13). Only
 //! the fields nnopt uses are declared; prost skips unknown fields when decoding, so models that
 //! use more of the format still decode. Byte fields are `bytes::Bytes`: decoding from a `Bytes`
 //! that owns a memory map slices it instead of copying, which keeps initializer data
@@ -18,8 +18,12 @@ pub struct ModelProto {
     pub producer_name: String,
     #[prost(string, tag = "3")]
     pub producer_version: String,
+    #[prost(string, tag = "6")]
+    pub doc_string: String,
     #[prost(message, optional, tag = "7")]
     pub graph: Option<GraphProto>,
+    #[prost(message, repeated, tag = "14")]
+    pub metadata_props: Vec<StringStringEntryProto>,
     /// Model-local functions; nnopt refuses models that call them.
     #[prost(message, repeated, tag = "25")]
     pub functions: Vec<FunctionProto>,
@@ -50,6 +54,8 @@ pub struct GraphProto {
     pub name: String,
     #[prost(message, repeated, tag = "5")]
     pub initializer: Vec<TensorProto>,
+    #[prost(string, tag = "10")]
+    pub doc_string: String,
     /// Sparse initializers are refused (their presence is all nnopt reads).
     #[prost(message, repeated, tag = "15")]
     pub sparse_initializer: Vec<SparseTensorProto>,
@@ -216,6 +222,9 @@ pub mod data_type {
             21 => "UINT4",
             22 => "INT4",
             23 => "FLOAT4E2M1",
+            24 => "FLOAT8E8M0",
+            25 => "UINT2",
+            26 => "INT2",
             _ => "UNKNOWN",
         }
     }

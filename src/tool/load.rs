@@ -96,7 +96,10 @@ pub fn base_dir(input: &Path) -> PathBuf {
 /// Reads an NNIR or ONNX model (by extension) for `run` and `bench`; diagnostics go to stderr.
 pub fn load_model(input: &Path, sources: &mut SourceMap) -> Result<Module, Exit> {
     if onnx::is_onnx_path(input) {
-        return onnx::import_file(input).map_err(|d| {
+        let mut warnings = Vec::new();
+        let module = onnx::import_file(input, &mut warnings);
+        sources.emit_to_stderr(&warnings);
+        return module.map_err(|d| {
             sources.emit_to_stderr(&[d]);
             Exit(1)
         });

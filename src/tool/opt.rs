@@ -136,7 +136,9 @@ pub fn opt(o: &OptOptions) -> Result<(), Exit> {
         let chunk = &src[range.clone()];
         let mut diags = Vec::new();
         let mut module = if onnx_in {
-            onnx::import_file(input).map_err(|d| diags.push(d)).ok()
+            onnx::import_file(input, &mut diags)
+                .map_err(|d| diags.push(d))
+                .ok()
         } else {
             load(chunk, file, range.start, &base_dir, &mut diags)
         };

@@ -50,33 +50,16 @@ def tests():
 
 
 def model_path(d, tmp):
-    """The test's model, or a copy re-labelled to IR 10 / opset 21 when it is newer than the
-    importer accepts (most 1.22.0 test models are IR 13, many opset 22+). The label says what
-    the re-labelling means: `same` when the operator's definition at the model's opset is the one
-    of opset 21 (so only version numbers change), `older` when the operator was re-versioned
-    after 21 and runs under its opset-21 definition (for these operators the later versions
-    only added element types)."""
+    """The test's model as onnx 1.22.0 saved it (IR version 13, opsets up to 25 for these
+    operators: nothing is re-labelled), or a copy with its integer inputs bound as constants."""
     path = os.path.join(d, "model.onnx")
     m = onnx.load(path)
-    opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 0)
     bound = bind_integer_inputs(m, d)
-    if m.ir_version <= 10 and opset <= 21 and not bound:
-        return path, None, []
-    if m.ir_version <= 10 and opset <= 21:
-        out = os.path.join(tmp, "model.onnx")
-        onnx.save(m, out)
-        return out, None, bound
-    label = "same"
-    for n in m.graph.node:
-        if onnx.defs.get_schema(n.op_type, opset).since_version > 21:
-            label = "older"
-    m.ir_version = min(m.ir_version, 10)
-    for o in m.opset_import:
-        if o.domain in ("", "ai.onnx"):
-            o.version = min(o.version, 21)
+    if not bound:
+        return path, []
     out = os.path.join(tmp, "model.onnx")
     onnx.save(m, out)
-    return out, label, bound
+    return out, bound
 
 
 INT_TYPES = {onnx.TensorProto.INT64, onnx.TensorProto.INT32}
@@ -114,7 +97,7 @@ def run_model(d, tmp):
     ds = os.path.join(d, "test_data_set_0")
     ins = sorted(glob.glob(os.path.join(ds, "input_*.pb")), key=lambda p: int(p.rsplit("_", 1)[1][:-3]))
     outs = sorted(glob.glob(os.path.join(ds, "output_*.pb")), key=lambda p: int(p.rsplit("_", 1)[1][:-3]))
-    path, label, bound = model_path(d, tmp)
+    path, bound = model_path(d, tmp)
     args = [NNOPT, "run", "--interp", path]
     model = onnx.load(path)
     inits = {t.name for t in model.graph.initializer}
@@ -162,8 +145,6 @@ def run_model(d, tmp):
             err = np.max(np.abs(got - want))
             return "fail", f"output {k} differs by up to {err:.3g}"
     notes = []
-    if label:
-        notes.append(f"re-labelled to IR 10 / opset 21 ({label} definition)")
     if bound:
         notes.append("integer inputs bound as constants")
     compiled, why = run_compiled(args, expected, tmp)
@@ -199,8 +180,8 @@ def main():
             status, why = run_one(d, tmp)
             results[op].append((name, status, why))
     lines = [
-        "| operator | tests | pass | of which re-labelled (same / older definition) | of which with integer inputs bound | fail | refused | compiled: pass / not lowered / fail |",
-        "|---|---|---|---|---|---|---|---|",
+        "| operator | tests | pass | of which with integer inputs bound | fail | refused | compiled: pass / not lowered / fail |",
+        "|---|---|---|---|---|---|---|",
     ]
     details = []
     passed = set()
@@ -208,12 +189,10 @@ def main():
     for op in SUPPORTED:
         rs = results.get(op, [])
         c = {s: sum(1 for r in rs if r[1] == s) for s in ("pass", "fail", "refused")}
-        same = sum(1 for r in rs if r[1] == "pass" and "same" in r[2])
-        older = sum(1 for r in rs if r[1] == "pass" and "older" in r[2])
         consts = sum(1 for r in rs if r[1] == "pass" and "bound" in r[2])
         jit = {k: sum(1 for r in rs if f"compiled: {k}" in r[2]) for k in ("pass", "not lowered", "fail")}
         lines.append(
-            f"| {op} | {len(rs)} | {c['pass']} | {same} / {older} | {consts} | {c['fail']} | {c['refused']} "
+            f"| {op} | {len(rs)} | {c['pass']} | {consts} | {c['fail']} | {c['refused']} "
             f"| {jit['pass']} / {jit['not lowered']} / {jit['fail']} |"
         )
         for name, status, why in rs:

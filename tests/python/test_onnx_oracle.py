@@ -48,7 +48,8 @@ def init(name, a):
     return numpy_helper.from_array(np.asarray(a), name)
 
 
-def make(name, nodes, inits, x_shape, y_shape, opset=17):
+def make(name, nodes, inits, x_shape, y_shape, opset=17, ir=8):
+    """The model; with `ir=None` it keeps the IR version the pinned onnx writes (13 for 1.22)."""
     g = helper.make_graph(
         nodes,
         name,
@@ -57,7 +58,8 @@ def make(name, nodes, inits, x_shape, y_shape, opset=17):
         [init(k, v) for k, v in inits.items()],
     )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
-    m.ir_version = 8
+    if ir is not None:
+        m.ir_version = ir
     onnx.checker.check_model(m, full_check=True)
     return m
 
@@ -120,7 +122,7 @@ def concat(dead, batch=1):
     return m, len(dead) * (c + 1)
 
 
-def ffn(dead):
+def ffn(dead, latest=False):
     """Transformer FFN on [batch, tokens, model]: MatMul + Add → Gelu → MatMul + Add, with
     LayerNorm in front and a residual add; dead hidden neurons (zero columns of W1, random
     biases) fold into the second bias."""
@@ -137,7 +139,11 @@ def ffn(dead):
         helper.make_node("Add", ["f", "x"], ["y"]),
     ]
     inits = {"g": w(dm), "beta": w(dm), "w1": w1, "b1": b1, "w2": w(hid, dm), "b2": w(dm)}
-    m = make("ffn", nodes, inits, [2, 3, dm], [2, 3, dm], opset=20)
+    if latest:
+        m = make("ffn", nodes, inits, [2, 3, dm], [2, 3, dm], opset=onnx.defs.onnx_opset_version(), ir=None)
+        assert m.ir_version == onnx.IR_VERSION == 13, m.ir_version
+    else:
+        m = make("ffn", nodes, inits, [2, 3, dm], [2, 3, dm], opset=20)
     return m, len(dead) * (2 * dm + 1)
 
 
@@ -180,6 +186,7 @@ def main():
         ("concat", concat, [1, 3, 4, 4], False),
         ("concat, dynamic batch", lambda dead: concat(dead, "N"), [3, 3, 4, 4], True),
         ("ffn", ffn, [2, 3, 8], False),
+        ("ffn, as the pinned onnx saves it (IR 13, newest opset)", lambda dead: ffn(dead, True), [2, 3, 8], False),
     ]:
         model, drop = build([1, 2])
         check(name, model, drop, x_shape, on_source)

@@ -7,6 +7,7 @@
 
 use crate::diag::Diagnostic;
 use crate::ir::{Dim, ElemType, Function, OpKind, Tensor, TensorType, ValueId};
+use crate::onnx::metadata::Carried;
 use crate::onnx::proto::{
     data_type, tensor_shape_proto, type_proto, AttributeProto, GraphProto, NodeProto, TensorProto,
     TensorShapeProto, TypeProto, ValueInfoProto,
@@ -29,19 +30,22 @@ pub(super) fn u64s(v: &[u64]) -> impl Iterator<Item = i64> + '_ {
     v.iter().map(|&x| x as i64)
 }
 
-/// A graph input or output of type `ty`; with `dyn_prefix`, dynamic dimensions get `dim_param`
-/// names `<prefix>_d<i>`, else they are left unnamed.
-fn value_info(name: &str, ty: &TensorType, dyn_prefix: Option<&str>) -> ValueInfoProto {
+/// A graph input or output of type `ty`; dynamic dimension `i` gets the `dim_param`
+/// `dim_name(i)`, or none.
+fn value_info(
+    name: &str,
+    ty: &TensorType,
+    dim_name: impl Fn(usize) -> Option<String>,
+) -> ValueInfoProto {
     use tensor_shape_proto::{dimension::Value as D, Dimension};
     let dim = ty
         .dims
         .iter()
         .enumerate()
         .map(|(i, d)| Dimension {
-            value: match (d, dyn_prefix) {
-                (Dim::Static(n), _) => Some(D::DimValue(*n as i64)),
-                (Dim::Dynamic, Some(p)) => Some(D::DimParam(format!("{p}_d{i}"))),
-                (Dim::Dynamic, None) => None,
+            value: match d {
+                Dim::Static(n) => Some(D::DimValue(*n as i64)),
+                Dim::Dynamic => dim_name(i).map(D::DimParam),
             },
         })
         .collect();
@@ -65,6 +69,33 @@ pub(super) struct Exporter<'f> {
     inits: Vec<TensorProto>,
     /// Initializers (index in `inits`) whose bytes are filled in when written.
     deferred: Vec<(usize, Tensor)>,
+    /// Names of the linear weights written as MatMul's [in, out] (see [`matmul_weights`]).
+    pub(super) transposed: HashSet<String>,
+}
+
+/// The constant weights whose every use is a linear on an input of rank other than 2: these
+/// become `MatMul` on an initializer stored [in, out], as exporters write them, instead of a
+/// runtime `Transpose` (a rank-2 linear is a `Gemm` with `transB`, which reads [out, in]).
+fn matmul_weights(f: &Function) -> HashSet<ValueId> {
+    let mut out = HashSet::new();
+    for op in f.ops() {
+        let Some(v) = f.op(op).result() else { continue };
+        if f.constant_of(v).is_none_or(|t| t.shape().len() != 2) {
+            continue;
+        }
+        let uses = f.uses(v);
+        let all_matmul = !uses.is_empty()
+            && uses.iter().all(|u| {
+                let user = f.op(u.op);
+                matches!(user.kind, OpKind::Linear)
+                    && u.index == 1
+                    && f.ty(user.operands()[0]).rank() != 2
+            });
+        if all_matmul {
+            out.insert(v);
+        }
+    }
+    out
 }
 
 impl<'f> Exporter<'f> {
@@ -78,7 +109,9 @@ impl<'f> Exporter<'f> {
             nodes: Vec::new(),
             inits: Vec::new(),
             deferred: Vec::new(),
+            transposed: HashSet::new(),
         };
+        let matmul = matmul_weights(f);
         let values = f
             .args()
             .iter()
@@ -95,6 +128,9 @@ impl<'f> Exporter<'f> {
                 .or_else(|| f.value(v).name.clone())
                 .unwrap_or_else(|| format!("v{}", cranelift_entity::EntityRef::index(v)));
             let n = e.fresh(&preferred);
+            if matmul.contains(&v) {
+                e.transposed.insert(n.clone());
+            }
             e.names[v] = n;
         }
         e
@@ -185,8 +221,12 @@ impl<'f> Exporter<'f> {
         self.init(name, &Tensor::from_f32(elem, shape.to_vec(), data))
     }
 
-    /// The graph and its deferred initializers (see [`export_parts`](super::export_parts)).
-    pub(super) fn graph(mut self) -> Result<(GraphProto, Vec<(usize, Tensor)>), Diagnostic> {
+    /// The graph and its deferred initializers (see [`export_parts`](super::export_parts)),
+    /// with the dimension names and doc string the module carries.
+    pub(super) fn graph(
+        mut self,
+        carried: &Carried,
+    ) -> Result<(GraphProto, Vec<(usize, Tensor)>), Diagnostic> {
         let f = self.f;
         let mut outputs = Vec::new();
         for op in f.ops() {
@@ -208,7 +248,8 @@ impl<'f> Exporter<'f> {
                     } else {
                         n.clone()
                     };
-                    outputs.push(value_info(&name, f.ty(v), None));
+                    let dim = |d| carried.dim_name(true, i, d).map(str::to_string);
+                    outputs.push(value_info(&name, f.ty(v), dim));
                 }
                 continue;
             }
@@ -222,15 +263,28 @@ impl<'f> Exporter<'f> {
                     .at(f.span(op))
             })?;
         }
+        // A dynamic input dimension the model did not name is `<input>_d<i>`.
         let inputs = f
             .args()
             .iter()
-            .map(|&a| value_info(&self.names[a], f.ty(a), Some(&self.names[a])))
+            .enumerate()
+            .map(|(i, &a)| {
+                let name = &self.names[a];
+                let dim = |d| {
+                    Some(
+                        carried
+                            .dim_name(false, i, d)
+                            .map_or_else(|| format!("{name}_d{d}"), str::to_string),
+                    )
+                };
+                value_info(name, f.ty(a), dim)
+            })
             .collect();
         let graph = GraphProto {
             node: self.nodes,
             name: f.name.clone(),
             initializer: self.inits,
+            doc_string: carried.graph_doc.clone(),
             sparse_initializer: Vec::new(),
             input: inputs,
             output: outputs,

@@ -58,7 +58,8 @@ fn export_parts(m: &Module) -> Result<(ModelProto, Vec<(usize, Tensor)>), Diagno
             )))
         }
     };
-    let (graph, deferred) = Exporter::new(f).graph()?;
+    let carried = super::metadata::from_module(m);
+    let (graph, deferred) = Exporter::new(f).graph(&carried)?;
     let model = ModelProto {
         ir_version: EXPORT_IR_VERSION,
         opset_import: vec![OperatorSetIdProto {
@@ -67,7 +68,9 @@ fn export_parts(m: &Module) -> Result<(ModelProto, Vec<(usize, Tensor)>), Diagno
         }],
         producer_name: "nnopt".into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),
+        doc_string: carried.doc,
         graph: Some(graph),
+        metadata_props: carried.props,
         functions: Vec::new(),
     };
     Ok((model, deferred))

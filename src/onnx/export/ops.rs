@@ -5,6 +5,7 @@
 use super::graph::{u64s, Exporter};
 use crate::ir::{OpKind, TensorType};
 use crate::onnx::proto::{attr_type, AttributeProto};
+use crate::onnx::transpose::transpose2d;
 use bytes::Bytes;
 
 /// Attribute builders, one per attribute type nnopt writes.
@@ -62,30 +63,39 @@ impl Exporter<'_> {
         };
         match kind {
             OpKind::Constant(t) | OpKind::Weight { value: t, .. } => {
-                self.init(out, t);
+                if self.transposed.contains(&out) {
+                    self.init(out, &transpose2d(t));
+                } else {
+                    self.init(out, t);
+                }
             }
             OpKind::Linear => {
-                let xt = x_ty()?;
-                if xt.rank() == 2 {
+                if x_ty()?.rank() == 2 {
                     self.node("Gemm", ins, out, vec![attr_i("transB", 1)]);
+                    return Ok(());
+                }
+                // A constant weight is stored [in, out] already (`matmul_weights`); any other
+                // is transposed at run time.
+                let w = if self.transposed.contains(&ins[1]) {
+                    ins[1].clone()
                 } else {
-                    let wt = self.tmp(
+                    self.tmp(
                         "Transpose",
                         vec![ins[1].clone()],
                         &format!("{}.T", ins[1]),
                         vec![attr_ints("perm", [1, 0])],
+                    )
+                };
+                if ins.len() == 3 {
+                    let mm = self.tmp(
+                        "MatMul",
+                        vec![ins[0].clone(), w],
+                        &format!("{out}.matmul"),
+                        vec![],
                     );
-                    if ins.len() == 3 {
-                        let mm = self.tmp(
-                            "MatMul",
-                            vec![ins[0].clone(), wt],
-                            &format!("{out}.matmul"),
-                            vec![],
-                        );
-                        self.node("Add", vec![mm, ins[2].clone()], out, vec![]);
-                    } else {
-                        self.node("MatMul", vec![ins[0].clone(), wt], out, vec![]);
-                    }
+                    self.node("Add", vec![mm, ins[2].clone()], out, vec![]);
+                } else {
+                    self.node("MatMul", vec![ins[0].clone(), w], out, vec![]);
                 }
             }
             OpKind::MatMul => direct(self, "MatMul", vec![]),

@@ -54,11 +54,13 @@ pub fn write_onnx(m: &Module, path: &Path) -> Result<(), Diagnostic> {
         let (before, after) = (
             ModelProto {
                 opset_import: Vec::new(),
+                metadata_props: Vec::new(),
                 functions: Vec::new(),
                 ..model.clone()
             },
             ModelProto {
                 opset_import: std::mem::take(&mut model.opset_import),
+                metadata_props: std::mem::take(&mut model.metadata_props),
                 functions: std::mem::take(&mut model.functions),
                 ..Default::default()
             },

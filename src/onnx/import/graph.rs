@@ -7,7 +7,7 @@
 use super::initializers::elem_of;
 use super::values::{symbol_name, Val};
 use super::{Importer, R};
-use crate::diag::{Diagnostic, Span};
+use crate::diag::{Diagnostic, Severity, Span};
 use crate::ir::builder::FuncBuilder;
 use crate::ir::{Attr, Dim, Function, Module, TensorType};
 use crate::onnx::proto::{self, data_type, ModelProto, NodeProto};
@@ -16,24 +16,33 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 
-/// Newest ONNX IR version understood (onnx 1.18+ write IR 11).
-pub const MAX_IR_VERSION: i64 = 11;
-/// Opsets of the default domain accepted.
-pub const OPSETS: std::ops::RangeInclusive<i64> = 13..=21;
+/// Newest ONNX IR version known (onnx 1.20 to 1.22 write IR 13). A newer model is still read,
+/// with a warning: IR versions add fields and types, and prost skips the fields nnopt does not
+/// declare, while every element type and operator it meets is checked on its own.
+pub const MAX_IR_VERSION: i64 = 13;
+/// Opsets of the default domain accepted (onnx 1.22 knows up to 27). Of the operators nnopt
+/// reads, the versions after 21 only add element types (bfloat16, float8, float4, int2), so
+/// every one of them keeps the meaning nnopt implements.
+pub const OPSETS: std::ops::RangeInclusive<i64> = 13..=27;
 
 /// Converts a decoded model: checks its IR version, opset and graph, imports the graph as the
 /// module's only function and verifies the result. `map` and `base_dir` as for
-/// [`import_bytes`](super::import_bytes).
+/// [`import_bytes`](super::import_bytes); a model newer than nnopt knows adds a warning to
+/// `warnings`.
 pub fn import_model(
     model: &ModelProto,
     map: Option<Arc<Mmap>>,
     base_dir: &Path,
+    warnings: &mut Vec<Diagnostic>,
 ) -> Result<Module, Diagnostic> {
     if model.ir_version > MAX_IR_VERSION {
-        return Err(Diagnostic::error(format!(
-            "ONNX IR version {} is newer than the newest nnopt understands ({MAX_IR_VERSION})",
-            model.ir_version
-        )));
+        warnings.push(
+            Diagnostic::new(Severity::Warning, format!(
+                "ONNX IR version {} is newer than the newest nnopt knows ({MAX_IR_VERSION}); reading it as IR version {MAX_IR_VERSION}",
+                model.ir_version
+            ))
+            .with_note("fields added by newer IR versions are ignored; element types and operators are still checked one by one"),
+        );
     }
     if model.ir_version < 3 {
         return Err(Diagnostic::error(format!(
@@ -50,7 +59,13 @@ pub fn import_model(
     let opset = opset.ok_or_else(|| {
         Diagnostic::error("the model imports no version of the default ONNX opset")
     })?;
-    if !OPSETS.contains(&opset) {
+    if opset > *OPSETS.end() {
+        return Err(Diagnostic::error(format!(
+            "opset {opset} of the default domain is newer than the newest nnopt knows ({}): its operators may mean something else",
+            OPSETS.end()
+        )));
+    }
+    if opset < *OPSETS.start() {
         return Err(Diagnostic::error(format!(
             "opset {opset} of the default domain is not supported (nnopt reads opsets {} to {})",
             OPSETS.start(),
@@ -90,6 +105,17 @@ pub fn import_model(
             .attrs
             .push(("producer".into(), Attr::Str(model.producer_name.clone())));
     }
+    let inits: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    module.attrs.extend(crate::onnx::metadata::to_attrs(
+        &model.doc_string,
+        &graph.doc_string,
+        &model.metadata_props,
+        graph
+            .input
+            .iter()
+            .filter(|vi| !inits.contains(vi.name.as_str())),
+        &graph.output,
+    ));
     let errors = crate::verify::verify_module(&module);
     if let Some(e) = errors.into_iter().next() {
         return Err(Diagnostic::error(format!(

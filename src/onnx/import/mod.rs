@@ -50,7 +50,8 @@ impl AsRef<[u8]> for MapOwner {
 }
 
 /// Reads and converts an ONNX model. External data resolves against the model's directory.
-pub fn import_file(path: &Path) -> Result<Module, Diagnostic> {
+/// Warnings (a model newer than nnopt knows) are added to `warnings`.
+pub fn import_file(path: &Path, warnings: &mut Vec<Diagnostic>) -> Result<Module, Diagnostic> {
     let fail =
         |e: std::io::Error| Diagnostic::error(format!("cannot read {}: {e}", path.display()));
     let file = std::fs::File::open(path).map_err(fail)?;
@@ -62,23 +63,24 @@ pub fn import_file(path: &Path) -> Result<Module, Diagnostic> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    import_bytes(bytes, Some(map), &base_dir)
+    import_bytes(bytes, Some(map), &base_dir, warnings)
         .map_err(|d| d.with_note(format!("while importing {}", path.display())))
 }
 
 /// Converts a serialized model. `map` is the mapping `bytes` slices, if any: initializer data
-/// inside it is referenced instead of copied.
+/// inside it is referenced instead of copied. Warnings as for [`import_file`].
 pub fn import_bytes(
     bytes: Bytes,
     map: Option<Arc<Mmap>>,
     base_dir: &Path,
+    warnings: &mut Vec<Diagnostic>,
 ) -> Result<Module, Diagnostic> {
     let model = ModelProto::decode(bytes).map_err(|e| {
         Diagnostic::error(format!(
             "the file is not a valid ONNX model (protobuf: {e})"
         ))
     })?;
-    import_model(&model, map, base_dir)
+    import_model(&model, map, base_dir, warnings)
 }
 
 /// The result of translating one node or tensor: the message is prefixed with what failed.

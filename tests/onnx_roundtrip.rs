@@ -1,0 +1,226 @@
+//! ONNX round trips keep what the user had: `MatMul` weights in their [in, out] layout, `Gemm`
+//! as `Gemm`, `dim_param` names, doc strings and `metadata_props`.
+
+mod common;
+use common::nnopt_ok;
+
+use bytes::Bytes;
+use nnopt::onnx::proto::{
+    data_type, tensor_shape_proto, type_proto, AttributeProto, GraphProto, ModelProto, NodeProto,
+    OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto,
+    ValueInfoProto,
+};
+use prost::Message;
+use std::path::{Path, PathBuf};
+
+fn f32_init(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
+    TensorProto {
+        dims: dims.to_vec(),
+        data_type: data_type::FLOAT,
+        name: name.into(),
+        raw_data: Bytes::from(
+            values
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<u8>>(),
+        ),
+        ..Default::default()
+    }
+}
+
+/// A float tensor whose dimensions are `DimValue`s, or `DimParam`s where given as names.
+fn io(name: &str, dims: &[Result<i64, &str>]) -> ValueInfoProto {
+    use tensor_shape_proto::{dimension::Value, Dimension};
+    let dim = dims
+        .iter()
+        .map(|d| Dimension {
+            value: Some(match d {
+                Ok(n) => Value::DimValue(*n),
+                Err(p) => Value::DimParam(p.to_string()),
+            }),
+        })
+        .collect();
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: data_type::FLOAT,
+                shape: Some(TensorShapeProto { dim }),
+            })),
+        }),
+    }
+}
+
+fn node(
+    op: &str,
+    name: &str,
+    inputs: &[&str],
+    output: &str,
+    attrs: Vec<AttributeProto>,
+) -> NodeProto {
+    NodeProto {
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        name: name.into(),
+        op_type: op.into(),
+        domain: String::new(),
+        attribute: attrs,
+    }
+}
+
+fn model(graph: GraphProto) -> ModelProto {
+    ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        producer_name: "test".into(),
+        graph: Some(graph),
+        ..Default::default()
+    }
+}
+
+fn write(dir: &Path, name: &str, m: &ModelProto) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, m.encode_to_vec()).unwrap();
+    p
+}
+
+fn read(p: &Path) -> ModelProto {
+    ModelProto::decode(std::fs::read(p).unwrap().as_slice()).unwrap()
+}
+
+/// Deterministic values in [-1, 1), with every `dead`-th column of a [rows, cols] matrix zero.
+fn matrix(rows: usize, cols: usize, dead: usize) -> Vec<f32> {
+    (0..rows * cols)
+        .map(|i| {
+            if (i % cols).is_multiple_of(dead) {
+                0.0
+            } else {
+                ((i * 37 % 23) as f32 / 11.5) - 1.0
+            }
+        })
+        .collect()
+}
+
+/// A transformer-style FFN on [`batch`, 3, 4]: MatMul + Add → Relu → MatMul + Add, with hidden
+/// neurons 0 and 3 dead (zero weights, negative bias), and the metadata a user may have set.
+fn ffn(batch: Result<i64, &str>) -> ModelProto {
+    let (dm, hid) = (4usize, 6usize);
+    let b1: Vec<f32> = (0..hid)
+        .map(|j| if j % 3 == 0 { -0.5 } else { 0.25 })
+        .collect();
+    let mut m = model(GraphProto {
+        name: "ffn".into(),
+        doc_string: "the graph's doc".into(),
+        node: vec![
+            node("MatMul", "fc1/MatMul", &["x", "w1"], "m1", vec![]),
+            node("Add", "fc1/Add", &["m1", "b1"], "h1", vec![]),
+            node("Relu", "act", &["h1"], "a1", vec![]),
+            node("MatMul", "fc2/MatMul", &["a1", "w2"], "m2", vec![]),
+            node("Add", "fc2/Add", &["m2", "b2"], "y", vec![]),
+        ],
+        initializer: vec![
+            f32_init("w1", &[dm as i64, hid as i64], &matrix(dm, hid, 3)),
+            f32_init("b1", &[hid as i64], &b1),
+            f32_init("w2", &[hid as i64, dm as i64], &matrix(hid, dm, 5)),
+            f32_init("b2", &[dm as i64], &[0.5, -0.25, 0.125, 1.0]),
+        ],
+        input: vec![io("x", &[batch, Ok(3), Ok(dm as i64)])],
+        output: vec![io("y", &[batch, Ok(3), Ok(dm as i64)])],
+        ..Default::default()
+    });
+    m.doc_string = "the model's doc".into();
+    m.metadata_props = vec![StringStringEntryProto {
+        key: "author".into(),
+        value: "someone".into(),
+    }];
+    m
+}
+
+fn dim_params(vi: &ValueInfoProto) -> Vec<String> {
+    use tensor_shape_proto::dimension::Value;
+    let Some(type_proto::Value::TensorType(t)) = vi.r#type.as_ref().and_then(|t| t.value.clone())
+    else {
+        panic!("not a tensor")
+    };
+    t.shape
+        .unwrap()
+        .dim
+        .iter()
+        .map(|d| match &d.value {
+            Some(Value::DimParam(p)) => p.clone(),
+            Some(Value::DimValue(n)) => n.to_string(),
+            None => "?".into(),
+        })
+        .collect()
+}
+
+#[test]
+fn matmul_weights_dim_params_and_metadata_survive_a_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = ffn(Err("batch"));
+    let p = write(dir.path(), "ffn.onnx", &src);
+    let nnir = dir.path().join("ffn.nnir");
+    nnopt_ok(&["import", p.to_str().unwrap(), "-o", nnir.to_str().unwrap()]);
+    let q = dir.path().join("back.onnx");
+    nnopt_ok(&["export", nnir.to_str().unwrap(), "-o", q.to_str().unwrap()]);
+    let back = read(&q);
+    let g = back.graph.as_ref().unwrap();
+    let ops: Vec<&str> = g.node.iter().map(|n| n.op_type.as_str()).collect();
+    assert_eq!(
+        ops,
+        ["MatMul", "Add", "Relu", "MatMul", "Add"],
+        "no Transpose"
+    );
+    // The MatMul weights are the original initializers, [in, out], byte for byte.
+    let sg = src.graph.as_ref().unwrap();
+    for (k, w) in [(0, "w1"), (3, "w2")] {
+        assert_eq!(g.node[k].input[1], w);
+        let find = |g: &GraphProto| g.initializer.iter().find(|t| t.name == w).unwrap().clone();
+        let (a, b) = (find(g), find(sg));
+        assert_eq!((&a.dims, &a.raw_data), (&b.dims, &b.raw_data), "{w}");
+    }
+    assert_eq!(dim_params(&g.input[0]), ["batch", "3", "4"]);
+    assert_eq!(dim_params(&g.output[0]), ["batch", "3", "4"]);
+    assert_eq!(back.producer_name, "nnopt");
+    assert_eq!(back.doc_string, "the model's doc");
+    assert_eq!(g.doc_string, "the graph's doc");
+    assert_eq!(g.name, "ffn");
+    assert_eq!(back.metadata_props, src.metadata_props);
+}
+
+#[test]
+fn a_two_dimensional_gemm_stays_gemm() {
+    let dir = tempfile::tempdir().unwrap();
+    let transb = AttributeProto {
+        name: "transB".into(),
+        r#type: nnopt::onnx::proto::attr_type::INT,
+        i: 1,
+        ..Default::default()
+    };
+    let m = model(GraphProto {
+        name: "g".into(),
+        node: vec![node("Gemm", "fc", &["x", "w", "b"], "y", vec![transb])],
+        initializer: vec![
+            f32_init("w", &[3, 4], &matrix(3, 4, 7)),
+            f32_init("b", &[3], &[1.0, 2.0, 3.0]),
+        ],
+        input: vec![io("x", &[Err("n"), Ok(4)])],
+        output: vec![io("y", &[Err("n"), Ok(3)])],
+        ..Default::default()
+    });
+    let p = write(dir.path(), "gemm.onnx", &m);
+    let q = dir.path().join("out.onnx");
+    nnopt_ok(&[
+        "--prune-neurons",
+        p.to_str().unwrap(),
+        "-o",
+        q.to_str().unwrap(),
+    ]);
+    let g = read(&q).graph.unwrap();
+    let ops: Vec<&str> = g.node.iter().map(|n| n.op_type.as_str()).collect();
+    assert_eq!(ops, ["Gemm"]);
+    assert_eq!(dim_params(&g.input[0]), ["n", "4"]);
+}
