@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use nnopt::passes;
 use nnopt::tool::bench::{bench_command, BenchOptions};
 use nnopt::tool::convert::{convert, Direction};
+use nnopt::tool::format::Format;
 use nnopt::tool::list::{list_ops, list_passes};
 use nnopt::tool::mlir::EmitStage;
 use nnopt::tool::opt::{opt, EmitOptions, OptOptions, PassOptions};
@@ -48,6 +49,10 @@ struct OptArgs {
     /// `.safetensors`, beside it; on stdout, changed weights are printed inline.
     #[arg(short = 'o', long = "output", value_name = "FILE", default_value = "-")]
     output: PathBuf,
+    /// The format of -o regardless of its extension (by default .nnir is NNIR text, .onnx an
+    /// ONNX model, and any other extension is a usage error).
+    #[arg(long, value_name = "FORMAT", conflicts_with = "emit")]
+    emit_format: Option<EmitFormatArg>,
     /// Treat `// -----` lines as separators: each chunk is processed on its own, its
     /// diagnostics are reported, and the outputs are joined with the same separator.
     #[arg(long)]
@@ -146,6 +151,12 @@ enum EmitArg {
     Llvm,
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum EmitFormatArg {
+    Nnir,
+    Onnx,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Execute a function of an NNIR (or .onnx) file on .npy inputs and write its results as .npy.
@@ -230,6 +241,10 @@ impl From<&OptArgs> for OptOptions {
         OptOptions {
             input: a.input.clone(),
             output: a.output.clone(),
+            emit_format: a.emit_format.map(|f| match f {
+                EmitFormatArg::Nnir => Format::Nnir,
+                EmitFormatArg::Onnx => Format::Onnx,
+            }),
             split_input_file: a.split_input_file,
             verify_diagnostics: a.verify_diagnostics,
             passes: (&a.passes).into(),

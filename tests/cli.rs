@@ -37,6 +37,7 @@ fn help_documents_every_flag() {
         "--check-equivalence",
         "--print-ir-after-change",
         "--timing",
+        "--emit-format",
     ] {
         assert!(
             text.contains(flag),
@@ -265,5 +266,52 @@ fn writing_to_a_device_keeps_the_device() {
     assert!(
         meta.file_type().is_char_device(),
         "/dev/null was replaced by a file"
+    );
+}
+
+/// Input formats go by content as well as by name: a renamed ONNX model is imported with a
+/// warning that says so, NNIR text named `.onnx` is read as text, and a binary file that is
+/// neither gets a hint about what nnopt reads.
+#[test]
+fn input_format_is_sniffed_with_a_warning_on_mismatch() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    nnopt_ok(&["export", "tests/corpus/mlp.nnir", "-o", &p("m.onnx")]);
+    std::fs::copy(p("m.onnx"), p("renamed.nnir")).unwrap();
+    let out = nnopt_ok(&["import", &p("renamed.nnir"), "-o", &p("back.nnir")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("renamed.nnir holds an ONNX model, although its name says NNIR text"),
+        "{err}"
+    );
+    std::fs::copy("tests/corpus/mlp.nnir", p("text.onnx")).unwrap();
+    let out = nnopt_ok(&[&p("text.onnx")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("text.onnx holds NNIR text"), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("func @"));
+    std::fs::write(p("bin.nnir"), [0xffu8, 0xfe, 0x00, 0x01]).unwrap();
+    let out = nnopt(&[&p("bin.nnir")]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nnopt reads NNIR text, and ONNX models"),
+        "{err}"
+    );
+}
+
+/// `nnopt run` checks its output paths before it reads or compiles the model: a wrong
+/// extension is a usage error and a missing directory an error, whatever the model.
+#[test]
+fn run_checks_outputs_before_loading() {
+    let out = nnopt(&["run", "no-such-model.nnir", "--output", "y.txt"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`nnopt run` writes .npy files"), "{err}");
+    let out = nnopt(&["run", "no-such-model.nnir", "--output", "no-dir/y.npy"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot write no-dir/y.npy: no directory no-dir"),
+        "{err}"
     );
 }

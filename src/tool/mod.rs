@@ -9,6 +9,7 @@ pub mod bench;
 pub mod convert;
 pub mod equivalence;
 pub mod expect;
+pub mod format;
 pub mod list;
 pub mod load;
 pub mod mlir;
@@ -25,4 +26,9 @@ pub struct Exit(pub u8);
 pub fn fail(message: &str) -> Exit {
     eprintln!("error: {message}");
     Exit(1)
+}
+
+/// Reports `message` as a warning on stderr: nnopt goes on, but the user should know.
+pub fn warn(message: &str) {
+    eprintln!("warning: {message}");
 }

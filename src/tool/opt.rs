@@ -8,6 +8,7 @@
 
 use super::equivalence::check_equivalence;
 use super::expect::verify_expectations;
+use super::format::{input_format, output_format, usage, Format};
 use super::load::{base_dir, chunks, load, read_input, SPLIT_MARKER};
 use super::mlir::{emit_mlir, EmitStage};
 use super::output::{
@@ -29,6 +30,8 @@ pub struct OptOptions {
     pub input: Option<PathBuf>,
     /// Where the result goes, `-` for stdout; `.onnx` exports.
     pub output: PathBuf,
+    /// `--emit-format`: the output format regardless of the extension.
+    pub emit_format: Option<Format>,
     /// Process the chunks between `// -----` lines on their own.
     pub split_input_file: bool,
     /// Check the diagnostics against the input's `// expected-...` annotations.
@@ -45,6 +48,7 @@ impl Default for OptOptions {
         OptOptions {
             input: None,
             output: PathBuf::from("-"),
+            emit_format: None,
             split_input_file: false,
             verify_diagnostics: false,
             passes: PassOptions::default(),
@@ -97,11 +101,14 @@ pub fn opt(o: &OptOptions) -> Result<(), Exit> {
         return Err(Exit(2));
     };
     let mut sources = SourceMap::new();
-    // Formats go by extension: an .onnx input is imported, an .onnx output exported.
-    let (onnx_in, onnx_out) = (onnx::is_onnx_path(input), onnx::is_onnx_path(&o.output));
+    // Formats are settled before any work: an ONNX input is imported, an ONNX output exported.
+    let out_format = output_format(&o.output, o.emit_format, o.emit.is_some())?;
+    let onnx_in = input_format(input) == Format::Onnx;
+    let onnx_out = out_format == Format::Onnx;
     if onnx_in && (o.split_input_file || o.verify_diagnostics) {
-        eprintln!("nnopt: --split-input-file and --verify-diagnostics apply to NNIR text, not to .onnx input");
-        return Err(Exit(2));
+        return Err(usage(
+            "--split-input-file and --verify-diagnostics apply to NNIR text, not to ONNX input",
+        ));
     }
     let file = if onnx_in {
         sources.add(input.display().to_string(), String::new())

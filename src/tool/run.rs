@@ -1,6 +1,7 @@
 //! `nnopt run`: executes one function of a model on `.npy` inputs, compiled through MLIR or in
 //! the reference interpreter, and writes its results as `.npy` files.
 
+use super::format::check_npy_output;
 use super::load::{load_model, pick_func};
 use super::mlir::run_compiled;
 use super::{fail, Exit};
@@ -29,6 +30,10 @@ pub struct RunOptions {
 
 /// Runs `nnopt run` with `o`; diagnostics and errors go to stderr.
 pub fn run(o: &RunOptions) -> Result<(), Exit> {
+    // Checked before loading and compiling, which can take seconds on a large model.
+    for p in &o.outputs {
+        check_npy_output(p)?;
+    }
     let mut sources = SourceMap::new();
     let module = load_model(&o.input, &mut sources)?;
     let func = pick_func(&module, o.func.as_deref(), &o.input)?;
