@@ -5,7 +5,7 @@
 // Diagnostics travel by value on the (cold) error path; see lib.rs.
 #![allow(clippy::result_large_err)]
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use nnopt::passes;
 use nnopt::tool::bench::{bench_command, BenchOptions};
 use nnopt::tool::convert::{convert, Direction};
@@ -14,7 +14,7 @@ use nnopt::tool::list::{list_ops, list_passes};
 use nnopt::tool::mlir::EmitStage;
 use nnopt::tool::opt::{opt, EmitOptions, OptOptions, PassOptions};
 use nnopt::tool::run::RunOptions;
-use nnopt::tool::{self, Exit};
+use nnopt::tool::{self, args, Exit};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -200,11 +200,13 @@ struct RunArgs {
     #[arg(long, default_value_t = 1, conflicts_with = "interp",
           value_parser = clap::value_parser!(u64).range(1..=256))]
     threads: u64,
-    /// One .npy file per function argument, in order (f32, or f64 rounded to f32).
-    #[arg(long = "input", value_name = "NPY")]
-    inputs: Vec<PathBuf>,
-    /// One .npy file per function result, in order (written atomically).
-    #[arg(long = "output", value_name = "NPY")]
+    /// One .npy file per function argument (f32, or f64 rounded to f32): in order, or as
+    /// NAME=FILE for the argument %NAME.
+    #[arg(long = "input", value_name = "[NAME=]NPY")]
+    inputs: Vec<String>,
+    /// One .npy file per function result, in order (written atomically); `-` prints the result
+    /// to stdout as text, laid out as numpy prints arrays.
+    #[arg(short = 'o', long = "output", value_name = "NPY")]
     outputs: Vec<PathBuf>,
 }
 
@@ -317,7 +319,8 @@ impl From<&BenchArgs> for BenchOptions {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let longs = args::long_flags(&Cli::command());
+    let cli = Cli::parse_from(args::single_dash_long_flags(std::env::args_os(), &longs));
     nnopt::rewrite::trace::init(&cli.opt.passes.debug_only);
     let result = match &cli.command {
         Some(Command::Run(args)) => tool::run::run(&args.into()),

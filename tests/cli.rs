@@ -315,3 +315,80 @@ fn run_checks_outputs_before_loading() {
         "{err}"
     );
 }
+
+/// LLVM tools take long flags with one dash; nnopt does too, with the same result as two.
+#[test]
+fn single_dash_long_flags_work_as_in_llvm_tools() {
+    let one = nnopt_ok(&["-prune-neurons", "tests/corpus/mlp.nnir"]);
+    let two = nnopt_ok(&["--prune-neurons", "tests/corpus/mlp.nnir"]);
+    assert_eq!(one.stdout, two.stdout);
+    let one = nnopt_ok(&["-pass-pipeline=dce", "tests/corpus/mlp.nnir", "-o", "-"]);
+    assert!(String::from_utf8_lossy(&one.stdout).contains("func @main"));
+}
+
+/// `nnopt run -o -` prints the result as numpy does; `--input NAME=FILE` binds by name; a
+/// wrong count or shape lists the arguments with their types.
+#[test]
+fn run_prints_to_stdout_and_takes_named_inputs() {
+    use ndarray::ArrayD;
+    let dir = tempfile::tempdir().unwrap();
+    let x = dir.path().join("x.npy");
+    let input = ArrayD::from_shape_vec(vec![1, 4], vec![1.0f32, 2.0, 3.0, 4.0]).unwrap();
+    nnopt::interp::write_npy(&x, &input).unwrap();
+    let named = format!("x={}", x.display());
+    let m = "tests/corpus/mlp.nnir";
+    let by_name = nnopt_ok(&["run", "--interp", m, "--input", &named, "-o", "-"]);
+    let by_order = nnopt_ok(&[
+        "run",
+        "--interp",
+        m,
+        "--input",
+        x.to_str().unwrap(),
+        "--output",
+        "-",
+    ]);
+    assert_eq!(by_name.stdout, by_order.stdout);
+    let text = String::from_utf8_lossy(&by_name.stdout);
+    assert!(
+        text.starts_with("[[") && text.trim_end().ends_with("]]"),
+        "{text}"
+    );
+    let out = nnopt(&["run", "--interp", m, "-o", "-"]);
+    assert_eq!(out.status.code(), Some(1));
+    insta::assert_snapshot!(String::from_utf8_lossy(&out.stderr), @r"
+    error: @main takes 1 arguments but 0 --input files are given
+    the arguments of @main, in order (--input FILE, or --input NAME=FILE):
+      %x: tensor<?x4xf32> (.npy of float32 or float64)
+    ");
+    let bad = dir.path().join("bad.npy");
+    nnopt::interp::write_npy(&bad, &ArrayD::zeros(vec![1, 3])).unwrap();
+    let out = nnopt(&[
+        "run",
+        "--interp",
+        m,
+        "--input",
+        bad.to_str().unwrap(),
+        "-o",
+        "-",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the input for %x has shape [1, 3]") && err.contains("  %x: tensor<?x4xf32>"),
+        "{err}"
+    );
+}
+
+/// Flags that change nothing in the command they were given to get a warning, not silence.
+#[test]
+fn flags_without_effect_are_warned_about() {
+    let out = nnopt_ok(&["--timing", "--pass-statistics", "tests/corpus/mlp.nnir"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: --timing has no effect without passes to run")
+            && err.contains("warning: --pass-statistics has no effect"),
+        "{err}"
+    );
+    let out = nnopt_ok(&["--prune-neurons", "--timing", "tests/corpus/mlp.nnir"]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
+}

@@ -70,10 +70,12 @@ pub fn output_format(path: &Path, requested: Option<Format>, emit: bool) -> Resu
         (Some(f), _) => f,
         (None, Some(f)) if f == default || (!emit && f == Format::Onnx) => f,
         (None, _) if special => default,
-        (None, _) if emit => return Err(usage(&format!(
+        (None, _) if emit => {
+            return Err(usage(&format!(
             "--emit writes MLIR text, so the output {} should end in .mlir (or be '-' for stdout)",
             path.display()
-        ))),
+        )))
+        }
         (None, _) => {
             return Err(usage(&format!(
                 "cannot tell which format to write {} in: known extensions are .nnir (NNIR text, \

@@ -5,6 +5,7 @@
 //! returns either success or an [`Exit`] carrying the exit code of a failure the user has
 //! already seen: 1 for input errors, 2 for usage errors.
 
+pub mod args;
 pub mod bench;
 pub mod convert;
 pub mod equivalence;

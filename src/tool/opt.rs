@@ -6,6 +6,7 @@
 //! All diagnostics are rendered once, after every chunk has been processed; nothing is written
 //! when any chunk has an error.
 
+use super::args::warn_ineffective;
 use super::equivalence::check_equivalence;
 use super::expect::verify_expectations;
 use super::format::{input_format, output_format, usage, Format};
@@ -100,6 +101,7 @@ pub fn opt(o: &OptOptions) -> Result<(), Exit> {
         eprintln!("nnopt: no input file (try --help)");
         return Err(Exit(2));
     };
+    warn_ineffective(o);
     let mut sources = SourceMap::new();
     // Formats are settled before any work: an ONNX input is imported, an ONNX output exported.
     let out_format = output_format(&o.output, o.emit_format, o.emit.is_some())?;
