@@ -3,6 +3,7 @@
 //! and `bench`.
 
 use super::format::{input_format, Format};
+use super::progress::Progress;
 use super::{fail, Exit};
 use crate::diag::{Diagnostic, FileId, SourceMap};
 use crate::ir::{Function, Module};
@@ -103,7 +104,11 @@ pub fn base_dir(input: &Path) -> PathBuf {
 /// stderr.
 pub fn load_model(input: &Path, sources: &mut SourceMap) -> Result<Module, Exit> {
     if input_format(input) == Format::Onnx {
-        return onnx::import_file(input).map_err(|d| {
+        let imported = {
+            let _progress = Progress::start(format!("importing {}", input.display()));
+            onnx::import_file(input)
+        };
+        return imported.map_err(|d| {
             sources.emit_to_stderr(&[d]);
             Exit(1)
         });

@@ -16,6 +16,7 @@ pub mod load;
 pub mod mlir;
 pub mod opt;
 pub mod output;
+pub mod progress;
 pub mod report;
 pub mod run;
 

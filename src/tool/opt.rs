@@ -15,6 +15,7 @@ use super::mlir::{emit_mlir, EmitStage};
 use super::output::{
     persist_weights, stage_weights, write_onnx, write_output, writes_regular_file,
 };
+use super::progress::Progress;
 use super::report::{statistics_table, timing_report};
 use super::{fail, Exit};
 use crate::diag::{has_errors, Diagnostic, SourceMap};
@@ -136,6 +137,7 @@ pub fn opt(o: &OptOptions) -> Result<(), Exit> {
         let chunk = &src[range.clone()];
         let mut diags = Vec::new();
         let mut module = if onnx_in {
+            let _progress = Progress::start(format!("importing {}", input.display()));
             onnx::import_file(input).map_err(|d| diags.push(d)).ok()
         } else {
             load(chunk, file, range.start, &base_dir, &mut diags)
@@ -167,6 +169,7 @@ pub fn opt(o: &OptOptions) -> Result<(), Exit> {
         if let (Some(before), Some(after), Some(tolerance)) =
             (&original, &module, o.check_equivalence)
         {
+            let _progress = Progress::start("checking equivalence in the interpreter");
             diags.extend(check_equivalence(before, after, tolerance));
         }
         if let Some(mut m) = module.filter(|_| !has_errors(&diags)) {

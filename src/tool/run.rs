@@ -7,6 +7,7 @@
 use super::format::check_npy_output;
 use super::load::{load_model, pick_func};
 use super::mlir::run_compiled;
+use super::progress::Progress;
 use super::{fail, Exit};
 use crate::diag::{Diagnostic, SourceMap};
 use crate::interp;
@@ -66,14 +67,16 @@ pub fn run(o: &RunOptions) -> Result<(), Exit> {
             Exit(1)
         })?
     } else {
-        run_compiled(
+        let progress = Progress::start(format!("compiling and running @{}", func.name));
+        let results = run_compiled(
             &module,
             &func.name,
             &inputs,
             o.mlir_pipeline.as_deref(),
             o.threads,
-        )
-        .map_err(|d| {
+        );
+        drop(progress);
+        results.map_err(|d| {
             sources.emit_to_stderr(&d);
             Exit(1)
         })?
