@@ -392,3 +392,68 @@ fn flags_without_effect_are_warned_about() {
     let out = nnopt_ok(&["--prune-neurons", "--timing", "tests/corpus/mlp.nnir"]);
     assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
 }
+
+/// Every command line of README.md's "Using it" block runs and succeeds, in order, so the
+/// examples cannot go stale. Lines that compile through MLIR need the `mlir` feature.
+#[test]
+fn readme_examples_run() {
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let block = readme
+        .split("## Using it\n")
+        .nth(1)
+        .expect("README.md has a \"Using it\" section");
+    let lines: Vec<&str> = block
+        .lines()
+        .skip_while(|l| !l.starts_with("    nnopt "))
+        .take_while(|l| l.starts_with("    nnopt "))
+        .collect();
+    assert!(lines.len() > 10, "{lines:?}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy("examples/resnet.nnir", dir.path().join("in.nnir")).unwrap();
+    std::fs::copy("lit/verify/conv2d.nnir", dir.path().join("tests.nnir")).unwrap();
+    let x = ndarray::ArrayD::from_elem(vec![1, 3, 8, 8], 0.5f32);
+    nnopt::interp::write_npy(dir.path().join("x.npy"), &x).unwrap();
+    for line in lines {
+        let args = shell_words(line.trim_start().strip_prefix("nnopt ").unwrap());
+        let compiles = args[0] == "bench"
+            || (args[0] == "run" && !args.iter().any(|a| a == "--interp"))
+            || args.iter().any(|a| a.starts_with("--emit="));
+        if compiles && !cfg!(feature = "mlir") {
+            continue;
+        }
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_nnopt"))
+            .args(&args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "README line `{line}` failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The words of a README command line as a POSIX shell splits them (double quotes group; an
+/// unquoted `#` after a space starts a comment).
+fn shell_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let (mut word, mut quoted, mut in_word) = (String::new(), false, false);
+    for c in line.chars() {
+        match c {
+            '"' => (quoted, in_word) = (!quoted, true),
+            '#' if !quoted && !in_word => break,
+            c if c.is_whitespace() && !quoted => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                }
+                in_word = false;
+            }
+            c => (word, in_word) = (word + &c.to_string(), true),
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    words
+}
