@@ -1,8 +1,6 @@
-//! Command-line habits from other tools: LLVM's single-dash long flags, and warnings for flags
-//! that have no effect in the command they were given to.
+//! Command-line habits from other tools: LLVM's single-dash long flags, rewritten to clap's
+//! double-dash form before parsing.
 
-use super::opt::OptOptions;
-use super::warn;
 use std::collections::HashSet;
 use std::ffi::OsString;
 
@@ -46,32 +44,6 @@ pub fn single_dash_long_flags(
             }
         })
         .collect()
-}
-
-/// Warns about the flags of `o` that change nothing: pass reports and checks without a pass
-/// pipeline to report on, and `--threads` with an `--emit` stage that has no threads.
-pub fn warn_ineffective(o: &OptOptions) {
-    let p = &o.passes;
-    if p.pipeline.is_none() {
-        for (given, flag) in [
-            (p.timing, "--timing"),
-            (p.statistics, "--pass-statistics"),
-            (p.print_ir_after_all, "--print-ir-after-all"),
-            (p.print_ir_after_change, "--print-ir-after-change"),
-            (!p.verify_each, "--no-verify-each"),
-        ] {
-            if given {
-                warn(&format!(
-                    "{flag} has no effect without passes to run (--prune-neurons or --pass-pipeline)"
-                ));
-            }
-        }
-    }
-    if let Some(e) = o.emit.as_ref().filter(|e| e.threads > 1) {
-        if e.stage == super::mlir::EmitStage::Mlir {
-            warn("--threads has no effect with --emit=mlir (it shapes --emit=transform and --emit=llvm)");
-        }
-    }
 }
 
 #[cfg(test)]

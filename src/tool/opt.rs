@@ -6,7 +6,6 @@
 //! All diagnostics are rendered once, after every chunk has been processed; nothing is written
 //! when any chunk has an error.
 
-use super::args::warn_ineffective;
 use super::equivalence::check_equivalence;
 use super::expect::verify_expectations;
 use super::format::{input_format, output_format, usage, Format};
@@ -17,7 +16,7 @@ use super::output::{
 };
 use super::progress::Progress;
 use super::report::{statistics_table, timing_report};
-use super::{fail, Exit};
+use super::{fail, warn, Exit};
 use crate::diag::{has_errors, Diagnostic, SourceMap};
 use crate::ir::Module;
 use crate::onnx;
@@ -235,5 +234,31 @@ fn run_passes(
     }
     if p.statistics {
         eprint!("{}", statistics_table(&cx, original.zip(module.as_ref())));
+    }
+}
+
+/// Warns about the flags of `o` that change nothing: pass reports and checks without a pass
+/// pipeline to report on, and `--threads` with an `--emit` stage that has no threads.
+fn warn_ineffective(o: &OptOptions) {
+    let p = &o.passes;
+    if p.pipeline.is_none() {
+        for (given, flag) in [
+            (p.timing, "--timing"),
+            (p.statistics, "--pass-statistics"),
+            (p.print_ir_after_all, "--print-ir-after-all"),
+            (p.print_ir_after_change, "--print-ir-after-change"),
+            (!p.verify_each, "--no-verify-each"),
+        ] {
+            if given {
+                warn(&format!(
+                    "{flag} has no effect without passes to run (--prune-neurons or --pass-pipeline)"
+                ));
+            }
+        }
+    }
+    if let Some(e) = o.emit.as_ref().filter(|e| e.threads > 1) {
+        if e.stage == EmitStage::Mlir {
+            warn("--threads has no effect with --emit=mlir (it shapes --emit=transform and --emit=llvm)");
+        }
     }
 }
