@@ -5,15 +5,16 @@
 // Diagnostics travel by value on the (cold) error path; see lib.rs.
 #![allow(clippy::result_large_err)]
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use nnopt::passes;
 use nnopt::tool::bench::{bench_command, BenchOptions};
 use nnopt::tool::convert::{convert, Direction};
+use nnopt::tool::format::Format;
 use nnopt::tool::list::{list_ops, list_passes};
 use nnopt::tool::mlir::EmitStage;
 use nnopt::tool::opt::{opt, EmitOptions, OptOptions, PassOptions};
 use nnopt::tool::run::RunOptions;
-use nnopt::tool::{self, Exit};
+use nnopt::tool::{self, args, Exit};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -51,6 +52,10 @@ struct OptArgs {
     /// `-o` is a usage error).
     #[arg(short = 'o', long = "output", value_name = "FILE", default_value = "-")]
     output: PathBuf,
+    /// The format of -o regardless of its extension (by default .nnir is NNIR text, .onnx an
+    /// ONNX model, and any other extension is a usage error).
+    #[arg(long, value_name = "FORMAT", conflicts_with = "emit")]
+    emit_format: Option<EmitFormatArg>,
     /// Treat `// -----` lines as separators: each chunk is processed on its own, its
     /// diagnostics are reported, and the outputs are joined with the same separator.
     #[arg(long)]
@@ -151,6 +156,12 @@ enum EmitArg {
     Llvm,
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum EmitFormatArg {
+    Nnir,
+    Onnx,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Execute a function of an NNIR (or .onnx) file on .npy inputs and write its results as .npy.
@@ -194,11 +205,13 @@ struct RunArgs {
     #[arg(long, default_value_t = 1, conflicts_with = "interp",
           value_parser = clap::value_parser!(u64).range(1..=256))]
     threads: u64,
-    /// One .npy file per function argument, in order (f32, or f64 rounded to f32).
-    #[arg(long = "input", value_name = "NPY")]
-    inputs: Vec<PathBuf>,
-    /// One .npy file per function result, in order (written atomically).
-    #[arg(long = "output", value_name = "NPY")]
+    /// One .npy file per function argument (f32, or f64 rounded to f32): in order, or as
+    /// NAME=FILE for the argument %NAME.
+    #[arg(long = "input", value_name = "[NAME=]NPY")]
+    inputs: Vec<String>,
+    /// One .npy file per function result, in order (written atomically); `-` prints the result
+    /// to stdout as text, laid out as numpy prints arrays.
+    #[arg(short = 'o', long = "output", value_name = "NPY")]
     outputs: Vec<PathBuf>,
 }
 
@@ -235,6 +248,10 @@ impl From<&OptArgs> for OptOptions {
         OptOptions {
             input: a.input.clone(),
             output: a.output.clone(),
+            emit_format: a.emit_format.map(|f| match f {
+                EmitFormatArg::Nnir => Format::Nnir,
+                EmitFormatArg::Onnx => Format::Onnx,
+            }),
             split_input_file: a.split_input_file,
             verify_diagnostics: a.verify_diagnostics,
             passes: (&a.passes).into(),
@@ -307,7 +324,8 @@ impl From<&BenchArgs> for BenchOptions {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let longs = args::long_flags(&Cli::command());
+    let cli = Cli::parse_from(args::single_dash_long_flags(std::env::args_os(), &longs));
     nnopt::rewrite::trace::init(&cli.opt.passes.debug_only);
     let result = match &cli.command {
         Some(Command::Run(args)) => tool::run::run(&args.into()),

@@ -37,6 +37,7 @@ fn help_documents_every_flag() {
         "--check-equivalence",
         "--print-ir-after-change",
         "--timing",
+        "--emit-format",
     ] {
         assert!(
             text.contains(flag),
@@ -266,4 +267,193 @@ fn writing_to_a_device_keeps_the_device() {
         meta.file_type().is_char_device(),
         "/dev/null was replaced by a file"
     );
+}
+
+/// Input formats go by content as well as by name: a renamed ONNX model is imported with a
+/// warning that says so, NNIR text named `.onnx` is read as text, and a binary file that is
+/// neither gets a hint about what nnopt reads.
+#[test]
+fn input_format_is_sniffed_with_a_warning_on_mismatch() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    nnopt_ok(&["export", "tests/corpus/mlp.nnir", "-o", &p("m.onnx")]);
+    std::fs::copy(p("m.onnx"), p("renamed.nnir")).unwrap();
+    let out = nnopt_ok(&["import", &p("renamed.nnir"), "-o", &p("back.nnir")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("renamed.nnir holds an ONNX model, although its name says NNIR text"),
+        "{err}"
+    );
+    std::fs::copy("tests/corpus/mlp.nnir", p("text.onnx")).unwrap();
+    let out = nnopt_ok(&[&p("text.onnx")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("text.onnx holds NNIR text"), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("func @"));
+    std::fs::write(p("bin.nnir"), [0xffu8, 0xfe, 0x00, 0x01]).unwrap();
+    let out = nnopt(&[&p("bin.nnir")]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nnopt reads NNIR text, and ONNX models"),
+        "{err}"
+    );
+}
+
+/// `nnopt run` checks its output paths before it reads or compiles the model: a wrong
+/// extension is a usage error and a missing directory an error, whatever the model.
+#[test]
+fn run_checks_outputs_before_loading() {
+    let out = nnopt(&["run", "no-such-model.nnir", "--output", "y.txt"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`nnopt run` writes .npy files"), "{err}");
+    let out = nnopt(&["run", "no-such-model.nnir", "--output", "no-dir/y.npy"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot write no-dir/y.npy: no directory no-dir"),
+        "{err}"
+    );
+}
+
+/// LLVM tools take long flags with one dash; nnopt does too, with the same result as two.
+#[test]
+fn single_dash_long_flags_work_as_in_llvm_tools() {
+    let one = nnopt_ok(&["-prune-neurons", "tests/corpus/mlp.nnir"]);
+    let two = nnopt_ok(&["--prune-neurons", "tests/corpus/mlp.nnir"]);
+    assert_eq!(one.stdout, two.stdout);
+    let one = nnopt_ok(&["-pass-pipeline=dce", "tests/corpus/mlp.nnir", "-o", "-"]);
+    assert!(String::from_utf8_lossy(&one.stdout).contains("func @main"));
+}
+
+/// `nnopt run -o -` prints the result as numpy does; `--input NAME=FILE` binds by name; a
+/// wrong count or shape lists the arguments with their types.
+#[test]
+fn run_prints_to_stdout_and_takes_named_inputs() {
+    use ndarray::ArrayD;
+    let dir = tempfile::tempdir().unwrap();
+    let x = dir.path().join("x.npy");
+    let input = ArrayD::from_shape_vec(vec![1, 4], vec![1.0f32, 2.0, 3.0, 4.0]).unwrap();
+    nnopt::interp::write_npy(&x, &input).unwrap();
+    let named = format!("x={}", x.display());
+    let m = "tests/corpus/mlp.nnir";
+    let by_name = nnopt_ok(&["run", "--interp", m, "--input", &named, "-o", "-"]);
+    let by_order = nnopt_ok(&[
+        "run",
+        "--interp",
+        m,
+        "--input",
+        x.to_str().unwrap(),
+        "--output",
+        "-",
+    ]);
+    assert_eq!(by_name.stdout, by_order.stdout);
+    let text = String::from_utf8_lossy(&by_name.stdout);
+    assert!(
+        text.starts_with("[[") && text.trim_end().ends_with("]]"),
+        "{text}"
+    );
+    let out = nnopt(&["run", "--interp", m, "-o", "-"]);
+    assert_eq!(out.status.code(), Some(1));
+    insta::assert_snapshot!(String::from_utf8_lossy(&out.stderr), @r"
+    error: @main takes 1 arguments but 0 --input files are given
+    the arguments of @main, in order (--input FILE, or --input NAME=FILE):
+      %x: tensor<?x4xf32> (.npy of float32 or float64)
+    ");
+    let bad = dir.path().join("bad.npy");
+    nnopt::interp::write_npy(&bad, &ArrayD::zeros(vec![1, 3])).unwrap();
+    let out = nnopt(&[
+        "run",
+        "--interp",
+        m,
+        "--input",
+        bad.to_str().unwrap(),
+        "-o",
+        "-",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the input for %x has shape [1, 3]") && err.contains("  %x: tensor<?x4xf32>"),
+        "{err}"
+    );
+}
+
+/// Flags that change nothing in the command they were given to get a warning, not silence.
+#[test]
+fn flags_without_effect_are_warned_about() {
+    let out = nnopt_ok(&["--timing", "--pass-statistics", "tests/corpus/mlp.nnir"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: --timing has no effect without passes to run")
+            && err.contains("warning: --pass-statistics has no effect"),
+        "{err}"
+    );
+    let out = nnopt_ok(&["--prune-neurons", "--timing", "tests/corpus/mlp.nnir"]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
+}
+
+/// Every command line of README.md's "Using it" block runs and succeeds, in order, so the
+/// examples cannot go stale. Lines that compile through MLIR need the `mlir` feature.
+#[test]
+fn readme_examples_run() {
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let block = readme
+        .split("## Using it\n")
+        .nth(1)
+        .expect("README.md has a \"Using it\" section");
+    let lines: Vec<&str> = block
+        .lines()
+        .skip_while(|l| !l.starts_with("    nnopt "))
+        .take_while(|l| l.starts_with("    nnopt "))
+        .collect();
+    assert!(lines.len() > 10, "{lines:?}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy("examples/resnet.nnir", dir.path().join("in.nnir")).unwrap();
+    std::fs::copy("lit/verify/conv2d.nnir", dir.path().join("tests.nnir")).unwrap();
+    let x = ndarray::ArrayD::from_elem(vec![1, 3, 8, 8], 0.5f32);
+    nnopt::interp::write_npy(dir.path().join("x.npy"), &x).unwrap();
+    for line in lines {
+        let args = shell_words(line.trim_start().strip_prefix("nnopt ").unwrap());
+        let compiles = args[0] == "bench"
+            || (args[0] == "run" && !args.iter().any(|a| a == "--interp"))
+            || args.iter().any(|a| a.starts_with("--emit="));
+        if compiles && !cfg!(feature = "mlir") {
+            continue;
+        }
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_nnopt"))
+            .args(&args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "README line `{line}` failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The words of a README command line as a POSIX shell splits them (double quotes group; an
+/// unquoted `#` after a space starts a comment).
+fn shell_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let (mut word, mut quoted, mut in_word) = (String::new(), false, false);
+    for c in line.chars() {
+        match c {
+            '"' => (quoted, in_word) = (!quoted, true),
+            '#' if !quoted && !in_word => break,
+            c if c.is_whitespace() && !quoted => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                }
+                in_word = false;
+            }
+            c => (word, in_word) = (word + &c.to_string(), true),
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    words
 }

@@ -7,6 +7,7 @@
 
 use super::equivalence::{arg_shapes, SeededInputs};
 use super::load::{load_model, pick_func};
+use super::progress::Progress;
 use super::{fail, Exit};
 use crate::diag::{Diagnostic, SourceMap};
 use crate::ir::Module;
@@ -175,12 +176,15 @@ pub fn bench_command(args: &BenchOptions) -> Result<(), Exit> {
             inputs: bench_inputs(func, args.batch as usize)?,
         });
     }
-    let times = bench(
-        &timed,
-        args.runs as usize,
-        args.mlir_pipeline.as_deref(),
-        args.threads,
-    )
+    let times = {
+        let _progress = Progress::start("compiling and timing");
+        bench(
+            &timed,
+            args.runs as usize,
+            args.mlir_pipeline.as_deref(),
+            args.threads,
+        )
+    }
     .map_err(|d| {
         sources.emit_to_stderr(&d);
         Exit(1)

@@ -1,6 +1,7 @@
 //! `nnopt import` and `nnopt export`: the default command without passes, with the formats
 //! checked against the subcommand (the ONNX side must be the `.onnx` file).
 
+use super::format::{input_format, usage, Format};
 use super::opt::{opt, OptOptions};
 use super::Exit;
 use crate::onnx;
@@ -17,16 +18,17 @@ pub enum Direction {
 
 /// Converts `input` to `output`; a usage error when the ONNX side is not an `.onnx` file.
 pub fn convert(input: &Path, output: &Path, direction: Direction) -> Result<(), Exit> {
-    let (onnx_side, command) = match direction {
-        Direction::Import => (input, "import"),
-        Direction::Export => (output, "export"),
+    // An import reads an ONNX model whatever its name (the content decides, as everywhere);
+    // an export writes one, so its output must be named .onnx.
+    let (onnx_side, is_onnx, command) = match direction {
+        Direction::Import => (input, input_format(input) == Format::Onnx, "import"),
+        Direction::Export => (output, onnx::is_onnx_path(output), "export"),
     };
-    if !onnx::is_onnx_path(onnx_side) {
-        eprintln!(
-            "nnopt {command}: {} must be an .onnx file",
+    if !is_onnx {
+        return Err(usage(&format!(
+            "{command}: {} must be an .onnx file",
             onnx_side.display()
-        );
-        return Err(Exit(2));
+        )));
     }
     opt(&OptOptions {
         input: Some(input.to_path_buf()),

@@ -1,6 +1,9 @@
 //! Reading models: the input text (a file or stdin), its `--split-input-file` chunks, and each
-//! chunk parsed, read into IR and verified; NNIR or ONNX by extension for `run` and `bench`.
+//! chunk parsed, read into IR and verified; NNIR or ONNX (by content and extension) for `run`
+//! and `bench`.
 
+use super::format::{input_format, Format};
+use super::progress::Progress;
 use super::{fail, Exit};
 use crate::diag::{Diagnostic, FileId, SourceMap};
 use crate::ir::{Function, Module};
@@ -77,8 +80,12 @@ pub fn read_input(path: &Path, sources: &mut SourceMap) -> Result<FileId, Exit> 
     } else {
         let bytes = std::fs::read(path)
             .map_err(|e| fail(&format!("cannot read {}: {e}", path.display())))?;
-        let text = String::from_utf8(bytes)
-            .map_err(|e| fail(&format!("{} is not UTF-8 text: {e}", path.display())))?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            fail(&format!(
+                "{} is not UTF-8 text: {e} (nnopt reads NNIR text, and ONNX models)",
+                path.display()
+            ))
+        })?;
         (path.display().to_string(), text)
     };
     Ok(sources.add(name, text))
@@ -93,13 +100,17 @@ pub fn base_dir(input: &Path) -> PathBuf {
     }
 }
 
-/// Reads an NNIR or ONNX model (by extension) for `run` and `bench`; diagnostics go to stderr.
+/// Reads an NNIR or ONNX model ([`input_format`]) for `run` and `bench`; diagnostics go to
+/// stderr.
 pub fn load_model(input: &Path, sources: &mut SourceMap) -> Result<Module, Exit> {
-    if onnx::is_onnx_path(input) {
+    if input_format(input) == Format::Onnx {
         let mut warnings = Vec::new();
-        let module = onnx::import_file(input, &mut warnings);
+        let imported = {
+            let _progress = Progress::start(format!("importing {}", input.display()));
+            onnx::import_file(input, &mut warnings)
+        };
         sources.emit_to_stderr(&warnings);
-        return module.map_err(|d| {
+        return imported.map_err(|d| {
             sources.emit_to_stderr(&[d]);
             Exit(1)
         });

@@ -5,15 +5,18 @@
 //! returns either success or an [`Exit`] carrying the exit code of a failure the user has
 //! already seen: 1 for input errors, 2 for usage errors.
 
+pub mod args;
 pub mod bench;
 pub mod convert;
 pub mod equivalence;
 pub mod expect;
+pub mod format;
 pub mod list;
 pub mod load;
 pub mod mlir;
 pub mod opt;
 pub mod output;
+pub mod progress;
 pub mod report;
 pub mod run;
 
@@ -25,4 +28,9 @@ pub struct Exit(pub u8);
 pub fn fail(message: &str) -> Exit {
     eprintln!("error: {message}");
     Exit(1)
+}
+
+/// Reports `message` as a warning on stderr: nnopt goes on, but the user should know.
+pub fn warn(message: &str) {
+    eprintln!("warning: {message}");
 }

@@ -8,13 +8,15 @@
 
 use super::equivalence::check_equivalence;
 use super::expect::verify_expectations;
+use super::format::{input_format, output_format, usage, Format};
 use super::load::{base_dir, chunks, load, read_input, SPLIT_MARKER};
 use super::mlir::{emit_mlir, EmitStage};
 use super::output::{
     persist_weights, stage_weights, write_onnx, write_output, writes_regular_file,
 };
+use super::progress::Progress;
 use super::report::{statistics_table, timing_report};
-use super::Exit;
+use super::{warn, Exit};
 use crate::diag::{has_errors, Diagnostic, SourceMap};
 use crate::ir::Module;
 use crate::onnx;
@@ -29,6 +31,8 @@ pub struct OptOptions {
     pub input: Option<PathBuf>,
     /// Where the result goes, `-` for stdout; `.onnx` exports.
     pub output: PathBuf,
+    /// `--emit-format`: the output format regardless of the extension.
+    pub emit_format: Option<Format>,
     /// Process the chunks between `// -----` lines on their own.
     pub split_input_file: bool,
     /// Check the diagnostics against the input's `// expected-...` annotations.
@@ -45,6 +49,7 @@ impl Default for OptOptions {
         OptOptions {
             input: None,
             output: PathBuf::from("-"),
+            emit_format: None,
             split_input_file: false,
             verify_diagnostics: false,
             passes: PassOptions::default(),
@@ -96,12 +101,16 @@ pub fn opt(o: &OptOptions) -> Result<(), Exit> {
         eprintln!("nnopt: no input file (try --help)");
         return Err(Exit(2));
     };
+    warn_ineffective(o);
     let mut sources = SourceMap::new();
-    // Formats go by extension: an .onnx input is imported, an .onnx output exported.
-    let (onnx_in, onnx_out) = (onnx::is_onnx_path(input), onnx::is_onnx_path(&o.output));
+    // Formats are settled before any work: an ONNX input is imported, an ONNX output exported.
+    let out_format = output_format(&o.output, o.emit_format, o.emit.is_some())?;
+    let onnx_in = input_format(input) == Format::Onnx;
+    let onnx_out = out_format == Format::Onnx;
     if onnx_in && (o.split_input_file || o.verify_diagnostics) {
-        eprintln!("nnopt: --split-input-file and --verify-diagnostics apply to NNIR text, not to .onnx input");
-        return Err(Exit(2));
+        return Err(usage(
+            "--split-input-file and --verify-diagnostics apply to NNIR text, not to ONNX input",
+        ));
     }
     // An imported model's NNIR needs a weights file beside it, so a non-regular output gets
     // none; to stdout that is a run for its reports, or a mistake caught before the work.
@@ -136,6 +145,7 @@ pub fn opt(o: &OptOptions) -> Result<(), Exit> {
         let chunk = &src[range.clone()];
         let mut diags = Vec::new();
         let mut module = if onnx_in {
+            let _progress = Progress::start(format!("importing {}", input.display()));
             onnx::import_file(input, &mut diags)
                 .map_err(|d| diags.push(d))
                 .ok()
@@ -169,6 +179,7 @@ pub fn opt(o: &OptOptions) -> Result<(), Exit> {
         if let (Some(before), Some(after), Some(tolerance)) =
             (&original, &module, o.check_equivalence)
         {
+            let _progress = Progress::start("checking equivalence in the interpreter");
             diags.extend(check_equivalence(before, after, tolerance));
         }
         if let Some(mut m) = module.filter(|_| !has_errors(&diags)) {
@@ -235,5 +246,31 @@ fn run_passes(
     }
     if p.statistics {
         eprint!("{}", statistics_table(&cx, original.zip(module.as_ref())));
+    }
+}
+
+/// Warns about the flags of `o` that change nothing: pass reports and checks without a pass
+/// pipeline to report on, and `--threads` with an `--emit` stage that has no threads.
+fn warn_ineffective(o: &OptOptions) {
+    let p = &o.passes;
+    if p.pipeline.is_none() {
+        for (given, flag) in [
+            (p.timing, "--timing"),
+            (p.statistics, "--pass-statistics"),
+            (p.print_ir_after_all, "--print-ir-after-all"),
+            (p.print_ir_after_change, "--print-ir-after-change"),
+            (!p.verify_each, "--no-verify-each"),
+        ] {
+            if given {
+                warn(&format!(
+                    "{flag} has no effect without passes to run (--prune-neurons or --pass-pipeline)"
+                ));
+            }
+        }
+    }
+    if let Some(e) = o.emit.as_ref().filter(|e| e.threads > 1) {
+        if e.stage == EmitStage::Mlir {
+            warn("--threads has no effect with --emit=mlir (it shapes --emit=transform and --emit=llvm)");
+        }
     }
 }
