@@ -6,7 +6,7 @@
 //! All diagnostics are rendered once, after every chunk has been processed; nothing is written
 //! when any chunk has an error.
 
-use super::equivalence::check_equivalence;
+use super::equivalence::{check_equivalence, EquivalenceOptions};
 use super::expect::verify_expectations;
 use super::load::{base_dir, chunks, load, read_input, SPLIT_MARKER};
 use super::mlir::{emit_mlir, EmitStage};
@@ -34,8 +34,8 @@ pub struct OptOptions {
     /// Check the diagnostics against the input's `// expected-...` annotations.
     pub verify_diagnostics: bool,
     pub passes: PassOptions,
-    /// `--check-equivalence` with its relative tolerance.
-    pub check_equivalence: Option<f32>,
+    /// `--check-equivalence` and its settings.
+    pub equivalence: EquivalenceOptions,
     /// Print MLIR instead of NNIR.
     pub emit: Option<EmitOptions>,
 }
@@ -48,7 +48,7 @@ impl Default for OptOptions {
             split_input_file: false,
             verify_diagnostics: false,
             passes: PassOptions::default(),
-            check_equivalence: None,
+            equivalence: EquivalenceOptions::default(),
             emit: None,
         }
     }
@@ -97,6 +97,10 @@ pub fn opt(o: &OptOptions) -> Result<(), Exit> {
         return Err(Exit(2));
     };
     let mut sources = SourceMap::new();
+    let tolerance = o.equivalence.tolerance().map_err(|e| {
+        eprintln!("nnopt: {e}");
+        Exit(2)
+    })?;
     // Formats go by extension: an .onnx input is imported, an .onnx output exported.
     let (onnx_in, onnx_out) = (onnx::is_onnx_path(input), onnx::is_onnx_path(&o.output));
     if onnx_in && (o.split_input_file || o.verify_diagnostics) {
@@ -122,7 +126,7 @@ pub fn opt(o: &OptOptions) -> Result<(), Exit> {
     let mut staged = Vec::new();
     // Modules bound for an .onnx output.
     let mut modules = Vec::new();
-    let mut all_diags: Vec<Diagnostic> = Vec::new();
+    let mut all_diags: Vec<Diagnostic> = o.equivalence.unused_flag_warnings();
     for range in chunks(&src, o.split_input_file) {
         let chunk = &src[range.clone()];
         let mut diags = Vec::new();
@@ -133,7 +137,7 @@ pub fn opt(o: &OptOptions) -> Result<(), Exit> {
         };
         let original = module
             .clone()
-            .filter(|_| o.check_equivalence.is_some() || o.passes.statistics);
+            .filter(|_| o.equivalence.check || o.passes.statistics);
         run_passes(
             &o.passes,
             &passes,
@@ -155,10 +159,16 @@ pub fn opt(o: &OptOptions) -> Result<(), Exit> {
         if o.verify_diagnostics {
             diags = verify_expectations(chunk, file, range.start, &diags);
         }
-        if let (Some(before), Some(after), Some(tolerance)) =
-            (&original, &module, o.check_equivalence)
-        {
-            diags.extend(check_equivalence(before, after, tolerance));
+        if let (Some(before), Some(after), true) = (&original, &module, o.equivalence.check) {
+            // An ONNX file has no text for a diagnostic to point into.
+            let located = !onnx_in;
+            diags.extend(check_equivalence(
+                before,
+                after,
+                &o.equivalence,
+                tolerance,
+                located,
+            ));
         }
         if let Some(mut m) = module.filter(|_| !has_errors(&diags)) {
             if o.emit.is_some() {
