@@ -246,7 +246,7 @@ impl EquivalenceOptions {
             ("--equivalence-rtol", t.rtol),
             ("--equivalence-atol", t.atol),
         ] {
-            if !(v >= 0.0) {
+            if v.is_nan() || v < 0.0 {
                 return Err(format!("{flag} must be a number >= 0, not {v}"));
             }
         }
@@ -563,7 +563,7 @@ mod tests {
             err.notes,
             ["@main takes 1 input(s), one .npy file each, in order: %x: tensor<?x4xf32>"]
         );
-        let err = user_inputs(f, &[p.clone()]).expect_err("the wrong shape");
+        let err = user_inputs(f, std::slice::from_ref(&p)).expect_err("the wrong shape");
         assert!(
             err.message.contains(
                 "has shape [2, 3], which does not fit the argument's type tensor<?x4xf32>"
