@@ -125,8 +125,9 @@ struct EquivalenceArgs {
     #[arg(long, value_name = "ATOL")]
     equivalence_atol: Option<f32>,
     /// Check on these inputs instead of 4 sets of random ones: one .npy file per function
-    /// argument, in order, as `nnopt run --input` takes them.
-    #[arg(long, value_name = "NPY", num_args = 1..)]
+    /// argument, in order, as `nnopt run --input` takes them (repeat the flag or separate them
+    /// with commas; it never takes the model's path).
+    #[arg(long, value_name = "NPY", value_delimiter = ',')]
     equivalence_inputs: Vec<PathBuf>,
     /// The seed of the random inputs of --check-equivalence [default: 24301].
     #[arg(long, value_name = "N")]

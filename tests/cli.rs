@@ -351,10 +351,12 @@ fn check_equivalence_on_the_users_inputs() {
         "--check-equivalence",
         "tests/corpus/mlp.nnir",
     ];
+    // The flag comes first: it must not take the model's path for an input.
     let with = |inputs: &[&str]| {
-        let mut a = args.to_vec();
-        a.push("--equivalence-inputs");
-        a.extend(inputs);
+        let mut a = vec!["--equivalence-inputs"];
+        let joined = inputs.join(",");
+        a.push(&joined);
+        a.extend(args);
         nnopt(&a)
     };
     let out = with(&[&x]);
