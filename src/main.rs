@@ -9,6 +9,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use nnopt::passes;
 use nnopt::tool::bench::{bench_command, BenchOptions};
 use nnopt::tool::convert::{convert, Direction};
+use nnopt::tool::equivalence::EquivalenceOptions;
 use nnopt::tool::format::Format;
 use nnopt::tool::list::{list_ops, list_passes};
 use nnopt::tool::mlir::EmitStage;
@@ -117,16 +118,30 @@ struct PassArgs {
     pass_statistics: bool,
 }
 
+/// The flags of --check-equivalence (docs/passes.md); without it they have no effect.
 #[derive(clap::Args, Debug)]
 struct EquivalenceArgs {
-    /// After the passes, run the original and the result in the reference interpreter on
-    /// random inputs and report the largest absolute and relative differences; exit 1 when
-    /// the relative difference exceeds --equivalence-tolerance.
+    /// After the passes, run the original and the result in the reference interpreter on the
+    /// same inputs and report the largest differences; exit 1 (writing nothing) when an
+    /// element of a result is out of tolerance: |result - original| > atol * max|original| +
+    /// rtol * |original|, max|original| being the largest magnitude of that output.
     #[arg(long)]
     check_equivalence: bool,
-    /// The relative tolerance of --check-equivalence.
-    #[arg(long, value_name = "REL", default_value_t = 1e-5)]
-    equivalence_tolerance: f32,
+    /// The relative tolerance of --check-equivalence [default: 1e-5].
+    #[arg(long, value_name = "RTOL", visible_alias = "equivalence-tolerance")]
+    equivalence_rtol: Option<f32>,
+    /// The absolute tolerance of --check-equivalence, as a fraction of the largest magnitude
+    /// of each output [default: 1e-5].
+    #[arg(long, value_name = "ATOL")]
+    equivalence_atol: Option<f32>,
+    /// Check on these inputs instead of 4 sets of random ones: one .npy file per function
+    /// argument, in order, as `nnopt run --input` takes them (repeat the flag or separate them
+    /// with commas; it never takes the model's path).
+    #[arg(long, value_name = "NPY", value_delimiter = ',')]
+    equivalence_inputs: Vec<PathBuf>,
+    /// The seed of the random inputs of --check-equivalence [default: 24301].
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -255,10 +270,13 @@ impl From<&OptArgs> for OptOptions {
             split_input_file: a.split_input_file,
             verify_diagnostics: a.verify_diagnostics,
             passes: (&a.passes).into(),
-            check_equivalence: a
-                .equivalence
-                .check_equivalence
-                .then_some(a.equivalence.equivalence_tolerance),
+            equivalence: EquivalenceOptions {
+                check: a.equivalence.check_equivalence,
+                rtol: a.equivalence.equivalence_rtol,
+                atol: a.equivalence.equivalence_atol,
+                inputs: a.equivalence.equivalence_inputs.clone(),
+                seed: a.equivalence.seed,
+            },
             emit: a.emit.emit.map(|stage| EmitOptions {
                 stage: stage.into(),
                 mlir_pipeline: a.emit.mlir_pipeline.clone(),

@@ -38,6 +38,10 @@ fn help_documents_every_flag() {
         "--print-ir-after-change",
         "--timing",
         "--emit-format",
+        "--equivalence-rtol",
+        "--equivalence-atol",
+        "--equivalence-inputs",
+        "--seed",
     ] {
         assert!(
             text.contains(flag),
@@ -255,6 +259,148 @@ fn check_equivalence_reports_the_difference() {
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("max relative difference"), "{err}");
+    assert!(err.contains("over 4 random inputs (seed 24301)"), "{err}");
+    let out = nnopt_ok(&[
+        "--prune-neurons",
+        "--check-equivalence",
+        "--seed",
+        "7",
+        "lit/prune/residual-scatter.nnir",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("over 4 random inputs (seed 7)"), "{err}");
+}
+
+/// `prune-neurons{zero-threshold=0.6}` removes a neuron whose weights are 0.5: not exact.
+const INEXACT: &str = "--pass-pipeline=prune-neurons{zero-threshold=0.6}";
+
+#[test]
+fn check_equivalence_fails_naming_the_worst_element() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("out.nnir");
+    let o = out_path.to_str().unwrap();
+    let out = nnopt(&[
+        INEXACT,
+        "--check-equivalence",
+        "tests/corpus/mlp.nnir",
+        "-o",
+        o,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!out_path.exists());
+    insta::assert_snapshot!(String::from_utf8_lossy(&out.stderr));
+    // A loose enough tolerance lets it through; --equivalence-tolerance is --equivalence-rtol.
+    for flag in [
+        "--equivalence-atol",
+        "--equivalence-rtol",
+        "--equivalence-tolerance",
+    ] {
+        let out = nnopt(&[
+            INEXACT,
+            "--check-equivalence",
+            flag,
+            "10",
+            "tests/corpus/mlp.nnir",
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{flag}");
+    }
+    let out = nnopt(&[
+        INEXACT,
+        "--check-equivalence",
+        "--equivalence-atol=-1",
+        "tests/corpus/mlp.nnir",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// An ONNX model is binary: the failure names no line of it.
+#[test]
+fn check_equivalence_on_onnx_shows_no_source_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("mlp.onnx");
+    let m = model.to_str().unwrap();
+    nnopt_ok(&["export", "tests/corpus/mlp.nnir", "-o", m]);
+    let pruned = dir.path().join("pruned.onnx");
+    let out = nnopt(&[
+        INEXACT,
+        "--check-equivalence",
+        m,
+        "-o",
+        pruned.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!pruned.exists());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("differs from the original at ["), "{err}");
+    assert!(!err.contains("mlp.onnx:") && !err.contains('│'), "{err}");
+}
+
+#[test]
+fn check_equivalence_on_the_users_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let npy = |name: &str, shape: &[usize]| {
+        let p = dir.path().join(name);
+        let a = ndarray::ArrayD::from_shape_fn(shape, |i| {
+            ndarray::Dimension::slice(&i).iter().sum::<usize>() as f32 - 1.5
+        });
+        nnopt::interp::write_npy(&p, &a).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let (x, bad) = (npy("x.npy", &[3, 4]), npy("bad.npy", &[3, 5]));
+    let args = [
+        "--prune-neurons",
+        "--check-equivalence",
+        "tests/corpus/mlp.nnir",
+    ];
+    // The flag comes first: it must not take the model's path for an input.
+    let with = |inputs: &[&str]| {
+        let mut a = vec!["--equivalence-inputs"];
+        let joined = inputs.join(",");
+        a.push(&joined);
+        a.extend(args);
+        nnopt(&a)
+    };
+    let out = with(&[&x]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("over the --equivalence-inputs"), "{err}");
+    let expected = "@main takes 1 input(s), one .npy file each, in order: %x: tensor<?x4xf32>";
+    let out = with(&[&x, &x]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("2 --equivalence-inputs file(s) given for 1 argument(s)"),
+        "{err}"
+    );
+    assert!(err.contains(expected), "{err}");
+    let out = with(&[&bad]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("has shape [3, 5], which does not fit the argument's type tensor<?x4xf32>"),
+        "{err}"
+    );
+    assert!(err.contains(expected), "{err}");
+}
+
+#[test]
+fn equivalence_flags_without_the_check_warn() {
+    let out = nnopt_ok(&[
+        "tests/corpus/mlp.nnir",
+        "--seed",
+        "3",
+        "--equivalence-tolerance",
+        "1e-3",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: --equivalence-rtol has no effect without --check-equivalence"),
+        "{err}"
+    );
+    assert!(
+        err.contains("warning: --seed has no effect without --check-equivalence"),
+        "{err}"
+    );
 }
 
 #[cfg(unix)]

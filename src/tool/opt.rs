@@ -6,7 +6,7 @@
 //! All diagnostics are rendered once, after every chunk has been processed; nothing is written
 //! when any chunk has an error.
 
-use super::equivalence::check_equivalence;
+use super::equivalence::{check_equivalence, EquivalenceOptions};
 use super::expect::verify_expectations;
 use super::format::{input_format, output_format, usage, Format};
 use super::load::{base_dir, chunks, load, read_input, SPLIT_MARKER};
@@ -38,8 +38,8 @@ pub struct OptOptions {
     /// Check the diagnostics against the input's `// expected-...` annotations.
     pub verify_diagnostics: bool,
     pub passes: PassOptions,
-    /// `--check-equivalence` with its relative tolerance.
-    pub check_equivalence: Option<f32>,
+    /// `--check-equivalence` and its settings.
+    pub equivalence: EquivalenceOptions,
     /// Print MLIR instead of NNIR.
     pub emit: Option<EmitOptions>,
 }
@@ -53,7 +53,7 @@ impl Default for OptOptions {
             split_input_file: false,
             verify_diagnostics: false,
             passes: PassOptions::default(),
-            check_equivalence: None,
+            equivalence: EquivalenceOptions::default(),
             emit: None,
         }
     }
@@ -103,6 +103,10 @@ pub fn opt(o: &OptOptions) -> Result<(), Exit> {
     };
     warn_ineffective(o);
     let mut sources = SourceMap::new();
+    let tolerance = o.equivalence.tolerance().map_err(|e| {
+        eprintln!("nnopt: {e}");
+        Exit(2)
+    })?;
     // Formats are settled before any work: an ONNX input is imported, an ONNX output exported.
     let out_format = output_format(&o.output, o.emit_format, o.emit.is_some())?;
     let onnx_in = input_format(input) == Format::Onnx;
@@ -116,7 +120,7 @@ pub fn opt(o: &OptOptions) -> Result<(), Exit> {
     // none; to stdout that is a run for its reports, or a mistake caught before the work.
     let nnir_unwritten =
         onnx_in && !onnx_out && o.emit.is_none() && !writes_regular_file(&o.output);
-    let reports = o.passes.statistics || o.passes.timing || o.check_equivalence.is_some();
+    let reports = o.passes.statistics || o.passes.timing || o.equivalence.check;
     if nnir_unwritten && o.output.as_os_str() == "-" && !reports {
         eprintln!("nnopt: an imported ONNX model needs -o FILE.nnir (its weights go to a .safetensors file beside it) or -o FILE.onnx; with --pass-statistics alone nothing is written");
         return Err(Exit(2));
@@ -140,7 +144,7 @@ pub fn opt(o: &OptOptions) -> Result<(), Exit> {
     let mut staged = Vec::new();
     // Modules bound for an .onnx output.
     let mut modules = Vec::new();
-    let mut all_diags: Vec<Diagnostic> = Vec::new();
+    let mut all_diags: Vec<Diagnostic> = o.equivalence.unused_flag_warnings();
     for range in chunks(&src, o.split_input_file) {
         let chunk = &src[range.clone()];
         let mut diags = Vec::new();
@@ -154,7 +158,7 @@ pub fn opt(o: &OptOptions) -> Result<(), Exit> {
         };
         let original = module
             .clone()
-            .filter(|_| o.check_equivalence.is_some() || o.passes.statistics);
+            .filter(|_| o.equivalence.check || o.passes.statistics);
         run_passes(
             &o.passes,
             &passes,
@@ -176,11 +180,17 @@ pub fn opt(o: &OptOptions) -> Result<(), Exit> {
         if o.verify_diagnostics {
             diags = verify_expectations(chunk, file, range.start, &diags);
         }
-        if let (Some(before), Some(after), Some(tolerance)) =
-            (&original, &module, o.check_equivalence)
-        {
+        if let (Some(before), Some(after), true) = (&original, &module, o.equivalence.check) {
             let _progress = Progress::start("checking equivalence in the interpreter");
-            diags.extend(check_equivalence(before, after, tolerance));
+            // An ONNX file has no text for a diagnostic to point into.
+            let located = !onnx_in;
+            diags.extend(check_equivalence(
+                before,
+                after,
+                &o.equivalence,
+                tolerance,
+                located,
+            ));
         }
         if let Some(mut m) = module.filter(|_| !has_errors(&diags)) {
             if o.emit.is_some() {
