@@ -5,7 +5,7 @@
 //! leading dimension that every argument of the function shares (the batch of a model
 //! exported with a fixed batch size), so a batch of 2 does not double them.
 
-use crate::ir::{Dim, Function, OpId, OpKind, TensorType};
+use crate::ir::{Dim, Function, Loc, OpId, OpKind, TensorType};
 
 /// One weighted op: its names, output channels, parameters and multiply-accumulates per sample.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,12 +102,10 @@ fn model_name(f: &Function, op: OpId) -> Option<String> {
     if let Some(module) = weight.and_then(|w| w.strip_suffix(".weight")) {
         return Some(module.to_string());
     }
-    if let Some(loc) = f.loc(op) {
-        return Some(if loc.line == 0 && loc.col == 0 {
-            loc.file.clone()
-        } else {
-            format!("{}:{}:{}", loc.file, loc.line, loc.col)
-        });
+    match f.loc(op) {
+        Some(Loc::Name(name)) => return Some(name.clone()),
+        Some(Loc::FileLineCol { file, line, col }) => return Some(format!("{file}:{line}:{col}")),
+        None => {}
     }
     weight
         .filter(|w| !w.starts_with("onnx::"))

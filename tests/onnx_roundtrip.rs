@@ -1,5 +1,6 @@
 //! ONNX round trips keep what the user had: `MatMul` weights in their [in, out] layout, `Gemm`
-//! as `Gemm`, `dim_param` names, doc strings and `metadata_props`.
+//! as `Gemm`, `dim_param` names, doc strings, `metadata_props` and node names (through name
+//! locations, also when pruned).
 
 mod common;
 use common::nnopt_ok;
@@ -223,4 +224,94 @@ fn a_two_dimensional_gemm_stays_gemm() {
     let ops: Vec<&str> = g.node.iter().map(|n| n.op_type.as_str()).collect();
     assert_eq!(ops, ["Gemm"]);
     assert_eq!(dim_params(&g.input[0]), ["n", "4"]);
+}
+
+/// An MLP `Gemm → Relu → Gemm` on [n, 4] whose hidden neurons 0 and 3 are dead, with the
+/// given node names.
+fn named_mlp(names: [&str; 3]) -> ModelProto {
+    let (dm, hid) = (4usize, 6usize);
+    let b1: Vec<f32> = (0..hid)
+        .map(|j| if j % 3 == 0 { -0.5 } else { 0.25 })
+        .collect();
+    model(GraphProto {
+        name: "mlp".into(),
+        node: vec![
+            node("Gemm", names[0], &["x", "w1", "b1"], "h", vec![]),
+            node("Relu", names[1], &["h"], "a", vec![]),
+            node("Gemm", names[2], &["a", "w2", "b2"], "y", vec![]),
+        ],
+        initializer: vec![
+            f32_init("w1", &[dm as i64, hid as i64], &matrix(dm, hid, 3)),
+            f32_init("b1", &[hid as i64], &b1),
+            f32_init("w2", &[hid as i64, 2], &matrix(hid, 2, 5)),
+            f32_init("b2", &[2], &[0.5, -0.25]),
+        ],
+        input: vec![io("x", &[Err("n"), Ok(dm as i64)])],
+        output: vec![io("y", &[Err("n"), Ok(2)])],
+        ..Default::default()
+    })
+}
+
+fn node_names(p: &Path) -> Vec<String> {
+    read(p)
+        .graph
+        .unwrap()
+        .node
+        .into_iter()
+        .map(|n| n.name)
+        .collect()
+}
+
+#[test]
+fn node_names_survive_import_and_export_as_name_locations() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "mlp.onnx",
+        &named_mlp(["enc/fc", "enc/act", "head"]),
+    );
+    let nnir = dir.path().join("mlp.nnir");
+    nnopt_ok(&["import", p.to_str().unwrap(), "-o", nnir.to_str().unwrap()]);
+    let text = std::fs::read_to_string(&nnir).unwrap();
+    for name in ["enc/fc", "enc/act", "head"] {
+        assert!(text.contains(&format!("loc(\"{name}\")")), "{text}");
+    }
+    let q = dir.path().join("back.onnx");
+    nnopt_ok(&["export", nnir.to_str().unwrap(), "-o", q.to_str().unwrap()]);
+    assert_eq!(node_names(&q), ["enc/fc", "enc/act", "head"]);
+}
+
+#[test]
+fn unnamed_nodes_get_generated_names_unique_beside_kept_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    // The unnamed Relu's generated name would be `Relu_1`, which the first node already has.
+    let p = write(dir.path(), "mlp.onnx", &named_mlp(["Relu_1", "", "head"]));
+    let q = dir.path().join("back.onnx");
+    nnopt_ok(&["export", p.to_str().unwrap(), "-o", q.to_str().unwrap()]);
+    assert_eq!(node_names(&q), ["Relu_1", "Relu_1_1", "head"]);
+}
+
+#[test]
+fn a_pruned_model_keeps_the_names_of_the_nodes_it_keeps() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "mlp.onnx",
+        &named_mlp(["enc/fc", "enc/act", "head"]),
+    );
+    let q = dir.path().join("pruned.onnx");
+    nnopt_ok(&[
+        "--prune-neurons",
+        p.to_str().unwrap(),
+        "-o",
+        q.to_str().unwrap(),
+    ]);
+    let g = read(&q).graph.unwrap();
+    let w1 = g.initializer.iter().find(|t| t.name == "w1").unwrap();
+    assert_eq!(w1.dims, [4, 4], "hidden neurons 0 and 3 pruned");
+    // The constant output neuron 0 comes back through a scatter: its nodes are new, named
+    // after their operators.
+    let names = node_names(&q);
+    assert_eq!(names[..3], ["enc/fc", "enc/act", "head"]);
+    assert!(names[3..].iter().all(|n| !n.contains('/')), "{names:?}");
 }

@@ -171,7 +171,7 @@ fn a_location_names_a_layer_whose_weight_has_no_module_name() {
         &f,
         r#"func @f(%x: tensor<?x2xf32>) -> (tensor<?x1xf32>) {
   %w = nn.constant dense<[[1.0, 2.0], [0.0, 0.0]]> : tensor<2x2xf32>
-  %h = nn.linear %x, %w : tensor<?x2xf32> loc("encoder.fc1":0:0)
+  %h = nn.linear %x, %w : tensor<?x2xf32> loc("encoder.fc1")
   %v = nn.constant dense<[[3.0, 4.0]]> : tensor<1x2xf32>
   %y = nn.linear %h, %v : tensor<?x1xf32> loc("model.py":7:3)
   return %y : tensor<?x1xf32>

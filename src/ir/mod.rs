@@ -63,12 +63,14 @@ pub struct Use {
     pub index: u32,
 }
 
-/// An MLIR-style source location attached to an op: `loc("file":line:col)`.
+/// An MLIR-style location attached to an op.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Loc {
-    pub file: String,
-    pub line: u32,
-    pub col: u32,
+pub enum Loc {
+    /// `loc("file":line:col)`: where the op came from in a source file.
+    FileLineCol { file: String, line: u32, col: u32 },
+    /// `loc("name")`: the name the op had in the model it came from (an ONNX node's name),
+    /// which exporters give back.
+    Name(String),
 }
 
 /// An op's kind (with its attributes), operands and result. Operands change only through

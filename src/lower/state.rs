@@ -9,7 +9,7 @@
 use super::abi::{shape, DimVal, WeightArg};
 use super::mlir_ops::{id, tensor_type, BResult, BuildError, Emitter};
 use super::schedule::{self, Layer};
-use crate::ir::{ElemType, Function, OpId, OpKind, ValueId};
+use crate::ir::{ElemType, Function, Loc, OpId, OpKind, ValueId};
 use melior::ir::{Attribute, Block, Location, Type, Value};
 use melior::Context;
 use std::collections::{HashMap, HashSet};
@@ -180,13 +180,18 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
 
     pub(super) fn location(&self, op: OpId) -> Location<'c> {
         let name = self.f.kind(op).mnemonic();
+        let unknown = Location::unknown(self.cx);
         match self.f.loc(op) {
-            Some(l) => Location::name(
+            Some(Loc::FileLineCol { file, line, col }) => Location::name(
                 self.cx,
                 name,
-                Location::new(self.cx, &l.file, l.line as usize, l.col as usize),
+                Location::new(self.cx, file, *line as usize, *col as usize),
             ),
-            None => Location::name(self.cx, name, Location::unknown(self.cx)),
+            // The model's name first, as MLIR prints it, then the op it was lowered from.
+            Some(Loc::Name(model)) => {
+                Location::name(self.cx, model, Location::name(self.cx, name, unknown))
+            }
+            None => Location::name(self.cx, name, unknown),
         }
     }
 

@@ -114,11 +114,10 @@ impl AttrValueAst<'_> {
     }
 }
 
-/// `loc("file":line:col)`.
+/// `loc("file":line:col)` (with `line_col`) or `loc("name")` (without).
 #[derive(Clone, Copy, Debug)]
 pub struct LocAst<'a> {
-    pub file: &'a str,
-    pub line: &'a str,
-    pub col: &'a str,
+    pub text: &'a str,
+    pub line_col: Option<(&'a str, &'a str)>,
     pub span: Span,
 }

@@ -4,7 +4,7 @@
 //! [`HEX_THRESHOLD`] elements as a hex blob of their little-endian bytes. Values keep the names
 //! the user gave them; values created by passes get the smallest free number.
 
-use crate::ir::{Attr, Function, Module, OpKind, Tensor, ValueId};
+use crate::ir::{Attr, Function, Loc, Module, OpKind, Tensor, ValueId};
 use crate::syntax::float::{escape_string, format_bits};
 use crate::syntax::opattrs::op_attrs;
 use cranelift_entity::SecondaryMap;
@@ -121,14 +121,14 @@ fn print_func(out: &mut String, f: &Function) {
             }
             None => {}
         }
-        if let Some(loc) = f.loc(op) {
-            let _ = write!(
-                out,
-                " loc(\"{}\":{}:{})",
-                escape_string(&loc.file),
-                loc.line,
-                loc.col
-            );
+        match f.loc(op) {
+            Some(Loc::FileLineCol { file, line, col }) => {
+                let _ = write!(out, " loc(\"{}\":{line}:{col})", escape_string(file));
+            }
+            Some(Loc::Name(name)) => {
+                let _ = write!(out, " loc(\"{}\")", escape_string(name));
+            }
+            None => {}
         }
         out.push('\n');
     }

@@ -411,9 +411,16 @@ impl<'a, 'd> FuncReader<'a, 'd> {
     }
 
     fn read_loc(&mut self, l: &LocAst<'_>) -> Option<Loc> {
-        let file = unescape(l.file).map_err(|m| self.error(l.span, m)).ok()?;
-        match (l.line.parse(), l.col.parse()) {
-            (Ok(line), Ok(col)) => Some(Loc { file, line, col }),
+        let text = unescape(l.text).map_err(|m| self.error(l.span, m)).ok()?;
+        let Some((line, col)) = l.line_col else {
+            return Some(Loc::Name(text));
+        };
+        match (line.parse(), col.parse()) {
+            (Ok(line), Ok(col)) => Some(Loc::FileLineCol {
+                file: text,
+                line,
+                col,
+            }),
             _ => {
                 self.error(
                     l.span,

@@ -6,7 +6,7 @@
 //! constant or listed twice goes through an `Identity`.
 
 use crate::diag::Diagnostic;
-use crate::ir::{Dim, ElemType, Function, OpKind, Tensor, TensorType, ValueId};
+use crate::ir::{Dim, ElemType, Function, Loc, OpKind, Tensor, TensorType, ValueId};
 use crate::onnx::metadata::Carried;
 use crate::onnx::proto::{
     data_type, tensor_shape_proto, type_proto, AttributeProto, GraphProto, NodeProto, TensorProto,
@@ -66,6 +66,10 @@ pub(super) struct Exporter<'f> {
     names: SecondaryMap<ValueId, String>,
     taken: HashSet<String>,
     nodes: Vec<NodeProto>,
+    /// Node names given so far (a namespace apart from the values').
+    node_names: HashSet<String>,
+    /// The name location of the op being translated, which its first node takes.
+    loc_name: Option<String>,
     inits: Vec<TensorProto>,
     /// Initializers (index in `inits`) whose bytes are filled in when written.
     deferred: Vec<(usize, Tensor)>,
@@ -107,6 +111,8 @@ impl<'f> Exporter<'f> {
             names: SecondaryMap::new(),
             taken: HashSet::new(),
             nodes: Vec::new(),
+            node_names: HashSet::new(),
+            loc_name: None,
             inits: Vec::new(),
             deferred: Vec::new(),
             transposed: HashSet::new(),
@@ -147,7 +153,8 @@ impl<'f> Exporter<'f> {
         name
     }
 
-    /// Appends a node `op_type` (named `<op_type>_<index>`) computing `output`.
+    /// Appends a node `op_type` computing `output`, named after the op's name location if it
+    /// has one not taken yet, else `<op_type>_<index>` (unique with a `_<k>` suffix).
     pub(super) fn node(
         &mut self,
         op_type: &str,
@@ -155,7 +162,19 @@ impl<'f> Exporter<'f> {
         output: String,
         attrs: Vec<AttributeProto>,
     ) {
-        let name = format!("{op_type}_{}", self.nodes.len());
+        let name = match self.loc_name.take() {
+            Some(n) if self.node_names.insert(n.clone()) => n,
+            _ => {
+                let base = format!("{op_type}_{}", self.nodes.len());
+                let mut name = base.clone();
+                let mut k = 1;
+                while !self.node_names.insert(name.clone()) {
+                    name = format!("{base}_{k}");
+                    k += 1;
+                }
+                name
+            }
+        };
         self.nodes.push(NodeProto {
             input: inputs,
             output: vec![output],
@@ -231,6 +250,10 @@ impl<'f> Exporter<'f> {
         let mut outputs = Vec::new();
         for op in f.ops() {
             let data = f.op(op);
+            self.loc_name = match f.loc(op) {
+                Some(Loc::Name(n)) => Some(n.clone()),
+                _ => None,
+            };
             let ins: Vec<String> = data
                 .operands()
                 .iter()

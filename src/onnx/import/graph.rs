@@ -9,8 +9,9 @@ use super::values::{symbol_name, Val};
 use super::{Importer, R};
 use crate::diag::{Diagnostic, Severity, Span};
 use crate::ir::builder::FuncBuilder;
-use crate::ir::{Attr, Dim, Function, Module, TensorType};
+use crate::ir::{Attr, Dim, Function, Loc, Module, OpId, OpKind, TensorType};
 use crate::onnx::proto::{self, data_type, ModelProto, NodeProto};
+use cranelift_entity::EntityRef;
 use memmap2::Mmap;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
@@ -211,8 +212,10 @@ impl Importer {
                 continue;
             }
             let n = &g.node[i];
+            let first = self.func.op_capacity();
             self.node(n, g)
                 .map_err(|e| Diagnostic::error(format!("{}: {e}", describe(n, i, self.opset))))?;
+            self.name_ops_from(first, &n.name);
         }
         let mut results = Vec::new();
         let mut types = Vec::new();
@@ -227,6 +230,21 @@ impl Importer {
         b.set_result_types(types);
         b.push_return(&results, Span::default());
         Ok(())
+    }
+
+    /// Gives the ops created since op index `first` (for one node) the node's name as their
+    /// location, which the exporter names the node after. Weights are left out: they belong
+    /// to an initializer, whichever node used it first.
+    fn name_ops_from(&mut self, first: usize, name: &str) {
+        if name.is_empty() {
+            return;
+        }
+        let mut b = FuncBuilder::new(&mut self.func);
+        for op in (first..b.func().op_capacity()).map(OpId::new) {
+            if b.func().is_linked(op) && !matches!(b.func().kind(op), OpKind::Weight { .. }) {
+                b.set_loc(op, Loc::Name(name.to_string()));
+            }
+        }
     }
 
     /// Kahn's algorithm over the nodes; reports an input nobody defines and cycles.
