@@ -315,3 +315,65 @@ fn a_pruned_model_keeps_the_names_of_the_nodes_it_keeps() {
     assert_eq!(names[..3], ["enc/fc", "enc/act", "head"]);
     assert!(names[3..].iter().all(|n| !n.contains('/')), "{names:?}");
 }
+
+/// NNIR of `p` as `nnopt import` reads it (weights beside it in `dir`).
+fn imported(dir: &Path, p: &Path) -> String {
+    let out = dir.join(format!("{}.nnir", p.file_stem().unwrap().to_str().unwrap()));
+    nnopt_ok(&["import", p.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    std::fs::read_to_string(out).unwrap()
+}
+
+/// A pruned model holds `nn.scatter` as Expand + Concat + Gather; its import rebuilds the
+/// scatter (also with a dynamic batch, whose Expand target comes from `Shape`), and pruning it
+/// again writes the same bytes.
+#[test]
+fn pruning_a_pruned_model_with_a_scatter_changes_nothing() {
+    for (batch, file) in [(Ok(2), "static.onnx"), (Err("N"), "dynamic.onnx")] {
+        let dir = tempfile::tempdir().unwrap();
+        let m = write(dir.path(), file, &ffn(batch));
+        let p = dir.path().join("p.onnx");
+        let q = dir.path().join("q.onnx");
+        let prune = |from: &Path, to: &Path| {
+            nnopt_ok(&[
+                "--prune-neurons",
+                from.to_str().unwrap(),
+                "-o",
+                to.to_str().unwrap(),
+            ])
+        };
+        prune(&m, &p);
+        let ops: Vec<String> = read(&p)
+            .graph
+            .unwrap()
+            .node
+            .iter()
+            .map(|n| n.op_type.clone())
+            .collect();
+        assert!(
+            ops.iter().any(|o| o == "Expand"),
+            "{file}: no scatter in {ops:?}"
+        );
+        let nnir = imported(dir.path(), &p);
+        assert_eq!(nnir.matches("nn.scatter").count(), 1, "{file}: {nnir}");
+        assert!(!nnir.contains("nn.concat"), "{file}: {nnir}");
+        // Export of the import: the same NNIR again.
+        let e = dir.path().join("e.onnx");
+        nnopt_ok(&[
+            "export",
+            dir.path().join("p.nnir").to_str().unwrap(),
+            "-o",
+            e.to_str().unwrap(),
+        ]);
+        assert_eq!(
+            imported(dir.path(), &e),
+            nnir.replace("p.safetensors", "e.safetensors"),
+            "{file}"
+        );
+        prune(&p, &q);
+        assert_eq!(
+            std::fs::read(&p).unwrap(),
+            std::fs::read(&q).unwrap(),
+            "{file}"
+        );
+    }
+}

@@ -12,6 +12,7 @@ use crate::onnx::proto::{
     data_type, tensor_shape_proto, type_proto, AttributeProto, GraphProto, NodeProto, TensorProto,
     TensorShapeProto, TypeProto, ValueInfoProto,
 };
+use crate::onnx::transpose::transpose2d;
 use bytes::Bytes;
 use cranelift_entity::SecondaryMap;
 use std::collections::HashSet;
@@ -71,6 +72,10 @@ pub(super) struct Exporter<'f> {
     /// The name location of the op being translated, which its first node takes.
     loc_name: Option<String>,
     inits: Vec<TensorProto>,
+    /// Weights not yet read by a node: each becomes an initializer just before its first
+    /// reader, so initializers follow the nodes (an import of the file, which makes a weight
+    /// where it is first used, exports in the same order).
+    held: Vec<(String, Tensor)>,
     /// Initializers (index in `inits`) whose bytes are filled in when written.
     deferred: Vec<(usize, Tensor)>,
     /// Names of the linear weights written as MatMul's [in, out] (see [`matmul_weights`]).
@@ -114,6 +119,7 @@ impl<'f> Exporter<'f> {
             node_names: HashSet::new(),
             loc_name: None,
             inits: Vec::new(),
+            held: Vec::new(),
             deferred: Vec::new(),
             transposed: HashSet::new(),
         };
@@ -138,6 +144,19 @@ impl<'f> Exporter<'f> {
                 e.transposed.insert(n.clone());
             }
             e.names[v] = n;
+        }
+        for op in f.ops() {
+            if let (OpKind::Constant(t) | OpKind::Weight { value: t, .. }, Some(r)) =
+                (&f.op(op).kind, f.op(op).result())
+            {
+                let n = e.names[r].clone();
+                let t = if e.transposed.contains(&n) {
+                    transpose2d(t)
+                } else {
+                    t.clone()
+                };
+                e.held.push((n, t));
+            }
         }
         e
     }
@@ -175,6 +194,12 @@ impl<'f> Exporter<'f> {
                 name
             }
         };
+        for i in &inputs {
+            if let Some(k) = self.held.iter().position(|(n, _)| n == i) {
+                let (n, t) = self.held.remove(k);
+                self.init(n, &t);
+            }
+        }
         self.nodes.push(NodeProto {
             input: inputs,
             output: vec![output],
@@ -285,6 +310,9 @@ impl<'f> Exporter<'f> {
                 Diagnostic::error(format!("cannot export '{}': {e}", data.kind.mnemonic()))
                     .at(f.span(op))
             })?;
+        }
+        for (n, t) in std::mem::take(&mut self.held) {
+            self.init(n, &t);
         }
         // A dynamic input dimension the model did not name is `<input>_d<i>`.
         let inputs = f

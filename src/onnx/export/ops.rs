@@ -5,7 +5,6 @@
 use super::graph::{u64s, Exporter};
 use crate::ir::{OpKind, TensorType};
 use crate::onnx::proto::{attr_type, AttributeProto};
-use crate::onnx::transpose::transpose2d;
 use bytes::Bytes;
 
 /// Attribute builders, one per attribute type nnopt writes.
@@ -62,12 +61,8 @@ impl Exporter<'_> {
             s.node(op, ins.clone(), out.clone(), attrs);
         };
         match kind {
-            OpKind::Constant(t) | OpKind::Weight { value: t, .. } => {
-                if self.transposed.contains(&out) {
-                    self.init(out, &transpose2d(t));
-                } else {
-                    self.init(out, t);
-                }
+            OpKind::Constant(_) | OpKind::Weight { .. } => {
+                // Held since `Exporter::new`, written before the first node reading it.
             }
             OpKind::Linear => {
                 if x_ty()?.rank() == 2 {

@@ -5,7 +5,7 @@
 use super::export_parts;
 use crate::diag::Diagnostic;
 use crate::ir::{Module, Tensor};
-use crate::onnx::proto::{ModelProto, TensorProto};
+use crate::onnx::proto::{GraphProto, ModelProto, TensorProto};
 use prost::Message;
 use std::path::Path;
 
@@ -13,8 +13,8 @@ use std::path::Path;
 /// 1 MiB buffer into the temporary file, so the model is never whole in memory. Initializers
 /// with a buffer go from it (or the input's memory map) to the file; the others (pruned weights,
 /// which are views of the original, and splats) are gathered chunk by chunk as they are
-/// written, after the rest of the graph: protobuf allows a repeated field's entries anywhere in
-/// the message, and their lengths are known without their bytes.
+/// written, in their place: their lengths are known without their bytes. A pruned model thus
+/// has the bytes of its own re-export (whose weights all have buffers).
 pub fn write_onnx(m: &Module, path: &Path) -> Result<(), Diagnostic> {
     use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
     // Field numbers of the ONNX spec (see `proto.rs`).
@@ -26,26 +26,30 @@ pub fn write_onnx(m: &Module, path: &Path) -> Result<(), Diagnostic> {
         .graph
         .take()
         .expect("invariant: export_parts sets the graph");
-    let mut late = Vec::with_capacity(deferred.len());
+    // Every initializer in its place: with its bytes, or to be gathered as it is written.
     let mut deferred = deferred.into_iter().peekable();
-    for (i, init) in std::mem::take(&mut graph.initializer)
+    let inits: Vec<(TensorProto, Option<Tensor>)> = std::mem::take(&mut graph.initializer)
         .into_iter()
         .enumerate()
-    {
-        match deferred.next_if(|(j, _)| *j == i) {
-            Some((_, t)) => late.push((init, t)),
-            None => graph.initializer.push(init),
-        }
-    }
+        .map(|(i, init)| (init, deferred.next_if(|(j, _)| *j == i).map(|(_, t)| t)))
+        .collect();
     let delimited = |len: usize| encoded_len_varint(len as u64) + len;
     let tensor_len = |init: &TensorProto, t: &Tensor| {
         init.encoded_len() + key_len(TENSOR_RAW_DATA) + delimited(t.byte_len())
     };
-    let graph_len = graph.encoded_len()
-        + late
-            .iter()
-            .map(|(init, t)| key_len(GRAPH_INITIALIZER) + delimited(tensor_len(init, t)))
-            .sum::<usize>();
+    let init_len = |(init, t): &(TensorProto, Option<Tensor>)| match t {
+        Some(t) => key_len(GRAPH_INITIALIZER) + delimited(tensor_len(init, t)),
+        None => key_len(GRAPH_INITIALIZER) + delimited(init.encoded_len()),
+    };
+    // The graph's fields before the initializers (tag 5) and after them, so that prost's
+    // tag order holds and the initializers keep the exporter's order.
+    let head = GraphProto {
+        node: std::mem::take(&mut graph.node),
+        name: std::mem::take(&mut graph.name),
+        ..Default::default()
+    };
+    let graph_len =
+        head.encoded_len() + inits.iter().map(init_len).sum::<usize>() + graph.encoded_len();
     crate::atomic::write_atomic_with(path, |w| {
         let mut sink = WriteBuf::new(w);
         let overflow = |e: prost::EncodeError| std::io::Error::other(e.to_string());
@@ -68,15 +72,21 @@ pub fn write_onnx(m: &Module, path: &Path) -> Result<(), Diagnostic> {
         before.encode(&mut sink).map_err(overflow)?;
         encode_key(MODEL_GRAPH, WireType::LengthDelimited, &mut sink);
         encode_varint(graph_len as u64, &mut sink);
-        graph.encode(&mut sink).map_err(overflow)?;
-        for (init, t) in &late {
+        head.encode(&mut sink).map_err(overflow)?;
+        for (init, t) in &inits {
             encode_key(GRAPH_INITIALIZER, WireType::LengthDelimited, &mut sink);
+            let Some(t) = t else {
+                encode_varint(init.encoded_len() as u64, &mut sink);
+                init.encode(&mut sink).map_err(overflow)?;
+                continue;
+            };
             encode_varint(tensor_len(init, t) as u64, &mut sink);
             init.encode(&mut sink).map_err(overflow)?;
             encode_key(TENSOR_RAW_DATA, WireType::LengthDelimited, &mut sink);
             encode_varint(t.byte_len() as u64, &mut sink);
             t.for_each_byte_chunk(|c| bytes::BufMut::put_slice(&mut sink, c));
         }
+        graph.encode(&mut sink).map_err(overflow)?;
         after.encode(&mut sink).map_err(overflow)?;
         sink.finish()
     })

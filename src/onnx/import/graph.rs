@@ -13,7 +13,8 @@ use crate::ir::{Attr, Dim, Function, Loc, Module, OpId, OpKind, TensorType};
 use crate::onnx::proto::{self, data_type, ModelProto, NodeProto};
 use cranelift_entity::EntityRef;
 use memmap2::Mmap;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -92,6 +93,7 @@ pub fn import_model(
         value_names: HashSet::new(),
         consumers: HashMap::new(),
         skip: HashSet::new(),
+        fills: HashMap::new(),
         func: Function::new(func_name, Span::default()),
     };
     imp.graph(graph)?;
@@ -234,20 +236,25 @@ impl Importer {
 
     /// Gives the ops created since op index `first` (for one node) the node's name as their
     /// location, which the exporter names the node after. Weights are left out: they belong
-    /// to an initializer, whichever node used it first.
+    /// to an initializer, whichever node used it first; so are ops the translation named
+    /// itself (an `nn.scatter` rebuilt from several nodes).
     fn name_ops_from(&mut self, first: usize, name: &str) {
         if name.is_empty() {
             return;
         }
         let mut b = FuncBuilder::new(&mut self.func);
         for op in (first..b.func().op_capacity()).map(OpId::new) {
-            if b.func().is_linked(op) && !matches!(b.func().kind(op), OpKind::Weight { .. }) {
+            if b.func().is_linked(op)
+                && b.func().loc(op).is_none()
+                && !matches!(b.func().kind(op), OpKind::Weight { .. })
+            {
                 b.set_loc(op, Loc::Name(name.to_string()));
             }
         }
     }
 
-    /// Kahn's algorithm over the nodes; reports an input nobody defines and cycles.
+    /// Kahn's algorithm over the nodes, in file order where it is free; reports an input
+    /// nobody defines and cycles.
     fn topo_order(&self, g: &proto::GraphProto) -> Result<Vec<usize>, Diagnostic> {
         let mut producer: HashMap<&str, usize> = HashMap::new();
         for (i, n) in g.node.iter().enumerate() {
@@ -279,14 +286,19 @@ impl Importer {
                 }
             }
         }
-        let mut ready: VecDeque<usize> = (0..g.node.len()).filter(|&i| pending[i] == 0).collect();
+        // The lowest ready index first: a graph already in topological order keeps its order,
+        // so exporting an imported model writes its nodes as they were.
+        let mut ready: BinaryHeap<Reverse<usize>> = (0..g.node.len())
+            .filter(|&i| pending[i] == 0)
+            .map(Reverse)
+            .collect();
         let mut order = Vec::with_capacity(g.node.len());
-        while let Some(i) = ready.pop_front() {
+        while let Some(Reverse(i)) = ready.pop() {
             order.push(i);
             for &u in &users[i] {
                 pending[u] -= 1;
                 if pending[u] == 0 {
-                    ready.push_back(u);
+                    ready.push(Reverse(u));
                 }
             }
         }

@@ -29,7 +29,7 @@ mod values;
 pub use graph::{import_model, MAX_IR_VERSION, OPSETS};
 
 use crate::diag::Diagnostic;
-use crate::ir::{Function, Module, ValueId};
+use crate::ir::{Function, Module, Tensor, ValueId};
 use bytes::Bytes;
 use memmap2::Mmap;
 use prost::Message;
@@ -101,5 +101,8 @@ struct Importer {
     consumers: HashMap<String, Vec<usize>>,
     /// Nodes already converted as part of an earlier node (the Add fused into a MatMul).
     skip: HashSet<usize>,
+    /// Float constants `Expand`ed (fill and target shape), by the Expand's output: a Concat
+    /// may read them as an `nn.scatter`'s fill (see `nodes/scatter.rs`).
+    fills: HashMap<String, (Tensor, Vec<i64>)>,
     func: Function,
 }

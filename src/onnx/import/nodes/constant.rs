@@ -9,7 +9,7 @@ use crate::onnx::import::fold::{broadcast_const, dyn_dim, fold_int_binary, int_m
 use crate::onnx::import::initializers::elem_of;
 use crate::onnx::import::values::Val;
 use crate::onnx::import::{Importer, R};
-use crate::onnx::proto::{data_type, NodeProto};
+use crate::onnx::proto::{data_type, GraphProto, NodeProto};
 
 impl Importer {
     pub(super) fn constant(&mut self, n: &NodeProto, out: &str) -> R<()> {
@@ -120,7 +120,13 @@ impl Importer {
         Ok(())
     }
 
-    pub(super) fn expand(&mut self, n: &NodeProto, a: &Attrs<'_>, out: &str) -> R<()> {
+    pub(super) fn expand(
+        &mut self,
+        n: &NodeProto,
+        a: &Attrs<'_>,
+        g: &GraphProto,
+        out: &str,
+    ) -> R<()> {
         // Only constants: the exporter writes nn.scatter's fill this way.
         a.only(&[])?;
         let x_name = Self::need(n, 0)?;
@@ -128,7 +134,18 @@ impl Importer {
         let t = self
             .float_const(x_name)
             .ok_or("only a constant input can be expanded")?;
-        self.bind(out, Val::Float(broadcast_const(&t, &target)?));
+        self.fills
+            .insert(out.to_string(), (t.clone(), target.clone()));
+        match broadcast_const(&t, &target) {
+            Ok(b) => self.bind(out, Val::Float(b)),
+            // A dynamic target: only a Concat may take it, as an `nn.scatter`'s fill (it
+            // reports the error otherwise).
+            Err(_)
+                if self
+                    .sole_consumer(out)
+                    .is_some_and(|i| g.node[i].op_type == "Concat") => {}
+            Err(e) => return Err(e),
+        }
         Ok(())
     }
 

@@ -13,6 +13,7 @@ mod dense;
 mod identity;
 mod norm;
 mod reduce;
+mod scatter;
 mod shape;
 mod unary;
 
@@ -46,7 +47,7 @@ impl Importer {
             "Conv" => self.conv(n, &a, out),
             "Gemm" => self.gemm(n, &a, out),
             "MatMul" => self.matmul(n, &a, g, out),
-            "Concat" => self.concat(n, &a, out),
+            "Concat" => self.concat(n, &a, g, out),
             "MaxPool" | "AveragePool" => self.pool(n, &a, out),
             "ReduceMean" => self.reduce_mean(n, &a, out),
             "BatchNormalization" => self.batch_norm(n, &a, out),
@@ -61,7 +62,7 @@ impl Importer {
             "Mod" => self.modulo(n, &a, out),
             "Slice" => self.slice(n, &a, out),
             "Sqrt" => self.sqrt(n, &a, out),
-            "Expand" => self.expand(n, &a, out),
+            "Expand" => self.expand(n, &a, g, out),
             "Cast" => self.cast(n, &a, out),
             _ => Err("this operator is not supported".into()),
         }

@@ -9,7 +9,7 @@ use crate::onnx::import::attrs::Attrs;
 use crate::onnx::import::fold::dyn_dim;
 use crate::onnx::import::values::Val;
 use crate::onnx::import::{Importer, R};
-use crate::onnx::proto::NodeProto;
+use crate::onnx::proto::{GraphProto, NodeProto};
 
 impl Importer {
     pub(super) fn flatten(&mut self, n: &NodeProto, a: &Attrs<'_>, out: &str) -> R<()> {
@@ -114,13 +114,22 @@ impl Importer {
         Ok(())
     }
 
-    pub(super) fn concat(&mut self, n: &NodeProto, a: &Attrs<'_>, out: &str) -> R<()> {
+    pub(super) fn concat(
+        &mut self,
+        n: &NodeProto,
+        a: &Attrs<'_>,
+        g: &GraphProto,
+        out: &str,
+    ) -> R<()> {
         a.only(&["axis"])?;
         let axis = a.int("axis", 0).and_then(|_| {
             a.get("axis")
                 .map(|x| x.i)
                 .ok_or_else(|| "attribute 'axis' is required".to_string())
         })?;
+        if self.scatter(n, axis, g, out)? {
+            return Ok(());
+        }
         let names: Vec<&str> = n.input.iter().map(String::as_str).collect();
         if names
             .iter()
