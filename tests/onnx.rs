@@ -2,17 +2,19 @@
 //! temporary directory, and fed to the library and to the `nnopt` binary.
 
 mod common;
+#[path = "common/onnx.rs"]
+mod onnx_models;
 use common::{nnopt, nnopt_ok};
+use onnx_models::{f32_init, model, node, write};
 
 use bytes::Bytes;
 use nnopt::onnx::export_model;
 use nnopt::onnx::proto::{
-    attr_type, data_type, tensor_shape_proto, type_proto, AttributeProto, GraphProto, ModelProto,
-    NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto,
-    TypeProto, ValueInfoProto,
+    attr_type, data_type, AttributeProto, GraphProto, ModelProto, NodeProto,
+    StringStringEntryProto, TensorProto, ValueInfoProto,
 };
 use prost::Message;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Imports `p`, which must not draw a warning.
 fn import_file_quiet(p: &Path) -> Result<nnopt::ir::Module, Box<nnopt::diag::Diagnostic>> {
@@ -20,17 +22,6 @@ fn import_file_quiet(p: &Path) -> Result<nnopt::ir::Module, Box<nnopt::diag::Dia
     let m = nnopt::onnx::import_file(p, &mut warnings);
     assert!(warnings.is_empty(), "{warnings:?}");
     m.map_err(Box::new)
-}
-
-fn f32_init(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
-    let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    TensorProto {
-        dims: dims.to_vec(),
-        data_type: data_type::FLOAT,
-        name: name.into(),
-        raw_data: Bytes::from(raw),
-        ..Default::default()
-    }
 }
 
 fn i64_init(name: &str, values: &[i64]) -> TensorProto {
@@ -43,45 +34,13 @@ fn i64_init(name: &str, values: &[i64]) -> TensorProto {
     }
 }
 
+/// A float tensor with a dynamic dimension `N` where `dims` has a negative entry.
 fn io(name: &str, dims: &[i64]) -> ValueInfoProto {
-    use tensor_shape_proto::{dimension::Value, Dimension};
-    ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: data_type::FLOAT,
-                shape: Some(TensorShapeProto {
-                    dim: dims
-                        .iter()
-                        .map(|&d| Dimension {
-                            value: Some(if d < 0 {
-                                Value::DimParam("N".into())
-                            } else {
-                                Value::DimValue(d)
-                            }),
-                        })
-                        .collect(),
-                }),
-            })),
-        }),
-    }
-}
-
-fn node(
-    op: &str,
-    name: &str,
-    inputs: &[&str],
-    outputs: &[&str],
-    attrs: Vec<AttributeProto>,
-) -> NodeProto {
-    NodeProto {
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: outputs.iter().map(|s| s.to_string()).collect(),
-        name: name.into(),
-        op_type: op.into(),
-        domain: String::new(),
-        attribute: attrs,
-    }
+    let dims: Vec<Result<i64, &str>> = dims
+        .iter()
+        .map(|&d| if d < 0 { Err("N") } else { Ok(d) })
+        .collect();
+    onnx_models::io(name, &dims)
 }
 
 fn ints(name: &str, v: &[i64]) -> AttributeProto {
@@ -98,20 +57,6 @@ fn int(name: &str, i: i64) -> AttributeProto {
         name: name.into(),
         r#type: attr_type::INT,
         i,
-        ..Default::default()
-    }
-}
-
-fn model(graph: GraphProto) -> ModelProto {
-    ModelProto {
-        ir_version: 8,
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: 17,
-        }],
-        producer_name: "test".into(),
-        producer_version: String::new(),
-        graph: Some(graph),
         ..Default::default()
     }
 }
@@ -212,12 +157,6 @@ fn cnn() -> ModelProto {
         ..Default::default()
     };
     model(g)
-}
-
-fn write(dir: &Path, name: &str, m: &ModelProto) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, m.encode_to_vec()).unwrap();
-    p
 }
 
 fn run_interp(m: &nnopt::ir::Module, x: &ndarray::ArrayD<f32>) -> Vec<ndarray::ArrayD<f32>> {

@@ -3,90 +3,17 @@
 //! locations, also when pruned).
 
 mod common;
+#[path = "common/onnx.rs"]
+mod onnx_models;
 use common::nnopt_ok;
+use onnx_models::{f32_init, io, model, node, write};
 
-use bytes::Bytes;
 use nnopt::onnx::proto::{
-    data_type, tensor_shape_proto, type_proto, AttributeProto, GraphProto, ModelProto, NodeProto,
-    OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto,
+    tensor_shape_proto, type_proto, AttributeProto, GraphProto, ModelProto, StringStringEntryProto,
     ValueInfoProto,
 };
 use prost::Message;
-use std::path::{Path, PathBuf};
-
-fn f32_init(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
-    TensorProto {
-        dims: dims.to_vec(),
-        data_type: data_type::FLOAT,
-        name: name.into(),
-        raw_data: Bytes::from(
-            values
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect::<Vec<u8>>(),
-        ),
-        ..Default::default()
-    }
-}
-
-/// A float tensor whose dimensions are `DimValue`s, or `DimParam`s where given as names.
-fn io(name: &str, dims: &[Result<i64, &str>]) -> ValueInfoProto {
-    use tensor_shape_proto::{dimension::Value, Dimension};
-    let dim = dims
-        .iter()
-        .map(|d| Dimension {
-            value: Some(match d {
-                Ok(n) => Value::DimValue(*n),
-                Err(p) => Value::DimParam(p.to_string()),
-            }),
-        })
-        .collect();
-    ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: data_type::FLOAT,
-                shape: Some(TensorShapeProto { dim }),
-            })),
-        }),
-    }
-}
-
-fn node(
-    op: &str,
-    name: &str,
-    inputs: &[&str],
-    output: &str,
-    attrs: Vec<AttributeProto>,
-) -> NodeProto {
-    NodeProto {
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: vec![output.into()],
-        name: name.into(),
-        op_type: op.into(),
-        domain: String::new(),
-        attribute: attrs,
-    }
-}
-
-fn model(graph: GraphProto) -> ModelProto {
-    ModelProto {
-        ir_version: 8,
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: 17,
-        }],
-        producer_name: "test".into(),
-        graph: Some(graph),
-        ..Default::default()
-    }
-}
-
-fn write(dir: &Path, name: &str, m: &ModelProto) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, m.encode_to_vec()).unwrap();
-    p
-}
+use std::path::Path;
 
 fn read(p: &Path) -> ModelProto {
     ModelProto::decode(std::fs::read(p).unwrap().as_slice()).unwrap()
@@ -116,11 +43,11 @@ fn ffn(batch: Result<i64, &str>) -> ModelProto {
         name: "ffn".into(),
         doc_string: "the graph's doc".into(),
         node: vec![
-            node("MatMul", "fc1/MatMul", &["x", "w1"], "m1", vec![]),
-            node("Add", "fc1/Add", &["m1", "b1"], "h1", vec![]),
-            node("Relu", "act", &["h1"], "a1", vec![]),
-            node("MatMul", "fc2/MatMul", &["a1", "w2"], "m2", vec![]),
-            node("Add", "fc2/Add", &["m2", "b2"], "y", vec![]),
+            node("MatMul", "fc1/MatMul", &["x", "w1"], &["m1"], vec![]),
+            node("Add", "fc1/Add", &["m1", "b1"], &["h1"], vec![]),
+            node("Relu", "act", &["h1"], &["a1"], vec![]),
+            node("MatMul", "fc2/MatMul", &["a1", "w2"], &["m2"], vec![]),
+            node("Add", "fc2/Add", &["m2", "b2"], &["y"], vec![]),
         ],
         initializer: vec![
             f32_init("w1", &[dm as i64, hid as i64], &matrix(dm, hid, 3)),
@@ -203,7 +130,7 @@ fn a_two_dimensional_gemm_stays_gemm() {
     };
     let m = model(GraphProto {
         name: "g".into(),
-        node: vec![node("Gemm", "fc", &["x", "w", "b"], "y", vec![transb])],
+        node: vec![node("Gemm", "fc", &["x", "w", "b"], &["y"], vec![transb])],
         initializer: vec![
             f32_init("w", &[3, 4], &matrix(3, 4, 7)),
             f32_init("b", &[3], &[1.0, 2.0, 3.0]),
@@ -236,9 +163,9 @@ fn named_mlp(names: [&str; 3]) -> ModelProto {
     model(GraphProto {
         name: "mlp".into(),
         node: vec![
-            node("Gemm", names[0], &["x", "w1", "b1"], "h", vec![]),
-            node("Relu", names[1], &["h"], "a", vec![]),
-            node("Gemm", names[2], &["a", "w2", "b2"], "y", vec![]),
+            node("Gemm", names[0], &["x", "w1", "b1"], &["h"], vec![]),
+            node("Relu", names[1], &["h"], &["a"], vec![]),
+            node("Gemm", names[2], &["a", "w2", "b2"], &["y"], vec![]),
         ],
         initializer: vec![
             f32_init("w1", &[dm as i64, hid as i64], &matrix(dm, hid, 3)),
