@@ -7,8 +7,8 @@
 use super::abi::{shape, DimVal};
 use super::flat_conv::{FlatConv, FlatSource};
 use super::mlir_ops::{i64_elements, id, tensor_type, BResult};
-use super::state::{Fail, LResult, Lower, View};
-use crate::ir::{Dim, OpId, ValueId};
+use super::state::{LResult, Lower, View};
+use crate::ir::{OpId, ValueId};
 use melior::ir::Value;
 
 impl<'c, 'b> Lower<'c, 'b, '_> {
@@ -28,20 +28,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         let c = self.need_static(op, &xd, 1, "input channel axis")?;
         let h = self.need_static(op, &xd, 2, "input height")?;
         let wi = self.need_static(op, &xd, 3, "input width")?;
-        let res = self.f.ty(self
-            .f
-            .op(op)
-            .result()
-            .expect("invariant: conv has a result"));
-        let (ho, wo) = match (res.dim(2), res.dim(3)) {
-            (Dim::Static(a), Dim::Static(b)) => (a, b),
-            _ => {
-                return Err(Fail::Unsupported(
-                    op,
-                    "the output size must be static".into(),
-                ))
-            }
-        };
+        let (ho, wo) = self.static_output_hw(op)?;
         let f = wd[0].to_i64() as u64;
         let (kh, kw) = (wd[2].to_i64(), wd[3].to_i64());
         // Before the strided case below replaces `x`.

@@ -4,8 +4,8 @@
 
 use super::abi::{shape, DimVal};
 use super::mlir_ops::{i64_elements, id};
-use super::state::{Fail, LResult, Lower};
-use crate::ir::{self, Dim, OpId, ValueId};
+use super::state::{LResult, Lower};
+use crate::ir::{self, OpId, ValueId};
 
 /// The interpreter's average-pool divisor for one output position along one axis (see
 /// `interp::kernels::PoolGeom::window`): `(full, inside)` window lengths.
@@ -32,20 +32,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         self.need_static(op, &xd, 1, "channel axis")?;
         let h = self.need_static(op, &xd, 2, "input height")?;
         let wi = self.need_static(op, &xd, 3, "input width")?;
-        let res = self.f.ty(self
-            .f
-            .op(op)
-            .result()
-            .expect("invariant: pool has a result"));
-        let (ho, wo) = match (res.dim(2), res.dim(3)) {
-            (Dim::Static(a), Dim::Static(b)) => (a, b),
-            _ => {
-                return Err(Fail::Unsupported(
-                    op,
-                    "the output size must be static".into(),
-                ))
-            }
-        };
+        let (ho, wo) = self.static_output_hw(op)?;
         let [kh, kw] = p.kernel;
         let [sh, sw] = p.strides;
         let [pt, pl, pb, pr] = p.pads;

@@ -9,7 +9,7 @@
 use super::abi::{shape, DimVal, WeightArg};
 use super::mlir_ops::{id, tensor_type, BResult, BuildError, Emitter};
 use super::schedule::{self, Layer};
-use crate::ir::{ElemType, Function, Loc, OpId, OpKind, ValueId};
+use crate::ir::{Dim, ElemType, Function, Loc, OpId, OpKind, ValueId};
 use melior::ir::{Attribute, Block, Location, Type, Value};
 use melior::Context;
 use std::collections::{HashMap, HashSet};
@@ -287,6 +287,23 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
             _ => Err(Fail::Unsupported(
                 op,
                 format!("the {what} (axis {axis}) must have a static size"),
+            )),
+        }
+    }
+
+    /// The static height and width of a windowed op's (conv's or pool's) result, which its
+    /// loops are built for.
+    pub(super) fn static_output_hw(&self, op: OpId) -> LResult<(u64, u64)> {
+        let r = self
+            .f
+            .op(op)
+            .result()
+            .expect("invariant: a windowed op has a result");
+        match (self.f.ty(r).dim(2), self.f.ty(r).dim(3)) {
+            (Dim::Static(a), Dim::Static(b)) => Ok((a, b)),
+            _ => Err(Fail::Unsupported(
+                op,
+                "the output size must be static".into(),
             )),
         }
     }
