@@ -1,9 +1,9 @@
 //! `nnopt import` and `nnopt export`: the default command without passes, with the formats
 //! checked against the subcommand (the ONNX side must be the `.onnx` file).
 
-use super::format::{input_format, usage, Format};
+use super::format::{input_format, Format};
 use super::opt::{opt, OptOptions};
-use super::Exit;
+use super::{usage, Exit};
 use crate::onnx;
 use std::path::Path;
 

@@ -11,7 +11,7 @@
 //! names the mismatch (a renamed model still loads, and the user learns why it did); when the
 //! content is not clearly either, the extension decides, as before.
 
-use super::{warn, Exit};
+use super::{usage, warn, Exit};
 use std::io::Read;
 use std::path::Path;
 
@@ -45,12 +45,6 @@ impl Format {
             Format::Mlir => "MLIR text",
         }
     }
-}
-
-/// A usage error: reported on stderr with the `nnopt:` prefix clap's errors share, exit 2.
-pub fn usage(message: &str) -> Exit {
-    eprintln!("nnopt: {message}");
-    Exit(2)
 }
 
 /// The format to write `path` in. `requested` is `--emit-format`; `emit` says that `--emit`

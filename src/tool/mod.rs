@@ -30,6 +30,12 @@ pub fn fail(message: &str) -> Exit {
     Exit(1)
 }
 
+/// Reports `message` as a usage error on stderr: the command line is at fault (exit 2).
+pub fn usage(message: &str) -> Exit {
+    eprintln!("nnopt: {message}");
+    Exit(2)
+}
+
 /// Reports `message` as a warning on stderr: nnopt goes on, but the user should know.
 pub fn warn(message: &str) {
     eprintln!("warning: {message}");

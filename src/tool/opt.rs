@@ -8,7 +8,7 @@
 
 use super::equivalence::{check_equivalence, EquivalenceOptions};
 use super::expect::verify_expectations;
-use super::format::{input_format, output_format, usage, Format};
+use super::format::{input_format, output_format, Format};
 use super::load::{base_dir, chunks, load, read_input, SPLIT_MARKER};
 use super::mlir::{emit_mlir, EmitStage};
 use super::output::{
@@ -16,7 +16,7 @@ use super::output::{
 };
 use super::progress::Progress;
 use super::report::{statistics_table, timing_report};
-use super::{warn, Exit};
+use super::{usage, warn, Exit};
 use crate::diag::{has_errors, Diagnostic, SourceMap};
 use crate::ir::Module;
 use crate::onnx;
@@ -98,15 +98,11 @@ pub struct EmitOptions {
 /// Runs `nnopt FILE` with `o`; diagnostics and errors go to stderr.
 pub fn opt(o: &OptOptions) -> Result<(), Exit> {
     let Some(input) = &o.input else {
-        eprintln!("nnopt: no input file (try --help)");
-        return Err(Exit(2));
+        return Err(usage("no input file (try --help)"));
     };
     warn_ineffective(o);
     let mut sources = SourceMap::new();
-    let tolerance = o.equivalence.tolerance().map_err(|e| {
-        eprintln!("nnopt: {e}");
-        Exit(2)
-    })?;
+    let tolerance = o.equivalence.tolerance().map_err(|e| usage(&e))?;
     // Formats are settled before any work: an ONNX input is imported, an ONNX output exported.
     let out_format = output_format(&o.output, o.emit_format, o.emit.is_some())?;
     let onnx_in = input_format(input) == Format::Onnx;
@@ -122,8 +118,7 @@ pub fn opt(o: &OptOptions) -> Result<(), Exit> {
         onnx_in && !onnx_out && o.emit.is_none() && !writes_regular_file(&o.output);
     let reports = o.passes.statistics || o.passes.timing || o.equivalence.check;
     if nnir_unwritten && o.output.as_os_str() == "-" && !reports {
-        eprintln!("nnopt: an imported ONNX model needs -o FILE.nnir (its weights go to a .safetensors file beside it) or -o FILE.onnx; with --pass-statistics alone nothing is written");
-        return Err(Exit(2));
+        return Err(usage("an imported ONNX model needs -o FILE.nnir (its weights go to a .safetensors file beside it) or -o FILE.onnx; with --pass-statistics alone nothing is written"));
     }
     let file = if onnx_in {
         sources.add(input.display().to_string(), String::new())
