@@ -34,6 +34,7 @@ mod jit;
 mod marks;
 mod mlir_ops;
 mod norm;
+mod outline;
 mod pool;
 mod prefetch;
 mod schedule;
