@@ -1,4 +1,4 @@
-//! Outlining every loop nest of a compiled function into its own function, and merging the
+//! Outlining every serial loop nest of a compiled function into its own function, and merging the
 //! identical ones, between the two halves of the scheduled pipeline (after bufferization and
 //! `convert-linalg-to-loops`, where a layer is one top-level loop nest on memrefs).
 //!
@@ -17,9 +17,11 @@ use melior::ir::operation::{OperationLike, OperationMutLike};
 use melior::ir::{BlockLike, Module as MlirModule, Operation, RegionLike};
 use melior::Context;
 
-/// The loop ops that start a loop nest at the top level of a function: a layer's tiles (or
-/// its `threads` tasks) and the loop fallback of the unscheduled ops.
-const LOOPS: [&str; 3] = ["scf.for", "scf.parallel", "scf.forall"];
+/// The loop ops outlined: a layer's tiles, and the loop fallback of the unscheduled ops. Not
+/// `scf.parallel` (a layer split into `threads` tasks): compiled code crashed when
+/// `async-parallel-for` ran on one in an outlined function, so with threads those layers stay
+/// in the network's function.
+const LOOPS: [&str; 1] = ["scf.for"];
 
 /// The mark of a loop nest to outline (a unit attribute).
 const MARK: &str = "nnopt.outline";
