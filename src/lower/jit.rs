@@ -63,9 +63,8 @@ pub fn scheduled_pipeline(threads: u64) -> String {
 
 /// Runs [`scheduled_pipeline`] on `module` in two halves, split after the loops exist
 /// (`LOOPS`), and inserts the dense layers' weight prefetches between them
-/// (`super::prefetch`) and outlines each loop nest into its own function (`super::outline`).
-/// `nnopt run` and `--emit=llvm` both compile this way; a `--mlir-pipeline` runs as given,
-/// without prefetches or outlining.
+/// (`super::prefetch`). `nnopt run` and `--emit=llvm` both compile this way; a
+/// `--mlir-pipeline` runs as given, without prefetches.
 pub fn run_scheduled(cx: &Context, module: &mut MlirModule, threads: u64) -> Result<(), String> {
     let full = scheduled_pipeline(threads);
     let at = full
@@ -75,7 +74,6 @@ pub fn run_scheduled(cx: &Context, module: &mut MlirModule, threads: u64) -> Res
     let (first, second) = full.split_at(at);
     run_mlir_pipeline(cx, module, &format!("{})", first.trim_end_matches(',')))?;
     super::prefetch::insert(cx, module);
-    super::outline::loop_nests(cx, module)?;
     run_mlir_pipeline(cx, module, &format!("builtin.module({second}"))
 }
 

@@ -34,7 +34,6 @@ mod jit;
 mod marks;
 mod mlir_ops;
 mod norm;
-mod outline;
 mod pool;
 mod prefetch;
 mod schedule;
