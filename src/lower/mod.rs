@@ -20,6 +20,7 @@
 //! `docs/lowering.md`.
 
 mod abi;
+mod approx;
 mod async_runtime;
 mod boundary;
 mod conv;
