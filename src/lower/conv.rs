@@ -1,13 +1,15 @@
 //! `nn.conv2d`: picks the form of each conv. Unit-stride convs with groups 1 and a static
 //! batch are scheduled as flat convs (`flat_conv.rs`); strided 1x1 convs become a strided
 //! slice and a flat conv; strided convs with larger kernels a flat conv over the input's
-//! phases ([`Lower::conv_phases`]); everything else (dilated, dynamic batch, depthwise,
-//! grouped) the named linalg convs, unscheduled.
+//! phases ([`Lower::conv_phases`]); depthwise convs a sliding window whose innermost loop is
+//! the output column (`window.rs`); everything else (dilated, dynamic batch, grouped) the named
+//! linalg convs, unscheduled.
 
 use super::abi::{shape, DimVal};
 use super::flat_conv::{FlatConv, FlatSource};
 use super::mlir_ops::{i64_elements, id, tensor_type, BResult};
 use super::state::{LResult, Lower, View};
+use super::window::{Taps, Window};
 use crate::ir::{OpId, ValueId};
 use melior::ir::Value;
 
@@ -149,13 +151,12 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
                 tensor_type(cx, &[c as i64, kh, kw]),
             )?;
             let zeros = self.filled(0.0, &out)?;
-            self.e.named_linalg(
-                "linalg.depthwise_conv_2d_nchw_chw",
-                &[xp, wc],
-                zeros,
-                self.ty(&out),
-                &attrs,
-            )?
+            let win = Window {
+                kernel: [kh as u64, kw as u64],
+                strides,
+                dilations,
+            };
+            self.window_generic(xp, Taps::Weighted(wc), zeros, &out, win)?
         } else {
             // Grouped: split channels into [G, C/G] and filters into [G, F/G].
             let g = groups as i64;

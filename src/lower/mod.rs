@@ -42,6 +42,7 @@ mod shape;
 mod specialize;
 mod state;
 mod view;
+mod window;
 
 // The public API: lowering and printing (`--emit`), compiling and running (`nnopt run`,
 // `nnopt bench`), and the types those hand out.

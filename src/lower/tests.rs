@@ -953,3 +953,32 @@ fn approx_math_within_documented_bounds() {
     assert_eq!(at(&gelu, f32::INFINITY), f32::INFINITY);
     assert!(at(&gelu, f32::NEG_INFINITY).is_nan());
 }
+
+/// Depthwise convs and pools computed as sliding windows with the output column innermost
+/// (`window.rs`): strides with and without padding, dilation, odd channel counts and sizes,
+/// batch 2, against the interpreter.
+#[test]
+fn depthwise_and_pool_windows_match_interpreter() {
+    for (c, hw, k, s, p, d, n) in [
+        (8, 9, 3, 1, 1, 1, 1),
+        (53, 11, 3, 2, 1, 1, 2),
+        (5, 10, 5, 2, 2, 1, 2),
+        (7, 12, 3, 1, 2, 2, 1),
+        (3, 8, 3, 2, 0, 1, 1),
+    ] {
+        let o = (hw + 2 * p - d * (k - 1) - 1) / s + 1;
+        let x = format!("tensor<{n}x{c}x{hw}x{hw}xf32>");
+        let w = format!("tensor<{c}x1x{k}x{k}xf32>");
+        let y = format!("tensor<{n}x{c}x{o}x{o}xf32>");
+        let text = format!(
+            "func @f(%x: {x}, %w: {w}, %b: tensor<{c}xf32>) -> {y} {{\n  %y = nn.conv2d %x, %w, %b {{strides = [{s}, {s}], pads = [{p}, {p}, {p}, {p}], dilations = [{d}, {d}], groups = {c}}} : {y}\n  return %y : {y}\n}}"
+        );
+        check(&text, &[&[n, c, hw, hw], &[c, 1, k, k], &[c]]);
+    }
+    let x = "tensor<2x53x13x13xf32>";
+    let y = "tensor<2x53x6x6xf32>";
+    let attrs = "{kernel = [3, 3], strides = [2, 2], pads = [0, 0, 0, 0], ceil_mode = false}";
+    check(&pool("nn.max_pool2d", attrs, x, y), &[&[2, 53, 13, 13]]);
+    let a = attrs.replace('}', ", count_include_pad = false}");
+    check(&pool("nn.avg_pool2d", &a, x, y), &[&[2, 53, 13, 13]]);
+}
