@@ -9,7 +9,7 @@ use super::abi::{shape, DimVal};
 use super::flat_conv::{FlatConv, FlatSource};
 use super::mlir_ops::{i64_elements, id, tensor_type, BResult};
 use super::state::{LResult, Lower, View};
-use super::window::{Taps, Window};
+use super::window::Window;
 use crate::ir::{OpId, ValueId};
 use melior::ir::Value;
 
@@ -151,12 +151,8 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
                 tensor_type(cx, &[c as i64, kh, kw]),
             )?;
             let zeros = self.filled(0.0, &out)?;
-            let win = Window {
-                kernel: [kh as u64, kw as u64],
-                strides,
-                dilations,
-            };
-            self.window_generic(xp, Taps::Weighted(wc), zeros, &out, win)?
+            let win = Window { strides, dilations };
+            self.depthwise_window(xp, wc, zeros, &out, win)?
         } else {
             // Grouped: split channels into [G, C/G] and filters into [G, F/G].
             let g = groups as i64;

@@ -1,10 +1,10 @@
-//! Pooling and means: `nn.max_pool2d`, `nn.avg_pool2d` (sliding windows, `window.rs`, the
-//! average divided by the interpreter's window counts), `nn.global_avg_pool` and `nn.mean` (sum
+//! Pooling and means: `nn.max_pool2d`, `nn.avg_pool2d` (named linalg poolings, the average
+//! divided by the interpreter's window counts), `nn.global_avg_pool` and `nn.mean` (sum
 //! reductions divided by the count).
 
 use super::abi::{shape, DimVal};
+use super::mlir_ops::{i64_elements, id};
 use super::state::{LResult, Lower};
-use super::window::{Taps, Window};
 use crate::ir::{self, OpId, ValueId};
 
 /// The interpreter's average-pool divisor for one output position along one axis (see
@@ -27,6 +27,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         p: &ir::Pool2d,
         avg: Option<bool>,
     ) -> LResult<()> {
+        let cx = self.cx;
         let (x, xd) = self.val(v);
         self.need_static(op, &xd, 1, "channel axis")?;
         let h = self.need_static(op, &xd, 2, "input height")?;
@@ -59,18 +60,20 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
             x
         };
         let out = vec![xd[0], xd[1], DimVal::Static(ho), DimVal::Static(wo)];
+        let window = self.e.empty(&[kh as i64, kw as i64], &[])?;
+        let attrs = [
+            (id(cx, "strides"), i64_elements(cx, &[sh as i64, sw as i64])),
+            (id(cx, "dilations"), i64_elements(cx, &[1, 1])),
+        ];
         let init = self.filled(pad_value, &out)?;
-        let combine = if avg.is_some() {
-            "arith.addf"
+        let name = if avg.is_some() {
+            "linalg.pooling_nchw_sum"
         } else {
-            "arith.maximumf"
+            "linalg.pooling_nchw_max"
         };
-        let win = Window {
-            kernel: p.kernel,
-            strides: p.strides,
-            dilations: [1, 1],
-        };
-        let y = self.window_generic(xp, Taps::Pooled(combine), init, &out, win)?;
+        let y = self
+            .e
+            .named_linalg(name, &[xp, window], init, self.ty(&out), &attrs)?;
         let y = match avg {
             None => y,
             Some(include_pad) => {

@@ -954,11 +954,11 @@ fn approx_math_within_documented_bounds() {
     assert!(at(&gelu, f32::NEG_INFINITY).is_nan());
 }
 
-/// Depthwise convs and pools computed as sliding windows with the output column innermost
-/// (`window.rs`): strides with and without padding, dilation, odd channel counts and sizes,
-/// batch 2, against the interpreter.
+/// Depthwise convs computed as sliding windows with the output column innermost (`window.rs`):
+/// strides with and without padding, dilation, odd channel counts and sizes, batch 2, against
+/// the interpreter; and the 3x3 stride-2 pools of the same odd sizes.
 #[test]
-fn depthwise_and_pool_windows_match_interpreter() {
+fn depthwise_windows_match_interpreter() {
     for (c, hw, k, s, p, d, n) in [
         (8, 9, 3, 1, 1, 1, 1),
         (53, 11, 3, 2, 1, 1, 2),

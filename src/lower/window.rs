@@ -1,14 +1,18 @@
-//! Sliding windows over NCHW planes, one per channel: depthwise convs and max/average pools as
-//! a `linalg.generic` whose loops run `n, c, oh, kh, kw, ow`, the output column innermost.
+//! Depthwise convs as a sliding window over each channel's plane: a `linalg.generic` whose loops
+//! run `n, c, oh, kh, kw, ow`, the output column innermost.
 //!
-//! The named ops (`linalg.depthwise_conv_2d_nchw_chw`, `linalg.pooling_nchw_*`) loop over
-//! `n, c, oh, ow, kh, kw`: `convert-linalg-to-loops` keeps that order, so the innermost loop was
-//! a window row of 3 taps, which LLVM left scalar. With the output column innermost, each step
-//! is `out[ow] = out[ow] ⊕ x[ow·sw + kw·dw] (· w)` over a whole output row: LLVM's loop
-//! vectorizer turns it into vectors of the host's width (a strided read becomes interleaved
-//! loads and shuffles), the output row stays in L1 across the `kh·kw` taps, and a strided
-//! window reads only the taps it keeps. Taps are accumulated in the interpreter's order (`kh`,
-//! then `kw`, from the fill), so only FMA contraction changes the rounding.
+//! The named `linalg.depthwise_conv_2d_nchw_chw` loops over `n, oh, ow, c, kh, kw`:
+//! `convert-linalg-to-loops` keeps that order, so every step jumped between channel planes and
+//! the innermost loop was a window row of 3 taps, which LLVM left scalar. With the output column
+//! innermost, each step is `out[ow] += x[ow·sw + kw·dw] · w` over a whole output row: LLVM's
+//! loop vectorizer turns it into vectors of the host's width (a strided read becomes
+//! interleaved loads and shuffles), the output row stays in L1 across the `kh·kw` taps, and a
+//! strided window reads only the taps it keeps. Taps are accumulated in the interpreter's order
+//! (`kh`, then `kw`, from the zero fill), so only FMA contraction changes the rounding.
+//!
+//! Pools keep the named poolings (`pool.rs`): in this form a 3×3 stride-2 max or average pool
+//! ran 1.4–2x slower than the named op's `n, c, oh, ow, kh, kw` loops, which keep each output
+//! in a register across its window (docs/performance.md, "Kernels").
 
 use super::abi::DimVal;
 use super::generic::mul_add;
@@ -16,30 +20,20 @@ use super::mlir_ops::{BResult, Iter};
 use super::state::Lower;
 use melior::ir::{AffineExpr, AffineMap, Value};
 
-/// The geometry of one window: kernel size, strides and dilations (height, width).
+/// The geometry of one window: strides and dilations (height, width).
 #[derive(Clone, Copy)]
 pub(super) struct Window {
-    pub kernel: [u64; 2],
     pub strides: [u64; 2],
     pub dilations: [u64; 2],
 }
 
-/// What a window does with its taps.
-pub(super) enum Taps<'c, 'b> {
-    /// Multiplies each by the filter `[C, KH, KW]` and sums (a depthwise conv).
-    Weighted(Value<'c, 'b>),
-    /// Folds them into the output with this `arith` op (`maximumf`, `addf`: a pool).
-    Pooled(&'static str),
-}
-
 impl<'c, 'b> Lower<'c, 'b, '_> {
-    /// `init[n, c, oh, ow] ⊕= x[n, c, oh·sh + kh·dh, ow·sw + kw·dw]` over the window, `x`
-    /// already padded: weighted taps accumulate with a contractible multiply-add, pooled ones
-    /// with their op.
-    pub(super) fn window_generic(
+    /// `init[n, c, oh, ow] += x[n, c, oh·sh + kh·dh, ow·sw + kw·dw] · w[c, kh, kw]` over the
+    /// window (`x` already padded, `w` `[C, KH, KW]`), a contractible multiply-add per tap.
+    pub(super) fn depthwise_window(
         &self,
         x: Value<'c, 'b>,
-        taps: Taps<'c, 'b>,
+        w: Value<'c, 'b>,
         init: Value<'c, 'b>,
         out: &[DimVal],
         win: Window,
@@ -61,6 +55,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
                 d(5) * k(sw) + d(4) * k(dw),
             ],
         );
+        let wmap = AffineMap::new(cx, 6, 0, &[d(1), d(3), d(4)]);
         let out_map = AffineMap::new(cx, 6, 0, &[d(0), d(1), d(2), d(5)]);
         let iters = [
             Iter::Parallel,
@@ -70,29 +65,14 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
             Iter::Reduction,
             Iter::Parallel,
         ];
-        let ty = self.ty(out);
-        match taps {
-            Taps::Weighted(w) => {
-                let wmap = AffineMap::new(cx, 6, 0, &[d(1), d(3), d(4)]);
-                self.e
-                    .generic(&[x, w], &[xmap, wmap], init, out_map, &iters, ty, mul_add)
-            }
-            Taps::Pooled(combine) => {
-                // The window's loop bounds come from a shape-only operand, as in the named
-                // poolings: `kh` and `kw` appear in `x`'s map only inside sums.
-                let [kh, kw] = win.kernel;
-                let shape_only = self.e.empty(&[kh as i64, kw as i64], &[])?;
-                let kmap = AffineMap::new(cx, 6, 0, &[d(3), d(4)]);
-                self.e.generic(
-                    &[x, shape_only],
-                    &[xmap, kmap],
-                    init,
-                    out_map,
-                    &iters,
-                    ty,
-                    move |e, a| e.binf(combine, a[2], a[0]),
-                )
-            }
-        }
+        self.e.generic(
+            &[x, w],
+            &[xmap, wmap],
+            init,
+            out_map,
+            &iters,
+            self.ty(out),
+            mul_add,
+        )
     }
 }
