@@ -150,9 +150,23 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
                 &[vec![0, 1], vec![2], vec![3]],
                 tensor_type(cx, &[c as i64, kh, kw]),
             )?;
+            // The input cut to the rows and columns the window reads: padding or a stride can
+            // leave more, and with an output size of 1 the unit-dim folding of generics (the
+            // schedule's canonicalization) then turned the window into an invalid identity map.
+            let reach = |o: u64, s: u64, k: i64, d: u64| (o - 1) * s + (k as u64 - 1) * d + 1;
+            let mut rd = xpd.clone();
+            rd[2] = DimVal::Static(reach(ho, strides[0], kh, dilations[0]));
+            rd[3] = DimVal::Static(reach(wo, strides[1], kw, dilations[1]));
+            let xr = if rd == xpd {
+                xp
+            } else {
+                let dn = self.dyn_sizes(&rd)?;
+                self.e
+                    .extract_slice(xp, &[0; 4], &shape(&rd), &dn, self.ty(&rd))?
+            };
             let zeros = self.filled(0.0, &out)?;
             let win = Window { strides, dilations };
-            self.depthwise_window(xp, wc, zeros, &out, win)?
+            self.depthwise_window(xr, wc, zeros, &out, win)?
         } else {
             // Grouped: split channels into [G, C/G] and filters into [G, F/G].
             let g = groups as i64;

@@ -965,6 +965,8 @@ fn depthwise_windows_match_interpreter() {
         (5, 10, 5, 2, 2, 1, 2),
         (7, 12, 3, 1, 2, 2, 1),
         (3, 8, 3, 2, 0, 1, 1),
+        // One output position from a larger padded input (the unit-dim folding case).
+        (3, 2, 3, 2, 1, 1, 1),
     ] {
         let o = (hw + 2 * p - d * (k - 1) - 1) / s + 1;
         let x = format!("tensor<{n}x{c}x{hw}x{hw}xf32>");
