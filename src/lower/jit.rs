@@ -18,6 +18,7 @@ use super::async_runtime;
 use super::dense::pack_dense;
 use super::diag_capture::DiagCapture;
 use super::schedule::{self, Layer};
+use crate::ir::{ElemType, Tensor};
 use melior::ir::operation::{OperationLike, WalkOrder, WalkResult};
 use melior::ir::{BlockLike, Module as MlirModule, Operation};
 use melior::pass::PassManager;
@@ -384,11 +385,19 @@ impl<'c> Jit<'c> {
             mut signatures,
             layers,
         } = lowered;
-        // Once per compiled module, not per call.
+        // Once per compiled module, not per call: packing, and a 4-byte aligned buffer for a
+        // weight whose bytes are not one (a splat, a gather view, an ONNX initializer at an odd
+        // offset of its file), which `run_into` would otherwise copy on every call.
         for w in signatures.iter_mut().flat_map(|s| &mut s.weights) {
             if w.packed {
                 w.value = pack_dense(&w.value);
                 w.packed = false;
+            } else if aligned_f32(&w.value).is_none() {
+                w.value = Tensor::from_f32(
+                    ElemType::F32,
+                    w.value.shape().to_vec(),
+                    &w.value.to_f32_vec(),
+                );
             }
         }
         match pipeline {
@@ -498,27 +507,14 @@ impl<'c> Jit<'c> {
         // Contiguous inputs are passed in place (no copy per call).
         let owned_inputs: Vec<ndarray::CowArray<f32, ndarray::IxDyn>> =
             inputs.iter().map(|x| x.as_standard_layout()).collect();
-        let mut weight_copies: Vec<Vec<f32>> = Vec::new();
         let mut descs: Vec<Vec<i64>> = Vec::new();
         for x in &owned_inputs {
             let shape: Vec<u64> = x.shape().iter().map(|&n| n as u64).collect();
             descs.push(descriptor(x.as_ptr() as *mut f32, &shape));
         }
         for w in &sig.weights {
-            let t = &w.value;
-            let ptr = match t.raw_bytes() {
-                Some(b) if !t.is_splat() && (b.as_ptr() as usize).is_multiple_of(4) => {
-                    b.as_ptr() as *mut f32
-                }
-                _ => {
-                    weight_copies.push(t.to_f32_vec());
-                    weight_copies
-                        .last_mut()
-                        .expect("invariant: just pushed")
-                        .as_mut_ptr()
-                }
-            };
-            descs.push(descriptor(ptr, t.shape()));
+            let ptr = aligned_f32(&w.value).expect("invariant: `compile` aligned every weight");
+            descs.push(descriptor(ptr, w.value.shape()));
         }
         outputs.truncate(sig.outputs.len());
         for (i, dims) in sig.outputs.iter().enumerate() {
@@ -549,9 +545,16 @@ impl<'c> Jit<'c> {
         if !unsafe { self.engine.invoke_packed(name, &mut args) } {
             return Err(format!("cannot call @{name}: no such compiled function"));
         }
-        drop(weight_copies);
         Ok(())
     }
+}
+
+/// The f32 data of `t` in place, when its bytes lie in one 4-byte aligned buffer (compiled code
+/// reads weights through such a pointer; it never writes them).
+fn aligned_f32(t: &Tensor) -> Option<*mut f32> {
+    t.raw_bytes()
+        .filter(|b| (b.as_ptr() as usize).is_multiple_of(4))
+        .map(|b| b.as_ptr() as *mut f32)
 }
 
 fn show(v: Option<u64>) -> String {

@@ -20,6 +20,7 @@
 //! `docs/lowering.md`.
 
 mod abi;
+mod approx;
 mod async_runtime;
 mod boundary;
 mod conv;
@@ -41,6 +42,7 @@ mod shape;
 mod specialize;
 mod state;
 mod view;
+mod window;
 
 // The public API: lowering and printing (`--emit`), compiling and running (`nnopt run`,
 // `nnopt bench`), and the types those hand out.
