@@ -74,7 +74,7 @@ pub fn apply(rw: &mut Rewriter, op: OpId, plan: &Plan, cx: &mut PassContext) {
         // per-position map added after it, not into its bias.
         let border = if plan.padded[c_idx] && !absorbed.is_empty() {
             let m = plan.maps[c_idx].as_ref().expect("chosen only with a map");
-            Some(m.values(cw, &absorbed))
+            Some(m.values(cw, plan.consumer_groups[c_idx], &absorbed))
         } else {
             None
         };

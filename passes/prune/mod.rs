@@ -19,6 +19,7 @@ pub mod border_map;
 pub mod dead_neuron_elimination;
 pub mod fanout;
 pub mod groups;
+pub mod liveness;
 pub mod plan;
 pub mod residual_cost;
 

@@ -5,6 +5,7 @@
 use super::border_map::BorderMap;
 use super::fanout::{fanout, Fanout};
 use super::groups::{balance, column_is_zero};
+use super::liveness::Liveness;
 use super::residual_cost::{scatter_tradeoff, Layer};
 use super::Residual;
 use crate::diag::Diagnostic;
@@ -152,24 +153,35 @@ fn plan_with_remark(
         .map(|&(c, _)| matches!(f.kind(c), OpKind::Conv2d { pads, .. } if pads.iter().any(|&p| p > 0)))
         .collect();
     // The constant each scattered value carries.
+    // A channel that no op reads there (backward liveness through element-wise ops,
+    // `liveness.rs`) can be restored with any fill: 0.
+    let mut liveness = Liveness::new(f, zero_threshold);
     let fills: Vec<Vec<Option<f32>>> = fan
         .others
         .iter()
         .map(|&(v, site)| {
             let fx = analysis.facts(v);
-            (0..n)
+            let known: Vec<Option<f32>> = (0..n)
                 .map(|j| fx.and_then(|fx| fx.constant(j * site.scale)))
+                .collect();
+            if site.scale != 1 || known.iter().all(Option::is_some) {
+                return known;
+            }
+            let unread = liveness.unread(v, site.axis, n);
+            known
+                .iter()
+                .zip(unread)
+                .map(|(&c, u)| c.or(u.then_some(0.0)))
                 .collect()
         })
         .collect();
-    // A zero-padded ungrouped consumer with static spatial sizes can take a non-zero constant
-    // as a per-position bias map (`nn.add` of `[C_out, OH, OW]`) instead.
+    // A zero-padded consumer with static spatial sizes can take a non-zero constant as a
+    // per-position bias map (`nn.add` of `[C_out, OH, OW]`) instead.
     let maps: Vec<Option<BorderMap>> = fan
         .consumers
         .iter()
         .zip(&padded)
-        .zip(&consumer_groups)
-        .map(|((&(c, _), &p), &g)| (p && g == 1).then(|| BorderMap::of(f, c)).flatten())
+        .map(|(&(c, _), &p)| p.then(|| BorderMap::of(f, c)).flatten())
         .collect();
     let choose = |map_allowed: &[bool]| {
         let mut remove: BTreeSet<usize> = BTreeSet::new();
