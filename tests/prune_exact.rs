@@ -9,8 +9,8 @@ mod nnir;
 use nnir::{assert_same_outputs, list, load, nested4, params, prune, prune_with};
 
 use ndarray::ArrayD;
-use nnopt::ir::{Module, OpKind};
-use nnopt::{interp, passes};
+use nnopt::ir::OpKind;
+use nnopt::passes;
 use proptest::prelude::*;
 
 /// `rows` as a nested NNIR literal.
@@ -532,9 +532,9 @@ proptest! {
 /// pruning. Fewer cases than the pruning properties: each case
 /// compiles two modules with LLVM at -O3.
 #[cfg(feature = "mlir")]
-fn assert_jit_matches_interp(m: &Module, inputs: &[ArrayD<f32>]) {
+fn assert_jit_matches_interp(m: &nnopt::ir::Module, inputs: &[ArrayD<f32>]) {
     let f = &m.funcs[0];
-    let want = interp::run(f, inputs).expect("interpreter runs");
+    let want = nnopt::interp::run(f, inputs).expect("interpreter runs");
     // One compile at a time: the two JIT properties run on parallel test threads, and MLIR/LLVM
     // keep process-global registries (a race on one crashed a CI run).
     static COMPILE: std::sync::Mutex<()> = std::sync::Mutex::new(());
