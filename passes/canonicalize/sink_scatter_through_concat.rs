@@ -15,7 +15,9 @@ use crate::rewrite::{ensure, MatchFailure, MatchResult, Pattern, Rewriter};
 /// Exact: both sides place every element of every part at the same position of the result and
 /// the same constant at every filled position; only the order of the copies changes. It moves
 /// the scatters of pruned branches (SqueezeNet's expand convs, Inception branches) below the
-/// concat, where `fold-scatter-into-consumer` folds them into the next layer's columns and bias.
+/// concat, where `fold-scatter-into-consumer` folds them into the next layer's columns and bias;
+/// so it applies only when every user of the concat is a linear, conv, activation, pool or
+/// concat, which the scatter can fold into or pass.
 pub struct SinkScatterThroughConcat;
 
 impl Pattern<PassContext> for SinkScatterThroughConcat {
@@ -31,6 +33,26 @@ impl Pattern<PassContext> for SinkScatterThroughConcat {
             return Err(MatchFailure("not a concat"));
         };
         let r = f.op(op).result().ok_or(MatchFailure("no result"))?;
+        // Below the concat the scatter copies the whole result, once per concat reading the
+        // part (DenseNet concatenates each part many times): worth it only where it can go on
+        // to a layer that absorbs it, or further down.
+        let onward = f.users(r).all(|u| {
+            let k = f.kind(u);
+            k.tag().is_elementwise_unary()
+                || matches!(
+                    k,
+                    OpKind::Linear
+                        | OpKind::Conv2d { .. }
+                        | OpKind::MaxPool2d(_)
+                        | OpKind::AvgPool2d { .. }
+                        | OpKind::GlobalAvgPool
+                        | OpKind::Concat { .. }
+                )
+        });
+        ensure(
+            onward,
+            "a user is not a linear, conv, activation, pool or concat the scatter could move on to",
+        )?;
         let full = f.ty(r).clone();
         let ax = crate::ir::infer::norm_axis(axis, full.rank())
             .map_err(|_| MatchFailure("the axis is out of range"))?;

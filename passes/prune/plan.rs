@@ -204,8 +204,10 @@ fn plan_with_remark(
             });
             if scatterable && (ignored || foldable) {
                 remove.insert(j);
-                // A neuron that also reaches other uses is restored there as a constant.
-                if ignored && fan.others.is_empty() && !fan.consumers.is_empty() {
+                // A neuron that also reaches other uses is restored there as a constant,
+                // unless no op reads it there (then it is not constant, and unused).
+                let unread = !constant[j];
+                if ignored && (unread || fan.others.is_empty() && !fan.consumers.is_empty()) {
                     unused.insert(j);
                 }
             } else if constant[j] && scatterable && (0..fan.consumers.len()).any(|c| padded[c]) {
