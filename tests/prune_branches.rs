@@ -18,16 +18,14 @@ fn nonzero() -> impl Strategy<Value = f32> {
 }
 
 /// `%name = nn.conv2d %input` with the weights `w` (`[out, inp, k, k]`), the bias `b`, zero
-/// padding `pad` and `groups`, on `hw`×`hw` images that keep their size.
+/// padding `pad` and `groups`, giving `hw`×`hw` outputs.
 fn conv(
     name: &str,
     input: &str,
     w: &[f32],
     b: &[f32],
     shape: [usize; 3],
-    pad: u64,
-    groups: usize,
-    hw: usize,
+    (pad, groups, hw): (u64, usize, usize),
 ) -> String {
     let [out, inp, k] = shape;
     format!(
@@ -141,9 +139,7 @@ fn fire_text(s: &Fire) -> String {
         &weights(&s.values, [sq, s.c0, 1], &s.dead_sq),
         &b(sq, 0),
         [sq, s.c0, 1],
-        0,
-        1,
-        HW,
+        (0, 1, HW),
     );
     t += &format!("  %sr = nn.relu %sq : tensor<1x{sq}x{HW}x{HW}xf32>\n");
     t += &conv(
@@ -152,9 +148,7 @@ fn fire_text(s: &Fire) -> String {
         &weights(&s.values[3..], [s.e1, sq, 1], &s.dead1),
         &b(s.e1, 3),
         [s.e1, sq, 1],
-        0,
-        1,
-        HW,
+        (0, 1, HW),
     );
     t += &conv(
         "e3",
@@ -162,9 +156,7 @@ fn fire_text(s: &Fire) -> String {
         &weights(&s.values[7..], [s.e3, sq, 3], &s.dead3),
         &b(s.e3, 7),
         [s.e3, sq, 3],
-        1,
-        1,
-        HW,
+        (1, 1, HW),
     );
     t += &format!("  %r1 = nn.relu %e1 : tensor<1x{}x{HW}x{HW}xf32>\n", s.e1);
     t += &format!("  %r3 = nn.relu %e3 : tensor<1x{}x{HW}x{HW}xf32>\n", s.e3);
@@ -181,9 +173,7 @@ fn fire_text(s: &Fire) -> String {
         &weights(&s.values[11..], [HEAD, e, 1], &live),
         &b(HEAD, 11),
         [HEAD, e, 1],
-        0,
-        1,
-        hw,
+        (0, 1, hw),
     );
     t + &format!("  return %head : tensor<1x{HEAD}x{hw}x{hw}xf32>\n}}\n")
 }
@@ -304,9 +294,7 @@ fn grouped_text(s: &Grouped) -> String {
         &weights(&s.values, [c, s.c0, 1], &dead_p),
         &b(c, 0),
         [c, s.c0, 1],
-        0,
-        1,
-        HW,
+        (0, 1, HW),
     );
     t += &format!("  %pr = nn.relu %p : tensor<1x{c}x{HW}x{HW}xf32>\n");
     t += &conv(
@@ -315,9 +303,7 @@ fn grouped_text(s: &Grouped) -> String {
         &weights(&s.values[5..], [out, s.per_in, k], &dead_g),
         &b(out, 3),
         [out, s.per_in, k],
-        s.pad,
-        s.groups,
-        hw,
+        (s.pad, s.groups, hw),
     );
     t += &format!("  %gr = nn.relu %g : tensor<1x{out}x{hw}x{hw}xf32>\n");
     let live = vec![false; HEAD];
@@ -327,9 +313,7 @@ fn grouped_text(s: &Grouped) -> String {
         &weights(&s.values[17..], [HEAD, out, 1], &live),
         &b(HEAD, 7),
         [HEAD, out, 1],
-        0,
-        1,
-        hw,
+        (0, 1, hw),
     );
     t + &format!("  return %head : tensor<1x{HEAD}x{hw}x{hw}xf32>\n}}\n")
 }
