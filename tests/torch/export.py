@@ -46,6 +46,15 @@ MODELS = {
     "mobilenet_v2": (lambda: torchvision.models.mobilenet_v2(num_classes=10), IMAGE),
     "mobilenet_v3_small": (lambda: torchvision.models.mobilenet_v3_small(num_classes=10), IMAGE),
     "squeezenet1_1": (lambda: torchvision.models.squeezenet1_1(num_classes=10), IMAGE),
+    # ResNeXt's 32x4d bottleneck (grouped 3x3 convs, 32 groups of 4 channels) with one block
+    # per stage: the grouped convs of resnext50_32x4d at a fifth of its depth.
+    "resnext14_32x4d": (
+        lambda: torchvision.models.resnet.ResNet(
+            torchvision.models.resnet.Bottleneck, [1, 1, 1, 1], groups=32, width_per_group=4, num_classes=10
+        ),
+        IMAGE,
+    ),
+    "regnet_x_400mf": (lambda: torchvision.models.regnet_x_400mf(num_classes=10), IMAGE),
     "densenet121": (lambda: torchvision.models.densenet121(num_classes=10), IMAGE),
     "transformer": (lambda: encoder(norm_first=False), TOKENS),
     "transformer_norm_first": (lambda: encoder(norm_first=True), TOKENS),
