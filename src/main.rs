@@ -169,8 +169,7 @@ struct EmitArgs {
 /// The CPU compiled code is for (default: the host), as llc's -mcpu and -mattr (docs/lowering.md).
 #[derive(clap::Args, Debug)]
 struct TargetArgs {
-    /// LLVM's CPU name (haswell, znver4, x86-64-v3, neoverse-n1, ...): its vector width and
-    /// registers shape the schedules, and the code is compiled for it.
+    /// LLVM's CPU name (haswell, znver4, x86-64-v3, ...): the code, and its tiles, are for it.
     #[arg(long, value_name = "CPU")]
     target_cpu: Option<String>,
     /// LLVM features on top of the CPU's, e.g. "+avx2,-avx512f".
@@ -278,10 +277,8 @@ struct BenchArgs {
 
 impl From<&TargetArgs> for TargetSpec {
     fn from(a: &TargetArgs) -> Self {
-        TargetSpec {
-            cpu: a.target_cpu.clone(),
-            features: a.target_features.clone(),
-        }
+        let (cpu, features) = (a.target_cpu.clone(), a.target_features.clone());
+        TargetSpec { cpu, features }
     }
 }
 
