@@ -12,7 +12,7 @@ use nnopt::tool::convert::{convert, Direction};
 use nnopt::tool::equivalence::EquivalenceOptions;
 use nnopt::tool::format::Format;
 use nnopt::tool::list::{list_ops, list_passes};
-use nnopt::tool::mlir::EmitStage;
+use nnopt::tool::mlir::{EmitStage, TargetSpec};
 use nnopt::tool::opt::{opt, EmitOptions, OptOptions, PassOptions};
 use nnopt::tool::run::RunOptions;
 use nnopt::tool::{self, args, Exit};
@@ -162,6 +162,19 @@ struct EmitArgs {
     #[arg(long, default_value_t = 1, requires = "emit",
           value_parser = clap::value_parser!(u64).range(1..=256))]
     threads: u64,
+    #[command(flatten)]
+    target: TargetArgs,
+}
+
+/// The CPU compiled code is for (default: the host), as llc's -mcpu and -mattr (docs/lowering.md).
+#[derive(clap::Args, Debug)]
+struct TargetArgs {
+    /// LLVM's CPU name (haswell, znver4, x86-64-v3, ...): the code, and its tiles, are for it.
+    #[arg(long, value_name = "CPU")]
+    target_cpu: Option<String>,
+    /// LLVM features on top of the CPU's, e.g. "+avx2,-avx512f".
+    #[arg(long, value_name = "FEATURES", allow_hyphen_values = true)]
+    target_features: Option<String>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -220,6 +233,8 @@ struct RunArgs {
     #[arg(long, default_value_t = 1, conflicts_with = "interp",
           value_parser = clap::value_parser!(u64).range(1..=256))]
     threads: u64,
+    #[command(flatten)]
+    target: TargetArgs,
     /// One .npy file per function argument (f32, or f64 rounded to f32): in order, or as
     /// NAME=FILE for the argument %NAME.
     #[arg(long = "input", value_name = "[NAME=]NPY")]
@@ -256,6 +271,15 @@ struct BenchArgs {
     /// docs/lowering.md).
     #[arg(long, value_name = "PIPELINE")]
     mlir_pipeline: Option<String>,
+    #[command(flatten)]
+    target: TargetArgs,
+}
+
+impl From<&TargetArgs> for TargetSpec {
+    fn from(a: &TargetArgs) -> Self {
+        let (cpu, features) = (a.target_cpu.clone(), a.target_features.clone());
+        TargetSpec { cpu, features }
+    }
 }
 
 impl From<&OptArgs> for OptOptions {
@@ -281,6 +305,7 @@ impl From<&OptArgs> for OptOptions {
                 stage: stage.into(),
                 mlir_pipeline: a.emit.mlir_pipeline.clone(),
                 threads: a.emit.threads,
+                target: (&a.emit.target).into(),
             }),
         }
     }
@@ -321,6 +346,7 @@ impl From<&RunArgs> for RunOptions {
             mlir_pipeline: a.mlir_pipeline.clone(),
             func: a.func.clone(),
             threads: a.threads,
+            target: (&a.target).into(),
             inputs: a.inputs.clone(),
             outputs: a.outputs.clone(),
         }
@@ -337,6 +363,7 @@ impl From<&BenchArgs> for BenchOptions {
             func: a.func.clone(),
             threads: a.threads,
             mlir_pipeline: a.mlir_pipeline.clone(),
+            target: (&a.target).into(),
         }
     }
 }

@@ -41,6 +41,7 @@ mod schedule;
 mod shape;
 mod specialize;
 mod state;
+mod target;
 mod view;
 mod window;
 
@@ -50,6 +51,7 @@ pub use abi::{DimVal, Lowered, Signature, WeightArg};
 pub use entry::{compile, compile_and_run, context, emit_text, lower_module, print, Emit};
 pub use jit::Jit;
 pub use schedule::Layer;
+pub use target::{Isa, Target};
 
 #[cfg(test)]
 mod tests;

@@ -65,7 +65,7 @@ fn check(text: &str, shapes: &[&[usize]]) -> usize {
         } else {
             m.clone()
         };
-        let lowered = match lower_module(&cx, &module) {
+        let lowered = match lower_module(&cx, &module, &Target::host()) {
             Ok(l) => l,
             Err(d) => panic!("lowering failed: {d:?}\n{text}"),
         };
@@ -98,7 +98,7 @@ fn check(text: &str, shapes: &[&[usize]]) -> usize {
 fn lower_error(text: &str) -> String {
     let m = load(text);
     let cx = context();
-    let result = lower_module(&cx, &m);
+    let result = lower_module(&cx, &m, &Target::host());
     match result {
         Ok(_) => panic!("lowering should fail:\n{text}"),
         Err(d) => d
@@ -187,7 +187,7 @@ fn lower_dynamic_batch_mlp() {
     check(text, &[&[1, 4]]);
     let cx = context();
     let m = load(text);
-    let l = lower_module(&cx, &m).expect("lowers");
+    let l = lower_module(&cx, &m, &Target::host()).expect("lowers");
     assert!(print(&l.module).contains("memref<?x4xf32>"));
 }
 
@@ -202,7 +202,7 @@ fn lower_dynamic_batch_mismatch_is_an_error() {
     let m = load(text);
     let jit = Jit::compile(
         &cx,
-        lower_module(&cx, &m).unwrap(),
+        lower_module(&cx, &m, &Target::host()).unwrap(),
         Some(DEFAULT_PIPELINE),
         1,
     )
@@ -514,7 +514,7 @@ fn lower_weights_become_arguments() {
     let mut diags = Vec::new();
     let m = crate::tool::load::load(text, file, 0, dir.path(), &mut diags).expect("loads");
     let cx = context();
-    let l = lower_module(&cx, &m).unwrap();
+    let l = lower_module(&cx, &m, &Target::host()).unwrap();
     let s = &l.signatures[0];
     assert_eq!(
         s.weights
@@ -523,14 +523,16 @@ fn lower_weights_become_arguments() {
             .collect::<Vec<_>>(),
         ["fc.weight", "fc.bias"]
     );
-    // The weight of the scheduled dense layer is passed packed: one panel of 32 columns.
+    // The weight of the scheduled dense layer is passed packed: one panel of the target's
+    // dense tile width.
+    let tn = super::schedule::Tiles::for_target(&Target::host()).dense.1;
     assert_eq!(
         s.weights.iter().map(|w| w.packed).collect::<Vec<_>>(),
-        [true, false]
+        [Some(tn), None]
     );
     let mlir = print(&l.module);
     assert!(
-        mlir.contains("%arg0: memref<2x4xf32>, %arg1: memref<1x4x32xf32>, %arg2: memref<3xf32>, %arg3: memref<2x3xf32>"),
+        mlir.contains(&format!("%arg0: memref<2x4xf32>, %arg1: memref<1x4x{tn}xf32>, %arg2: memref<3xf32>, %arg3: memref<2x3xf32>")),
         "{mlir}"
     );
     let x = random(&[2, 4], 3);
@@ -567,12 +569,12 @@ fn lower_unsupported_is_a_diagnostic() {
 fn lower_bad_pipeline_reports_mlir_error() {
     let cx = context();
     let m = load(&unary("nn.relu", ""));
-    let mut l = lower_module(&cx, &m).unwrap();
+    let mut l = lower_module(&cx, &m, &Target::host()).unwrap();
     let e = jit::run_mlir_pipeline(&cx, &mut l.module, "builtin.module(no-such-pass)").unwrap_err();
     assert!(e.contains("no-such-pass"), "{e}");
     // A pipeline that stops short of the LLVM dialect is an error, not a null engine (which
     // crashed on first use).
-    let l = lower_module(&cx, &m).unwrap();
+    let l = lower_module(&cx, &m, &Target::host()).unwrap();
     let e = match Jit::compile(&cx, l, Some("builtin.module(canonicalize)"), 1) {
         Err(e) => e,
         Ok(_) => panic!("compiled a module outside the LLVM dialect"),
@@ -648,8 +650,8 @@ fn scheduled_layer_does_not_fuse_its_input_producer() {
     assert_eq!(check(text, &[&[4, 8], &[12, 8]]), 1);
     let m = load(text);
     let cx = context();
-    let mut l = lower_module(&cx, &m).unwrap();
-    assert!(jit::embed_schedule(&cx, &l.module, &l.layers, 1).unwrap());
+    let mut l = lower_module(&cx, &m, &Target::host()).unwrap();
+    assert!(jit::embed_schedule(&cx, &l, 1).unwrap());
     jit::run_mlir_pipeline(
         &cx,
         &mut l.module,
@@ -671,7 +673,7 @@ fn roots(text: &str, shapes: &[&[usize]]) -> Vec<String> {
     let inputs: Vec<ArrayD<f32>> = shapes.iter().map(|s| ArrayD::zeros(IxDyn(s))).collect();
     let cx = context();
     let module = specialized(&m, &m.funcs[0].name, &inputs).expect("inputs fit");
-    let lowered = lower_module(&cx, &module).expect("lowers");
+    let lowered = lower_module(&cx, &module, &Target::host()).expect("lowers");
     let text = print(&lowered.module);
     let mut ops = Vec::new();
     let mut lines = text.lines().peekable();
@@ -781,7 +783,11 @@ fn padded_inputs_written_in_place() {
     let inputs: Vec<ArrayD<f32>> = shapes.iter().map(|s| ArrayD::zeros(IxDyn(s))).collect();
     let cx = context();
     let module = specialized(&m, "f", &inputs).expect("inputs fit");
-    let out = print(&lower_module(&cx, &module).expect("lowers").module);
+    let out = print(
+        &lower_module(&cx, &module, &Target::host())
+            .expect("lowers")
+            .module,
+    );
     // The function's input and the second reader of %a are copied; %b reads %a in place.
     assert_eq!(out.matches("linalg.copy").count(), 2, "{out}");
 }
