@@ -2,7 +2,10 @@
 test_torch_models.py does, into a directory: inputs for scripts/compare_outputs.sh and for
 benchmarks that need real weights.
 
-    .venv/bin/python tests/python/fill_torch_models.py OUT_DIR
+    .venv/bin/python tests/python/fill_torch_models.py OUT_DIR [FIXTURE_DIR]
+
+FIXTURE_DIR (default tests/torch) holds graph-only exports, e.g. bench/models for
+bench/real_models.sh.
 """
 
 import glob
@@ -16,9 +19,9 @@ import onnx
 from test_torch_models import FIXTURES, fill
 
 
-def main(out):
+def main(out, fixtures=FIXTURES):
     os.makedirs(out, exist_ok=True)
-    for path in sorted(glob.glob(os.path.join(FIXTURES, "*.onnx"))):
+    for path in sorted(glob.glob(os.path.join(fixtures, "*.onnx"))):
         name = os.path.basename(path)[: -len(".onnx")]
         architecture = name.rsplit("_", 1)[0].removesuffix("_batchN")
         rng = np.random.default_rng(zlib.crc32(architecture.encode()))
@@ -28,4 +31,4 @@ def main(out):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:3])
