@@ -20,6 +20,7 @@ import platform
 import re
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -29,7 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "python"))
 
-from fill_torch_models import main as fill_fixtures  # noqa: E402
+from fill_torch_models import fill_file  # noqa: E402
 
 FIXTURES = os.path.join(HERE, "models")
 # Rows in the order of the issue; the CNN fixtures have a dynamic batch, the transformers one
@@ -59,6 +60,8 @@ def machine():
     except OSError:
         pass
     name = info.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in info:  # names such as "AMD EPYC" leave out the generation
+        name += f" (family {info['cpu family']} model {info.get('model', '?')})"
     flags = set((info.get("flags") or info.get("Features") or "").split())
     if "avx512f" in flags:
         extra = [f.removeprefix("avx512").upper() for f in ("avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16")
@@ -181,7 +184,8 @@ def main():
     p.add_argument("--threads", default="1,2")
     p.add_argument("--runs", type=int, default=20, help="timed runs per model and configuration")
     p.add_argument("--timeout", type=int, default=1800, help="seconds allowed to one nnopt command")
-    p.add_argument("--work", default="/tmp/nnopt-real-models", help="where the filled and pruned models go")
+    p.add_argument("--work", help="where the filled and pruned models go (default: a temporary directory, "
+                   "removed at the end)")
     a = p.parse_args()
     models = a.models.split(",")
     unknown = [m for m in models if m not in MODELS]
@@ -194,8 +198,16 @@ def main():
     print(f"machine: {name}; ISA: {isa}; {cpus} logical CPUs; onnxruntime {ort.__version__}")
     print(f"runs {a.runs} per model and configuration (medians), in alternating blocks of {BLOCK}")
     sys.stdout.flush()
-    fill_fixtures(a.work, FIXTURES)
+    if a.work:
+        os.makedirs(a.work, exist_ok=True)
+        return bench(a, models, batches, threads)
+    with tempfile.TemporaryDirectory() as work:
+        a.work = work
+        return bench(a, models, batches, threads)
 
+
+def bench(a, models, batches, threads):
+    """Times every configuration; prints the table and the failures; returns the exit code."""
     rows, failures, macs = [], [], {}
     for model in models:
         for batch in batches:
@@ -206,7 +218,8 @@ def main():
             original = os.path.join(a.work, f"{stem}.onnx")
             pruned = os.path.join(a.work, f"{stem}.pruned.onnx")
             try:
-                if stem not in macs:  # a dynamic-batch fixture is pruned once for all batches
+                if stem not in macs:  # a dynamic-batch fixture is filled and pruned once
+                    fill_file(os.path.join(FIXTURES, f"{stem}.onnx"), a.work)
                     macs[stem] = prune(a.nnopt, original, pruned, a.timeout)
             except RuntimeError as e:
                 failures.append(f"{model}: {e}")

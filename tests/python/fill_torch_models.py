@@ -19,15 +19,22 @@ import onnx
 from test_torch_models import FIXTURES, fill
 
 
+def fill_file(path, out):
+    """Writes the fixture `path` filled to OUT/<its name>; returns that path."""
+    name = os.path.basename(path)[: -len(".onnx")]
+    architecture = name.rsplit("_", 1)[0].removesuffix("_batchN")
+    rng = np.random.default_rng(zlib.crc32(architecture.encode()))
+    model = onnx.load(path, load_external_data=False)
+    fill(model, rng)
+    filled = os.path.join(out, f"{name}.onnx")
+    onnx.save(model, filled)
+    return filled
+
+
 def main(out, fixtures=FIXTURES):
     os.makedirs(out, exist_ok=True)
     for path in sorted(glob.glob(os.path.join(fixtures, "*.onnx"))):
-        name = os.path.basename(path)[: -len(".onnx")]
-        architecture = name.rsplit("_", 1)[0].removesuffix("_batchN")
-        rng = np.random.default_rng(zlib.crc32(architecture.encode()))
-        model = onnx.load(path, load_external_data=False)
-        fill(model, rng)
-        onnx.save(model, os.path.join(out, f"{name}.onnx"))
+        fill_file(path, out)
 
 
 if __name__ == "__main__":

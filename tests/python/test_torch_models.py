@@ -17,8 +17,9 @@ outputs, the parameters before and after, the largest difference (relative to th
 output) next to the one onnxruntime's own graph fusions make on the original, and how much the
 output moves for another input (which makes the comparison meaningful).
 
-Run with the project venv: `.venv/bin/python tests/python/test_torch_models.py` (scripts/test.sh
-does), with the nnopt binary of `cargo build` (target/debug, $CARGO_TARGET_DIR or $NNOPT).
+Run with the project venv: `.venv/bin/python tests/python/test_torch_models.py [FIXTURE_DIR]`
+(scripts/test.sh does, on tests/torch and on bench/models, the real-model benchmark's exports at
+224x224), with the nnopt binary of `cargo build` (target/debug, $CARGO_TARGET_DIR or $NNOPT).
 """
 
 import filecmp
@@ -180,9 +181,9 @@ def check(path, d):
     return name, dead, before, after, err, rounding, moved
 
 
-def main():
-    fixtures = sorted(glob.glob(os.path.join(FIXTURES, "*.onnx")))
-    assert fixtures, f"no fixtures in {FIXTURES}"
+def main(directory=FIXTURES):
+    fixtures = sorted(glob.glob(os.path.join(directory, "*.onnx")))
+    assert fixtures, f"no fixtures in {directory}"
     rows, failures = [], []
     start = time.monotonic()
     with tempfile.TemporaryDirectory() as d:
@@ -211,4 +212,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(*sys.argv[1:2]))
