@@ -20,8 +20,9 @@ pruned convs must keep exactly the parameters of the bound `squeezenet_bound` de
 weights (issue #20: the expand layers' dead filters reach the next squeeze conv through the
 concat).
 
-Run with the project venv: `.venv/bin/python tests/python/test_torch_models.py` (scripts/test.sh
-does), with the nnopt binary of `cargo build` (target/debug, $CARGO_TARGET_DIR or $NNOPT).
+Run with the project venv: `.venv/bin/python tests/python/test_torch_models.py [FIXTURE_DIR]`
+(scripts/test.sh does, on tests/torch and on bench/models, the real-model benchmark's exports at
+224x224), with the nnopt binary of `cargo build` (target/debug, $CARGO_TARGET_DIR or $NNOPT).
 """
 
 import filecmp
@@ -241,9 +242,9 @@ def check(path, d):
     return name, dead, before, after, err, rounding, moved
 
 
-def main():
-    fixtures = sorted(glob.glob(os.path.join(FIXTURES, "*.onnx")))
-    assert fixtures, f"no fixtures in {FIXTURES}"
+def main(directory=FIXTURES):
+    fixtures = sorted(glob.glob(os.path.join(directory, "*.onnx")))
+    assert fixtures, f"no fixtures in {directory}"
     rows, failures = [], []
     start = time.monotonic()
     with tempfile.TemporaryDirectory() as d:
@@ -272,4 +273,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(*sys.argv[1:2]))

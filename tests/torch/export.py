@@ -113,8 +113,11 @@ def perturb(model):
                 m.running_var.uniform_(0.5, 1.5)
 
 
-def export(name, path, dynamic_batch=False):
-    build, shape = MODELS[name]
+def export(name, path, dynamic_batch=False, shape=None, out_dir=HERE, stem=None):
+    """Writes `out_dir/stem.onnx` (default: this directory, the test fixtures' names) from the
+    example input `shape` (default: the small one of `MODELS`)."""
+    build, small = MODELS[name]
+    shape = shape or small
     torch.manual_seed(0)
     model = build().eval()
     perturb(model)
@@ -126,10 +129,10 @@ def export(name, path, dynamic_batch=False):
             options = dynamic(path) if dynamic_batch else PATHS[path]
             torch.onnx.export(model, (x,), f, input_names=["x"], output_names=["y"], **options)
         m = onnx.load(f)  # with external data, if the exporter wrote any
-    stem = f"{name}_batchN_{path}" if dynamic_batch else f"{name}_{path}"
+    stem = stem or (f"{name}_batchN_{path}" if dynamic_batch else f"{name}_{path}")
     strip_weights(m, f"{stem}.weights")
     strip_debug_info(m)
-    out = os.path.join(HERE, f"{stem}.onnx")
+    out = os.path.join(out_dir, f"{stem}.onnx")
     with open(out, "wb") as fh:
         fh.write(m.SerializeToString())
     print(f"wrote {out} ({os.path.getsize(out)} bytes, IR {m.ir_version}, opset {m.opset_import[0].version})")
