@@ -873,7 +873,7 @@ fn threaded_pipeline_has_the_async_passes() {
 fn compiled(text: &str, inputs: &[ArrayD<f32>]) -> Vec<ArrayD<f32>> {
     let m = load(text);
     let cx = context();
-    let lowered = lower_module(&cx, &m).unwrap_or_else(|d| panic!("{d:?}"));
+    let lowered = lower_module(&cx, &m, &Target::host()).unwrap_or_else(|d| panic!("{d:?}"));
     let jit = Jit::compile(&cx, lowered, Some(DEFAULT_PIPELINE), 1).expect("compiles");
     jit.run(&m.funcs[0].name, inputs).expect("runs")
 }
