@@ -2,7 +2,7 @@
 //! Preconditions: none. Not idempotent on its own: each application moves the scatter one op
 //! further, until it reaches an op it cannot pass (the driver runs it to that fixpoint).
 
-use crate::ir::{OpId, OpKind, OpTag};
+use crate::ir::{OpId, OpKind, OpTag, TensorType, ValueId};
 use crate::passes::PassContext;
 use crate::rewrite::{ensure, MatchFailure, MatchResult, Pattern, Rewriter};
 
@@ -125,10 +125,24 @@ impl Pattern<PassContext> for SinkScatter {
             size,
             fill,
         };
-        let s = rw.insert_before(op, scatter, &[inner], full);
-        rw.copy_name(r, s);
-        rw.replace_op(op, s);
+        replace_with_scatter(rw, op, r, inner, scatter, full);
         cx.count("scatters sunk", 1);
         Ok(())
     }
+}
+
+/// Replaces `op`, whose result `r` has type `full`, by `scatter` applied to `inner` (the op
+/// recomputed on the kept elements): the scatter takes over `r`'s name and uses. The tail of
+/// every pattern that sinks a scatter.
+pub(super) fn replace_with_scatter(
+    rw: &mut Rewriter,
+    op: OpId,
+    r: ValueId,
+    inner: ValueId,
+    scatter: OpKind,
+    full: TensorType,
+) {
+    let s = rw.insert_before(op, scatter, &[inner], full);
+    rw.copy_name(r, s);
+    rw.replace_op(op, s);
 }

@@ -2,6 +2,7 @@
 //! is one value per dropped channel. Preconditions: none. Idempotent: the op's operand is no
 //! longer a scatter.
 
+use super::sink_scatter::replace_with_scatter;
 use crate::ir::{OpId, OpKind, OpTag, Tensor};
 use crate::passes::PassContext;
 use crate::rewrite::{ensure, MatchFailure, MatchResult, Pattern, Rewriter};
@@ -102,9 +103,7 @@ impl Pattern<PassContext> for SinkScatterPastConstant {
             size,
             fill: new_fill,
         };
-        let out = rw.insert_before(op, scatter, &[inner], full);
-        rw.copy_name(r, out);
-        rw.replace_op(op, out);
+        replace_with_scatter(rw, op, r, inner, scatter, full);
         cx.count("scatters sunk past constants", 1);
         Ok(())
     }

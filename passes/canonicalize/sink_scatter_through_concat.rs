@@ -1,6 +1,7 @@
 //! `sink-scatter-through-concat`: a concat of scattered parts becomes one scatter of the concat
 //! of their inputs. Preconditions: none. Idempotent: the new concat reads no scatter on its axis.
 
+use super::sink_scatter::replace_with_scatter;
 use crate::ir::{Dim, OpId, OpKind, OpTag};
 use crate::passes::PassContext;
 use crate::rewrite::{ensure, MatchFailure, MatchResult, Pattern, Rewriter};
@@ -98,9 +99,7 @@ impl Pattern<PassContext> for SinkScatterThroughConcat {
             size,
             fill,
         };
-        let s = rw.insert_before(op, scatter, &[inner], full);
-        rw.copy_name(r, s);
-        rw.replace_op(op, s);
+        replace_with_scatter(rw, op, r, inner, scatter, full);
         cx.count("scatters sunk through concats", scattered);
         Ok(())
     }
