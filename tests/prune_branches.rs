@@ -178,6 +178,13 @@ fn fire_text(s: &Fire) -> String {
     t + &format!("  return %head : tensor<1x{HEAD}x{hw}x{hw}xf32>\n}}\n")
 }
 
+/// A `[1, c, HW, HW]` input that cycles through `seed`.
+fn input(c: usize, seed: &[f32]) -> ArrayD<f32> {
+    ArrayD::from_shape_fn(vec![1, c, HW, HW], |i| {
+        seed[(i[1] * 17 + i[2] * 5 + i[3]) % seed.len()]
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -190,7 +197,7 @@ proptest! {
         let text = fire_text(&s);
         let before = load(&text);
         let after = prune(&before);
-        let x = ArrayD::from_shape_fn(vec![1, s.c0, HW, HW], |i| seed[(i[1] * 17 + i[2] * 5 + i[3]) % seed.len()]);
+        let x = input(s.c0, &seed);
         assert_same_outputs(&before, &after, &[x]);
         let live = |d: &[bool]| d.iter().filter(|&&d| !d).count();
         prop_assert_eq!(conv_inputs(&after, "head"), live(&s.dead1) + live(&s.dead3), "{}", text);
@@ -344,7 +351,7 @@ proptest! {
         let text = grouped_text(&s);
         let before = load(&text);
         let after = prune(&before);
-        let x = ArrayD::from_shape_fn(vec![1, s.c0, HW, HW], |i| seed[(i[1] * 17 + i[2] * 5 + i[3]) % seed.len()]);
+        let x = input(s.c0, &seed);
         assert_same_outputs(&before, &after, &[x]);
         prop_assert_eq!(conv_filters(&after, "g"), s.groups * (s.per_out - s.dead_out), "{}", text);
         prop_assert_eq!(conv_inputs(&after, "head"), s.groups * (s.per_out - s.dead_out), "{}", text);
