@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
 export INSTA_UPDATE=no
+# CI builds once from a fresh clone: incremental caches would only take disk.
+export CARGO_INCREMENTAL=0
 cargo fmt --check
 # One clippy run (default features, which include the `mlir` code): a second run without them
 # would check every dependency again and CI must stay under 30 minutes; the build without
