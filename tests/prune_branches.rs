@@ -1,8 +1,9 @@
 //! Pruning across branches is exact and complete: proptest generates SqueezeNet fire modules
-//! (a squeeze conv, two expand convs whose outputs are concatenated, a conv reading the concat)
-//! with planted dead filters, prunes them, and checks that the interpreter gives the same
-//! outputs before and after and that every dead filter's row and its column in the next layer
-//! are gone.
+//! (a squeeze conv, two expand convs whose outputs are concatenated, a conv reading the concat),
+//! grouped convs (equal dead filters per group, and whole dead groups) and two linear branches
+//! meeting at an add, with planted dead filters, prunes them, and checks that the interpreter
+//! gives the same outputs before and after and that every dead filter's row and its column in
+//! the next layer are gone.
 
 #[path = "common/nnir.rs"]
 mod nnir;
@@ -409,5 +410,87 @@ proptest! {
             prop_assert_eq!(conv_filters(&after, "p"), (s.groups - gone) * (s.per_in - s.dead_in), "{}", text);
             prop_assert_eq!(count(&after, |k| matches!(k, OpKind::Scatter { .. })), 0, "{}", text);
         }
+    }
+}
+
+/// `%x` → two linear branches of `n` neurons (the dead ones have zero weights: constant
+/// biases) → add → relu → linear head of `HEAD`.
+fn branches_text(n: usize, c0: usize, dead: [&[bool]; 2], bias: &[f32], values: &[f32]) -> String {
+    let b = |o: usize| -> Vec<f32> { (0..n).map(|j| bias[(j + o) % bias.len()]).collect() };
+    let w = |o: usize, dead: &[bool]| -> Vec<f32> {
+        (0..n * c0)
+            .map(|i| {
+                if dead[i / c0] {
+                    0.0
+                } else {
+                    values[(i + o) % values.len()]
+                }
+            })
+            .collect()
+    };
+    let matrix = |w: &[f32], cols: usize| -> String {
+        let rows: Vec<String> = w.chunks(cols).map(list).collect();
+        format!("[{}]", rows.join(", "))
+    };
+    let mut t = format!("func @branches(%x: tensor<2x{c0}xf32>) -> (tensor<2x{HEAD}xf32>) {{\n");
+    for (k, d) in dead.iter().enumerate() {
+        t += &format!(
+            "  %p{k}_w = nn.constant dense<{}> : tensor<{n}x{c0}xf32>\n  %p{k}_b = nn.constant dense<{}> : tensor<{n}xf32>\n  %p{k} = nn.linear %x, %p{k}_w, %p{k}_b : tensor<2x{n}xf32>\n",
+            matrix(&w(7 * k, d), c0),
+            list(&b(5 * k)),
+        );
+    }
+    t += &format!(
+        "  %s = nn.add %p0, %p1 : tensor<2x{n}xf32>\n  %r = nn.relu %s : tensor<2x{n}xf32>\n"
+    );
+    t += &format!(
+        "  %hw = nn.constant dense<{}> : tensor<{HEAD}x{n}xf32>\n  %hb = nn.constant dense<{}> : tensor<{HEAD}xf32>\n  %y = nn.linear %r, %hw, %hb : tensor<2x{HEAD}xf32>\n  return %y : tensor<2x{HEAD}xf32>\n}}\n",
+        matrix(&(0..HEAD * n).map(|i| values[(i + 3) % values.len()]).collect::<Vec<_>>(), n),
+        list(&[0.25; HEAD]),
+    );
+    t
+}
+
+/// The input columns of the linear named `name` after pruning.
+fn linear_inputs(m: &Module, name: &str) -> usize {
+    let f = &m.funcs[0];
+    let op = f
+        .ops()
+        .find(|&o| {
+            f.op(o)
+                .result()
+                .is_some_and(|r| f.value(r).name.as_deref() == Some(name))
+        })
+        .unwrap_or_else(|| panic!("no %{name}"));
+    f.ty(f.op(op).operands()[1]).dim(1).as_static().unwrap() as usize
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// The two branches' dead neurons go, restored at the add by scatters with their constant
+    /// biases. Where both scatters drop a position the sum is constant: the scatters move onto
+    /// the union of what they keep (`sink-scatter-union`) and the outer one folds into the head,
+    /// which keeps one column per position live in either branch.
+    #[test]
+    fn unlike_scatters_fold_what_both_drop(
+        n in 2usize..7,
+        c0 in 1usize..4,
+        d0 in prop::collection::vec(any::<bool>(), 6),
+        d1 in prop::collection::vec(any::<bool>(), 6),
+        bias in prop::collection::vec(-1.0f32..1.0, 13),
+        values in prop::collection::vec(nonzero(), 29),
+        seed in prop::collection::vec(-2.0f32..2.0, 37),
+    ) {
+        // Neuron 0 of each branch lives.
+        let dead = |d: &[bool]| -> Vec<bool> { (0..n).map(|j| j > 0 && d[j]).collect() };
+        let (d0, d1) = (dead(&d0), dead(&d1));
+        let text = branches_text(n, c0, [&d0, &d1], &bias, &values);
+        let before = load(&text);
+        let after = prune(&before);
+        let x = ArrayD::from_shape_fn(vec![2, c0], |i| seed[(i[0] * 7 + i[1]) % seed.len()]);
+        assert_same_outputs(&before, &after, &[x]);
+        let both = d0.iter().zip(&d1).filter(|(a, b)| **a && **b).count();
+        prop_assert_eq!(linear_inputs(&after, "y"), n - both, "{}", text);
     }
 }

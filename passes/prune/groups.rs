@@ -184,7 +184,10 @@ mod tests {
         // number (group 0 has 1, group 2 has 2 → trimmed to 1).
         let mut remove: BTreeSet<usize> = [0, 3, 4, 5, 6, 7].into_iter().collect();
         assert_eq!(balance_own(&mut remove, 3, 3), 1);
-        assert_eq!(remove.iter().copied().collect::<Vec<_>>(), vec![0, 3, 4, 5, 6]);
+        assert_eq!(
+            remove.iter().copied().collect::<Vec<_>>(),
+            vec![0, 3, 4, 5, 6]
+        );
         // Group 1 goes whole: the gather keeps the input channels of groups 0 and 2 (2 each).
         let (dropped, inputs) = kept_inputs(&remove, 3, 3, 2);
         assert_eq!(dropped, 1);
