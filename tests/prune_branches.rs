@@ -1,8 +1,9 @@
 //! Pruning across branches is exact and complete: proptest generates SqueezeNet fire modules
-//! (a squeeze conv, two expand convs whose outputs are concatenated, a conv reading the concat)
-//! with planted dead filters, prunes them, and checks that the interpreter gives the same
-//! outputs before and after and that every dead filter's row and its column in the next layer
-//! are gone.
+//! (a squeeze conv, two expand convs whose outputs are concatenated, a conv reading the concat),
+//! grouped convs (equal dead filters per group, and whole dead groups) and two linear branches
+//! meeting at an add, with planted dead filters, prunes them, and checks that the interpreter
+//! gives the same outputs before and after and that every dead filter's row and its column in
+//! the next layer are gone.
 
 #[path = "common/nnir.rs"]
 mod nnir;
@@ -283,13 +284,24 @@ fn dead_in_groups(groups: usize, block: usize, dead: usize, shift: &[usize]) -> 
         .collect()
 }
 
-fn grouped_text(s: &Grouped) -> String {
+/// The text of `s`, with every channel of P's groups `whole` (as G reads them) dead too, and
+/// the biases of P's dead filters made `<= 0` when `negative` (relu makes them 0).
+fn grouped_text(s: &Grouped, whole: &[bool], negative: bool) -> String {
     let b = |n: usize, o: usize| -> Vec<f32> {
         (0..n).map(|j| s.bias[(j + o) % s.bias.len()]).collect()
     };
     let (c, out, k) = (s.groups * s.per_in, s.groups * s.per_out, s.kernel);
     let hw = HW + 2 * s.pad as usize + 1 - k;
-    let dead_p = dead_in_groups(s.groups, s.per_in, s.dead_in, &s.shift);
+    let dead_p: Vec<bool> = dead_in_groups(s.groups, s.per_in, s.dead_in, &s.shift)
+        .into_iter()
+        .enumerate()
+        .map(|(j, d)| d || whole.get(j / s.per_in).copied().unwrap_or(false))
+        .collect();
+    let bias_p: Vec<f32> = b(c, 0)
+        .into_iter()
+        .zip(&dead_p)
+        .map(|(v, &d)| if d && negative { -v.abs() } else { v })
+        .collect();
     let dead_g = dead_in_groups(s.groups, s.per_out, s.dead_out, &s.shift[1..]);
     let mut t = format!(
         "func @grouped(%x: tensor<1x{}x{HW}x{HW}xf32>) -> (tensor<1x{HEAD}x{hw}x{hw}xf32>) {{\n",
@@ -299,7 +311,7 @@ fn grouped_text(s: &Grouped) -> String {
         "p",
         "%x",
         &weights(&s.values, [c, s.c0, 1], &dead_p),
-        &b(c, 0),
+        &bias_p,
         [c, s.c0, 1],
         (0, 1, HW),
     );
@@ -348,7 +360,7 @@ proptest! {
     /// are not 0.
     #[test]
     fn grouped_convs_prune_equal_groups(s in grouped(), seed in prop::collection::vec(-2.0f32..2.0, 37)) {
-        let text = grouped_text(&s);
+        let text = grouped_text(&s, &[], false);
         let before = load(&text);
         let after = prune(&before);
         let x = input(s.c0, &seed);
@@ -358,5 +370,127 @@ proptest! {
         if s.pad == 0 {
             prop_assert_eq!(conv_inputs(&after, "g"), s.per_in - s.dead_in, "{}", text);
         }
+    }
+}
+
+fn count(m: &Module, is: impl Fn(&OpKind) -> bool) -> usize {
+    let f = &m.funcs[0];
+    f.ops().filter(|&o| is(f.kind(o))).count()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Whole groups of G whose input channels are all dead output constants (when G is
+    /// unpadded, or the constants are 0): they go, `groups` drops by their number, the head
+    /// folds their constants, and P loses the channels they read (through the gather the
+    /// removal puts in front of G, which then goes as the identity). Exact in every case; the
+    /// counts are checked where they do not hang on border-map trade-offs (a zero-padded G
+    /// seeing non-zero constants: a border map may take some of them, leaving a group that
+    /// reads only zeros).
+    #[test]
+    fn dead_groups_go_whole(
+        s in grouped(),
+        whole in prop::collection::vec(any::<bool>(), 4),
+        negative in any::<bool>(),
+        seed in prop::collection::vec(-2.0f32..2.0, 37),
+    ) {
+        // Group 0 always lives.
+        let whole: Vec<bool> = (0..s.groups).map(|r| r > 0 && whole[r]).collect();
+        let text = grouped_text(&s, &whole, negative);
+        let before = load(&text);
+        let after = prune(&before);
+        assert_same_outputs(&before, &after, &[input(s.c0, &seed)]);
+        prop_assert_eq!(count(&after, |k| matches!(k, OpKind::Gather { .. })), 0, "{}", text);
+        if s.pad == 0 || negative {
+            let gone = whole.iter().filter(|&&d| d).count();
+            let live_out = s.per_out - s.dead_out;
+            prop_assert_eq!(conv_filters(&after, "g"), (s.groups - gone) * live_out, "{}", text);
+            prop_assert_eq!(conv_inputs(&after, "head"), (s.groups - gone) * live_out, "{}", text);
+            prop_assert_eq!(conv_filters(&after, "p"), (s.groups - gone) * (s.per_in - s.dead_in), "{}", text);
+            prop_assert_eq!(count(&after, |k| matches!(k, OpKind::Scatter { .. })), 0, "{}", text);
+        }
+    }
+}
+
+/// `%x` → two linear branches of `n` neurons (the dead ones have zero weights: constant
+/// biases) → add → relu → linear head of `HEAD`.
+fn branches_text(n: usize, c0: usize, dead: [&[bool]; 2], bias: &[f32], values: &[f32]) -> String {
+    let b = |o: usize| -> Vec<f32> { (0..n).map(|j| bias[(j + o) % bias.len()]).collect() };
+    let w = |o: usize, dead: &[bool]| -> Vec<f32> {
+        (0..n * c0)
+            .map(|i| {
+                if dead[i / c0] {
+                    0.0
+                } else {
+                    values[(i + o) % values.len()]
+                }
+            })
+            .collect()
+    };
+    let matrix = |w: &[f32], cols: usize| -> String {
+        let rows: Vec<String> = w.chunks(cols).map(list).collect();
+        format!("[{}]", rows.join(", "))
+    };
+    let mut t = format!("func @branches(%x: tensor<2x{c0}xf32>) -> (tensor<2x{HEAD}xf32>) {{\n");
+    for (k, d) in dead.iter().enumerate() {
+        t += &format!(
+            "  %p{k}_w = nn.constant dense<{}> : tensor<{n}x{c0}xf32>\n  %p{k}_b = nn.constant dense<{}> : tensor<{n}xf32>\n  %p{k} = nn.linear %x, %p{k}_w, %p{k}_b : tensor<2x{n}xf32>\n",
+            matrix(&w(7 * k, d), c0),
+            list(&b(5 * k)),
+        );
+    }
+    t += &format!(
+        "  %s = nn.add %p0, %p1 : tensor<2x{n}xf32>\n  %r = nn.relu %s : tensor<2x{n}xf32>\n"
+    );
+    t += &format!(
+        "  %hw = nn.constant dense<{}> : tensor<{HEAD}x{n}xf32>\n  %hb = nn.constant dense<{}> : tensor<{HEAD}xf32>\n  %y = nn.linear %r, %hw, %hb : tensor<2x{HEAD}xf32>\n  return %y : tensor<2x{HEAD}xf32>\n}}\n",
+        matrix(&(0..HEAD * n).map(|i| values[(i + 3) % values.len()]).collect::<Vec<_>>(), n),
+        list(&[0.25; HEAD]),
+    );
+    t
+}
+
+/// The input columns of the linear named `name` after pruning.
+fn linear_inputs(m: &Module, name: &str) -> usize {
+    let f = &m.funcs[0];
+    let op = f
+        .ops()
+        .find(|&o| {
+            f.op(o)
+                .result()
+                .is_some_and(|r| f.value(r).name.as_deref() == Some(name))
+        })
+        .unwrap_or_else(|| panic!("no %{name}"));
+    f.ty(f.op(op).operands()[1]).dim(1).as_static().unwrap() as usize
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// The two branches' dead neurons go, restored at the add by scatters with their constant
+    /// biases. Where both scatters drop a position the sum is constant: the scatters move onto
+    /// the union of what they keep (`sink-scatter-union`) and the outer one folds into the head,
+    /// which keeps one column per position live in either branch.
+    #[test]
+    fn unlike_scatters_fold_what_both_drop(
+        n in 2usize..7,
+        c0 in 1usize..4,
+        d0 in prop::collection::vec(any::<bool>(), 6),
+        d1 in prop::collection::vec(any::<bool>(), 6),
+        bias in prop::collection::vec(-1.0f32..1.0, 13),
+        values in prop::collection::vec(nonzero(), 29),
+        seed in prop::collection::vec(-2.0f32..2.0, 37),
+    ) {
+        // Neuron 0 of each branch lives.
+        let dead = |d: &[bool]| -> Vec<bool> { (0..n).map(|j| j > 0 && d[j]).collect() };
+        let (d0, d1) = (dead(&d0), dead(&d1));
+        let text = branches_text(n, c0, [&d0, &d1], &bias, &values);
+        let before = load(&text);
+        let after = prune(&before);
+        let x = ArrayD::from_shape_fn(vec![2, c0], |i| seed[(i[0] * 7 + i[1]) % seed.len()]);
+        assert_same_outputs(&before, &after, &[x]);
+        let both = d0.iter().zip(&d1).filter(|(a, b)| **a && **b).count();
+        prop_assert_eq!(linear_inputs(&after, "y"), n - both, "{}", text);
     }
 }

@@ -11,6 +11,7 @@ pub mod remove_identity_scatter;
 pub mod sink_scatter;
 pub mod sink_scatter_past_constant;
 pub mod sink_scatter_through_concat;
+pub mod sink_scatter_union;
 
 pub use constant_fold::ConstantFold;
 pub use fold_scatter_into_consumer::FoldScatterIntoConsumer;
@@ -19,6 +20,7 @@ pub use remove_identity_scatter::RemoveIdentityScatter;
 pub use sink_scatter::SinkScatter;
 pub use sink_scatter_past_constant::SinkScatterPastConstant;
 pub use sink_scatter_through_concat::SinkScatterThroughConcat;
+pub use sink_scatter_union::SinkScatterUnion;
 
 use super::{Pass, PassContext, PassInfo, PassOptions};
 use crate::ir::Function;
@@ -26,7 +28,7 @@ use crate::rewrite::{apply_patterns_greedily, GreedyConfig, Pattern};
 
 pub const INFO: PassInfo = PassInfo {
     name: "canonicalize",
-    summary: "local clean-ups: removes nn.identity and identity nn.scatter, folds ops whose operands are all constant (f32, by the interpreter's kernels), folds an nn.scatter into the nn.linear/nn.conv2d that reads it (dropping input columns, adding the fill's contribution to the bias), and moves scatters below activations, per-channel pools, add/sub/mul of two like scatters or of a scatter and a per-channel constant, and concats",
+    summary: "local clean-ups: removes nn.identity and identity nn.scatter, folds ops whose operands are all constant (f32, by the interpreter's kernels), folds an nn.scatter into the nn.linear/nn.conv2d that reads it (dropping input columns, adding the fill's contribution to the bias), and moves scatters below activations, per-channel pools, add/sub/mul of two like scatters or of a scatter and a per-channel constant, and concats; an add/sub/mul of two unlike scatters keeps the positions both drop as one scatter after it when its users fold that in",
     options: &[],
     parse: |_: &PassOptions| Ok(Box::new(Canonicalize)),
 };
@@ -41,6 +43,7 @@ pub const PATTERNS: &[&dyn Pattern<PassContext>] = &[
     &SinkScatter,
     &SinkScatterPastConstant,
     &SinkScatterThroughConcat,
+    &SinkScatterUnion,
 ];
 
 /// The pass: [`PATTERNS`] to a fixpoint.

@@ -1,9 +1,11 @@
-//! Carries out a [`Plan`]: drops the removed rows of the producer, the matching columns of its
-//! consumers (their biases or border maps absorbing the constants), the filters of depthwise
-//! convs on the way, and restores the full width with `nn.scatter` at every other use.
+//! Carries out a [`Plan`]: drops the removed rows of the producer (and its whole groups, with a
+//! gather of the kept groups' inputs), the matching columns of its consumers (their biases or
+//! border maps absorbing the constants), the filters of depthwise convs on the way, renumbers
+//! the gathers that select the channels, and restores the full width with `nn.scatter` at
+//! every other use.
 
 use super::fanout::Site;
-use super::groups::{absorb_grouped, take_columns};
+use super::groups::{absorb_grouped, kept_inputs, take_columns};
 use super::plan::Plan;
 use crate::ir::{Dim, OpId, OpKind, Tensor, ValueId};
 use crate::passes::absorb::absorb_columns;
@@ -29,7 +31,9 @@ pub fn apply(rw: &mut Rewriter, op: OpId, plan: &Plan, cx: &mut PassContext) {
             .iter()
             .copied()
             .filter(|u| {
-                !fan.chain.iter().any(|c| c.0 == u.op) && !fan.consumers.iter().any(|c| c.0 == u.op)
+                !fan.chain.iter().any(|c| c.0 == u.op)
+                    && !fan.consumers.iter().any(|c| c.0 == u.op)
+                    && !fan.gathers.contains(&u.op)
             })
             .collect();
         let anchor = f
@@ -125,9 +129,60 @@ pub fn apply(rw: &mut Rewriter, op: OpId, plan: &Plan, cx: &mut PassContext) {
             cx.count("border maps inserted", 1);
         }
     }
-    // The producer: drop row j and bias entry j.
+    // Gathers: channel j of the result is now at its position in `keep` (plan: every selected
+    // channel is kept); one that then keeps every channel in order is the identity.
+    for &g in &fan.gathers {
+        let OpKind::Gather { axis, indices } = rw.func().kind(g).clone() else {
+            continue;
+        };
+        let at = |j: u64| {
+            keep.binary_search(&(j as usize))
+                .expect("selected, so kept") as u64
+        };
+        let indices: Vec<u64> = indices.into_iter().map(at).collect();
+        if indices.len() == keep.len() && indices.iter().enumerate().all(|(i, &k)| i as u64 == k) {
+            let x = rw.func().op(g).operands()[0];
+            rw.replace_op(g, x);
+        } else {
+            rw.set_kind(g, OpKind::Gather { axis, indices });
+        }
+    }
+    // The producer: drop row j and bias entry j; a grouped conv's groups whose filters all go
+    // go whole, and a gather in front keeps the input channels of the others.
     let new_w = rw.derived_constant_before(op, plan.w.take(0, keep), ins[1]);
-    let mut operands = vec![ins[0], new_w];
+    let mut x = ins[0];
+    if let OpKind::Conv2d {
+        groups,
+        strides,
+        pads,
+        dilations,
+    } = rw.func().kind(op).clone()
+    {
+        let g = groups as usize;
+        let per_in = plan.w.shape()[1] as usize;
+        let (dropped, inputs) = kept_inputs(&plan.remove, g, n / g, per_in);
+        if dropped > 0 {
+            let ty = rw
+                .func()
+                .ty(x)
+                .with_dim(1, Dim::Static(inputs.len() as u64));
+            let gather = OpKind::Gather {
+                axis: 1,
+                indices: inputs,
+            };
+            x = rw.insert_before(op, gather, &[x], ty);
+            let groups = (g - dropped) as u64;
+            let kind = OpKind::Conv2d {
+                groups,
+                strides,
+                pads,
+                dilations,
+            };
+            rw.set_kind(op, kind);
+            cx.count("groups removed", dropped as u64);
+        }
+    }
+    let mut operands = vec![x, new_w];
     if let Some(b) = &plan.bias {
         operands.push(rw.derived_constant_before(op, b.take(0, keep), ins[2]));
     }

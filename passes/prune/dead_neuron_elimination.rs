@@ -6,8 +6,9 @@
 use super::apply::apply;
 use super::plan::plan;
 use super::{PruneCx, Residual};
-use crate::ir::{OpId, OpTag};
-use crate::rewrite::{MatchResult, Pattern, Rewriter};
+use crate::ir::{Function, OpId, OpKind, OpTag};
+use crate::passes::channels::per_channel_axis;
+use crate::rewrite::{MatchFailure, MatchResult, Pattern, Rewriter};
 
 /// `P → act* → {C | other}` with `P ∈ {linear, conv2d}`: drop the constant or ignored neurons
 /// `j` of P, with `b'_k = b_k + Σ_window W_C[k, j, ...] · a_j` in every weighted consumer C of
@@ -18,6 +19,11 @@ use crate::rewrite::{MatchResult, Pattern, Rewriter};
 /// the bias now adds (a zero-padded conv gets it as a per-position border map instead); an
 /// ignored neuron contributes nothing; every other use sees the same values through the
 /// scatter.
+///
+/// It also roots at an `nn.gather` along the channel axis, to plan the layer whose channels it
+/// selects (through per-channel ops): a gather that a whole-group removal put in front of a
+/// grouped conv leaves channels of that layer unread, and the driver offers the new gather,
+/// not that layer, again.
 pub struct DeadNeuronElimination {
     pub residual: Residual,
 }
@@ -28,10 +34,16 @@ impl Pattern<PruneCx<'_>> for DeadNeuronElimination {
     }
 
     fn root(&self) -> Option<&'static [OpTag]> {
-        Some(&[OpTag::Linear, OpTag::Conv2d])
+        Some(&[OpTag::Linear, OpTag::Conv2d, OpTag::Gather])
     }
 
     fn rewrite(&self, rw: &mut Rewriter, op: OpId, cx: &mut PruneCx) -> MatchResult {
+        let op = match rw.func().kind(op) {
+            OpKind::Gather { axis, .. } => selected_layer(rw.func(), op, *axis).ok_or(
+                MatchFailure("the gather does not select a layer's channels"),
+            )?,
+            _ => op,
+        };
         let decision = plan(rw.func(), op, &cx.analysis, self.residual);
         if let Some(remark) = decision.remark {
             cx.pass.keep_remark(op, remark);
@@ -41,5 +53,23 @@ impl Pattern<PruneCx<'_>> for DeadNeuronElimination {
         }
         apply(rw, op, &decision.plan?, cx.pass);
         Ok(())
+    }
+}
+
+/// The `nn.linear` or `nn.conv2d` whose channels gather `op` (along `axis`) selects, through
+/// per-channel ops.
+fn selected_layer(f: &Function, op: OpId, axis: i64) -> Option<OpId> {
+    let mut v = f.op(op).operands()[0];
+    let axis = crate::ir::infer::norm_axis(axis, f.ty(v).rank()).ok()?;
+    loop {
+        let p = f.producer(v)?;
+        match f.kind(p) {
+            OpKind::Linear if axis + 1 == f.ty(v).rank() => return Some(p),
+            OpKind::Conv2d { .. } if axis == 1 && per_channel_axis(f, p, axis).is_none() => {
+                return Some(p)
+            }
+            _ if per_channel_axis(f, p, axis) == Some(axis) => v = f.op(p).operands()[0],
+            _ => return None,
+        }
     }
 }

@@ -1,5 +1,5 @@
-//! Where the channels of a pruned layer go: through per-channel ops to weighted consumers and
-//! to every other use.
+//! Where the channels of a pruned layer go: through per-channel ops to weighted consumers,
+//! channel gathers and every other use.
 
 use crate::ir::{Function, OpId, OpKind, ValueId};
 use crate::passes::channels::{channel_scale, per_channel_axis};
@@ -23,12 +23,25 @@ impl Site {
 }
 
 /// Where P's result goes: the per-channel ops on the way (with where the channels sit in their
-/// results), the weighted consumers (with where the channels sit in their input), and the
-/// values other ops use (each gets a scatter).
+/// results), the weighted consumers (with where the channels sit in their input), the
+/// `nn.gather`s along the channel axis (a channel they do not select is read by no one there;
+/// a whole-group removal puts one in front of a grouped conv, `groups.rs`), and the values
+/// other ops use (each gets a scatter).
 pub struct Fanout {
     pub chain: Vec<(OpId, Site)>,
     pub consumers: Vec<(OpId, Site)>,
+    pub gathers: Vec<OpId>,
     pub others: Vec<(ValueId, Site)>,
+}
+
+impl Fanout {
+    /// Whether channel `j` is selected by no gather (with `site.scale` 1, the only site a
+    /// gather is followed at).
+    pub fn unselected(&self, f: &Function, j: usize) -> bool {
+        self.gathers.iter().all(|&g| {
+            !matches!(f.kind(g), OpKind::Gather { indices, .. } if indices.contains(&(j as u64)))
+        })
+    }
 }
 
 /// Follows P's result (channels at `axis`) through per-channel ops to the ops that end each
@@ -37,6 +50,7 @@ pub fn fanout(f: &Function, r: ValueId, axis: usize) -> Fanout {
     let mut out = Fanout {
         chain: Vec::new(),
         consumers: Vec::new(),
+        gathers: Vec::new(),
         others: Vec::new(),
     };
     let mut stack = vec![(r, Site { axis, scale: 1 })];
@@ -56,6 +70,15 @@ pub fn fanout(f: &Function, r: ValueId, axis: usize) -> Fanout {
             }
             let kind = f.kind(u.op);
             let in_rank = f.ty(v).rank();
+            if let OpKind::Gather { axis: g, .. } = kind {
+                let along = crate::ir::infer::norm_axis(*g, in_rank).ok() == Some(axis);
+                if along && site.scale == 1 {
+                    if !out.gathers.contains(&u.op) {
+                        out.gathers.push(u.op);
+                    }
+                    continue;
+                }
+            }
             // The consumer's input features must be the channels: the last axis of a linear's
             // input, axis 1 of a conv's (a grouped one keeps its groups equal, `groups.rs`).
             let features = match kind {

@@ -7,6 +7,12 @@
 //! keep the same size, so a removal takes the same number of channels from every block (the
 //! rule [`balance`] enforces): then `groups` stays, and each kept filter reads the same input
 //! channels as before, at new column positions.
+//!
+//! The pruned conv's own filter blocks may also go whole ([`balance_own`]): when every filter
+//! of block `r` is removable (a group whose input channels are all dead outputs constants),
+//! the group goes, `groups` drops by one, and an `nn.gather` of the kept groups' input
+//! channels in front of the conv ([`kept_inputs`]) leaves block `r`'s input channels unread,
+//! so the layer before loses them in turn (`fanout.rs` follows the gather).
 
 use crate::ir::Tensor;
 use crate::passes::analysis::is_zero;
@@ -36,6 +42,50 @@ pub fn balance(remove: &mut BTreeSet<usize>, groups: usize, block: usize) -> usi
         .collect();
     *remove = trimmed;
     before - remove.len()
+}
+
+/// [`balance`] for the pruned conv's own filters (`groups` blocks of `block`): a block whose
+/// every filter is in `remove` goes whole; the other blocks give up the same number each (the
+/// smallest count among them). The caller keeps one filter of the layer, so one block is
+/// never whole. Returns how many it put back.
+pub fn balance_own(remove: &mut BTreeSet<usize>, groups: usize, block: usize) -> usize {
+    if groups <= 1 || block == 0 {
+        return 0;
+    }
+    let count =
+        |r: usize, remove: &BTreeSet<usize>| remove.range(r * block..(r + 1) * block).count();
+    let partial: Vec<usize> = (0..groups).filter(|&r| count(r, remove) < block).collect();
+    let m = partial.iter().map(|&r| count(r, remove)).min().unwrap_or(0);
+    let before = remove.len();
+    for r in partial {
+        let extra: Vec<usize> = remove
+            .range(r * block..(r + 1) * block)
+            .skip(m)
+            .copied()
+            .collect();
+        for j in extra {
+            remove.remove(&j);
+        }
+    }
+    before - remove.len()
+}
+
+/// The groups whose filters all go (`remove` balanced by [`balance_own`]; `block` filters
+/// each), and the input channels the kept groups read (`per_in` each), in order: the indices
+/// of the gather in front of the conv.
+pub fn kept_inputs(
+    remove: &BTreeSet<usize>,
+    groups: usize,
+    block: usize,
+    per_in: usize,
+) -> (usize, Vec<u64>) {
+    let whole = |r: usize| remove.range(r * block..(r + 1) * block).count() == block;
+    let dropped = (0..groups).filter(|&r| whole(r)).count();
+    let inputs = (0..groups)
+        .filter(|&r| !whole(r))
+        .flat_map(|r| (r * per_in..(r + 1) * per_in).map(|i| i as u64))
+        .collect();
+    (dropped, inputs)
 }
 
 /// Whether input channel `j` of a conv with weight `w` (`[C_out, C_in/groups, ...]`) is read
@@ -126,6 +176,26 @@ mod tests {
         let mut all: BTreeSet<usize> = (0..4).collect();
         balance(&mut all, 2, 2);
         assert_eq!(all.into_iter().collect::<Vec<_>>(), vec![0, 2]);
+    }
+
+    #[test]
+    fn whole_groups_go_and_the_rest_balance() {
+        // 3 groups of 3 filters: group 1 is all removable, groups 0 and 2 lose the same
+        // number (group 0 has 1, group 2 has 2 → trimmed to 1).
+        let mut remove: BTreeSet<usize> = [0, 3, 4, 5, 6, 7].into_iter().collect();
+        assert_eq!(balance_own(&mut remove, 3, 3), 1);
+        assert_eq!(
+            remove.iter().copied().collect::<Vec<_>>(),
+            vec![0, 3, 4, 5, 6]
+        );
+        // Group 1 goes whole: the gather keeps the input channels of groups 0 and 2 (2 each).
+        let (dropped, inputs) = kept_inputs(&remove, 3, 3, 2);
+        assert_eq!(dropped, 1);
+        assert_eq!(inputs, vec![0, 1, 4, 5]);
+        // Without a whole group, the plain rule.
+        let mut remove: BTreeSet<usize> = [0, 3, 4].into_iter().collect();
+        assert_eq!(balance_own(&mut remove, 2, 3), 1);
+        assert_eq!(remove.iter().copied().collect::<Vec<_>>(), vec![0, 3]);
     }
 
     #[test]

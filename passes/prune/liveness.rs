@@ -5,8 +5,9 @@
 //! consumer whose column for it is zero) or passes it, alone, to a result where it is unread in
 //! turn: a per-channel op (activation, pool, depthwise conv) or an `nn.add`/`nn.sub`/`nn.mul`
 //! whose operands and result have one type (channel `j` of the result reads channel `j` of
-//! each operand only). Any other use (a concat, a reshape, a function result) reads every
-//! channel.
+//! each operand only). An `nn.gather` along the channel axis reads only the channels it
+//! selects, each where its result's positions are read. Any other use (a concat, a reshape, a
+//! function result) reads every channel.
 
 use super::groups::column_is_zero;
 use crate::ir::{Function, OpKind, ValueId};
@@ -52,6 +53,21 @@ impl<'f> Liveness<'f> {
                     let next = per_channel_axis(f, u.op, axis).expect("checked");
                     match data.result() {
                         Some(r) => self.unread(r, next, n),
+                        None => vec![false; n],
+                    }
+                }
+                OpKind::Gather { axis: g, indices }
+                    if crate::ir::infer::norm_axis(*g, f.ty(v).rank()).ok() == Some(axis) =>
+                {
+                    match data.result() {
+                        Some(r) => {
+                            let at = self.unread(r, axis, indices.len());
+                            let mut seen = vec![true; n];
+                            for (&p, u) in indices.iter().zip(at) {
+                                seen[p as usize] &= u;
+                            }
+                            seen
+                        }
                         None => vec![false; n],
                     }
                 }

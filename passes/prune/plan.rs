@@ -4,7 +4,7 @@
 
 use super::border_map::BorderMap;
 use super::fanout::{fanout, Fanout};
-use super::groups::{balance, column_is_zero};
+use super::groups::{balance, balance_own, column_is_zero};
 use super::liveness::Liveness;
 use super::residual_cost::{scatter_tradeoff, Layer};
 use super::Residual;
@@ -108,7 +108,7 @@ fn plan_with_remark(
         .collect();
     let fan = fanout(f, r, axis);
     ensure(
-        !fan.consumers.is_empty() || !fan.others.is_empty(),
+        !fan.consumers.is_empty() || !fan.gathers.is_empty() || !fan.others.is_empty(),
         "the result is unused",
     )?;
     if residual == Residual::Keep && !fan.others.is_empty() {
@@ -202,7 +202,7 @@ fn plan_with_remark(
                 Some(a) => !padded[c] || a == 0.0 || map_allowed[c],
                 None => false,
             });
-            if scatterable && (ignored || foldable) {
+            if scatterable && (ignored || foldable) && fan.unselected(f, j) {
                 remove.insert(j);
                 // A neuron that also reaches other uses is restored there as a constant,
                 // unless no op reads it there (then it is not constant, and unused).
@@ -264,22 +264,20 @@ fn plan_with_remark(
     }
     // Grouped convs (this one, or a consumer) keep equal groups; trimming for one grouping
     // cannot unbalance another that was balanced, but may leave it with less to trim, so
-    // repeat until none trims.
-    let groupings: Vec<(usize, usize)> = std::iter::once((own_groups, n / own_groups.max(1)))
-        .chain(
-            consumer_groups
-                .iter()
-                .zip(&consumer_w)
-                .map(|(&g, cw)| (g, cw.shape()[1] as usize)),
-        )
+    // repeat until none trims. This conv's own filter blocks may also go whole (`groups.rs`).
+    let groupings: Vec<(usize, usize)> = consumer_groups
+        .iter()
+        .zip(&consumer_w)
+        .map(|(&g, cw)| (g, cw.shape()[1] as usize))
         .filter(|&(g, _)| g > 1)
         .collect();
     let mut unbalanced = 0;
     loop {
-        let trimmed: usize = groupings
-            .iter()
-            .map(|&(g, block)| balance(&mut remove, g, block))
-            .sum();
+        let trimmed: usize = balance_own(&mut remove, own_groups, n / own_groups.max(1))
+            + groupings
+                .iter()
+                .map(|&(g, block)| balance(&mut remove, g, block))
+                .sum::<usize>();
         if trimmed == 0 {
             break;
         }

@@ -7,7 +7,8 @@ Run with the project venv: `.venv/bin/python tests/python/test_onnx_oracle.py` (
 does). Each model has a known set of dead neurons; the expected parameter drop is derived from
 docs/passes.md: a dead neuron feeding a weighted consumer (linear, ungrouped conv) loses its row,
 its bias entry and the consumer's column, also through a concat whose readers are such consumers
-(the scatter that restores it for the concat folds into them).
+(the scatter that restores it for the concat folds into them); a group of a grouped conv whose
+input channels are all dead goes whole, with its columns in the next conv.
 """
 
 import os
@@ -102,6 +103,31 @@ def depthwise(dead):
     return m, sum((c + 1) + (9 + 1) + d for j in dead if b1[j] <= 0)
 
 
+def grouped(dead):
+    """x → conv1x1 → relu → grouped conv 3x3 (4 groups of 2 channels, zero-padded) → relu →
+    conv1x1. Every channel of the groups that hold the channels `dead` has a zero filter and a
+    negative bias (relu → 0), so those groups of the grouped conv read only zeros (padding
+    included) and output relu(bias): each such group goes whole (its filters, and their
+    columns in the last conv, whose bias takes the constants), `group` drops, and the first
+    conv loses the group's rows."""
+    c, g, per, d = 3, 4, 2, 3
+    groups = sorted({j // per for j in dead})
+    chans = [r * per + i for r in groups for i in range(per)]
+    w1, b1 = w(g * per, c, 1, 1), w(g * per)
+    w1[chans] = 0
+    b1[chans] = -np.abs(b1[chans]) - 0.1
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], group=g, pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("Conv", ["r2", "w3", "b3"], ["y"]),
+    ]
+    inits = {"w1": w1, "b1": b1, "w2": w(g * per, per, 3, 3), "b2": w(g * per), "w3": w(d, g * per, 1, 1), "b3": w(d)}
+    m = make("grouped", nodes, inits, [1, c, 5, 5], [1, d, 5, 5])
+    return m, len(chans) * (c + 1) + len(groups) * per * (per * 9 + 1 + d)
+
+
 def concat(dead, batch=1):
     """Two 1x1 conv branches concatenated, then a 1x1 conv; dead channels of branch a are
     constant (random bias, sigmoid) and reach the head through the concat. With a dynamic
@@ -185,6 +211,7 @@ def main():
     for name, build, x_shape, on_source in [
         ("residual", residual, [2, 4, 6, 6], False),
         ("depthwise", depthwise, [1, 3, 5, 5], False),
+        ("grouped, whole groups dead", grouped, [1, 3, 5, 5], False),
         ("concat", concat, [1, 3, 4, 4], False),
         ("concat, dynamic batch", lambda dead: concat(dead, "N"), [3, 3, 4, 4], True),
         ("ffn", ffn, [2, 3, 8], False),

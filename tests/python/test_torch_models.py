@@ -15,10 +15,11 @@ pass its own check with the default tolerances and write a model that passes the
 onnxruntime on random inputs. The table printed at the end lists, per model, the dead
 outputs, the parameters before and after, the largest difference (relative to the largest
 output) next to the one onnxruntime's own graph fusions make on the original, and how much the
-output moves for another input (which makes the comparison meaningful). On SqueezeNet the
-pruned convs must keep exactly the parameters of the bound `squeezenet_bound` derives from the
-weights (issue #20: the expand layers' dead filters reach the next squeeze conv through the
-concat).
+output moves for another input (which makes the comparison meaningful). On SqueezeNet,
+ResNeXt and RegNet the pruned convs must keep exactly the parameters of the bound
+`squeezenet_bound` or `grouped_bound` derives from the weights (issue #20: the expand layers'
+dead filters reach the next squeeze conv through the concat; grouped convs keep equal groups
+and take border maps only where they pay).
 
 Run with the project venv: `.venv/bin/python tests/python/test_torch_models.py [FIXTURE_DIR]`
 (scripts/test.sh does, on tests/torch and on bench/models, the real-model benchmark's exports at
@@ -198,6 +199,79 @@ def squeezenet_bound(model):
     return total
 
 
+def grouped_bound(model):
+    """The Conv weights and biases ResNeXt and RegNet keep when every provably removable
+    parameter goes (issue #20).
+
+    A planted dead filter (zero weights) outputs b_j, a constant (relu(b_j) after its ReLU).
+    A conv whose output reaches a residual Add loses its dead rows (a scatter restores their
+    constants there); the Add's output is never constant (no channel is dead in both of its
+    operands), so the convs after it keep every input channel. A conv P whose output reaches,
+    through ReLU and max pooling, only convs C (each block's 1x1 a → 3x3 grouped b → 1x1 c;
+    the stem before the first 1x1s) loses its dead rows and their columns in each C, except:
+    - a zero-padded C (the grouped 3x3, zero padding 1) sees a constant relu(b_j) != 0 only
+      inside the image, so those go only with a border map of C's filters x OH x OW elements,
+      taken when no larger than what removing all of P's dead filters saves (each its row of
+      P and its column in C: C's filters of one group x 3 x 3); without it only the dead
+      filters with relu(b_j) = 0 go;
+    - a grouped C keeps equal groups: each of its input groups gives up as many channels as
+      the group with the fewest removable ones (the lowest ones).
+    The grouped convs' own dead filters (every K-th, so as many in each group) all go. So,
+    per conv, kept = out - removed filters, and its parameters are
+    kept x (kept inputs / groups) x k x k + kept."""
+    model = onnx.shape_inference.infer_shapes(model)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in model.graph.value_info}
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+
+    def source(v):
+        """The conv whose channels `v` carries through ReLU and max pooling (None after an
+        Add), and whether a ReLU is on the way."""
+        n, relu = producer.get(v), False
+        while n is not None and n.op_type in ("Relu", "MaxPool"):
+            relu = relu or n.op_type == "Relu"
+            n = producer.get(n.input[0])
+        return (n, relu) if n is not None and n.op_type == "Conv" else (None, False)
+
+    def balance(mask, groups):
+        """`mask` trimmed to the same count in every group: the lowest ones of each."""
+        blocks = mask.reshape(groups, -1)
+        m = blocks.sum(axis=1).min()
+        return np.concatenate([b & (np.cumsum(b) <= m) for b in blocks])
+
+    for n in model.graph.node:
+        if n.op_type == "Add" and all(source(v)[0] for v in n.input):
+            a, b = (np.all(inits[source(v)[0].input[1]] == 0, axis=(1, 2, 3)) for v in n.input)
+            assert not np.any(a & b), "a channel is dead in both operands of an Add: count its columns"
+    removed = {}
+    for p in convs:
+        w, b = inits[p.input[1]], inits[p.input[2]]
+        dead = np.all(w == 0, axis=(1, 2, 3))
+        mask = balance(dead, attr(p, "group", 1))
+        for c in convs:
+            if source(c.input[0])[0] is not p:
+                continue
+            groups, relu = attr(c, "group", 1), source(c.input[0])[1]
+            seen = np.maximum(b, 0) if relu else b
+            if any(attr(c, "pads", [0])):
+                cw = inits[c.input[1]]
+                _, _, oh, ow = shapes[c.output[0]]
+                saved = int(dead.sum()) * (int(np.prod(w.shape[1:])) + cw.shape[0] // groups * cw.shape[2] * cw.shape[3])
+                if cw.shape[0] * oh * ow > saved:
+                    mask = mask & (seen == 0)
+            mask = balance(mask, groups)
+        removed[p.output[0]] = mask
+    total = 0
+    for c in convs:
+        w = inits[c.input[1]]
+        p = source(c.input[0])[0]
+        inputs = w.shape[1] * attr(c, "group", 1) - (int(removed[p.output[0]].sum()) if p is not None else 0)
+        kept = w.shape[0] - int(removed[c.output[0]].sum())
+        total += kept * (inputs // attr(c, "group", 1)) * w.shape[2] * w.shape[3] + kept
+    return total
+
+
 def check(path, d):
     name = os.path.basename(path)[: -len(".onnx")]
     # Without the exporter and the batch: every export of a model gets the same weights.
@@ -238,6 +312,9 @@ def check(path, d):
     assert after < before, f"{name}: {before} -> {after} parameters, nothing pruned"
     if architecture == "squeezenet1_1":
         bound, got_convs = squeezenet_bound(model), conv_params(pruned)
+        assert got_convs == bound, f"{name}: the convs keep {got_convs} parameters, the bound is {bound}"
+    if architecture in ("resnext14_32x4d", "regnet_x_400mf"):
+        bound, got_convs = grouped_bound(model), conv_params(pruned)
         assert got_convs == bound, f"{name}: the convs keep {got_convs} parameters, the bound is {bound}"
     return name, dead, before, after, err, rounding, moved
 
