@@ -32,6 +32,9 @@ pub struct LayerNote {
     pub followed: u64,
     /// Dead neurons left in place, and why (the latest rewrite's reason).
     pub kept: Option<(u64, &'static str)>,
+    /// Removable neurons kept so the layer's count is a multiple of `round-to` (the latest
+    /// plan's count).
+    pub aligned: u64,
 }
 
 /// The patterns that need nothing but the statistics use the pass context itself.

@@ -20,6 +20,7 @@ use crate::rewrite::{MatchResult, Pattern, Rewriter};
 /// scatter.
 pub struct DeadNeuronElimination {
     pub residual: Residual,
+    pub round_to: usize,
 }
 
 impl Pattern<PruneCx<'_>> for DeadNeuronElimination {
@@ -32,7 +33,11 @@ impl Pattern<PruneCx<'_>> for DeadNeuronElimination {
     }
 
     fn rewrite(&self, rw: &mut Rewriter, op: OpId, cx: &mut PruneCx) -> MatchResult {
-        let decision = plan(rw.func(), op, &cx.analysis, self.residual);
+        let decision = plan(rw.func(), op, &cx.analysis, self.residual, self.round_to);
+        // The latest plan sees every neuron removable now, so its count replaces earlier ones.
+        if decision.aligned > 0 || cx.pass.layers.contains_key(&(rw.func().name.clone(), op)) {
+            cx.pass.layer(rw.func(), op).aligned = decision.aligned as u64;
+        }
         if let Some(remark) = decision.remark {
             cx.pass.keep_remark(op, remark);
         }

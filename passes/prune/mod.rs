@@ -11,9 +11,10 @@
 //! One pattern ([`DeadNeuronElimination`], `dead_neuron_elimination.rs`) runs to a fixpoint
 //! over the constness analysis, so removals cascade. It plans (`plan.rs`: where the channels
 //! go, `fanout.rs`; border maps, `border_map.rs`; the `residual=auto` cost model,
-//! `residual_cost.rs`) and then applies (`apply.rs`). Preconditions: none. Idempotent: a second
+//! `residual_cost.rs`; channel alignment, `align.rs`) and then applies (`apply.rs`). Preconditions: none. Idempotent: a second
 //! run finds no removable neuron.
 
+pub mod align;
 pub mod apply;
 pub mod border_map;
 pub mod dead_neuron_elimination;
@@ -40,6 +41,10 @@ pub const INFO: PassInfo = PassInfo {
             name: "residual",
             description: "scatter (default): a removed neuron that also reaches a residual add, concat or result is restored there by nn.scatter with its constant; keep: such layers are not pruned; auto: per layer, scatter when the MACs the removal saves exceed the elements the scatters copy (per sample), else keep",
         },
+        PassOption {
+            name: "round-to",
+            description: "N (default 1): each pruned layer keeps enough of its removable neurons that its remaining count is a multiple of N (a layer is never grown); those whose removal saves least stay",
+        },
     ],
     parse: parse_options,
 };
@@ -63,6 +68,8 @@ pub struct PruneNeurons {
     /// A weight counts as zero when `|w| <= zero_threshold`.
     pub zero_threshold: f32,
     pub residual: Residual,
+    /// Each pruned layer keeps a multiple of this many neurons (1: no alignment).
+    pub round_to: usize,
 }
 
 fn parse_options(opts: &PassOptions) -> Result<Box<dyn Pass>, String> {
@@ -82,9 +89,16 @@ fn parse_options(opts: &PassOptions) -> Result<Box<dyn Pass>, String> {
             ))
         }
     };
+    let r = opts.get("round-to").unwrap_or("1");
+    let round_to = r
+        .parse::<usize>()
+        .ok()
+        .filter(|&r| r >= 1)
+        .ok_or_else(|| format!("round-to must be an integer >= 1, not '{r}'"))?;
     Ok(Box::new(PruneNeurons {
         zero_threshold,
         residual,
+        round_to,
     }))
 }
 
@@ -109,6 +123,7 @@ impl Pass for PruneNeurons {
     fn run(&self, f: &mut Function, cx: &mut PassContext) -> bool {
         let pattern = DeadNeuronElimination {
             residual: self.residual,
+            round_to: self.round_to,
         };
         let mut pcx = PruneCx {
             pass: cx,

@@ -2,6 +2,7 @@
 //! the layer needs for that (a bias update, a border map, a scatter). It reads the IR and the
 //! constness analysis and changes nothing; `apply.rs` carries it out.
 
+use super::align::{choose_kept, kept_for_alignment};
 use super::border_map::BorderMap;
 use super::fanout::{fanout, Fanout};
 use super::residual_cost::{scatter_tradeoff, Layer};
@@ -44,6 +45,8 @@ pub struct Decision {
     pub plan: Result<Plan, MatchFailure>,
     pub remark: Option<Diagnostic>,
     pub kept: Option<(usize, &'static str)>,
+    /// Removable neurons kept so the remaining count is a multiple of `round-to`.
+    pub aligned: usize,
 }
 
 /// A remark and its short form, filled in while planning.
@@ -51,17 +54,25 @@ pub struct Decision {
 struct Why {
     remark: Option<Diagnostic>,
     kept: Option<(usize, &'static str)>,
+    aligned: usize,
 }
 
 /// Plans the elimination of the constant or ignored neurons of `op` (an `nn.linear` or an
-/// ungrouped `nn.conv2d`).
-pub fn plan(f: &Function, op: OpId, analysis: &ConstAnalysis, residual: Residual) -> Decision {
+/// ungrouped `nn.conv2d`), leaving a multiple of `round_to` neurons (see `align.rs`).
+pub fn plan(
+    f: &Function,
+    op: OpId,
+    analysis: &ConstAnalysis,
+    residual: Residual,
+    round_to: usize,
+) -> Decision {
     let mut why = Why::default();
-    let plan = plan_with_remark(f, op, analysis, residual, &mut why);
+    let plan = plan_with_remark(f, op, analysis, residual, round_to, &mut why);
     Decision {
         plan,
         remark: why.remark,
         kept: why.kept,
+        aligned: why.aligned,
     }
 }
 
@@ -70,6 +81,7 @@ fn plan_with_remark(
     op: OpId,
     analysis: &ConstAnalysis,
     residual: Residual,
+    round_to: usize,
     why: &mut Why,
 ) -> Result<Plan, MatchFailure> {
     let zero_threshold = analysis.zero_threshold();
@@ -233,6 +245,23 @@ fn plan_with_remark(
     if remove.len() == n {
         remove.pop_first();
         why.kept = Some((1, "last channel"));
+    }
+    // Alignment keeps the neurons whose removal saves least: first those a zero-padded
+    // consumer would need a border map for, then those whose constant a bias absorbs.
+    let cost = |j: usize| {
+        let nonzero = |c: usize| seen[c][j].is_some_and(|a| a != 0.0);
+        let consumers = 0..fan.consumers.len();
+        if consumers.clone().any(|c| padded[c] && nonzero(c)) {
+            2
+        } else if consumers.into_iter().any(nonzero) {
+            1
+        } else {
+            0
+        }
+    };
+    why.aligned = kept_for_alignment(n, remove.len(), round_to);
+    for j in choose_kept(&remove, why.aligned, cost) {
+        remove.remove(&j);
     }
     ensure(!remove.is_empty(), "no neuron can be removed")?;
     if residual == Residual::Auto && !fan.others.is_empty() {

@@ -136,6 +136,9 @@ fn reasons(note: &LayerNote) -> String {
     if let Some((n, why)) = note.kept {
         parts.push(format!("kept {n}: {why}"));
     }
+    if note.aligned > 0 {
+        parts.push(format!("kept {} for alignment", note.aligned));
+    }
     parts.join(", ")
 }
 
