@@ -27,6 +27,11 @@ use crate::ir::Function;
 /// The pipeline `--prune-neurons` stands for.
 pub const PRUNE_PIPELINE: &str = "canonicalize,fold-batch-norm,prune-neurons,canonicalize,dce";
 
+/// [`PRUNE_PIPELINE`] with its pruned layers aligned to multiples of `round_to` neurons.
+pub fn prune_pipeline(round_to: usize) -> String {
+    PRUNE_PIPELINE.replace("prune-neurons", &format!("prune-neurons{{round-to={round_to}}}"))
+}
+
 /// A pass, configured by its options.
 pub trait Pass {
     /// The name it has in pipelines (its [`PassInfo::name`]).

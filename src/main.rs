@@ -6,14 +6,13 @@
 #![allow(clippy::result_large_err)]
 
 use clap::{CommandFactory, Parser, Subcommand};
-use nnopt::passes;
 use nnopt::tool::bench::{bench_command, BenchOptions};
 use nnopt::tool::convert::{convert, Direction};
 use nnopt::tool::equivalence::EquivalenceOptions;
 use nnopt::tool::format::Format;
 use nnopt::tool::list::{list_ops, list_passes};
 use nnopt::tool::mlir::EmitStage;
-use nnopt::tool::opt::{opt, EmitOptions, OptOptions, PassOptions};
+use nnopt::tool::opt::{opt, EmitOptions, OptOptions, PassOptions, Pipeline};
 use nnopt::tool::run::RunOptions;
 use nnopt::tool::{self, args, Exit};
 use std::path::PathBuf;
@@ -87,6 +86,10 @@ struct PassArgs {
     /// --pass-pipeline="canonicalize,fold-batch-norm,prune-neurons,canonicalize,dce".
     #[arg(long)]
     prune_neurons: bool,
+    /// With --prune-neurons: each pruned layer keeps a multiple of N neurons (1: no alignment;
+    /// default: onnxruntime's channel block on this host for ONNX output, else 1).
+    #[arg(long, value_name = "N", requires = "prune_neurons", value_parser = clap::value_parser!(u64).range(1..))]
+    round_to: Option<u64>,
     /// Run these passes in order, e.g. "prune-neurons{zero-threshold=0},dce" (see
     /// --list-passes).
     #[arg(long, value_name = "PIPELINE", conflicts_with = "prune_neurons")]
@@ -290,8 +293,10 @@ impl From<&PassArgs> for PassOptions {
     fn from(a: &PassArgs) -> Self {
         PassOptions {
             pipeline: match (&a.pass_pipeline, a.prune_neurons) {
-                (Some(p), _) => Some(p.clone()),
-                (None, true) => Some(passes::PRUNE_PIPELINE.to_string()),
+                (Some(p), _) => Some(Pipeline::Text(p.clone())),
+                (None, true) => Some(Pipeline::Prune {
+                    round_to: a.round_to.map(|n| n as usize),
+                }),
                 (None, false) => None,
             },
             verify_each: !a.no_verify_each,

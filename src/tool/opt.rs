@@ -62,8 +62,8 @@ impl Default for OptOptions {
 /// The NNIR pass pipeline and what it reports.
 #[derive(Clone, Debug)]
 pub struct PassOptions {
-    /// The pipeline text (`passes::PassManager::parse`); `None` runs no pass.
-    pub pipeline: Option<String>,
+    /// The passes to run; `None` runs no pass.
+    pub pipeline: Option<Pipeline>,
     /// Run the verifier after every pass.
     pub verify_each: bool,
     pub print_ir_after_all: bool,
@@ -83,6 +83,32 @@ impl Default for PassOptions {
             print_ir_after_change: false,
             timing: false,
             statistics: false,
+        }
+    }
+}
+
+/// The passes `nnopt FILE` runs.
+#[derive(Clone, Debug)]
+pub enum Pipeline {
+    /// `--prune-neurons` ([`passes::PRUNE_PIPELINE`]), its layers aligned to `round_to`
+    /// neurons; by default to what the output runs on: onnxruntime's channel block on this
+    /// host for ONNX ([`onnx::channel_block`]), 1 for NNIR and MLIR, whose schedules peel a
+    /// remainder tile of filters and pad dense layers to whole panels, so kept neurons would
+    /// only be extra work there.
+    Prune { round_to: Option<usize> },
+    /// `--pass-pipeline`: the text `passes::PassManager::parse` reads.
+    Text(String),
+}
+
+impl Pipeline {
+    /// The pipeline's text for an output that is ONNX when `onnx_out`.
+    fn text(&self, onnx_out: bool) -> String {
+        match self {
+            Pipeline::Prune { round_to } => {
+                let default = if onnx_out { onnx::channel_block() } else { 1 };
+                passes::prune_pipeline(round_to.unwrap_or(default))
+            }
+            Pipeline::Text(t) => t.clone(),
         }
     }
 }
@@ -126,8 +152,8 @@ pub fn opt(o: &OptOptions) -> Result<(), Exit> {
         read_input(input, &mut sources)?
     };
     let base_dir = base_dir(input);
-    let passes = match o.passes.pipeline.as_deref() {
-        Some(p) => passes::PassManager::parse(p, None).map_err(|d| {
+    let passes = match o.passes.pipeline.as_ref().map(|p| p.text(onnx_out)) {
+        Some(p) => passes::PassManager::parse(&p, None).map_err(|d| {
             sources.emit_to_stderr(&[d]);
             Exit(2)
         })?,
