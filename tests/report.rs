@@ -76,6 +76,43 @@ fn nnir_report_names_channels_and_reasons_in_aligned_columns() {
 }
 
 #[test]
+fn neurons_kept_for_alignment_are_counted_per_layer() {
+    // stem keeps 6 of 8 and down 14 of 16 (multiples of 2); block.a and block.b each keep
+    // their one removable neuron, which would leave 7.
+    let report = stderr(&[
+        "--prune-neurons",
+        "--round-to=2",
+        "--pass-statistics",
+        RESNET,
+        "-o",
+        "/dev/null",
+    ]);
+    insta::assert_snapshot!(report);
+}
+
+#[test]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn onnx_output_is_aligned_to_the_runtime_block_by_default() {
+    // The block is at least 4 here, so the 8-channel stem keeps its 2 removable neurons (6
+    // would round up to 8) and the written file has every channel.
+    let dir = tempfile::tempdir().unwrap();
+    let model = resnet_onnx(dir.path(), None);
+    let out = dir.path().join("pruned.onnx");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--prune-neurons", "--pass-statistics"];
+        args.extend(extra);
+        args.extend([model.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+        stderr(&args)
+    };
+    let aligned = run(&[]);
+    let stem = aligned.lines().find(|l| l.contains("%stem ")).unwrap();
+    assert!(stem.ends_with("kept 2 for alignment"), "{aligned}");
+    let unaligned = run(&["--round-to=1"]);
+    let stem = unaligned.lines().find(|l| l.contains("%stem ")).unwrap();
+    assert!(stem.ends_with("2 constant"), "{unaligned}");
+}
+
+#[test]
 fn residual_keep_is_given_as_the_reason() {
     let report = stderr(&[
         "--pass-pipeline=prune-neurons{residual=keep},canonicalize,dce",
@@ -126,6 +163,7 @@ fn totals_count_the_parameters_of_the_written_file() {
     let out = dir.path().join("pruned.onnx");
     let report = stderr(&[
         "--prune-neurons",
+        "--round-to=1",
         "--pass-statistics",
         model.to_str().unwrap(),
         "-o",
