@@ -21,3 +21,4 @@ cargo test
 .venv/bin/python tests/python/test_onnx_conformance.py
 .venv/bin/python tests/python/test_torch_models.py
 .venv/bin/python tests/python/test_round_to.py
+.venv/bin/python tests/python/test_prune_report.py

@@ -119,6 +119,10 @@ struct PassArgs {
     /// before and after, why it lost or kept neurons).
     #[arg(long)]
     pass_statistics: bool,
+    /// Write a page (XHTML with an SVG bar per layer) of what the passes did to each layer:
+    /// channels kept, kept for alignment, removed and scattered; MACs and parameters.
+    #[arg(long, value_name = "FILE.html")]
+    prune_report: Option<PathBuf>,
 }
 
 /// The flags of --check-equivalence (docs/passes.md); without it they have no effect.
@@ -304,6 +308,7 @@ impl From<&PassArgs> for PassOptions {
             print_ir_after_change: a.print_ir_after_change,
             timing: a.timing,
             statistics: a.pass_statistics,
+            report: a.prune_report.clone(),
         }
     }
 }

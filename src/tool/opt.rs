@@ -15,6 +15,7 @@ use super::output::{
     persist_weights, stage_weights, write_onnx, write_output, writes_regular_file,
 };
 use super::progress::Progress;
+use super::prune_report;
 use super::report::{statistics_table, timing_report};
 use super::{usage, warn, Exit};
 use crate::diag::{has_errors, Diagnostic, SourceMap};
@@ -72,6 +73,8 @@ pub struct PassOptions {
     pub timing: bool,
     /// Print the pattern and pass counters and the layer costs before and after.
     pub statistics: bool,
+    /// Write the page of `--prune-report` here.
+    pub report: Option<PathBuf>,
 }
 
 impl Default for PassOptions {
@@ -83,6 +86,7 @@ impl Default for PassOptions {
             print_ir_after_change: false,
             timing: false,
             statistics: false,
+            report: None,
         }
     }
 }
@@ -166,6 +170,8 @@ pub fn opt(o: &OptOptions) -> Result<(), Exit> {
     // Modules bound for an .onnx output.
     let mut modules = Vec::new();
     let mut all_diags: Vec<Diagnostic> = o.equivalence.unused_flag_warnings();
+    // The `--prune-report` section of each chunk.
+    let mut report = String::new();
     for range in chunks(&src, o.split_input_file) {
         let chunk = &src[range.clone()];
         let mut diags = Vec::new();
@@ -179,14 +185,17 @@ pub fn opt(o: &OptOptions) -> Result<(), Exit> {
         };
         let original = module
             .clone()
-            .filter(|_| o.equivalence.check || o.passes.statistics);
-        run_passes(
+            .filter(|_| o.equivalence.check || o.passes.statistics || o.passes.report.is_some());
+        let cx = run_passes(
             &o.passes,
             &passes,
             &mut module,
             original.as_ref(),
             &mut diags,
         );
+        if let (Some(cx), Some(before), Some(after)) = (&cx, &original, &module) {
+            report.push_str(&prune_report::sections(cx, before, after));
+        }
         // Lowering runs after the NNIR passes and before --verify-diagnostics, so its
         // diagnostics can be annotated like any other.
         let mut emitted = None;
@@ -234,6 +243,9 @@ pub fn opt(o: &OptOptions) -> Result<(), Exit> {
     if has_errors(&all_diags) {
         return Err(Exit(1));
     }
+    if let Some(path) = o.passes.report.as_ref().filter(|_| !passes.is_empty()) {
+        write_output(path, &prune_report::page(&input.display().to_string(), &report))?;
+    }
     if onnx_out && o.emit.is_none() {
         return write_onnx(modules, &o.output);
     }
@@ -245,17 +257,16 @@ pub fn opt(o: &OptOptions) -> Result<(), Exit> {
 }
 
 /// Runs `passes` on `module` (if any), printing the IR and reports `p` asks for; a pipeline
-/// error drops the module. `original` is the module before, for the statistics table.
+/// error drops the module. `original` is the module before, for the statistics table. Returns
+/// what the passes noted, when they ran.
 fn run_passes(
     p: &PassOptions,
     passes: &PassManager,
     module: &mut Option<Module>,
     original: Option<&Module>,
     diags: &mut Vec<Diagnostic>,
-) {
-    let Some(m) = module.as_mut().filter(|_| !passes.is_empty()) else {
-        return;
-    };
+) -> Option<PassContext> {
+    let m = module.as_mut().filter(|_| !passes.is_empty())?;
     let mut cx = PassContext::default();
     let after = |pass: &dyn Pass, m: &Module, changed: bool| {
         if p.print_ir_after_all || (p.print_ir_after_change && changed) {
@@ -278,6 +289,7 @@ fn run_passes(
     if p.statistics {
         eprint!("{}", statistics_table(&cx, original.zip(module.as_ref())));
     }
+    Some(cx)
 }
 
 /// Warns about the flags of `o` that change nothing: pass reports and checks without a pass
@@ -288,6 +300,7 @@ fn warn_ineffective(o: &OptOptions) {
         for (given, flag) in [
             (p.timing, "--timing"),
             (p.statistics, "--pass-statistics"),
+            (p.report.is_some(), "--prune-report"),
             (p.print_ir_after_all, "--print-ir-after-all"),
             (p.print_ir_after_change, "--print-ir-after-change"),
             (!p.verify_each, "--no-verify-each"),

@@ -122,7 +122,7 @@ fn layer_table(cx: &PassContext, fa: &Function, fb: &Function) -> String {
 }
 
 /// The removal and keep reasons of one layer, for the last column.
-fn reasons(note: &LayerNote) -> String {
+pub fn reasons(note: &LayerNote) -> String {
     let mut parts = Vec::new();
     for (n, what) in [
         (note.constant, "constant"),
