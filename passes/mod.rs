@@ -29,7 +29,10 @@ pub const PRUNE_PIPELINE: &str = "canonicalize,fold-batch-norm,prune-neurons,can
 
 /// [`PRUNE_PIPELINE`] with its pruned layers aligned to multiples of `round_to` neurons.
 pub fn prune_pipeline(round_to: usize) -> String {
-    PRUNE_PIPELINE.replace("prune-neurons", &format!("prune-neurons{{round-to={round_to}}}"))
+    PRUNE_PIPELINE.replace(
+        "prune-neurons",
+        &format!("prune-neurons{{round-to={round_to}}}"),
+    )
 }
 
 /// A pass, configured by its options.

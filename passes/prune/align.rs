@@ -20,7 +20,11 @@ pub fn kept_for_alignment(n: usize, removable: usize, round_to: usize) -> usize 
 /// The `count` neurons of `remove` to keep: those whose removal saves least (highest `cost`,
 /// the extra work removing them brings), lowest index first among equals, so the choice is
 /// deterministic.
-pub fn choose_kept(remove: &BTreeSet<usize>, count: usize, cost: impl Fn(usize) -> u8) -> Vec<usize> {
+pub fn choose_kept(
+    remove: &BTreeSet<usize>,
+    count: usize,
+    cost: impl Fn(usize) -> u8,
+) -> Vec<usize> {
     let mut by_cost: Vec<usize> = remove.iter().copied().collect();
     // Stable: equal costs stay in index order.
     by_cost.sort_by_key(|&j| std::cmp::Reverse(cost(j)));

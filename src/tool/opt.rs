@@ -244,7 +244,10 @@ pub fn opt(o: &OptOptions) -> Result<(), Exit> {
         return Err(Exit(1));
     }
     if let Some(path) = o.passes.report.as_ref().filter(|_| !passes.is_empty()) {
-        write_output(path, &prune_report::page(&input.display().to_string(), &report))?;
+        write_output(
+            path,
+            &prune_report::page(&input.display().to_string(), &report),
+        )?;
     }
     if onnx_out && o.emit.is_none() {
         return write_onnx(modules, &o.output);
