@@ -1,9 +1,12 @@
 //! Parameters, channels and multiply-accumulates of the weighted layers, and the parameters of
 //! a whole function, for `--pass-statistics`.
 //!
-//! MACs are per sample at batch 1: a dynamic dimension counts as 1, and so does a static
-//! leading dimension that every argument of the function shares (the batch of a model
-//! exported with a fixed batch size), so a batch of 2 does not double them.
+//! MACs are per sample: a dynamic dimension counts as 1, and when every argument of the
+//! function shares a static leading dimension (the batch of a model exported with a fixed batch
+//! size), every layer's MACs are divided by it, so a batch of 2 does not double them. Dividing
+//! the whole count, rather than dropping a result's leading dimension when it equals the batch,
+//! keeps ops right whose leading dimension merges the batch with something else: attention's
+//! batched matmuls run on `batch·heads` matrices.
 
 use crate::ir::{Dim, Function, Loc, OpId, OpKind, TensorType};
 
@@ -37,13 +40,7 @@ fn elements(t: &TensorType) -> u64 {
 /// The cost of every `nn.linear`, `nn.matmul` with a constant operand and `nn.conv2d`.
 pub fn layer_costs(f: &Function) -> Vec<LayerCost> {
     let batch = batch(f);
-    let per_sample = |t: &TensorType| -> u64 {
-        let lead = match (t.dims.first(), batch) {
-            (Some(&Dim::Static(d)), Some(b)) if d == b => d,
-            _ => 1,
-        };
-        elements(t) / lead.max(1)
-    };
+    let per_sample = |t: &TensorType| -> u64 { elements(t) / batch.unwrap_or(1).max(1) };
     f.ops()
         .filter_map(|op| {
             let data = f.op(op);

@@ -11,8 +11,8 @@ use nnopt::tool::convert::{convert, Direction};
 use nnopt::tool::equivalence::EquivalenceOptions;
 use nnopt::tool::format::Format;
 use nnopt::tool::list::{list_ops, list_passes};
-use nnopt::tool::mlir::EmitStage;
-use nnopt::tool::opt::{opt, EmitOptions, OptOptions, PassOptions, Pipeline};
+use nnopt::tool::mlir::{EmitStage, TargetSpec};
+use nnopt::tool::opt::{opt, EmitOptions, OptOptions, PassOptions, Pipeline, PruneArgs};
 use nnopt::tool::run::RunOptions;
 use nnopt::tool::{self, args, Exit};
 use std::path::PathBuf;
@@ -86,10 +86,8 @@ struct PassArgs {
     /// --pass-pipeline="canonicalize,fold-batch-norm,prune-neurons,canonicalize,dce".
     #[arg(long)]
     prune_neurons: bool,
-    /// With --prune-neurons: each pruned layer keeps a multiple of N neurons (1: no alignment;
-    /// default: onnxruntime's channel block on this host for ONNX output, else 1).
-    #[arg(long, value_name = "N", requires = "prune_neurons", value_parser = clap::value_parser!(u64).range(1..))]
-    round_to: Option<u64>,
+    #[command(flatten)]
+    prune: PruneArgs,
     /// Run these passes in order, e.g. "prune-neurons{zero-threshold=0},dce" (see
     /// --list-passes).
     #[arg(long, value_name = "PIPELINE", conflicts_with = "prune_neurons")]
@@ -119,10 +117,6 @@ struct PassArgs {
     /// before and after, why it lost or kept neurons).
     #[arg(long)]
     pass_statistics: bool,
-    /// Write a page (XHTML with an SVG bar per layer) of what the passes did to each layer:
-    /// channels kept, kept for alignment, removed and scattered; MACs and parameters.
-    #[arg(long, value_name = "FILE.html")]
-    prune_report: Option<PathBuf>,
 }
 
 /// The flags of --check-equivalence (docs/passes.md); without it they have no effect.
@@ -169,6 +163,19 @@ struct EmitArgs {
     #[arg(long, default_value_t = 1, requires = "emit",
           value_parser = clap::value_parser!(u64).range(1..=256))]
     threads: u64,
+    #[command(flatten)]
+    target: TargetArgs,
+}
+
+/// The CPU compiled code is for (default: the host), as llc's -mcpu and -mattr (docs/lowering.md).
+#[derive(clap::Args, Debug)]
+struct TargetArgs {
+    /// LLVM's CPU name (haswell, znver4, x86-64-v3, ...): the code, and its tiles, are for it.
+    #[arg(long, value_name = "CPU")]
+    target_cpu: Option<String>,
+    /// LLVM features on top of the CPU's, e.g. "+avx2,-avx512f".
+    #[arg(long, value_name = "FEATURES", allow_hyphen_values = true)]
+    target_features: Option<String>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -227,6 +234,8 @@ struct RunArgs {
     #[arg(long, default_value_t = 1, conflicts_with = "interp",
           value_parser = clap::value_parser!(u64).range(1..=256))]
     threads: u64,
+    #[command(flatten)]
+    target: TargetArgs,
     /// One .npy file per function argument (f32, or f64 rounded to f32): in order, or as
     /// NAME=FILE for the argument %NAME.
     #[arg(long = "input", value_name = "[NAME=]NPY")]
@@ -263,6 +272,15 @@ struct BenchArgs {
     /// docs/lowering.md).
     #[arg(long, value_name = "PIPELINE")]
     mlir_pipeline: Option<String>,
+    #[command(flatten)]
+    target: TargetArgs,
+}
+
+impl From<&TargetArgs> for TargetSpec {
+    fn from(a: &TargetArgs) -> Self {
+        let (cpu, features) = (a.target_cpu.clone(), a.target_features.clone());
+        TargetSpec { cpu, features }
+    }
 }
 
 impl From<&OptArgs> for OptOptions {
@@ -288,6 +306,7 @@ impl From<&OptArgs> for OptOptions {
                 stage: stage.into(),
                 mlir_pipeline: a.emit.mlir_pipeline.clone(),
                 threads: a.emit.threads,
+                target: (&a.emit.target).into(),
             }),
         }
     }
@@ -298,9 +317,7 @@ impl From<&PassArgs> for PassOptions {
         PassOptions {
             pipeline: match (&a.pass_pipeline, a.prune_neurons) {
                 (Some(p), _) => Some(Pipeline::Text(p.clone())),
-                (None, true) => Some(Pipeline::Prune {
-                    round_to: a.round_to.map(|n| n as usize),
-                }),
+                (None, true) => Some(a.prune.pipeline()),
                 (None, false) => None,
             },
             verify_each: !a.no_verify_each,
@@ -308,7 +325,7 @@ impl From<&PassArgs> for PassOptions {
             print_ir_after_change: a.print_ir_after_change,
             timing: a.timing,
             statistics: a.pass_statistics,
-            report: a.prune_report.clone(),
+            report: a.prune.prune_report.clone(),
         }
     }
 }
@@ -331,6 +348,7 @@ impl From<&RunArgs> for RunOptions {
             mlir_pipeline: a.mlir_pipeline.clone(),
             func: a.func.clone(),
             threads: a.threads,
+            target: (&a.target).into(),
             inputs: a.inputs.clone(),
             outputs: a.outputs.clone(),
         }
@@ -347,6 +365,7 @@ impl From<&BenchArgs> for BenchOptions {
             func: a.func.clone(),
             threads: a.threads,
             mlir_pipeline: a.mlir_pipeline.clone(),
+            target: (&a.target).into(),
         }
     }
 }

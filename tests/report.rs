@@ -77,8 +77,8 @@ fn nnir_report_names_channels_and_reasons_in_aligned_columns() {
 
 #[test]
 fn neurons_kept_for_alignment_are_counted_per_layer() {
-    // stem keeps 6 of 8 and down 14 of 16 (multiples of 2); block.a and block.b each keep
-    // their one removable neuron, which would leave 7.
+    // stem keeps 6 of 8 and down 14 of 16 (multiples of 2); block.a keeps its one removable
+    // neuron, which would leave 7; block.b loses two (one no op reads after the residual add).
     let report = stderr(&[
         "--prune-neurons",
         "--round-to=2",

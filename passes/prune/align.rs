@@ -17,6 +17,45 @@ pub fn kept_for_alignment(n: usize, removable: usize, round_to: usize) -> usize 
     target.min(n) - left
 }
 
+/// Puts back removals of a layer of `n` neurons from `remove` until what is left is a multiple
+/// of `round_to`, those whose removal saves least (highest `cost`) first, and returns how many.
+/// With `block` (a grouped conv, or one feeding grouped convs: removals are equal per block of
+/// that many positions) it puts back one per block at a time and lets `rebalance` make the
+/// other groupings equal again, until aligned.
+pub fn align(
+    remove: &mut BTreeSet<usize>,
+    n: usize,
+    round_to: usize,
+    block: Option<usize>,
+    cost: impl Fn(usize) -> u8,
+    rebalance: impl Fn(&mut BTreeSet<usize>) -> usize,
+) -> usize {
+    let before = remove.len();
+    loop {
+        let need = kept_for_alignment(n, remove.len(), round_to);
+        if need == 0 {
+            break;
+        }
+        let back = match block {
+            None => choose_kept(remove, need, &cost),
+            Some(block) => (0..n.div_ceil(block))
+                .flat_map(|r| {
+                    let in_block = remove.range(r * block..(r + 1) * block).copied().collect();
+                    choose_kept(&in_block, 1, &cost)
+                })
+                .collect(),
+        };
+        for j in back {
+            remove.remove(&j);
+        }
+        if block.is_none() {
+            break;
+        }
+        rebalance(remove);
+    }
+    before - remove.len()
+}
+
 /// The `count` neurons of `remove` to keep: those whose removal saves least (highest `cost`,
 /// the extra work removing them brings), lowest index first among equals, so the choice is
 /// deterministic.
@@ -70,5 +109,21 @@ mod tests {
         assert_eq!(choose_kept(&remove, 1, cost), [6]);
         assert_eq!(choose_kept(&remove, 3, cost), [6, 3, 9]);
         assert_eq!(choose_kept(&remove, 4, cost), [6, 3, 9, 1]);
+    }
+
+    #[test]
+    fn grouped_removals_stay_equal_per_block() {
+        // 4 groups of 4, 2 removed from each: 8 left; aligned to 16 all stay, to 12 one per
+        // block stays.
+        let removed: BTreeSet<usize> = [0, 1, 4, 5, 8, 9, 12, 13].into();
+        let never = |_: &mut BTreeSet<usize>| 0;
+        let mut remove = removed.clone();
+        assert_eq!(align(&mut remove, 16, 12, Some(4), |_| 0, never), 4);
+        assert_eq!(remove, [1, 5, 9, 13].into());
+        let mut remove = removed.clone();
+        assert_eq!(align(&mut remove, 16, 16, Some(4), |_| 0, never), 8);
+        assert!(remove.is_empty());
+        let mut remove = removed;
+        assert_eq!(align(&mut remove, 16, 8, Some(4), |_| 0, never), 0);
     }
 }

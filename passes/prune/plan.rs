@@ -2,14 +2,16 @@
 //! the layer needs for that (a bias update, a border map, a scatter). It reads the IR and the
 //! constness analysis and changes nothing; `apply.rs` carries it out.
 
-use super::align::{choose_kept, kept_for_alignment};
+use super::align::align;
 use super::border_map::BorderMap;
 use super::fanout::{fanout, Fanout};
+use super::groups::{balance, column_is_zero};
+use super::liveness::Liveness;
 use super::residual_cost::{scatter_tradeoff, Layer};
 use super::Residual;
 use crate::diag::Diagnostic;
 use crate::ir::{Function, OpId, OpKind, OpTag, Tensor};
-use crate::passes::analysis::{is_zero, ConstAnalysis};
+use crate::passes::analysis::ConstAnalysis;
 use crate::rewrite::{ensure, MatchFailure};
 use std::collections::BTreeSet;
 
@@ -22,8 +24,9 @@ pub struct Plan {
     /// P's weight and bias.
     pub w: Tensor,
     pub bias: Option<Tensor>,
-    /// The weight of each consumer, in `fan.consumers` order.
+    /// The weight and the `groups` of each consumer, in `fan.consumers` order.
     pub consumer_w: Vec<Tensor>,
+    pub consumer_groups: Vec<usize>,
     /// Per consumer: the constant `a_j` it sees for neuron `j`, if any.
     pub seen: Vec<Vec<Option<f32>>>,
     /// Per value in `fan.others`: the constant each neuron carries there (the scatter's fill).
@@ -58,7 +61,8 @@ struct Why {
 }
 
 /// Plans the elimination of the constant or ignored neurons of `op` (an `nn.linear` or an
-/// ungrouped `nn.conv2d`), leaving a multiple of `round_to` neurons (see `align.rs`).
+/// `nn.conv2d`; a grouped one loses the same number of filters from every group), leaving a
+/// multiple of `round_to` neurons (see `align.rs`).
 pub fn plan(
     f: &Function,
     op: OpId,
@@ -88,9 +92,10 @@ fn plan_with_remark(
     let data = f.op(op);
     let tag = data.tag();
     let r = data.result().ok_or(MatchFailure("no result"))?;
-    if let OpKind::Conv2d { groups, .. } = data.kind {
-        ensure(groups == 1, "a grouped conv")?;
-    }
+    let own_groups = match data.kind {
+        OpKind::Conv2d { groups, .. } => groups as usize,
+        _ => 1,
+    };
     let ins = data.operands().to_vec();
     let w = f
         .constant_of(ins[1])
@@ -147,19 +152,39 @@ fn plan_with_remark(
                 .collect()
         })
         .collect();
+    let consumer_groups: Vec<usize> = fan
+        .consumers
+        .iter()
+        .map(|&(c, _)| match f.kind(c) {
+            OpKind::Conv2d { groups, .. } => *groups as usize,
+            _ => 1,
+        })
+        .collect();
     let padded: Vec<bool> = fan
         .consumers
         .iter()
         .map(|&(c, _)| matches!(f.kind(c), OpKind::Conv2d { pads, .. } if pads.iter().any(|&p| p > 0)))
         .collect();
     // The constant each scattered value carries.
+    // A channel that no op reads there (backward liveness through element-wise ops,
+    // `liveness.rs`) can be restored with any fill: 0.
+    let mut liveness = Liveness::new(f, zero_threshold);
     let fills: Vec<Vec<Option<f32>>> = fan
         .others
         .iter()
         .map(|&(v, site)| {
             let fx = analysis.facts(v);
-            (0..n)
+            let known: Vec<Option<f32>> = (0..n)
                 .map(|j| fx.and_then(|fx| fx.constant(j * site.scale)))
+                .collect();
+            if site.scale != 1 || known.iter().all(Option::is_some) {
+                return known;
+            }
+            let unread = liveness.unread(v, site.axis, n);
+            known
+                .iter()
+                .zip(unread)
+                .map(|(&c, u)| c.or(u.then_some(0.0)))
                 .collect()
         })
         .collect();
@@ -180,10 +205,11 @@ fn plan_with_remark(
             let ignored = consumer_w
                 .iter()
                 .zip(&fan.consumers)
-                .all(|(cw, (_, site))| {
+                .zip(&consumer_groups)
+                .all(|((cw, (_, site)), &g)| {
                     site.positions(&[j])
                         .into_iter()
-                        .all(|p| column_is_zero(cw, p, zero_threshold))
+                        .all(|p| column_is_zero(cw, g, p, zero_threshold))
                 });
             let foldable = (0..fan.consumers.len()).all(|c| match seen[c][j] {
                 Some(a) => !padded[c] || a == 0.0 || map_allowed[c],
@@ -191,8 +217,10 @@ fn plan_with_remark(
             });
             if scatterable && (ignored || foldable) {
                 remove.insert(j);
-                // A neuron that also reaches other uses is restored there as a constant.
-                if ignored && fan.others.is_empty() && !fan.consumers.is_empty() {
+                // A neuron that also reaches other uses is restored there as a constant,
+                // unless no op reads it there (then it is not constant, and unused).
+                let unread = !constant[j];
+                if ignored && (unread || fan.others.is_empty() && !fan.consumers.is_empty()) {
                     unused.insert(j);
                 }
             } else if constant[j] && scatterable && (0..fan.consumers.len()).any(|c| padded[c]) {
@@ -205,10 +233,11 @@ fn plan_with_remark(
     let (mut remove, mut unused, mut border_kept) = choose(&map_allowed);
     // A map larger than the weights the removal saves is not a saving: keep those neurons.
     let row_size = w.len() / n.max(1);
-    // The weights of one input column of each consumer.
+    // The weights of one input column of each consumer (the filters of one group read it).
     let column_sizes: Vec<usize> = consumer_w
         .iter()
-        .map(|cw| cw.len() / cw.shape()[1].max(1) as usize)
+        .zip(&consumer_groups)
+        .map(|(cw, &g)| cw.len() / (cw.shape()[1] as usize * g).max(1))
         .collect();
     let saved: usize = remove.len() * (row_size + column_sizes.iter().sum::<usize>());
     let mut recheck = false;
@@ -246,6 +275,35 @@ fn plan_with_remark(
         remove.pop_first();
         why.kept = Some((1, "last channel"));
     }
+    // Grouped convs (this one, or a consumer) keep equal groups; trimming for one grouping
+    // cannot unbalance another that was balanced, but may leave it with less to trim, so
+    // repeat until none trims.
+    let groupings: Vec<(usize, usize)> = std::iter::once((own_groups, n / own_groups.max(1)))
+        .chain(
+            consumer_groups
+                .iter()
+                .zip(&consumer_w)
+                .map(|(&g, cw)| (g, cw.shape()[1] as usize)),
+        )
+        .filter(|&(g, _)| g > 1)
+        .collect();
+    let rebalance = |remove: &mut BTreeSet<usize>| {
+        let mut trimmed = 0;
+        loop {
+            let t: usize = groupings
+                .iter()
+                .map(|&(g, block)| balance(remove, g, block))
+                .sum();
+            if t == 0 {
+                return trimmed;
+            }
+            trimmed += t;
+        }
+    };
+    let unbalanced = rebalance(&mut remove);
+    if unbalanced > 0 {
+        why.kept = Some((unbalanced, "equal groups"));
+    }
     // Alignment keeps the neurons whose removal saves least: first those a zero-padded
     // consumer would need a border map for, then those whose constant a bias absorbs.
     let cost = |j: usize| {
@@ -259,10 +317,10 @@ fn plan_with_remark(
             0
         }
     };
-    why.aligned = kept_for_alignment(n, remove.len(), round_to);
-    for j in choose_kept(&remove, why.aligned, cost) {
-        remove.remove(&j);
-    }
+    // The grouping with the most groups has the smallest blocks: alignment puts neurons back
+    // one per block of it, so every grouping stays equal.
+    let finest = groupings.iter().map(|&(_, block)| block).min();
+    why.aligned = align(&mut remove, n, round_to, finest, cost, rebalance);
     ensure(!remove.is_empty(), "no neuron can be removed")?;
     if residual == Residual::Auto && !fan.others.is_empty() {
         let layer = Layer {
@@ -298,6 +356,7 @@ fn plan_with_remark(
         w,
         bias,
         consumer_w,
+        consumer_groups,
         seen,
         fills,
         padded,
@@ -305,15 +364,5 @@ fn plan_with_remark(
         remove,
         keep,
         unused,
-    })
-}
-
-/// Whether input column `j` of `w` (`[out, in, window...]`) counts as zero in every row.
-fn column_is_zero(w: &Tensor, j: usize, zero_threshold: f32) -> bool {
-    let s = w.shape();
-    let window: usize = s[2..].iter().product::<u64>() as usize;
-    (0..s[0] as usize).all(|k| {
-        let base = (k * s[1] as usize + j) * window;
-        (base..base + window).all(|i| is_zero(w.get(i), zero_threshold))
     })
 }

@@ -17,7 +17,8 @@ use super::abi::{Lowered, Signature};
 use super::async_runtime;
 use super::dense::pack_dense;
 use super::diag_capture::DiagCapture;
-use super::schedule::{self, Layer};
+use super::schedule::{self, Tiles};
+use crate::ir::{ElemType, Tensor};
 use melior::ir::operation::{OperationLike, WalkOrder, WalkResult};
 use melior::ir::{BlockLike, Module as MlirModule, Operation};
 use melior::pass::PassManager;
@@ -65,7 +66,9 @@ pub fn scheduled_pipeline(threads: u64) -> String {
 /// (`LOOPS`), and inserts the dense layers' weight prefetches between them
 /// (`super::prefetch`). `nnopt run` and `--emit=llvm` both compile this way; a
 /// `--mlir-pipeline` runs as given, without prefetches.
-pub fn run_scheduled(cx: &Context, module: &mut MlirModule, threads: u64) -> Result<(), String> {
+pub fn run_scheduled(cx: &Context, lowered: &mut Lowered, threads: u64) -> Result<(), String> {
+    let panel = Tiles::for_target(&lowered.target).dense.1;
+    let module = &mut lowered.module;
     let full = scheduled_pipeline(threads);
     let at = full
         .find(LOOPS)
@@ -73,7 +76,7 @@ pub fn run_scheduled(cx: &Context, module: &mut MlirModule, threads: u64) -> Res
         .ok_or_else(|| "internal error: the scheduled pipeline lost its loop stage".to_string())?;
     let (first, second) = full.split_at(at);
     run_mlir_pipeline(cx, module, &format!("{})", first.trim_end_matches(',')))?;
-    super::prefetch::insert(cx, module);
+    super::prefetch::insert(cx, module, panel);
     run_mlir_pipeline(cx, module, &format!("builtin.module({second}"))
 }
 
@@ -82,21 +85,26 @@ pub fn run_scheduled(cx: &Context, module: &mut MlirModule, threads: u64) -> Res
 const BUFFERIZED: &str = "convert-bufferization-to-memref,";
 const LOOPS: &str = "func.func(convert-linalg-to-loops),canonicalize,cse,";
 
-/// Nests the transform schedule of `layers` in `module` as a private module
+/// Nests the transform schedule of the lowered module's layers in it, as a private module
 /// `@__nnopt_schedule`, where `transform-interpreter` finds its `@__transform_main`. Returns
 /// false (and leaves the module alone) when there is nothing to schedule: no layer, and one
 /// thread (with more, the element-wise ops marked `nnopt.spread` are split even in a module
 /// without layers).
-pub fn embed_schedule(
-    cx: &Context,
-    module: &MlirModule,
-    layers: &[Layer],
-    threads: u64,
-) -> Result<bool, String> {
+pub fn embed_schedule(cx: &Context, lowered: &Lowered, threads: u64) -> Result<bool, String> {
+    let Lowered {
+        module,
+        layers,
+        target,
+        ..
+    } = lowered;
     if layers.is_empty() && threads < 2 {
         return Ok(false);
     }
-    let text = format!("module {{\n{}}}\n", schedule::script(layers, threads));
+    let tiles = Tiles::for_target(target);
+    let text = format!(
+        "module {{\n{}}}\n",
+        schedule::script(layers, threads, &tiles)
+    );
     let capture = DiagCapture::new(cx);
     let parsed = MlirModule::parse(cx, &text).ok_or_else(|| {
         format!(
@@ -379,25 +387,35 @@ impl<'c> Jit<'c> {
         pipeline: Option<&str>,
         threads: u64,
     ) -> Result<Self, String> {
-        let Lowered {
-            mut module,
-            mut signatures,
-            layers,
-        } = lowered;
-        // Once per compiled module, not per call.
-        for w in signatures.iter_mut().flat_map(|s| &mut s.weights) {
-            if w.packed {
-                w.value = pack_dense(&w.value);
-                w.packed = false;
+        let mut lowered = lowered;
+        // Once per compiled module, not per call: packing, and a 4-byte aligned buffer for a
+        // weight whose bytes are not one (a splat, a gather view, an ONNX initializer at an odd
+        // offset of its file), which `run_into` would otherwise copy on every call.
+        for w in lowered.signatures.iter_mut().flat_map(|s| &mut s.weights) {
+            if let Some(tn) = w.packed.take() {
+                w.value = pack_dense(&w.value, tn);
+            } else if aligned_f32(&w.value).is_none() {
+                w.value = Tensor::from_f32(
+                    ElemType::F32,
+                    w.value.shape().to_vec(),
+                    &w.value.to_f32_vec(),
+                );
             }
         }
         match pipeline {
-            Some(p) => run_mlir_pipeline(cx, &mut module, p)?,
-            None if embed_schedule(cx, &module, &layers, threads)? => {
-                run_scheduled(cx, &mut module, threads)?
+            Some(p) => run_mlir_pipeline(cx, &mut lowered.module, p)?,
+            None if embed_schedule(cx, &lowered, threads)? => {
+                run_scheduled(cx, &mut lowered, threads)?
             }
-            None => run_mlir_pipeline(cx, &mut module, DEFAULT_PIPELINE)?,
+            None => run_mlir_pipeline(cx, &mut lowered.module, DEFAULT_PIPELINE)?,
         }
+        let Lowered {
+            mut module,
+            signatures,
+            target,
+            ..
+        } = lowered;
+        target.mark_functions(cx, &mut module);
         if let Some(op) = unconverted(&module) {
             return Err(format!(
                 "cannot JIT-compile the module: the lowering pipeline left `{op}`, which is not in the LLVM dialect"
@@ -498,27 +516,14 @@ impl<'c> Jit<'c> {
         // Contiguous inputs are passed in place (no copy per call).
         let owned_inputs: Vec<ndarray::CowArray<f32, ndarray::IxDyn>> =
             inputs.iter().map(|x| x.as_standard_layout()).collect();
-        let mut weight_copies: Vec<Vec<f32>> = Vec::new();
         let mut descs: Vec<Vec<i64>> = Vec::new();
         for x in &owned_inputs {
             let shape: Vec<u64> = x.shape().iter().map(|&n| n as u64).collect();
             descs.push(descriptor(x.as_ptr() as *mut f32, &shape));
         }
         for w in &sig.weights {
-            let t = &w.value;
-            let ptr = match t.raw_bytes() {
-                Some(b) if !t.is_splat() && (b.as_ptr() as usize).is_multiple_of(4) => {
-                    b.as_ptr() as *mut f32
-                }
-                _ => {
-                    weight_copies.push(t.to_f32_vec());
-                    weight_copies
-                        .last_mut()
-                        .expect("invariant: just pushed")
-                        .as_mut_ptr()
-                }
-            };
-            descs.push(descriptor(ptr, t.shape()));
+            let ptr = aligned_f32(&w.value).expect("invariant: `compile` aligned every weight");
+            descs.push(descriptor(ptr, w.value.shape()));
         }
         outputs.truncate(sig.outputs.len());
         for (i, dims) in sig.outputs.iter().enumerate() {
@@ -549,9 +554,16 @@ impl<'c> Jit<'c> {
         if !unsafe { self.engine.invoke_packed(name, &mut args) } {
             return Err(format!("cannot call @{name}: no such compiled function"));
         }
-        drop(weight_copies);
         Ok(())
     }
+}
+
+/// The f32 data of `t` in place, when its bytes lie in one 4-byte aligned buffer (compiled code
+/// reads weights through such a pointer; it never writes them).
+fn aligned_f32(t: &Tensor) -> Option<*mut f32> {
+    t.raw_bytes()
+        .filter(|b| (b.as_ptr() as usize).is_multiple_of(4))
+        .map(|b| b.as_ptr() as *mut f32)
 }
 
 fn show(v: Option<u64>) -> String {

@@ -20,6 +20,7 @@
 //! `docs/lowering.md`.
 
 mod abi;
+mod approx;
 mod async_runtime;
 mod boundary;
 mod conv;
@@ -40,7 +41,9 @@ mod schedule;
 mod shape;
 mod specialize;
 mod state;
+mod target;
 mod view;
+mod window;
 
 // The public API: lowering and printing (`--emit`), compiling and running (`nnopt run`,
 // `nnopt bench`), and the types those hand out.
@@ -48,6 +51,7 @@ pub use abi::{DimVal, Lowered, Signature, WeightArg};
 pub use entry::{compile, compile_and_run, context, emit_text, lower_module, print, Emit};
 pub use jit::Jit;
 pub use schedule::Layer;
+pub use target::{Isa, Target};
 
 #[cfg(test)]
 mod tests;

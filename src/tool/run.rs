@@ -6,7 +6,7 @@
 
 use super::format::check_npy_output;
 use super::load::{load_model, pick_func};
-use super::mlir::run_compiled;
+use super::mlir::{check_target, run_compiled, TargetSpec};
 use super::progress::Progress;
 use super::{fail, Exit};
 use crate::diag::{Diagnostic, SourceMap};
@@ -28,6 +28,8 @@ pub struct RunOptions {
     pub func: Option<String>,
     /// Worker threads for the compiled code.
     pub threads: u64,
+    /// The CPU the compiled code is for.
+    pub target: TargetSpec,
     /// One `.npy` file per argument: `FILE` in order, or `NAME=FILE` for the argument `%NAME`.
     pub inputs: Vec<String>,
     /// One `.npy` file per result, in order; `-` prints the result as text.
@@ -39,6 +41,9 @@ pub fn run(o: &RunOptions) -> Result<(), Exit> {
     // Checked before loading and compiling, which can take seconds on a large model.
     for p in &o.outputs {
         check_npy_output(p)?;
+    }
+    if !o.interp {
+        check_target(&o.target)?;
     }
     let mut sources = SourceMap::new();
     let module = load_model(&o.input, &mut sources)?;
@@ -74,6 +79,7 @@ pub fn run(o: &RunOptions) -> Result<(), Exit> {
             &inputs,
             o.mlir_pipeline.as_deref(),
             o.threads,
+            &o.target,
         );
         drop(progress);
         results.map_err(|d| {
