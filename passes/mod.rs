@@ -27,12 +27,9 @@ use crate::ir::Function;
 /// The pipeline `--prune-neurons` stands for.
 pub const PRUNE_PIPELINE: &str = "canonicalize,fold-batch-norm,prune-neurons,canonicalize,dce";
 
-/// [`PRUNE_PIPELINE`] with its pruned layers aligned to multiples of `round_to` neurons.
-pub fn prune_pipeline(round_to: usize) -> String {
-    PRUNE_PIPELINE.replace(
-        "prune-neurons",
-        &format!("prune-neurons{{round-to={round_to}}}"),
-    )
+/// [`PRUNE_PIPELINE`] with `options` for its `prune-neurons` (`"round-to=16 residual=auto"`).
+pub fn prune_pipeline(options: &str) -> String {
+    PRUNE_PIPELINE.replace("prune-neurons", &format!("prune-neurons{{{options}}}"))
 }
 
 /// A pass, configured by its options.

@@ -203,7 +203,7 @@ proptest! {
     fn aligned_mlps_prune_exactly(m in mlp(), round_to in 2usize..5, seed in prop::collection::vec(-2.0f32..2.0, 64)) {
         let text = mlp_text(&m);
         let before = load(&text);
-        let after = prune_with(&before, &passes::prune_pipeline(round_to));
+        let after = prune_with(&before, &passes::prune_pipeline(&format!("round-to={round_to}")));
         let x = ArrayD::from_shape_fn(vec![2, m.widths[0]], |i| seed[(i[0] * 7 + i[1]) % seed.len()]);
         assert_same_outputs(&before, &after, &[x]);
         // Alignment only keeps neurons that could go: never fewer than unaligned pruning.

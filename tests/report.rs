@@ -99,7 +99,8 @@ fn onnx_output_is_aligned_to_the_runtime_block_by_default() {
     let model = resnet_onnx(dir.path(), None);
     let out = dir.path().join("pruned.onnx");
     let run = |extra: &[&str]| {
-        let mut args = vec!["--prune-neurons", "--pass-statistics"];
+        // Scattering: the toy stem saves too little to pay for a scatter (residual=auto).
+        let mut args = vec!["--prune-neurons", "--residual=scatter", "--pass-statistics"];
         args.extend(extra);
         args.extend([model.to_str().unwrap(), "-o", out.to_str().unwrap()]);
         stderr(&args)
@@ -110,6 +111,33 @@ fn onnx_output_is_aligned_to_the_runtime_block_by_default() {
     let unaligned = run(&["--round-to=1"]);
     let stem = unaligned.lines().find(|l| l.contains("%stem ")).unwrap();
     assert!(stem.ends_with("2 constant"), "{unaligned}");
+}
+
+#[test]
+fn onnx_output_weighs_the_scatters_runtime_cost_by_default() {
+    // The stem's two dead filters reach the residual add: removing them saves 4480 MACs, far
+    // less than a scatter's nodes cost onnxruntime, so ONNX output keeps them (residual=auto);
+    // --residual=scatter removes them, and NNIR output scatters by default.
+    let dir = tempfile::tempdir().unwrap();
+    let model = resnet_onnx(dir.path(), None);
+    let (model, out) = (model.to_str().unwrap(), dir.path().join("pruned.onnx"));
+    let out = out.to_str().unwrap();
+    let stem = |args: &[&str]| {
+        let mut all = vec!["--prune-neurons", "--round-to=1", "--pass-statistics"];
+        all.extend(args);
+        let report = stderr(&all);
+        let line = report.lines().find(|l| l.contains("%stem ")).unwrap();
+        line.split("  ").last().unwrap().trim().to_string()
+    };
+    assert_eq!(
+        stem(&[model, "-o", out]),
+        "kept 2: residual=auto: scatters cost more"
+    );
+    assert_eq!(
+        stem(&["--residual=scatter", model, "-o", out]),
+        "2 constant"
+    );
+    assert_eq!(stem(&[model, "-o", "/dev/null"]), "2 constant");
 }
 
 #[test]
@@ -164,6 +192,7 @@ fn totals_count_the_parameters_of_the_written_file() {
     let report = stderr(&[
         "--prune-neurons",
         "--round-to=1",
+        "--residual=scatter",
         "--pass-statistics",
         model.to_str().unwrap(),
         "-o",

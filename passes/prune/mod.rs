@@ -41,7 +41,11 @@ pub const INFO: PassInfo = PassInfo {
         },
         PassOption {
             name: "residual",
-            description: "scatter (default): a removed neuron that also reaches a residual add, concat or result is restored there by nn.scatter with its constant; keep: such layers are not pruned; auto: per layer, scatter when the MACs the removal saves exceed the elements the scatters copy (per sample), else keep",
+            description: "scatter (default): a removed neuron that also reaches a residual add, concat or result is restored there by nn.scatter with its constant; keep: such layers are not pruned; auto: per layer, scatter when the MACs the removal saves exceed what the scatters that stay cost the runtime (nodes, copies and copy runs, in MACs per sample; scatters that fold into a later layer cost nothing), else keep",
+        },
+        PassOption {
+            name: "lanes",
+            description: "N (default 8): f32 lanes of the runtime's vector unit, which turns residual=auto's per-node and per-run cycles into MACs",
         },
         PassOption {
             name: "round-to",
@@ -59,9 +63,9 @@ pub enum Residual {
     Scatter,
     /// Leave the whole layer unpruned (no scatters are inserted).
     Keep,
-    /// Per layer, `Scatter` when the MACs the removal saves exceed the elements its scatters
-    /// copy (both per sample), else `Keep`.
-    Auto,
+    /// Per layer, `Scatter` when the MACs the removal saves exceed what its scatters cost a
+    /// runtime whose vector unit has `lanes` f32 lanes (`residual_cost.rs`), else `Keep`.
+    Auto { lanes: usize },
 }
 
 /// The pass, with its options.
@@ -81,10 +85,16 @@ fn parse_options(opts: &PassOptions) -> Result<Box<dyn Pass>, String> {
         .ok()
         .filter(|t| *t >= 0.0)
         .ok_or_else(|| format!("zero-threshold must be a number >= 0, not '{t}'"))?;
+    let l = opts.get("lanes").unwrap_or("8");
+    let lanes = l
+        .parse::<usize>()
+        .ok()
+        .filter(|&l| l >= 1)
+        .ok_or_else(|| format!("lanes must be an integer >= 1, not '{l}'"))?;
     let residual = match opts.get("residual").unwrap_or("scatter") {
         "scatter" => Residual::Scatter,
         "keep" => Residual::Keep,
-        "auto" => Residual::Auto,
+        "auto" => Residual::Auto { lanes },
         r => {
             return Err(format!(
                 "residual must be 'scatter', 'keep' or 'auto', not '{r}'"

@@ -322,7 +322,7 @@ fn plan_with_remark(
     let finest = groupings.iter().map(|&(_, block)| block).min();
     why.aligned = align(&mut remove, n, round_to, finest, cost, rebalance);
     ensure(!remove.is_empty(), "no neuron can be removed")?;
-    if residual == Residual::Auto && !fan.others.is_empty() {
+    if let (Residual::Auto { lanes }, false) = (residual, fan.others.is_empty()) {
         let layer = Layer {
             result: r,
             axis,
@@ -330,20 +330,26 @@ fn plan_with_remark(
             row_size,
             fan: &fan,
             column_sizes: &column_sizes,
+            fills: &fills,
         };
-        let (saved, copied) = scatter_tradeoff(f, &layer, remove.len());
-        if saved <= copied {
-            why.kept = Some((remove.len(), "residual=auto: scatters cost more"));
+        let (saved, scatters) = scatter_tradeoff(f, &layer, &remove, lanes);
+        if saved <= scatters {
+            // Every removable neuron stays, those alignment put back included.
+            why.kept = Some((
+                remove.len() + why.aligned,
+                "residual=auto: scatters cost more",
+            ));
+            why.aligned = 0;
             why.remark = Some(
                 Diagnostic::remark(format!(
-                    "kept {} constant neuron(s) of '{}': residual=auto: removing them saves {saved} MACs per sample, restoring them with nn.scatter copies {copied} elements",
+                    "kept {} constant neuron(s) of '{}': residual=auto: removing them saves {saved} MACs per sample, restoring them with nn.scatter costs the runtime about {scatters}",
                     remove.len(),
                     tag.mnemonic()
                 ))
                 .at(f.span(op)),
             );
             return Err(MatchFailure(
-                "residual=auto: the scatters would copy more than the removal saves",
+                "residual=auto: the scatters would cost more than the removal saves",
             ));
         }
     }

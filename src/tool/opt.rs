@@ -98,6 +98,12 @@ pub struct PruneArgs {
     /// default: onnxruntime's channel block on this host for ONNX output, else 1).
     #[arg(long, value_name = "N", requires = "prune_neurons", value_parser = clap::value_parser!(u64).range(1..))]
     pub round_to: Option<u64>,
+    /// With --prune-neurons: what a layer whose removed neurons also reach a residual add,
+    /// concat or result does: scatter (restore them there), keep (do not prune it), auto
+    /// (scatter when the MACs saved exceed what the scatters cost the runtime; docs/passes.md).
+    /// Default: auto for ONNX output, else scatter.
+    #[arg(long, value_name = "MODE", requires = "prune_neurons", value_parser = ["scatter", "keep", "auto"])]
+    pub residual: Option<String>,
     /// Write a page (XHTML with an SVG bar per layer) of what the passes did to each layer:
     /// channels kept, kept for alignment, removed and scattered; MACs and parameters.
     #[arg(long, value_name = "FILE.html")]
@@ -109,6 +115,7 @@ impl PruneArgs {
     pub fn pipeline(&self) -> Pipeline {
         Pipeline::Prune {
             round_to: self.round_to.map(|n| n as usize),
+            residual: self.residual.clone(),
         }
     }
 }
@@ -117,11 +124,16 @@ impl PruneArgs {
 #[derive(Clone, Debug)]
 pub enum Pipeline {
     /// `--prune-neurons` ([`passes::PRUNE_PIPELINE`]), its layers aligned to `round_to`
-    /// neurons; by default to what the output runs on: onnxruntime's channel block on this
-    /// host for ONNX ([`onnx::channel_block`]), 1 for NNIR and MLIR, whose schedules peel a
-    /// remainder tile of filters and pad dense layers to whole panels, so kept neurons would
-    /// only be extra work there.
-    Prune { round_to: Option<usize> },
+    /// neurons and its residual uses handled as `residual` says; by default for what the
+    /// output runs on. ONNX: onnxruntime's channel block on this host
+    /// ([`onnx::channel_block`], also its f32 lanes) and `residual=auto` weighing the scatters'
+    /// cost in onnxruntime. NNIR and MLIR: 1 and `scatter` (the cost model describes
+    /// onnxruntime): the schedules peel a remainder tile of filters and pad dense layers to
+    /// whole panels, so kept neurons would only be extra work there.
+    Prune {
+        round_to: Option<usize>,
+        residual: Option<String>,
+    },
     /// `--pass-pipeline`: the text `passes::PassManager::parse` reads.
     Text(String),
 }
@@ -130,9 +142,17 @@ impl Pipeline {
     /// The pipeline's text for an output that is ONNX when `onnx_out`.
     fn text(&self, onnx_out: bool) -> String {
         match self {
-            Pipeline::Prune { round_to } => {
-                let default = if onnx_out { onnx::channel_block() } else { 1 };
-                passes::prune_pipeline(round_to.unwrap_or(default))
+            Pipeline::Prune { round_to, residual } => {
+                let (block, mode) = match onnx_out {
+                    true => (onnx::channel_block(), "auto"),
+                    false => (1, "scatter"),
+                };
+                passes::prune_pipeline(&format!(
+                    "round-to={} residual={} lanes={}",
+                    round_to.unwrap_or(block),
+                    residual.as_deref().unwrap_or(mode),
+                    onnx::channel_block()
+                ))
             }
             Pipeline::Text(t) => t.clone(),
         }
