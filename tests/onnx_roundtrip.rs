@@ -119,6 +119,35 @@ fn matmul_weights_dim_params_and_metadata_survive_a_round_trip() {
     assert_eq!(back.metadata_props, src.metadata_props);
 }
 
+/// Pruning keeps a `MatMul`-origin linear a `MatMul` on an initializer already in the [in, out]
+/// layout (no runtime `Transpose`): hidden neurons 0 and 3 go from `w1`'s columns and `w2`'s
+/// rows, and every node of the original is still one node.
+#[test]
+fn pruned_matmul_linears_stay_matmul_on_pre_transposed_initializers() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "ffn.onnx", &ffn(Err("batch")));
+    let q = dir.path().join("pruned.onnx");
+    // Without alignment, which would keep the 6-neuron hidden layer whole.
+    nnopt_ok(&[
+        "--prune-neurons",
+        "--round-to=1",
+        p.to_str().unwrap(),
+        "-o",
+        q.to_str().unwrap(),
+    ]);
+    let g = read(&q).graph.unwrap();
+    let ops: Vec<&str> = g.node.iter().map(|n| n.op_type.as_str()).collect();
+    assert_eq!(ops, ["MatMul", "Add", "Relu", "MatMul", "Add"]);
+    let dims = |name: &str| {
+        let t = g.initializer.iter().find(|t| t.name == name);
+        t.unwrap_or_else(|| panic!("{name} is not an initializer"))
+            .dims
+            .clone()
+    };
+    assert_eq!(dims(&g.node[0].input[1]), [4, 4]);
+    assert_eq!(dims(&g.node[3].input[1]), [4, 4]);
+}
+
 #[test]
 fn a_two_dimensional_gemm_stays_gemm() {
     let dir = tempfile::tempdir().unwrap();
