@@ -30,8 +30,13 @@ pub struct LayerNote {
     pub unused: u64,
     /// Removed because the producer before this per-channel layer lost them.
     pub followed: u64,
+    /// Of the removed, those an `nn.scatter` restores at a residual add, concat or result.
+    pub scattered: u64,
     /// Dead neurons left in place, and why (the latest rewrite's reason).
     pub kept: Option<(u64, &'static str)>,
+    /// Removable neurons kept so the layer's count is a multiple of `round-to` (the latest
+    /// plan's count).
+    pub aligned: u64,
 }
 
 /// The patterns that need nothing but the statistics use the pass context itself.

@@ -27,6 +27,11 @@ use crate::ir::Function;
 /// The pipeline `--prune-neurons` stands for.
 pub const PRUNE_PIPELINE: &str = "canonicalize,fold-batch-norm,prune-neurons,canonicalize,dce";
 
+/// [`PRUNE_PIPELINE`] with `options` for its `prune-neurons` (`"round-to=16 residual=auto"`).
+pub fn prune_pipeline(options: &str) -> String {
+    PRUNE_PIPELINE.replace("prune-neurons", &format!("prune-neurons{{{options}}}"))
+}
+
 /// A pass, configured by its options.
 pub trait Pass {
     /// The name it has in pipelines (its [`PassInfo::name`]).

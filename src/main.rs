@@ -6,14 +6,13 @@
 #![allow(clippy::result_large_err)]
 
 use clap::{CommandFactory, Parser, Subcommand};
-use nnopt::passes;
 use nnopt::tool::bench::{bench_command, BenchOptions};
 use nnopt::tool::convert::{convert, Direction};
 use nnopt::tool::equivalence::EquivalenceOptions;
 use nnopt::tool::format::Format;
 use nnopt::tool::list::{list_ops, list_passes};
 use nnopt::tool::mlir::{EmitStage, TargetSpec};
-use nnopt::tool::opt::{opt, EmitOptions, OptOptions, PassOptions};
+use nnopt::tool::opt::{opt, EmitOptions, OptOptions, PassOptions, Pipeline, PruneArgs};
 use nnopt::tool::run::RunOptions;
 use nnopt::tool::{self, args, Exit};
 use std::path::PathBuf;
@@ -87,6 +86,8 @@ struct PassArgs {
     /// --pass-pipeline="canonicalize,fold-batch-norm,prune-neurons,canonicalize,dce".
     #[arg(long)]
     prune_neurons: bool,
+    #[command(flatten)]
+    prune: PruneArgs,
     /// Run these passes in order, e.g. "prune-neurons{zero-threshold=0},dce" (see
     /// --list-passes).
     #[arg(long, value_name = "PIPELINE", conflicts_with = "prune_neurons")]
@@ -315,8 +316,8 @@ impl From<&PassArgs> for PassOptions {
     fn from(a: &PassArgs) -> Self {
         PassOptions {
             pipeline: match (&a.pass_pipeline, a.prune_neurons) {
-                (Some(p), _) => Some(p.clone()),
-                (None, true) => Some(passes::PRUNE_PIPELINE.to_string()),
+                (Some(p), _) => Some(Pipeline::Text(p.clone())),
+                (None, true) => Some(a.prune.pipeline()),
                 (None, false) => None,
             },
             verify_each: !a.no_verify_each,
@@ -324,6 +325,7 @@ impl From<&PassArgs> for PassOptions {
             print_ir_after_change: a.print_ir_after_change,
             timing: a.timing,
             statistics: a.pass_statistics,
+            report: a.prune.prune_report.clone(),
         }
     }
 }

@@ -679,6 +679,7 @@ fn static_flatten_reshape_lets_pruning_reach_the_classifier() {
     let pruned = dir.path().join("pruned.onnx");
     nnopt_ok(&[
         "--prune-neurons",
+        "--round-to=1",
         p.to_str().unwrap(),
         "-o",
         pruned.to_str().unwrap(),

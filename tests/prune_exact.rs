@@ -9,7 +9,7 @@ mod nnir;
 use nnir::{assert_same_outputs, list, load, nested4, params, prune, prune_with};
 
 use ndarray::ArrayD;
-use nnopt::ir::OpKind;
+use nnopt::ir::{Module, OpKind};
 use nnopt::passes;
 use proptest::prelude::*;
 
@@ -166,6 +166,26 @@ fn expected_params(m: &Mlp) -> usize {
     total
 }
 
+/// Every weighted layer of `after` kept its width from `before` or has a multiple of
+/// `round_to` neurons.
+fn assert_aligned(before: &Module, after: &Module, round_to: usize) {
+    let widths = |m: &Module| -> Vec<(nnopt::ir::OpId, u64)> {
+        let f = &m.funcs[0];
+        f.ops()
+            .filter(|&op| matches!(f.kind(op), OpKind::Linear | OpKind::Conv2d { .. }))
+            .map(|op| (op, f.ty(f.op(op).operands()[1]).dim(0).as_static().unwrap()))
+            .collect()
+    };
+    let was = widths(before);
+    for (op, n) in widths(after) {
+        let old = was.iter().find(|w| w.0 == op).map(|w| w.1);
+        assert!(
+            Some(n) == old || n % round_to as u64 == 0,
+            "a layer went from {old:?} to {n} neurons, not a multiple of {round_to}"
+        );
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
@@ -177,6 +197,19 @@ proptest! {
         let x = ArrayD::from_shape_fn(vec![batch, m.widths[0]], |i| seed[(i[0] * 7 + i[1]) % seed.len()]);
         assert_same_outputs(&before, &after, &[x]);
         prop_assert_eq!(params(&after), expected_params(&m), "{}", text);
+    }
+
+    #[test]
+    fn aligned_mlps_prune_exactly(m in mlp(), round_to in 2usize..5, seed in prop::collection::vec(-2.0f32..2.0, 64)) {
+        let text = mlp_text(&m);
+        let before = load(&text);
+        let after = prune_with(&before, &passes::prune_pipeline(&format!("round-to={round_to}")));
+        let x = ArrayD::from_shape_fn(vec![2, m.widths[0]], |i| seed[(i[0] * 7 + i[1]) % seed.len()]);
+        assert_same_outputs(&before, &after, &[x]);
+        // Alignment only keeps neurons that could go: never fewer than unaligned pruning.
+        prop_assert!(params(&after) >= expected_params(&m), "{}", text);
+        prop_assert!(params(&after) <= params(&before), "{}", text);
+        assert_aligned(&before, &after, round_to);
     }
 }
 
@@ -397,14 +430,16 @@ proptest! {
         flat_head in any::<bool>(),
         seed in prop::collection::vec(-2.0f32..2.0, 97),
         residual in prop::sample::select(vec!["scatter", "keep", "auto"]),
+        round_to in prop::sample::select(vec![1usize, 2, 4]),
     ) {
         let (text, shape) = conv_net_text(&specs, c0, hw, classes, softmax, flat_head);
         let before = load(&text);
-        let pipeline = format!("canonicalize,fold-batch-norm,prune-neurons{{residual={residual}}},canonicalize,dce");
+        let pipeline = format!("canonicalize,fold-batch-norm,prune-neurons{{residual={residual} round-to={round_to}}},canonicalize,dce");
         let after = prune_with(&before, &pipeline);
         let x = ArrayD::from_shape_fn(shape, |i| seed[(i[1] * 31 + i[2] * 7 + i[3]) % seed.len()]);
         assert_same_outputs(&before, &after, &[x]);
         prop_assert!(params(&after) <= params(&before));
+        assert_aligned(&before, &after, round_to);
     }
 }
 

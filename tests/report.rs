@@ -76,6 +76,71 @@ fn nnir_report_names_channels_and_reasons_in_aligned_columns() {
 }
 
 #[test]
+fn neurons_kept_for_alignment_are_counted_per_layer() {
+    // stem keeps 6 of 8 and down 14 of 16 (multiples of 2); block.a keeps its one removable
+    // neuron, which would leave 7; block.b loses two (one no op reads after the residual add).
+    let report = stderr(&[
+        "--prune-neurons",
+        "--round-to=2",
+        "--pass-statistics",
+        RESNET,
+        "-o",
+        "/dev/null",
+    ]);
+    insta::assert_snapshot!(report);
+}
+
+#[test]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn onnx_output_is_aligned_to_the_runtime_block_by_default() {
+    // The block is at least 4 here, so the 8-channel stem keeps its 2 removable neurons (6
+    // would round up to 8) and the written file has every channel.
+    let dir = tempfile::tempdir().unwrap();
+    let model = resnet_onnx(dir.path(), None);
+    let out = dir.path().join("pruned.onnx");
+    let run = |extra: &[&str]| {
+        // Scattering: the toy stem saves too little to pay for a scatter (residual=auto).
+        let mut args = vec!["--prune-neurons", "--residual=scatter", "--pass-statistics"];
+        args.extend(extra);
+        args.extend([model.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+        stderr(&args)
+    };
+    let aligned = run(&[]);
+    let stem = aligned.lines().find(|l| l.contains("%stem ")).unwrap();
+    assert!(stem.ends_with("kept 2 for alignment"), "{aligned}");
+    let unaligned = run(&["--round-to=1"]);
+    let stem = unaligned.lines().find(|l| l.contains("%stem ")).unwrap();
+    assert!(stem.ends_with("2 constant"), "{unaligned}");
+}
+
+#[test]
+fn onnx_output_weighs_the_scatters_runtime_cost_by_default() {
+    // The stem's two dead filters reach the residual add: removing them saves 4480 MACs, far
+    // less than a scatter's nodes cost onnxruntime, so ONNX output keeps them (residual=auto);
+    // --residual=scatter removes them, and NNIR output scatters by default.
+    let dir = tempfile::tempdir().unwrap();
+    let model = resnet_onnx(dir.path(), None);
+    let (model, out) = (model.to_str().unwrap(), dir.path().join("pruned.onnx"));
+    let out = out.to_str().unwrap();
+    let stem = |args: &[&str]| {
+        let mut all = vec!["--prune-neurons", "--round-to=1", "--pass-statistics"];
+        all.extend(args);
+        let report = stderr(&all);
+        let line = report.lines().find(|l| l.contains("%stem ")).unwrap();
+        line.split("  ").last().unwrap().trim().to_string()
+    };
+    assert_eq!(
+        stem(&[model, "-o", out]),
+        "kept 2: residual=auto: scatters cost more"
+    );
+    assert_eq!(
+        stem(&["--residual=scatter", model, "-o", out]),
+        "2 constant"
+    );
+    assert_eq!(stem(&[model, "-o", "/dev/null"]), "2 constant");
+}
+
+#[test]
 fn residual_keep_is_given_as_the_reason() {
     let report = stderr(&[
         "--pass-pipeline=prune-neurons{residual=keep},canonicalize,dce",
@@ -126,6 +191,8 @@ fn totals_count_the_parameters_of_the_written_file() {
     let out = dir.path().join("pruned.onnx");
     let report = stderr(&[
         "--prune-neurons",
+        "--round-to=1",
+        "--residual=scatter",
         "--pass-statistics",
         model.to_str().unwrap(),
         "-o",

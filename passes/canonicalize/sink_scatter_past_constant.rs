@@ -110,7 +110,7 @@ impl Pattern<PassContext> for SinkScatterPastConstant {
 }
 
 /// The value of `k` on channel `p` of axis `c`, if it is the same at every position.
-fn uniform(k: &Tensor, c: usize, p: usize) -> Option<f32> {
+pub fn uniform(k: &Tensor, c: usize, p: usize) -> Option<f32> {
     let s = k.shape();
     let channels = s[c] as usize;
     let inner: usize = s[c + 1..].iter().product::<u64>() as usize;

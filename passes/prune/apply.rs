@@ -239,6 +239,9 @@ pub fn apply(rw: &mut Rewriter, op: OpId, plan: &Plan, cx: &mut PassContext) {
     let note = cx.layer(rw.func(), op);
     note.unused += plan.unused as u64;
     note.constant += (plan.remove.len() - plan.unused) as u64;
+    if !fan.others.is_empty() {
+        note.scattered += plan.remove.len() as u64;
+    }
     cx.count("neurons removed", plan.remove.len() as u64);
     cx.count("biases updated", biases_updated);
 }

@@ -26,6 +26,7 @@ use crate::rewrite::{MatchFailure, MatchResult, Pattern, Rewriter};
 /// not that layer, again.
 pub struct DeadNeuronElimination {
     pub residual: Residual,
+    pub round_to: usize,
 }
 
 impl Pattern<PruneCx<'_>> for DeadNeuronElimination {
@@ -44,7 +45,11 @@ impl Pattern<PruneCx<'_>> for DeadNeuronElimination {
             )?,
             _ => op,
         };
-        let decision = plan(rw.func(), op, &cx.analysis, self.residual);
+        let decision = plan(rw.func(), op, &cx.analysis, self.residual, self.round_to);
+        // The latest plan sees every neuron removable now, so its count replaces earlier ones.
+        if decision.aligned > 0 || cx.pass.layers.contains_key(&(rw.func().name.clone(), op)) {
+            cx.pass.layer(rw.func(), op).aligned = decision.aligned as u64;
+        }
         if let Some(remark) = decision.remark {
             cx.pass.keep_remark(op, remark);
         }

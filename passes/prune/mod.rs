@@ -11,9 +11,10 @@
 //! One pattern ([`DeadNeuronElimination`], `dead_neuron_elimination.rs`) runs to a fixpoint
 //! over the constness analysis, so removals cascade. It plans (`plan.rs`: where the channels
 //! go, `fanout.rs`; border maps, `border_map.rs`; the `residual=auto` cost model,
-//! `residual_cost.rs`) and then applies (`apply.rs`). Preconditions: none. Idempotent: a second
+//! `residual_cost.rs`; channel alignment, `align.rs`) and then applies (`apply.rs`). Preconditions: none. Idempotent: a second
 //! run finds no removable neuron.
 
+pub mod align;
 pub mod apply;
 pub mod border_map;
 pub mod dead_neuron_elimination;
@@ -40,7 +41,15 @@ pub const INFO: PassInfo = PassInfo {
         },
         PassOption {
             name: "residual",
-            description: "scatter (default): a removed neuron that also reaches a residual add, concat or result is restored there by nn.scatter with its constant; keep: such layers are not pruned; auto: per layer, scatter when the MACs the removal saves exceed the elements the scatters copy (per sample), else keep",
+            description: "scatter (default): a removed neuron that also reaches a residual add, concat or result is restored there by nn.scatter with its constant; keep: such layers are not pruned; auto: per layer, scatter when the MACs the removal saves exceed what the scatters that stay cost the runtime (nodes, copies and copy runs, in MACs per sample; scatters that fold into a later layer cost nothing), else keep",
+        },
+        PassOption {
+            name: "lanes",
+            description: "N (default 8): f32 lanes of the runtime's vector unit, which turns residual=auto's per-node and per-run cycles into MACs",
+        },
+        PassOption {
+            name: "round-to",
+            description: "N (default 1): each pruned layer keeps enough of its removable neurons that its remaining count is a multiple of N (a layer is never grown); those whose removal saves least stay",
         },
     ],
     parse: parse_options,
@@ -54,9 +63,9 @@ pub enum Residual {
     Scatter,
     /// Leave the whole layer unpruned (no scatters are inserted).
     Keep,
-    /// Per layer, `Scatter` when the MACs the removal saves exceed the elements its scatters
-    /// copy (both per sample), else `Keep`.
-    Auto,
+    /// Per layer, `Scatter` when the MACs the removal saves exceed what its scatters cost a
+    /// runtime whose vector unit has `lanes` f32 lanes (`residual_cost.rs`), else `Keep`.
+    Auto { lanes: usize },
 }
 
 /// The pass, with its options.
@@ -65,6 +74,8 @@ pub struct PruneNeurons {
     /// A weight counts as zero when `|w| <= zero_threshold`.
     pub zero_threshold: f32,
     pub residual: Residual,
+    /// Each pruned layer keeps a multiple of this many neurons (1: no alignment).
+    pub round_to: usize,
 }
 
 fn parse_options(opts: &PassOptions) -> Result<Box<dyn Pass>, String> {
@@ -74,19 +85,32 @@ fn parse_options(opts: &PassOptions) -> Result<Box<dyn Pass>, String> {
         .ok()
         .filter(|t| *t >= 0.0)
         .ok_or_else(|| format!("zero-threshold must be a number >= 0, not '{t}'"))?;
+    let l = opts.get("lanes").unwrap_or("8");
+    let lanes = l
+        .parse::<usize>()
+        .ok()
+        .filter(|&l| l >= 1)
+        .ok_or_else(|| format!("lanes must be an integer >= 1, not '{l}'"))?;
     let residual = match opts.get("residual").unwrap_or("scatter") {
         "scatter" => Residual::Scatter,
         "keep" => Residual::Keep,
-        "auto" => Residual::Auto,
+        "auto" => Residual::Auto { lanes },
         r => {
             return Err(format!(
                 "residual must be 'scatter', 'keep' or 'auto', not '{r}'"
             ))
         }
     };
+    let r = opts.get("round-to").unwrap_or("1");
+    let round_to = r
+        .parse::<usize>()
+        .ok()
+        .filter(|&r| r >= 1)
+        .ok_or_else(|| format!("round-to must be an integer >= 1, not '{r}'"))?;
     Ok(Box::new(PruneNeurons {
         zero_threshold,
         residual,
+        round_to,
     }))
 }
 
@@ -111,6 +135,7 @@ impl Pass for PruneNeurons {
     fn run(&self, f: &mut Function, cx: &mut PassContext) -> bool {
         let pattern = DeadNeuronElimination {
             residual: self.residual,
+            round_to: self.round_to,
         };
         let mut pcx = PruneCx {
             pass: cx,

@@ -2,6 +2,7 @@
 //! the layer needs for that (a bias update, a border map, a scatter). It reads the IR and the
 //! constness analysis and changes nothing; `apply.rs` carries it out.
 
+use super::align::align;
 use super::border_map::BorderMap;
 use super::fanout::{fanout, Fanout};
 use super::groups::{balance, balance_own, column_is_zero};
@@ -47,6 +48,8 @@ pub struct Decision {
     pub plan: Result<Plan, MatchFailure>,
     pub remark: Option<Diagnostic>,
     pub kept: Option<(usize, &'static str)>,
+    /// Removable neurons kept so the remaining count is a multiple of `round-to`.
+    pub aligned: usize,
 }
 
 /// A remark and its short form, filled in while planning.
@@ -54,17 +57,26 @@ pub struct Decision {
 struct Why {
     remark: Option<Diagnostic>,
     kept: Option<(usize, &'static str)>,
+    aligned: usize,
 }
 
 /// Plans the elimination of the constant or ignored neurons of `op` (an `nn.linear` or an
-/// `nn.conv2d`; a grouped one loses the same number of filters from every group).
-pub fn plan(f: &Function, op: OpId, analysis: &ConstAnalysis, residual: Residual) -> Decision {
+/// `nn.conv2d`; a grouped one loses the same number of filters from every group), leaving a
+/// multiple of `round_to` neurons (see `align.rs`).
+pub fn plan(
+    f: &Function,
+    op: OpId,
+    analysis: &ConstAnalysis,
+    residual: Residual,
+    round_to: usize,
+) -> Decision {
     let mut why = Why::default();
-    let plan = plan_with_remark(f, op, analysis, residual, &mut why);
+    let plan = plan_with_remark(f, op, analysis, residual, round_to, &mut why);
     Decision {
         plan,
         remark: why.remark,
         kept: why.kept,
+        aligned: why.aligned,
     }
 }
 
@@ -73,6 +85,7 @@ fn plan_with_remark(
     op: OpId,
     analysis: &ConstAnalysis,
     residual: Residual,
+    round_to: usize,
     why: &mut Why,
 ) -> Result<Plan, MatchFailure> {
     let zero_threshold = analysis.zero_threshold();
@@ -271,23 +284,48 @@ fn plan_with_remark(
         .map(|(&g, cw)| (g, cw.shape()[1] as usize))
         .filter(|&(g, _)| g > 1)
         .collect();
-    let mut unbalanced = 0;
-    loop {
-        let trimmed: usize = balance_own(&mut remove, own_groups, n / own_groups.max(1))
-            + groupings
-                .iter()
-                .map(|&(g, block)| balance(&mut remove, g, block))
-                .sum::<usize>();
-        if trimmed == 0 {
-            break;
+    let rebalance = |remove: &mut BTreeSet<usize>| {
+        let mut trimmed = 0;
+        loop {
+            let t: usize = balance_own(remove, own_groups, n / own_groups.max(1))
+                + groupings
+                    .iter()
+                    .map(|&(g, block)| balance(remove, g, block))
+                    .sum::<usize>();
+            if t == 0 {
+                return trimmed;
+            }
+            trimmed += t;
         }
-        unbalanced += trimmed;
-    }
+    };
+    let unbalanced = rebalance(&mut remove);
     if unbalanced > 0 {
         why.kept = Some((unbalanced, "equal groups"));
     }
+    // Alignment keeps the neurons whose removal saves least: first those a zero-padded
+    // consumer would need a border map for, then those whose constant a bias absorbs.
+    let cost = |j: usize| {
+        let nonzero = |c: usize| seen[c][j].is_some_and(|a| a != 0.0);
+        let consumers = 0..fan.consumers.len();
+        if consumers.clone().any(|c| padded[c] && nonzero(c)) {
+            2
+        } else if consumers.into_iter().any(nonzero) {
+            1
+        } else {
+            0
+        }
+    };
+    // The grouping with the most groups has the smallest blocks: alignment puts neurons back
+    // one per block of it, so every grouping stays equal.
+    let own_block = (own_groups > 1).then(|| n / own_groups);
+    let finest = groupings
+        .iter()
+        .map(|&(_, block)| block)
+        .chain(own_block)
+        .min();
+    why.aligned = align(&mut remove, n, round_to, finest, cost, rebalance);
     ensure(!remove.is_empty(), "no neuron can be removed")?;
-    if residual == Residual::Auto && !fan.others.is_empty() {
+    if let (Residual::Auto { lanes }, false) = (residual, fan.others.is_empty()) {
         let layer = Layer {
             result: r,
             axis,
@@ -295,20 +333,26 @@ fn plan_with_remark(
             row_size,
             fan: &fan,
             column_sizes: &column_sizes,
+            fills: &fills,
         };
-        let (saved, copied) = scatter_tradeoff(f, &layer, remove.len());
-        if saved <= copied {
-            why.kept = Some((remove.len(), "residual=auto: scatters cost more"));
+        let (saved, scatters) = scatter_tradeoff(f, &layer, &remove, lanes);
+        if saved <= scatters {
+            // Every removable neuron stays, those alignment put back included.
+            why.kept = Some((
+                remove.len() + why.aligned,
+                "residual=auto: scatters cost more",
+            ));
+            why.aligned = 0;
             why.remark = Some(
                 Diagnostic::remark(format!(
-                    "kept {} constant neuron(s) of '{}': residual=auto: removing them saves {saved} MACs per sample, restoring them with nn.scatter copies {copied} elements",
+                    "kept {} constant neuron(s) of '{}': residual=auto: removing them saves {saved} MACs per sample, restoring them with nn.scatter costs the runtime about {scatters}",
                     remove.len(),
                     tag.mnemonic()
                 ))
                 .at(f.span(op)),
             );
             return Err(MatchFailure(
-                "residual=auto: the scatters would copy more than the removal saves",
+                "residual=auto: the scatters would cost more than the removal saves",
             ));
         }
     }

@@ -94,6 +94,7 @@ fn an_update_after_a_rewrite_equals_a_fresh_compute() {
     };
     let pattern = DeadNeuronElimination {
         residual: Residual::Scatter,
+        round_to: 1,
     };
     let out = apply_patterns_greedily(&mut f, &[&pattern], &mut cx, &GreedyConfig::default());
     assert!(out.changed, "the test needs a rewrite");

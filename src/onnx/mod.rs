@@ -5,12 +5,14 @@
 //! [`export`] writes a module back as an ONNX model. The protobuf messages are declared by hand
 //! in [`proto`] (only the fields used). `docs/onnx.md` lists the operator mapping and limits.
 
+mod channel_block;
 pub mod export;
 pub mod import;
 mod metadata;
 pub mod proto;
 mod transpose;
 
+pub use channel_block::channel_block;
 pub use export::{export_model, write_onnx};
 pub use import::{import_bytes, import_file};
 

@@ -17,6 +17,7 @@ pub mod mlir;
 pub mod opt;
 pub mod output;
 pub mod progress;
+pub mod prune_report;
 pub mod report;
 pub mod run;
 

@@ -15,6 +15,7 @@ use super::output::{
     persist_weights, stage_weights, write_onnx, write_output, writes_regular_file,
 };
 use super::progress::Progress;
+use super::prune_report;
 use super::report::{statistics_table, timing_report};
 use super::{usage, warn, Exit};
 use crate::diag::{has_errors, Diagnostic, SourceMap};
@@ -62,8 +63,8 @@ impl Default for OptOptions {
 /// The NNIR pass pipeline and what it reports.
 #[derive(Clone, Debug)]
 pub struct PassOptions {
-    /// The pipeline text (`passes::PassManager::parse`); `None` runs no pass.
-    pub pipeline: Option<String>,
+    /// The passes to run; `None` runs no pass.
+    pub pipeline: Option<Pipeline>,
     /// Run the verifier after every pass.
     pub verify_each: bool,
     pub print_ir_after_all: bool,
@@ -72,6 +73,8 @@ pub struct PassOptions {
     pub timing: bool,
     /// Print the pattern and pass counters and the layer costs before and after.
     pub statistics: bool,
+    /// Write the page of `--prune-report` here.
+    pub report: Option<PathBuf>,
 }
 
 impl Default for PassOptions {
@@ -83,6 +86,75 @@ impl Default for PassOptions {
             print_ir_after_change: false,
             timing: false,
             statistics: false,
+            report: None,
+        }
+    }
+}
+
+/// The flags that shape `--prune-neurons` and report on it (flattened into the pass flags).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct PruneArgs {
+    /// With --prune-neurons: each pruned layer keeps a multiple of N neurons (1: no alignment;
+    /// default: onnxruntime's channel block on this host for ONNX output, else 1).
+    #[arg(long, value_name = "N", requires = "prune_neurons", value_parser = clap::value_parser!(u64).range(1..))]
+    pub round_to: Option<u64>,
+    /// With --prune-neurons: what a layer whose removed neurons also reach a residual add,
+    /// concat or result does: scatter (restore them there), keep (do not prune it), auto
+    /// (scatter when the MACs saved exceed what the scatters cost the runtime; docs/passes.md).
+    /// Default: auto for ONNX output, else scatter.
+    #[arg(long, value_name = "MODE", requires = "prune_neurons", value_parser = ["scatter", "keep", "auto"])]
+    pub residual: Option<String>,
+    /// Write a page (XHTML with an SVG bar per layer) of what the passes did to each layer:
+    /// channels kept, kept for alignment, removed and scattered; MACs and parameters.
+    #[arg(long, value_name = "FILE.html")]
+    pub prune_report: Option<PathBuf>,
+}
+
+impl PruneArgs {
+    /// The `--prune-neurons` pipeline these flags ask for.
+    pub fn pipeline(&self) -> Pipeline {
+        Pipeline::Prune {
+            round_to: self.round_to.map(|n| n as usize),
+            residual: self.residual.clone(),
+        }
+    }
+}
+
+/// The passes `nnopt FILE` runs.
+#[derive(Clone, Debug)]
+pub enum Pipeline {
+    /// `--prune-neurons` ([`passes::PRUNE_PIPELINE`]), its layers aligned to `round_to`
+    /// neurons and its residual uses handled as `residual` says; by default for what the
+    /// output runs on. ONNX: onnxruntime's channel block on this host
+    /// ([`onnx::channel_block`], also its f32 lanes) and `residual=auto` weighing the scatters'
+    /// cost in onnxruntime. NNIR and MLIR: 1 and `scatter` (the cost model describes
+    /// onnxruntime): the schedules peel a remainder tile of filters and pad dense layers to
+    /// whole panels, so kept neurons would only be extra work there.
+    Prune {
+        round_to: Option<usize>,
+        residual: Option<String>,
+    },
+    /// `--pass-pipeline`: the text `passes::PassManager::parse` reads.
+    Text(String),
+}
+
+impl Pipeline {
+    /// The pipeline's text for an output that is ONNX when `onnx_out`.
+    fn text(&self, onnx_out: bool) -> String {
+        match self {
+            Pipeline::Prune { round_to, residual } => {
+                let (block, mode) = match onnx_out {
+                    true => (onnx::channel_block(), "auto"),
+                    false => (1, "scatter"),
+                };
+                passes::prune_pipeline(&format!(
+                    "round-to={} residual={} lanes={}",
+                    round_to.unwrap_or(block),
+                    residual.as_deref().unwrap_or(mode),
+                    onnx::channel_block()
+                ))
+            }
+            Pipeline::Text(t) => t.clone(),
         }
     }
 }
@@ -131,8 +203,8 @@ pub fn opt(o: &OptOptions) -> Result<(), Exit> {
         read_input(input, &mut sources)?
     };
     let base_dir = base_dir(input);
-    let passes = match o.passes.pipeline.as_deref() {
-        Some(p) => passes::PassManager::parse(p, None).map_err(|d| {
+    let passes = match o.passes.pipeline.as_ref().map(|p| p.text(onnx_out)) {
+        Some(p) => passes::PassManager::parse(&p, None).map_err(|d| {
             sources.emit_to_stderr(&[d]);
             Exit(2)
         })?,
@@ -145,6 +217,8 @@ pub fn opt(o: &OptOptions) -> Result<(), Exit> {
     // Modules bound for an .onnx output.
     let mut modules = Vec::new();
     let mut all_diags: Vec<Diagnostic> = o.equivalence.unused_flag_warnings();
+    // The `--prune-report` section of each chunk.
+    let mut report = String::new();
     for range in chunks(&src, o.split_input_file) {
         let chunk = &src[range.clone()];
         let mut diags = Vec::new();
@@ -158,14 +232,17 @@ pub fn opt(o: &OptOptions) -> Result<(), Exit> {
         };
         let original = module
             .clone()
-            .filter(|_| o.equivalence.check || o.passes.statistics);
-        run_passes(
+            .filter(|_| o.equivalence.check || o.passes.statistics || o.passes.report.is_some());
+        let cx = run_passes(
             &o.passes,
             &passes,
             &mut module,
             original.as_ref(),
             &mut diags,
         );
+        if let (Some(cx), Some(before), Some(after)) = (&cx, &original, &module) {
+            report.push_str(&prune_report::sections(cx, before, after));
+        }
         // Lowering runs after the NNIR passes and before --verify-diagnostics, so its
         // diagnostics can be annotated like any other.
         let mut emitted = None;
@@ -213,6 +290,12 @@ pub fn opt(o: &OptOptions) -> Result<(), Exit> {
     if has_errors(&all_diags) {
         return Err(Exit(1));
     }
+    if let Some(path) = o.passes.report.as_ref().filter(|_| !passes.is_empty()) {
+        write_output(
+            path,
+            &prune_report::page(&input.display().to_string(), &report),
+        )?;
+    }
     if onnx_out && o.emit.is_none() {
         return write_onnx(modules, &o.output);
     }
@@ -224,17 +307,16 @@ pub fn opt(o: &OptOptions) -> Result<(), Exit> {
 }
 
 /// Runs `passes` on `module` (if any), printing the IR and reports `p` asks for; a pipeline
-/// error drops the module. `original` is the module before, for the statistics table.
+/// error drops the module. `original` is the module before, for the statistics table. Returns
+/// what the passes noted, when they ran.
 fn run_passes(
     p: &PassOptions,
     passes: &PassManager,
     module: &mut Option<Module>,
     original: Option<&Module>,
     diags: &mut Vec<Diagnostic>,
-) {
-    let Some(m) = module.as_mut().filter(|_| !passes.is_empty()) else {
-        return;
-    };
+) -> Option<PassContext> {
+    let m = module.as_mut().filter(|_| !passes.is_empty())?;
     let mut cx = PassContext::default();
     let after = |pass: &dyn Pass, m: &Module, changed: bool| {
         if p.print_ir_after_all || (p.print_ir_after_change && changed) {
@@ -257,6 +339,7 @@ fn run_passes(
     if p.statistics {
         eprint!("{}", statistics_table(&cx, original.zip(module.as_ref())));
     }
+    Some(cx)
 }
 
 /// Warns about the flags of `o` that change nothing: pass reports and checks without a pass
@@ -267,6 +350,7 @@ fn warn_ineffective(o: &OptOptions) {
         for (given, flag) in [
             (p.timing, "--timing"),
             (p.statistics, "--pass-statistics"),
+            (p.report.is_some(), "--prune-report"),
             (p.print_ir_after_all, "--print-ir-after-all"),
             (p.print_ir_after_change, "--print-ir-after-change"),
             (!p.verify_each, "--no-verify-each"),

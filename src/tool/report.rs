@@ -122,7 +122,7 @@ fn layer_table(cx: &PassContext, fa: &Function, fb: &Function) -> String {
 }
 
 /// The removal and keep reasons of one layer, for the last column.
-fn reasons(note: &LayerNote) -> String {
+pub fn reasons(note: &LayerNote) -> String {
     let mut parts = Vec::new();
     for (n, what) in [
         (note.constant, "constant"),
@@ -135,6 +135,9 @@ fn reasons(note: &LayerNote) -> String {
     }
     if let Some((n, why)) = note.kept {
         parts.push(format!("kept {n}: {why}"));
+    }
+    if note.aligned > 0 {
+        parts.push(format!("kept {} for alignment", note.aligned));
     }
     parts.join(", ")
 }
