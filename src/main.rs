@@ -75,6 +75,8 @@ struct OptArgs {
     equivalence: EquivalenceArgs,
     #[command(flatten)]
     emit: EmitArgs,
+    #[command(flatten)]
+    external: tool::output::ExternalDataArgs,
 }
 
 /// The NNIR pass pipeline and its reports.
@@ -307,6 +309,7 @@ impl From<&OptArgs> for OptOptions {
                 threads: a.emit.threads,
                 target: (&a.emit.target).into(),
             }),
+            external_data: (&a.external).into(),
         }
     }
 }

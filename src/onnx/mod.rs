@@ -11,7 +11,7 @@ mod metadata;
 pub mod proto;
 mod transpose;
 
-pub use export::{export_model, write_onnx};
+pub use export::{export_model, write_onnx, ExternalData};
 pub use import::{import_bytes, import_file};
 
 use std::path::Path;
