@@ -64,12 +64,24 @@ fn constant_linear(f: &Function, op: OpId) -> bool {
 
 /// One operand of the product: `linear` or `act(linear)`, each result read only by the next.
 fn side(f: &Function, v: ValueId) -> Result<(OpId, Option<OpId>), MatchFailure> {
-    let p = f.producer(v).ok_or(fail("an operand of the product is an argument"))?;
-    ensure(only_use(f, v).is_some(), "an operand of the product has other uses")?;
+    let p = f
+        .producer(v)
+        .ok_or(fail("an operand of the product is an argument"))?;
+    ensure(
+        only_use(f, v).is_some(),
+        "an operand of the product has other uses",
+    )?;
     let (lin, act) = if f.kind(p).tag().is_elementwise_unary() {
         let x = f.op(p).operands()[0];
-        ensure(only_use(f, x).is_some(), "the activation's operand has other uses")?;
-        (f.producer(x).ok_or(fail("the activation reads an argument"))?, Some(p))
+        ensure(
+            only_use(f, x).is_some(),
+            "the activation's operand has other uses",
+        )?;
+        (
+            f.producer(x)
+                .ok_or(fail("the activation reads an argument"))?,
+            Some(p),
+        )
     } else {
         (p, None)
     };
@@ -91,7 +103,9 @@ fn find(f: &Function, op: OpId) -> Result<Glu, MatchFailure> {
             let (mut user, _) = only_use(f, r).ok_or(fail("not a projection of a gated MLP"))?;
             if f.kind(user).tag().is_elementwise_unary() {
                 let a = f.op(user).result().ok_or(fail("no result"))?;
-                user = only_use(f, a).ok_or(fail("not a projection of a gated MLP"))?.0;
+                user = only_use(f, a)
+                    .ok_or(fail("not a projection of a gated MLP"))?
+                    .0;
             }
             ensure(
                 matches!(f.kind(user), OpKind::Mul),
@@ -152,7 +166,11 @@ impl Pattern<PruneCx<'_>> for GluNeuronElimination {
         let glu = find(f, op)?;
         let h = f.op(glu.mul).result().ok_or(fail("no result"))?;
         let axis = f.ty(h).rank() - 1;
-        let n = f.ty(h).dim(axis).as_static().ok_or(fail("dynamic hidden size"))? as usize;
+        let n = f
+            .ty(h)
+            .dim(axis)
+            .as_static()
+            .ok_or(fail("dynamic hidden size"))? as usize;
         let down_ins = f.op(glu.down).operands().to_vec();
         let wd = f.constant_of(down_ins[1]).expect("checked in find").clone();
         ensure(
@@ -171,7 +189,9 @@ impl Pattern<PruneCx<'_>> for GluNeuronElimination {
             remove.pop();
             ensure(!remove.is_empty(), "the only neuron")?;
         }
-        let keep: Vec<usize> = (0..n).filter(|j| remove.binary_search(j).is_err()).collect();
+        let keep: Vec<usize> = (0..n)
+            .filter(|j| remove.binary_search(j).is_err())
+            .collect();
 
         // down: fold the constant products into the bias, drop the columns.
         let absorbed: Vec<(Vec<usize>, f32)> = remove
@@ -204,12 +224,20 @@ impl Pattern<PruneCx<'_>> for GluNeuronElimination {
             let ins = rw.func().op(lin).operands().to_vec();
             let mut operands = vec![ins[0]];
             for &p in &ins[1..] {
-                let t = rw.func().constant_of(p).expect("checked in find").take(0, &keep);
+                let t = rw
+                    .func()
+                    .constant_of(p)
+                    .expect("checked in find")
+                    .take(0, &keep);
                 operands.push(rw.derived_constant_before(lin, t, p));
             }
             rw.set_operands(lin, &operands);
             for o in std::iter::once(lin).chain(act) {
-                let v = rw.func().op(o).result().expect("linears and activations have results");
+                let v = rw
+                    .func()
+                    .op(o)
+                    .result()
+                    .expect("linears and activations have results");
                 let ty = rw.func().ty(v).with_dim(axis, width);
                 rw.set_type(v, ty);
             }
@@ -219,7 +247,8 @@ impl Pattern<PruneCx<'_>> for GluNeuronElimination {
         }
         let ty = rw.func().ty(h).with_dim(axis, width);
         rw.set_type(h, ty);
-        cx.pass.count("gated-MLP neurons removed", remove.len() as u64);
+        cx.pass
+            .count("gated-MLP neurons removed", remove.len() as u64);
         if touched {
             cx.pass.count("biases updated", 1);
         }
