@@ -4,7 +4,9 @@
 //! memory-mapped from a safetensors file, so a weight used by several ops is stored once. Slicing
 //! ([`Tensor::take`]) copies nothing: it makes a view that selects positions of the buffer's axes,
 //! and the bytes are gathered when they are read or written, so pruning a weight's rows and then
-//! its columns copies each kept byte once, straight into the output file. Data is kept as raw
+//! its columns copies each kept byte once, straight into the output file. A 2-D transpose
+//! ([`Tensor::transposed`]) is such a view too, so an ONNX MatMul weight ([in, out]) becomes an
+//! `nn.linear` weight ([out, in]) and back without a copy. Data is kept as raw
 //! little-endian bytes of the element type, so f16/bf16 values and NaN payloads, -0.0 and
 //! denormals survive a round trip bit for bit; arithmetic reads values as f32.
 
@@ -30,15 +32,19 @@ enum Storage {
 }
 
 /// A view of `base` keeping, along each axis, the positions `keep[axis]` in that order (`None`:
-/// all of them).
+/// all of them); with `transposed`, the transpose of that selection.
 #[derive(Debug)]
 struct Gather {
     /// Owned or mapped: takes of a gather compose into one, and a splat stays a splat.
     base: Tensor,
+    /// Indexed by the base's axes.
     keep: Vec<Option<Vec<usize>>>,
     /// Row-major element strides of `base` (computed once: small views are read element by
     /// element).
     strides: Vec<usize>,
+    /// The view is 2-D and its element (r, c) is element (c, r) of the selection. Invariant:
+    /// a view that is not transposed selects some axis (else it is its base).
+    transposed: bool,
 }
 
 /// Constant tensor data: an element type, a static shape and shared storage (see the module
@@ -250,33 +256,71 @@ impl Tensor {
     pub fn take(&self, axis: usize, keep: &[usize]) -> Tensor {
         let mut shape = self.shape.clone();
         shape[axis] = keep.len() as u64;
-        let (base, mut sel) = match &self.storage {
+        let (base, mut sel, transposed) = match &self.storage {
             Storage::Splat(b) => return Tensor::splat_bits(self.elem, shape, *b),
-            Storage::Gather(g) => (g.base.clone(), g.keep.clone()),
+            Storage::Gather(g) => (g.base.clone(), g.keep.clone(), g.transposed),
             Storage::Owned(_) | Storage::Mapped { .. } => {
-                (self.clone(), vec![None; self.shape.len()])
+                (self.clone(), vec![None; self.shape.len()], false)
             }
         };
         if keep.iter().copied().eq(0..self.shape[axis] as usize) {
             return self.clone();
         }
-        sel[axis] = Some(match &sel[axis] {
+        // A transposed view's axis `a` is its base's axis `1 - a`.
+        let base_axis = if transposed { 1 - axis } else { axis };
+        sel[base_axis] = Some(match &sel[base_axis] {
             Some(old) => keep.iter().map(|&k| old[k]).collect(),
             None => keep.to_vec(),
         });
-        let mut strides = vec![0; sel.len()];
+        Tensor::gather(self.elem, shape, base, sel, transposed)
+    }
+
+    /// The transpose of a 2-D tensor, bit-exact, as a view: nothing is copied (the elements
+    /// are gathered when read or written), a view's transpose is a view of the same base, and
+    /// transposing twice gives the original storage back (a memory-mapped weight stays mapped).
+    pub fn transposed(&self) -> Tensor {
+        assert_eq!(self.shape.len(), 2, "transposed: a 2-D tensor");
+        let shape = vec![self.shape[1], self.shape[0]];
+        match &self.storage {
+            Storage::Splat(b) => Tensor::splat_bits(self.elem, shape, *b),
+            Storage::Gather(g) if g.transposed && g.keep.iter().all(Option::is_none) => {
+                g.base.clone()
+            }
+            Storage::Gather(g) => Tensor::gather(
+                self.elem,
+                shape,
+                g.base.clone(),
+                g.keep.clone(),
+                !g.transposed,
+            ),
+            Storage::Owned(_) | Storage::Mapped { .. } => {
+                Tensor::gather(self.elem, shape, self.clone(), vec![None, None], true)
+            }
+        }
+    }
+
+    /// The view of `base` (owned or mapped) that selects `keep` (see [`Gather`]).
+    fn gather(
+        elem: ElemType,
+        shape: Vec<u64>,
+        base: Tensor,
+        keep: Vec<Option<Vec<usize>>>,
+        transposed: bool,
+    ) -> Tensor {
+        let mut strides = vec![0; keep.len()];
         let mut acc = 1;
         for (s, &d) in strides.iter_mut().zip(base.shape()).rev() {
             *s = acc;
             acc *= d as usize;
         }
         Tensor {
-            elem: self.elem,
+            elem,
             shape,
             storage: Storage::Gather(Arc::new(Gather {
                 base,
-                keep: sel,
+                keep,
                 strides,
+                transposed,
             })),
         }
     }
@@ -519,6 +563,9 @@ impl Gather {
     /// weight's columns) are fixed-size moves, which compile to plain loads and stores where a
     /// copy of `run` items would be a `memmove` call per run.
     fn fill<T: Copy>(&self, shape: &[u64], src: &[T], unit: usize, start: usize, out: &mut [T]) {
+        if self.transposed {
+            return self.fill_transposed(shape, src, unit, start, out);
+        }
         let l = self
             .keep
             .iter()
@@ -581,6 +628,33 @@ impl Gather {
                 kpos = 0;
                 o += 1;
             }
+        }
+    }
+}
+
+impl Gather {
+    /// [`Gather::fill`] for a transposed view: element (r, c) of the view is element (c, r)
+    /// of the selection, one element at a time. Reading the view's rows in order walks the
+    /// base's columns, each row touching the same cache lines as the one before, so a scan of a
+    /// large weight stays in cache.
+    fn fill_transposed<T: Copy>(
+        &self,
+        shape: &[u64],
+        src: &[T],
+        unit: usize,
+        start: usize,
+        out: &mut [T],
+    ) {
+        let cols = shape[1] as usize;
+        let pick = |axis: usize, i: usize| self.keep[axis].as_ref().map_or(i, |k| k[i]);
+        let (mut r, mut c) = (start / cols, start % cols);
+        for d in out.chunks_exact_mut(unit) {
+            if c == cols {
+                (r, c) = (r + 1, 0);
+            }
+            let at = (pick(0, c) * self.strides[0] + pick(1, r) * self.strides[1]) * unit;
+            d.copy_from_slice(&src[at..at + unit]);
+            c += 1;
         }
     }
 }
@@ -717,6 +791,43 @@ mod tests {
         assert_eq!(got, want);
         let r = v.reshaped(vec![v.len() as u64]).unwrap();
         assert!(r.raw_bytes().is_some() && r.to_bits_vec() == want);
+    }
+
+    /// A transposed view reads element (r, c) of the original as (c, r), however it is read,
+    /// for every element type; takes of it compose with it (rows of the view are columns of
+    /// the original); transposing back gives the original buffer, not a view.
+    #[test]
+    fn transposed_views_match_their_definition() {
+        let (r, c) = (37usize, 5usize);
+        let values: Vec<f32> = (0..r * c).map(|i| i as f32 * 0.5 - 3.0).collect();
+        for elem in [ElemType::F32, ElemType::F16, ElemType::BF16] {
+            let t = Tensor::from_f32(elem, vec![r as u64, c as u64], &values);
+            let bits = t.to_bits_vec();
+            let tt = t.transposed();
+            assert_eq!(tt.shape(), &[c as u64, r as u64]);
+            let want: Vec<u32> = (0..c)
+                .flat_map(|j| (0..r).map(move |i| (i, j)))
+                .map(|(i, j)| bits[i * c + j])
+                .collect();
+            assert_reads(&tt, &want, &format!("{elem:?} transposed"));
+            let rows = [4usize, 0, 2];
+            let want_rows = reference(&want, &[c, r], 0, &rows);
+            assert_reads(&tt.take(0, &rows), &want_rows, "rows of a transpose");
+            let cols: Vec<usize> = (0..r).filter(|i| i % 4 != 1).collect();
+            let both = tt.take(0, &rows).take(1, &cols);
+            let want_both = reference(&want_rows, &[3, r], 1, &cols);
+            assert_reads(&both, &want_both, "rows, then columns of a transpose");
+            // Transposed back: the pruned view of the original (columns 4, 0, 2 of it).
+            let back = both.transposed();
+            assert_reads(
+                &back,
+                &reference(&reference(&bits, &[r, c], 1, &rows), &[r, 3], 0, &cols),
+                "transposed back",
+            );
+            assert!(tt.transposed().raw_bytes().is_some());
+        }
+        let s = Tensor::splat(ElemType::F32, vec![2, 3], 1.5).transposed();
+        assert!(s.is_splat() && s.shape() == [3, 2]);
     }
 
     #[test]

@@ -9,7 +9,6 @@ pub mod export;
 pub mod import;
 mod metadata;
 pub mod proto;
-mod transpose;
 
 pub use export::{export_model, write_onnx, ExternalData};
 pub use import::{import_bytes, import_file};
