@@ -1,7 +1,8 @@
 """LLM-shaped checks in onnxruntime: gated MLPs (SwiGLU as Llama writes it, GeGLU with biases)
 with planted dead neurons of every removable kind, pruned by `nnopt --prune-neurons` to the exact
 parameter bound (docs/passes.md, `glu-neuron-elimination`); and ONNX external data written by
-nnopt (`--external-data[=FILE]`), loaded by onnxruntime and read back by nnopt.
+nnopt (`--external-data[=FILE]`), loaded by onnxruntime and read back by nnopt, also for a small
+decoder from bench/gen_decoder.py.
 
 Run with the project venv: `.venv/bin/python tests/python/test_llm_weights.py` (scripts/test.sh
 does).
@@ -164,6 +165,27 @@ def check_external_data(d):
     assert r.returncode == 2 and not os.path.exists(os.path.join(d, "bad.onnx")), r.stderr
 
 
+def check_generated_decoder(d):
+    """bench/gen_decoder.py's decoder at a test size (2 layers, D = 256, 5 MiB): read through
+    its external data, pruned into a model with external data (forced: it is far under 2 GiB),
+    which onnxruntime runs like the original; each MLP loses exactly its planted dead
+    neurons."""
+    layers, dim, ffn = 2, 256, 704
+    src, dst = os.path.join(d, "dec.onnx"), os.path.join(d, "dec_pruned.onnx")
+    subprocess.run([sys.executable, os.path.join(ROOT, "bench", "gen_decoder.py"), src, "--layers", str(layers),
+                    "--dim", str(dim), "--ffn", str(ffn), "--heads", "4"], check=True)
+    nnopt("--prune-neurons", "--external-data", src, "-o", dst)
+    assert os.path.exists(dst + ".data")
+    x = rng.standard_normal((1, 4, dim)).astype(np.float32)
+    want, got = ort_run(src, x), ort_run(dst, x)
+    err = rel(got, want)
+    assert err <= 1e-4, f"decoder: pruned differs from the original by {err:.3g}"
+    before, after = params(onnx.load(src)), params(onnx.load(dst))
+    dead = sum(len(range(layer % 8, ffn, 8)) for layer in range(layers))
+    assert before - after == dead * 3 * dim, f"decoder: {before} -> {after} parameters, expected a drop of {dead * 3 * dim}"
+    print(f"ok generated decoder: {before} -> {after} parameters, max relative difference {err:.2e}")
+
+
 def main():
     with tempfile.TemporaryDirectory() as d:
         for name, act, biases in [("SwiGLU, Llama-style (no biases)", "silu", False),
@@ -172,6 +194,7 @@ def main():
             model, drop = glu(act, biases)
             check_glu(name, model, drop, d)
         check_external_data(d)
+        check_generated_decoder(d)
 
 
 if __name__ == "__main__":
