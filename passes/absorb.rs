@@ -11,6 +11,9 @@ use crate::ir::Tensor;
 /// contiguous dot product read in place, since a gather per absorbed column is slow on large
 /// layers; when few go, only their elements are read. Returns whether any `b_k` changed.
 pub fn absorb_columns(w: &Tensor, absorbed: &[(Vec<usize>, f32)], b: &mut [f32]) -> bool {
+    if w.is_transposed() {
+        return absorb_rows_of_source(&w.transposed(), absorbed, b);
+    }
     let s = w.shape();
     let window: usize = s[2..].iter().product::<u64>() as usize;
     let row_len = s[1] as usize * window;
@@ -45,6 +48,33 @@ pub fn absorb_columns(w: &Tensor, absorbed: &[(Vec<usize>, f32)], b: &mut [f32])
                 at += c.len();
             });
         }
+        if dot != 0.0 {
+            *bk = (*bk as f64 + dot) as f32;
+            touched = true;
+        }
+    }
+    touched
+}
+
+/// [`absorb_columns`] for a transposed view (an ONNX MatMul weight), given its source `t`:
+/// column `p` of the view is row `p` of `t`, in memory order, so `b += a · t[p, :]` for each
+/// absorbed `p` reads those rows alone (a row of the view would touch a page per element).
+fn absorb_rows_of_source(t: &Tensor, absorbed: &[(Vec<usize>, f32)], b: &mut [f32]) -> bool {
+    let n = b.len();
+    let mut acc = vec![0f64; n];
+    for (positions, a) in absorbed {
+        for &p in positions {
+            let mut at = 0;
+            t.for_each_f32_chunk(p * n..(p + 1) * n, |c| {
+                for (x, &v) in acc[at..at + c.len()].iter_mut().zip(c) {
+                    *x += v as f64 * *a as f64;
+                }
+                at += c.len();
+            });
+        }
+    }
+    let mut touched = false;
+    for (bk, dot) in b.iter_mut().zip(acc) {
         if dot != 0.0 {
             *bk = (*bk as f64 + dot) as f32;
             touched = true;

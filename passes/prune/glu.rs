@@ -14,7 +14,7 @@
 use super::PruneCx;
 use crate::ir::{Dim, Function, OpId, OpKind, OpTag, Tensor, ValueId};
 use crate::passes::absorb::absorb_columns;
-use crate::passes::analysis::is_zero;
+use crate::passes::analysis::zero_lines;
 use crate::rewrite::{ensure, MatchFailure, MatchResult, Pattern, Rewriter};
 
 /// `down(act(gate(x)) ⊙ up(x'))`: drop neuron `j` (row `j` of `gate` and `up`, column `j` of
@@ -130,22 +130,6 @@ fn find(f: &Function, op: OpId) -> Result<Glu, MatchFailure> {
     Ok(Glu { sides, mul, down })
 }
 
-/// Which columns of the 2-D `w` are zero, in one pass over its rows in memory order.
-fn zero_columns(w: &Tensor, zero_threshold: f32) -> Vec<bool> {
-    let cols = w.shape()[1] as usize;
-    let mut zero = vec![true; cols];
-    let mut at = 0;
-    w.for_each_f32_chunk(0..w.len(), |c| {
-        for &x in c {
-            if !is_zero(x, zero_threshold) {
-                zero[at % cols] = false;
-            }
-            at += 1;
-        }
-    });
-    zero
-}
-
 impl Pattern<PruneCx<'_>> for GluNeuronElimination {
     fn name(&self) -> &'static str {
         "glu-neuron-elimination"
@@ -179,7 +163,7 @@ impl Pattern<PruneCx<'_>> for GluNeuronElimination {
         )?;
         let facts = cx.analysis.facts(h).filter(|fx| fx.axis == axis);
         let constant = |j: usize| facts.and_then(|fx| fx.constant(j));
-        let ignored = zero_columns(&wd, cx.analysis.zero_threshold());
+        let ignored = zero_lines(&wd, 1, cx.analysis.zero_threshold());
         let mut remove: Vec<usize> = (0..n)
             .filter(|&j| ignored[j] || constant(j).is_some())
             .collect();

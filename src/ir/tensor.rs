@@ -299,6 +299,13 @@ impl Tensor {
         }
     }
 
+    /// Whether this is a transposed view ([`Tensor::transposed`]), whose rows are read one
+    /// element per row of its source: a scan over all of it is faster through
+    /// `self.transposed()`, which reads the source in memory order.
+    pub fn is_transposed(&self) -> bool {
+        matches!(&self.storage, Storage::Gather(g) if g.transposed)
+    }
+
     /// The view of `base` (owned or mapped) that selects `keep` (see [`Gather`]).
     fn gather(
         elem: ElemType,
@@ -648,13 +655,19 @@ impl Gather {
         let cols = shape[1] as usize;
         let pick = |axis: usize, i: usize| self.keep[axis].as_ref().map_or(i, |k| k[i]);
         let (mut r, mut c) = (start / cols, start % cols);
-        for d in out.chunks_exact_mut(unit) {
+        let at = (0..out.len() / unit.max(1)).map(|_| {
             if c == cols {
                 (r, c) = (r + 1, 0);
             }
             let at = (pick(0, c) * self.strides[0] + pick(1, r) * self.strides[1]) * unit;
-            d.copy_from_slice(&src[at..at + unit]);
             c += 1;
+            at
+        });
+        // A fixed element size makes each move a load and a store, not a `memmove` call.
+        match unit {
+            1 => move_runs::<T, 1>(out, src, at),
+            2 => move_runs::<T, 2>(out, src, at),
+            _ => move_runs::<T, 4>(out, src, at),
         }
     }
 }
@@ -824,6 +837,7 @@ mod tests {
                 &reference(&reference(&bits, &[r, c], 1, &rows), &[r, 3], 0, &cols),
                 "transposed back",
             );
+            assert!(tt.is_transposed() && !both.transposed().is_transposed());
             assert!(tt.transposed().raw_bytes().is_some());
         }
         let s = Tensor::splat(ElemType::F32, vec![2, 3], 1.5).transposed();
