@@ -101,3 +101,31 @@ fn dot_f64(x: &[f32], a: &[f64]) -> f64 {
     }
     acc.iter().sum::<f64>() + tail
 }
+
+#[cfg(test)]
+mod tests {
+    use super::absorb_columns;
+    use crate::ir::{ElemType, Tensor};
+
+    /// A transposed view (an ONNX MatMul weight) folds the same contribution as the same
+    /// matrix in a buffer, through the dense path (many columns) and the sparse one (few).
+    #[test]
+    fn transposed_weights_fold_like_buffers() {
+        let (out, inp) = (5usize, 40usize);
+        let values: Vec<f32> = (0..out * inp)
+            .map(|i| (i % 11) as f32 * 0.25 - 1.0)
+            .collect();
+        let source = Tensor::from_f32(ElemType::F32, vec![inp as u64, out as u64], &values);
+        let view = source.transposed();
+        let buffer = view.materialized();
+        assert!(view.is_transposed() && !buffer.is_transposed());
+        let many: Vec<(Vec<usize>, f32)> =
+            (0..30).map(|j| (vec![j], j as f32 * 0.5 - 3.0)).collect();
+        for absorbed in [many, vec![(vec![7], 2.0), (vec![31], -1.5)]] {
+            let (mut a, mut b) = (vec![0.5f32; out], vec![0.5f32; out]);
+            assert!(absorb_columns(&view, &absorbed, &mut a));
+            assert!(absorb_columns(&buffer, &absorbed, &mut b));
+            assert_eq!(a, b);
+        }
+    }
+}
