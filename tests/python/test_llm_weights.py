@@ -166,7 +166,7 @@ def check_external_data(d):
 
 
 def check_generated_decoder(d):
-    """bench/gen_decoder.py's decoder at a test size (2 layers, D = 256, 5 MiB): read through
+    """bench/gen_decoder.py's decoder at a test size (2 layers, D = 256, 7 MB): read through
     its external data, pruned into a model with external data (forced: it is far under 2 GiB),
     which onnxruntime runs like the original; each MLP loses exactly its planted dead
     neurons."""
