@@ -11,6 +11,9 @@ use crate::ir::Tensor;
 /// contiguous dot product read in place, since a gather per absorbed column is slow on large
 /// layers; when few go, only their elements are read. Returns whether any `b_k` changed.
 pub fn absorb_columns(w: &Tensor, absorbed: &[(Vec<usize>, f32)], b: &mut [f32]) -> bool {
+    if w.is_transposed() {
+        return absorb_rows_of_source(&w.transposed(), absorbed, b);
+    }
     let s = w.shape();
     let window: usize = s[2..].iter().product::<u64>() as usize;
     let row_len = s[1] as usize * window;
@@ -53,6 +56,33 @@ pub fn absorb_columns(w: &Tensor, absorbed: &[(Vec<usize>, f32)], b: &mut [f32])
     touched
 }
 
+/// [`absorb_columns`] for a transposed view (an ONNX MatMul weight), given its source `t`:
+/// column `p` of the view is row `p` of `t`, in memory order, so `b += a · t[p, :]` for each
+/// absorbed `p` reads those rows alone (a row of the view would touch a page per element).
+fn absorb_rows_of_source(t: &Tensor, absorbed: &[(Vec<usize>, f32)], b: &mut [f32]) -> bool {
+    let n = b.len();
+    let mut acc = vec![0f64; n];
+    for (positions, a) in absorbed {
+        for &p in positions {
+            let mut at = 0;
+            t.for_each_f32_chunk(p * n..(p + 1) * n, |c| {
+                for (x, &v) in acc[at..at + c.len()].iter_mut().zip(c) {
+                    *x += v as f64 * *a as f64;
+                }
+                at += c.len();
+            });
+        }
+    }
+    let mut touched = false;
+    for (bk, dot) in b.iter_mut().zip(acc) {
+        if dot != 0.0 {
+            *bk = (*bk as f64 + dot) as f32;
+            touched = true;
+        }
+    }
+    touched
+}
+
 /// `Σ x_i·a_i` in f64 with eight independent accumulators, so that it vectorizes (a single
 /// running sum is a serial dependency chain).
 fn dot_f64(x: &[f32], a: &[f64]) -> f64 {
@@ -70,4 +100,32 @@ fn dot_f64(x: &[f32], a: &[f64]) -> f64 {
         }
     }
     acc.iter().sum::<f64>() + tail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::absorb_columns;
+    use crate::ir::{ElemType, Tensor};
+
+    /// A transposed view (an ONNX MatMul weight) folds the same contribution as the same
+    /// matrix in a buffer, through the dense path (many columns) and the sparse one (few).
+    #[test]
+    fn transposed_weights_fold_like_buffers() {
+        let (out, inp) = (5usize, 40usize);
+        let values: Vec<f32> = (0..out * inp)
+            .map(|i| (i % 11) as f32 * 0.25 - 1.0)
+            .collect();
+        let source = Tensor::from_f32(ElemType::F32, vec![inp as u64, out as u64], &values);
+        let view = source.transposed();
+        let buffer = view.materialized();
+        assert!(view.is_transposed() && !buffer.is_transposed());
+        let many: Vec<(Vec<usize>, f32)> =
+            (0..30).map(|j| (vec![j], j as f32 * 0.5 - 3.0)).collect();
+        for absorbed in [many, vec![(vec![7], 2.0), (vec![31], -1.5)]] {
+            let (mut a, mut b) = (vec![0.5f32; out], vec![0.5f32; out]);
+            assert!(absorb_columns(&view, &absorbed, &mut a));
+            assert!(absorb_columns(&buffer, &absorbed, &mut b));
+            assert_eq!(a, b);
+        }
+    }
 }

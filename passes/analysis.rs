@@ -63,6 +63,41 @@ fn rows_zero(w: &Tensor, rows: std::ops::Range<usize>, zero_threshold: f32) -> b
     scan.is_continue()
 }
 
+/// Which rows (`axis` 0) or columns (`axis` 1) of the 2-D `w` count as zero, reading `w` in
+/// memory order: a transposed view (an ONNX MatMul weight) is read through its source, whose
+/// rows are its columns, since reading its own rows would touch one element per page. Rows stop
+/// at their first non-zero chunk; a column scan stops once every column has shown a non-zero
+/// entry.
+pub fn zero_lines(w: &Tensor, axis: usize, zero_threshold: f32) -> Vec<bool> {
+    if w.is_transposed() {
+        return zero_lines(&w.transposed(), 1 - axis, zero_threshold);
+    }
+    let (rows, cols) = (w.shape()[0] as usize, w.shape()[1] as usize);
+    if axis == 0 {
+        return (0..rows)
+            .map(|r| rows_zero(w, r * cols..(r + 1) * cols, zero_threshold))
+            .collect();
+    }
+    let mut zero = vec![true; cols];
+    let mut left = cols;
+    for r in 0..rows {
+        if left == 0 {
+            break;
+        }
+        let mut at = 0;
+        w.for_each_f32_chunk(r * cols..(r + 1) * cols, |c| {
+            for (z, &x) in zero[at..at + c.len()].iter_mut().zip(c) {
+                if *z && !is_zero(x, zero_threshold) {
+                    *z = false;
+                    left -= 1;
+                }
+            }
+            at += c.len();
+        });
+    }
+    zero
+}
+
 impl ConstAnalysis {
     /// The facts of every value of `f`, in one forward sweep.
     pub fn compute(f: &Function, zero_threshold: f32) -> ConstAnalysis {
@@ -316,6 +351,8 @@ fn weighted(
     // With finite known inputs, an exactly-zero row adds nothing: Σ c_i·0 = 0.
     let finite_input = input.is_none_or(|fx| fx.channels.iter().flatten().all(|c| c.is_finite()));
     let mut channels = Vec::with_capacity(out);
+    // A linear's weight may be a transposed view: its rows are best told apart all at once.
+    let zero_rows = (unknown_input && shape.len() == 2).then(|| zero_lines(w, 0, zero_threshold));
     for j in 0..out {
         let g = j / out_per_group.max(1);
         let mut acc = bias.map_or(0.0, |b| b.get(j));
@@ -323,7 +360,11 @@ fn weighted(
         let rows = j * row_len..(j + 1) * row_len;
         if unknown_input {
             // No input channel is known: the output is constant exactly when its row is zero.
-            channels.push(rows_zero(w, rows, zero_threshold).then_some(acc));
+            let zero = match &zero_rows {
+                Some(z) => z[j],
+                None => rows_zero(w, rows, zero_threshold),
+            };
+            channels.push(zero.then_some(acc));
             continue;
         }
         if zero_threshold == 0.0 && finite_input && rows_zero(w, rows.clone(), 0.0) {

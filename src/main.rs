@@ -74,6 +74,8 @@ struct OptArgs {
     equivalence: EquivalenceArgs,
     #[command(flatten)]
     emit: EmitArgs,
+    #[command(flatten)]
+    external: tool::output::ExternalDataArgs,
 }
 
 /// The NNIR pass pipeline and its reports.
@@ -308,6 +310,7 @@ impl From<&OptArgs> for OptOptions {
                 threads: a.emit.threads,
                 target: (&a.emit.target).into(),
             }),
+            external_data: (&a.external).into(),
         }
     }
 }

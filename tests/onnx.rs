@@ -220,7 +220,8 @@ fn streamed_export_matches_the_encoding_and_reports_write_errors() {
         export_model(&m).unwrap().encode_to_vec()
     );
     if Path::new("/dev/full").exists() {
-        let e = nnopt::onnx::write_onnx(&m, Path::new("/dev/full")).unwrap_err();
+        let e =
+            nnopt::onnx::write_onnx(&m, Path::new("/dev/full"), &Default::default()).unwrap_err();
         assert!(
             e.message.contains("cannot write /dev/full"),
             "{}",
@@ -260,7 +261,7 @@ fn pruned_weights_are_gathered_while_streaming_into_the_same_model() {
     let mut cx = passes::PassContext::default();
     pipeline.run(&mut m, true, &mut cx, |_, _, _| {}).unwrap();
     let out = dir.path().join("pruned.onnx");
-    nnopt::onnx::write_onnx(&m, &out).unwrap();
+    nnopt::onnx::write_onnx(&m, &out, &Default::default()).unwrap();
     let views = m.funcs[0]
         .ops()
         .filter(|&op| match m.funcs[0].kind(op) {

@@ -6,6 +6,7 @@
 
 pub mod constant_fold;
 pub mod fold_scatter_into_consumer;
+pub mod fuse_silu;
 pub mod remove_identity;
 pub mod remove_identity_scatter;
 pub mod sink_scatter;
@@ -15,6 +16,7 @@ pub mod sink_scatter_union;
 
 pub use constant_fold::ConstantFold;
 pub use fold_scatter_into_consumer::FoldScatterIntoConsumer;
+pub use fuse_silu::FuseSilu;
 pub use remove_identity::RemoveIdentity;
 pub use remove_identity_scatter::RemoveIdentityScatter;
 pub use sink_scatter::SinkScatter;
@@ -28,7 +30,7 @@ use crate::rewrite::{apply_patterns_greedily, GreedyConfig, Pattern};
 
 pub const INFO: PassInfo = PassInfo {
     name: "canonicalize",
-    summary: "local clean-ups: removes nn.identity and identity nn.scatter, folds ops whose operands are all constant (f32, by the interpreter's kernels), folds an nn.scatter into the nn.linear/nn.conv2d that reads it (dropping input columns, adding the fill's contribution to the bias), and moves scatters below activations, per-channel pools, add/sub/mul of two like scatters or of a scatter and a per-channel constant, and concats; an add/sub/mul of two unlike scatters keeps the positions both drop as one scatter after it when its users fold that in",
+    summary: "local clean-ups: removes nn.identity and identity nn.scatter, fuses x·sigmoid(x) into nn.silu, folds ops whose operands are all constant (f32, by the interpreter's kernels), folds an nn.scatter into the nn.linear/nn.conv2d that reads it (dropping input columns, adding the fill's contribution to the bias), and moves scatters below activations, per-channel pools, add/sub/mul of two like scatters or of a scatter and a per-channel constant, and concats; an add/sub/mul of two unlike scatters keeps the positions both drop as one scatter after it when its users fold that in",
     options: &[],
     parse: |_: &PassOptions| Ok(Box::new(Canonicalize)),
 };
@@ -44,6 +46,7 @@ pub const PATTERNS: &[&dyn Pattern<PassContext>] = &[
     &SinkScatterPastConstant,
     &SinkScatterThroughConcat,
     &SinkScatterUnion,
+    &FuseSilu,
 ];
 
 /// The pass: [`PATTERNS`] to a fixpoint.

@@ -9,7 +9,9 @@
 //! contribution into C's bias: `b'_k = b_k + Σ_window W_C[k, j, ...] · a_j`.
 //!
 //! One pattern ([`DeadNeuronElimination`], `dead_neuron_elimination.rs`) runs to a fixpoint
-//! over the constness analysis, so removals cascade. It plans (`plan.rs`: where the channels
+//! over the constness analysis, so removals cascade; beside it, [`GluNeuronElimination`]
+//! (`glu.rs`) removes the hidden neurons of gated MLPs (SwiGLU, GeGLU), whose product of two
+//! linears the first pattern cannot see through. It plans (`plan.rs`: where the channels
 //! go, `fanout.rs`; border maps, `border_map.rs`; the `residual=auto` cost model,
 //! `residual_cost.rs`; channel alignment, `align.rs`) and then applies (`apply.rs`). Preconditions: none. Idempotent: a second
 //! run finds no removable neuron.
@@ -19,17 +21,19 @@ pub mod apply;
 pub mod border_map;
 pub mod dead_neuron_elimination;
 pub mod fanout;
+pub mod glu;
 pub mod groups;
 pub mod liveness;
 pub mod plan;
 pub mod residual_cost;
 
 pub use dead_neuron_elimination::DeadNeuronElimination;
+pub use glu::GluNeuronElimination;
 
 use super::analysis::ConstAnalysis;
 use super::{Pass, PassContext, PassInfo, PassOption, PassOptions};
 use crate::ir::{Function, OpId};
-use crate::rewrite::{apply_patterns_greedily, GreedyConfig, PatternContext};
+use crate::rewrite::{apply_patterns_greedily, GreedyConfig, Pattern, PatternContext};
 
 pub const INFO: PassInfo = PassInfo {
     name: "prune-neurons",
@@ -141,7 +145,13 @@ impl Pass for PruneNeurons {
             pass: cx,
             analysis: ConstAnalysis::compute(f, self.zero_threshold),
         };
-        let outcome = apply_patterns_greedily(f, &[&pattern], &mut pcx, &GreedyConfig::default());
+        let patterns: [&dyn Pattern<PruneCx>; 2] = [
+            &pattern,
+            &GluNeuronElimination {
+                round_to: self.round_to,
+            },
+        ];
+        let outcome = apply_patterns_greedily(f, &patterns, &mut pcx, &GreedyConfig::default());
         let changed = cx.record(f, INFO.name, outcome);
         cx.flush_remarks(f);
         changed

@@ -4,7 +4,9 @@
 //! memory-mapped from a safetensors file, so a weight used by several ops is stored once. Slicing
 //! ([`Tensor::take`]) copies nothing: it makes a view that selects positions of the buffer's axes,
 //! and the bytes are gathered when they are read or written, so pruning a weight's rows and then
-//! its columns copies each kept byte once, straight into the output file. Data is kept as raw
+//! its columns copies each kept byte once, straight into the output file. A 2-D transpose
+//! ([`Tensor::transposed`]) is such a view too, so an ONNX MatMul weight ([in, out]) becomes an
+//! `nn.linear` weight ([out, in]) and back without a copy. Data is kept as raw
 //! little-endian bytes of the element type, so f16/bf16 values and NaN payloads, -0.0 and
 //! denormals survive a round trip bit for bit; arithmetic reads values as f32.
 
@@ -30,15 +32,19 @@ enum Storage {
 }
 
 /// A view of `base` keeping, along each axis, the positions `keep[axis]` in that order (`None`:
-/// all of them).
+/// all of them); with `transposed`, the transpose of that selection.
 #[derive(Debug)]
 struct Gather {
     /// Owned or mapped: takes of a gather compose into one, and a splat stays a splat.
     base: Tensor,
+    /// Indexed by the base's axes.
     keep: Vec<Option<Vec<usize>>>,
     /// Row-major element strides of `base` (computed once: small views are read element by
     /// element).
     strides: Vec<usize>,
+    /// The view is 2-D and its element (r, c) is element (c, r) of the selection. Invariant:
+    /// a view that is not transposed selects some axis (else it is its base).
+    transposed: bool,
 }
 
 /// Constant tensor data: an element type, a static shape and shared storage (see the module
@@ -250,33 +256,78 @@ impl Tensor {
     pub fn take(&self, axis: usize, keep: &[usize]) -> Tensor {
         let mut shape = self.shape.clone();
         shape[axis] = keep.len() as u64;
-        let (base, mut sel) = match &self.storage {
+        let (base, mut sel, transposed) = match &self.storage {
             Storage::Splat(b) => return Tensor::splat_bits(self.elem, shape, *b),
-            Storage::Gather(g) => (g.base.clone(), g.keep.clone()),
+            Storage::Gather(g) => (g.base.clone(), g.keep.clone(), g.transposed),
             Storage::Owned(_) | Storage::Mapped { .. } => {
-                (self.clone(), vec![None; self.shape.len()])
+                (self.clone(), vec![None; self.shape.len()], false)
             }
         };
         if keep.iter().copied().eq(0..self.shape[axis] as usize) {
             return self.clone();
         }
-        sel[axis] = Some(match &sel[axis] {
+        // A transposed view's axis `a` is its base's axis `1 - a`.
+        let base_axis = if transposed { 1 - axis } else { axis };
+        sel[base_axis] = Some(match &sel[base_axis] {
             Some(old) => keep.iter().map(|&k| old[k]).collect(),
             None => keep.to_vec(),
         });
-        let mut strides = vec![0; sel.len()];
+        Tensor::gather(self.elem, shape, base, sel, transposed)
+    }
+
+    /// The transpose of a 2-D tensor, bit-exact, as a view: nothing is copied (the elements
+    /// are gathered when read or written), a view's transpose is a view of the same base, and
+    /// transposing twice gives the original storage back (a memory-mapped weight stays mapped).
+    pub fn transposed(&self) -> Tensor {
+        assert_eq!(self.shape.len(), 2, "transposed: a 2-D tensor");
+        let shape = vec![self.shape[1], self.shape[0]];
+        match &self.storage {
+            Storage::Splat(b) => Tensor::splat_bits(self.elem, shape, *b),
+            Storage::Gather(g) if g.transposed && g.keep.iter().all(Option::is_none) => {
+                g.base.clone()
+            }
+            Storage::Gather(g) => Tensor::gather(
+                self.elem,
+                shape,
+                g.base.clone(),
+                g.keep.clone(),
+                !g.transposed,
+            ),
+            Storage::Owned(_) | Storage::Mapped { .. } => {
+                Tensor::gather(self.elem, shape, self.clone(), vec![None, None], true)
+            }
+        }
+    }
+
+    /// Whether this is a transposed view ([`Tensor::transposed`]), whose rows are read one
+    /// element per row of its source: a scan over all of it is faster through
+    /// `self.transposed()`, which reads the source in memory order.
+    pub fn is_transposed(&self) -> bool {
+        matches!(&self.storage, Storage::Gather(g) if g.transposed)
+    }
+
+    /// The view of `base` (owned or mapped) that selects `keep` (see [`Gather`]).
+    fn gather(
+        elem: ElemType,
+        shape: Vec<u64>,
+        base: Tensor,
+        keep: Vec<Option<Vec<usize>>>,
+        transposed: bool,
+    ) -> Tensor {
+        let mut strides = vec![0; keep.len()];
         let mut acc = 1;
         for (s, &d) in strides.iter_mut().zip(base.shape()).rev() {
             *s = acc;
             acc *= d as usize;
         }
         Tensor {
-            elem: self.elem,
+            elem,
             shape,
             storage: Storage::Gather(Arc::new(Gather {
                 base,
-                keep: sel,
+                keep,
                 strides,
+                transposed,
             })),
         }
     }
@@ -519,6 +570,9 @@ impl Gather {
     /// weight's columns) are fixed-size moves, which compile to plain loads and stores where a
     /// copy of `run` items would be a `memmove` call per run.
     fn fill<T: Copy>(&self, shape: &[u64], src: &[T], unit: usize, start: usize, out: &mut [T]) {
+        if self.transposed {
+            return self.fill_transposed(shape, src, unit, start, out);
+        }
         let l = self
             .keep
             .iter()
@@ -585,6 +639,39 @@ impl Gather {
     }
 }
 
+impl Gather {
+    /// [`Gather::fill`] for a transposed view: element (r, c) of the view is element (c, r)
+    /// of the selection, one element at a time. Reading the view's rows in order walks the
+    /// base's columns, each row touching the same cache lines as the one before, so a scan of a
+    /// large weight stays in cache.
+    fn fill_transposed<T: Copy>(
+        &self,
+        shape: &[u64],
+        src: &[T],
+        unit: usize,
+        start: usize,
+        out: &mut [T],
+    ) {
+        let cols = shape[1] as usize;
+        let pick = |axis: usize, i: usize| self.keep[axis].as_ref().map_or(i, |k| k[i]);
+        let (mut r, mut c) = (start / cols, start % cols);
+        let at = (0..out.len() / unit.max(1)).map(|_| {
+            if c == cols {
+                (r, c) = (r + 1, 0);
+            }
+            let at = (pick(0, c) * self.strides[0] + pick(1, r) * self.strides[1]) * unit;
+            c += 1;
+            at
+        });
+        // A fixed element size makes each move a load and a store, not a `memmove` call.
+        match unit {
+            1 => move_runs::<T, 1>(out, src, at),
+            2 => move_runs::<T, 2>(out, src, at),
+            _ => move_runs::<T, 4>(out, src, at),
+        }
+    }
+}
+
 /// Moves `R` items from each offset of `from` into consecutive slots of `dst`.
 fn move_runs<T: Copy, const R: usize>(dst: &mut [T], src: &[T], from: impl Iterator<Item = usize>) {
     for (d, s) in dst.chunks_exact_mut(R).zip(from) {
@@ -594,134 +681,4 @@ fn move_runs<T: Copy, const R: usize>(dst: &mut [T], src: &[T], from: impl Itera
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bits_survive_for_every_element_type() {
-        let specials = [f32::NAN.to_bits() | 1, (-0.0f32).to_bits(), 1, 0x7f80_0000];
-        let t = Tensor::from_bits(ElemType::F32, vec![4], specials);
-        assert_eq!(t.to_bits_vec(), specials);
-        let h = Tensor::from_bits(ElemType::F16, vec![2], [0x8000, 0x0001]);
-        assert_eq!(h.to_bits_vec(), [0x8000, 0x0001]);
-        assert_eq!(h.get(0).to_bits(), (-0.0f32).to_bits());
-    }
-
-    /// `take` by its definition: element (.., k, ..) of the result is element (.., keep[k], ..)
-    /// of the input, bit for bit.
-    fn reference(t: &[u32], s: &[usize], axis: usize, keep: &[usize]) -> Vec<u32> {
-        let (outer, n): (usize, usize) = (s[..axis].iter().product(), s[axis]);
-        let inner: usize = s[axis + 1..].iter().product();
-        let mut out = Vec::new();
-        for o in 0..outer {
-            for &k in keep {
-                for i in 0..inner {
-                    out.push(t[(o * n + k) * inner + i]);
-                }
-            }
-        }
-        out
-    }
-
-    /// Every way of reading a view gives the same bits: element by element, in f32 chunks, in
-    /// byte chunks (the writers' path), and gathered into a buffer.
-    fn assert_reads(got: &Tensor, want: &[u32], what: &str) {
-        let one_by_one: Vec<u32> = (0..got.len()).map(|i| got.bits(i)).collect();
-        assert_eq!(one_by_one, want, "{what}: bits(i)");
-        assert_eq!(got.to_bits_vec(), want, "{what}: byte chunks");
-        assert_eq!(
-            got.materialized().to_bits_vec(),
-            want,
-            "{what}: materialized"
-        );
-        let f: Vec<u32> = got.to_f32_vec().iter().map(|v| v.to_bits()).collect();
-        let g: Vec<u32> = want
-            .iter()
-            .map(|&b| bits_to_f32(got.elem(), b).to_bits())
-            .collect();
-        assert_eq!(f, g, "{what}: f32 chunks");
-        // Reads that start and end inside runs.
-        for start in 0..got.len() {
-            let mut part = Vec::new();
-            got.for_each_f32_chunk(start..got.len(), |c| part.extend_from_slice(c));
-            assert_eq!(part.len(), got.len() - start);
-            assert!(part.iter().zip(&g[start..]).all(|(a, b)| a.to_bits() == *b));
-        }
-    }
-
-    #[test]
-    fn take_matches_its_definition_for_every_run_length_and_composition() {
-        let s = [2usize, 5, 3, 2];
-        let values: Vec<f32> = (0..s.iter().product::<usize>())
-            .map(|i| i as f32 - 7.5)
-            .collect();
-        // Runs of one element (axis 3), of 2 and 6 elements, and whole blocks (axis 0).
-        let takes = [
-            (3, vec![1]),
-            (2, vec![0, 2]),
-            (1, vec![4, 0, 3]),
-            (0, vec![1]),
-        ];
-        for elem in [ElemType::F32, ElemType::F16] {
-            let t = Tensor::from_f32(elem, s.iter().map(|&d| d as u64).collect(), &values);
-            for (axis, keep) in &takes {
-                let got = t.take(*axis, keep);
-                let mut shape = t.shape().to_vec();
-                shape[*axis] = keep.len() as u64;
-                assert_eq!(got.shape(), shape.as_slice());
-                let want = reference(&t.to_bits_vec(), &s, *axis, keep);
-                assert_reads(&got, &want, &format!("{elem:?} axis {axis}"));
-                // A take of a view composes: the same as taking from a buffer of the view.
-                for (axis2, keep2) in [(1, vec![2, 0]), (*axis, vec![0]), (3, vec![1, 0])] {
-                    if keep2.iter().any(|&k| k as u64 >= got.shape()[axis2]) {
-                        continue;
-                    }
-                    let s2: Vec<usize> = got.shape().iter().map(|&d| d as usize).collect();
-                    let want2 = reference(&want, &s2, axis2, &keep2);
-                    let what = format!("{elem:?} axis {axis} then {axis2}");
-                    assert_reads(&got.take(axis2, &keep2), &want2, &what);
-                }
-            }
-        }
-        let empty = Tensor::from_f32(ElemType::F32, vec![0, 3], &[]);
-        assert_eq!(empty.take(1, &[2]).shape(), &[0, 1]);
-        assert!(empty.take(1, &[2]).to_bits_vec().is_empty());
-        let splat = Tensor::splat(ElemType::F32, vec![4, 4], 2.5);
-        let s = splat.take(0, &[1, 3]);
-        assert!(s.is_splat() && s.shape() == [2, 4] && s.get(0) == 2.5);
-    }
-
-    #[test]
-    fn large_views_stream_in_chunks_and_reshape_gathered() {
-        // More than one 64 KiB chunk, with a chunk boundary inside a 3-element run.
-        let values: Vec<f32> = (0..300 * 301).map(|i| i as f32).collect();
-        let t = Tensor::from_f32(ElemType::F32, vec![300, 301], &values);
-        let keep: Vec<usize> = (0..301).filter(|k| k % 3 != 1).collect();
-        let v = t
-            .take(1, &keep)
-            .take(0, &(0..300).rev().collect::<Vec<_>>());
-        let want: Vec<u32> = (0..300)
-            .rev()
-            .flat_map(|r| keep.iter().map(move |&c| ((r * 301 + c) as f32).to_bits()))
-            .collect();
-        let mut chunks = 0;
-        let mut got = Vec::new();
-        v.for_each_byte_chunk(|c| {
-            chunks += 1;
-            got.extend(
-                c.chunks_exact(4)
-                    .map(|b| u32::from_le_bytes(b.try_into().unwrap())),
-            );
-        });
-        assert!(chunks > 1);
-        assert_eq!(got, want);
-        let r = v.reshaped(vec![v.len() as u64]).unwrap();
-        assert!(r.raw_bytes().is_some() && r.to_bits_vec() == want);
-    }
-
-    #[test]
-    fn wrong_byte_counts_are_refused() {
-        assert!(Tensor::from_bytes(ElemType::F32, vec![2], vec![0u8; 7].into()).is_none());
-        assert!(Tensor::from_bytes(ElemType::F32, vec![u64::MAX, 2], vec![].into()).is_none());
-    }
-}
+mod tests;

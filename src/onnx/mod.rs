@@ -10,10 +10,9 @@ pub mod export;
 pub mod import;
 mod metadata;
 pub mod proto;
-mod transpose;
 
 pub use channel_block::channel_block;
-pub use export::{export_model, write_onnx};
+pub use export::{export_model, write_onnx, ExternalData};
 pub use import::{import_bytes, import_file};
 
 use std::path::Path;

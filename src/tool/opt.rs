@@ -12,7 +12,8 @@ use super::format::{input_format, output_format, Format};
 use super::load::{base_dir, chunks, load, read_input, SPLIT_MARKER};
 use super::mlir::{check_target, emit_mlir, EmitStage, TargetSpec};
 use super::output::{
-    persist_weights, stage_weights, write_onnx, write_output, writes_regular_file,
+    check_external_data, persist_weights, stage_weights, write_onnx, write_output,
+    writes_regular_file,
 };
 use super::progress::Progress;
 use super::prune_report;
@@ -43,6 +44,8 @@ pub struct OptOptions {
     pub equivalence: EquivalenceOptions,
     /// Print MLIR instead of NNIR.
     pub emit: Option<EmitOptions>,
+    /// Where an .onnx output's initializers go.
+    pub external_data: onnx::ExternalData,
 }
 
 impl Default for OptOptions {
@@ -56,6 +59,7 @@ impl Default for OptOptions {
             passes: PassOptions::default(),
             equivalence: EquivalenceOptions::default(),
             emit: None,
+            external_data: onnx::ExternalData::Auto,
         }
     }
 }
@@ -184,6 +188,7 @@ pub fn opt(o: &OptOptions) -> Result<(), Exit> {
     let out_format = output_format(&o.output, o.emit_format, o.emit.is_some())?;
     let onnx_in = input_format(input) == Format::Onnx;
     let onnx_out = out_format == Format::Onnx;
+    check_external_data(&o.external_data, &o.output, onnx_out && o.emit.is_none())?;
     if onnx_in && (o.split_input_file || o.verify_diagnostics) {
         return Err(usage(
             "--split-input-file and --verify-diagnostics apply to NNIR text, not to ONNX input",
@@ -297,7 +302,7 @@ pub fn opt(o: &OptOptions) -> Result<(), Exit> {
         )?;
     }
     if onnx_out && o.emit.is_none() {
-        return write_onnx(modules, &o.output);
+        return write_onnx(modules, &o.output, &o.external_data);
     }
     persist_weights(staged)?;
     if nnir_unwritten {

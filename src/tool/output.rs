@@ -30,15 +30,61 @@ pub fn writes_regular_file(output: &Path) -> bool {
     output.as_os_str() != "-" && std::fs::metadata(output).map_or(true, |m| m.is_file())
 }
 
+/// `--external-data[=FILE]`, the flag of the default command that puts an ONNX output's
+/// weights in a file beside it (converted into [`onnx::ExternalData`]).
+#[derive(clap::Args, Clone, Debug)]
+pub struct ExternalDataArgs {
+    /// With an .onnx output: write the initializers of 1 KiB or more to FILE beside it (a file
+    /// name; default: the output's name with `.data` appended), at aligned offsets, which the
+    /// model names relatively. Without the flag, this happens only when the model would exceed
+    /// protobuf's 2 GiB. Both files are written atomically.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, require_equals = true,
+          default_missing_value = "")]
+    pub external_data: Option<String>,
+}
+
+impl From<&ExternalDataArgs> for onnx::ExternalData {
+    fn from(a: &ExternalDataArgs) -> Self {
+        match a.external_data.as_deref() {
+            None => onnx::ExternalData::Auto,
+            Some("") => onnx::ExternalData::Always(None),
+            Some(f) => onnx::ExternalData::Always(Some(f.to_string())),
+        }
+    }
+}
+
+/// Checks `--external-data` against the output before any work: it needs an .onnx output, and
+/// its file name must stay beside it.
+pub fn check_external_data(
+    external: &onnx::ExternalData,
+    output: &Path,
+    onnx_out: bool,
+) -> Result<(), Exit> {
+    let onnx::ExternalData::Always(file) = external else {
+        return Ok(());
+    };
+    if !onnx_out {
+        return Err(super::usage("--external-data applies to an .onnx output"));
+    }
+    match file {
+        Some(f) => onnx::export::check_data_file_name(output, f).map_err(|e| super::usage(&e)),
+        None => Ok(()),
+    }
+}
+
 /// Writes the module for an .onnx output; an ONNX model holds exactly one.
-pub fn write_onnx(modules: Vec<Module>, output: &Path) -> Result<(), Exit> {
+pub fn write_onnx(
+    modules: Vec<Module>,
+    output: &Path,
+    external: &onnx::ExternalData,
+) -> Result<(), Exit> {
     let [m] = <[_; 1]>::try_from(modules).map_err(|ms: Vec<_>| {
         fail(&format!(
             "an ONNX model is one module, but the input has {} chunks",
             ms.len()
         ))
     })?;
-    onnx::write_onnx(&m, output).map_err(|d| {
+    onnx::write_onnx(&m, output, external).map_err(|d| {
         SourceMap::new().emit_to_stderr(&[d]);
         Exit(1)
     })

@@ -12,7 +12,6 @@ use crate::onnx::proto::{
     data_type, tensor_shape_proto, type_proto, AttributeProto, GraphProto, NodeProto, TensorProto,
     TensorShapeProto, TypeProto, ValueInfoProto,
 };
-use crate::onnx::transpose::transpose2d;
 use bytes::Bytes;
 use cranelift_entity::SecondaryMap;
 use std::collections::HashSet;
@@ -151,7 +150,7 @@ impl<'f> Exporter<'f> {
             {
                 let n = e.names[r].clone();
                 let t = if e.transposed.contains(&n) {
-                    transpose2d(t)
+                    t.transposed()
                 } else {
                     t.clone()
                 };

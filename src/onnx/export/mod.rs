@@ -7,18 +7,21 @@
 //! copied, never computed); `nn.linear` becomes `Gemm` (2-D input) or `MatMul` + `Add`.
 //!
 //! Initializer bytes are shared with the module's tensors (memory-mapped weights stay mapped)
-//! or gathered from views as they are written, and streamed to the output file by the encoder.
-//! Does not write external data, so models must stay under protobuf's 2 GiB.
+//! or gathered from views as they are written, and streamed to the output file by the encoder;
+//! the large ones go to an external data file beside it when asked, or when the model would
+//! exceed protobuf's 2 GiB.
 //!
 //! The files: `graph.rs` names the values and builds the graph (inputs, outputs,
 //! initializers); `ops.rs` translates each op; `scatter.rs` encodes `nn.scatter`; `stream.rs`
-//! encodes the model into the output file.
+//! encodes the model into the output file; `external.rs` writes the external data file.
 
+mod external;
 mod graph;
 mod ops;
 mod scatter;
 mod stream;
 
+pub use external::{check_data_file_name, default_data_file, ExternalData};
 pub use stream::write_onnx;
 
 use super::proto::{ModelProto, OperatorSetIdProto};

@@ -1,8 +1,10 @@
 //! Writing an ONNX model to a file as it is encoded, through a 1 MiB buffer, with the
 //! initializers that have no buffer of their own (pruned views, splats) gathered chunk by chunk
-//! as they are written.
+//! as they are written; the large initializers go to an external data file instead when asked,
+//! or when the model would exceed protobuf's 2 GiB (`external.rs`).
 
 use super::export_parts;
+use super::external::{default_data_file, stage_external, ExternalData, PROTOBUF_LIMIT};
 use crate::diag::Diagnostic;
 use crate::ir::{Module, Tensor};
 use crate::onnx::proto::{GraphProto, ModelProto, TensorProto};
@@ -15,7 +17,21 @@ use std::path::Path;
 /// which are views of the original, and splats) are gathered chunk by chunk as they are
 /// written, in their place: their lengths are known without their bytes. A pruned model thus
 /// has the bytes of its own re-export (whose weights all have buffers).
-pub fn write_onnx(m: &Module, path: &Path) -> Result<(), Diagnostic> {
+///
+/// With external data (`external`), the large initializers' bytes go to a data file beside
+/// `path` instead, streamed the same way; both files appear, or neither: the data file is
+/// renamed into place only once the model's temporary file is complete, just before the model.
+pub fn write_onnx(m: &Module, path: &Path, external: &ExternalData) -> Result<(), Diagnostic> {
+    write_onnx_limited(m, path, external, PROTOBUF_LIMIT)
+}
+
+/// [`write_onnx`], with external data from `limit` bytes of model on (tests lower it).
+pub(super) fn write_onnx_limited(
+    m: &Module,
+    path: &Path,
+    external: &ExternalData,
+    limit: usize,
+) -> Result<(), Diagnostic> {
     use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
     // Field numbers of the ONNX spec (see `proto.rs`).
     const MODEL_GRAPH: u32 = 7;
@@ -28,7 +44,7 @@ pub fn write_onnx(m: &Module, path: &Path) -> Result<(), Diagnostic> {
         .expect("invariant: export_parts sets the graph");
     // Every initializer in its place: with its bytes, or to be gathered as it is written.
     let mut deferred = deferred.into_iter().peekable();
-    let inits: Vec<(TensorProto, Option<Tensor>)> = std::mem::take(&mut graph.initializer)
+    let mut inits: Vec<(TensorProto, Option<Tensor>)> = std::mem::take(&mut graph.initializer)
         .into_iter()
         .enumerate()
         .map(|(i, init)| (init, deferred.next_if(|(j, _)| *j == i).map(|(_, t)| t)))
@@ -48,8 +64,37 @@ pub fn write_onnx(m: &Module, path: &Path) -> Result<(), Diagnostic> {
         name: std::mem::take(&mut graph.name),
         ..Default::default()
     };
-    let graph_len =
-        head.encoded_len() + inits.iter().map(init_len).sum::<usize>() + graph.encoded_len();
+    let graph_len = |inits: &[(TensorProto, Option<Tensor>)]| {
+        head.encoded_len() + inits.iter().map(init_len).sum::<usize>() + graph.encoded_len()
+    };
+    let fail =
+        |e: std::io::Error| Diagnostic::error(format!("cannot write {}: {e}", path.display()));
+    let data_file = match external {
+        ExternalData::Always(file) => Some(file.clone().unwrap_or_else(|| default_data_file(path))),
+        // The graph's length bounds the model's from below: the rest is its few small fields.
+        ExternalData::Auto if graph_len(&inits) + (1 << 16) > limit => {
+            Some(default_data_file(path))
+        }
+        ExternalData::Auto => None,
+    };
+    let mut staged = None;
+    if let Some(file) = &data_file {
+        if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+            return Err(Diagnostic::error(format!(
+                "cannot write {}: a model with external data needs a regular file beside its data file {file}",
+                path.display()
+            )));
+        }
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let tmp = stage_external(dir, file, &mut inits).map_err(|e| {
+            Diagnostic::error(format!("cannot write {}: {e}", dir.join(file).display()))
+        })?;
+        staged = Some((tmp, dir.join(file)));
+    }
+    let graph_len = graph_len(&inits);
     crate::atomic::write_atomic_with(path, |w| {
         let mut sink = WriteBuf::new(w);
         let overflow = |e: prost::EncodeError| std::io::Error::other(e.to_string());
@@ -88,9 +133,15 @@ pub fn write_onnx(m: &Module, path: &Path) -> Result<(), Diagnostic> {
         }
         graph.encode(&mut sink).map_err(overflow)?;
         after.encode(&mut sink).map_err(overflow)?;
-        sink.finish()
+        sink.finish()?;
+        // The model's temporary file is complete: the data file goes into place first, so a
+        // model never names a data file that is not there.
+        match staged.take() {
+            Some((tmp, data_path)) => tmp.persist(&data_path).map(drop).map_err(|e| e.error),
+            None => Ok(()),
+        }
     })
-    .map_err(|e| Diagnostic::error(format!("cannot write {}: {e}", path.display())))
+    .map_err(fail)
 }
 
 /// A [`bytes::BufMut`] that forwards to an [`std::io::Write`] through a buffer: prost encodes

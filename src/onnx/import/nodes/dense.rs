@@ -1,13 +1,13 @@
 //! Matrix products: Gemm and MatMul. With a constant matrix they become `nn.linear` (the weight
-//! transposed to [out, in] when needed, scaled by `alpha`), and a constant bias joins it (Gemm's
-//! C, or the Add that alone follows a MatMul); with two activations, `nn.matmul`.
+//! transposed to [out, in] when needed, as a view that copies nothing, scaled by `alpha`), and a
+//! constant bias joins it (Gemm's C, or the Add that alone follows a MatMul); with two
+//! activations, `nn.matmul`.
 
 use crate::ir::{OpKind, Tensor, ValueId};
 use crate::onnx::import::attrs::Attrs;
 use crate::onnx::import::values::Val;
 use crate::onnx::import::{Importer, R};
 use crate::onnx::proto::{GraphProto, NodeProto};
-use crate::onnx::transpose::transpose2d;
 
 fn scaled(t: &Tensor, s: f32) -> Tensor {
     if s == 1.0 {
@@ -51,7 +51,7 @@ impl Importer {
             self.bind(out, Val::Ir(v));
             return Ok(());
         };
-        let w = if tb { b.clone() } else { transpose2d(&b) };
+        let w = if tb { b.clone() } else { b.transposed() };
         let w = scaled(&w, alpha);
         let wv = if tb && alpha == 1.0 {
             self.operand(b_name)?
@@ -158,7 +158,7 @@ impl Importer {
                 && t.elem() == b.elem();
             ok.then(|| (ci, other.clone(), t, c.output.first().cloned()))
         });
-        let w = self.weight(b_name, transpose2d(&b));
+        let w = self.weight(b_name, b.transposed());
         let x = self.operand(a_name)?;
         match fuse {
             Some((ci, bias_name, t, Some(add_out))) if !add_out.is_empty() => {
