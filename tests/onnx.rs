@@ -802,3 +802,41 @@ fn shape_folding_ops_on_activations_are_refused_naming_the_node() {
         &["node 'mod' (Mod, opset 17)", "division by zero"],
     );
 }
+
+#[test]
+fn bool_initializers_are_integer_constants_of_zero_and_one() {
+    let to = |t: i32| int("to", t as i64);
+    // One BOOL tensor as raw bytes (any non-zero byte is true), one in `int32_data`.
+    let raw = TensorProto {
+        dims: vec![4],
+        data_type: data_type::BOOL,
+        name: "raw".into(),
+        raw_data: vec![1, 0, 7, 0].into(),
+        ..Default::default()
+    };
+    let typed = TensorProto {
+        dims: vec![4],
+        data_type: data_type::BOOL,
+        name: "typed".into(),
+        int32_data: vec![0, 0, 1, 3],
+        ..Default::default()
+    };
+    let m = relu_model(
+        vec![raw, typed, i64_init("minus2", &[0, -2, 2, 0])],
+        vec![
+            node("Cast", "b", &["minus2"], &["nz"], vec![to(data_type::BOOL)]),
+            node("Cast", "f1", &["raw"], &["rf"], vec![to(data_type::FLOAT)]),
+            node("Cast", "f2", &["typed"], &["tf"], vec![to(data_type::FLOAT)]),
+            node("Cast", "f3", &["nz"], &["nf"], vec![to(data_type::FLOAT)]),
+            node("Add", "a1", &["x", "rf"], &["s1"], vec![]),
+            node("Mul", "m1", &["s1", "tf"], &["s2"], vec![]),
+            node("Add", "a2", &["s2", "nf"], &["y"], vec![]),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let module = import_file_quiet(&write(dir.path(), "bool.onnx", &m)).unwrap();
+    let x = ndarray::ArrayD::from_shape_vec(vec![1, 4], vec![0.5, 1.5, 2.5, 3.5]).unwrap();
+    // (x + [1, 0, 1, 0]) · [0, 0, 1, 1] + [0, 1, 1, 0]
+    let want = ndarray::ArrayD::from_shape_vec(vec![1, 4], vec![0.0, 1.0, 4.5, 3.5]).unwrap();
+    assert_eq!(run_interp(&module, &x)[0], want);
+}

@@ -2,8 +2,11 @@
 model classes people deploy, at small random configurations.
 
 Needs torch, transformers, onnx and onnxscript (not run by CI, which cannot install torch; the
-fixtures are committed): `python tests/llm/export.py [family ...]`, run from anywhere. Versions
-pinned when the fixtures were made are printed by the script and listed in tests/llm/README.md.
+fixtures are committed): `python tests/llm/export.py [family ...]`, run from anywhere. Pinned
+when the fixtures were made (the script prints its versions): torch 2.15.0, transformers 5.25.0,
+onnx 1.23.2, onnxscript 0.7.2. The TorchScript exporter fails on the decoders (`aten::diff`, which
+transformers' packed-sequence detection uses, has no opset 17 translation), so only BERT has a
+`_ts` fixture.
 
 Every family is a full-sequence forward without KV cache (`use_cache=False`), hidden size 64, two
 layers, four query heads (two key/value heads where the family has GQA), a vocabulary of 100,
