@@ -840,3 +840,49 @@ fn bool_initializers_are_integer_constants_of_zero_and_one() {
     let want = ndarray::ArrayD::from_shape_vec(vec![1, 4], vec![0.0, 1.0, 4.5, 3.5]).unwrap();
     assert_eq!(run_interp(&module, &x)[0], want);
 }
+
+/// `io` with element type INT64 (token ids).
+fn int64_io(name: &str, dims: &[i64]) -> ValueInfoProto {
+    let mut v = io(name, dims);
+    if let Some(nnopt::onnx::proto::type_proto::Value::TensorType(t)) =
+        v.r#type.as_mut().and_then(|t| t.value.as_mut())
+    {
+        t.elem_type = data_type::INT64;
+    }
+    v
+}
+
+#[test]
+fn token_ids_gather_an_embedding_and_survive_export() {
+    let g = GraphProto {
+        name: "emb".into(),
+        node: vec![
+            node("Gather", "embed", &["table", "ids"], &["e"], vec![]),
+            node("Relu", "r", &["e"], &["y"], vec![]),
+        ],
+        initializer: vec![f32_init("table", &[5, 2], &values(10, 3))],
+        input: vec![int64_io("ids", &[-1, 3])],
+        output: vec![io("y", &[-1, 3, 2])],
+        ..Default::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let m = import_file_quiet(&write(dir.path(), "emb.onnx", &model(g))).unwrap();
+    let text = nnopt::syntax::printer::print_module(&m);
+    assert!(
+        text.contains("nn.embedding %table, %ids : tensor<?x3x2xf32>"),
+        "{text}"
+    );
+    assert!(text.contains("%ids: tensor<?x3xi64>"), "{text}");
+    let ids = ndarray::ArrayD::from_shape_vec(vec![2, 3], vec![4.0, 0.0, 1.0, 1.0, 3.0, 2.0]).unwrap();
+    let y = run_interp(&m, &ids);
+    let table = values(10, 3);
+    let want: Vec<f32> = [4, 0, 1, 1, 3, 2]
+        .iter()
+        .flat_map(|&r| table[2 * r..2 * r + 2].iter().map(|v| v.max(0.0)))
+        .collect();
+    assert_eq!(y[0].iter().copied().collect::<Vec<_>>(), want);
+    // Written back as Gather on an INT64 input, and read again to the same function.
+    let again = write(dir.path(), "again.onnx", &export_model(&m).unwrap());
+    let m2 = import_file_quiet(&again).unwrap();
+    assert_eq!(run_interp(&m2, &ids), y);
+}

@@ -31,11 +31,14 @@ BATCH, SEQ = 2, 5
 
 # Where each fixture's import stops: a fragment of the one diagnostic nnopt prints.
 EXPECTED = {
-    "llama_dynamo": "graph input 'input_ids' has element type INT64 (7)",
-    "qwen2_dynamo": "graph input 'input_ids' has element type INT64 (7)",
-    "gpt2_dynamo": "graph input 'input_ids' has element type INT64 (7)",
-    "bert_dynamo": "graph input 'input_ids' has element type INT64 (7)",
-    "bert_ts": "graph input 'input_ids' has element type INT64 (7)",
+    # The packed-sequence mask plumbing starts with positions = arange(S) on the dynamic length.
+    "llama_dynamo": "node 'node_arange' (Range, opset 18): this operator is not supported",
+    "qwen2_dynamo": "node 'node_arange' (Range, opset 18): this operator is not supported",
+    # input_ids.view(-1, S) on the dynamic sequence length.
+    "gpt2_dynamo": "node 'node_view' (Reshape, opset 18): reshaping a tensor with dynamic dimensions",
+    # The position-ids buffer [1, 128] sliced to [:, :S].
+    "bert_dynamo": "node 'node_slice_1' (Slice, opset 18): only 1-D integer constants (shapes) can be sliced",
+    "bert_ts": "node '/model/embeddings/Slice' (Slice, opset 17): only 1-D integer constants (shapes) can be sliced",
 }
 
 
