@@ -886,3 +886,40 @@ fn token_ids_gather_an_embedding_and_survive_export() {
     let m2 = import_file_quiet(&again).unwrap();
     assert_eq!(run_interp(&m2, &ids), y);
 }
+
+#[test]
+fn view_minus_one_by_a_copied_length_keeps_both_dynamic_dims() {
+    // GPT-2's `input_ids.view(-1, S)`: S is copied by Shape, so the -1 is the batch.
+    let g = |target: &[&str]| GraphProto {
+        name: "view".into(),
+        node: vec![
+            node("Shape", "s", &["ids"], &["len"], vec![int("start", 1), int("end", 2)]),
+            node("Concat", "c", target, &["shape"], vec![int("axis", 0)]),
+            node("Reshape", "view", &["ids", "shape"], &["v"], vec![]),
+            node("Gather", "embed", &["table", "v"], &["y"], vec![]),
+        ],
+        initializer: vec![
+            f32_init("table", &[5, 2], &values(10, 3)),
+            i64_init("minus1", &[-1]),
+            i64_init("two", &[2]),
+        ],
+        input: vec![int64_io("ids", &[-1, -1])],
+        output: vec![io("y", &[-1, -1, 2])],
+        ..Default::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let m = import_file_quiet(&write(dir.path(), "view.onnx", &model(g(&["minus1", "len"])))).unwrap();
+    let text = nnopt::syntax::printer::print_module(&m);
+    assert!(
+        text.contains("nn.embedding %table, %ids : tensor<?x?x2xf32>"),
+        "{text}"
+    );
+    // [-1, 2] of [?, ?] leaves two dynamic dimensions for one -1: refused, naming the node.
+    let bad = write(dir.path(), "bad.onnx", &model(g(&["minus1", "two"])));
+    let err = import_file_quiet(&bad).unwrap_err();
+    assert!(
+        err.message.contains("node 'view' (Reshape") && err.message.contains("dynamic"),
+        "{}",
+        err.message
+    );
+}

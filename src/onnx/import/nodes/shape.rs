@@ -352,12 +352,13 @@ fn reshape_dims(
     let dynamic_in = dims.iter().filter(|d| **d == Dim::Dynamic).count();
     let static_in: u64 = dims.iter().filter_map(|d| d.as_static()).product();
     let static_out: u64 = out.iter().flatten().filter_map(|d| d.as_static()).product();
-    // `x.view(-1, 512)` of a [N, 512, 1, 1] x (the dynamo exporter's flatten): with the static
-    // parts equal, the -1 is the one dynamic dimension itself.
-    if dynamic_in == 1 && copied_dynamic == 0 && static_in == static_out {
+    // `x.view(-1, 512)` of a [N, 512, 1, 1] x (the dynamo exporter's flatten), or
+    // `ids.view(-1, S)` of [B, S] ids (GPT-2's, S copied by `Shape`): with the static parts
+    // equal, the -1 is the one dynamic dimension that is not copied.
+    if dynamic_in == copied_dynamic + 1 && static_in == static_out {
         if let Some(minus_one) = out.iter_mut().find(|d| d.is_none()) {
             *minus_one = Some(Dim::Dynamic);
-            copied_dynamic = 1;
+            copied_dynamic += 1;
         }
     }
     if dynamic_in != copied_dynamic {
