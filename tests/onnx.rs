@@ -826,7 +826,13 @@ fn bool_initializers_are_integer_constants_of_zero_and_one() {
         vec![
             node("Cast", "b", &["minus2"], &["nz"], vec![to(data_type::BOOL)]),
             node("Cast", "f1", &["raw"], &["rf"], vec![to(data_type::FLOAT)]),
-            node("Cast", "f2", &["typed"], &["tf"], vec![to(data_type::FLOAT)]),
+            node(
+                "Cast",
+                "f2",
+                &["typed"],
+                &["tf"],
+                vec![to(data_type::FLOAT)],
+            ),
             node("Cast", "f3", &["nz"], &["nf"], vec![to(data_type::FLOAT)]),
             node("Add", "a1", &["x", "rf"], &["s1"], vec![]),
             node("Mul", "m1", &["s1", "tf"], &["s2"], vec![]),
@@ -873,7 +879,8 @@ fn token_ids_gather_an_embedding_and_survive_export() {
         "{text}"
     );
     assert!(text.contains("%ids: tensor<?x3xi64>"), "{text}");
-    let ids = ndarray::ArrayD::from_shape_vec(vec![2, 3], vec![4.0, 0.0, 1.0, 1.0, 3.0, 2.0]).unwrap();
+    let ids =
+        ndarray::ArrayD::from_shape_vec(vec![2, 3], vec![4.0, 0.0, 1.0, 1.0, 3.0, 2.0]).unwrap();
     let y = run_interp(&m, &ids);
     let table = values(10, 3);
     let want: Vec<f32> = [4, 0, 1, 1, 3, 2]
@@ -893,7 +900,13 @@ fn view_minus_one_by_a_copied_length_keeps_both_dynamic_dims() {
     let g = |target: &[&str]| GraphProto {
         name: "view".into(),
         node: vec![
-            node("Shape", "s", &["ids"], &["len"], vec![int("start", 1), int("end", 2)]),
+            node(
+                "Shape",
+                "s",
+                &["ids"],
+                &["len"],
+                vec![int("start", 1), int("end", 2)],
+            ),
             node("Concat", "c", target, &["shape"], vec![int("axis", 0)]),
             node("Reshape", "view", &["ids", "shape"], &["v"], vec![]),
             node("Gather", "embed", &["table", "v"], &["y"], vec![]),
@@ -908,7 +921,12 @@ fn view_minus_one_by_a_copied_length_keeps_both_dynamic_dims() {
         ..Default::default()
     };
     let dir = tempfile::tempdir().unwrap();
-    let m = import_file_quiet(&write(dir.path(), "view.onnx", &model(g(&["minus1", "len"])))).unwrap();
+    let m = import_file_quiet(&write(
+        dir.path(),
+        "view.onnx",
+        &model(g(&["minus1", "len"])),
+    ))
+    .unwrap();
     let text = nnopt::syntax::printer::print_module(&m);
     assert!(
         text.contains("nn.embedding %table, %ids : tensor<?x?x2xf32>"),

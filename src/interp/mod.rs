@@ -78,7 +78,10 @@ pub const MAX_EXACT_INT: f32 = 16_777_216.0;
 
 /// Checks that an i64 argument's values are integers the f32 representation holds exactly.
 fn check_integers(a: &ArrayD<f32>) -> Result<(), String> {
-    match a.iter().find(|v| v.fract() != 0.0 || v.abs() > MAX_EXACT_INT) {
+    match a
+        .iter()
+        .find(|v| v.fract() != 0.0 || v.abs() > MAX_EXACT_INT)
+    {
         Some(v) => Err(format!(
             "{v} is not an integer of magnitude at most 2^24, which the interpreter carries exactly"
         )),

@@ -875,7 +875,13 @@ fn embedding_fn(table: &ArrayD<f32>, ids: &[u64]) -> Function {
     let id = b.add_arg(TensorType::fixed(ids, ElemType::I64), None, Span::default());
     let t = constant(&mut b, table);
     let out = TensorType::fixed(&[ids, &[table.shape()[1] as u64]].concat(), ElemType::F32);
-    let r = b.push(OpKind::Embedding, &[t, id], out.clone(), None, Span::default());
+    let r = b.push(
+        OpKind::Embedding,
+        &[t, id],
+        out.clone(),
+        None,
+        Span::default(),
+    );
     b.push_return(&[r], Span::default());
     b.set_result_types(vec![out]);
     f

@@ -87,12 +87,17 @@ pub fn gather(x: &ArrayD<f32>, axis: i64, indices: &[usize]) -> KResult {
 /// table; the result has the ids' shape + [width].
 pub fn embedding(table: &ArrayD<f32>, ids: &ArrayD<f32>) -> KResult {
     let &[rows, width] = table.shape() else {
-        return Err(format!("embedding table has shape {:?}, not [rows, width]", table.shape()));
+        return Err(format!(
+            "embedding table has shape {:?}, not [rows, width]",
+            table.shape()
+        ));
     };
     let mut out = Vec::with_capacity(ids.len() * width);
     for &id in ids.iter() {
         if id.fract() != 0.0 || id < 0.0 || id >= rows as f32 {
-            return Err(format!("token id {id} is out of range for a table of {rows} rows"));
+            return Err(format!(
+                "token id {id} is out of range for a table of {rows} rows"
+            ));
         }
         out.extend(table.index_axis(Axis(0), id as usize).iter().copied());
     }
