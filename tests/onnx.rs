@@ -941,3 +941,43 @@ fn view_minus_one_by_a_copied_length_keeps_both_dynamic_dims() {
         err.message
     );
 }
+
+#[test]
+fn x_times_sigmoid_x_is_one_silu() {
+    // Llama's SwiGLU gate as the dynamo exporter writes it: Sigmoid, then Mul by its own input
+    // (in either order). With a second user the Sigmoid stays, and so do both ops.
+    let g = |nodes: Vec<NodeProto>| GraphProto {
+        name: "silu".into(),
+        node: nodes,
+        input: vec![io("x", &[1, 4])],
+        output: vec![io("y", &[1, 4])],
+        ..Default::default()
+    };
+    let sig = || node("Sigmoid", "sig", &["x"], &["s"], vec![]);
+    let dir = tempfile::tempdir().unwrap();
+    let fused = g(vec![
+        sig(),
+        node("Mul", "silu", &["s", "x"], &["y"], vec![]),
+    ]);
+    let fused = import_file_quiet(&write(dir.path(), "a.onnx", &model(fused))).unwrap();
+    let text = nnopt::syntax::printer::print_module(&fused);
+    assert!(
+        text.contains("%y = nn.silu %x") && !text.contains("nn.sigmoid"),
+        "{text}"
+    );
+    let kept = g(vec![
+        sig(),
+        node("Mul", "silu", &["x", "s"], &["m"], vec![]),
+        node("Add", "add", &["m", "s"], &["y"], vec![]),
+    ]);
+    let kept = import_file_quiet(&write(dir.path(), "b.onnx", &model(kept))).unwrap();
+    let text = nnopt::syntax::printer::print_module(&kept);
+    assert!(
+        text.contains("nn.sigmoid") && !text.contains("nn.silu"),
+        "{text}"
+    );
+    // Bit for bit what the Sigmoid and the Mul compute.
+    let x = ndarray::ArrayD::from_shape_vec(vec![1, 4], vec![-3.7, -0.2, 0.9, 5.1]).unwrap();
+    let s = x.mapv(|v| (1.0 / (1.0 + (-(v as f64)).exp())) as f32);
+    assert_eq!(run_interp(&fused, &x)[0], &x * &s);
+}

@@ -3,8 +3,9 @@
 //! attributes it does not read and binds the node's first output.
 //!
 //! Invariant: a node either binds its output or returns an error; nothing is skipped silently
-//! (the one exception, an Add folded into the MatMul before it as the bias, is recorded in
-//! `Importer::skip` by `dense.rs`).
+//! (the two exceptions, an Add folded into the MatMul before it as the bias and the Mul of
+//! `x · sigmoid(x)` folded into `nn.silu`, are recorded in `Importer::skip` by `dense.rs` and
+//! `unary.rs`).
 
 mod arith;
 mod constant;
@@ -34,6 +35,9 @@ impl Importer {
             .filter(|s| !s.is_empty())
             .ok_or("the node has no output")?;
         let a = Attrs(&n.attribute);
+        if n.op_type == "Sigmoid" && self.silu(n, g, out)? {
+            return Ok(());
+        }
         if let Some(kind) = unary::unary_kind(&n.op_type, &a)? {
             return self.unary(n, kind, out);
         }

@@ -1,12 +1,13 @@
 //! Activations: the single-input operators that become one NNIR op of the same meaning
 //! (Relu, Sigmoid, Tanh, HardSwish, LeakyRelu, Gelu, Softmax, GlobalAveragePool), and the two
-//! with constant parameters, HardSigmoid (a mul, an add and a clip) and Clip.
+//! with constant parameters, HardSigmoid (a mul, an add and a clip) and Clip; and SiLU, which
+//! exporters write as a Sigmoid and a Mul.
 
 use crate::ir::{GeluApprox, OpKind, Tensor, ValueId};
 use crate::onnx::import::attrs::Attrs;
 use crate::onnx::import::values::Val;
 use crate::onnx::import::{Importer, R};
-use crate::onnx::proto::NodeProto;
+use crate::onnx::proto::{GraphProto, NodeProto};
 
 /// The NNIR op of a single-input operator that needs nothing but its attributes, or `None` for
 /// any other operator.
@@ -64,6 +65,35 @@ impl Importer {
         let v = self.push(kind, &[x], Some(out))?;
         self.bind(out, Val::Ir(v));
         Ok(())
+    }
+
+    /// `x · sigmoid(x)`, how the dynamo exporter writes SiLU (Llama's and Qwen2's SwiGLU MLP):
+    /// a Sigmoid whose only user is a Mul of it by the Sigmoid's own input becomes one
+    /// `nn.silu` for that Mul (skipped later), so that patterns on SiLU see it. Exact:
+    /// `nn.silu` is that product, rounded after the sigmoid and after the multiplication as the
+    /// two ops are. Returns false, having done nothing, for a Sigmoid in any other use.
+    pub(super) fn silu(&mut self, n: &NodeProto, g: &GraphProto, out: &str) -> R<bool> {
+        let x_name = Self::need(n, 0)?;
+        let Some(ci) = self.sole_consumer(out) else {
+            return Ok(false);
+        };
+        let c = &g.node[ci];
+        let squares = c.input.len() == 2
+            && ((c.input[0] == x_name && c.input[1] == out)
+                || (c.input[0] == out && c.input[1] == x_name));
+        let mul_out = match c.output.first() {
+            Some(o) if !o.is_empty() => o.clone(),
+            _ => return Ok(false),
+        };
+        if c.op_type != "Mul" || !(c.domain.is_empty() || c.domain == "ai.onnx") || !squares {
+            return Ok(false);
+        }
+        Attrs(&n.attribute).only(&[])?;
+        let x = self.operand(x_name)?;
+        let v = self.push(OpKind::Silu, &[x], Some(&mul_out))?;
+        self.bind(&mul_out, Val::Ir(v));
+        self.skip.insert(ci);
+        Ok(true)
     }
 
     pub(super) fn hard_sigmoid(&mut self, n: &NodeProto, a: &Attrs<'_>, out: &str) -> R<()> {
