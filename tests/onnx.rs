@@ -804,3 +804,142 @@ fn shape_folding_ops_on_activations_are_refused_naming_the_node() {
         &["node 'mod' (Mod, opset 17)", "division by zero"],
     );
 }
+
+#[test]
+fn bool_initializers_are_integer_constants_of_zero_and_one() {
+    let to = |t: i32| int("to", t as i64);
+    // One BOOL tensor as raw bytes (any non-zero byte is true), one in `int32_data`.
+    let raw = TensorProto {
+        dims: vec![4],
+        data_type: data_type::BOOL,
+        name: "raw".into(),
+        raw_data: vec![1, 0, 7, 0].into(),
+        ..Default::default()
+    };
+    let typed = TensorProto {
+        dims: vec![4],
+        data_type: data_type::BOOL,
+        name: "typed".into(),
+        int32_data: vec![0, 0, 1, 3],
+        ..Default::default()
+    };
+    let m = relu_model(
+        vec![raw, typed, i64_init("minus2", &[0, -2, 2, 0])],
+        vec![
+            node("Cast", "b", &["minus2"], &["nz"], vec![to(data_type::BOOL)]),
+            node("Cast", "f1", &["raw"], &["rf"], vec![to(data_type::FLOAT)]),
+            node(
+                "Cast",
+                "f2",
+                &["typed"],
+                &["tf"],
+                vec![to(data_type::FLOAT)],
+            ),
+            node("Cast", "f3", &["nz"], &["nf"], vec![to(data_type::FLOAT)]),
+            node("Add", "a1", &["x", "rf"], &["s1"], vec![]),
+            node("Mul", "m1", &["s1", "tf"], &["s2"], vec![]),
+            node("Add", "a2", &["s2", "nf"], &["y"], vec![]),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let module = import_file_quiet(&write(dir.path(), "bool.onnx", &m)).unwrap();
+    let x = ndarray::ArrayD::from_shape_vec(vec![1, 4], vec![0.5, 1.5, 2.5, 3.5]).unwrap();
+    // (x + [1, 0, 1, 0]) · [0, 0, 1, 1] + [0, 1, 1, 0]
+    let want = ndarray::ArrayD::from_shape_vec(vec![1, 4], vec![0.0, 1.0, 4.5, 3.5]).unwrap();
+    assert_eq!(run_interp(&module, &x)[0], want);
+}
+
+/// `io` with element type INT64 (token ids).
+fn int64_io(name: &str, dims: &[i64]) -> ValueInfoProto {
+    let mut v = io(name, dims);
+    if let Some(nnopt::onnx::proto::type_proto::Value::TensorType(t)) =
+        v.r#type.as_mut().and_then(|t| t.value.as_mut())
+    {
+        t.elem_type = data_type::INT64;
+    }
+    v
+}
+
+#[test]
+fn token_ids_gather_an_embedding_and_survive_export() {
+    let g = GraphProto {
+        name: "emb".into(),
+        node: vec![
+            node("Gather", "embed", &["table", "ids"], &["e"], vec![]),
+            node("Relu", "r", &["e"], &["y"], vec![]),
+        ],
+        initializer: vec![f32_init("table", &[5, 2], &values(10, 3))],
+        input: vec![int64_io("ids", &[-1, 3])],
+        output: vec![io("y", &[-1, 3, 2])],
+        ..Default::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let m = import_file_quiet(&write(dir.path(), "emb.onnx", &model(g))).unwrap();
+    let text = nnopt::syntax::printer::print_module(&m);
+    assert!(
+        text.contains("nn.embedding %table, %ids : tensor<?x3x2xf32>"),
+        "{text}"
+    );
+    assert!(text.contains("%ids: tensor<?x3xi64>"), "{text}");
+    let ids =
+        ndarray::ArrayD::from_shape_vec(vec![2, 3], vec![4.0, 0.0, 1.0, 1.0, 3.0, 2.0]).unwrap();
+    let y = run_interp(&m, &ids);
+    let table = values(10, 3);
+    let want: Vec<f32> = [4, 0, 1, 1, 3, 2]
+        .iter()
+        .flat_map(|&r| table[2 * r..2 * r + 2].iter().map(|v| v.max(0.0)))
+        .collect();
+    assert_eq!(y[0].iter().copied().collect::<Vec<_>>(), want);
+    // Written back as Gather on an INT64 input, and read again to the same function.
+    let again = write(dir.path(), "again.onnx", &export_model(&m).unwrap());
+    let m2 = import_file_quiet(&again).unwrap();
+    assert_eq!(run_interp(&m2, &ids), y);
+}
+
+#[test]
+fn view_minus_one_by_a_copied_length_keeps_both_dynamic_dims() {
+    // GPT-2's `input_ids.view(-1, S)`: S is copied by Shape, so the -1 is the batch.
+    let g = |target: &[&str]| GraphProto {
+        name: "view".into(),
+        node: vec![
+            node(
+                "Shape",
+                "s",
+                &["ids"],
+                &["len"],
+                vec![int("start", 1), int("end", 2)],
+            ),
+            node("Concat", "c", target, &["shape"], vec![int("axis", 0)]),
+            node("Reshape", "view", &["ids", "shape"], &["v"], vec![]),
+            node("Gather", "embed", &["table", "v"], &["y"], vec![]),
+        ],
+        initializer: vec![
+            f32_init("table", &[5, 2], &values(10, 3)),
+            i64_init("minus1", &[-1]),
+            i64_init("two", &[2]),
+        ],
+        input: vec![int64_io("ids", &[-1, -1])],
+        output: vec![io("y", &[-1, -1, 2])],
+        ..Default::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let m = import_file_quiet(&write(
+        dir.path(),
+        "view.onnx",
+        &model(g(&["minus1", "len"])),
+    ))
+    .unwrap();
+    let text = nnopt::syntax::printer::print_module(&m);
+    assert!(
+        text.contains("nn.embedding %table, %ids : tensor<?x?x2xf32>"),
+        "{text}"
+    );
+    // [-1, 2] of [?, ?] leaves two dynamic dimensions for one -1: refused, naming the node.
+    let bad = write(dir.path(), "bad.onnx", &model(g(&["minus1", "two"])));
+    let err = import_file_quiet(&bad).unwrap_err();
+    assert!(
+        err.message.contains("node 'view' (Reshape") && err.message.contains("dynamic"),
+        "{}",
+        err.message
+    );
+}

@@ -14,7 +14,7 @@ mod tests;
 
 pub use npy::{read_npy, write_npy};
 
-use crate::ir::{Dim, Function, OpId, OpKind, Tensor, TensorType};
+use crate::ir::{Dim, ElemType, Function, OpId, OpKind, Tensor, TensorType};
 use cranelift_entity::EntityRef;
 use kernels::BinaryOp;
 use ndarray::{ArrayD, IxDyn};
@@ -72,6 +72,23 @@ pub fn shape_matches(ty: &TensorType, shape: &[usize]) -> bool {
         })
 }
 
+/// Largest magnitude up to which every integer is an f32: the interpreter carries i64 values
+/// (token ids) as f32, so a larger one could not be carried exactly and is refused.
+pub const MAX_EXACT_INT: f32 = 16_777_216.0;
+
+/// Checks that an i64 argument's values are integers the f32 representation holds exactly.
+fn check_integers(a: &ArrayD<f32>) -> Result<(), String> {
+    match a
+        .iter()
+        .find(|v| v.fract() != 0.0 || v.abs() > MAX_EXACT_INT)
+    {
+        Some(v) => Err(format!(
+            "{v} is not an integer of magnitude at most 2^24, which the interpreter carries exactly"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Runs `func` on `inputs` (one array per function argument, in order) and returns the values
 /// of its `return`.
 pub fn run(func: &Function, inputs: &[ArrayD<f32>]) -> Result<Vec<ArrayD<f32>>, InterpError> {
@@ -95,6 +112,11 @@ pub fn run(func: &Function, inputs: &[ArrayD<f32>]) -> Result<Vec<ArrayD<f32>>, 
                 func.name,
                 input.shape()
             )));
+        }
+        if ty.elem == ElemType::I64 {
+            check_integers(input).map_err(|m| {
+                InterpError::new(format!("input {i} of @{} ({ty}): {m}", func.name))
+            })?;
         }
         values[arg.index()] = Some(input.clone());
     }
@@ -320,6 +342,7 @@ fn eval(
         OpKind::Gather { axis, indices } => {
             kernels::gather(a[0], *axis, &to_usize(indices, "index")?)
         }
+        OpKind::Embedding => kernels::embedding(a[0], a[1]),
         OpKind::Scatter {
             axis,
             indices,

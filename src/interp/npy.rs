@@ -4,8 +4,9 @@ use ndarray::ArrayD;
 use ndarray_npy::{ReadNpyError, ReadNpyExt, WriteNpyExt};
 use std::path::Path;
 
-/// Reads an `.npy` file holding an f32 array (f64 arrays are accepted and rounded to f32),
-/// C or Fortran order, of any rank.
+/// Reads an `.npy` file holding an f32 array (f64 arrays are accepted and rounded to f32; int64
+/// arrays, token ids, are carried as f32 when every value is exact in it, at most 2^24 in
+/// magnitude), C or Fortran order, of any rank.
 pub fn read_npy(path: impl AsRef<Path>) -> Result<ArrayD<f32>, String> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -14,10 +15,20 @@ pub fn read_npy(path: impl AsRef<Path>) -> Result<ArrayD<f32>, String> {
         Ok(a) => Ok(a),
         Err(ReadNpyError::WrongDescriptor(d)) => match ArrayD::<f64>::read_npy(&bytes[..]) {
             Ok(a) => Ok(a.mapv(|v| v as f32)),
-            Err(ReadNpyError::WrongDescriptor(_)) => Err(format!(
-                "{} holds elements of type {d}, expected float32 or float64",
-                path.display()
-            )),
+            Err(ReadNpyError::WrongDescriptor(_)) => match ArrayD::<i64>::read_npy(&bytes[..]) {
+                Ok(a) => match a.iter().find(|v| v.unsigned_abs() > super::MAX_EXACT_INT as u64) {
+                    Some(v) => Err(format!(
+                        "{} holds the integer {v}, beyond 2^24, which the interpreter cannot carry exactly",
+                        path.display()
+                    )),
+                    None => Ok(a.mapv(|v| v as f32)),
+                },
+                Err(ReadNpyError::WrongDescriptor(_)) => Err(format!(
+                    "{} holds elements of type {d}, expected float32, float64 or int64",
+                    path.display()
+                )),
+                Err(e) => Err(bad(e)),
+            },
             Err(e) => Err(bad(e)),
         },
         Err(e) => Err(bad(e)),

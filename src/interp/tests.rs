@@ -849,6 +849,14 @@ fn npy_round_trip_and_f64() {
     let d = ndarray::ArrayD::<f64>::from_shape_vec(IxDyn(&[3]), vec![0.5, -1.0, 0.1]).unwrap();
     d.write_npy(std::fs::File::create(&p64).unwrap()).unwrap();
     assert_eq!(vals(&read_npy(&p64).unwrap()), [0.5, -1.0, 0.1f32]);
+    // int64 files (token ids) are read exactly, up to 2^24 in magnitude.
+    let ids = dir.path().join("ids.npy");
+    let d = ndarray::ArrayD::<i64>::from_shape_vec(IxDyn(&[3]), vec![0, 16_777_216, -5]).unwrap();
+    d.write_npy(std::fs::File::create(&ids).unwrap()).unwrap();
+    assert_eq!(vals(&read_npy(&ids).unwrap()), [0.0, 16_777_216.0, -5.0]);
+    let d = ndarray::ArrayD::<i64>::from_shape_vec(IxDyn(&[1]), vec![16_777_217]).unwrap();
+    d.write_npy(std::fs::File::create(&ids).unwrap()).unwrap();
+    assert!(read_npy(&ids).unwrap_err().contains("beyond 2^24"));
     // Other element types and non-npy files are errors.
     let pi = dir.path().join("i.npy");
     let i = ndarray::ArrayD::<i32>::zeros(IxDyn(&[2]));
@@ -858,4 +866,39 @@ fn npy_round_trip_and_f64() {
     assert!(read_npy(dir.path().join("bad.npy")).is_err());
     assert!(read_npy(dir.path().join("missing.npy")).is_err());
     assert!(write_npy(dir.path().join("no/such/dir/z.npy"), &a).is_err());
+}
+
+/// `(ids: i64) -> nn.embedding(table, ids)` for a constant table.
+fn embedding_fn(table: &ArrayD<f32>, ids: &[u64]) -> Function {
+    let mut f = Function::new("f", Span::default());
+    let mut b = FuncBuilder::new(&mut f);
+    let id = b.add_arg(TensorType::fixed(ids, ElemType::I64), None, Span::default());
+    let t = constant(&mut b, table);
+    let out = TensorType::fixed(&[ids, &[table.shape()[1] as u64]].concat(), ElemType::F32);
+    let r = b.push(
+        OpKind::Embedding,
+        &[t, id],
+        out.clone(),
+        None,
+        Span::default(),
+    );
+    b.push_return(&[r], Span::default());
+    b.set_result_types(vec![out]);
+    f
+}
+
+#[test]
+fn embedding_reads_one_table_row_per_id() {
+    let f = embedding_fn(&seq(&[4, 3]), &[2, 2]);
+    let y = run(&f, &[arr(&[2, 2], &[3.0, 0.0, 1.0, 3.0])]).unwrap();
+    assert_eq!(y[0].shape(), &[2, 2, 3]);
+    assert_eq!(
+        vals(&y[0]),
+        [9.0, 10.0, 11.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 9.0, 10.0, 11.0]
+    );
+    // An id past the table, and an argument value that is no integer, are errors.
+    let e = run(&f, &[arr(&[2, 2], &[4.0, 0.0, 0.0, 0.0])]).unwrap_err();
+    assert!(e.message.contains("token id 4 is out of range"), "{e}");
+    let e = run(&f, &[arr(&[2, 2], &[0.5, 0.0, 0.0, 0.0])]).unwrap_err();
+    assert!(e.message.contains("0.5 is not an integer"), "{e}");
 }

@@ -3,7 +3,7 @@
 //! normalization, windowed output lengths). The verifier checks declared types against it;
 //! builders and importers use it to type the ops they create.
 
-use super::{Dim, Function, OpId, OpKind, TensorType};
+use super::{Dim, ElemType, Function, OpId, OpKind, TensorType};
 
 type Infer = Result<TensorType, String>;
 
@@ -91,11 +91,32 @@ pub fn window_out(
     Ok(Dim::Static(out))
 }
 
+/// `nn.embedding`: a float table [V, D] and i64 ids give ids' shape + [D] of the table's type.
+fn embedding(table: &TensorType, ids: &TensorType) -> Infer {
+    if !table.elem.is_float() || table.rank() != 2 {
+        return Err(format!(
+            "the table must be a 2-D floating-point tensor [rows, width], not {table}"
+        ));
+    }
+    if ids.elem != ElemType::I64 {
+        return Err(format!("the ids must be i64, not {ids}"));
+    }
+    let dims = ids.dims.iter().copied().chain([table.dim(1)]);
+    Ok(TensorType::new(dims, table.elem))
+}
+
 /// The result type of `op` from its operands' types and its attributes.
 pub fn infer_type(f: &Function, op: OpId) -> Infer {
     let data = f.op(op);
     let ts: Vec<&TensorType> = data.operands().iter().map(|&v| f.ty(v)).collect();
-    if let Some(first) = ts.first() {
+    let reads_ints = matches!(data.kind, OpKind::Embedding);
+    if let Some(t) = ts.iter().find(|t| !t.elem.is_float() && !reads_ints) {
+        return Err(format!(
+            "operand of type {t}: {} computes on floating-point tensors (only nn.embedding reads integers)",
+            data.kind.mnemonic()
+        ));
+    }
+    if let Some(first) = ts.first().filter(|_| !reads_ints) {
         if let Some(t) = ts.iter().find(|t| t.elem != first.elem) {
             return Err(format!(
                 "operands mix element types {} and {}",
@@ -416,6 +437,7 @@ pub fn infer_type(f: &Function, op: OpId) -> Infer {
             }
             Ok(x.with_dim(a, Dim::Static(*size)))
         }
+        OpKind::Embedding => embedding(ts[0], ts[1]),
         OpKind::Return => Err("return has no result".into()),
     }
     .map(|t| TensorType::new(t.dims, x.map_or(t.elem, |x| x.elem)))

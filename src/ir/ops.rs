@@ -112,6 +112,7 @@ op_table! {
     Softmax      => "nn.softmax",         Arity::Exactly(1), false;
     LayerNorm    => "nn.layer_norm",      Arity::Range(1, 3), false;
     Gather       => "nn.gather",          Arity::Exactly(1), false;
+    Embedding    => "nn.embedding",       Arity::Exactly(2), false;
     Scatter      => "nn.scatter",         Arity::Exactly(1), false;
     Return       => "return",             Arity::AtLeast(0), false;
 }
@@ -197,6 +198,10 @@ pub enum OpKind {
         axis: i64,
         indices: Vec<u64>,
     },
+    /// `table[ids]`: row `ids[..]` of a float table [V, D] for every i64 token id, so the result
+    /// is `ids`' shape + [D] (ONNX `Gather` on axis 0 with run-time indices). The one op that
+    /// reads an integer tensor. Operands: table, ids.
+    Embedding,
     /// Places the input's positions of `axis` at `indices` of a length-`size` axis; every other
     /// position `p` takes the constant `fill[p]` (`fill` has `size` entries; those at `indices`
     /// are ignored and printed as given).
@@ -242,6 +247,7 @@ impl OpKind {
             OpKind::Softmax { .. } => OpTag::Softmax,
             OpKind::LayerNorm { .. } => OpTag::LayerNorm,
             OpKind::Gather { .. } => OpTag::Gather,
+            OpKind::Embedding => OpTag::Embedding,
             OpKind::Scatter { .. } => OpTag::Scatter,
             OpKind::Return => OpTag::Return,
         }

@@ -62,6 +62,7 @@ pub fn f32_to_bits(elem: ElemType, v: f32) -> u32 {
         ElemType::F32 => v.to_bits(),
         ElemType::F16 => f16::from_f32(v).to_bits() as u32,
         ElemType::BF16 => bf16::from_f32(v).to_bits() as u32,
+        ElemType::I64 => unreachable!("invariant: tensors hold floating-point elements"),
     }
 }
 
@@ -71,6 +72,7 @@ pub fn bits_to_f32(elem: ElemType, bits: u32) -> f32 {
         ElemType::F32 => f32::from_bits(bits),
         ElemType::F16 => f16::from_bits(bits as u16).to_f32(),
         ElemType::BF16 => bf16::from_bits(bits as u16).to_f32(),
+        ElemType::I64 => unreachable!("invariant: tensors hold floating-point elements"),
     }
 }
 

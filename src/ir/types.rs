@@ -1,8 +1,9 @@
 //! Tensor types: `tensor<2x?x3xf32>`.
 //!
 //! NNIR has one kind of value, a ranked tensor. A dimension is either static or `?` (dynamic,
-//! in practice the batch). Element types are f32, f16 and bf16; arithmetic on f16/bf16 may be
-//! carried out in f32.
+//! in practice the batch). Element types are f32, f16 and bf16, on which every op computes
+//! (arithmetic on f16/bf16 may be carried out in f32), and i64, which only function arguments
+//! and `nn.embedding`'s token ids have: integer constants (shapes, axes) never reach the IR.
 
 use smallvec::SmallVec;
 use std::fmt;
@@ -20,6 +21,7 @@ pub enum ElemType {
     F32,
     F16,
     BF16,
+    I64,
 }
 
 impl ElemType {
@@ -28,6 +30,7 @@ impl ElemType {
             ElemType::F32 => "f32",
             ElemType::F16 => "f16",
             ElemType::BF16 => "bf16",
+            ElemType::I64 => "i64",
         }
     }
 
@@ -36,6 +39,7 @@ impl ElemType {
             "f32" => Some(ElemType::F32),
             "f16" => Some(ElemType::F16),
             "bf16" => Some(ElemType::BF16),
+            "i64" => Some(ElemType::I64),
             _ => None,
         }
     }
@@ -45,7 +49,13 @@ impl ElemType {
         match self {
             ElemType::F32 => 4,
             ElemType::F16 | ElemType::BF16 => 2,
+            ElemType::I64 => 8,
         }
+    }
+
+    /// A floating-point type: one that ops compute on and constants hold.
+    pub fn is_float(self) -> bool {
+        self != ElemType::I64
     }
 }
 

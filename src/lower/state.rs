@@ -173,6 +173,11 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
             OpKind::Reshape { shape } => self.reshape(op, operands[0], shape),
             OpKind::Transpose { perm } => self.transpose(op, operands[0], perm),
             OpKind::Gather { axis, indices } => self.gather(op, operands[0], *axis, indices),
+            // Its ids are an i64 argument, which `entry.rs` refuses before the body is lowered.
+            OpKind::Embedding => Err(Fail::Unsupported(
+                op,
+                "nn.embedding (its ids are i64; only f32 is supported)".into(),
+            )),
             OpKind::Scatter {
                 axis,
                 indices,

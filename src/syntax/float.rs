@@ -15,6 +15,7 @@ pub fn format_bits(elem: ElemType, bits: u32) -> String {
         match elem {
             ElemType::F32 => format_f32(v),
             ElemType::F16 | ElemType::BF16 => shortest_16(elem, bits, v),
+            ElemType::I64 => unreachable!("invariant: tensors hold floating-point elements"),
         }
     } else {
         let width = elem.size() * 2;

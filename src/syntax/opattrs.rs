@@ -246,6 +246,7 @@ pub fn build_kind(tag: OpTag, r: &mut AttrReader) -> Option<OpKind> {
         OpTag::Constant | OpTag::Weight => unreachable!("built from operands by the reader"),
         OpTag::Linear => Some(OpKind::Linear),
         OpTag::MatMul => Some(OpKind::MatMul),
+        OpTag::Embedding => Some(OpKind::Embedding),
         OpTag::Conv2d => Some(OpKind::Conv2d {
             strides: r.uint_array::<2>("strides").unwrap_or([1, 1]),
             pads: r.uint_array::<4>("pads").unwrap_or([0; 4]),
@@ -430,6 +431,7 @@ pub fn op_attrs(kind: &OpKind) -> Vec<(&'static str, Attr)> {
         | OpKind::Weight { .. }
         | OpKind::Linear
         | OpKind::MatMul
+        | OpKind::Embedding
         | OpKind::Relu
         | OpKind::Sigmoid
         | OpKind::Tanh

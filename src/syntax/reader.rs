@@ -440,6 +440,17 @@ impl<'a, 'd> FuncReader<'a, 'd> {
             );
             return None;
         };
+        if !ty.elem.is_float() {
+            self.error(
+                op.types[0].span,
+                format!(
+                    "'{}' holds floating-point data, not {}",
+                    tag.mnemonic(),
+                    ty.elem
+                ),
+            );
+            return None;
+        }
         match (tag, op.operands.as_slice()) {
             (OpTag::Constant, [OperandAst::Dense(d, _)]) => {
                 self.dense(d, ty.elem, shape).map(OpKind::Constant)
@@ -602,6 +613,8 @@ pub fn parse_elem_bits(t: &str, elem: ElemType) -> Option<u32> {
             .parse::<f64>()
             .ok()
             .map(|v| half::bf16::from_f64(v).to_bits() as u32),
+        // The reader refuses integer constants before reading their elements.
+        ElemType::I64 => None,
     }
 }
 

@@ -14,7 +14,7 @@
 //! machine, so a reported difference can be reproduced.
 
 use crate::diag::{Diagnostic, Severity};
-use crate::ir::{Function, Module};
+use crate::ir::{ElemType, Function, Module, OpKind, ValueId};
 use ndarray::{ArrayD, Dimension};
 use std::path::PathBuf;
 
@@ -59,7 +59,18 @@ pub fn arg_shapes(f: &Function, dynamic_size: usize) -> Vec<Vec<usize>> {
         .collect()
 }
 
-/// `trials` sets of inputs for `f` in [-1, 1) from `seed`, dynamic dimensions `dynamic_size`.
+/// How many rows every `nn.embedding` reading `v` has (the fewest; 1 if none reads it): the
+/// bound below which token ids are valid.
+fn embedding_rows(f: &Function, v: ValueId) -> u64 {
+    f.users(v)
+        .filter(|&op| matches!(f.kind(op), OpKind::Embedding))
+        .filter_map(|op| f.ty(f.op(op).operands()[0]).dim(0).as_static())
+        .min()
+        .unwrap_or(1)
+}
+
+/// `trials` sets of inputs for `f` in [-1, 1) from `seed`, dynamic dimensions `dynamic_size`;
+/// i64 arguments (token ids) get integers in [0, rows) of the embeddings that read them.
 pub fn random_inputs(
     f: &Function,
     trials: usize,
@@ -69,9 +80,18 @@ pub fn random_inputs(
     let mut rng = SeededInputs::new(seed);
     (0..trials)
         .map(|_| {
-            arg_shapes(f, dynamic_size)
-                .into_iter()
-                .map(|shape| rng.tensor(shape))
+            f.args()
+                .iter()
+                .zip(arg_shapes(f, dynamic_size))
+                .map(|(&a, shape)| {
+                    let x = rng.tensor(shape);
+                    if f.ty(a).elem == ElemType::I64 {
+                        let rows = embedding_rows(f, a) as f32;
+                        x.mapv(|u| ((u + 1.0) / 2.0 * rows).floor().min(rows - 1.0))
+                    } else {
+                        x
+                    }
+                })
                 .collect()
         })
         .collect()

@@ -67,10 +67,12 @@ fn dtype_name(elem: ElemType) -> &'static str {
         ElemType::F32 => "F32",
         ElemType::F16 => "F16",
         ElemType::BF16 => "BF16",
+        ElemType::I64 => "I64",
     }
 }
 
-/// The element type a safetensors dtype name stands for, if it is one nnopt supports.
+/// The element type a safetensors dtype name stands for, if it is one nnopt supports (weights are
+/// floating-point).
 fn elem_of_dtype(dtype: &str) -> Option<ElemType> {
     [ElemType::F32, ElemType::F16, ElemType::BF16]
         .into_iter()

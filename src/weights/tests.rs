@@ -128,6 +128,7 @@ fn written_files_follow_the_format() {
             ElemType::F32 => safetensors::Dtype::F32,
             ElemType::F16 => safetensors::Dtype::F16,
             ElemType::BF16 => safetensors::Dtype::BF16,
+            ElemType::I64 => unreachable!("weights are floating-point"),
         };
         assert_eq!(view.dtype(), expected);
         let back = Tensor::from_bytes(t.elem(), shape, view.data().into()).unwrap();

@@ -22,7 +22,7 @@ pub use elementwise::{binary, BinaryOp};
 pub use norm::{batch_norm, layer_norm, softmax};
 pub use pool::{avg_pool2d, global_avg_pool, max_pool2d};
 pub use reduce::mean;
-pub use shape::{concat, flatten, gather, reshape, scatter, transpose};
+pub use shape::{concat, embedding, flatten, gather, reshape, scatter, transpose};
 
 use crate::ir::infer;
 use ndarray::ArrayD;

@@ -83,6 +83,28 @@ pub fn gather(x: &ArrayD<f32>, axis: i64, indices: &[usize]) -> KResult {
     Ok(x.select(Axis(ax), indices))
 }
 
+/// `table[ids]` (`nn.embedding`): for each id (an integer carried as f32), that row of the 2-D
+/// table; the result has the ids' shape + [width].
+pub fn embedding(table: &ArrayD<f32>, ids: &ArrayD<f32>) -> KResult {
+    let &[rows, width] = table.shape() else {
+        return Err(format!(
+            "embedding table has shape {:?}, not [rows, width]",
+            table.shape()
+        ));
+    };
+    let mut out = Vec::with_capacity(ids.len() * width);
+    for &id in ids.iter() {
+        if id.fract() != 0.0 || id < 0.0 || id >= rows as f32 {
+            return Err(format!(
+                "token id {id} is out of range for a table of {rows} rows"
+            ));
+        }
+        out.extend(table.index_axis(Axis(0), id as usize).iter().copied());
+    }
+    let shape: Vec<usize> = ids.shape().iter().copied().chain([width]).collect();
+    ArrayD::from_shape_vec(IxDyn(&shape), out).map_err(|e| e.to_string())
+}
+
 /// Inverse of [`gather`]: the output has length `size` along `axis`; position `indices[i]`
 /// takes input position `i`, every other position `p` is filled with the constant `fill[p]`.
 pub fn scatter(

@@ -22,6 +22,7 @@ fn onnx_type(e: ElemType) -> i32 {
         ElemType::F32 => data_type::FLOAT,
         ElemType::F16 => data_type::FLOAT16,
         ElemType::BF16 => data_type::BFLOAT16,
+        ElemType::I64 => data_type::INT64,
     }
 }
 

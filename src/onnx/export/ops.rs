@@ -94,6 +94,7 @@ impl Exporter<'_> {
                 }
             }
             OpKind::MatMul => direct(self, "MatMul", vec![]),
+            OpKind::Embedding => direct(self, "Gather", vec![attr_i("axis", 0)]),
             OpKind::Conv2d {
                 strides,
                 pads,

@@ -9,7 +9,7 @@ use super::values::{symbol_name, Val};
 use super::{Importer, R};
 use crate::diag::{Diagnostic, Severity, Span};
 use crate::ir::builder::FuncBuilder;
-use crate::ir::{Attr, Dim, Function, Loc, Module, OpId, OpKind, TensorType};
+use crate::ir::{Attr, Dim, ElemType, Function, Loc, Module, OpId, OpKind, TensorType};
 use crate::onnx::proto::{self, data_type, ModelProto, NodeProto};
 use cranelift_entity::EntityRef;
 use memmap2::Mmap;
@@ -149,9 +149,11 @@ impl Importer {
         let Some(Value::TensorType(tt)) = vi.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
             return Err(format!("graph input '{}' is not a tensor", vi.name));
         };
-        let elem = elem_of(tt.elem_type).ok_or_else(|| {
+        // INT64 inputs are token ids, which only `nn.embedding` reads (the verifier's rule).
+        let int = (tt.elem_type == data_type::INT64).then_some(ElemType::I64);
+        let elem = elem_of(tt.elem_type).or(int).ok_or_else(|| {
             format!(
-                "graph input '{}' has element type {} ({}); NNIR supports FLOAT, FLOAT16 and BFLOAT16",
+                "graph input '{}' has element type {} ({}); NNIR supports FLOAT, FLOAT16, BFLOAT16 and INT64",
                 vi.name,
                 data_type::name(tt.elem_type),
                 tt.elem_type

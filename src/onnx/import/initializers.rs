@@ -1,7 +1,8 @@
 //! Tensors: initializers and `Constant` values. Raw data inside the memory-mapped model, and
 //! external data (mapped the same way), become tensors that point into the map, never copied;
 //! typed fields (`float_data`, `int32_data`, `int64_data`) are copied. INT64/INT32 tensors
-//! become integer constants ([`Val::Int`]).
+//! become integer constants ([`Val::Int`]), and so do BOOL ones, as 0 and 1 (exporters write
+//! the `True` that seeds a transformer's attention-mask plumbing as a BOOL initializer).
 //!
 //! Invariant: an external-data location stays inside the model's directory (no absolute path,
 //! no `..`, no symlink out of it).
@@ -94,6 +95,7 @@ impl Importer {
         let width = match t.data_type {
             data_type::INT64 => 8,
             data_type::INT32 => 4,
+            data_type::BOOL => 1,
             other => {
                 return Err(match data_type::name(other) {
                     "UNKNOWN" => format!("tensor '{}' has an unknown data type ({other})", t.name),
@@ -120,13 +122,15 @@ impl Importer {
                     .chunks_exact(width)
                     .map(|c| match width {
                         8 => i64::from_le_bytes(c.try_into().expect("8 bytes")),
-                        _ => i32::from_le_bytes(c.try_into().expect("4 bytes")) as i64,
+                        4 => i32::from_le_bytes(c.try_into().expect("4 bytes")) as i64,
+                        _ => (c[0] != 0) as i64,
                     })
                     .collect()
             }
             None => {
                 let d: Vec<i64> = match t.data_type {
                     data_type::INT64 => t.int64_data.clone(),
+                    data_type::BOOL => t.int32_data.iter().map(|&x| (x != 0) as i64).collect(),
                     _ => t.int32_data.iter().map(|&x| x as i64).collect(),
                 };
                 if d.len() != count {

@@ -157,6 +157,10 @@ impl Importer {
             (Val::Int { shape, data }, data_type::INT64 | data_type::INT32) => {
                 Val::Int { shape, data }
             }
+            (Val::Int { shape, data }, data_type::BOOL) => Val::Int {
+                shape,
+                data: data.iter().map(|&x| (x != 0) as i64).collect(),
+            },
             (Val::Int { shape, data }, data_type::FLOAT) => {
                 let f: Vec<f32> = data.iter().map(|&x| x as f32).collect();
                 Val::Float(Tensor::from_f32(ElemType::F32, shape, &f))

@@ -159,7 +159,11 @@ impl Importer {
     pub(super) fn gather(&mut self, n: &NodeProto, a: &Attrs<'_>, out: &str) -> R<()> {
         a.only(&["axis"])?;
         let x_name = Self::need(n, 0)?;
-        let (ishape, idx) = self.int_const(Self::need(n, 1)?)?;
+        let i_name = Self::need(n, 1)?;
+        if let Val::Ir(ids) = *self.val(i_name)? {
+            return self.embedding(x_name, ids, a.int("axis", 0)?, out);
+        }
+        let (ishape, idx) = self.int_const(i_name)?;
         let dims = self.dims(x_name)?;
         let axis = norm_axis(a.int("axis", 0)?, dims.len())?;
         let size = dims[axis].as_static();
@@ -212,6 +216,20 @@ impl Importer {
         let tmp = format!("{out}.gathered");
         self.bind(&tmp, Val::Ir(g));
         self.reshape_to(&tmp, new, out)
+    }
+
+    /// Gather of a constant table's rows by run-time ids (a graph input): `nn.embedding`.
+    fn embedding(&mut self, table: &str, ids: ValueId, axis: i64, out: &str) -> R<()> {
+        if self.float_const(table).is_none() || self.dims(table)?.len() != 2 || axis != 0 {
+            return Err(
+                "run-time indices are supported only as rows (axis 0) of a constant 2-D table (an embedding)"
+                    .into(),
+            );
+        }
+        let t = self.operand(table)?;
+        let v = self.push(OpKind::Embedding, &[t, ids], Some(out))?;
+        self.bind(out, Val::Ir(v));
+        Ok(())
     }
 
     /// Binds `out` to `x` with dims `new` (same elements): a free re-labelling for constants,
@@ -334,12 +352,13 @@ fn reshape_dims(
     let dynamic_in = dims.iter().filter(|d| **d == Dim::Dynamic).count();
     let static_in: u64 = dims.iter().filter_map(|d| d.as_static()).product();
     let static_out: u64 = out.iter().flatten().filter_map(|d| d.as_static()).product();
-    // `x.view(-1, 512)` of a [N, 512, 1, 1] x (the dynamo exporter's flatten): with the static
-    // parts equal, the -1 is the one dynamic dimension itself.
-    if dynamic_in == 1 && copied_dynamic == 0 && static_in == static_out {
+    // `x.view(-1, 512)` of a [N, 512, 1, 1] x (the dynamo exporter's flatten), or
+    // `ids.view(-1, S)` of [B, S] ids (GPT-2's, S copied by `Shape`): with the static parts
+    // equal, the -1 is the one dynamic dimension that is not copied.
+    if dynamic_in == copied_dynamic + 1 && static_in == static_out {
         if let Some(minus_one) = out.iter_mut().find(|d| d.is_none()) {
             *minus_one = Some(Dim::Dynamic);
-            copied_dynamic = 1;
+            copied_dynamic += 1;
         }
     }
     if dynamic_in != copied_dynamic {
