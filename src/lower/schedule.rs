@@ -8,6 +8,8 @@
 //!   `dense::pack_dense`): fuse the epilogue (bias add, activation) with the matmul and its
 //!   fill into `TM` rows x one panel, loop order panel, rows; K by 1, so each step is an outer
 //!   product of `TM` broadcast inputs and the panel's `TN` contiguous weights;
+//! - batched matmul: the dense recipe on the unpacked `b[B, K, N]` (rows of `N`, not panels),
+//!   `TM` rows x `TN` columns of one batch entry, loop order batch, columns, rows;
 //! - conv (NCHW, stride 1, computed over the flattened rows of its padded input, see
 //!   `Lower::conv_flat`): tile `[1, TF, TP]` (filters, flat positions) in loop order n, p, f
 //!   with the epilogue fused, reduction dims (c, kh, kw) by 1, fold unit dims so the input map
@@ -32,6 +34,9 @@ pub enum Layer {
     /// `y[M, N] = x[M, K] · W[N, K]ᵀ`, then the epilogue, on the packed weight and with `n`
     /// padded to whole panels (`Lower::dense_packed`).
     Dense { m: u64, n: u64, k: u64 },
+    /// `y[B, M, N] = a[B, M, K] · b[B, K, N]`, a batched matmul of computed operands (attention's
+    /// `QKᵀ` and `softmax · V`; `Lower::matmul`), batch axes collapsed into `B`.
+    Matmul { batch: u64, m: u64, n: u64, k: u64 },
     /// A groups-1, stride-1, dilation-1 NCHW conv with `f` filters and `c` input channels,
     /// computed over `len` flat positions of its (padded) input rows (`Lower::conv_flat`);
     /// `padded` when its input goes through the marked fill + copy.
@@ -143,6 +148,15 @@ fn split(layer: &Layer, threads: u64, tiles: &Tiles) -> Option<Vec<u64>> {
                 None
             }
         }
+        Layer::Matmul { batch, m, .. } => {
+            if batch.is_multiple_of(threads) {
+                Some(vec![batch / threads, 0, 0])
+            } else if m.is_multiple_of(threads) {
+                Some(vec![0, m / threads, 0])
+            } else {
+                None
+            }
+        }
         Layer::Conv { f, len, .. } => {
             // Each task peels its own remainder of position tiles, which must be whole vectors
             // of a power-of-two count: 864 positions (28 rows of 30) in two tasks of 432 = 6 x
@@ -225,6 +239,25 @@ pub fn script(layers: &[Layer], threads: u64, tiles: &Tiles) -> String {
                     peeled = true;
                 }
             }
+            Layer::Matmul { m: rows, n, .. } => {
+                // Loops: batch entry, column tile, rows (as dense: a `K x TN` block of `b`
+                // stays in cache for every row tile); columns left by pruning or odd sizes
+                // are peeled too (no panel padding here).
+                let rows = match task.as_deref() {
+                    Some(&[0, m_share, 0]) => m_share,
+                    _ => rows,
+                };
+                let (tm, tn) = (tile(rows, tiles.dense.0), tile(n, tiles.dense.1));
+                m(w, i, &format!("r{i}"), "root");
+                emit!("    %t{i}, %lb{i}, %ln{i}, %lm{i} = transform.structured.fuse %r{i} tile_sizes [1, {tm}, {tn}, 0] interchange [0, 2, 1, 3] : ({any}) -> ({any}, {any}, {any}, {any})");
+                if rows % tm != 0 {
+                    peel(w, &format!("lm{i}"));
+                }
+                if n % tn != 0 {
+                    peel(w, &format!("ln{i}"));
+                }
+                peeled |= rows % tm != 0 || n % tn != 0;
+            }
             Layer::Conv { f, c, len, padded } => {
                 let (f, len) = match task.as_deref() {
                     Some(&[0, 0, share]) => (f, share),
@@ -287,7 +320,7 @@ pub fn script(layers: &[Layer], threads: u64, tiles: &Tiles) -> String {
         emit!("    %zg{i} = transform.structured.generalize %z{i} : ({any}) -> {any}");
         m(w, i, &format!("k{i}"), "kernel");
         match *layer {
-            Layer::Dense { .. } => {
+            Layer::Dense { .. } | Layer::Matmul { .. } => {
                 emit!("    %kt{i}, %kk{i} = transform.structured.tile_using_for %k{i} tile_sizes [0, 0, 0, 1] : ({any}) -> ({any}, {any})");
             }
             Layer::Conv { .. } => {
