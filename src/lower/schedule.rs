@@ -425,6 +425,41 @@ mod tests {
     }
 
     #[test]
+    fn batched_matmuls_take_the_dense_tile_and_split_by_batch() {
+        // softmax . V of 4 heads: 16 columns are one AVX2 tile of 2 vectors, 128 rows = 21 x 6
+        // + 2 (peeled); on AVX-512 the 16 columns are below TN = 32 and take 16.
+        let mm = |batch, m| Layer::Matmul {
+            batch,
+            m,
+            n: 16,
+            k: 128,
+        };
+        let sv = mm(4, 128);
+        let avx2 = script(&[sv], 1, &Tiles::new(8, 16));
+        assert!(
+            avx2.contains("tile_sizes [1, 6, 16, 0] interchange [0, 2, 1, 3]"),
+            "{avx2}"
+        );
+        assert!(
+            avx2.contains("%lm0.main, %lm0.rem = transform.loop.peel"),
+            "{avx2}"
+        );
+        assert!(!avx2.contains("%ln0.main"), "{avx2}");
+        let s = script(&[sv], 1, &AVX512);
+        assert!(s.contains("tile_sizes [1, 12, 16, 0]"), "{s}");
+        assert!(s.contains("tile_sizes [0, 0, 0, 1]"), "{s}");
+        // Threads split the batch, else the rows, else nothing.
+        assert_eq!(split(&sv, 2, &AVX512), Some(vec![2, 0, 0]));
+        let one = mm(1, 128);
+        assert_eq!(split(&one, 2, &AVX512), Some(vec![0, 64, 0]));
+        assert_eq!(split(&mm(3, 13), 2, &AVX512), None);
+        // A task of 64 rows tiles them by 12 and peels 4.
+        let threaded = script(&[one], 2, &AVX512);
+        assert!(threaded.contains("tile_sizes [0, 64, 0]"), "{threaded}");
+        assert!(threaded.contains("%lm0.main"), "{threaded}");
+    }
+
+    #[test]
     fn tiles_are_powers_of_two_at_most_the_wanted_size() {
         assert_eq!(tile(1000, 16), 16);
         assert_eq!(tile(16, 16), 16);
