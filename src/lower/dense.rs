@@ -1,5 +1,7 @@
-//! Dense layers: `nn.linear` (scheduled on a packed weight when its sizes are static and its
-//! input 2-D; `linalg.matmul` with a transposed B or a contraction otherwise) and `nn.matmul`.
+//! Dense layers: `nn.linear` (scheduled on a packed weight when its sizes are static, the
+//! leading axes of an input of rank above 2 as its rows; `linalg.matmul` with a transposed B
+//! or a contraction otherwise) and `nn.matmul` (scheduled when its operands share static batch
+//! axes; otherwise a loop nest with the output row innermost).
 //!
 //! The packed layout ([`pack_dense`]) is `W[N, K]` as panels `[ceil(N / TN), K, TN]` of `W^T`,
 //! so that a register tile reads each reduction step's `TN` weights from one contiguous run.
