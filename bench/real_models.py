@@ -118,10 +118,12 @@ def prune(nnopt, original, pruned, timeout):
 BENCH_LINE = re.compile(r"median ([0-9.]+) ms.*compile ([0-9.]+) s")
 
 
-def nnopt_bench(nnopt, original, pruned, batch, threads, runs, timeout):
+def nnopt_bench(nnopt, original, pruned, batch, threads, runs, timeout, target_cpu=None):
     """((ms, compile s) of the original, (ms, compile s) of the pruned) by `nnopt bench`."""
     cmd = [nnopt, "bench", original, "--compare", pruned, "--runs", str(runs), "--batch", str(batch),
            "--threads", str(threads)]
+    if target_cpu:
+        cmd.append(f"--target-cpu={target_cpu}")
     ok, out = run(cmd, timeout)
     if not ok:
         raise RuntimeError(f"nnopt bench: {first_error(out)}")
@@ -184,6 +186,8 @@ def main():
     p.add_argument("--threads", default="1,2")
     p.add_argument("--runs", type=int, default=20, help="timed runs per model and configuration")
     p.add_argument("--timeout", type=int, default=1800, help="seconds allowed to one nnopt command")
+    p.add_argument("--target-cpu", help="nnopt compiles for this LLVM CPU (e.g. haswell: AVX2 code and "
+                   "tiles on an AVX-512 machine) instead of the host")
     p.add_argument("--work", help="where the filled and pruned models go (default: a temporary directory, "
                    "removed at the end)")
     a = p.parse_args()
@@ -196,6 +200,8 @@ def main():
 
     name, isa, cpus = machine()
     print(f"machine: {name}; ISA: {isa}; {cpus} logical CPUs; onnxruntime {ort.__version__}")
+    if a.target_cpu:
+        print(f"nnopt compiles for --target-cpu={a.target_cpu}")
     print(f"runs {a.runs} per model and configuration (medians), in alternating blocks of {BLOCK}")
     sys.stdout.flush()
     if a.work:
@@ -228,7 +234,7 @@ def bench(a, models, batches, threads):
             for t in threads:
                 r = {"macs": before / after}
                 try:
-                    r["nnopt"] = nnopt_bench(a.nnopt, original, pruned, batch, t, a.runs, a.timeout)
+                    r["nnopt"] = nnopt_bench(a.nnopt, original, pruned, batch, t, a.runs, a.timeout, a.target_cpu)
                 except RuntimeError as e:
                     failures.append(f"{model} batch {batch} threads {t}: {e}")
                     continue

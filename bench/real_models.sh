@@ -3,7 +3,7 @@
 # nn.TransformerEncoder at their deployed sizes, original and pruned (bench/README.md).
 #
 #   bench/real_models.sh [--models resnet18,squeezenet1_1] [--batches 1,8] [--threads 1,2]
-#                        [--runs 20] [--timeout 1800] [--work DIR]
+#                        [--runs 20] [--timeout 1800] [--target-cpu CPU] [--work DIR]
 #
 # Builds the release nnopt unless $NNOPT names one; Python is $PYTHON, else the project's
 # .venv (it needs numpy, onnx and onnxruntime, not torch).

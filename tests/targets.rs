@@ -145,3 +145,29 @@ fn resnet_example_before_and_after_pruning() {
         .is_ok());
     check(&pruned, 2, 1);
 }
+
+#[test]
+fn attention_block_of_odd_sizes() {
+    // A transformer block's ops at odd sizes: linears on 3-D inputs (their leading axes become
+    // the packed layer's rows: 2 x 13 = 26, a peeled row tile; 21 and 37 columns, partial
+    // panels), batched matmuls broadcasting a batch axis (QK^T, softmax . V with 13- and
+    // 7-wide output rows, no whole vector), softmax and layer norm; on one and two threads.
+    let m = load(
+        "func @f(%x: tensor<?x13x21xf32>, %wq: tensor<21x21xf32>, %wk: tensor<21x21xf32>, %w1: tensor<37x21xf32>, %b1: tensor<37xf32>, %w2: tensor<21x37xf32>, %s: tensor<21xf32>, %v: tensor<1x13x7xf32>) -> (tensor<?x13x21xf32>, tensor<?x13x7xf32>) {
+  %q = nn.linear %x, %wq : tensor<?x13x21xf32>
+  %k = nn.linear %x, %wk : tensor<?x13x21xf32>
+  %kt = nn.transpose %k {perm = [0, 2, 1]} : tensor<?x21x13xf32>
+  %qk = nn.matmul %q, %kt : tensor<?x13x13xf32>
+  %p = nn.softmax %qk {axis = -1} : tensor<?x13x13xf32>
+  %pv = nn.matmul %p, %v : tensor<?x13x7xf32>
+  %h = nn.linear %q, %w1, %b1 : tensor<?x13x37xf32>
+  %r = nn.relu %h : tensor<?x13x37xf32>
+  %o = nn.linear %r, %w2 : tensor<?x13x21xf32>
+  %a = nn.add %o, %x : tensor<?x13x21xf32>
+  %y = nn.layer_norm %a, %s, %s {axis = -1, epsilon = 1e-5} : tensor<?x13x21xf32>
+  return %y, %pv : tensor<?x13x21xf32>, tensor<?x13x7xf32>
+}",
+    );
+    check(&m, 2, 1);
+    check(&m, 2, 2);
+}

@@ -1,5 +1,6 @@
 //! Normalizations: `nn.batch_norm`, `nn.layer_norm` and `nn.softmax`, each in the
-//! interpreter's order of operations so that results agree to rounding.
+//! interpreter's order of operations (but for the order of the adds within a sum) so that
+//! results agree to rounding.
 
 use super::approx;
 use super::state::{LResult, Lower};
@@ -26,9 +27,10 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         let reduced: Vec<bool> = (0..r).map(|i| i >= a).collect();
         let n = inner as f32;
         // mu = sum(x) / n; var = sum((x - mu)^2) / n; y = (x - mu) * (1 / sqrt(var + eps))
-        // * scale + bias, the interpreter's two-pass order.
+        // * scale + bias, the interpreter's two-pass formula. The sums are `reassoc`: LLVM
+        // vectorizes a reduction only when it may reorder the adds (each lane sums a share).
         let (s, outer) = self.reduce(&[(x, id_map.clone())], &d, &reduced, 0.0, |e, v| {
-            e.binf("arith.addf", v[0], v[1])
+            e.binf_fast("arith.addf", v[0], v[1], "reassoc")
         })?;
         let ko: Vec<Option<usize>> = (0..a).map(Some).collect();
         let mu = self.elementwise(&[(s, ko.clone())], &outer, move |e, v| {
@@ -43,7 +45,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
             |e, v| {
                 let dlt = e.binf("arith.subf", v[0], v[1])?;
                 let sq = e.binf("arith.mulf", dlt, dlt)?;
-                e.binf("arith.addf", v[2], sq)
+                e.binf_fast("arith.addf", v[2], sq, "reassoc")
             },
         )?;
         let rstd = self.elementwise(&[(ss, ko)], &outer, move |e, v| {
@@ -111,20 +113,23 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         let red_map: Vec<Option<usize>> = (0..r).filter(|&i| i != ax).map(Some).collect();
         let reduced: Vec<bool> = (0..r).map(|i| i == ax).collect();
         // max, exp(x - max), sum, divide: the interpreter's steps. `maxnumf` ignores
-        // NaN like the interpreter's `f32::max` fold.
+        // NaN like the interpreter's `f32::max` fold. Both reductions are `reassoc`, which
+        // lets LLVM's loop vectorizer split them into lanes (the max is exact in any order;
+        // the sum's rounding moves within the differential tests' bound): [4, 128, 128] in
+        // 0.114 → 0.056 ms.
         let (m, _) = self.reduce(
             &[(x, id_map.clone())],
             &d,
             &reduced,
             f32::NEG_INFINITY,
-            |e, a| e.binf("arith.maxnumf", a[0], a[1]),
+            |e, a| e.binf_fast("arith.maxnumf", a[0], a[1], "reassoc"),
         )?;
         let ex = self.elementwise(&[(x, id_map.clone()), (m, red_map.clone())], &d, |e, a| {
             let s = e.binf("arith.subf", a[0], a[1])?;
             approx::exp(e, s)
         })?;
         let (s, _) = self.reduce(&[(ex, id_map.clone())], &d, &reduced, 0.0, |e, a| {
-            e.binf("arith.addf", a[0], a[1])
+            e.binf_fast("arith.addf", a[0], a[1], "reassoc")
         })?;
         let y = self.elementwise(&[(ex, id_map), (s, red_map)], &d, |e, a| {
             e.binf("arith.divf", a[0], a[1])

@@ -8,6 +8,8 @@
 //!   `dense::pack_dense`): fuse the epilogue (bias add, activation) with the matmul and its
 //!   fill into `TM` rows x one panel, loop order panel, rows; K by 1, so each step is an outer
 //!   product of `TM` broadcast inputs and the panel's `TN` contiguous weights;
+//! - batched matmul: the dense recipe on the unpacked `b[B, K, N]` (rows of `N`, not panels),
+//!   `TM` rows x `TN` columns of one batch entry, loop order batch, columns, rows;
 //! - conv (NCHW, stride 1, computed over the flattened rows of its padded input, see
 //!   `Lower::conv_flat`): tile `[1, TF, TP]` (filters, flat positions) in loop order n, p, f
 //!   with the epilogue fused, reduction dims (c, kh, kw) by 1, fold unit dims so the input map
@@ -32,6 +34,9 @@ pub enum Layer {
     /// `y[M, N] = x[M, K] · W[N, K]ᵀ`, then the epilogue, on the packed weight and with `n`
     /// padded to whole panels (`Lower::dense_packed`).
     Dense { m: u64, n: u64, k: u64 },
+    /// `y[B, M, N] = a[B, M, K] · b[B, K, N]`, a batched matmul of computed operands (attention's
+    /// `QKᵀ` and `softmax · V`; `Lower::matmul`), batch axes collapsed into `B`.
+    Matmul { batch: u64, m: u64, n: u64, k: u64 },
     /// A groups-1, stride-1, dilation-1 NCHW conv with `f` filters and `c` input channels,
     /// computed over `len` flat positions of its (padded) input rows (`Lower::conv_flat`);
     /// `padded` when its input goes through the marked fill + copy.
@@ -143,6 +148,15 @@ fn split(layer: &Layer, threads: u64, tiles: &Tiles) -> Option<Vec<u64>> {
                 None
             }
         }
+        Layer::Matmul { batch, m, .. } => {
+            if batch.is_multiple_of(threads) {
+                Some(vec![batch / threads, 0, 0])
+            } else if m.is_multiple_of(threads) {
+                Some(vec![0, m / threads, 0])
+            } else {
+                None
+            }
+        }
         Layer::Conv { f, len, .. } => {
             // Each task peels its own remainder of position tiles, which must be whole vectors
             // of a power-of-two count: 864 positions (28 rows of 30) in two tasks of 432 = 6 x
@@ -225,6 +239,25 @@ pub fn script(layers: &[Layer], threads: u64, tiles: &Tiles) -> String {
                     peeled = true;
                 }
             }
+            Layer::Matmul { m: rows, n, .. } => {
+                // Loops: batch entry, column tile, rows (as dense: a `K x TN` block of `b`
+                // stays in cache for every row tile); columns left by pruning or odd sizes
+                // are peeled too (no panel padding here).
+                let rows = match task.as_deref() {
+                    Some(&[0, m_share, 0]) => m_share,
+                    _ => rows,
+                };
+                let (tm, tn) = (tile(rows, tiles.dense.0), tile(n, tiles.dense.1));
+                m(w, i, &format!("r{i}"), "root");
+                emit!("    %t{i}, %lb{i}, %ln{i}, %lm{i} = transform.structured.fuse %r{i} tile_sizes [1, {tm}, {tn}, 0] interchange [0, 2, 1, 3] : ({any}) -> ({any}, {any}, {any}, {any})");
+                if rows % tm != 0 {
+                    peel(w, &format!("lm{i}"));
+                }
+                if n % tn != 0 {
+                    peel(w, &format!("ln{i}"));
+                }
+                peeled |= rows % tm != 0 || n % tn != 0;
+            }
             Layer::Conv { f, c, len, padded } => {
                 let (f, len) = match task.as_deref() {
                     Some(&[0, 0, share]) => (f, share),
@@ -287,7 +320,7 @@ pub fn script(layers: &[Layer], threads: u64, tiles: &Tiles) -> String {
         emit!("    %zg{i} = transform.structured.generalize %z{i} : ({any}) -> {any}");
         m(w, i, &format!("k{i}"), "kernel");
         match *layer {
-            Layer::Dense { .. } => {
+            Layer::Dense { .. } | Layer::Matmul { .. } => {
                 emit!("    %kt{i}, %kk{i} = transform.structured.tile_using_for %k{i} tile_sizes [0, 0, 0, 1] : ({any}) -> ({any}, {any})");
             }
             Layer::Conv { .. } => {
@@ -389,6 +422,41 @@ mod tests {
         // 208 = 2 x 104 = 2 x (6 x 16 + 8): whole 8-lane vectors, not whole 16-lane ones.
         assert_eq!(split(&conv, 2, &avx2), Some(vec![0, 0, 104]));
         assert_eq!(split(&conv, 2, &AVX512), Some(vec![0, 32, 0]));
+    }
+
+    #[test]
+    fn batched_matmuls_take_the_dense_tile_and_split_by_batch() {
+        // softmax . V of 4 heads: 16 columns are one AVX2 tile of 2 vectors, 128 rows = 21 x 6
+        // + 2 (peeled); on AVX-512 the 16 columns are below TN = 32 and take 16.
+        let mm = |batch, m| Layer::Matmul {
+            batch,
+            m,
+            n: 16,
+            k: 128,
+        };
+        let sv = mm(4, 128);
+        let avx2 = script(&[sv], 1, &Tiles::new(8, 16));
+        assert!(
+            avx2.contains("tile_sizes [1, 6, 16, 0] interchange [0, 2, 1, 3]"),
+            "{avx2}"
+        );
+        assert!(
+            avx2.contains("%lm0.main, %lm0.rem = transform.loop.peel"),
+            "{avx2}"
+        );
+        assert!(!avx2.contains("%ln0.main"), "{avx2}");
+        let s = script(&[sv], 1, &AVX512);
+        assert!(s.contains("tile_sizes [1, 12, 16, 0]"), "{s}");
+        assert!(s.contains("tile_sizes [0, 0, 0, 1]"), "{s}");
+        // Threads split the batch, else the rows, else nothing.
+        assert_eq!(split(&sv, 2, &AVX512), Some(vec![2, 0, 0]));
+        let one = mm(1, 128);
+        assert_eq!(split(&one, 2, &AVX512), Some(vec![0, 64, 0]));
+        assert_eq!(split(&mm(3, 13), 2, &AVX512), None);
+        // A task of 64 rows tiles them by 12 and peels 4.
+        let threaded = script(&[one], 2, &AVX512);
+        assert!(threaded.contains("tile_sizes [0, 64, 0]"), "{threaded}");
+        assert!(threaded.contains("%lm0.main"), "{threaded}");
     }
 
     #[test]
