@@ -8,6 +8,7 @@
 use clap::{CommandFactory, Parser, Subcommand};
 use nnopt::passes;
 use nnopt::tool::bench::{bench_command, BenchOptions};
+use nnopt::tool::compile::{compile_command, CompileOptions};
 use nnopt::tool::convert::{convert, Direction};
 use nnopt::tool::equivalence::EquivalenceOptions;
 use nnopt::tool::format::Format;
@@ -184,6 +185,9 @@ enum Command {
     /// Compile an NNIR (or .onnx) function once and time it on pseudo-random inputs: prints the median
     /// latency; with --compare, both models and the speedup next to the MAC ratio.
     Bench(BenchArgs),
+    /// Compile a function ahead of time to a shared library (-o NAME.so) or object (-o NAME.o)
+    /// and its C header NAME.h; the C ABI is docs/abi.md.
+    Compile(CompileArgs),
     /// Convert an ONNX model to NNIR: writes the .nnir text and, beside it, a .safetensors file
     /// with the weights (named by the module attribute `weights`).
     Import(ConvertArgs),
@@ -198,6 +202,21 @@ struct ConvertArgs {
     /// The file to write (atomically; nothing is written on any error).
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     output: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+struct CompileArgs {
+    /// The NNIR (or .onnx) file.
+    input: PathBuf,
+    /// The artifact, NAME.so or NAME.o: its symbols start with NAME_ (as a C identifier).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    output: PathBuf,
+    /// The function to compile (default: the first).
+    #[arg(long, value_name = "NAME")]
+    func: Option<String>,
+    /// The size given to every dynamic dimension of the inputs.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    batch: u32,
 }
 
 #[derive(clap::Args, Debug)]
@@ -220,6 +239,9 @@ struct RunArgs {
     #[arg(long, default_value_t = 1, conflicts_with = "interp",
           value_parser = clap::value_parser!(u64).range(1..=256))]
     threads: u64,
+    /// Bypass the compiled-code cache ($XDG_CACHE_HOME/nnopt, default ~/.cache/nnopt).
+    #[arg(long, conflicts_with = "interp")]
+    no_cache: bool,
     /// One .npy file per function argument (f32, or f64 rounded to f32): in order, or as
     /// NAME=FILE for the argument %NAME.
     #[arg(long = "input", value_name = "[NAME=]NPY")]
@@ -256,6 +278,9 @@ struct BenchArgs {
     /// docs/lowering.md).
     #[arg(long, value_name = "PIPELINE")]
     mlir_pipeline: Option<String>,
+    /// Bypass the compiled-code cache (to time a real compile).
+    #[arg(long)]
+    no_cache: bool,
 }
 
 impl From<&OptArgs> for OptOptions {
@@ -321,6 +346,7 @@ impl From<&RunArgs> for RunOptions {
             mlir_pipeline: a.mlir_pipeline.clone(),
             func: a.func.clone(),
             threads: a.threads,
+            cache: !a.no_cache,
             inputs: a.inputs.clone(),
             outputs: a.outputs.clone(),
         }
@@ -337,6 +363,7 @@ impl From<&BenchArgs> for BenchOptions {
             func: a.func.clone(),
             threads: a.threads,
             mlir_pipeline: a.mlir_pipeline.clone(),
+            cache: !a.no_cache,
         }
     }
 }
@@ -348,6 +375,12 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Some(Command::Run(args)) => tool::run::run(&args.into()),
         Some(Command::Bench(args)) => bench_command(&args.into()),
+        Some(Command::Compile(a)) => compile_command(&CompileOptions {
+            input: a.input.clone(),
+            output: a.output.clone(),
+            func: a.func.clone(),
+            batch: a.batch,
+        }),
         Some(Command::Import(a)) => convert(&a.input, &a.output, Direction::Import),
         Some(Command::Export(a)) => convert(&a.input, &a.output, Direction::Export),
         None if cli.opt.list_ops => {

@@ -234,17 +234,19 @@ pub fn emit_text(
 
 /// Compiles function `func` of `m` for the shapes of `inputs`, the way `nnopt run` and `nnopt
 /// bench` do: specialized to those shapes ([`specialized`]), then through the transform
-/// schedule and the default pipeline, or through `pipeline` when one is given.
-pub fn compile<'c>(
-    cx: &'c Context,
+/// schedule and the default pipeline, or through `pipeline` when one is given; through `cache`
+/// when one is given (`jit::Jit::compile`).
+pub fn compile(
+    cx: &Context,
     m: &ir::Module,
     func: &str,
     inputs: &[ndarray::ArrayD<f32>],
     pipeline: Option<&str>,
     threads: u64,
-) -> Result<jit::Jit<'c>, Vec<Diagnostic>> {
+    cache: Option<&dyn jit::ObjectCache>,
+) -> Result<jit::Jit, Vec<Diagnostic>> {
     let lowered = lower_module(cx, &specialized(m, func, inputs)?)?;
-    jit::Jit::compile(cx, lowered, pipeline, threads)
+    jit::Jit::compile(cx, lowered, pipeline, threads, cache)
         .map_err(|e| vec![Diagnostic::error(e).at(m.span)])
 }
 
@@ -255,9 +257,10 @@ pub fn compile_and_run(
     inputs: &[ndarray::ArrayD<f32>],
     pipeline: Option<&str>,
     threads: u64,
+    cache: Option<&dyn jit::ObjectCache>,
 ) -> Result<Vec<ndarray::ArrayD<f32>>, Vec<Diagnostic>> {
     let cx = context();
-    let jit = compile(&cx, m, func, inputs, pipeline, threads)?;
+    let jit = compile(&cx, m, func, inputs, pipeline, threads, cache)?;
     jit.run(func, inputs)
         .map_err(|e| vec![Diagnostic::error(e)])
 }

@@ -20,6 +20,7 @@
 //! `docs/lowering.md`.
 
 mod abi;
+mod aot;
 mod async_runtime;
 mod boundary;
 mod conv;
@@ -31,9 +32,11 @@ mod epilogue;
 mod flat_conv;
 mod generic;
 mod jit;
+mod loader;
 mod marks;
 mod mlir_ops;
 mod norm;
+mod object;
 mod pool;
 mod prefetch;
 mod schedule;
@@ -45,8 +48,10 @@ mod view;
 // The public API: lowering and printing (`--emit`), compiling and running (`nnopt run`,
 // `nnopt bench`), and the types those hand out.
 pub use abi::{DimVal, Lowered, Signature, WeightArg};
+pub use aot::{c_ident, compile_artifact, Artifact};
 pub use entry::{compile, compile_and_run, context, emit_text, lower_module, print, Emit};
-pub use jit::Jit;
+pub use jit::{Jit, ObjectCache};
+pub use object::Target;
 pub use schedule::Layer;
 
 #[cfg(test)]

@@ -76,7 +76,7 @@ fn check(text: &str, shapes: &[&[usize]]) -> usize {
         } else {
             Some(DEFAULT_PIPELINE)
         };
-        let jit = Jit::compile(&cx, lowered, pipeline, threads)
+        let jit = Jit::compile(&cx, lowered, pipeline, threads, None)
             .unwrap_or_else(|e| panic!("{e}\n{text_mlir}"));
         let got = jit.run(&f.name, &inputs).expect("compiled code runs");
         assert_eq!(want.len(), got.len());
@@ -205,6 +205,7 @@ fn lower_dynamic_batch_mismatch_is_an_error() {
         lower_module(&cx, &m).unwrap(),
         Some(DEFAULT_PIPELINE),
         1,
+        None,
     )
     .unwrap();
     let err = jit
@@ -535,7 +536,7 @@ fn lower_weights_become_arguments() {
     );
     let x = random(&[2, 4], 3);
     let want = crate::interp::run(&m.funcs[0], std::slice::from_ref(&x)).unwrap();
-    let jit = Jit::compile(&cx, l, Some(DEFAULT_PIPELINE), 1).unwrap();
+    let jit = Jit::compile(&cx, l, Some(DEFAULT_PIPELINE), 1, None).unwrap();
     let got = jit.run("f", &[x]).unwrap();
     for (a, b) in want[0].iter().zip(got[0].iter()) {
         assert!((a - b).abs() <= 1e-5 * a.abs().max(1.0), "{a} vs {b}");
@@ -573,7 +574,7 @@ fn lower_bad_pipeline_reports_mlir_error() {
     // A pipeline that stops short of the LLVM dialect is an error, not a null engine (which
     // crashed on first use).
     let l = lower_module(&cx, &m).unwrap();
-    let e = match Jit::compile(&cx, l, Some("builtin.module(canonicalize)"), 1) {
+    let e = match Jit::compile(&cx, l, Some("builtin.module(canonicalize)"), 1, None) {
         Err(e) => e,
         Ok(_) => panic!("compiled a module outside the LLVM dialect"),
     };

@@ -5,6 +5,7 @@
 //! What it does not do: read models or inputs, or print; the CLI does that around it. Built
 //! without the `mlir` feature, [`bench`] reports that the compiler is missing.
 
+use super::cache::FileCache;
 use super::equivalence::{arg_shapes, SeededInputs};
 use super::load::{load_model, pick_func};
 use super::progress::Progress;
@@ -45,14 +46,16 @@ pub fn bench(
     runs: usize,
     pipeline: Option<&str>,
     threads: u64,
+    cache: Option<&FileCache>,
 ) -> Result<Vec<BenchTimes>, Vec<Diagnostic>> {
     use crate::lower;
+    let cache = cache.map(|c| c as &dyn lower::ObjectCache);
     use std::time::Instant;
     let cx = lower::context();
     let mut compiled = Vec::with_capacity(models.len());
     for b in models {
         let start = Instant::now();
-        let jit = lower::compile(&cx, b.module, b.func, &b.inputs, pipeline, threads)?;
+        let jit = lower::compile(&cx, b.module, b.func, &b.inputs, pipeline, threads, cache)?;
         compiled.push((jit, start.elapsed()));
     }
     let mut outputs = Vec::new();
@@ -90,6 +93,7 @@ pub fn bench(
     _: usize,
     _: Option<&str>,
     _: u64,
+    _: Option<&FileCache>,
 ) -> Result<Vec<BenchTimes>, Vec<Diagnostic>> {
     Err(vec![Diagnostic::error(
         "this nnopt was built without the `mlir` feature; bench needs the compiler",
@@ -105,6 +109,8 @@ pub struct BenchOptions {
     pub func: Option<String>,
     pub threads: u64,
     pub mlir_pipeline: Option<String>,
+    /// Take compiled code from the user's cache and store it there (`super::cache`).
+    pub cache: bool,
 }
 
 /// Inputs for `bench`: every argument with its dynamic sizes set to `batch`, filled with
@@ -178,11 +184,13 @@ pub fn bench_command(args: &BenchOptions) -> Result<(), Exit> {
     }
     let times = {
         let _progress = Progress::start("compiling and timing");
+        let cache = args.cache.then(FileCache::user).flatten();
         bench(
             &timed,
             args.runs as usize,
             args.mlir_pipeline.as_deref(),
             args.threads,
+            cache.as_ref(),
         )
     }
     .map_err(|d| {
@@ -245,7 +253,7 @@ mod tests {
                 inputs: input(4),
             },
         ];
-        let times = bench(&models, 3, None, 1).expect("compiles and runs");
+        let times = bench(&models, 3, None, 1, None).expect("compiles and runs");
         assert_eq!(times.len(), 2);
         assert!(times
             .iter()

@@ -2,6 +2,7 @@
 //! calls [`crate::lower`]; without it, each entry point reports that the feature is missing,
 //! so the rest of the CLI layer compiles and behaves the same either way.
 
+use super::cache::FileCache;
 use crate::diag::Diagnostic;
 use crate::ir::Module;
 use ndarray::ArrayD;
@@ -47,7 +48,7 @@ pub fn emit_mlir(
     .at(m.span)])
 }
 
-/// Compiles `m` and runs its function `func` on `inputs` with the JIT.
+/// Compiles `m` (or takes its code from `cache`) and runs its function `func` on `inputs`.
 #[cfg(feature = "mlir")]
 pub fn run_compiled(
     m: &Module,
@@ -55,8 +56,10 @@ pub fn run_compiled(
     inputs: &[ArrayD<f32>],
     pipeline: Option<&str>,
     threads: u64,
+    cache: Option<&FileCache>,
 ) -> Result<Vec<ArrayD<f32>>, Vec<Diagnostic>> {
-    crate::lower::compile_and_run(m, func, inputs, pipeline, threads)
+    let cache = cache.map(|c| c as &dyn crate::lower::ObjectCache);
+    crate::lower::compile_and_run(m, func, inputs, pipeline, threads, cache)
 }
 
 /// Without the `mlir` feature, only the interpreter runs models.
@@ -67,6 +70,7 @@ pub fn run_compiled(
     _: &[ArrayD<f32>],
     _: Option<&str>,
     _: u64,
+    _: Option<&FileCache>,
 ) -> Result<Vec<ArrayD<f32>>, Vec<Diagnostic>> {
     Err(vec![Diagnostic::error(
         "this nnopt was built without the `mlir` feature; pass --interp",

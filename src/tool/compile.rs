@@ -1,0 +1,199 @@
+//! `nnopt compile`: one function of a model compiled ahead of time into a shared library
+//! (`-o model.so`) or a relocatable object (`-o model.o`), with its C header beside it
+//! (`model.h`); the C ABI is `docs/abi.md`, the artifact `lower::compile_artifact`.
+//!
+//! The C compiler (`$CC`, default `cc`) builds the artifact's C glue and links: `-shared` with
+//! a version script that exports the entry point alone, or `-r` for one object. Both files
+//! appear whole or not at all.
+
+use super::equivalence::arg_shapes;
+use super::load::{load_model, pick_func};
+use super::{fail, usage, Exit};
+use crate::diag::SourceMap;
+use std::path::{Path, PathBuf};
+
+/// What `nnopt compile` does.
+#[derive(Clone, Debug)]
+pub struct CompileOptions {
+    /// The model: NNIR text or `.onnx`.
+    pub input: PathBuf,
+    /// The artifact: `.so` or `.o`; the header goes beside it as `.h`.
+    pub output: PathBuf,
+    /// The function to compile (`None`: the first).
+    pub func: Option<String>,
+    /// The size of every dynamic dimension of the inputs.
+    pub batch: u32,
+}
+
+/// What the artifact is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Shared,
+    Object,
+}
+
+/// Runs `nnopt compile`; diagnostics and errors go to stderr.
+pub fn compile_command(o: &CompileOptions) -> Result<(), Exit> {
+    let kind = match o.output.extension().and_then(|e| e.to_str()) {
+        Some("so") => Kind::Shared,
+        Some("o") => Kind::Object,
+        _ => {
+            return Err(usage(&format!(
+                "compile: {} must name a shared library (.so) or an object file (.o)",
+                o.output.display()
+            )))
+        }
+    };
+    let dir = match o.output.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(usage(&format!(
+            "compile: the directory of {} does not exist",
+            o.output.display()
+        )));
+    }
+    // The artifact's symbols start with its file's name (as a C identifier), so several
+    // models link into one program.
+    let stem = o
+        .output
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("model");
+    let mut sources = SourceMap::new();
+    let module = load_model(&o.input, &mut sources)?;
+    let func = pick_func(&module, o.func.as_deref(), &o.input)?;
+    let shapes = arg_shapes(func, o.batch as usize);
+    let (artifact, header) =
+        build(&module, &func.name, &shapes, stem, kind, &o.input).map_err(|e| match e {
+            BuildError::Diagnostics(d) => {
+                sources.emit_to_stderr(&d);
+                Exit(1)
+            }
+            BuildError::Message(m) => fail(&m),
+        })?;
+    let header_path = o.output.with_extension("h");
+    let staged = |bytes: &[u8]| -> std::io::Result<tempfile::NamedTempFile> {
+        let mut t = crate::atomic::output_tempfile(dir)?;
+        std::io::Write::write_all(&mut t, bytes)?;
+        Ok(t)
+    };
+    let written = staged(header.as_bytes())
+        .and_then(|h| Ok((h, staged(&artifact)?)))
+        .and_then(|(h, a)| {
+            h.persist(&header_path).map_err(|e| e.error)?;
+            a.persist(&o.output).map_err(|e| e.error)?;
+            Ok(())
+        });
+    written.map_err(|e| fail(&format!("cannot write {}: {e}", o.output.display())))
+}
+
+enum BuildError {
+    Diagnostics(Vec<crate::diag::Diagnostic>),
+    Message(String),
+}
+
+/// The artifact's bytes and its header.
+#[cfg(feature = "mlir")]
+fn build(
+    module: &crate::ir::Module,
+    func: &str,
+    shapes: &[Vec<usize>],
+    stem: &str,
+    kind: Kind,
+    source: &Path,
+) -> Result<(Vec<u8>, String), BuildError> {
+    use std::process::Command;
+    let prefix = &crate::lower::c_ident(stem);
+    let artifact = crate::lower::compile_artifact(module, func, shapes, prefix)
+        .map_err(BuildError::Diagnostics)?;
+    let io = |e: std::io::Error| BuildError::Message(format!("cannot stage the artifact: {e}"));
+    let tmp = tempfile::tempdir().map_err(io)?;
+    let at = |name: &str| tmp.path().join(name);
+    std::fs::write(at("model.o"), &artifact.object).map_err(io)?;
+    let mut weights = Vec::new();
+    for i in 0..artifact.signature.weights.len() {
+        let p = at(&format!("w{i}.bin"));
+        std::fs::write(&p, artifact.weight_bytes(i)).map_err(io)?;
+        weights.push(p);
+    }
+    std::fs::write(at("glue.c"), artifact.glue(prefix, &weights)).map_err(io)?;
+    let cc = std::env::var_os("CC").unwrap_or_else(|| "cc".into());
+    let run = |args: &[&std::ffi::OsStr]| -> Result<(), BuildError> {
+        let out = Command::new(&cc).args(args).output().map_err(|e| {
+            BuildError::Message(format!(
+                "compile needs a C compiler to link the artifact, and `{}` cannot run ({e}); set CC",
+                cc.to_string_lossy()
+            ))
+        })?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(BuildError::Message(format!(
+                "the C compiler `{}` failed:\n{}",
+                cc.to_string_lossy(),
+                String::from_utf8_lossy(&out.stderr)
+            )))
+        }
+    };
+    let os = |p: &Path| p.as_os_str().to_owned();
+    let (glue_c, glue_o, model_o, out) = (at("glue.c"), at("glue.o"), at("model.o"), at("out"));
+    run(&[
+        "-c".as_ref(),
+        "-O2".as_ref(),
+        "-fPIC".as_ref(),
+        &os(&glue_c),
+        "-o".as_ref(),
+        &os(&glue_o),
+    ])?;
+    match kind {
+        Kind::Shared => {
+            let script = at("exports.map");
+            let entry = artifact.entry(prefix);
+            std::fs::write(&script, format!("{{ global: {entry}; local: *; }};\n")).map_err(io)?;
+            let mut flag = std::ffi::OsString::from("-Wl,--version-script=");
+            flag.push(&script);
+            run(&[
+                "-shared".as_ref(),
+                "-o".as_ref(),
+                &os(&out),
+                &os(&model_o),
+                &os(&glue_o),
+                "-lm".as_ref(),
+                &flag,
+            ])?
+        }
+        Kind::Object => run(&[
+            "-r".as_ref(),
+            "-nostdlib".as_ref(),
+            "-o".as_ref(),
+            &os(&out),
+            &os(&model_o),
+            &os(&glue_o),
+        ])?,
+    }
+    let bytes = std::fs::read(&out).map_err(io)?;
+    Ok((
+        bytes,
+        artifact.header(prefix, &source.display().to_string()),
+    ))
+}
+
+/// Without the `mlir` feature there is no compiler.
+#[cfg(not(feature = "mlir"))]
+fn build(
+    module: &crate::ir::Module,
+    _: &str,
+    _: &[Vec<usize>],
+    _: &str,
+    _: Kind,
+    _: &Path,
+) -> Result<(Vec<u8>, String), BuildError> {
+    Err(BuildError::Diagnostics(vec![
+        crate::diag::Diagnostic::error(
+            "this nnopt was built without the `mlir` feature; compile needs the compiler",
+        )
+        .at(module.span),
+    ]))
+}
