@@ -612,8 +612,8 @@ fn assert_jit_matches_interp(m: &Module, inputs: &[ArrayD<f32>]) {
     static COMPILE: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _serial = COMPILE.lock().unwrap_or_else(|e| e.into_inner());
     for threads in [1, 2] {
-        let got =
-            nnopt::lower::compile_and_run(m, &f.name, inputs, None, threads).unwrap_or_else(|d| {
+        let got = nnopt::lower::compile_and_run(m, &f.name, inputs, None, threads, None)
+            .unwrap_or_else(|d| {
                 panic!(
                     "compiled run failed: {d:?}\n{}",
                     nnopt::syntax::printer::print_module(m)

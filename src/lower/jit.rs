@@ -256,9 +256,9 @@ mod pool {
     }
 }
 
-/// The name of the first op in `module` outside the LLVM dialect, if any: the engine cannot
-/// translate such a module, and `mlirExecutionEngineCreate` then returns a null engine, which
-/// crashed on first use instead of failing.
+/// The name of the first op in `module` outside the LLVM dialect, if any: such a module cannot
+/// be translated to LLVM IR (MLIR's ExecutionEngine, which nnopt used before, returned a null
+/// engine for it, which crashed on first use).
 fn unconverted(module: &MlirModule) -> Option<String> {
     let mut found = None;
     module.as_operation().walk(WalkOrder::PreOrder, |op| {
@@ -649,8 +649,9 @@ impl Jit {
             .position(|s| s.name == name)
             .expect("invariant: the signature was found above");
         // SAFETY: the entry is `@_nnopt_packed_<name>` of the loaded object, of this C type.
-        let entry: unsafe extern "C" fn(*mut *mut ()) =
-            unsafe { std::mem::transmute(self.entries[i]) };
+        let entry = unsafe {
+            std::mem::transmute::<*const (), unsafe extern "C" fn(*mut *mut ())>(self.entries[i])
+        };
         // SAFETY: each argument points at a live pointer to a descriptor of a live, contiguous
         // f32 buffer whose shape matches the function's memref type (checked above: static
         // sizes, and equal dynamic sizes where the code relies on them). The function writes

@@ -1,12 +1,14 @@
 //! Lowering NNIR to MLIR (linalg on tensors) through melior, behind the `mlir` cargo feature,
-//! and compiling the result with MLIR's passes and ExecutionEngine.
+//! and compiling the result with MLIR's passes and LLVM, into code loaded into the process or
+//! an ahead-of-time artifact.
 //!
 //! [`lower_module`] turns every function of an NNIR module into one `func.func` of an MLIR module
 //! built op by op with melior's `OperationBuilder` (`mlir_ops.rs`), never from pasted text. The
 //! calling convention is the memref ABI of `../shared/mlir-codegen` (section 2; `abi.rs`,
 //! `docs/lowering.md`). Layers the transform schedule covers (`schedule.rs`) are marked with
-//! `nnopt.*` attributes (`marks.rs`); [`jit`] applies the schedule, runs the pass pipeline and
-//! calls the compiled code.
+//! `nnopt.*` attributes (`marks.rs`); [`jit`] applies the schedule, runs the pass pipeline,
+//! has `object.rs` compile the result to an object file and `loader.rs` link it into the
+//! process, and calls the compiled code; `aot.rs` makes `nnopt compile`'s artifact.
 //!
 //! The files, by concern: `entry.rs` (public entry points), `abi.rs` and `boundary.rs`
 //! (calling convention), `diag_capture.rs` (MLIR's diagnostics as text),

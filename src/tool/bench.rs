@@ -263,6 +263,6 @@ mod tests {
             func: "f",
             inputs: input(5),
         };
-        assert!(bench(&[wrong], 3, None, 1).is_err());
+        assert!(bench(&[wrong], 3, None, 1, None).is_err());
     }
 }
