@@ -9,7 +9,7 @@
 use super::equivalence::arg_shapes;
 use super::load::{load_model, pick_func};
 use super::{fail, usage, Exit};
-use crate::diag::SourceMap;
+use crate::diag::{Diagnostic, SourceMap};
 use std::path::{Path, PathBuf};
 
 /// What `nnopt compile` does.
@@ -66,12 +66,9 @@ pub fn compile_command(o: &CompileOptions) -> Result<(), Exit> {
     let func = pick_func(&module, o.func.as_deref(), &o.input)?;
     let shapes = arg_shapes(func, o.batch as usize);
     let (artifact, header) =
-        build(&module, &func.name, &shapes, stem, kind, &o.input).map_err(|e| match e {
-            BuildError::Diagnostics(d) => {
-                sources.emit_to_stderr(&d);
-                Exit(1)
-            }
-            BuildError::Message(m) => fail(&m),
+        build(&module, &func.name, &shapes, stem, kind, &o.input).map_err(|d| {
+            sources.emit_to_stderr(&d);
+            Exit(1)
         })?;
     let header_path = o.output.with_extension("h");
     let staged = |bytes: &[u8]| -> std::io::Result<tempfile::NamedTempFile> {
@@ -89,11 +86,6 @@ pub fn compile_command(o: &CompileOptions) -> Result<(), Exit> {
     written.map_err(|e| fail(&format!("cannot write {}: {e}", o.output.display())))
 }
 
-enum BuildError {
-    Diagnostics(Vec<crate::diag::Diagnostic>),
-    Message(String),
-}
-
 /// The artifact's bytes and its header.
 #[cfg(feature = "mlir")]
 fn build(
@@ -103,12 +95,12 @@ fn build(
     stem: &str,
     kind: Kind,
     source: &Path,
-) -> Result<(Vec<u8>, String), BuildError> {
+) -> Result<(Vec<u8>, String), Vec<Diagnostic>> {
     use std::process::Command;
     let prefix = &crate::lower::c_ident(stem);
-    let artifact = crate::lower::compile_artifact(module, func, shapes, prefix)
-        .map_err(BuildError::Diagnostics)?;
-    let io = |e: std::io::Error| BuildError::Message(format!("cannot stage the artifact: {e}"));
+    let artifact = crate::lower::compile_artifact(module, func, shapes, prefix)?;
+    let message = |m: String| vec![Diagnostic::error(m).at(module.span)];
+    let io = |e: std::io::Error| message(format!("cannot stage the artifact: {e}"));
     let tmp = tempfile::tempdir().map_err(io)?;
     let at = |name: &str| tmp.path().join(name);
     std::fs::write(at("model.o"), &artifact.object).map_err(io)?;
@@ -120,9 +112,9 @@ fn build(
     }
     std::fs::write(at("glue.c"), artifact.glue(prefix, &weights)).map_err(io)?;
     let cc = std::env::var_os("CC").unwrap_or_else(|| "cc".into());
-    let run = |args: &[&std::ffi::OsStr]| -> Result<(), BuildError> {
+    let run = |args: &[&std::ffi::OsStr]| -> Result<(), Vec<Diagnostic>> {
         let out = Command::new(&cc).args(args).output().map_err(|e| {
-            BuildError::Message(format!(
+            message(format!(
                 "compile needs a C compiler to link the artifact, and `{}` cannot run ({e}); set CC",
                 cc.to_string_lossy()
             ))
@@ -130,7 +122,7 @@ fn build(
         if out.status.success() {
             Ok(())
         } else {
-            Err(BuildError::Message(format!(
+            Err(message(format!(
                 "the C compiler `{}` failed:\n{}",
                 cc.to_string_lossy(),
                 String::from_utf8_lossy(&out.stderr)
@@ -189,11 +181,9 @@ fn build(
     _: &str,
     _: Kind,
     _: &Path,
-) -> Result<(Vec<u8>, String), BuildError> {
-    Err(BuildError::Diagnostics(vec![
-        crate::diag::Diagnostic::error(
-            "this nnopt was built without the `mlir` feature; compile needs the compiler",
-        )
-        .at(module.span),
-    ]))
+) -> Result<(Vec<u8>, String), Vec<Diagnostic>> {
+    Err(vec![Diagnostic::error(
+        "this nnopt was built without the `mlir` feature; compile needs the compiler",
+    )
+    .at(module.span)])
 }
