@@ -468,7 +468,7 @@ fn cache_key(module: &MlirModule, pipeline: Pipeline, threads: u64, target: &Tar
         "nnopt {} {build}\ntarget {}\nthreads {threads}\npipeline {pipeline}\n{}",
         env!("CARGO_PKG_VERSION"),
         target.describe(),
-        super::entry::print(module)
+        module.as_operation()
     )
 }
 

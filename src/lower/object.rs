@@ -239,7 +239,7 @@ impl Drop for LlvmModule {
 pub type Rename<'a> = &'a dyn Fn(&str, bool) -> Option<String>;
 
 /// Compiles `module` (all LLVM dialect) for `target` into an object file. `rename`, when given,
-/// renames the module's functions before code generation (see `super::aot`).
+/// renames the module's functions before code generation (`nnopt compile`, in `aot.rs`).
 pub fn emit_object(
     module: &melior::ir::Module,
     target: &Target,
