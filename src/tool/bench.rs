@@ -223,14 +223,13 @@ pub fn bench_command(args: &BenchOptions) -> Result<(), Exit> {
     Ok(())
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "mlir"))]
 mod tests {
     use super::*;
 
     /// `bench` compiles every model and times each `runs` times (its runs alternate with the
     /// other model's), in the order given, with a compile time each; inputs of the wrong shape
     /// are an error.
-    #[cfg(feature = "mlir")]
     #[test]
     fn bench_times_each_model() {
         let load = |text: &str| {
