@@ -2,7 +2,9 @@
 # Code-generation benchmark (issue #4): a ResNet-style conv network (batch 1) and an MLP
 # (batch 64), each unpruned and pruned, compiled by nnopt (transform schedules, JIT at -O3) and
 # run in onnxruntime on the same models (exported with `nnopt export`), on 1 and 2 threads.
-# Usage: bench/codegen.sh [ROUNDS] [PROCESSES] (defaults 3 and 3).
+# Usage: bench/codegen.sh [ROUNDS] [PROCESSES] (defaults 3 and 3). NNOPT_TARGET passes flags
+# to every `nnopt bench`, e.g. NNOPT_TARGET="--target-cpu=haswell" to time forced AVX2 code on an
+# AVX-512 machine; the log and the summary name the CPU and the target compiled for.
 #
 # This machine class is shared and noisy: on two threads, runs come in short windows of
 # consecutive slow runs, and longer periods occur in which nnopt's two-thread runs are slow and
@@ -31,8 +33,8 @@ for round in $(seq "$rounds"); do
   for threads in 1 2; do
     for p in $(seq "$procs"); do
       echo "== round $round threads $threads process $p"
-      $nnopt bench "$dir/resnet.nnir" --compare "$dir/resnet_pruned.nnir" --runs 100 --threads "$threads"
-      $nnopt bench "$dir/mlp.nnir" --compare "$dir/mlp_pruned.nnir" --runs 200 --batch 64 --threads "$threads"
+      $nnopt bench "$dir/resnet.nnir" --compare "$dir/resnet_pruned.nnir" --runs 100 --threads "$threads" ${NNOPT_TARGET:-}
+      $nnopt bench "$dir/mlp.nnir" --compare "$dir/mlp_pruned.nnir" --runs 200 --batch 64 --threads "$threads" ${NNOPT_TARGET:-}
       if [ "$ort" = 1 ]; then
         for v in resnet resnet_pruned; do $py bench/ort_latency.py "$dir/$v.onnx" 1 100 "$threads"; done
         for v in mlp mlp_pruned; do $py bench/ort_latency.py "$dir/$v.onnx" 64 200 "$threads"; done

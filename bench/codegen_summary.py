@@ -10,13 +10,17 @@ from collections import defaultdict
 
 HEADER = re.compile(r"^== round (\d+) threads (\d+) process \d+$")
 NNOPT = re.compile(r"/(\w+)\.nnir: @\w+ batch \d+: median ([0-9.]+) ms .* ([0-9]+) MACs/sample")
+MACHINE = re.compile(r"^machine: .*")
 ORT = re.compile(r"/(\w+)\.onnx: onnxruntime \S+ \d+ thread\(s\) batch \d+: median ([0-9.]+) ms")
 
 times = defaultdict(list)  # (round, threads, side, model) -> per-process medians
 macs = {}
 key = None
+machines = set()
 for line in sys.stdin:
-    if m := HEADER.match(line.strip()):
+    if MACHINE.match(line):
+        machines.add(line.strip())
+    elif m := HEADER.match(line.strip()):
         key = (int(m[1]), int(m[2]))
     elif key and (m := NNOPT.search(line)):
         times[key + ("nnopt", m[1])].append(float(m[2]))
@@ -25,6 +29,9 @@ for line in sys.stdin:
         times[key + ("ort", m[1])].append(float(m[2]))
 
 rows = sorted({k[:2] for k in times})
+# `nnopt bench` names the CPU and the target it compiled for: figures only compare on equal ones.
+for m in sorted(machines):
+    print(m)
 print("round threads model          nnopt ms  ort ms  nnopt/ort  (per-process nnopt | ort)")
 for rnd, th in rows:
     for model in ["resnet", "resnet_pruned", "mlp", "mlp_pruned"]:

@@ -1,5 +1,6 @@
 # lit configuration for nnopt: the MLIR way (RUN/CHECK lines, one feature per file).
 import os
+import platform
 import subprocess
 
 import lit.formats
@@ -38,3 +39,8 @@ def nnopt_has_mlir(binary):
 # --no-default-features build reports them UNSUPPORTED instead of failing them.
 if nnopt_has_mlir(os.path.join(nnopt_bin, "nnopt")):
     config.available_features.add("mlir")
+
+# Tests that force x86 targets (`--target-cpu=x86-64-v4`, ...) need an x86 host: the JIT
+# compiles for the architecture it runs on.
+if platform.machine() in ("x86_64", "AMD64"):
+    config.available_features.add("x86")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set-up, then every test: cargo test (unit, snapshot, property), clippy, fmt, the lit suite, and
 # the Python ONNX tests (onnxruntime oracle, onnx backend node-test conformance, the
-# torch.onnx.export graphs of tests/torch) in .venv.
+# torch.onnx.export graphs of tests/torch, a smoke run of bench/real_models.sh) in .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -20,3 +20,6 @@ cargo test
 .venv/bin/python tests/python/test_onnx_oracle.py
 .venv/bin/python tests/python/test_onnx_conformance.py
 .venv/bin/python tests/python/test_torch_models.py
+# The real-model benchmark's driver on its smallest model, one run: fails if nnopt bench's output
+# stops parsing (bench/README.md; `test_torch_models.py bench/models` checks every fixture, slowly).
+NNOPT=target/debug/nnopt bench/real_models.sh --models transformer --batches 1 --threads 1 --runs 1

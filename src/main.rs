@@ -8,12 +8,12 @@
 use clap::{CommandFactory, Parser, Subcommand};
 use nnopt::passes;
 use nnopt::tool::bench::{bench_command, BenchOptions};
-use nnopt::tool::compile::{compile_command, CompileOptions};
+use nnopt::tool::compile::{compile_command, CompileArgs};
 use nnopt::tool::convert::{convert, Direction};
 use nnopt::tool::equivalence::EquivalenceOptions;
 use nnopt::tool::format::Format;
 use nnopt::tool::list::{list_ops, list_passes};
-use nnopt::tool::mlir::EmitStage;
+use nnopt::tool::mlir::{EmitStage, TargetSpec};
 use nnopt::tool::opt::{opt, EmitOptions, OptOptions, PassOptions};
 use nnopt::tool::run::RunOptions;
 use nnopt::tool::{self, args, Exit};
@@ -163,6 +163,8 @@ struct EmitArgs {
     #[arg(long, default_value_t = 1, requires = "emit",
           value_parser = clap::value_parser!(u64).range(1..=256))]
     threads: u64,
+    #[command(flatten)]
+    target: TargetSpec,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -205,21 +207,6 @@ struct ConvertArgs {
 }
 
 #[derive(clap::Args, Debug)]
-struct CompileArgs {
-    /// The NNIR (or .onnx) file.
-    input: PathBuf,
-    /// The artifact, NAME.so or NAME.o: its symbols start with NAME_ (as a C identifier).
-    #[arg(short = 'o', long = "output", value_name = "FILE")]
-    output: PathBuf,
-    /// The function to compile (default: the first).
-    #[arg(long, value_name = "NAME")]
-    func: Option<String>,
-    /// The size given to every dynamic dimension of the inputs.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
-    batch: u32,
-}
-
-#[derive(clap::Args, Debug)]
 struct RunArgs {
     /// The NNIR file (`-` for stdin).
     input: PathBuf,
@@ -242,6 +229,8 @@ struct RunArgs {
     /// Bypass the compiled-code cache ($XDG_CACHE_HOME/nnopt, default ~/.cache/nnopt).
     #[arg(long, conflicts_with = "interp")]
     no_cache: bool,
+    #[command(flatten)]
+    target: TargetSpec,
     /// One .npy file per function argument (f32, or f64 rounded to f32): in order, or as
     /// NAME=FILE for the argument %NAME.
     #[arg(long = "input", value_name = "[NAME=]NPY")]
@@ -281,6 +270,8 @@ struct BenchArgs {
     /// Bypass the compiled-code cache (to time a real compile).
     #[arg(long)]
     no_cache: bool,
+    #[command(flatten)]
+    target: TargetSpec,
 }
 
 impl From<&OptArgs> for OptOptions {
@@ -306,6 +297,7 @@ impl From<&OptArgs> for OptOptions {
                 stage: stage.into(),
                 mlir_pipeline: a.emit.mlir_pipeline.clone(),
                 threads: a.emit.threads,
+                target: a.emit.target.clone(),
             }),
         }
     }
@@ -347,6 +339,7 @@ impl From<&RunArgs> for RunOptions {
             func: a.func.clone(),
             threads: a.threads,
             cache: !a.no_cache,
+            target: a.target.clone(),
             inputs: a.inputs.clone(),
             outputs: a.outputs.clone(),
         }
@@ -364,6 +357,7 @@ impl From<&BenchArgs> for BenchOptions {
             threads: a.threads,
             mlir_pipeline: a.mlir_pipeline.clone(),
             cache: !a.no_cache,
+            target: a.target.clone(),
         }
     }
 }
@@ -375,12 +369,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Some(Command::Run(args)) => tool::run::run(&args.into()),
         Some(Command::Bench(args)) => bench_command(&args.into()),
-        Some(Command::Compile(a)) => compile_command(&CompileOptions {
-            input: a.input.clone(),
-            output: a.output.clone(),
-            func: a.func.clone(),
-            batch: a.batch,
-        }),
+        Some(Command::Compile(a)) => compile_command(a),
         Some(Command::Import(a)) => convert(&a.input, &a.output, Direction::Import),
         Some(Command::Export(a)) => convert(&a.input, &a.output, Direction::Export),
         None if cli.opt.list_ops => {

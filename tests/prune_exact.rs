@@ -4,70 +4,16 @@
 //! inputs, that the result verifies, and (for MLPs) that the parameter count equals an
 //! independent computation of which neurons must go.
 
+#[path = "common/nnir.rs"]
+mod nnir;
+use nnir::{assert_same_outputs, list, load, nested4, params, prune, prune_with};
+
 use ndarray::ArrayD;
-use nnopt::diag::SourceMap;
-use nnopt::ir::{Module, OpKind};
-use nnopt::tool::load;
-use nnopt::{interp, passes};
+use nnopt::ir::OpKind;
+use nnopt::passes;
 use proptest::prelude::*;
-use std::path::Path;
 
-fn load(text: &str) -> Module {
-    let mut sources = SourceMap::new();
-    let file = sources.add("generated.nnir", text.to_string());
-    let mut diags = Vec::new();
-    match load::load(text, file, 0, Path::new("."), &mut diags) {
-        Some(m) => m,
-        None => panic!("{}\n{text}", sources.emit_to_string(&diags)),
-    }
-}
-
-fn prune(m: &Module) -> Module {
-    prune_with(m, passes::PRUNE_PIPELINE)
-}
-
-fn prune_with(m: &Module, pipeline: &str) -> Module {
-    let mut m = m.clone();
-    let pipeline = passes::PassManager::parse(pipeline, None).unwrap();
-    let mut cx = passes::PassContext::default();
-    if let Err(e) = pipeline.run(&mut m, true, &mut cx, |_, _, _| {}) {
-        panic!("pruning broke the IR: {e:?}");
-    }
-    m
-}
-
-fn params(m: &Module) -> usize {
-    let f = &m.funcs[0];
-    f.ops()
-        .filter(|&op| matches!(f.kind(op), OpKind::Linear | OpKind::Conv2d { .. }))
-        .flat_map(|op| f.op(op).operands()[1..].to_vec())
-        .map(|v| f.ty(v).num_elements().unwrap() as usize)
-        .sum()
-}
-
-/// Outputs agree to 1e-5 relative to the output's scale, its largest magnitude (bias folding
-/// reassociates sums, and an element can be a small difference of large terms: a head of 192
-/// inputs with weights up to 6 gave 0.16066998 before pruning and 0.16065472 after, next to
-/// outputs of 73 and -213 in the same tensor).
-fn assert_same_outputs(before: &Module, after: &Module, inputs: &[ArrayD<f32>]) {
-    let a = interp::run(&before.funcs[0], inputs).expect("original runs");
-    let b = interp::run(&after.funcs[0], inputs).expect("pruned runs");
-    assert_eq!(a.len(), b.len());
-    for (x, y) in a.iter().zip(&b) {
-        assert_eq!(x.shape(), y.shape());
-        let scale = x.iter().chain(y.iter()).fold(0.0f32, |m, v| m.max(v.abs()));
-        for (p, q) in x.iter().zip(y.iter()) {
-            let tol = 1e-5 * (1.0 + scale);
-            assert!((p - q).abs() <= tol, "outputs differ: {p} vs {q}");
-        }
-    }
-}
-
-fn list(v: &[f32]) -> String {
-    let items: Vec<String> = v.iter().map(|x| format!("{x:?}")).collect();
-    format!("[{}]", items.join(", "))
-}
-
+/// `rows` as a nested NNIR literal.
 fn matrix(rows: &[Vec<f32>]) -> String {
     let items: Vec<String> = rows.iter().map(|r| list(r)).collect();
     format!("[{}]", items.join(", "))
@@ -438,24 +384,6 @@ fn conv_net_text(
     (s, vec![1, c0, hw as usize, hw as usize])
 }
 
-fn nested4(w: &[f32], out: usize, inp: usize, k: usize) -> String {
-    let mut s = String::from("[");
-    for j in 0..out {
-        s += if j > 0 { ", [" } else { "[" };
-        for i in 0..inp {
-            s += if i > 0 { ", [" } else { "[" };
-            for r in 0..k {
-                let row = &w[((j * inp + i) * k + r) * k..][..k];
-                s += if r > 0 { ", " } else { "" };
-                s += &list(row);
-            }
-            s += "]";
-        }
-        s += "]";
-    }
-    s + "]"
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 100, ..ProptestConfig::default() })]
 
@@ -604,21 +532,31 @@ proptest! {
 /// pruning. Fewer cases than the pruning properties: each case
 /// compiles two modules with LLVM at -O3.
 #[cfg(feature = "mlir")]
-fn assert_jit_matches_interp(m: &Module, inputs: &[ArrayD<f32>]) {
+fn assert_jit_matches_interp(m: &nnopt::ir::Module, inputs: &[ArrayD<f32>]) {
     let f = &m.funcs[0];
-    let want = interp::run(f, inputs).expect("interpreter runs");
+    let want = nnopt::interp::run(f, inputs).expect("interpreter runs");
     // One compile at a time: the two JIT properties run on parallel test threads, and MLIR/LLVM
     // keep process-global registries (a race on one crashed a CI run).
     static COMPILE: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _serial = COMPILE.lock().unwrap_or_else(|e| e.into_inner());
     for threads in [1, 2] {
-        let got = nnopt::lower::compile_and_run(m, &f.name, inputs, None, threads, None)
-            .unwrap_or_else(|d| {
-                panic!(
-                    "compiled run failed: {d:?}\n{}",
-                    nnopt::syntax::printer::print_module(m)
-                )
-            });
+        let got = nnopt::lower::compile_and_run(
+            m,
+            &f.name,
+            inputs,
+            &nnopt::lower::CompileOptions {
+                pipeline: None,
+                threads,
+                target: &nnopt::lower::Target::host(),
+                cache: None,
+            },
+        )
+        .unwrap_or_else(|d| {
+            panic!(
+                "compiled run failed: {d:?}\n{}",
+                nnopt::syntax::printer::print_module(m)
+            )
+        });
         assert_eq!(want.len(), got.len());
         for (x, y) in want.iter().zip(&got) {
             assert_eq!(x.shape(), y.shape());

@@ -9,12 +9,16 @@ pub mod fold_scatter_into_consumer;
 pub mod remove_identity;
 pub mod remove_identity_scatter;
 pub mod sink_scatter;
+pub mod sink_scatter_past_constant;
+pub mod sink_scatter_through_concat;
 
 pub use constant_fold::ConstantFold;
 pub use fold_scatter_into_consumer::FoldScatterIntoConsumer;
 pub use remove_identity::RemoveIdentity;
 pub use remove_identity_scatter::RemoveIdentityScatter;
 pub use sink_scatter::SinkScatter;
+pub use sink_scatter_past_constant::SinkScatterPastConstant;
+pub use sink_scatter_through_concat::SinkScatterThroughConcat;
 
 use super::{Pass, PassContext, PassInfo, PassOptions};
 use crate::ir::Function;
@@ -22,7 +26,7 @@ use crate::rewrite::{apply_patterns_greedily, GreedyConfig, Pattern};
 
 pub const INFO: PassInfo = PassInfo {
     name: "canonicalize",
-    summary: "local clean-ups: removes nn.identity and identity nn.scatter, folds ops whose operands are all constant (f32, by the interpreter's kernels), folds an nn.scatter into the nn.linear/nn.conv2d that reads it (dropping input columns, adding the fill's contribution to the bias), and moves scatters below activations and below add/sub/mul of two like scatters",
+    summary: "local clean-ups: removes nn.identity and identity nn.scatter, folds ops whose operands are all constant (f32, by the interpreter's kernels), folds an nn.scatter into the nn.linear/nn.conv2d that reads it (dropping input columns, adding the fill's contribution to the bias), and moves scatters below activations, per-channel pools, add/sub/mul of two like scatters or of a scatter and a per-channel constant, and concats",
     options: &[],
     parse: |_: &PassOptions| Ok(Box::new(Canonicalize)),
 };
@@ -35,6 +39,8 @@ pub const PATTERNS: &[&dyn Pattern<PassContext>] = &[
     &RemoveIdentityScatter,
     &FoldScatterIntoConsumer,
     &SinkScatter,
+    &SinkScatterPastConstant,
+    &SinkScatterThroughConcat,
 ];
 
 /// The pass: [`PATTERNS`] to a fixpoint.

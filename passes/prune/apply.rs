@@ -3,6 +3,7 @@
 //! convs on the way, and restores the full width with `nn.scatter` at every other use.
 
 use super::fanout::Site;
+use super::groups::{absorb_grouped, take_columns};
 use super::plan::Plan;
 use crate::ir::{Dim, OpId, OpKind, Tensor, ValueId};
 use crate::passes::absorb::absorb_columns;
@@ -73,12 +74,21 @@ pub fn apply(rw: &mut Rewriter, op: OpId, plan: &Plan, cx: &mut PassContext) {
         // per-position map added after it, not into its bias.
         let border = if plan.padded[c_idx] && !absorbed.is_empty() {
             let m = plan.maps[c_idx].as_ref().expect("chosen only with a map");
-            Some(m.values(cw, &absorbed))
+            Some(m.values(cw, plan.consumer_groups[c_idx], &absorbed))
         } else {
             None
         };
-        let touched = border.is_none() && absorb_columns(cw, &absorbed, &mut b);
-        let new_w = rw.derived_constant_before(c, cw.take(1, &site.positions(keep)), c_ops[1]);
+        let groups = plan.consumer_groups[c_idx];
+        let touched = border.is_none()
+            && match groups {
+                1 => absorb_columns(cw, &absorbed, &mut b),
+                g => absorb_grouped(cw, g, &absorbed, &mut b),
+            };
+        let kept_w = match groups {
+            1 => cw.take(1, &site.positions(keep)),
+            g => take_columns(cw, g, keep),
+        };
+        let new_w = rw.derived_constant_before(c, kept_w, c_ops[1]);
         let mut operands = vec![c_ops[0], new_w];
         if touched || old_b.is_some() {
             let elem = old_b.as_ref().map_or(cw.elem(), Tensor::elem);

@@ -50,14 +50,16 @@ impl BorderMap {
         self.c_out * self.oh * self.ow
     }
 
-    /// `M[k, oh, ow] = Σ_j a_j Σ_{(r, c) inside} W[k, j, r, c]` for `(positions [j], a_j)`.
+    /// `M[k, oh, ow] = Σ_j a_j Σ_{(r, c) inside} W[k, j, r, c]` for `(positions [j], a_j)`;
+    /// with `groups` > 1, over the channels `j` of filter `k`'s group only, at their column
+    /// `j mod C_in/groups`.
     ///
     /// Which taps are inside depends only on the output row's and column's distance to the
     /// border, so positions fall into a few classes (all interior positions are one): each
     /// class's value is computed once per output channel and copied to its positions. The
     /// additions happen in the same order as a per-position sum, so the map is the same bit
     /// for bit, without a sum of C_out·OH·OW·KH·KW terms per constant channel.
-    pub fn values(&self, w: &Tensor, absorbed: &[(Vec<usize>, f32)]) -> Vec<f32> {
+    pub fn values(&self, w: &Tensor, groups: usize, absorbed: &[(Vec<usize>, f32)]) -> Vec<f32> {
         let s = w.shape();
         let (cin, kh, kw) = (s[1] as usize, s[2] as usize, s[3] as usize);
         // The inside-taps mask of every output row (column), deduplicated into classes.
@@ -85,11 +87,13 @@ impl BorderMap {
         let nc = col_masks.len();
         let mut class_value = vec![0.0f32; row_masks.len() * nc];
         let mut m = vec![0.0f32; self.size()];
+        let out_per_group = self.c_out / groups.max(1);
         for k in 0..self.c_out {
             class_value.fill(0.0);
             for (positions, a) in absorbed {
-                for &j in positions {
-                    let taps = w.f32_slice((k * cin + j) * kh * kw..(k * cin + j + 1) * kh * kw);
+                for &j in positions.iter().filter(|&&j| j / cin == k / out_per_group) {
+                    let i = j % cin;
+                    let taps = w.f32_slice((k * cin + i) * kh * kw..(k * cin + i + 1) * kh * kw);
                     for (ri, rm) in row_masks.iter().enumerate() {
                         for (ci, cm) in col_masks.iter().enumerate() {
                             let mut sum = 0.0f32;

@@ -57,9 +57,9 @@ pub fn fanout(f: &Function, r: ValueId, axis: usize) -> Fanout {
             let kind = f.kind(u.op);
             let in_rank = f.ty(v).rank();
             // The consumer's input features must be the channels: the last axis of a linear's
-            // input, axis 1 of an ungrouped conv's.
+            // input, axis 1 of a conv's (a grouped one keeps its groups equal, `groups.rs`).
             let features = match kind {
-                OpKind::Conv2d { groups, .. } => *groups == 1 && axis == 1 && site.scale == 1,
+                OpKind::Conv2d { .. } => axis == 1 && site.scale == 1,
                 OpKind::Linear => axis + 1 == in_rank,
                 _ => false,
             };

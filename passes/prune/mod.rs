@@ -18,6 +18,8 @@ pub mod apply;
 pub mod border_map;
 pub mod dead_neuron_elimination;
 pub mod fanout;
+pub mod groups;
+pub mod liveness;
 pub mod plan;
 pub mod residual_cost;
 

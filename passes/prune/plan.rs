@@ -4,11 +4,13 @@
 
 use super::border_map::BorderMap;
 use super::fanout::{fanout, Fanout};
+use super::groups::{balance, column_is_zero};
+use super::liveness::Liveness;
 use super::residual_cost::{scatter_tradeoff, Layer};
 use super::Residual;
 use crate::diag::Diagnostic;
 use crate::ir::{Function, OpId, OpKind, OpTag, Tensor};
-use crate::passes::analysis::{is_zero, ConstAnalysis};
+use crate::passes::analysis::ConstAnalysis;
 use crate::rewrite::{ensure, MatchFailure};
 use std::collections::BTreeSet;
 
@@ -21,8 +23,9 @@ pub struct Plan {
     /// P's weight and bias.
     pub w: Tensor,
     pub bias: Option<Tensor>,
-    /// The weight of each consumer, in `fan.consumers` order.
+    /// The weight and the `groups` of each consumer, in `fan.consumers` order.
     pub consumer_w: Vec<Tensor>,
+    pub consumer_groups: Vec<usize>,
     /// Per consumer: the constant `a_j` it sees for neuron `j`, if any.
     pub seen: Vec<Vec<Option<f32>>>,
     /// Per value in `fan.others`: the constant each neuron carries there (the scatter's fill).
@@ -54,7 +57,7 @@ struct Why {
 }
 
 /// Plans the elimination of the constant or ignored neurons of `op` (an `nn.linear` or an
-/// ungrouped `nn.conv2d`).
+/// `nn.conv2d`; a grouped one loses the same number of filters from every group).
 pub fn plan(f: &Function, op: OpId, analysis: &ConstAnalysis, residual: Residual) -> Decision {
     let mut why = Why::default();
     let plan = plan_with_remark(f, op, analysis, residual, &mut why);
@@ -76,9 +79,10 @@ fn plan_with_remark(
     let data = f.op(op);
     let tag = data.tag();
     let r = data.result().ok_or(MatchFailure("no result"))?;
-    if let OpKind::Conv2d { groups, .. } = data.kind {
-        ensure(groups == 1, "a grouped conv")?;
-    }
+    let own_groups = match data.kind {
+        OpKind::Conv2d { groups, .. } => groups as usize,
+        _ => 1,
+    };
     let ins = data.operands().to_vec();
     let w = f
         .constant_of(ins[1])
@@ -135,19 +139,39 @@ fn plan_with_remark(
                 .collect()
         })
         .collect();
+    let consumer_groups: Vec<usize> = fan
+        .consumers
+        .iter()
+        .map(|&(c, _)| match f.kind(c) {
+            OpKind::Conv2d { groups, .. } => *groups as usize,
+            _ => 1,
+        })
+        .collect();
     let padded: Vec<bool> = fan
         .consumers
         .iter()
         .map(|&(c, _)| matches!(f.kind(c), OpKind::Conv2d { pads, .. } if pads.iter().any(|&p| p > 0)))
         .collect();
     // The constant each scattered value carries.
+    // A channel that no op reads there (backward liveness through element-wise ops,
+    // `liveness.rs`) can be restored with any fill: 0.
+    let mut liveness = Liveness::new(f, zero_threshold);
     let fills: Vec<Vec<Option<f32>>> = fan
         .others
         .iter()
         .map(|&(v, site)| {
             let fx = analysis.facts(v);
-            (0..n)
+            let known: Vec<Option<f32>> = (0..n)
                 .map(|j| fx.and_then(|fx| fx.constant(j * site.scale)))
+                .collect();
+            if site.scale != 1 || known.iter().all(Option::is_some) {
+                return known;
+            }
+            let unread = liveness.unread(v, site.axis, n);
+            known
+                .iter()
+                .zip(unread)
+                .map(|(&c, u)| c.or(u.then_some(0.0)))
                 .collect()
         })
         .collect();
@@ -168,10 +192,11 @@ fn plan_with_remark(
             let ignored = consumer_w
                 .iter()
                 .zip(&fan.consumers)
-                .all(|(cw, (_, site))| {
+                .zip(&consumer_groups)
+                .all(|((cw, (_, site)), &g)| {
                     site.positions(&[j])
                         .into_iter()
-                        .all(|p| column_is_zero(cw, p, zero_threshold))
+                        .all(|p| column_is_zero(cw, g, p, zero_threshold))
                 });
             let foldable = (0..fan.consumers.len()).all(|c| match seen[c][j] {
                 Some(a) => !padded[c] || a == 0.0 || map_allowed[c],
@@ -179,8 +204,10 @@ fn plan_with_remark(
             });
             if scatterable && (ignored || foldable) {
                 remove.insert(j);
-                // A neuron that also reaches other uses is restored there as a constant.
-                if ignored && fan.others.is_empty() && !fan.consumers.is_empty() {
+                // A neuron that also reaches other uses is restored there as a constant,
+                // unless no op reads it there (then it is not constant, and unused).
+                let unread = !constant[j];
+                if ignored && (unread || fan.others.is_empty() && !fan.consumers.is_empty()) {
                     unused.insert(j);
                 }
             } else if constant[j] && scatterable && (0..fan.consumers.len()).any(|c| padded[c]) {
@@ -193,10 +220,11 @@ fn plan_with_remark(
     let (mut remove, mut unused, mut border_kept) = choose(&map_allowed);
     // A map larger than the weights the removal saves is not a saving: keep those neurons.
     let row_size = w.len() / n.max(1);
-    // The weights of one input column of each consumer.
+    // The weights of one input column of each consumer (the filters of one group read it).
     let column_sizes: Vec<usize> = consumer_w
         .iter()
-        .map(|cw| cw.len() / cw.shape()[1].max(1) as usize)
+        .zip(&consumer_groups)
+        .map(|(cw, &g)| cw.len() / (cw.shape()[1] as usize * g).max(1))
         .collect();
     let saved: usize = remove.len() * (row_size + column_sizes.iter().sum::<usize>());
     let mut recheck = false;
@@ -234,6 +262,32 @@ fn plan_with_remark(
         remove.pop_first();
         why.kept = Some((1, "last channel"));
     }
+    // Grouped convs (this one, or a consumer) keep equal groups; trimming for one grouping
+    // cannot unbalance another that was balanced, but may leave it with less to trim, so
+    // repeat until none trims.
+    let groupings: Vec<(usize, usize)> = std::iter::once((own_groups, n / own_groups.max(1)))
+        .chain(
+            consumer_groups
+                .iter()
+                .zip(&consumer_w)
+                .map(|(&g, cw)| (g, cw.shape()[1] as usize)),
+        )
+        .filter(|&(g, _)| g > 1)
+        .collect();
+    let mut unbalanced = 0;
+    loop {
+        let trimmed: usize = groupings
+            .iter()
+            .map(|&(g, block)| balance(&mut remove, g, block))
+            .sum();
+        if trimmed == 0 {
+            break;
+        }
+        unbalanced += trimmed;
+    }
+    if unbalanced > 0 {
+        why.kept = Some((unbalanced, "equal groups"));
+    }
     ensure(!remove.is_empty(), "no neuron can be removed")?;
     if residual == Residual::Auto && !fan.others.is_empty() {
         let layer = Layer {
@@ -269,6 +323,7 @@ fn plan_with_remark(
         w,
         bias,
         consumer_w,
+        consumer_groups,
         seen,
         fills,
         padded,
@@ -276,15 +331,5 @@ fn plan_with_remark(
         remove,
         keep,
         unused,
-    })
-}
-
-/// Whether input column `j` of `w` (`[out, in, window...]`) counts as zero in every row.
-fn column_is_zero(w: &Tensor, j: usize, zero_threshold: f32) -> bool {
-    let s = w.shape();
-    let window: usize = s[2..].iter().product::<u64>() as usize;
-    (0..s[0] as usize).all(|k| {
-        let base = (k * s[1] as usize + j) * window;
-        (base..base + window).all(|i| is_zero(w.get(i), zero_threshold))
     })
 }

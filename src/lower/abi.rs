@@ -15,7 +15,8 @@
 //! The ops that build this convention are lowered in `boundary.rs`.
 
 use super::mlir_ops::{f32_type, DYNAMIC};
-use super::schedule::{self, Layer};
+use super::schedule::Layer;
+use super::target::Target;
 use crate::ir::{Tensor, TensorType};
 use melior::ir::r#type::MemRefType;
 use melior::ir::{Module as MlirModule, Type};
@@ -58,17 +59,17 @@ impl DimVal {
 pub struct WeightArg {
     pub name: String,
     pub value: Tensor,
-    /// The argument is `value` (`[N, K]`) packed by [`pack_dense`]: the weight of a scheduled
-    /// dense layer. [`jit::Jit::compile`] packs it once.
-    pub packed: bool,
+    /// `Some(tn)`: the argument is `value` (`[N, K]`) packed by [`pack_dense`] into panels of
+    /// `tn` columns: the weight of a scheduled dense layer. [`jit::Jit::compile`] packs it
+    /// once.
+    pub packed: Option<u64>,
 }
 
 impl WeightArg {
     /// The shape of the argument.
     pub fn arg_shape(&self) -> Vec<u64> {
         let s = self.value.shape();
-        if self.packed {
-            let tn = schedule::DENSE_TILE.1;
+        if let Some(tn) = self.packed {
             vec![s[0].div_ceil(tn), s[1], tn]
         } else {
             s.to_vec()
@@ -106,4 +107,6 @@ pub struct Lowered<'c> {
     /// The layers whose ops carry schedule marks (`nnopt.*` attributes, see `marks.rs`),
     /// indexed by the marks' values.
     pub layers: Vec<Layer>,
+    /// The CPU the module is lowered and scheduled for.
+    pub target: Target,
 }

@@ -11,10 +11,11 @@
 //! `free` are the C library's. The code is single-threaded: the async runtime of `--threads`
 //! lives in nnopt (`async_runtime.rs`) and is not part of the artifact.
 
-use super::abi::{Lowered, Signature};
+use super::abi::Signature;
 use super::entry::{context, lower_module, specialized};
-use super::jit::{lower_to_llvm, pack_weights, Pipeline};
-use super::object::{emit_object, Target};
+use super::jit::{lower_to_llvm, prepare_weights, Pipeline};
+use super::object::emit_object;
+use super::target::Target;
 use crate::diag::Diagnostic;
 use crate::ir;
 use ndarray::{ArrayD, IxDyn};
@@ -35,31 +36,29 @@ fn internal_name(prefix: &str, name: &str) -> String {
     format!("{prefix}__impl_{name}")
 }
 
-/// Compiles function `func` of `m` for inputs of `shapes` into an [`Artifact`] whose symbols
-/// start with `prefix` (a C identifier).
+/// Compiles function `func` of `m` for inputs of `shapes` and for `target` into an
+/// [`Artifact`] whose symbols start with `prefix` (a C identifier).
 pub fn compile_artifact(
     m: &ir::Module,
     func: &str,
     shapes: &[Vec<usize>],
     prefix: &str,
+    target: &Target,
 ) -> Result<Artifact, Vec<Diagnostic>> {
     let inputs: Vec<ArrayD<f32>> = shapes.iter().map(|s| ArrayD::zeros(IxDyn(s))).collect();
     let cx = context();
-    let Lowered {
-        mut module,
-        mut signatures,
-        layers,
-    } = lower_module(&cx, &specialized(m, func, &inputs)?)?;
-    pack_weights(&mut signatures);
+    let mut lowered = lower_module(&cx, &specialized(m, func, &inputs)?, target)?;
+    prepare_weights(&mut lowered.signatures);
     let fail = |e: String| vec![Diagnostic::error(e).at(m.span)];
-    let pipeline = Pipeline::choose(&cx, &module, &layers, None, 1).map_err(fail)?;
-    lower_to_llvm(&cx, &mut module, pipeline, 1).map_err(fail)?;
+    let pipeline = Pipeline::choose(&cx, &lowered, None, 1).map_err(fail)?;
+    lower_to_llvm(&cx, &mut lowered, pipeline, 1).map_err(fail)?;
     // Defined functions, and the one runtime function the glue defines; the C library's stay.
     let rename = |name: &str, declared: bool| {
         (!declared || name == "memrefCopy").then(|| internal_name(prefix, name))
     };
-    let object = emit_object(&module, &Target::host(), Some(&rename)).map_err(fail)?;
-    let signature = signatures
+    let object = emit_object(&lowered.module, target, Some(&rename)).map_err(fail)?;
+    let signature = lowered
+        .signatures
         .into_iter()
         .find(|s| s.name == func)
         .ok_or_else(|| vec![Diagnostic::error(format!("no function @{func}")).at(m.span)])?;

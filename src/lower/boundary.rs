@@ -75,6 +75,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         if packed {
             self.packed.insert(r);
         }
+        let packed = packed.then_some(self.tiles.dense.1);
         let arg = WeightArg {
             name: name.to_string(),
             value: value.clone(),

@@ -1,13 +1,15 @@
 //! `nn.conv2d`: picks the form of each conv. Unit-stride convs with groups 1 and a static
 //! batch are scheduled as flat convs (`flat_conv.rs`); strided 1x1 convs become a strided
 //! slice and a flat conv; strided convs with larger kernels a flat conv over the input's
-//! phases ([`Lower::conv_phases`]); everything else (dilated, dynamic batch, depthwise,
-//! grouped) the named linalg convs, unscheduled.
+//! phases ([`Lower::conv_phases`]); depthwise convs a sliding window whose innermost loop is
+//! the output column (`window.rs`); everything else (dilated, dynamic batch, grouped) the named
+//! linalg convs, unscheduled.
 
 use super::abi::{shape, DimVal};
 use super::flat_conv::{FlatConv, FlatSource};
 use super::mlir_ops::{i64_elements, id, tensor_type, BResult};
 use super::state::{LResult, Lower, View};
+use super::window::Window;
 use crate::ir::{OpId, ValueId};
 use melior::ir::Value;
 
@@ -148,14 +150,23 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
                 &[vec![0, 1], vec![2], vec![3]],
                 tensor_type(cx, &[c as i64, kh, kw]),
             )?;
+            // The input cut to the rows and columns the window reads: padding or a stride can
+            // leave more, and with an output size of 1 the unit-dim folding of generics (the
+            // schedule's canonicalization) then turned the window into an invalid identity map.
+            let reach = |o: u64, s: u64, k: i64, d: u64| (o - 1) * s + (k as u64 - 1) * d + 1;
+            let mut rd = xpd.clone();
+            rd[2] = DimVal::Static(reach(ho, strides[0], kh, dilations[0]));
+            rd[3] = DimVal::Static(reach(wo, strides[1], kw, dilations[1]));
+            let xr = if rd == xpd {
+                xp
+            } else {
+                let dn = self.dyn_sizes(&rd)?;
+                self.e
+                    .extract_slice(xp, &[0; 4], &shape(&rd), &dn, self.ty(&rd))?
+            };
             let zeros = self.filled(0.0, &out)?;
-            self.e.named_linalg(
-                "linalg.depthwise_conv_2d_nchw_chw",
-                &[xp, wc],
-                zeros,
-                self.ty(&out),
-                &attrs,
-            )?
+            let win = Window { strides, dilations };
+            self.depthwise_window(xr, wc, zeros, &out, win)?
         } else {
             // Grouped: split channels into [G, C/G] and filters into [G, F/G].
             let g = groups as i64;

@@ -6,18 +6,18 @@
 
 use super::abi::DimVal;
 use super::mlir_ops::{affine_map_attr, dense_i64, id, map, tensor_type, BResult};
-use super::schedule::{self, Layer};
+use super::schedule::Layer;
 use super::state::{LResult, Lower, View};
 use crate::ir::{Dim, ElemType, OpId, OpKind, Tensor, ValueId};
 use melior::ir::attribute::ArrayAttribute;
 use melior::ir::{Attribute, Value};
 
-/// A dense layer's weight `w[N, K]` as panels of `TN` = [`schedule::DENSE_TILE`]`.1` columns of
-/// `W^T`: `[ceil(N / TN), K, TN]`, zero past row `N`. A register tile of the packed kernel then
+/// A dense layer's weight `w[N, K]` as panels of `tn` (the target's `schedule::dense_tile`'s
+/// `TN`) columns of `W^T`: `[ceil(N / TN), K, TN]`, zero past row `N`. A register tile of the packed kernel then
 /// reads each reduction step's `TN` weights from one contiguous run, where rows of an unpacked
 /// `W^T` are `4 N` bytes apart, a stride that defeats the caches (`docs/performance.md`).
-pub fn pack_dense(w: &Tensor) -> Tensor {
-    let tn = schedule::DENSE_TILE.1 as usize;
+pub fn pack_dense(w: &Tensor, tn: u64) -> Tensor {
+    let tn = tn as usize;
     let (n, k) = (w.shape()[0] as usize, w.shape()[1] as usize);
     let nb = n.div_ceil(tn);
     let src = w.to_f32_vec();
@@ -116,11 +116,11 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         if self.packed.contains(&v) {
             return Ok(w);
         }
-        let tn = schedule::DENSE_TILE.1;
+        let tn = self.tiles.dense.1;
         let nb = n.div_ceil(tn);
         let sizes = [nb as i64, k as i64, tn as i64];
         if let Some(OpKind::Constant(t)) = self.f.producer_kind(v) {
-            let p = pack_dense(t);
+            let p = pack_dense(t, tn);
             return self.e.dense_f32(
                 &sizes,
                 p.raw_bytes().expect("invariant: packed is contiguous"),
@@ -224,7 +224,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         k: u64,
     ) -> LResult<()> {
         let cx = self.cx;
-        let tn = schedule::DENSE_TILE.1;
+        let tn = self.tiles.dense.1;
         let npad = n.next_multiple_of(tn);
         let nb = npad / tn;
         let s = DimVal::Static;
@@ -264,7 +264,17 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
             None => kernel,
         };
         self.record_layer(op, kernel, y, Layer::Dense { m, n: npad, k })?;
-        self.define_view(op, y, View::Cols { m: xd[0], n, npad }, None)?;
+        self.define_view(
+            op,
+            y,
+            View::Cols {
+                m: xd[0],
+                n,
+                npad,
+                tn,
+            },
+            None,
+        )?;
         Ok(())
     }
 }

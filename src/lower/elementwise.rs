@@ -3,6 +3,7 @@
 //! matches the interpreter's `OpKind::eval_unary`.
 
 use super::abi::DimVal;
+use super::approx;
 use super::mlir_ops::{BResult, Emitter};
 use super::state::{LResult, Lower};
 use crate::ir::{self, OpId, OpKind, ValueId};
@@ -12,7 +13,8 @@ use melior::ir::{Block, Value};
 const CMPF_UGE: i64 = 10;
 
 /// The scalar body of an activation, matching `OpKind::eval_unary` (NaN propagation included;
-/// the interpreter evaluates sigmoid and GELU in f64, this in f32, within 1e-6 relative).
+/// the interpreter evaluates sigmoid and GELU in f64, this in f32 with the polynomial `exp`,
+/// `tanh` and `erf` of `approx.rs`, within their bounds).
 pub(super) fn activation<'c, 'x>(
     e: &Emitter<'c, 'x, Block<'c>>,
     kind: &OpKind,
@@ -21,7 +23,7 @@ pub(super) fn activation<'c, 'x>(
     let sigmoid = |x: Value<'c, 'x>| -> BResult<Value<'c, 'x>> {
         let one = e.f32_const(1.0)?;
         let n = e.unf("arith.negf", x)?;
-        let ex = e.unf("math.exp", n)?;
+        let ex = approx::exp(e, n)?;
         let den = e.binf("arith.addf", one, ex)?;
         e.binf("arith.divf", one, den)
     };
@@ -45,7 +47,7 @@ pub(super) fn activation<'c, 'x>(
             e.binf("arith.minimumf", m, hi)
         }
         OpKind::Sigmoid => sigmoid(x),
-        OpKind::Tanh => e.unf("math.tanh", x),
+        OpKind::Tanh => approx::tanh(e, x),
         OpKind::Gelu {
             approximate: ir::GeluApprox::None,
         } => {
@@ -53,7 +55,7 @@ pub(super) fn activation<'c, 'x>(
             let one = e.f32_const(1.0)?;
             let r2 = e.f32_const(std::f32::consts::SQRT_2)?;
             let q = e.binf("arith.divf", x, r2)?;
-            let erf = e.unf("math.erf", q)?;
+            let erf = approx::erf(e, q)?;
             let s = e.binf("arith.addf", one, erf)?;
             let hx = e.binf("arith.mulf", half, x)?;
             e.binf("arith.mulf", hx, s)
@@ -70,7 +72,7 @@ pub(super) fn activation<'c, 'x>(
             let cx3 = e.binf("arith.mulf", c, x3)?;
             let inner = e.binf("arith.addf", x, cx3)?;
             let arg = e.binf("arith.mulf", k, inner)?;
-            let t = e.unf("math.tanh", arg)?;
+            let t = approx::tanh(e, arg)?;
             let s = e.binf("arith.addf", one, t)?;
             let hx = e.binf("arith.mulf", half, x)?;
             e.binf("arith.mulf", hx, s)

@@ -9,9 +9,10 @@ use super::abi::{memref_type, Lowered, Signature};
 use super::diag_capture::DiagCapture;
 use super::jit;
 use super::mlir_ops::{id, BuildError, Emitter, DYNAMIC};
-use super::schedule::Layer;
+use super::schedule::{Layer, Tiles};
 use super::specialize;
 use super::state::{Fail, Lower};
+use super::target::Target;
 use crate::diag::Diagnostic;
 use crate::ir::{self, ElemType, Function};
 use melior::dialect::DialectRegistry;
@@ -43,13 +44,19 @@ pub fn context() -> Context {
 
 /// Lowers every function of `m`. Unsupported ops and types are diagnostics at the op; a module
 /// MLIR's verifier rejects is an internal error carrying MLIR's diagnostics.
-pub fn lower_module<'c>(cx: &'c Context, m: &ir::Module) -> Result<Lowered<'c>, Vec<Diagnostic>> {
+/// The module is lowered for `target`: its register tiles fix the packed weights' layout.
+pub fn lower_module<'c>(
+    cx: &'c Context,
+    m: &ir::Module,
+    target: &Target,
+) -> Result<Lowered<'c>, Vec<Diagnostic>> {
+    let tiles = Tiles::for_target(target);
     let module = MlirModule::new(Location::unknown(cx));
     let mut signatures = Vec::new();
     let mut diags = Vec::new();
     let mut layers = Vec::new();
     for f in &m.funcs {
-        match lower_function(cx, f, &mut layers) {
+        match lower_function(cx, f, &mut layers, tiles) {
             Ok((op, sig)) => {
                 module.body().append_operation(op);
                 signatures.push(sig);
@@ -72,6 +79,7 @@ pub fn lower_module<'c>(cx: &'c Context, m: &ir::Module) -> Result<Lowered<'c>, 
         module,
         signatures,
         layers,
+        target: target.clone(),
     })
 }
 
@@ -80,6 +88,7 @@ fn lower_function<'c>(
     cx: &'c Context,
     f: &Function,
     layers: &mut Vec<Layer>,
+    tiles: Tiles,
 ) -> Result<(melior::ir::Operation<'c>, Signature), Vec<Diagnostic>> {
     let unknown = Location::unknown(cx);
     let mut inputs = Vec::new();
@@ -126,6 +135,7 @@ fn lower_function<'c>(
             views: HashMap::new(),
             packed: Default::default(),
             strided: Default::default(),
+            tiles,
         };
         l.run().map(|()| {
             (
@@ -204,49 +214,63 @@ pub enum Emit {
 }
 
 /// Lowers `m` and prints it as MLIR text at the requested stage, scheduled for `threads`
-/// worker threads.
+/// worker threads and compiled for `target`.
 pub fn emit_text(
     m: &ir::Module,
     emit: Emit,
     pipeline: Option<&str>,
     threads: u64,
+    target: &Target,
 ) -> Result<String, Vec<Diagnostic>> {
     let cx = context();
-    let mut lowered = lower_module(&cx, m)?;
+    let mut lowered = lower_module(&cx, m, target)?;
     let fail = |e: String| vec![Diagnostic::error(e).at(m.span)];
     let scheduled = match (emit, pipeline) {
         (Emit::Transform, _) | (Emit::Llvm, None) => {
-            jit::embed_schedule(&cx, &lowered.module, &lowered.layers, threads).map_err(fail)?
+            jit::embed_schedule(&cx, &lowered, threads).map_err(fail)?
         }
         _ => false,
     };
     match (emit, pipeline) {
         (_, Some(p)) => jit::run_mlir_pipeline(&cx, &mut lowered.module, p),
-        (Emit::Llvm, None) if scheduled => jit::run_scheduled(&cx, &mut lowered.module, threads),
+        (Emit::Llvm, None) if scheduled => jit::run_scheduled(&cx, &mut lowered, threads),
         (Emit::Llvm, None) => {
             jit::run_mlir_pipeline(&cx, &mut lowered.module, jit::DEFAULT_PIPELINE)
         }
         (Emit::Mlir | Emit::Transform, None) => Ok(()),
     }
     .map_err(fail)?;
+    if emit == Emit::Llvm {
+        target.mark_functions(&cx, &mut lowered.module);
+    }
     Ok(print(&lowered.module))
+}
+
+/// How [`compile`] compiles a model for `nnopt run` and `nnopt bench`.
+#[derive(Clone, Copy)]
+pub struct CompileOptions<'a> {
+    /// `--mlir-pipeline`: replaces the transform schedule and the default pipeline.
+    pub pipeline: Option<&'a str>,
+    /// Worker threads the code runs on.
+    pub threads: u64,
+    /// The CPU the code is for.
+    pub target: &'a Target,
+    /// Where compiled code is kept between runs (`jit::Jit::compile`), if anywhere.
+    pub cache: Option<&'a dyn jit::ObjectCache>,
 }
 
 /// Compiles function `func` of `m` for the shapes of `inputs`, the way `nnopt run` and `nnopt
 /// bench` do: specialized to those shapes ([`specialized`]), then through the transform
-/// schedule and the default pipeline, or through `pipeline` when one is given; through `cache`
-/// when one is given (`jit::Jit::compile`).
+/// schedule and the default pipeline, or through the given pipeline, as `o` says.
 pub fn compile(
     cx: &Context,
     m: &ir::Module,
     func: &str,
     inputs: &[ndarray::ArrayD<f32>],
-    pipeline: Option<&str>,
-    threads: u64,
-    cache: Option<&dyn jit::ObjectCache>,
+    o: &CompileOptions,
 ) -> Result<jit::Jit, Vec<Diagnostic>> {
-    let lowered = lower_module(cx, &specialized(m, func, inputs)?)?;
-    jit::Jit::compile(cx, lowered, pipeline, threads, cache)
+    let lowered = lower_module(cx, &specialized(m, func, inputs)?, o.target)?;
+    jit::Jit::compile(cx, lowered, o.pipeline, o.threads, o.cache)
         .map_err(|e| vec![Diagnostic::error(e).at(m.span)])
 }
 
@@ -255,12 +279,10 @@ pub fn compile_and_run(
     m: &ir::Module,
     func: &str,
     inputs: &[ndarray::ArrayD<f32>],
-    pipeline: Option<&str>,
-    threads: u64,
-    cache: Option<&dyn jit::ObjectCache>,
+    o: &CompileOptions,
 ) -> Result<Vec<ndarray::ArrayD<f32>>, Vec<Diagnostic>> {
     let cx = context();
-    let jit = compile(&cx, m, func, inputs, pipeline, threads, cache)?;
+    let jit = compile(&cx, m, func, inputs, o)?;
     jit.run(func, inputs)
         .map_err(|e| vec![Diagnostic::error(e)])
 }

@@ -141,7 +141,10 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
 /// `acc + x * w`, contractible into an FMA: the named matmul and conv ops cannot carry the
 /// flag, so without it vectorized code is a `vmulps` + `vaddps` pair per MAC (half the
 /// throughput on cores with two FMA pipes).
-fn mul_add<'c, 'x>(e: &Emitter<'c, 'x, Block<'c>>, a: &[Value<'c, 'x>]) -> BResult<Value<'c, 'x>> {
+pub(super) fn mul_add<'c, 'x>(
+    e: &Emitter<'c, 'x, Block<'c>>,
+    a: &[Value<'c, 'x>],
+) -> BResult<Value<'c, 'x>> {
     let p = e.binf_contract("arith.mulf", a[0], a[1])?;
     e.binf_contract("arith.addf", a[2], p)
 }

@@ -20,8 +20,10 @@ use super::async_runtime;
 use super::dense::pack_dense;
 use super::diag_capture::DiagCapture;
 use super::loader::Loaded;
-use super::object::{emit_object, Target};
-use super::schedule::{self, Layer};
+use super::object::emit_object;
+use super::schedule::{self, Tiles};
+use super::target::Target;
+use crate::ir::{ElemType, Tensor};
 use melior::ir::operation::{OperationLike, WalkOrder, WalkResult};
 use melior::ir::{BlockLike, Module as MlirModule, Operation};
 use melior::pass::PassManager;
@@ -68,7 +70,9 @@ pub fn scheduled_pipeline(threads: u64) -> String {
 /// (`LOOPS`), and inserts the dense layers' weight prefetches between them
 /// (`super::prefetch`). `nnopt run` and `--emit=llvm` both compile this way; a
 /// `--mlir-pipeline` runs as given, without prefetches.
-pub fn run_scheduled(cx: &Context, module: &mut MlirModule, threads: u64) -> Result<(), String> {
+pub fn run_scheduled(cx: &Context, lowered: &mut Lowered, threads: u64) -> Result<(), String> {
+    let panel = Tiles::for_target(&lowered.target).dense.1;
+    let module = &mut lowered.module;
     let full = scheduled_pipeline(threads);
     let at = full
         .find(LOOPS)
@@ -76,7 +80,7 @@ pub fn run_scheduled(cx: &Context, module: &mut MlirModule, threads: u64) -> Res
         .ok_or_else(|| "internal error: the scheduled pipeline lost its loop stage".to_string())?;
     let (first, second) = full.split_at(at);
     run_mlir_pipeline(cx, module, &format!("{})", first.trim_end_matches(',')))?;
-    super::prefetch::insert(cx, module);
+    super::prefetch::insert(cx, module, panel);
     run_mlir_pipeline(cx, module, &format!("builtin.module({second}"))
 }
 
@@ -85,21 +89,26 @@ pub fn run_scheduled(cx: &Context, module: &mut MlirModule, threads: u64) -> Res
 const BUFFERIZED: &str = "convert-bufferization-to-memref,";
 const LOOPS: &str = "func.func(convert-linalg-to-loops),canonicalize,cse,";
 
-/// Nests the transform schedule of `layers` in `module` as a private module
+/// Nests the transform schedule of the lowered module's layers in it, as a private module
 /// `@__nnopt_schedule`, where `transform-interpreter` finds its `@__transform_main`. Returns
 /// false (and leaves the module alone) when there is nothing to schedule: no layer, and one
 /// thread (with more, the element-wise ops marked `nnopt.spread` are split even in a module
 /// without layers).
-pub fn embed_schedule(
-    cx: &Context,
-    module: &MlirModule,
-    layers: &[Layer],
-    threads: u64,
-) -> Result<bool, String> {
+pub fn embed_schedule(cx: &Context, lowered: &Lowered, threads: u64) -> Result<bool, String> {
+    let Lowered {
+        module,
+        layers,
+        target,
+        ..
+    } = lowered;
     if layers.is_empty() && threads < 2 {
         return Ok(false);
     }
-    let text = format!("module {{\n{}}}\n", schedule::script(layers, threads));
+    let tiles = Tiles::for_target(target);
+    let text = format!(
+        "module {{\n{}}}\n",
+        schedule::script(layers, threads, &tiles)
+    );
     let capture = DiagCapture::new(cx);
     let parsed = MlirModule::parse(cx, &text).ok_or_else(|| {
         format!(
@@ -401,19 +410,21 @@ fn add_packed_entries(
     Ok(())
 }
 
-/// Runs the pass pipeline on `module`, which must leave it all in the LLVM dialect.
-pub(super) fn lower_to_llvm(
-    cx: &Context,
-    module: &mut MlirModule,
+/// Runs the pass pipeline on the lowered module, which must leave it all in the LLVM dialect,
+/// and marks its functions with the target's CPU and features.
+pub(super) fn lower_to_llvm<'c>(
+    cx: &'c Context,
+    lowered: &mut Lowered<'c>,
     pipeline: Pipeline,
     threads: u64,
 ) -> Result<(), String> {
     match pipeline {
-        Pipeline::Given(p) => run_mlir_pipeline(cx, module, p)?,
-        Pipeline::Scheduled => run_scheduled(cx, module, threads)?,
-        Pipeline::Default => run_mlir_pipeline(cx, module, DEFAULT_PIPELINE)?,
+        Pipeline::Given(p) => run_mlir_pipeline(cx, &mut lowered.module, p)?,
+        Pipeline::Scheduled => run_scheduled(cx, lowered, threads)?,
+        Pipeline::Default => run_mlir_pipeline(cx, &mut lowered.module, DEFAULT_PIPELINE)?,
     }
-    if let Some(op) = unconverted(module) {
+    lowered.target.mark_functions(cx, &mut lowered.module);
+    if let Some(op) = unconverted(&lowered.module) {
         return Err(format!(
             "cannot compile the module: the lowering pipeline left `{op}`, which is not in the LLVM dialect"
         ));
@@ -433,18 +444,17 @@ pub(super) enum Pipeline<'a> {
 }
 
 impl<'a> Pipeline<'a> {
-    /// `given`, else the schedule of `layers` (embedded in `module` here) when there is one,
-    /// else the default pipeline.
+    /// `given`, else the schedule of the lowered module's layers (embedded in it here) when
+    /// there is one, else the default pipeline.
     pub(super) fn choose(
         cx: &Context,
-        module: &MlirModule,
-        layers: &[Layer],
+        lowered: &Lowered,
         given: Option<&'a str>,
         threads: u64,
     ) -> Result<Self, String> {
         Ok(match given {
             Some(p) => Pipeline::Given(p),
-            None if embed_schedule(cx, module, layers, threads)? => Pipeline::Scheduled,
+            None if embed_schedule(cx, lowered, threads)? => Pipeline::Scheduled,
             None => Pipeline::Default,
         })
     }
@@ -465,19 +475,28 @@ fn cache_key(module: &MlirModule, pipeline: Pipeline, threads: u64, target: &Tar
         .map(|m| format!("{} {:?}", m.len(), m.modified().ok()))
         .unwrap_or_default();
     format!(
-        "nnopt {} {build}\ntarget {}\nthreads {threads}\npipeline {pipeline}\n{}",
+        "nnopt {} {build}\ntarget {} {}\nthreads {threads}\npipeline {pipeline}\n{}",
         env!("CARGO_PKG_VERSION"),
-        target.describe(),
+        target.cpu,
+        target.features.join(","),
         module.as_operation()
     )
 }
 
-/// Packs the weights of scheduled dense layers (once per compiled module, not per call).
-pub(super) fn pack_weights(signatures: &mut [Signature]) {
+/// Once per compiled module, not per call: packs the weights of scheduled dense layers, and
+/// gives a 4-byte aligned buffer to a weight whose bytes are not one (a splat, a gather view,
+/// an ONNX initializer at an odd offset of its file), which `run_into` would otherwise copy on
+/// every call.
+pub(super) fn prepare_weights(signatures: &mut [Signature]) {
     for w in signatures.iter_mut().flat_map(|s| &mut s.weights) {
-        if w.packed {
-            w.value = pack_dense(&w.value);
-            w.packed = false;
+        if let Some(tn) = w.packed.take() {
+            w.value = pack_dense(&w.value, tn);
+        } else if aligned_f32(&w.value).is_none() {
+            w.value = Tensor::from_f32(
+                ElemType::F32,
+                w.value.shape().to_vec(),
+                &w.value.to_f32_vec(),
+            );
         }
     }
 }
@@ -504,15 +523,10 @@ impl Jit {
         threads: u64,
         cache: Option<&dyn ObjectCache>,
     ) -> Result<Self, String> {
-        let Lowered {
-            mut module,
-            mut signatures,
-            layers,
-        } = lowered;
-        pack_weights(&mut signatures);
-        let pipeline = Pipeline::choose(cx, &module, &layers, pipeline, threads)?;
-        let target = Target::host();
-        let key = cache.map(|_| cache_key(&module, pipeline, threads, &target));
+        let mut lowered = lowered;
+        prepare_weights(&mut lowered.signatures);
+        let pipeline = Pipeline::choose(cx, &lowered, pipeline, threads)?;
+        let key = cache.map(|_| cache_key(&lowered.module, pipeline, threads, &lowered.target));
         let cached = cache.zip(key.as_deref()).and_then(|(c, k)| c.get(k));
         // Code compiled for N threads runs one task of each parallel loop on the calling
         // thread (`async-dispatch=false`) and N - 1 on the pool.
@@ -525,9 +539,9 @@ impl Jit {
         let loaded = match from_cache {
             Some(l) => l,
             None => {
-                lower_to_llvm(cx, &mut module, pipeline, threads)?;
-                add_packed_entries(cx, &mut module, &signatures)?;
-                let object = emit_object(&module, &target, None)?;
+                lower_to_llvm(cx, &mut lowered, pipeline, threads)?;
+                add_packed_entries(cx, &mut lowered.module, &lowered.signatures)?;
+                let object = emit_object(&lowered.module, &lowered.target, None)?;
                 if let (Some(c), Some(k)) = (cache, &key) {
                     c.put(k, &object);
                 }
@@ -535,13 +549,14 @@ impl Jit {
                 unsafe { Loaded::new(&object, &symbols) }?
             }
         };
-        let entries = signatures
+        let entries = lowered
+            .signatures
             .iter()
             .map(|s| loaded.lookup(&packed_name(&s.name)))
             .collect::<Result<_, _>>()?;
         Ok(Jit {
             _loaded: loaded,
-            signatures,
+            signatures: lowered.signatures,
             entries,
         })
     }
@@ -599,27 +614,14 @@ impl Jit {
         // Contiguous inputs are passed in place (no copy per call).
         let owned_inputs: Vec<ndarray::CowArray<f32, ndarray::IxDyn>> =
             inputs.iter().map(|x| x.as_standard_layout()).collect();
-        let mut weight_copies: Vec<Vec<f32>> = Vec::new();
         let mut descs: Vec<Vec<i64>> = Vec::new();
         for x in &owned_inputs {
             let shape: Vec<u64> = x.shape().iter().map(|&n| n as u64).collect();
             descs.push(descriptor(x.as_ptr() as *mut f32, &shape));
         }
         for w in &sig.weights {
-            let t = &w.value;
-            let ptr = match t.raw_bytes() {
-                Some(b) if !t.is_splat() && (b.as_ptr() as usize).is_multiple_of(4) => {
-                    b.as_ptr() as *mut f32
-                }
-                _ => {
-                    weight_copies.push(t.to_f32_vec());
-                    weight_copies
-                        .last_mut()
-                        .expect("invariant: just pushed")
-                        .as_mut_ptr()
-                }
-            };
-            descs.push(descriptor(ptr, t.shape()));
+            let ptr = aligned_f32(&w.value).expect("invariant: `compile` aligned every weight");
+            descs.push(descriptor(ptr, w.value.shape()));
         }
         outputs.truncate(sig.outputs.len());
         for (i, dims) in sig.outputs.iter().enumerate() {
@@ -658,9 +660,16 @@ impl Jit {
         // only the output buffers, which are exclusively borrowed here. `self._loaded` keeps
         // the code mapped.
         unsafe { entry(args.as_mut_ptr()) };
-        drop(weight_copies);
         Ok(())
     }
+}
+
+/// The f32 data of `t` in place, when its bytes lie in one 4-byte aligned buffer (compiled code
+/// reads weights through such a pointer; it never writes them).
+fn aligned_f32(t: &Tensor) -> Option<*mut f32> {
+    t.raw_bytes()
+        .filter(|b| (b.as_ptr() as usize).is_multiple_of(4))
+        .map(|b| b.as_ptr() as *mut f32)
 }
 
 fn show(v: Option<u64>) -> String {

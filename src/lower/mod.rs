@@ -23,6 +23,7 @@
 
 mod abi;
 mod aot;
+mod approx;
 mod async_runtime;
 mod boundary;
 mod conv;
@@ -45,16 +46,20 @@ mod schedule;
 mod shape;
 mod specialize;
 mod state;
+mod target;
 mod view;
+mod window;
 
 // The public API: lowering and printing (`--emit`), compiling and running (`nnopt run`,
 // `nnopt bench`), and the types those hand out.
 pub use abi::{DimVal, Lowered, Signature, WeightArg};
 pub use aot::{c_ident, compile_artifact, Artifact};
-pub use entry::{compile, compile_and_run, context, emit_text, lower_module, print, Emit};
+pub use entry::{
+    compile, compile_and_run, context, emit_text, lower_module, print, CompileOptions, Emit,
+};
 pub use jit::{Jit, ObjectCache};
-pub use object::Target;
 pub use schedule::Layer;
+pub use target::{Isa, Target};
 
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,7 @@
 //! Normalizations: `nn.batch_norm`, `nn.layer_norm` and `nn.softmax`, each in the
 //! interpreter's order of operations so that results agree to rounding.
 
+use super::approx;
 use super::state::{LResult, Lower};
 use crate::ir::{OpId, ValueId};
 
@@ -120,7 +121,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         )?;
         let ex = self.elementwise(&[(x, id_map.clone()), (m, red_map.clone())], &d, |e, a| {
             let s = e.binf("arith.subf", a[0], a[1])?;
-            e.unf("math.exp", s)
+            approx::exp(e, s)
         })?;
         let (s, _) = self.reduce(&[(ex, id_map.clone())], &d, &reduced, 0.0, |e, a| {
             e.binf("arith.addf", a[0], a[1])

@@ -1,5 +1,5 @@
 //! Machine code for a module in the LLVM dialect: translated to LLVM IR, optimized at O3 and
-//! compiled by LLVM's `TargetMachine` for the host into a relocatable, position-independent
+//! compiled by LLVM's `TargetMachine` for a `Target` (the host's CPU or a forced one) into a relocatable, position-independent
 //! object file (the same bytes `nnopt run` loads, the run cache keeps and `nnopt compile`
 //! links).
 //!
@@ -9,6 +9,7 @@
 //! (`makeOptimizingTransformer`): the O3 module pipeline with loop and SLP vectorization,
 //! loop unrolling and interleaving on, and aggressive code generation.
 
+use super::target::Target;
 use mlir_sys::{LLVMContextRef, LLVMModuleRef};
 use std::ffi::{c_char, c_void, CStr, CString};
 
@@ -26,8 +27,6 @@ const OBJECT_FILE: i32 = 1;
 
 unsafe extern "C" {
     fn LLVMGetDefaultTargetTriple() -> *mut c_char;
-    fn LLVMGetHostCPUName() -> *mut c_char;
-    fn LLVMGetHostCPUFeatures() -> *mut c_char;
     fn LLVMGetTargetFromTriple(
         triple: *const c_char,
         t: *mut TargetRef,
@@ -138,60 +137,39 @@ pub(super) fn error_message(e: ErrorRef) -> Option<String> {
     }
 }
 
-/// The machine code is generated for: the target triple, CPU name and feature string.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Target {
-    pub triple: String,
-    pub cpu: String,
-    pub features: String,
-}
-
-impl Target {
-    /// The machine nnopt runs on (LLVM's host detection, as MLIR's ExecutionEngine uses).
-    pub fn host() -> Target {
-        // SAFETY: each call returns a fresh LLVM-allocated string.
-        unsafe {
-            Target {
-                triple: take_message(LLVMGetDefaultTargetTriple()),
-                cpu: take_message(LLVMGetHostCPUName()),
-                features: take_message(LLVMGetHostCPUFeatures()),
-            }
-        }
-    }
-
-    /// How the target enters a cache key.
-    pub fn describe(&self) -> String {
-        format!("{} {} {}", self.triple, self.cpu, self.features)
-    }
+/// The target triple nnopt runs on (code is compiled for this architecture; `Target` picks
+/// the CPU and features within it).
+fn host_triple() -> String {
+    // SAFETY: returns a fresh LLVM-allocated string.
+    take_message(unsafe { LLVMGetDefaultTargetTriple() })
 }
 
 /// An LLVM `TargetMachine` for `target`, disposed on drop.
 struct Machine(TargetMachineRef);
 
 impl Machine {
-    fn new(target: &Target) -> Result<Machine, String> {
+    fn new(triple: &str, target: &Target) -> Result<Machine, String> {
         init_native_target();
         let cstr = |s: &str| CString::new(s).map_err(|_| format!("NUL in target string {s:?}"));
-        let (triple, cpu, features) = (
-            cstr(&target.triple)?,
+        let (triple_c, cpu, features) = (
+            cstr(triple)?,
             cstr(&target.cpu)?,
-            cstr(&target.features)?,
+            cstr(&target.features.join(","))?,
         );
         let mut t: TargetRef = std::ptr::null_mut();
         let mut err: *mut c_char = std::ptr::null_mut();
         // SAFETY: the strings are NUL-terminated and outlive the calls; outputs are written
         // by LLVM.
         unsafe {
-            if LLVMGetTargetFromTriple(triple.as_ptr(), &mut t, &mut err) != 0 {
+            if LLVMGetTargetFromTriple(triple_c.as_ptr(), &mut t, &mut err) != 0 {
                 return Err(format!(
-                    "no LLVM target for {}: {}",
-                    target.triple,
+                    "no LLVM target for {triple}: {}",
                     take_message(err)
                 ));
             }
             let tm = LLVMCreateTargetMachine(
                 t,
-                triple.as_ptr(),
+                triple_c.as_ptr(),
                 cpu.as_ptr(),
                 features.as_ptr(),
                 CODEGEN_AGGRESSIVE,
@@ -200,8 +178,7 @@ impl Machine {
             );
             if tm.is_null() {
                 return Err(format!(
-                    "cannot create an LLVM target machine for {}",
-                    target.describe()
+                    "cannot create an LLVM target machine for {triple} {target}"
                 ));
             }
             Ok(Machine(tm))
@@ -245,7 +222,8 @@ pub fn emit_object(
     target: &Target,
     rename: Option<Rename>,
 ) -> Result<Vec<u8>, String> {
-    let machine = Machine::new(target)?;
+    let triple = host_triple();
+    let machine = Machine::new(&triple, target)?;
     // SAFETY: a fresh context; the translated module lives in it and both are disposed by
     // `LlvmModule`'s drop.
     let llvm = unsafe {
@@ -259,7 +237,7 @@ pub fn emit_object(
     if let Some(rename) = rename {
         rename_functions(llvm.m, rename);
     }
-    let triple = CString::new(target.triple.as_str()).map_err(|e| e.to_string())?;
+    let triple = CString::new(triple).map_err(|e| e.to_string())?;
     let passes = c"default<O3>";
     // SAFETY: module and machine are alive; every LLVM object created here is disposed here.
     unsafe {

@@ -5,7 +5,7 @@
 //! Why: a dense layer's loops run panel by panel, every row tile of a panel over all of K. The
 //! first row tile streams the panel from memory, the others find it in cache, so memory traffic
 //! comes in bursts that the first tile waits on. Each step of the reduction therefore also
-//! prefetches the next panel's two cache lines at the same `k` (into L2, `locality<2>`): the
+//! prefetches the next panel's cache lines (two for AVX-512's 32-column panels) at the same `k` (into L2, `locality<2>`): the
 //! next panel arrives while this one is computed. The last panel prefetches itself (the index is clamped), which is harmless.
 //! The effect on the benchmark MLP is in `docs/performance.md`.
 
@@ -18,16 +18,14 @@ use melior::ir::{
 };
 use melior::Context;
 
-/// Panel width of the packed weight (`dense::pack_dense`), in f32s.
-const PANEL: u64 = super::schedule::DENSE_TILE.1;
 /// f32s per 64-byte cache line.
 const LINE: i64 = 16;
 
-/// Inserts the prefetches.
-pub fn insert(cx: &Context, module: &MlirModule) {
+/// Inserts the prefetches, for packed weights of `panel` columns (the target's dense `TN`).
+pub fn insert(cx: &Context, module: &MlirModule, panel: u64) {
     let mut reads = Vec::new();
     module.as_operation().walk(WalkOrder::PreOrder, |op| {
-        if let Some(panels) = panel_read(&op) {
+        if let Some(panels) = panel_read(&op, panel) {
             reads.push((op.to_raw(), panels));
         }
         WalkResult::Advance
@@ -35,20 +33,20 @@ pub fn insert(cx: &Context, module: &MlirModule) {
     for &(raw, panels) in &reads {
         // SAFETY: the op was found in the module above and nothing has erased it since.
         let op = unsafe { OperationRef::from_raw(raw) };
-        prefetch_next(cx, op, panels);
+        prefetch_next(cx, op, panels, panel);
     }
 }
 
 /// The number of panels if `op` is a kernel's read of one panel row: `vector.transfer_read
-/// %w[%panel, %k, %c] : memref<P x K x PANEL x f32>, vector<PANEL x f32>` whose `%k` is the
+/// %w[%panel, %k, %c] : memref<P x K x W x f32>, vector<W x f32>` (`W` = `panel`) whose `%k` is the
 /// induction variable of the enclosing `scf.for`.
-fn panel_read(op: &OperationRef) -> Option<u64> {
+fn panel_read(op: &OperationRef, panel: u64) -> Option<u64> {
     let name = op.name();
     if name.as_string_ref().as_str() != Ok("vector.transfer_read") || op.operand_count() < 4 {
         return None;
     }
     let result = op.result(0).ok()?;
-    if result.r#type().to_string() != format!("vector<{PANEL}xf32>") {
+    if result.r#type().to_string() != format!("vector<{panel}xf32>") {
         return None;
     }
     let source = op.operand(0).ok()?.r#type().to_string();
@@ -66,12 +64,12 @@ fn panel_read(op: &OperationRef) -> Option<u64> {
     let k = op.operand(2).ok()?;
     let iv = parent.region(0).ok()?.first_block()?.argument(0).ok()?;
     let is_loop = parent.name().as_string_ref().as_str() == Ok("scf.for");
-    (width == PANEL && is_loop && k.to_raw().ptr == iv.to_raw().ptr).then_some(panels)
+    (width == panel && is_loop && k.to_raw().ptr == iv.to_raw().ptr).then_some(panels)
 }
 
 /// Before `read` (`%w[%panel, %k, %c]`): `memref.prefetch %w[min(%panel + 1, P - 1), %k, %c +
-/// 16 i]` for each cache line `i` of the row.
-fn prefetch_next<'c, 'a>(cx: &'c Context, read: OperationRef<'c, 'a>, panels: u64) {
+/// 16 i]` for each cache line `i` of the row (a row narrower than a line takes one).
+fn prefetch_next<'c, 'a>(cx: &'c Context, read: OperationRef<'c, 'a>, panels: u64, width: u64) {
     let Some(block) = read.block() else {
         return;
     };
@@ -82,7 +80,7 @@ fn prefetch_next<'c, 'a>(cx: &'c Context, read: OperationRef<'c, 'a>, panels: u6
     let next = at.index("arith.minui", &[next, at.constant(panels as i64 - 1)]);
     let flag = |v| BoolAttribute::new(cx, v).into();
     let locality = IntegerAttribute::new(IntegerType::new(cx, 32).into(), 2).into();
-    for line in 0..(PANEL as i64 / LINE) {
+    for line in 0..(width as i64 + LINE - 1) / LINE {
         let c = match line {
             0 => col,
             _ => at.index("arith.addi", &[col, at.constant(line * LINE)]),

@@ -43,21 +43,73 @@ pub enum Layer {
     },
 }
 
-/// The register tile of the dense schedule: `TM` rows x `TN` columns, one panel of the packed
-/// weight (`dense::pack_dense`), K by 1: each reduction step broadcasts 12 inputs and loads 2
-/// weight vectors for 24 FMAs, within the 16 ymm registers of AVX2 (the tile sizes tried are
-/// compared in `docs/performance.md`).
-pub const DENSE_TILE: (u64, u64) = (12, 32);
-/// The register tile of the conv schedule: 6 filters x 64 flat output positions (4 vectors), 24
-/// accumulators; each step of the reduction loads 4 input vectors and broadcasts 6 weights. 7 x
-/// 64 spills, and widths that are not a power of two (48, 80) are much slower (LLVM splits the
-/// vectors badly); `docs/performance.md` compares the tiles.
-const CONV_TILE: (u64, u64) = (6, 64);
+/// The register tiles of one target, derived from its f32 vector width and vector register
+/// count (`super::target::Target`) by [`dense_tile`] and [`conv_tile`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tiles {
+    /// Dense `(TM rows, TN columns)`; `TN` is also the panel width of the packed weight
+    /// (`dense::pack_dense`).
+    pub dense: (u64, u64),
+    /// Conv `(filters, flat positions)`.
+    pub conv: (u64, u64),
+    /// f32 lanes of one vector: the unit a conv's positions split into tasks by.
+    pub lanes: u64,
+}
+
+impl Tiles {
+    /// The tiles for vectors of `lanes` f32 and `registers` vector registers.
+    pub fn new(lanes: u64, registers: u64) -> Tiles {
+        Tiles {
+            dense: dense_tile(lanes, registers),
+            conv: conv_tile(lanes, registers),
+            lanes,
+        }
+    }
+
+    pub fn for_target(t: &super::target::Target) -> Tiles {
+        Tiles::new(t.lanes(), t.registers())
+    }
+}
+
+/// The accumulators a register tile may hold: three quarters of the `registers`. Each step of
+/// the reduction also needs its operands in registers (the `v` vectors loaded along the tile's
+/// vector dimension and one broadcast scalar at a time) plus LLVM's temporaries: with 32
+/// registers, 24 accumulators + 4 loads + 1 broadcast fit, and 28 accumulators (a 7 x 64 conv
+/// tile) spilled.
+fn accumulators(registers: u64) -> u64 {
+    registers * 3 / 4
+}
+
+/// The dense register tile `(TM, TN)`: `TN = 2` vectors of `lanes`, `TM = A / 2` rows for `A`
+/// = [`accumulators`]; each reduction step broadcasts `TM` inputs and loads 2 weight vectors
+/// for `2 TM` FMAs. Two vectors, not the squarest split of `A` ([`conv_tile`]'s): `TN` is the
+/// panel width N is padded to, so a wider panel computes more discarded columns of a pruned
+/// layer, and one vector would pay a broadcast per FMA. 32 registers of 16 lanes (AVX-512)
+/// give 12 x 32, 16 of 8 (AVX2) 6 x 16 (MLAS's AVX2 kernel also keeps 12 accumulators), NEON
+/// (32 of 4) 12 x 8.
+pub fn dense_tile(lanes: u64, registers: u64) -> (u64, u64) {
+    (accumulators(registers) / 2, 2 * lanes)
+}
+
+/// The conv register tile `(TF filters, TP = v * lanes positions)`: each step of the reduction
+/// loads `v` input vectors and broadcasts `TF` weights for `TF * v` FMAs, so for `A` =
+/// [`accumulators`] = `TF * v` the loads `v + TF` are fewest when the split is square: `v` is
+/// the largest power of two with `v * v <= A` (widths that are not a power of two, 48 or 80,
+/// were much slower: LLVM splits such vectors badly) and `TF = A / v`. AVX-512 (32 registers
+/// of 16 lanes): 6 x 64; AVX2 (16 of 8): 6 x 16; NEON (32 of 4): 6 x 16.
+pub fn conv_tile(lanes: u64, registers: u64) -> (u64, u64) {
+    let a = accumulators(registers);
+    let mut v = 1;
+    while (2 * v) * (2 * v) <= a {
+        v *= 2;
+    }
+    (a / v, v * lanes)
+}
 
 /// The conv register tile `(filters, positions)` for a layer (or task) of `f` filters and
 /// `len` flat positions.
-fn conv_tile(f: u64, len: u64) -> (u64, u64) {
-    (tile(f, CONV_TILE.0), tile(len, CONV_TILE.1))
+fn conv_tile_for(tiles: &Tiles, f: u64, len: u64) -> (u64, u64) {
+    (tile(f, tiles.conv.0), tile(len, tiles.conv.1))
 }
 
 /// A tile size for a dimension of `n`: `want`, or the largest power of two below `n` when `n`
@@ -76,13 +128,13 @@ fn tile(n: u64, want: u64) -> u64 {
 /// whole vectors with a power-of-two remainder, else along the filters (each task peels its
 /// own filter remainder). Unequal chunks would make tile sizes dynamic inside the task, which
 /// the vectorizer cannot handle, so a layer whose sizes do not divide runs on one thread.
-fn split(layer: &Layer, threads: u64) -> Option<Vec<u64>> {
+fn split(layer: &Layer, threads: u64, tiles: &Tiles) -> Option<Vec<u64>> {
     if threads < 2 {
         return None;
     }
     match *layer {
         Layer::Dense { m, n, .. } => {
-            let panels = n / DENSE_TILE.1;
+            let panels = n / tiles.dense.1;
             if panels.is_multiple_of(threads) {
                 Some(vec![0, panels / threads, 0])
             } else if m.is_multiple_of(threads) {
@@ -96,8 +148,8 @@ fn split(layer: &Layer, threads: u64) -> Option<Vec<u64>> {
             // of a power-of-two count: 864 positions (28 rows of 30) in two tasks of 432 = 6 x
             // 64 + 48 would leave a 48-wide tile, slow enough to lose the second thread's gain.
             let share = len / threads;
-            let rem = share % tile(share, CONV_TILE.1);
-            if len.is_multiple_of(threads * 16) && (rem == 0 || rem.is_power_of_two()) {
+            let rem = share % tile(share, tiles.conv.1);
+            if len.is_multiple_of(threads * tiles.lanes) && (rem == 0 || rem.is_power_of_two()) {
                 Some(vec![0, 0, share])
             } else if f.is_multiple_of(threads) {
                 Some(vec![0, f / threads, 0])
@@ -116,7 +168,7 @@ fn list(v: &[u64]) -> String {
 /// The whole schedule module for `layers`, to be nested (private) in the payload module. With
 /// `threads` > 1 each layer that [`split`]s first becomes an `scf.forall` of equal tasks (the
 /// pipeline turns them into async-runtime work items); the rest of the schedule runs inside.
-pub fn script(layers: &[Layer], threads: u64) -> String {
+pub fn script(layers: &[Layer], threads: u64, tiles: &Tiles) -> String {
     let mut s = String::new();
     let any = "!transform.any_op";
     let w = &mut s;
@@ -150,7 +202,7 @@ pub fn script(layers: &[Layer], threads: u64) -> String {
     // activation, a pool) is not pulled in either and recomputed per tile.
     let mut peeled = false;
     for (i, layer) in layers.iter().enumerate() {
-        let task = split(layer, threads);
+        let task = split(layer, threads, tiles);
         if let Some(sizes) = &task {
             let sizes = list(sizes);
             m(w, i, &format!("s{i}"), "root");
@@ -165,7 +217,7 @@ pub fn script(layers: &[Layer], threads: u64) -> String {
                     Some(&[m_share, 0, 0]) => m_share,
                     _ => rows,
                 };
-                let tm = tile(rows, DENSE_TILE.0);
+                let tm = tile(rows, tiles.dense.0);
                 m(w, i, &format!("r{i}"), "root");
                 emit!("    %t{i}, %ln{i}, %lm{i} = transform.structured.fuse %r{i} tile_sizes [{tm}, 1, 0] interchange [1, 0, 2] : ({any}) -> ({any}, {any}, {any})");
                 if rows % tm != 0 {
@@ -179,7 +231,7 @@ pub fn script(layers: &[Layer], threads: u64) -> String {
                     Some(&[0, share, 0]) => (share, len),
                     _ => (f, len),
                 };
-                let (tf, tp) = conv_tile(f, len);
+                let (tf, tp) = conv_tile_for(tiles, f, len);
                 if padded {
                     // Copy the input into the padded buffer one row at a time; with threads,
                     // each task takes an equal share of the channels first (serial, this
@@ -291,6 +343,54 @@ pub fn script(layers: &[Layer], threads: u64) -> String {
 mod tests {
     use super::*;
 
+    /// 32 registers of 16 lanes: the tiles the figures of `docs/performance.md` were measured
+    /// with.
+    const AVX512: Tiles = Tiles {
+        dense: (12, 32),
+        conv: (6, 64),
+        lanes: 16,
+    };
+
+    #[test]
+    fn tiles_fit_the_registers_of_each_isa() {
+        assert_eq!(Tiles::new(16, 32), AVX512);
+        // AVX2 and AVX: 16 ymm registers of 8 lanes; SSE: 16 of 4; NEON: 32 of 4.
+        assert_eq!((dense_tile(8, 16), conv_tile(8, 16)), ((6, 16), (6, 16)));
+        assert_eq!((dense_tile(4, 16), conv_tile(4, 16)), ((6, 8), (6, 8)));
+        assert_eq!((dense_tile(4, 32), conv_tile(4, 32)), ((12, 8), (6, 16)));
+        // Accumulators + one step's loads leave a register for the broadcast.
+        for (lanes, regs) in [(16, 32), (8, 16), (4, 16), (4, 32)] {
+            let (tm, tn) = dense_tile(lanes, regs);
+            assert!(tm * (tn / lanes) + tn / lanes < regs);
+            let (tf, tp) = conv_tile(lanes, regs);
+            assert!(tf * (tp / lanes) + tp / lanes < regs);
+            assert!((tp / lanes).is_power_of_two());
+        }
+        // AVX2 schedules 6-row dense tiles and 6 x 16 conv tiles; conv positions split into
+        // tasks in whole 8-lane vectors.
+        let avx2 = Tiles::new(8, 16);
+        let s = script(
+            &[Layer::Dense {
+                m: 64,
+                n: 1024,
+                k: 64,
+            }],
+            1,
+            &avx2,
+        );
+        assert!(s.contains("tile_sizes [6, 1, 0]"), "{s}");
+        let conv = Layer::Conv {
+            f: 64,
+            c: 64,
+            len: 208,
+            padded: true,
+        };
+        assert!(script(&[conv], 1, &avx2).contains("tile_sizes [1, 6, 16]"));
+        // 208 = 2 x 104 = 2 x (6 x 16 + 8): whole 8-lane vectors, not whole 16-lane ones.
+        assert_eq!(split(&conv, 2, &avx2), Some(vec![0, 0, 104]));
+        assert_eq!(split(&conv, 2, &AVX512), Some(vec![0, 32, 0]));
+    }
+
     #[test]
     fn tiles_are_powers_of_two_at_most_the_wanted_size() {
         assert_eq!(tile(1000, 16), 16);
@@ -303,7 +403,7 @@ mod tests {
     #[test]
     fn remainders_are_peeled_only_when_there_is_one() {
         // Dense layers have whole panels (N is padded); only the rows can leave a remainder.
-        let dense = |m, n, k| script(&[Layer::Dense { m, n, k }], 1);
+        let dense = |m, n, k| script(&[Layer::Dense { m, n, k }], 1, &AVX512);
         let even = dense(60, 1024, 53);
         assert!(!even.contains("loop.peel"), "{even}");
         let rows = dense(64, 1024, 1024);
@@ -318,6 +418,7 @@ mod tests {
                     padded: true,
                 }],
                 1,
+                &AVX512,
             )
         };
         assert!(!conv(54, 3264).contains("loop.peel"));
@@ -330,15 +431,15 @@ mod tests {
     fn threads_split_only_into_equal_tasks() {
         // Dense: whole panels of 32 columns per task, else rows.
         let dense = |m, n| Layer::Dense { m, n, k: 64 };
-        assert_eq!(split(&dense(64, 1024), 2), Some(vec![0, 16, 0]));
-        assert_eq!(split(&dense(48, 96), 2), Some(vec![24, 0, 0]));
+        assert_eq!(split(&dense(64, 1024), 2, &AVX512), Some(vec![0, 16, 0]));
+        assert_eq!(split(&dense(48, 96), 2, &AVX512), Some(vec![24, 0, 0]));
         // Each task's 9 rows are an 8-row tile and a peeled row.
-        let nine = script(&[dense(18, 96)], 2);
+        let nine = script(&[dense(18, 96)], 2, &AVX512);
         assert!(nine.contains("tile_sizes [9, 0, 0]"), "{nine}");
         assert!(nine.contains("tile_sizes [8, 1, 0]"), "{nine}");
         assert_eq!(nine.matches("transform.loop.peel").count(), 1, "{nine}");
-        assert_eq!(split(&dense(3, 96), 2), None);
-        assert_eq!(split(&dense(64, 1024), 1), None);
+        assert_eq!(split(&dense(3, 96), 2, &AVX512), None);
+        assert_eq!(split(&dense(64, 1024), 1, &AVX512), None);
         let conv = |f, len| Layer::Conv {
             f,
             c: 64,
@@ -346,19 +447,19 @@ mod tests {
             padded: true,
         };
         // 56 rows of 58 are 3248 positions, rounded up to 3264 = 2 x 1632 = 2 x (25 x 64 + 32).
-        assert_eq!(split(&conv(64, 3264), 2), Some(vec![0, 0, 1632]));
-        let two = script(&[conv(64, 3264)], 2);
+        assert_eq!(split(&conv(64, 3264), 2, &AVX512), Some(vec![0, 0, 1632]));
+        let two = script(&[conv(64, 3264)], 2, &AVX512);
         assert!(two.contains("tile_sizes [1, 6, 64]"), "{two}");
         assert_eq!(two.matches("transform.loop.peel").count(), 2, "{two}");
         // 864 positions would leave each task a 48-wide remainder: the filters split instead.
-        assert_eq!(split(&conv(128, 864), 2), Some(vec![0, 64, 0]));
-        assert_eq!(split(&conv(128, 896), 2), Some(vec![0, 0, 448]));
+        assert_eq!(split(&conv(128, 864), 2, &AVX512), Some(vec![0, 64, 0]));
+        assert_eq!(split(&conv(128, 896), 2, &AVX512), Some(vec![0, 0, 448]));
         // A length that does not split into whole vectors splits the filters, else nothing.
-        assert_eq!(split(&conv(54, 200), 2), Some(vec![0, 27, 0]));
-        assert_eq!(split(&conv(53, 200), 2), None);
+        assert_eq!(split(&conv(54, 200), 2, &AVX512), Some(vec![0, 27, 0]));
+        assert_eq!(split(&conv(53, 200), 2, &AVX512), None);
         // The odd conv stays serial, but its input is copied into the padded buffer in two
         // tasks of 32 channels.
-        let s = script(&[dense(64, 1024), conv(53, 200)], 2);
+        let s = script(&[dense(64, 1024), conv(53, 200)], 2, &AVX512);
         assert_eq!(s.matches("tile_using_forall").count(), 4, "{s}");
         assert_eq!(s.matches("tile_sizes [0, 32, 0, 0]").count(), 1, "{s}");
         // Element-wise ops marked `nnopt.spread = axis` split into `threads` tasks along it; on
@@ -366,6 +467,6 @@ mod tests {
         assert!(s.contains("{nnopt.spread = 1 : i64}"), "{s}");
         assert!(s.contains("num_threads [0, 2]"), "{s}");
         assert!(s.contains("num_threads [2]"), "{s}");
-        assert!(!script(&[dense(64, 1024)], 1).contains("nnopt.spread"));
+        assert!(!script(&[dense(64, 1024)], 1, &AVX512).contains("nnopt.spread"));
     }
 }

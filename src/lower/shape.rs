@@ -2,12 +2,12 @@
 //! `nn.transpose`, `nn.gather` and `nn.scatter` (slices, reshapes and `linalg.transpose`).
 
 use super::abi::{shape, DimVal};
-use super::mlir_ops::{dense_i64, f32_type, id, BResult, BuildError, Emitter};
+use super::mlir_ops::{dense_i64, f32_type, i64_elements, id, BResult, BuildError, Emitter};
 use super::state::{Fail, LResult, Lower};
 use crate::ir::{OpId, ValueId};
-use melior::ir::attribute::DenseElementsAttribute;
+use melior::ir::attribute::{DenseElementsAttribute, IntegerAttribute};
 use melior::ir::r#type::{IntegerType, RankedTensorType};
-use melior::ir::{Attribute, Block, BlockLike, Region, RegionLike, Value};
+use melior::ir::{Attribute, Block, BlockLike, Region, RegionLike, Type, Value};
 
 /// Runs of consecutive indices: `(position in indices, index, length)` for each maximal run
 /// `indices[j..j + n] = [i, i + 1, ..., i + n - 1]`, so a gather or scatter moves one slice
@@ -51,6 +51,78 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         offs[ax] = to as i64;
         self.e
             .insert_slice(piece, acc, &offs, &shape(&sd), &dy, self.ty(out))
+    }
+
+    /// `y[.., o, ..] = x[.., src[o], ..]` along `ax` (of `out`'s shape), or `fill[o]` where
+    /// `src[o]` is -1: one `linalg.generic` reading `x` with `tensor.extract` at an index from
+    /// the constant table `src` (a tensor of i64). A gather or scatter with several runs of consecutive indices (a pruned
+    /// residual's channels) takes this form instead of a slice per run: each slice became a
+    /// strided `memrefCopy` call with its descriptors built inline, so the code of a pruned
+    /// network grew with its number of runs (hundreds in a pruned ResNet), and compiled slower
+    /// than the original.
+    fn move_by_table(
+        &self,
+        x: Value<'c, 'b>,
+        out: &[DimVal],
+        ax: usize,
+        src: &[i64],
+        fill: Option<Value<'c, 'b>>,
+    ) -> BResult<Value<'c, 'b>> {
+        let cx = self.cx;
+        let i64_type: Type = IntegerType::new(cx, 64).into();
+        let table_type = RankedTensorType::new(&[src.len() as u64], i64_type, None).into();
+        let table = self.e.op1(
+            "arith.constant",
+            &[],
+            table_type,
+            &[(id(cx, "value"), i64_elements(cx, src))],
+            vec![],
+        )?;
+        let ins: Vec<_> = fill.map(|f| (f, vec![Some(ax)])).into_iter().collect();
+        self.elementwise(&ins, out, |b, a| {
+            let int = |v: i64| -> Attribute { IntegerAttribute::new(i64_type, v).into() };
+            let index = |dim: usize| {
+                let attr = [(id(cx, "dim"), int(dim as i64))];
+                b.op1("linalg.index", &[], Type::index(cx), &attr, vec![])
+            };
+            let konst = |v| {
+                b.op1(
+                    "arith.constant",
+                    &[],
+                    i64_type,
+                    &[(id(cx, "value"), int(v))],
+                    vec![],
+                )
+            };
+            let o = index(ax)?;
+            let s = b.op1("tensor.extract", &[table, o], i64_type, &[], vec![])?;
+            // Where `src` is -1 (`fill` given), read position 0 and keep the fill instead.
+            let (p, valid) = match fill {
+                Some(_) => {
+                    let zero = konst(0)?;
+                    let i1 = IntegerType::new(cx, 1).into();
+                    // Predicate 5: `sge`.
+                    let pred = [(id(cx, "predicate"), int(5))];
+                    let valid = b.op1("arith.cmpi", &[s, zero], i1, &pred, vec![])?;
+                    let p = b.op1("arith.select", &[valid, s, zero], i64_type, &[], vec![])?;
+                    (p, Some(valid))
+                }
+                None => (s, None),
+            };
+            let mut operands = vec![x];
+            for dim in 0..out.len() {
+                operands.push(if dim == ax {
+                    b.op1("arith.index_cast", &[p], Type::index(cx), &[], vec![])?
+                } else {
+                    index(dim)?
+                });
+            }
+            let v = b.op1("tensor.extract", &operands, f32_type(cx), &[], vec![])?;
+            match valid {
+                Some(valid) => b.select(valid, v, a[0]),
+                None => Ok(v),
+            }
+        })
     }
 
     pub(super) fn flatten(&mut self, op: OpId, v: ValueId, axis: usize) -> LResult<()> {
@@ -202,12 +274,18 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         }
         let mut out = d.clone();
         out[ax] = DimVal::Static(indices.len() as u64);
-        let mut acc = self.empty(&out)?;
-        // One extract/insert pair per run of consecutive indices.
-        for (start, from, n) in runs(indices) {
-            acc = self.move_slice(x, acc, &d, &out, ax, from, start, n)?;
-        }
-        self.define(op, acc, out);
+        let runs = runs(indices);
+        let y = match runs.as_slice() {
+            &[(start, from, n)] => {
+                let acc = self.empty(&out)?;
+                self.move_slice(x, acc, &d, &out, ax, from, start, n)?
+            }
+            _ => {
+                let src: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
+                self.move_by_table(x, &out, ax, &src, None)?
+            }
+        };
+        self.define(op, y, out);
         Ok(())
     }
 
@@ -226,6 +304,19 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         self.need_static(op, &d, ax, "scattered axis")?;
         let mut out = d.clone();
         out[ax] = DimVal::Static(size);
+        let runs = runs(indices);
+        if runs.len() > 1 {
+            // Output position `o` reads input position `src[o]`, or the fill where it is -1.
+            let mut src = vec![-1i64; size as usize];
+            for (from, &to) in indices.iter().enumerate() {
+                src[to as usize] = from as i64;
+            }
+            let bytes: Vec<u8> = fill.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let table = self.e.dense_f32(&[size as i64], &bytes)?;
+            let y = self.move_by_table(x, &out, ax, &src, Some(table))?;
+            self.define(op, y, out);
+            return Ok(());
+        }
         let fill_bits_equal = fill.windows(2).all(|w| w[0].to_bits() == w[1].to_bits());
         let mut acc = if fill_bits_equal {
             self.filled(fill.first().copied().unwrap_or(0.0), &out)?
@@ -235,7 +326,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
             self.elementwise(&[(table, vec![Some(ax)])], &out, |_, a| Ok(a[0]))?
         };
         // Input positions from..from+n go to to..to+n.
-        for (from, to, n) in runs(indices) {
+        for (from, to, n) in runs {
             acc = self.move_slice(x, acc, &d, &out, ax, from, to, n)?;
         }
         self.define(op, acc, out);

@@ -8,7 +8,7 @@
 
 use super::abi::{shape, DimVal, WeightArg};
 use super::mlir_ops::{id, tensor_type, BResult, BuildError, Emitter};
-use super::schedule::{self, Layer};
+use super::schedule::{Layer, Tiles};
 use crate::ir::{Dim, ElemType, Function, Loc, OpId, OpKind, ValueId};
 use melior::ir::{Attribute, Block, Location, Type, Value};
 use melior::Context;
@@ -42,6 +42,8 @@ pub(super) struct Lower<'c, 'b, 'f> {
     pub(super) packed: HashSet<ValueId>,
     /// Results of [`Lower::view`] that are not contiguous (raw MLIR values).
     pub(super) strided: HashSet<usize>,
+    /// The register tiles of the target; the dense panel width is part of the lowered form.
+    pub(super) tiles: Tiles,
 }
 
 /// A flat conv result `[n, f, len]` whose first `ho * wp` positions are `ho` rows of `wp`, of
@@ -61,8 +63,13 @@ pub(super) struct RowView {
 pub(super) enum View {
     /// A flat conv result (see [`Lower::conv_flat`]).
     Rows(RowView),
-    /// A packed dense result `[m, npad / TN, TN]`: its first `n` columns.
-    Cols { m: DimVal, n: u64, npad: u64 },
+    /// A packed dense result `[m, npad / tn, tn]`: its first `n` columns.
+    Cols {
+        m: DimVal,
+        n: u64,
+        npad: u64,
+        tn: u64,
+    },
 }
 
 impl View {
@@ -71,10 +78,7 @@ impl View {
         let s = DimVal::Static;
         match *self {
             View::Rows(r) => vec![r.n, s(r.f), s(r.len)],
-            View::Cols { m, npad, .. } => {
-                let tn = schedule::DENSE_TILE.1;
-                vec![m, s(npad / tn), s(tn)]
-            }
+            View::Cols { m, npad, tn, .. } => vec![m, s(npad / tn), s(tn)],
         }
     }
 

@@ -76,7 +76,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
     fn view_of(&self, y: Value<'c, 'b>, view: View) -> BResult<Value<'c, 'b>> {
         let r = match view {
             View::Rows(r) => r,
-            View::Cols { m, n, npad } => {
+            View::Cols { m, n, npad, .. } => {
                 let full = [m, DimVal::Static(npad)];
                 let y = self.e.collapse(y, &[vec![0], vec![1, 2]], self.ty(&full))?;
                 if n == npad {

@@ -8,6 +8,7 @@
 use super::cache::FileCache;
 use super::equivalence::{arg_shapes, SeededInputs};
 use super::load::{load_model, pick_func};
+use super::mlir::{check_target, TargetSpec};
 use super::progress::Progress;
 use super::{fail, Exit};
 use crate::diag::{Diagnostic, SourceMap};
@@ -47,15 +48,22 @@ pub fn bench(
     pipeline: Option<&str>,
     threads: u64,
     cache: Option<&FileCache>,
+    target: &TargetSpec,
 ) -> Result<Vec<BenchTimes>, Vec<Diagnostic>> {
     use crate::lower;
-    let cache = cache.map(|c| c as &dyn lower::ObjectCache);
+    let target = &super::mlir::resolve(target).map_err(|e| vec![Diagnostic::error(e)])?;
+    let o = lower::CompileOptions {
+        pipeline,
+        threads,
+        target,
+        cache: cache.map(|c| c as &dyn lower::ObjectCache),
+    };
     use std::time::Instant;
     let cx = lower::context();
     let mut compiled = Vec::with_capacity(models.len());
     for b in models {
         let start = Instant::now();
-        let jit = lower::compile(&cx, b.module, b.func, &b.inputs, pipeline, threads, cache)?;
+        let jit = lower::compile(&cx, b.module, b.func, &b.inputs, &o)?;
         compiled.push((jit, start.elapsed()));
     }
     let mut outputs = Vec::new();
@@ -94,6 +102,7 @@ pub fn bench(
     _: Option<&str>,
     _: u64,
     _: Option<&FileCache>,
+    _: &TargetSpec,
 ) -> Result<Vec<BenchTimes>, Vec<Diagnostic>> {
     Err(vec![Diagnostic::error(
         "this nnopt was built without the `mlir` feature; bench needs the compiler",
@@ -111,6 +120,7 @@ pub struct BenchOptions {
     pub mlir_pipeline: Option<String>,
     /// Take compiled code from the user's cache and store it there (`super::cache`).
     pub cache: bool,
+    pub target: TargetSpec,
 }
 
 /// Inputs for `bench`: every argument with its dynamic sizes set to `batch`, filled with
@@ -131,6 +141,16 @@ fn bench_inputs(f: &crate::ir::Function, batch: usize) -> Result<Vec<ndarray::Ar
         .collect()
 }
 
+/// The CPU's model name (Linux's `/proc/cpuinfo`: `model name` on x86, `CPU part` is all
+/// AArch64 gives), or `unknown CPU`.
+fn cpu_model() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    info.lines()
+        .find(|l| l.starts_with("model name") || l.starts_with("CPU part"))
+        .and_then(|l| l.split_once(':'))
+        .map_or_else(|| "unknown CPU".to_string(), |(_, v)| v.trim().to_string())
+}
+
 /// The median of `times` in milliseconds.
 fn median_ms(times: &[std::time::Duration]) -> f64 {
     let mut ms: Vec<f64> = times.iter().map(|t| t.as_secs_f64() * 1e3).collect();
@@ -145,6 +165,7 @@ fn median_ms(times: &[std::time::Duration]) -> f64 {
 /// `nnopt bench`: loads the model (and the one to compare), times both, prints a line per
 /// model and the speedup against the MAC ratio.
 pub fn bench_command(args: &BenchOptions) -> Result<(), Exit> {
+    let target = check_target(&args.target)?;
     let mut sources = SourceMap::new();
     let mut models = vec![(args.input.clone(), load_model(&args.input, &mut sources)?)];
     if let Some(p) = &args.compare {
@@ -191,12 +212,15 @@ pub fn bench_command(args: &BenchOptions) -> Result<(), Exit> {
             args.mlir_pipeline.as_deref(),
             args.threads,
             cache.as_ref(),
+            &args.target,
         )
     }
     .map_err(|d| {
         sources.emit_to_stderr(&d);
         Exit(1)
     })?;
+    // Figures are only comparable on the same CPU and ISA: say which.
+    println!("machine: {}; compiled for {target}", cpu_model());
     let mut rows = Vec::new();
     for (((path, _), b), (times, macs)) in models.iter().zip(&timed).zip(times.iter().zip(macs)) {
         let median = median_ms(&times.runs);
@@ -252,7 +276,8 @@ mod tests {
                 inputs: input(4),
             },
         ];
-        let times = bench(&models, 3, None, 1, None).expect("compiles and runs");
+        let times =
+            bench(&models, 3, None, 1, None, &TargetSpec::default()).expect("compiles and runs");
         assert_eq!(times.len(), 2);
         assert!(times
             .iter()
@@ -262,6 +287,6 @@ mod tests {
             func: "f",
             inputs: input(5),
         };
-        assert!(bench(&[wrong], 3, None, 1, None).is_err());
+        assert!(bench(&[wrong], 3, None, 1, None, &TargetSpec::default()).is_err());
     }
 }

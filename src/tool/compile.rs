@@ -5,24 +5,35 @@
 //! The C compiler (`$CC`, default `cc`) builds the artifact's C glue and links: `-shared` with
 //! a version script that exports the entry point alone, or `-r` for one object. Both files
 //! appear whole or not at all.
+//!
+//! Its flags are defined here rather than in `main.rs` (which keeps the other commands'), to
+//! keep the binary's file within its size limit.
 
 use super::equivalence::arg_shapes;
 use super::load::{load_model, pick_func};
+#[cfg(feature = "mlir")]
+use super::mlir::resolve;
+use super::mlir::{check_target, TargetSpec};
 use super::{fail, usage, Exit};
 use crate::diag::{Diagnostic, SourceMap};
 use std::path::{Path, PathBuf};
 
-/// What `nnopt compile` does.
-#[derive(Clone, Debug)]
-pub struct CompileOptions {
-    /// The model: NNIR text or `.onnx`.
+/// `nnopt compile`'s flags.
+#[derive(clap::Args, Clone, Debug)]
+pub struct CompileArgs {
+    /// The NNIR (or .onnx) file.
     pub input: PathBuf,
-    /// The artifact: `.so` or `.o`; the header goes beside it as `.h`.
+    /// The artifact, NAME.so or NAME.o: its symbols start with NAME_ (as a C identifier).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: PathBuf,
-    /// The function to compile (`None`: the first).
+    /// The function to compile (default: the first).
+    #[arg(long, value_name = "NAME")]
     pub func: Option<String>,
-    /// The size of every dynamic dimension of the inputs.
+    /// The size given to every dynamic dimension of the inputs.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch: u32,
+    #[command(flatten)]
+    pub target: TargetSpec,
 }
 
 /// What the artifact is.
@@ -33,7 +44,7 @@ enum Kind {
 }
 
 /// Runs `nnopt compile`; diagnostics and errors go to stderr.
-pub fn compile_command(o: &CompileOptions) -> Result<(), Exit> {
+pub fn compile_command(o: &CompileArgs) -> Result<(), Exit> {
     let kind = match o.output.extension().and_then(|e| e.to_str()) {
         Some("so") => Kind::Shared,
         Some("o") => Kind::Object,
@@ -61,15 +72,15 @@ pub fn compile_command(o: &CompileOptions) -> Result<(), Exit> {
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or("model");
+    check_target(&o.target)?;
     let mut sources = SourceMap::new();
     let module = load_model(&o.input, &mut sources)?;
     let func = pick_func(&module, o.func.as_deref(), &o.input)?;
     let shapes = arg_shapes(func, o.batch as usize);
-    let (artifact, header) =
-        build(&module, &func.name, &shapes, stem, kind, &o.input).map_err(|d| {
-            sources.emit_to_stderr(&d);
-            Exit(1)
-        })?;
+    let (artifact, header) = build(&module, &func.name, &shapes, stem, kind, o).map_err(|d| {
+        sources.emit_to_stderr(&d);
+        Exit(1)
+    })?;
     let header_path = o.output.with_extension("h");
     let staged = |bytes: &[u8]| -> std::io::Result<tempfile::NamedTempFile> {
         let mut t = crate::atomic::output_tempfile(dir)?;
@@ -86,7 +97,7 @@ pub fn compile_command(o: &CompileOptions) -> Result<(), Exit> {
     written.map_err(|e| fail(&format!("cannot write {}: {e}", o.output.display())))
 }
 
-/// The artifact's bytes and its header.
+/// The artifact's bytes and its header, for the input and target of `o`.
 #[cfg(feature = "mlir")]
 fn build(
     module: &crate::ir::Module,
@@ -94,11 +105,12 @@ fn build(
     shapes: &[Vec<usize>],
     stem: &str,
     kind: Kind,
-    source: &Path,
+    o: &CompileArgs,
 ) -> Result<(Vec<u8>, String), Vec<Diagnostic>> {
     use std::process::Command;
+    let target = resolve(&o.target).map_err(|e| vec![Diagnostic::error(e)])?;
     let prefix = &crate::lower::c_ident(stem);
-    let artifact = crate::lower::compile_artifact(module, func, shapes, prefix)?;
+    let artifact = crate::lower::compile_artifact(module, func, shapes, prefix, &target)?;
     let message = |m: String| vec![Diagnostic::error(m).at(module.span)];
     let io = |e: std::io::Error| message(format!("cannot stage the artifact: {e}"));
     let tmp = tempfile::tempdir().map_err(io)?;
@@ -168,7 +180,7 @@ fn build(
     let bytes = std::fs::read(&out).map_err(io)?;
     Ok((
         bytes,
-        artifact.header(prefix, &source.display().to_string()),
+        artifact.header(prefix, &o.input.display().to_string()),
     ))
 }
 
@@ -180,7 +192,7 @@ fn build(
     _: &[Vec<usize>],
     _: &str,
     _: Kind,
-    _: &Path,
+    _: &CompileArgs,
 ) -> Result<(Vec<u8>, String), Vec<Diagnostic>> {
     Err(vec![Diagnostic::error(
         "this nnopt was built without the `mlir` feature; compile needs the compiler",

@@ -10,7 +10,7 @@ use super::equivalence::{check_equivalence, EquivalenceOptions};
 use super::expect::verify_expectations;
 use super::format::{input_format, output_format, Format};
 use super::load::{base_dir, chunks, load, read_input, SPLIT_MARKER};
-use super::mlir::{emit_mlir, EmitStage};
+use super::mlir::{check_target, emit_mlir, EmitStage, TargetSpec};
 use super::output::{
     persist_weights, stage_weights, write_onnx, write_output, writes_regular_file,
 };
@@ -93,6 +93,8 @@ pub struct EmitOptions {
     pub stage: EmitStage,
     pub mlir_pipeline: Option<String>,
     pub threads: u64,
+    /// The CPU `--emit=llvm` compiles for (and `transform` schedules for).
+    pub target: TargetSpec,
 }
 
 /// Runs `nnopt FILE` with `o`; diagnostics and errors go to stderr.
@@ -103,6 +105,9 @@ pub fn opt(o: &OptOptions) -> Result<(), Exit> {
     warn_ineffective(o);
     let mut sources = SourceMap::new();
     let tolerance = o.equivalence.tolerance().map_err(|e| usage(&e))?;
+    if let Some(e) = &o.emit {
+        check_target(&e.target)?;
+    }
     // Formats are settled before any work: an ONNX input is imported, an ONNX output exported.
     let out_format = output_format(&o.output, o.emit_format, o.emit.is_some())?;
     let onnx_in = input_format(input) == Format::Onnx;
@@ -166,7 +171,7 @@ pub fn opt(o: &OptOptions) -> Result<(), Exit> {
         let mut emitted = None;
         if let (Some(e), Some(m)) = (&o.emit, module.as_ref()) {
             if !has_errors(&diags) {
-                match emit_mlir(m, e.stage, e.mlir_pipeline.as_deref(), e.threads) {
+                match emit_mlir(m, e.stage, e.mlir_pipeline.as_deref(), e.threads, &e.target) {
                     Ok(text) => emitted = Some(text),
                     Err(d) => diags.extend(d),
                 }

@@ -7,7 +7,7 @@
 use super::cache::FileCache;
 use super::format::check_npy_output;
 use super::load::{load_model, pick_func};
-use super::mlir::run_compiled;
+use super::mlir::{check_target, run_compiled, TargetSpec};
 use super::progress::Progress;
 use super::{fail, Exit};
 use crate::diag::{Diagnostic, SourceMap};
@@ -31,6 +31,8 @@ pub struct RunOptions {
     pub threads: u64,
     /// Keep compiled code in the user's cache and reuse it (`super::cache`).
     pub cache: bool,
+    /// The CPU the compiled code is for.
+    pub target: TargetSpec,
     /// One `.npy` file per argument: `FILE` in order, or `NAME=FILE` for the argument `%NAME`.
     pub inputs: Vec<String>,
     /// One `.npy` file per result, in order; `-` prints the result as text.
@@ -42,6 +44,9 @@ pub fn run(o: &RunOptions) -> Result<(), Exit> {
     // Checked before loading and compiling, which can take seconds on a large model.
     for p in &o.outputs {
         check_npy_output(p)?;
+    }
+    if !o.interp {
+        check_target(&o.target)?;
     }
     let mut sources = SourceMap::new();
     let module = load_model(&o.input, &mut sources)?;
@@ -79,6 +84,7 @@ pub fn run(o: &RunOptions) -> Result<(), Exit> {
             o.mlir_pipeline.as_deref(),
             o.threads,
             cache.as_ref(),
+            &o.target,
         );
         drop(progress);
         results.map_err(|d| {

@@ -6,8 +6,8 @@ compiled path, on one and two threads) must compute onnxruntime's outputs to 1e-
 Run with the project venv: `.venv/bin/python tests/python/test_onnx_oracle.py` (scripts/test.sh
 does). Each model has a known set of dead neurons; the expected parameter drop is derived from
 docs/passes.md: a dead neuron feeding a weighted consumer (linear, ungrouped conv) loses its row,
-its bias entry and the consumer's column; one whose other users are a concat or a grouped conv
-loses only its row and bias entry (a scatter restores it for those users).
+its bias entry and the consumer's column, also through a concat whose readers are such consumers
+(the scatter that restores it for the concat folds into them).
 """
 
 import os
@@ -119,7 +119,9 @@ def concat(dead, batch=1):
     ]
     inits = {"wa": wa, "ba": ba, "wb": w(hb, c, 1, 1), "bb": w(hb), "wc": w(d, ha + hb, 1, 1), "bc": w(d)}
     m = make("concat", nodes, inits, [batch, c, 4, 4], [batch, d, 4, 4])
-    return m, len(dead) * (c + 1)
+    # The scatter that restores the dead channels for the concat folds into the head conv
+    # (sink-scatter-through-concat): each dead channel also loses the head's column.
+    return m, len(dead) * (c + 1 + d)
 
 
 def ffn(dead, latest=False):

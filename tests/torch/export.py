@@ -46,6 +46,15 @@ MODELS = {
     "mobilenet_v2": (lambda: torchvision.models.mobilenet_v2(num_classes=10), IMAGE),
     "mobilenet_v3_small": (lambda: torchvision.models.mobilenet_v3_small(num_classes=10), IMAGE),
     "squeezenet1_1": (lambda: torchvision.models.squeezenet1_1(num_classes=10), IMAGE),
+    # ResNeXt's 32x4d bottleneck (grouped 3x3 convs, 32 groups of 4 channels) with one block
+    # per stage: the grouped convs of resnext50_32x4d at a fifth of its depth.
+    "resnext14_32x4d": (
+        lambda: torchvision.models.resnet.ResNet(
+            torchvision.models.resnet.Bottleneck, [1, 1, 1, 1], groups=32, width_per_group=4, num_classes=10
+        ),
+        IMAGE,
+    ),
+    "regnet_x_400mf": (lambda: torchvision.models.regnet_x_400mf(num_classes=10), IMAGE),
     "densenet121": (lambda: torchvision.models.densenet121(num_classes=10), IMAGE),
     "transformer": (lambda: encoder(norm_first=False), TOKENS),
     "transformer_norm_first": (lambda: encoder(norm_first=True), TOKENS),
@@ -104,8 +113,11 @@ def perturb(model):
                 m.running_var.uniform_(0.5, 1.5)
 
 
-def export(name, path, dynamic_batch=False):
-    build, shape = MODELS[name]
+def export(name, path, dynamic_batch=False, shape=None, out_dir=HERE, stem=None):
+    """Writes `out_dir/stem.onnx` (default: this directory, the test fixtures' names) from the
+    example input `shape` (default: the small one of `MODELS`)."""
+    build, small = MODELS[name]
+    shape = shape or small
     torch.manual_seed(0)
     model = build().eval()
     perturb(model)
@@ -117,10 +129,10 @@ def export(name, path, dynamic_batch=False):
             options = dynamic(path) if dynamic_batch else PATHS[path]
             torch.onnx.export(model, (x,), f, input_names=["x"], output_names=["y"], **options)
         m = onnx.load(f)  # with external data, if the exporter wrote any
-    stem = f"{name}_batchN_{path}" if dynamic_batch else f"{name}_{path}"
+    stem = stem or (f"{name}_batchN_{path}" if dynamic_batch else f"{name}_{path}")
     strip_weights(m, f"{stem}.weights")
     strip_debug_info(m)
-    out = os.path.join(HERE, f"{stem}.onnx")
+    out = os.path.join(out_dir, f"{stem}.onnx")
     with open(out, "wb") as fh:
         fh.write(m.SerializeToString())
     print(f"wrote {out} ({os.path.getsize(out)} bytes, IR {m.ir_version}, opset {m.opset_import[0].version})")

@@ -3,7 +3,8 @@
 
 use super::elementwise::{broadcast_index, broadcast_shapes};
 use super::KResult;
-use ndarray::{ArrayD, Dimension, IxDyn};
+use ndarray::linalg::general_mat_mul;
+use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewD, Axis, Dimension, Ix1, Ix2, IxDyn};
 
 /// `y = x · wᵀ + b` over the last axis of `x`; `w` is `[out, in]`, leading dims are kept.
 pub fn linear(x: &ArrayD<f32>, w: &ArrayD<f32>, b: Option<&ArrayD<f32>>) -> KResult {
@@ -33,16 +34,29 @@ pub fn linear(x: &ArrayD<f32>, w: &ArrayD<f32>, b: Option<&ArrayD<f32>>) -> KRes
     }
     let mut shape = x.shape().to_vec();
     *shape.last_mut().unwrap() = out_f;
-    Ok(ArrayD::from_shape_fn(IxDyn(&shape), |idx| {
-        let mut xi = idx.slice().to_vec();
-        let o = xi[xi.len() - 1];
-        let mut acc = b.map_or(0.0, |b| b[[o]]);
-        for i in 0..in_f {
-            *xi.last_mut().unwrap() = i;
-            acc += x[IxDyn(&xi)] * w[[o, i]];
-        }
-        acc
-    }))
+    // One matrix product over all leading positions, in the dependencies' optimized code (see
+    // `conv2d`); each output starts at its bias.
+    let rows = shape[..shape.len() - 1].iter().product::<usize>();
+    let x = x.as_standard_layout();
+    let x2 = x
+        .view()
+        .into_shape_with_order((rows, in_f))
+        .map_err(|e| e.to_string())?;
+    let w2 = w
+        .view()
+        .into_dimensionality::<Ix2>()
+        .map_err(|e| e.to_string())?;
+    let mut y = Array2::<f32>::zeros((rows, out_f));
+    if let Some(b) = b {
+        y.assign(
+            &b.view()
+                .into_dimensionality::<Ix1>()
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    general_mat_mul(1.0, &x2, &w2.t(), 1.0, &mut y);
+    y.into_shape_with_order(IxDyn(&shape))
+        .map_err(|e| e.to_string())
 }
 
 /// NumPy `matmul`: 1-d operands are promoted (and the added axis removed afterwards), batch
@@ -82,23 +96,18 @@ pub fn matmul(a: &ArrayD<f32>, b: &ArrayD<f32>) -> KResult {
     let mut shape = batch.clone();
     shape.push(m);
     shape.push(n);
-    let out = ArrayD::from_shape_fn(IxDyn(&shape), |idx| {
+    let mut out = ArrayD::<f32>::zeros(IxDyn(&shape));
+    for idx in ndarray::indices(IxDyn(&batch)) {
         let idx = idx.slice();
-        let nb = batch.len();
-        let (i, j) = (idx[nb], idx[nb + 1]);
-        let mut ai = broadcast_index(&idx[..nb], abatch);
-        let mut bi = broadcast_index(&idx[..nb], bbatch);
-        ai.extend([i, 0]);
-        bi.extend([0, j]);
-        let (la, lb) = (ai.len(), bi.len());
-        let mut acc = 0.0;
-        for p in 0..k {
-            ai[la - 1] = p;
-            bi[lb - 2] = p;
-            acc += a2[IxDyn(&ai)] * b2[IxDyn(&bi)];
+        let lhs = matrix(a2.view(), &broadcast_index(idx, abatch))?;
+        let rhs = matrix(b2.view(), &broadcast_index(idx, bbatch))?;
+        let mut o = out.view_mut();
+        for &i in idx {
+            o = o.index_axis_move(Axis(0), i);
         }
-        acc
-    });
+        let mut o = o.into_dimensionality::<Ix2>().map_err(|e| e.to_string())?;
+        general_mat_mul(1.0, &lhs, &rhs, 0.0, &mut o);
+    }
     // Drop the axes that were added for 1-d operands, as NumPy does.
     let mut final_shape = batch;
     if !a1 {
@@ -109,4 +118,12 @@ pub fn matmul(a: &ArrayD<f32>, b: &ArrayD<f32>) -> KResult {
     }
     out.into_shape_with_order(IxDyn(&final_shape))
         .map_err(|e| e.to_string())
+}
+
+/// The matrix at batch index `at` of `a` (its leading axes).
+fn matrix<'a>(mut a: ArrayViewD<'a, f32>, at: &[usize]) -> Result<ArrayView2<'a, f32>, String> {
+    for &i in at {
+        a = a.index_axis_move(Axis(0), i);
+    }
+    a.into_dimensionality::<Ix2>().map_err(|e| e.to_string())
 }

@@ -2,7 +2,7 @@
 //! broadcasting rules that `matmul` reuses for its batch dimensions.
 
 use super::KResult;
-use ndarray::{ArrayD, Dimension, IxDyn};
+use ndarray::{ArrayD, IxDyn, Zip};
 
 /// Elementwise binary operations supporting NumPy broadcasting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,13 +52,16 @@ pub(super) fn broadcast_index(out_idx: &[usize], shape: &[usize]) -> Vec<usize> 
 /// Elementwise `x op y` with NumPy broadcasting.
 pub fn binary(x: &ArrayD<f32>, y: &ArrayD<f32>, op: BinaryOp) -> KResult {
     let shape = broadcast_shapes(x.shape(), y.shape(), "binary")?;
-    Ok(ArrayD::from_shape_fn(IxDyn(&shape), |idx| {
-        let a = x[IxDyn(&broadcast_index(idx.slice(), x.shape()))];
-        let b = y[IxDyn(&broadcast_index(idx.slice(), y.shape()))];
-        match op {
-            BinaryOp::Add => a + b,
-            BinaryOp::Sub => a - b,
-            BinaryOp::Mul => a * b,
-        }
+    let (Some(xb), Some(yb)) = (x.broadcast(IxDyn(&shape)), y.broadcast(IxDyn(&shape))) else {
+        return Err(format!(
+            "binary operands of shapes {:?} and {:?} do not broadcast",
+            x.shape(),
+            y.shape()
+        ));
+    };
+    Ok(Zip::from(&xb).and(&yb).map_collect(|&a, &b| match op {
+        BinaryOp::Add => a + b,
+        BinaryOp::Sub => a - b,
+        BinaryOp::Mul => a * b,
     }))
 }

@@ -34,9 +34,14 @@ pub fn batch_norm(
         }
     }
     let mut out = x.clone();
-    for (idx, v) in out.indexed_iter_mut() {
-        let ch = idx[1];
-        *v = (*v - mean[[ch]]) / (var[[ch]] + epsilon).sqrt() * scale[[ch]] + bias[[ch]];
+    for (ch, mut lane) in out.axis_iter_mut(Axis(1)).enumerate() {
+        let (m, d, s, b) = (
+            mean[[ch]],
+            (var[[ch]] + epsilon).sqrt(),
+            scale[[ch]],
+            bias[[ch]],
+        );
+        lane.mapv_inplace(|v| (v - m) / d * s + b);
     }
     Ok(out)
 }

@@ -94,13 +94,17 @@ pub fn max_pool2d(
     let g = pool_geom(x, kernel, strides, pads, ceil_mode, "max_pool2d")?;
     let [n, c, _, _] = g.nchw;
     let [oh, ow] = g.out;
+    let x = x.as_standard_layout();
+    let data = x.as_slice().expect("standard layout");
+    let [h, w] = [g.nchw[2], g.nchw[3]];
     Ok(ArrayD::from_shape_fn(IxDyn(&[n, c, oh, ow]), |idx| {
+        let plane = &data[(idx[0] * c + idx[1]) * h * w..][..h * w];
         let (_, _, ys, ye) = g.window(0, idx[2]);
         let (_, _, xs, xe) = g.window(1, idx[3]);
         let mut m = f32::NEG_INFINITY;
         for iy in ys..ye {
             for ix in xs..xe {
-                let v = x[[idx[0], idx[1], iy, ix]];
+                let v = plane[iy * w + ix];
                 if v > m || v.is_nan() {
                     m = v;
                 }
@@ -126,13 +130,17 @@ pub fn avg_pool2d(
     let g = pool_geom(x, kernel, strides, pads, ceil_mode, "avg_pool2d")?;
     let [n, c, _, _] = g.nchw;
     let [oh, ow] = g.out;
+    let x = x.as_standard_layout();
+    let data = x.as_slice().expect("standard layout");
+    let [h, w] = [g.nchw[2], g.nchw[3]];
     Ok(ArrayD::from_shape_fn(IxDyn(&[n, c, oh, ow]), |idx| {
+        let plane = &data[(idx[0] * c + idx[1]) * h * w..][..h * w];
         let (y0, y1, ys, ye) = g.window(0, idx[2]);
         let (x0, x1, xs, xe) = g.window(1, idx[3]);
         let mut sum = 0.0f32;
         for iy in ys..ye {
             for ix in xs..xe {
-                sum += x[[idx[0], idx[1], iy, ix]];
+                sum += plane[iy * w + ix];
             }
         }
         let count = if count_include_pad {

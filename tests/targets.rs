@@ -1,0 +1,157 @@
+//! Every target variant this machine can execute computes what the reference interpreter
+//! computes: the register tiles, the packed panel width and the instruction set all change with
+//! `--target-cpu`, so each forced variant (AVX-512, AVX2, SSE on x86; the host elsewhere) is
+//! compiled and compared on dense and conv layers of odd, pruned-looking sizes and on the
+//! ResNet-style example before and after pruning, to 1e-4 of each output's largest magnitude.
+
+#![cfg(feature = "mlir")]
+
+use ndarray::{ArrayD, IxDyn};
+use nnopt::diag::SourceMap;
+use nnopt::ir::Module;
+use nnopt::lower::{compile_and_run, CompileOptions, Isa, Target};
+use nnopt::tool::load;
+use nnopt::{interp, passes};
+use std::path::Path;
+
+/// The forced targets the host can run (a variant needs its ISA on the host), and the host.
+fn variants() -> Vec<Target> {
+    let host = Target::host();
+    let mut all = vec![host.clone()];
+    if cfg!(target_arch = "x86_64") {
+        for (cpu, isa) in [
+            ("x86-64-v4", Isa::Avx512),
+            ("haswell", Isa::Avx2),
+            ("x86-64", Isa::Sse),
+        ] {
+            if host.isa >= isa {
+                all.push(Target::resolve(Some(cpu), None).expect("a known CPU"));
+            }
+        }
+    }
+    all
+}
+
+fn load(text: &str) -> Module {
+    let mut sources = SourceMap::new();
+    let file = sources.add("targets.nnir", text.to_string());
+    let mut diags = Vec::new();
+    load::load(text, file, 0, Path::new("."), &mut diags)
+        .unwrap_or_else(|| panic!("{}\n{text}", sources.emit_to_string(&diags)))
+}
+
+/// Deterministic inputs in [-1, 1) for every argument of `m`'s first function, dynamic sizes
+/// set to `batch`.
+fn inputs(m: &Module, batch: u64, seed: u64) -> Vec<ArrayD<f32>> {
+    let mut s = seed;
+    let f = &m.funcs[0];
+    f.args()
+        .iter()
+        .map(|&a| {
+            let shape: Vec<usize> = f
+                .ty(a)
+                .dims
+                .iter()
+                .map(|d| d.as_static().unwrap_or(batch) as usize)
+                .collect();
+            ArrayD::from_shape_fn(IxDyn(&shape), |_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+        })
+        .collect()
+}
+
+/// `m` compiled for every variant (on `threads` threads) gives the interpreter's outputs.
+fn check(m: &Module, batch: u64, threads: u64) {
+    let f = &m.funcs[0];
+    let x = inputs(m, batch, 0x9e37_79b9_7f4a_7c15);
+    let want = interp::run(f, &x).expect("the interpreter runs");
+    // One compile at a time: MLIR and LLVM keep process-global registries, and the tests of
+    // this file run on parallel threads.
+    static COMPILE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _serial = COMPILE.lock().unwrap_or_else(|e| e.into_inner());
+    for target in variants() {
+        let got = compile_and_run(
+            m,
+            &f.name,
+            &x,
+            &CompileOptions {
+                pipeline: None,
+                threads,
+                target: &target,
+                cache: None,
+            },
+        )
+        .unwrap_or_else(|d| panic!("{target}: {d:?}"));
+        for (w, g) in want.iter().zip(&got) {
+            assert_eq!(w.shape(), g.shape());
+            let scale = w
+                .iter()
+                .fold(0f32, |a, v| a.max(v.abs()))
+                .max(f32::MIN_POSITIVE);
+            let worst = w
+                .iter()
+                .zip(g)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                worst <= 1e-4 * scale,
+                "{target}, {threads} thread(s): off by {worst} (largest magnitude {scale})"
+            );
+        }
+    }
+}
+
+#[test]
+fn dense_layers_of_odd_sizes() {
+    // 45 and 29 columns: partial panels at every width; 7 rows: a peeled row tile.
+    check(
+        &load(
+            "func @f(%x: tensor<?x53xf32>, %w: tensor<45x53xf32>, %b: tensor<45xf32>, %v: tensor<29x45xf32>) -> tensor<?x29xf32> {
+  %h = nn.linear %x, %w, %b : tensor<?x45xf32>
+  %a = nn.relu %h : tensor<?x45xf32>
+  %y = nn.linear %a, %v : tensor<?x29xf32>
+  return %y : tensor<?x29xf32>
+}",
+        ),
+        7,
+        1,
+    );
+}
+
+#[test]
+fn convs_of_odd_sizes() {
+    // 53 filters (peeled filter tiles), a 17 x 19 image (peeled position tiles), a padded 3 x 3
+    // conv, then a 1 x 1 one, on two threads (the split depends on the vector width).
+    check(
+        &load(
+            "func @f(%x: tensor<?x5x17x19xf32>, %w: tensor<53x5x3x3xf32>, %b: tensor<53xf32>, %v: tensor<11x53x1x1xf32>) -> tensor<?x11x17x19xf32> {
+  %h = nn.conv2d %x, %w, %b {strides = [1, 1], pads = [1, 1, 1, 1], dilations = [1, 1], groups = 1} : tensor<?x53x17x19xf32>
+  %a = nn.relu %h : tensor<?x53x17x19xf32>
+  %y = nn.conv2d %a, %v {strides = [1, 1], pads = [0, 0, 0, 0], dilations = [1, 1], groups = 1} : tensor<?x11x17x19xf32>
+  return %y : tensor<?x11x17x19xf32>
+}",
+        ),
+        2,
+        2,
+    );
+}
+
+#[test]
+fn resnet_example_before_and_after_pruning() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/resnet.nnir"))
+            .expect("examples/resnet.nnir");
+    let m = load(&text);
+    check(&m, 2, 1);
+    let mut pruned = m.clone();
+    let pipeline = passes::PassManager::parse(passes::PRUNE_PIPELINE, None).unwrap();
+    let mut cx = passes::PassContext::default();
+    assert!(pipeline
+        .run(&mut pruned, true, &mut cx, |_, _, _| {})
+        .is_ok());
+    check(&pruned, 2, 1);
+}
