@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// A network with external weights (conv, dense layers the schedule packs, activations), so
-/// the artifact's embedded weights are exercised, and its `.safetensors` beside it.
-fn weighted_model(dir: &Path) -> PathBuf {
+/// the artifact's embedded weights are exercised, and its `.safetensors` beside it; `scale`
+/// scales every weight.
+fn weighted_model(dir: &Path, scale: f32) -> PathBuf {
     let tensors: [(&str, Vec<usize>); 6] = [
         ("conv.weight", vec![8, 3, 3, 3]),
         ("conv.bias", vec![8]),
@@ -26,7 +27,7 @@ fn weighted_model(dir: &Path) -> PathBuf {
         for _ in 0..n {
             seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
             let x = (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5;
-            data.extend_from_slice(&(x * 0.5).to_le_bytes());
+            data.extend_from_slice(&(x * scale).to_le_bytes());
         }
         header.insert(
             name.to_string(),
@@ -198,7 +199,10 @@ fn a_compiled_artifact_runs_from_c_and_matches_the_interpreter() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let x = input(&[2, 3, 8, 8]);
-    for model in [weighted_model(d), PathBuf::from("examples/resnet.nnir")] {
+    for model in [
+        weighted_model(d, 0.5),
+        PathBuf::from("examples/resnet.nnir"),
+    ] {
         let want = interpret(&model, &x, d);
         let name = model.file_stem().unwrap().to_str().unwrap().to_string();
         for kind in ["so", "o"] {
@@ -266,7 +270,7 @@ fn entries(cache: &Path) -> Vec<PathBuf> {
 fn the_cache_is_filled_reused_bit_identically_and_bypassed_with_no_cache() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let model = weighted_model(d);
+    let model = weighted_model(d, 0.5);
     let x = d.join("x.npy");
     nnopt::interp::write_npy(&x, &input(&[2, 3, 8, 8])).unwrap();
     let cache = d.join("cache");
@@ -329,4 +333,90 @@ fn an_unwritable_cache_directory_warns_and_the_run_goes_on() {
     std::fs::write(&cache, b"").unwrap();
     let (_, err) = run_compiled(Path::new("examples/resnet.nnir"), &x, &cache, &[]);
     assert!(err.contains("warning: cannot store compiled code"), "{err}");
+}
+
+#[test]
+fn a_weight_file_changed_in_place_is_a_miss_even_with_its_time_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let model = weighted_model(d, 0.5);
+    let x = d.join("x.npy");
+    nnopt::interp::write_npy(&x, &input(&[2, 3, 8, 8])).unwrap();
+    let cache = d.join("cache");
+    let (before, _) = run_compiled(&model, &x, &cache, &[]);
+    let weights = d.join("w.safetensors");
+    let time = std::fs::metadata(&weights).unwrap().modified().unwrap();
+    // Same names, shapes, sizes and text; other values, and the old modification time.
+    weighted_model(d, 0.25);
+    std::fs::File::options()
+        .write(true)
+        .open(&weights)
+        .unwrap()
+        .set_modified(time)
+        .unwrap();
+    let (after, _) = run_compiled(&model, &x, &cache, &[]);
+    assert_eq!(
+        entries(&cache).len(),
+        2,
+        "the changed weights reused the entry"
+    );
+    assert_ne!(after, before);
+    let (uncached, _) = run_compiled(&model, &x, &cache, &["--no-cache"]);
+    assert_eq!(after, uncached);
+}
+
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn a_forced_target_keys_the_cache_and_drives_compile() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let model = PathBuf::from("examples/resnet.nnir");
+    let x = d.join("x.npy");
+    nnopt::interp::write_npy(&x, &input(&[2, 3, 8, 8])).unwrap();
+    let cache = d.join("cache");
+    run_compiled(&model, &x, &cache, &[]);
+    let avx2 = ["--target-cpu", "x86-64-v3"];
+    run_compiled(&model, &x, &cache, &avx2);
+    assert_eq!(
+        entries(&cache).len(),
+        2,
+        "a forced target reused the host's entry"
+    );
+    run_compiled(&model, &x, &cache, &avx2);
+    assert_eq!(entries(&cache).len(), 2);
+    let out = nnopt(
+        &[
+            "compile",
+            "examples/resnet.nnir",
+            "--target-cpu",
+            "pentium-pro-max",
+            "-o",
+            d.join("bad.o").to_str().unwrap(),
+        ],
+        d,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    if !have_cc() {
+        return;
+    }
+    // The object compiled for AVX2 has no AVX-512 register (on any host).
+    let object = d.join("m.o");
+    ok(nnopt(
+        &[
+            "compile",
+            "examples/resnet.nnir",
+            "--target-cpu",
+            "x86-64-v3",
+            "-o",
+            object.to_str().unwrap(),
+        ],
+        d,
+    ));
+    let Ok(dis) = Command::new("objdump").arg("-d").arg(&object).output() else {
+        eprintln!("skipping the disassembly: no objdump");
+        return;
+    };
+    let text = String::from_utf8_lossy(&dis.stdout);
+    assert!(text.contains("ymm"), "no AVX code at all");
+    assert!(!text.contains("zmm"), "AVX-512 code for x86-64-v3");
 }

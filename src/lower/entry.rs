@@ -6,6 +6,7 @@
 //! rejects is an internal error carrying MLIR's own diagnostics.
 
 use super::abi::{memref_type, Lowered, Signature};
+use super::cached;
 use super::diag_capture::DiagCapture;
 use super::jit;
 use super::mlir_ops::{id, BuildError, Emitter, DYNAMIC};
@@ -255,13 +256,14 @@ pub struct CompileOptions<'a> {
     pub threads: u64,
     /// The CPU the code is for.
     pub target: &'a Target,
-    /// Where compiled code is kept between runs (`jit::Jit::compile`), if anywhere.
-    pub cache: Option<&'a dyn jit::ObjectCache>,
+    /// Where compiled code is kept between runs (`cached.rs`), if anywhere.
+    pub cache: Option<&'a dyn cached::ObjectCache>,
 }
 
 /// Compiles function `func` of `m` for the shapes of `inputs`, the way `nnopt run` and `nnopt
 /// bench` do: specialized to those shapes ([`specialized`]), then through the transform
-/// schedule and the default pipeline, or through the given pipeline, as `o` says.
+/// schedule and the default pipeline, or through the given pipeline, as `o` says; through the
+/// cache when `o` has one.
 pub fn compile(
     cx: &Context,
     m: &ir::Module,
@@ -269,8 +271,12 @@ pub fn compile(
     inputs: &[ndarray::ArrayD<f32>],
     o: &CompileOptions,
 ) -> Result<jit::Jit, Vec<Diagnostic>> {
-    let lowered = lower_module(cx, &specialized(m, func, inputs)?, o.target)?;
-    jit::Jit::compile(cx, lowered, o.pipeline, o.threads, o.cache)
+    let m = &specialized(m, func, inputs)?;
+    if let Some(cache) = o.cache {
+        return cached::compile(cx, m, o, cache);
+    }
+    let lowered = lower_module(cx, m, o.target)?;
+    jit::Jit::compile(cx, lowered, o.pipeline, o.threads)
         .map_err(|e| vec![Diagnostic::error(e).at(m.span)])
 }
 

@@ -1,6 +1,6 @@
 //! Compiling a lowered module to LLVM with MLIR's passes, to machine code with LLVM
-//! (`object.rs`), and running it linked into this process (`loader.rs`), through the run cache
-//! when one is given.
+//! (`object.rs`), and running it linked into this process (`loader.rs`); an object the run
+//! cache kept (`cached.rs`) is linked the same way.
 //!
 //! The pipeline is `../shared/mlir-codegen`'s naive pipeline (a) (bufferize in place, linalg to
 //! loops, lower to the LLVM dialect) with `convert-math-to-libm` added after
@@ -22,7 +22,6 @@ use super::diag_capture::DiagCapture;
 use super::loader::Loaded;
 use super::object::emit_object;
 use super::schedule::{self, Tiles};
-use super::target::Target;
 use crate::ir::{ElemType, Tensor};
 use melior::ir::operation::{OperationLike, WalkOrder, WalkResult};
 use melior::ir::{BlockLike, Module as MlirModule, Operation};
@@ -311,15 +310,6 @@ pub fn run_mlir_pipeline(
     })
 }
 
-/// Where compiled objects are kept between runs (`tool::cache` keeps them in files). `key` is
-/// everything the object depends on ([`Jit::compile`] builds it); the store hashes it.
-pub trait ObjectCache {
-    /// The object stored under `key`, if any (and intact).
-    fn get(&self, key: &str) -> Option<Vec<u8>>;
-    /// Stores `object` under `key`; failures are the store's to report.
-    fn put(&self, key: &str, object: &[u8]);
-}
-
 /// The symbols compiled code calls that nnopt defines: `memrefCopy`, the allocator and the
 /// async runtime.
 fn runtime_symbols() -> Vec<(&'static str, *mut ())> {
@@ -460,29 +450,6 @@ impl<'a> Pipeline<'a> {
     }
 }
 
-/// Everything the object compiled from `module` depends on: the module's text (with its
-/// embedded schedule), the pipeline, the threads, the target and the nnopt build (version and
-/// the executable's size and modification time, so a rebuilt nnopt never reuses another
-/// build's code, whose lowering passes or LLVM options may differ).
-fn cache_key(module: &MlirModule, pipeline: Pipeline, threads: u64, target: &Target) -> String {
-    let pipeline = match pipeline {
-        Pipeline::Given(p) => format!("given {p}"),
-        Pipeline::Scheduled => format!("scheduled {}", scheduled_pipeline(threads)),
-        Pipeline::Default => format!("default {DEFAULT_PIPELINE}"),
-    };
-    let build = std::env::current_exe()
-        .and_then(std::fs::metadata)
-        .map(|m| format!("{} {:?}", m.len(), m.modified().ok()))
-        .unwrap_or_default();
-    format!(
-        "nnopt {} {build}\ntarget {} {}\nthreads {threads}\npipeline {pipeline}\n{}",
-        env!("CARGO_PKG_VERSION"),
-        target.cpu,
-        target.features.join(","),
-        module.as_operation()
-    )
-}
-
 /// Once per compiled module, not per call: packs the weights of scheduled dense layers, and
 /// gives a 4-byte aligned buffer to a weight whose bytes are not one (a splat, a gather view,
 /// an ONNX initializer at an odd offset of its file), which `run_into` would otherwise copy on
@@ -511,52 +478,54 @@ pub struct Jit {
 }
 
 impl Jit {
-    /// Lowers `lowered` through `pipeline` and compiles it at opt level 3 for the host. Without
-    /// a pipeline, the marked layers are tiled and vectorized by their transform schedule and
-    /// the rest goes through [`DEFAULT_PIPELINE`]. With a `cache`, the object is taken from it
-    /// when it holds one for the same module text, pipeline, threads, target and nnopt build,
-    /// and stored in it otherwise.
+    /// Lowers `lowered` through `pipeline`, compiles it at opt level 3 for its target and
+    /// links it into the process. Without a pipeline, the marked layers are tiled and
+    /// vectorized by their transform schedule and the rest goes through [`DEFAULT_PIPELINE`].
     pub fn compile(
         cx: &Context,
         lowered: Lowered,
         pipeline: Option<&str>,
         threads: u64,
-        cache: Option<&dyn ObjectCache>,
     ) -> Result<Self, String> {
+        Self::build(cx, lowered, pipeline, threads).map(|(jit, _)| jit)
+    }
+
+    /// [`Jit::compile`], also returning the object file it linked (what the run cache keeps).
+    pub(super) fn build(
+        cx: &Context,
+        lowered: Lowered,
+        pipeline: Option<&str>,
+        threads: u64,
+    ) -> Result<(Self, Vec<u8>), String> {
         let mut lowered = lowered;
-        prepare_weights(&mut lowered.signatures);
         let pipeline = Pipeline::choose(cx, &lowered, pipeline, threads)?;
-        let key = cache.map(|_| cache_key(&lowered.module, pipeline, threads, &lowered.target));
-        let cached = cache.zip(key.as_deref()).and_then(|(c, k)| c.get(k));
+        lower_to_llvm(cx, &mut lowered, pipeline, threads)?;
+        add_packed_entries(cx, &mut lowered.module, &lowered.signatures)?;
+        let object = emit_object(&lowered.module, &lowered.target, None)?;
+        let jit = Self::load(&object, lowered.signatures, threads)?;
+        Ok((jit, object))
+    }
+
+    /// Links `object` (compiled for `threads` from a module whose functions have `signatures`,
+    /// weights not yet prepared) into the process.
+    pub(super) fn load(
+        object: &[u8],
+        mut signatures: Vec<Signature>,
+        threads: u64,
+    ) -> Result<Self, String> {
+        prepare_weights(&mut signatures);
         // Code compiled for N threads runs one task of each parallel loop on the calling
         // thread (`async-dispatch=false`) and N - 1 on the pool.
         async_runtime::ensure_workers(threads.saturating_sub(1) as usize)?;
-        let symbols = runtime_symbols();
-        // A cached object that does not link (it passed the store's checksum, so this means a
-        // store bug) is compiled again rather than trusted.
         // SAFETY: each runtime symbol has the C signature compiled code calls it with.
-        let from_cache = cached.and_then(|o| unsafe { Loaded::new(&o, &symbols) }.ok());
-        let loaded = match from_cache {
-            Some(l) => l,
-            None => {
-                lower_to_llvm(cx, &mut lowered, pipeline, threads)?;
-                add_packed_entries(cx, &mut lowered.module, &lowered.signatures)?;
-                let object = emit_object(&lowered.module, &lowered.target, None)?;
-                if let (Some(c), Some(k)) = (cache, &key) {
-                    c.put(k, &object);
-                }
-                // SAFETY: as above.
-                unsafe { Loaded::new(&object, &symbols) }?
-            }
-        };
-        let entries = lowered
-            .signatures
+        let loaded = unsafe { Loaded::new(object, &runtime_symbols()) }?;
+        let entries = signatures
             .iter()
             .map(|s| loaded.lookup(&packed_name(&s.name)))
             .collect::<Result<_, _>>()?;
         Ok(Jit {
             _loaded: loaded,
-            signatures: lowered.signatures,
+            signatures,
             entries,
         })
     }

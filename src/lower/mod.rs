@@ -8,7 +8,8 @@
 //! `docs/lowering.md`). Layers the transform schedule covers (`schedule.rs`) are marked with
 //! `nnopt.*` attributes (`marks.rs`); [`jit`] applies the schedule, runs the pass pipeline,
 //! has `object.rs` compile the result to an object file and `loader.rs` link it into the
-//! process, and calls the compiled code; `aot.rs` makes `nnopt compile`'s artifact.
+//! process, and calls the compiled code; `cached.rs` keys the run cache and rebuilds a hit
+//! without lowering; `aot.rs` makes `nnopt compile`'s artifact.
 //!
 //! The files, by concern: `entry.rs` (public entry points), `abi.rs` and `boundary.rs`
 //! (calling convention), `diag_capture.rs` (MLIR's diagnostics as text),
@@ -26,6 +27,7 @@ mod aot;
 mod approx;
 mod async_runtime;
 mod boundary;
+mod cached;
 mod conv;
 mod dense;
 mod diag_capture;
@@ -54,10 +56,11 @@ mod window;
 // `nnopt bench`), and the types those hand out.
 pub use abi::{DimVal, Lowered, Signature, WeightArg};
 pub use aot::{c_ident, compile_artifact, Artifact};
+pub use cached::ObjectCache;
 pub use entry::{
     compile, compile_and_run, context, emit_text, lower_module, print, CompileOptions, Emit,
 };
-pub use jit::{Jit, ObjectCache};
+pub use jit::Jit;
 pub use schedule::Layer;
 pub use target::{Isa, Target};
 

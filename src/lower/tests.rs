@@ -76,7 +76,7 @@ fn check(text: &str, shapes: &[&[usize]]) -> usize {
         } else {
             Some(DEFAULT_PIPELINE)
         };
-        let jit = Jit::compile(&cx, lowered, pipeline, threads, None)
+        let jit = Jit::compile(&cx, lowered, pipeline, threads)
             .unwrap_or_else(|e| panic!("{e}\n{text_mlir}"));
         let got = jit.run(&f.name, &inputs).expect("compiled code runs");
         assert_eq!(want.len(), got.len());
@@ -205,7 +205,6 @@ fn lower_dynamic_batch_mismatch_is_an_error() {
         lower_module(&cx, &m, &Target::host()).unwrap(),
         Some(DEFAULT_PIPELINE),
         1,
-        None,
     )
     .unwrap();
     let err = jit
@@ -538,7 +537,7 @@ fn lower_weights_become_arguments() {
     );
     let x = random(&[2, 4], 3);
     let want = crate::interp::run(&m.funcs[0], std::slice::from_ref(&x)).unwrap();
-    let jit = Jit::compile(&cx, l, Some(DEFAULT_PIPELINE), 1, None).unwrap();
+    let jit = Jit::compile(&cx, l, Some(DEFAULT_PIPELINE), 1).unwrap();
     let got = jit.run("f", &[x]).unwrap();
     for (a, b) in want[0].iter().zip(got[0].iter()) {
         assert!((a - b).abs() <= 1e-5 * a.abs().max(1.0), "{a} vs {b}");
@@ -576,7 +575,7 @@ fn lower_bad_pipeline_reports_mlir_error() {
     // A pipeline that stops short of the LLVM dialect is an error, not a null engine (which
     // crashed on first use).
     let l = lower_module(&cx, &m, &Target::host()).unwrap();
-    let e = match Jit::compile(&cx, l, Some("builtin.module(canonicalize)"), 1, None) {
+    let e = match Jit::compile(&cx, l, Some("builtin.module(canonicalize)"), 1) {
         Err(e) => e,
         Ok(_) => panic!("compiled a module outside the LLVM dialect"),
     };
@@ -875,7 +874,7 @@ fn compiled(text: &str, inputs: &[ArrayD<f32>]) -> Vec<ArrayD<f32>> {
     let m = load(text);
     let cx = context();
     let lowered = lower_module(&cx, &m, &Target::host()).unwrap_or_else(|d| panic!("{d:?}"));
-    let jit = Jit::compile(&cx, lowered, Some(DEFAULT_PIPELINE), 1, None).expect("compiles");
+    let jit = Jit::compile(&cx, lowered, Some(DEFAULT_PIPELINE), 1).expect("compiles");
     jit.run(&m.funcs[0].name, inputs).expect("runs")
 }
 

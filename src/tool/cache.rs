@@ -1,10 +1,10 @@
-//! The compiled-code cache of `nnopt run` and `nnopt bench`: object files kept in
+//! The compiled-code cache of `nnopt run` and `nnopt bench`: compiled code kept in
 //! `$XDG_CACHE_HOME/nnopt` (default `~/.cache/nnopt`), one file per key, so the second run of a
-//! model skips MLIR's passes and LLVM's code generation.
+//! model skips lowering, MLIR's passes and LLVM's code generation.
 //!
-//! The key (built by `lower::Jit::compile`) is the lowered module's text with its schedule, the
-//! pipeline, the threads, the target (triple, CPU, features) and the nnopt build; it is hashed
-//! to 128 bits, which name the file. An entry is
+//! The key and the payload (the object file and the calling conventions) are the lowering's
+//! (`lower/cached.rs`: the NNIR text, the weights' content, the pipeline, the threads, the
+//! target and the nnopt build); the key is hashed to 128 bits, which name the file. An entry is
 //! `magic "NNOPTOBJ" | format u32 | key hash 16 bytes | payload length u64 | payload hash u64 |
 //! payload` (little-endian), written atomically (`crate::atomic`). Reading checks every field:
 //! a truncated, corrupt or foreign entry is reported and compiled again (then overwritten),
