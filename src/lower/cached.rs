@@ -22,11 +22,10 @@
 //! op order). An entry that does not decode or does not match the module is compiled again.
 
 use super::abi::{DimVal, Signature, WeightArg};
-use super::entry::{lower_module, CompileOptions};
+use super::entry::{context, lower_module, CompileOptions};
 use super::jit::{scheduled_pipeline, Jit, DEFAULT_PIPELINE};
 use crate::diag::Diagnostic;
 use crate::ir::{self, OpKind};
-use melior::Context;
 use std::fmt::Write;
 use std::hash::{BuildHasher, Hasher};
 
@@ -42,7 +41,6 @@ pub trait ObjectCache {
 /// Compiles the specialized module `m` as `o` says, through `cache`: a hit is loaded without
 /// lowering, a miss is compiled and stored.
 pub(super) fn compile(
-    cx: &Context,
     m: &ir::Module,
     o: &CompileOptions,
     cache: &dyn ObjectCache,
@@ -51,9 +49,10 @@ pub(super) fn compile(
     if let Some(jit) = cache.get(&key).and_then(|e| load(&e, m, o.threads)) {
         return Ok(jit);
     }
-    let lowered = lower_module(cx, m, o.target)?;
+    let cx = context();
+    let lowered = lower_module(&cx, m, o.target)?;
     let meta = encode_signatures(&lowered.signatures);
-    let (jit, object) = Jit::build(cx, lowered, o.pipeline, o.threads)
+    let (jit, object) = Jit::build(&cx, lowered, o.pipeline, o.threads)
         .map_err(|e| vec![Diagnostic::error(e).at(m.span)])?;
     let mut entry = Vec::with_capacity(8 + object.len() + meta.len());
     entry.extend_from_slice(&(object.len() as u64).to_le_bytes());

@@ -59,11 +59,10 @@ pub fn bench(
         cache: cache.map(|c| c as &dyn lower::ObjectCache),
     };
     use std::time::Instant;
-    let cx = lower::context();
     let mut compiled = Vec::with_capacity(models.len());
     for b in models {
         let start = Instant::now();
-        let jit = lower::compile(&cx, b.module, b.func, &b.inputs, &o)?;
+        let jit = lower::compile(b.module, b.func, &b.inputs, &o)?;
         compiled.push((jit, start.elapsed()));
     }
     let mut outputs = Vec::new();
