@@ -22,9 +22,8 @@
 //! op order). An entry that does not decode or does not match the module is compiled again.
 
 use super::abi::{DimVal, Signature, WeightArg};
-use super::entry::{context, lower_module, CompileOptions};
 use super::jit::{scheduled_pipeline, Jit, DEFAULT_PIPELINE};
-use crate::diag::Diagnostic;
+use super::target::Target;
 use crate::ir::{self, OpKind};
 use std::fmt::Write;
 use std::hash::{BuildHasher, Hasher};
@@ -36,39 +35,34 @@ pub trait ObjectCache {
     fn get(&self, key: &str) -> Option<Vec<u8>>;
     /// Stores `entry` under `key`; failures are the store's to report.
     fn put(&self, key: &str, entry: &[u8]);
+    /// The NNIR text of `m` (`syntax::printer::print_module`), part of the key: the store
+    /// prints it because the lowering sits below the syntax layer and cannot.
+    fn module_text(&self, m: &ir::Module) -> String;
 }
 
-/// Compiles the specialized module `m` as `o` says, through `cache`: a hit is loaded without
-/// lowering, a miss is compiled and stored.
-pub(super) fn compile(
-    m: &ir::Module,
-    o: &CompileOptions,
-    cache: &dyn ObjectCache,
-) -> Result<Jit, Vec<Diagnostic>> {
-    let key = key(m, o);
-    if let Some(jit) = cache.get(&key).and_then(|e| load(&e, m, o.threads)) {
-        return Ok(jit);
-    }
-    let cx = context();
-    let lowered = lower_module(&cx, m, o.target)?;
-    let meta = encode_signatures(&lowered.signatures);
-    let (jit, object) = Jit::build(&cx, lowered, o.pipeline, o.threads)
-        .map_err(|e| vec![Diagnostic::error(e).at(m.span)])?;
+/// An entry holding `object` and the calling conventions `meta` ([`encode_signatures`]).
+pub(super) fn entry(object: &[u8], meta: &[u8]) -> Vec<u8> {
     let mut entry = Vec::with_capacity(8 + object.len() + meta.len());
     entry.extend_from_slice(&(object.len() as u64).to_le_bytes());
-    entry.extend_from_slice(&object);
-    entry.extend_from_slice(&meta);
-    cache.put(&key, &entry);
-    Ok(jit)
+    entry.extend_from_slice(object);
+    entry.extend_from_slice(meta);
+    entry
 }
 
-/// Everything code compiled from `m` with `o` depends on (see the module docs).
-fn key(m: &ir::Module, o: &CompileOptions) -> String {
-    let pipeline = match o.pipeline {
+/// Everything code compiled from the specialized module `m` (whose NNIR text the store gives)
+/// with `pipeline`, `threads` and `target` depends on (see the module docs).
+pub(super) fn key(
+    m: &ir::Module,
+    cache: &dyn ObjectCache,
+    pipeline: Option<&str>,
+    threads: u64,
+    target: &Target,
+) -> String {
+    let pipeline = match pipeline {
         Some(p) => format!("given {p}"),
         None => format!(
             "scheduled {} default {DEFAULT_PIPELINE}",
-            scheduled_pipeline(o.threads)
+            scheduled_pipeline(threads)
         ),
     };
     let build = std::env::current_exe()
@@ -78,11 +72,11 @@ fn key(m: &ir::Module, o: &CompileOptions) -> String {
     let mut key = format!(
         "nnopt {} {build}\ntarget {} {}\nthreads {}\npipeline {pipeline}\n",
         env!("CARGO_PKG_VERSION"),
-        o.target.cpu,
-        o.target.features.join(","),
-        o.threads
+        target.cpu,
+        target.features.join(","),
+        threads
     );
-    key.push_str(&crate::syntax::printer::print_module(m));
+    key.push_str(&cache.module_text(m));
     for f in &m.funcs {
         for (name, value) in weights(f) {
             let _ = writeln!(
@@ -115,7 +109,7 @@ fn content_hash(t: &ir::Tensor) -> u64 {
 
 /// The code of entry `entry` linked into the process for the specialized module `m`, or `None`
 /// when the entry does not decode, does not match `m`'s functions or does not link.
-fn load(entry: &[u8], m: &ir::Module, threads: u64) -> Option<Jit> {
+pub(super) fn load(entry: &[u8], m: &ir::Module, threads: u64) -> Option<Jit> {
     let mut r = Reader(entry);
     let n = r.u64()? as usize;
     let object = r.bytes(n)?;
@@ -134,7 +128,7 @@ fn load(entry: &[u8], m: &ir::Module, threads: u64) -> Option<Jit> {
 }
 
 /// What an entry stores of `signatures` (see the module docs).
-fn encode_signatures(signatures: &[Signature]) -> Vec<u8> {
+pub(super) fn encode_signatures(signatures: &[Signature]) -> Vec<u8> {
     let mut w = Vec::new();
     let u32 = |w: &mut Vec<u8>, n: usize| w.extend_from_slice(&(n as u32).to_le_bytes());
     let u64 = |w: &mut Vec<u8>, n: u64| w.extend_from_slice(&n.to_le_bytes());
@@ -255,7 +249,22 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
     use crate::diag::SourceMap;
-    use crate::lower::Target;
+    use crate::lower::lower_module;
+
+    /// A store that keeps nothing: what [`key`] needs of one.
+    struct Keys;
+
+    impl ObjectCache for Keys {
+        fn get(&self, _: &str) -> Option<Vec<u8>> {
+            None
+        }
+
+        fn put(&self, _: &str, _: &[u8]) {}
+
+        fn module_text(&self, m: &ir::Module) -> String {
+            crate::syntax::printer::print_module(m)
+        }
+    }
 
     /// A one-function module of a packed dense layer whose two weights are in a safetensors
     /// file of `dir`, `bias` its bias values.
@@ -325,14 +334,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let m = model(dir.path(), [1.0, 2.0, 3.0]);
         let host = Target::host();
-        let o = CompileOptions {
-            pipeline: None,
-            threads: 1,
-            target: &host,
-            cache: None,
-        };
-        let base = key(&m, &o);
-        assert_eq!(key(&m, &o), base, "the key is deterministic");
+        let key =
+            |m: &ir::Module, pipeline, threads, target| key(m, &Keys, pipeline, threads, target);
+        let base = key(&m, None, 1, &host);
+        assert_eq!(key(&m, None, 1, &host), base, "the key is deterministic");
         // The same text, another bias value (in another directory: `m` maps its file): another
         // key.
         let other = tempfile::tempdir().unwrap();
@@ -341,18 +346,10 @@ mod tests {
             crate::syntax::printer::print_module(&changed),
             crate::syntax::printer::print_module(&m)
         );
-        assert_ne!(key(&changed, &o), base);
-        assert_ne!(key(&m, &CompileOptions { threads: 2, ..o }), base);
-        let p = CompileOptions {
-            pipeline: Some(DEFAULT_PIPELINE),
-            ..o
-        };
-        assert_ne!(key(&m, &p), base);
+        assert_ne!(key(&changed, None, 1, &host), base);
+        assert_ne!(key(&m, None, 2, &host), base);
+        assert_ne!(key(&m, Some(DEFAULT_PIPELINE), 1, &host), base);
         let forced = Target::resolve(None, Some("-avx2")).unwrap();
-        let t = CompileOptions {
-            target: &forced,
-            ..o
-        };
-        assert_ne!(key(&m, &t), base);
+        assert_ne!(key(&m, None, 1, &forced), base);
     }
 }

@@ -272,13 +272,26 @@ pub fn compile(
     o: &CompileOptions,
 ) -> Result<jit::Jit, Vec<Diagnostic>> {
     let m = &specialized(m, func, inputs)?;
-    if let Some(cache) = o.cache {
-        return cached::compile(m, o, cache);
+    let key = o
+        .cache
+        .map(|c| cached::key(m, c, o.pipeline, o.threads, o.target));
+    if let (Some(c), Some(k)) = (o.cache, &key) {
+        // A hit links the stored object without lowering anything.
+        if let Some(jit) = c.get(k).and_then(|e| cached::load(&e, m, o.threads)) {
+            return Ok(jit);
+        }
     }
     let cx = context();
     let lowered = lower_module(&cx, m, o.target)?;
-    jit::Jit::compile(&cx, lowered, o.pipeline, o.threads)
-        .map_err(|e| vec![Diagnostic::error(e).at(m.span)])
+    let meta = key
+        .as_ref()
+        .map(|_| cached::encode_signatures(&lowered.signatures));
+    let (jit, object) = jit::Jit::build(&cx, lowered, o.pipeline, o.threads)
+        .map_err(|e| vec![Diagnostic::error(e).at(m.span)])?;
+    if let (Some(c), Some(k), Some(meta)) = (o.cache, &key, meta) {
+        c.put(k, &cached::entry(&object, &meta));
+    }
+    Ok(jit)
 }
 
 /// Compiles `m` and runs function `func` on `inputs` (the `nnopt run` path without `--interp`).

@@ -173,6 +173,10 @@ impl crate::lower::ObjectCache for FileCache {
     fn put(&self, key: &str, object: &[u8]) {
         FileCache::put(self, key, object)
     }
+
+    fn module_text(&self, m: &crate::ir::Module) -> String {
+        crate::syntax::printer::print_module(m)
+    }
 }
 
 #[cfg(test)]
