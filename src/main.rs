@@ -7,6 +7,7 @@
 
 use clap::{CommandFactory, Parser, Subcommand};
 use nnopt::tool::bench::{bench_command, BenchOptions};
+use nnopt::tool::compile::{compile_command, CompileArgs};
 use nnopt::tool::convert::{convert, Direction};
 use nnopt::tool::equivalence::EquivalenceOptions;
 use nnopt::tool::format::Format;
@@ -166,18 +167,7 @@ struct EmitArgs {
           value_parser = clap::value_parser!(u64).range(1..=256))]
     threads: u64,
     #[command(flatten)]
-    target: TargetArgs,
-}
-
-/// The CPU compiled code is for (default: the host), as llc's -mcpu and -mattr (docs/lowering.md).
-#[derive(clap::Args, Debug)]
-struct TargetArgs {
-    /// LLVM's CPU name (haswell, znver4, x86-64-v3, ...): the code, and its tiles, are for it.
-    #[arg(long, value_name = "CPU")]
-    target_cpu: Option<String>,
-    /// LLVM features on top of the CPU's, e.g. "+avx2,-avx512f".
-    #[arg(long, value_name = "FEATURES", allow_hyphen_values = true)]
-    target_features: Option<String>,
+    target: TargetSpec,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -200,6 +190,9 @@ enum Command {
     /// Compile an NNIR (or .onnx) function once and time it on pseudo-random inputs: prints the median
     /// latency; with --compare, both models and the speedup next to the MAC ratio.
     Bench(BenchArgs),
+    /// Compile a function ahead of time to a shared library (-o NAME.so) or object (-o NAME.o)
+    /// and its C header NAME.h; the C ABI is docs/abi.md.
+    Compile(CompileArgs),
     /// Convert an ONNX model to NNIR: writes the .nnir text and, beside it, a .safetensors file
     /// with the weights (named by the module attribute `weights`).
     Import(ConvertArgs),
@@ -236,8 +229,11 @@ struct RunArgs {
     #[arg(long, default_value_t = 1, conflicts_with = "interp",
           value_parser = clap::value_parser!(u64).range(1..=256))]
     threads: u64,
+    /// Bypass the compiled-code cache ($XDG_CACHE_HOME/nnopt, default ~/.cache/nnopt).
+    #[arg(long, conflicts_with = "interp")]
+    no_cache: bool,
     #[command(flatten)]
-    target: TargetArgs,
+    target: TargetSpec,
     /// One .npy file per function argument (f32, or f64 rounded to f32): in order, or as
     /// NAME=FILE for the argument %NAME.
     #[arg(long = "input", value_name = "[NAME=]NPY")]
@@ -274,15 +270,11 @@ struct BenchArgs {
     /// docs/lowering.md).
     #[arg(long, value_name = "PIPELINE")]
     mlir_pipeline: Option<String>,
+    /// Bypass the compiled-code cache (to time a real compile).
+    #[arg(long)]
+    no_cache: bool,
     #[command(flatten)]
-    target: TargetArgs,
-}
-
-impl From<&TargetArgs> for TargetSpec {
-    fn from(a: &TargetArgs) -> Self {
-        let (cpu, features) = (a.target_cpu.clone(), a.target_features.clone());
-        TargetSpec { cpu, features }
-    }
+    target: TargetSpec,
 }
 
 impl From<&OptArgs> for OptOptions {
@@ -308,7 +300,7 @@ impl From<&OptArgs> for OptOptions {
                 stage: stage.into(),
                 mlir_pipeline: a.emit.mlir_pipeline.clone(),
                 threads: a.emit.threads,
-                target: (&a.emit.target).into(),
+                target: a.emit.target.clone(),
             }),
             external_data: (&a.external).into(),
         }
@@ -351,7 +343,8 @@ impl From<&RunArgs> for RunOptions {
             mlir_pipeline: a.mlir_pipeline.clone(),
             func: a.func.clone(),
             threads: a.threads,
-            target: (&a.target).into(),
+            cache: !a.no_cache,
+            target: a.target.clone(),
             inputs: a.inputs.clone(),
             outputs: a.outputs.clone(),
         }
@@ -368,7 +361,8 @@ impl From<&BenchArgs> for BenchOptions {
             func: a.func.clone(),
             threads: a.threads,
             mlir_pipeline: a.mlir_pipeline.clone(),
-            target: (&a.target).into(),
+            cache: !a.no_cache,
+            target: a.target.clone(),
         }
     }
 }
@@ -380,6 +374,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Some(Command::Run(args)) => tool::run::run(&args.into()),
         Some(Command::Bench(args)) => bench_command(&args.into()),
+        Some(Command::Compile(a)) => compile_command(a),
         Some(Command::Import(a)) => convert(&a.input, &a.output, Direction::Import),
         Some(Command::Export(a)) => convert(&a.input, &a.output, Direction::Export),
         None if cli.opt.list_ops => {

@@ -561,7 +561,7 @@ fn readme_examples_run() {
     nnopt::interp::write_npy(dir.path().join("x.npy"), &x).unwrap();
     for line in lines {
         let args = shell_words(line.trim_start().strip_prefix("nnopt ").unwrap());
-        let compiles = args[0] == "bench"
+        let compiles = matches!(args[0].as_str(), "bench" | "compile")
             || (args[0] == "run" && !args.iter().any(|a| a == "--interp"))
             || args.iter().any(|a| a.starts_with("--emit="));
         if compiles && !cfg!(feature = "mlir") {
@@ -569,6 +569,7 @@ fn readme_examples_run() {
         }
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_nnopt"))
             .args(&args)
+            .env("XDG_CACHE_HOME", dir.path().join("cache"))
             .current_dir(dir.path())
             .output()
             .unwrap();

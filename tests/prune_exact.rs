@@ -579,9 +579,12 @@ fn assert_jit_matches_interp(m: &nnopt::ir::Module, inputs: &[ArrayD<f32>]) {
             m,
             &f.name,
             inputs,
-            None,
-            threads,
-            &nnopt::lower::Target::host(),
+            &nnopt::lower::CompileOptions {
+                pipeline: None,
+                threads,
+                target: &nnopt::lower::Target::host(),
+                cache: None,
+            },
         )
         .unwrap_or_else(|d| {
             panic!(

@@ -9,7 +9,7 @@
 use ndarray::{ArrayD, IxDyn};
 use nnopt::diag::SourceMap;
 use nnopt::ir::Module;
-use nnopt::lower::{compile_and_run, Isa, Target};
+use nnopt::lower::{compile_and_run, CompileOptions, Isa, Target};
 use nnopt::tool::load;
 use nnopt::{interp, passes};
 use std::path::Path;
@@ -74,8 +74,18 @@ fn check(m: &Module, batch: u64, threads: u64) {
     static COMPILE: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _serial = COMPILE.lock().unwrap_or_else(|e| e.into_inner());
     for target in variants() {
-        let got = compile_and_run(m, &f.name, &x, None, threads, &target)
-            .unwrap_or_else(|d| panic!("{target}: {d:?}"));
+        let got = compile_and_run(
+            m,
+            &f.name,
+            &x,
+            &CompileOptions {
+                pipeline: None,
+                threads,
+                target: &target,
+                cache: None,
+            },
+        )
+        .unwrap_or_else(|d| panic!("{target}: {d:?}"));
         for (w, g) in want.iter().zip(&got) {
             assert_eq!(w.shape(), g.shape());
             let scale = w

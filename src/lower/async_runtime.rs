@@ -364,7 +364,7 @@ extern "C" fn worker_threads() -> i64 {
     *pool().workers.lock().unwrap_or_else(|e| e.into_inner()) as i64
 }
 
-/// The API's functions by name, for `mlirExecutionEngineRegisterSymbol`.
+/// The API's functions by name, for the loader (`loader.rs`) to define for compiled code.
 pub fn symbols() -> [(&'static str, *mut ()); 22] {
     type Ref = unsafe extern "C" fn(*mut c_void, i64);
     type Obj = unsafe extern "C" fn(*mut c_void);

@@ -1,5 +1,5 @@
 //! [`DiagCapture`]: MLIR's diagnostics collected as text, so that a failure of the verifier, a
-//! pass or the ExecutionEngine reports MLIR's own messages.
+//! pass or the translation to LLVM IR reports MLIR's own messages.
 
 use melior::Context;
 use std::cell::RefCell;

@@ -6,6 +6,7 @@
 //! rejects is an internal error carrying MLIR's own diagnostics.
 
 use super::abi::{memref_type, Lowered, Signature};
+use super::cached;
 use super::diag_capture::DiagCapture;
 use super::jit;
 use super::mlir_ops::{id, BuildError, Emitter, DYNAMIC};
@@ -246,21 +247,51 @@ pub fn emit_text(
     Ok(print(&lowered.module))
 }
 
+/// How [`compile`] compiles a model for `nnopt run` and `nnopt bench`.
+#[derive(Clone, Copy)]
+pub struct CompileOptions<'a> {
+    /// `--mlir-pipeline`: replaces the transform schedule and the default pipeline.
+    pub pipeline: Option<&'a str>,
+    /// Worker threads the code runs on.
+    pub threads: u64,
+    /// The CPU the code is for.
+    pub target: &'a Target,
+    /// Where compiled code is kept between runs (`cached.rs`), if anywhere.
+    pub cache: Option<&'a dyn cached::ObjectCache>,
+}
+
 /// Compiles function `func` of `m` for the shapes of `inputs`, the way `nnopt run` and `nnopt
 /// bench` do: specialized to those shapes ([`specialized`]), then through the transform
-/// schedule and the default pipeline, or through `pipeline` when one is given, for `target`.
-pub fn compile<'c>(
-    cx: &'c Context,
+/// schedule and the default pipeline, or through the given pipeline, as `o` says; through the
+/// cache when `o` has one. The MLIR context is made here, and only when something is compiled:
+/// with all dialects and passes registered it takes a noticeable part of a cached start.
+pub fn compile(
     m: &ir::Module,
     func: &str,
     inputs: &[ndarray::ArrayD<f32>],
-    pipeline: Option<&str>,
-    threads: u64,
-    target: &Target,
-) -> Result<jit::Jit<'c>, Vec<Diagnostic>> {
-    let lowered = lower_module(cx, &specialized(m, func, inputs)?, target)?;
-    jit::Jit::compile(cx, lowered, pipeline, threads)
-        .map_err(|e| vec![Diagnostic::error(e).at(m.span)])
+    o: &CompileOptions,
+) -> Result<jit::Jit, Vec<Diagnostic>> {
+    let m = &specialized(m, func, inputs)?;
+    let key = o
+        .cache
+        .map(|c| cached::key(m, c, o.pipeline, o.threads, o.target));
+    if let (Some(c), Some(k)) = (o.cache, &key) {
+        // A hit links the stored object without lowering anything.
+        if let Some(jit) = c.get(k).and_then(|e| cached::load(&e, m, o.threads)) {
+            return Ok(jit);
+        }
+    }
+    let cx = context();
+    let lowered = lower_module(&cx, m, o.target)?;
+    let meta = key
+        .as_ref()
+        .map(|_| cached::encode_signatures(&lowered.signatures));
+    let (jit, object) = jit::Jit::build(&cx, lowered, o.pipeline, o.threads)
+        .map_err(|e| vec![Diagnostic::error(e).at(m.span)])?;
+    if let (Some(c), Some(k), Some(meta)) = (o.cache, &key, meta) {
+        c.put(k, &cached::entry(&object, &meta));
+    }
+    Ok(jit)
 }
 
 /// Compiles `m` and runs function `func` on `inputs` (the `nnopt run` path without `--interp`).
@@ -268,12 +299,9 @@ pub fn compile_and_run(
     m: &ir::Module,
     func: &str,
     inputs: &[ndarray::ArrayD<f32>],
-    pipeline: Option<&str>,
-    threads: u64,
-    target: &Target,
+    o: &CompileOptions,
 ) -> Result<Vec<ndarray::ArrayD<f32>>, Vec<Diagnostic>> {
-    let cx = context();
-    let jit = compile(&cx, m, func, inputs, pipeline, threads, target)?;
+    let jit = compile(m, func, inputs, o)?;
     jit.run(func, inputs)
         .map_err(|e| vec![Diagnostic::error(e)])
 }

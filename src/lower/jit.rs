@@ -1,15 +1,17 @@
-//! Compiling a lowered module to LLVM with MLIR's passes and running it with MLIR's
-//! ExecutionEngine.
+//! Compiling a lowered module to LLVM with MLIR's passes, to machine code with LLVM
+//! (`object.rs`), and running it linked into this process (`loader.rs`); an object the run
+//! cache kept (`cached.rs`) is linked the same way.
 //!
 //! The pipeline is `../shared/mlir-codegen`'s naive pipeline (a) (bufferize in place, linalg to
 //! loops, lower to the LLVM dialect) with `convert-math-to-libm` added after
 //! `convert-math-to-llvm`: `math.erf` and `math.tanh` have no LLVM intrinsic lowering, so they
-//! become calls to the C library's `erff`/`tanhf`, which the JIT resolves in this process. The
-//! engine compiles at LLVM opt level 3 (vectorized code depends on it).
+//! become calls to the C library's `erff`/`tanhf`, which the loader resolves in this process.
+//! LLVM compiles at opt level 3 (vectorized code depends on it).
 //!
-//! Calls use the memref ABI of `super`: `invoke_packed(name)` looks up `_mlir_ciface_<name>`
-//! and passes, for each argument, the address of a variable holding a pointer to a memref
-//! descriptor `{allocated, aligned, offset, sizes[rank], strides[rank]}` (all 64-bit).
+//! Calls use the memref ABI of `super`: the packed entry `_nnopt_packed_<name>` (added before
+//! code generation) takes, for each argument, the address of a variable holding a pointer to a
+//! memref descriptor `{allocated, aligned, offset, sizes[rank], strides[rank]}` (all 64-bit)
+//! and calls `_mlir_ciface_<name>`.
 //! Before the call every input shape and every [`super::Signature::constraints`] pair is
 //! checked, so the compiled code never reads outside a buffer.
 
@@ -17,14 +19,15 @@ use super::abi::{Lowered, Signature};
 use super::async_runtime;
 use super::dense::pack_dense;
 use super::diag_capture::DiagCapture;
+use super::loader::Loaded;
+use super::object::emit_object;
 use super::schedule::{self, Tiles};
-use crate::ir::{ElemType, Tensor};
+use crate::ir::Tensor;
 use melior::ir::operation::{OperationLike, WalkOrder, WalkResult};
 use melior::ir::{BlockLike, Module as MlirModule, Operation};
 use melior::pass::PassManager;
 use melior::utility::parse_pass_pipeline;
 use melior::Context;
-use melior::StringRef;
 use ndarray::{ArrayD, IxDyn};
 
 /// The default lowering pipeline from linalg on tensors to the LLVM dialect.
@@ -261,70 +264,9 @@ mod pool {
     }
 }
 
-/// MLIR's ExecutionEngine through the C API. melior's wrapper keeps the null engine
-/// `mlirExecutionEngineCreate` returns when translation or JIT set-up fails, and crashed on its
-/// first use.
-struct Engine(mlir_sys::MlirExecutionEngine);
-
-impl Engine {
-    /// Translates `module` (all LLVM dialect) and JIT-compiles it at LLVM opt level `opt`.
-    fn new(module: &MlirModule, opt: i32) -> Option<Engine> {
-        // SAFETY: the module is alive; no shared libraries are passed (a null list of 0).
-        let raw = unsafe {
-            mlir_sys::mlirExecutionEngineCreate(
-                module.to_raw(),
-                opt,
-                0,
-                std::ptr::null(),
-                false,
-                false,
-            )
-        };
-        (!raw.ptr.is_null()).then_some(Engine(raw))
-    }
-
-    /// Makes `symbol` resolve to `address` in the compiled code.
-    ///
-    /// # Safety
-    /// `address` must be a function with the C signature the compiled code calls `symbol` with.
-    unsafe fn register_symbol(&self, symbol: &str, address: *mut ()) {
-        // SAFETY: the engine is alive (non-null); the caller vouches for the address.
-        unsafe {
-            mlir_sys::mlirExecutionEngineRegisterSymbol(
-                self.0,
-                StringRef::new(symbol).to_raw(),
-                address.cast(),
-            )
-        }
-    }
-
-    /// Calls `_mlir_ciface_<name>` with packed arguments; false when there is no such function.
-    ///
-    /// # Safety
-    /// `args` must point at what the function reads and writes (see `Jit::run_into`).
-    unsafe fn invoke_packed(&self, name: &str, args: &mut [*mut ()]) -> bool {
-        // SAFETY: the engine is alive; the caller vouches for the arguments.
-        let r = unsafe {
-            mlir_sys::mlirExecutionEngineInvokePacked(
-                self.0,
-                StringRef::new(name).to_raw(),
-                args.as_mut_ptr().cast(),
-            )
-        };
-        r.value != 0
-    }
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        // SAFETY: created by `mlirExecutionEngineCreate`, destroyed once.
-        unsafe { mlir_sys::mlirExecutionEngineDestroy(self.0) }
-    }
-}
-
-/// The name of the first op in `module` outside the LLVM dialect, if any: the engine cannot
-/// translate such a module, and `mlirExecutionEngineCreate` then returns a null engine, which
-/// crashed on first use instead of failing.
+/// The name of the first op in `module` outside the LLVM dialect, if any: such a module cannot
+/// be translated to LLVM IR (MLIR's ExecutionEngine, which nnopt used before, returned a null
+/// engine for it, which crashed on first use).
 fn unconverted(module: &MlirModule) -> Option<String> {
     let mut found = None;
     module.as_operation().walk(WalkOrder::PreOrder, |op| {
@@ -368,98 +310,229 @@ pub fn run_mlir_pipeline(
     })
 }
 
-/// A compiled module, ready to run.
-pub struct Jit<'c> {
-    engine: Engine,
-    signatures: Vec<Signature>,
-    // The engine holds the translated LLVM module; the MLIR module is kept for the context's
-    // lifetime bound only.
-    _module: MlirModule<'c>,
+/// The symbols compiled code calls that nnopt defines: `memrefCopy`, the allocator and the
+/// async runtime.
+fn runtime_symbols() -> Vec<(&'static str, *mut ())> {
+    let mut s: Vec<(&'static str, *mut ())> = vec![
+        (
+            "memrefCopy",
+            memref_copy as unsafe extern "C" fn(i64, *const Unranked, *const Unranked) as *mut (),
+        ),
+        (
+            "malloc",
+            pool::malloc as unsafe extern "C" fn(usize) -> *mut u8 as *mut (),
+        ),
+        (
+            "aligned_alloc",
+            pool::aligned_alloc as unsafe extern "C" fn(usize, usize) -> *mut u8 as *mut (),
+        ),
+        (
+            "free",
+            pool::free as unsafe extern "C" fn(*mut u8) as *mut (),
+        ),
+    ];
+    s.extend(async_runtime::symbols());
+    s
 }
 
-impl<'c> Jit<'c> {
-    /// Lowers `lowered` through `pipeline` and JIT-compiles it at opt level 3. Without a
-    /// pipeline, the marked layers are tiled and vectorized by their transform schedule and the
-    /// rest goes through [`DEFAULT_PIPELINE`].
+/// The name of the packed entry point of function `name` (see [`add_packed_entries`]).
+fn packed_name(name: &str) -> String {
+    format!("_nnopt_packed_{name}")
+}
+
+/// Adds to `module` (LLVM dialect), for each signature, `@_nnopt_packed_<name>(ptr args)`:
+/// `args[i]` points at a variable holding a pointer to the i-th memref descriptor, which it
+/// passes on to `@_mlir_ciface_<name>`. One entry of one C type per function lets
+/// [`Jit::run_into`] call any function without knowing its arity at compile time.
+fn add_packed_entries(
+    cx: &Context,
+    module: &mut MlirModule,
+    signatures: &[Signature],
+) -> Result<(), String> {
+    use std::fmt::Write;
+    let mut text = String::from("module {\n");
+    for sig in signatures {
+        let n = sig.inputs.len() + sig.weights.len() + sig.outputs.len();
+        let ptrs = vec!["!llvm.ptr"; n].join(", ");
+        let name = &sig.name;
+        let _ = writeln!(text, "llvm.func @_mlir_ciface_{name}({ptrs})");
+        let _ = writeln!(
+            text,
+            "llvm.func @{}(%args: !llvm.ptr) {{",
+            packed_name(name)
+        );
+        for i in 0..n {
+            let _ = writeln!(
+                text,
+                "  %p{i} = llvm.getelementptr %args[{i}] : (!llvm.ptr) -> !llvm.ptr, !llvm.ptr\n  %q{i} = llvm.load %p{i} : !llvm.ptr -> !llvm.ptr\n  %d{i} = llvm.load %q{i} : !llvm.ptr -> !llvm.ptr"
+            );
+        }
+        let args: Vec<String> = (0..n).map(|i| format!("%d{i}")).collect();
+        let _ = writeln!(
+            text,
+            "  llvm.call @_mlir_ciface_{name}({}) : ({ptrs}) -> ()\n  llvm.return\n}}",
+            args.join(", ")
+        );
+    }
+    text.push_str("}\n");
+    let capture = DiagCapture::new(cx);
+    let parsed = MlirModule::parse(cx, &text).ok_or_else(|| {
+        format!(
+            "internal error: the packed entry points do not parse:\n{}",
+            capture.take()
+        )
+    })?;
+    let mut op = parsed.body().first_operation();
+    while let Some(o) = op {
+        let is_entry = o
+            .attribute("sym_name")
+            .ok()
+            .and_then(|a| melior::ir::attribute::StringAttribute::try_from(a).ok())
+            .is_some_and(|a| a.value().starts_with("_nnopt_packed_"));
+        if is_entry {
+            // SAFETY: `o` is a live operation of `parsed`; the clone is a new, unowned
+            // operation that the module's body takes ownership of.
+            let copy = unsafe { Operation::from_raw(mlir_sys::mlirOperationClone(o.to_raw())) };
+            module.body().append_operation(copy);
+        }
+        op = o.next_in_block();
+    }
+    Ok(())
+}
+
+/// Runs the pass pipeline on the lowered module, which must leave it all in the LLVM dialect,
+/// and marks its functions with the target's CPU and features.
+pub(super) fn lower_to_llvm<'c>(
+    cx: &'c Context,
+    lowered: &mut Lowered<'c>,
+    pipeline: Pipeline,
+    threads: u64,
+) -> Result<(), String> {
+    match pipeline {
+        Pipeline::Given(p) => run_mlir_pipeline(cx, &mut lowered.module, p)?,
+        Pipeline::Scheduled => run_scheduled(cx, lowered, threads)?,
+        Pipeline::Default => run_mlir_pipeline(cx, &mut lowered.module, DEFAULT_PIPELINE)?,
+    }
+    lowered.target.mark_functions(cx, &mut lowered.module);
+    if let Some(op) = unconverted(&lowered.module) {
+        return Err(format!(
+            "cannot compile the module: the lowering pipeline left `{op}`, which is not in the LLVM dialect"
+        ));
+    }
+    Ok(())
+}
+
+/// Which pipeline lowers a module to the LLVM dialect.
+#[derive(Clone, Copy)]
+pub(super) enum Pipeline<'a> {
+    /// `--mlir-pipeline`, as given.
+    Given(&'a str),
+    /// The embedded transform schedule, then [`scheduled_pipeline`].
+    Scheduled,
+    /// [`DEFAULT_PIPELINE`].
+    Default,
+}
+
+impl<'a> Pipeline<'a> {
+    /// `given`, else the schedule of the lowered module's layers (embedded in it here) when
+    /// there is one, else the default pipeline.
+    pub(super) fn choose(
+        cx: &Context,
+        lowered: &Lowered,
+        given: Option<&'a str>,
+        threads: u64,
+    ) -> Result<Self, String> {
+        Ok(match given {
+            Some(p) => Pipeline::Given(p),
+            None if embed_schedule(cx, lowered, threads)? => Pipeline::Scheduled,
+            None => Pipeline::Default,
+        })
+    }
+}
+
+/// Once per compiled module, not per call: packs the weights of scheduled dense layers, and
+/// gives a 4-byte aligned buffer to a weight whose bytes are not one (a splat, a gather view,
+/// an ONNX initializer at an odd offset of its file), which `run_into` would otherwise copy on
+/// every call.
+pub(super) fn prepare_weights(signatures: &mut [Signature]) {
+    for w in signatures.iter_mut().flat_map(|s| &mut s.weights) {
+        if let Some(tn) = w.packed.take() {
+            w.value = pack_dense(&w.value, tn);
+        } else if aligned_f32(&w.value).is_none() {
+            // One copy of the bytes into the new buffer: this runs on every start, cached or
+            // not (ResNet-18's ONNX initializers are mostly unaligned: 45 MB).
+            let t = &w.value;
+            w.value = Tensor::from_fill(t.elem(), t.shape().to_vec(), |out| {
+                let mut at = 0;
+                t.for_each_byte_chunk(|b| {
+                    out[at..at + b.len()].copy_from_slice(b);
+                    at += b.len();
+                });
+            })
+            .expect("invariant: the copy has the size of a tensor that exists");
+        }
+    }
+}
+
+/// A compiled module, linked into this process and ready to run.
+pub struct Jit {
+    /// Keeps the code `entries` point into mapped.
+    _loaded: Loaded,
+    signatures: Vec<Signature>,
+    /// The packed entry point of each signature.
+    entries: Vec<*const ()>,
+}
+
+impl Jit {
+    /// Lowers `lowered` through `pipeline`, compiles it at opt level 3 for its target and
+    /// links it into the process. Without a pipeline, the marked layers are tiled and
+    /// vectorized by their transform schedule and the rest goes through [`DEFAULT_PIPELINE`].
     pub fn compile(
-        cx: &'c Context,
-        lowered: Lowered<'c>,
+        cx: &Context,
+        lowered: Lowered,
         pipeline: Option<&str>,
         threads: u64,
     ) -> Result<Self, String> {
+        Self::build(cx, lowered, pipeline, threads).map(|(jit, _)| jit)
+    }
+
+    /// [`Jit::compile`], also returning the object file it linked (what the run cache keeps).
+    pub(super) fn build(
+        cx: &Context,
+        lowered: Lowered,
+        pipeline: Option<&str>,
+        threads: u64,
+    ) -> Result<(Self, Vec<u8>), String> {
         let mut lowered = lowered;
-        // Once per compiled module, not per call: packing, and a 4-byte aligned buffer for a
-        // weight whose bytes are not one (a splat, a gather view, an ONNX initializer at an odd
-        // offset of its file), which `run_into` would otherwise copy on every call.
-        for w in lowered.signatures.iter_mut().flat_map(|s| &mut s.weights) {
-            if let Some(tn) = w.packed.take() {
-                w.value = pack_dense(&w.value, tn);
-            } else if aligned_f32(&w.value).is_none() {
-                w.value = Tensor::from_f32(
-                    ElemType::F32,
-                    w.value.shape().to_vec(),
-                    &w.value.to_f32_vec(),
-                );
-            }
-        }
-        match pipeline {
-            Some(p) => run_mlir_pipeline(cx, &mut lowered.module, p)?,
-            None if embed_schedule(cx, &lowered, threads)? => {
-                run_scheduled(cx, &mut lowered, threads)?
-            }
-            None => run_mlir_pipeline(cx, &mut lowered.module, DEFAULT_PIPELINE)?,
-        }
-        let Lowered {
-            mut module,
-            signatures,
-            target,
-            ..
-        } = lowered;
-        target.mark_functions(cx, &mut module);
-        if let Some(op) = unconverted(&module) {
-            return Err(format!(
-                "cannot JIT-compile the module: the lowering pipeline left `{op}`, which is not in the LLVM dialect"
-            ));
-        }
-        let capture = DiagCapture::new(cx);
+        let pipeline = Pipeline::choose(cx, &lowered, pipeline, threads)?;
+        lower_to_llvm(cx, &mut lowered, pipeline, threads)?;
+        add_packed_entries(cx, &mut lowered.module, &lowered.signatures)?;
+        let object = emit_object(&lowered.module, &lowered.target, None)?;
+        let jit = Self::load(&object, lowered.signatures, threads)?;
+        Ok((jit, object))
+    }
+
+    /// Links `object` (compiled for `threads` from a module whose functions have `signatures`,
+    /// weights not yet prepared) into the process.
+    pub(super) fn load(
+        object: &[u8],
+        mut signatures: Vec<Signature>,
+        threads: u64,
+    ) -> Result<Self, String> {
+        prepare_weights(&mut signatures);
         // Code compiled for N threads runs one task of each parallel loop on the calling
         // thread (`async-dispatch=false`) and N - 1 on the pool.
         async_runtime::ensure_workers(threads.saturating_sub(1) as usize)?;
-        let Some(engine) = Engine::new(&module, 3) else {
-            let msgs = capture.take();
-            return Err(format!("cannot JIT-compile the module (MLIR's ExecutionEngine could not be created):\n{msgs}"));
-        };
-        // SAFETY: each function has the C signature compiled code expects of the symbol.
-        unsafe {
-            engine.register_symbol(
-                "memrefCopy",
-                memref_copy as unsafe extern "C" fn(i64, *const Unranked, *const Unranked)
-                    as *mut (),
-            );
-            engine.register_symbol(
-                "malloc",
-                pool::malloc as unsafe extern "C" fn(usize) -> *mut u8 as *mut (),
-            );
-            engine.register_symbol(
-                "aligned_alloc",
-                pool::aligned_alloc as unsafe extern "C" fn(usize, usize) -> *mut u8 as *mut (),
-            );
-            engine.register_symbol(
-                "free",
-                pool::free as unsafe extern "C" fn(*mut u8) as *mut (),
-            );
-            for (name, address) in async_runtime::symbols() {
-                engine.register_symbol(name, address);
-            }
-        };
-        let msgs = capture.take();
-        if !msgs.is_empty() {
-            return Err(format!("cannot JIT-compile the module:\n{msgs}"));
-        }
+        // SAFETY: each runtime symbol has the C signature compiled code calls it with.
+        let loaded = unsafe { Loaded::new(object, &runtime_symbols()) }?;
+        let entries = signatures
+            .iter()
+            .map(|s| loaded.lookup(&packed_name(&s.name)))
+            .collect::<Result<_, _>>()?;
         Ok(Jit {
-            engine,
+            _loaded: loaded,
             signatures,
-            _module: module,
+            entries,
         })
     }
 
@@ -547,13 +620,21 @@ impl<'c> Jit<'c> {
             .iter_mut()
             .map(|p| p as *mut *mut i64 as *mut ())
             .collect();
+        let i = self
+            .signatures
+            .iter()
+            .position(|s| s.name == name)
+            .expect("invariant: the signature was found above");
+        // SAFETY: the entry is `@_nnopt_packed_<name>` of the loaded object, of this C type.
+        let entry = unsafe {
+            std::mem::transmute::<*const (), unsafe extern "C" fn(*mut *mut ())>(self.entries[i])
+        };
         // SAFETY: each argument points at a live pointer to a descriptor of a live, contiguous
         // f32 buffer whose shape matches the function's memref type (checked above: static
         // sizes, and equal dynamic sizes where the code relies on them). The function writes
-        // only the output buffers, which are exclusively borrowed here.
-        if !unsafe { self.engine.invoke_packed(name, &mut args) } {
-            return Err(format!("cannot call @{name}: no such compiled function"));
-        }
+        // only the output buffers, which are exclusively borrowed here. `self._loaded` keeps
+        // the code mapped.
+        unsafe { entry(args.as_mut_ptr()) };
         Ok(())
     }
 }

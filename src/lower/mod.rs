@@ -1,12 +1,15 @@
 //! Lowering NNIR to MLIR (linalg on tensors) through melior, behind the `mlir` cargo feature,
-//! and compiling the result with MLIR's passes and ExecutionEngine.
+//! and compiling the result with MLIR's passes and LLVM, into code loaded into the process or
+//! an ahead-of-time artifact.
 //!
 //! [`lower_module`] turns every function of an NNIR module into one `func.func` of an MLIR module
 //! built op by op with melior's `OperationBuilder` (`mlir_ops.rs`), never from pasted text. The
 //! calling convention is the memref ABI of `../shared/mlir-codegen` (section 2; `abi.rs`,
 //! `docs/lowering.md`). Layers the transform schedule covers (`schedule.rs`) are marked with
-//! `nnopt.*` attributes (`marks.rs`); [`jit`] applies the schedule, runs the pass pipeline and
-//! calls the compiled code.
+//! `nnopt.*` attributes (`marks.rs`); [`jit`] applies the schedule, runs the pass pipeline,
+//! has `object.rs` compile the result to an object file and `loader.rs` link it into the
+//! process, and calls the compiled code; `cached.rs` keys the run cache and rebuilds a hit
+//! without lowering; `aot.rs` makes `nnopt compile`'s artifact.
 //!
 //! The files, by concern: `entry.rs` (public entry points), `abi.rs` and `boundary.rs`
 //! (calling convention), `diag_capture.rs` (MLIR's diagnostics as text),
@@ -20,9 +23,11 @@
 //! `docs/lowering.md`.
 
 mod abi;
+mod aot;
 mod approx;
 mod async_runtime;
 mod boundary;
+mod cached;
 mod conv;
 mod dense;
 mod diag_capture;
@@ -32,9 +37,11 @@ mod epilogue;
 mod flat_conv;
 mod generic;
 mod jit;
+mod loader;
 mod marks;
 mod mlir_ops;
 mod norm;
+mod object;
 mod pool;
 mod prefetch;
 mod schedule;
@@ -48,7 +55,11 @@ mod window;
 // The public API: lowering and printing (`--emit`), compiling and running (`nnopt run`,
 // `nnopt bench`), and the types those hand out.
 pub use abi::{DimVal, Lowered, Signature, WeightArg};
-pub use entry::{compile, compile_and_run, context, emit_text, lower_module, print, Emit};
+pub use aot::{c_ident, compile_artifact, Artifact};
+pub use cached::ObjectCache;
+pub use entry::{
+    compile, compile_and_run, context, emit_text, lower_module, print, CompileOptions, Emit,
+};
 pub use jit::Jit;
 pub use schedule::Layer;
 pub use target::{Isa, Target};

@@ -5,6 +5,7 @@
 //! What it does not do: read models or inputs, or print; the CLI does that around it. Built
 //! without the `mlir` feature, [`bench`] reports that the compiler is missing.
 
+use super::cache::FileCache;
 use super::equivalence::{arg_shapes, SeededInputs};
 use super::load::{load_model, pick_func};
 use super::mlir::{check_target, TargetSpec};
@@ -46,16 +47,22 @@ pub fn bench(
     runs: usize,
     pipeline: Option<&str>,
     threads: u64,
+    cache: Option<&FileCache>,
     target: &TargetSpec,
 ) -> Result<Vec<BenchTimes>, Vec<Diagnostic>> {
     use crate::lower;
     let target = &super::mlir::resolve(target).map_err(|e| vec![Diagnostic::error(e)])?;
+    let o = lower::CompileOptions {
+        pipeline,
+        threads,
+        target,
+        cache: cache.map(|c| c as &dyn lower::ObjectCache),
+    };
     use std::time::Instant;
-    let cx = lower::context();
     let mut compiled = Vec::with_capacity(models.len());
     for b in models {
         let start = Instant::now();
-        let jit = lower::compile(&cx, b.module, b.func, &b.inputs, pipeline, threads, target)?;
+        let jit = lower::compile(b.module, b.func, &b.inputs, &o)?;
         compiled.push((jit, start.elapsed()));
     }
     let mut outputs = Vec::new();
@@ -93,6 +100,7 @@ pub fn bench(
     _: usize,
     _: Option<&str>,
     _: u64,
+    _: Option<&FileCache>,
     _: &TargetSpec,
 ) -> Result<Vec<BenchTimes>, Vec<Diagnostic>> {
     Err(vec![Diagnostic::error(
@@ -109,6 +117,8 @@ pub struct BenchOptions {
     pub func: Option<String>,
     pub threads: u64,
     pub mlir_pipeline: Option<String>,
+    /// Take compiled code from the user's cache and store it there (`super::cache`).
+    pub cache: bool,
     pub target: TargetSpec,
 }
 
@@ -194,11 +204,13 @@ pub fn bench_command(args: &BenchOptions) -> Result<(), Exit> {
     }
     let times = {
         let _progress = Progress::start("compiling and timing");
+        let cache = args.cache.then(FileCache::user).flatten();
         bench(
             &timed,
             args.runs as usize,
             args.mlir_pipeline.as_deref(),
             args.threads,
+            cache.as_ref(),
             &args.target,
         )
     }
@@ -234,14 +246,13 @@ pub fn bench_command(args: &BenchOptions) -> Result<(), Exit> {
     Ok(())
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "mlir"))]
 mod tests {
     use super::*;
 
     /// `bench` compiles every model and times each `runs` times (its runs alternate with the
     /// other model's), in the order given, with a compile time each; inputs of the wrong shape
     /// are an error.
-    #[cfg(feature = "mlir")]
     #[test]
     fn bench_times_each_model() {
         let load = |text: &str| {
@@ -264,7 +275,8 @@ mod tests {
                 inputs: input(4),
             },
         ];
-        let times = bench(&models, 3, None, 1, &TargetSpec::default()).expect("compiles and runs");
+        let times =
+            bench(&models, 3, None, 1, None, &TargetSpec::default()).expect("compiles and runs");
         assert_eq!(times.len(), 2);
         assert!(times
             .iter()
@@ -274,6 +286,6 @@ mod tests {
             func: "f",
             inputs: input(5),
         };
-        assert!(bench(&[wrong], 3, None, 1, &TargetSpec::default()).is_err());
+        assert!(bench(&[wrong], 3, None, 1, None, &TargetSpec::default()).is_err());
     }
 }

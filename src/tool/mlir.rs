@@ -2,16 +2,25 @@
 //! calls [`crate::lower`]; without it, each entry point reports that the feature is missing,
 //! so the rest of the CLI layer compiles and behaves the same either way.
 
+use super::cache::FileCache;
 use super::{usage, Exit};
 use crate::diag::Diagnostic;
 use crate::ir::Module;
 use ndarray::ArrayD;
 
 /// The CPU to compile for, as `--target-cpu` and `--target-features` name it (`llc -mcpu` and
-/// `-mattr` style); neither: the host.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// `-mattr` style); neither: the host. The commands that compile flatten it into their flags.
+#[derive(clap::Args, Clone, Debug, Default, PartialEq, Eq)]
 pub struct TargetSpec {
+    /// LLVM's CPU name (haswell, znver4, x86-64-v3, ...): the code, and its tiles, are for it.
+    #[arg(long = "target-cpu", value_name = "CPU")]
     pub cpu: Option<String>,
+    /// LLVM features on top of the CPU's, e.g. "+avx2,-avx512f".
+    #[arg(
+        long = "target-features",
+        value_name = "FEATURES",
+        allow_hyphen_values = true
+    )]
     pub features: Option<String>,
 }
 
@@ -85,7 +94,8 @@ pub fn emit_mlir(
     .at(m.span)])
 }
 
-/// Compiles `m` for `target` and runs its function `func` on `inputs` with the JIT.
+/// Compiles `m` for `target` (or takes its code from `cache`) and runs its function `func` on
+/// `inputs`.
 #[cfg(feature = "mlir")]
 pub fn run_compiled(
     m: &Module,
@@ -93,10 +103,17 @@ pub fn run_compiled(
     inputs: &[ArrayD<f32>],
     pipeline: Option<&str>,
     threads: u64,
+    cache: Option<&FileCache>,
     target: &TargetSpec,
 ) -> Result<Vec<ArrayD<f32>>, Vec<Diagnostic>> {
     let target = resolve(target).map_err(|e| vec![Diagnostic::error(e)])?;
-    crate::lower::compile_and_run(m, func, inputs, pipeline, threads, &target)
+    let o = crate::lower::CompileOptions {
+        pipeline,
+        threads,
+        target: &target,
+        cache: cache.map(|c| c as &dyn crate::lower::ObjectCache),
+    };
+    crate::lower::compile_and_run(m, func, inputs, &o)
 }
 
 /// Without the `mlir` feature, only the interpreter runs models.
@@ -107,6 +124,7 @@ pub fn run_compiled(
     _: &[ArrayD<f32>],
     _: Option<&str>,
     _: u64,
+    _: Option<&FileCache>,
     _: &TargetSpec,
 ) -> Result<Vec<ArrayD<f32>>, Vec<Diagnostic>> {
     Err(vec![Diagnostic::error(

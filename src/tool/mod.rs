@@ -7,6 +7,8 @@
 
 pub mod args;
 pub mod bench;
+pub mod cache;
+pub mod compile;
 pub mod convert;
 pub mod equivalence;
 pub mod expect;

@@ -4,6 +4,7 @@
 //! Inputs bind to arguments in order, or by name (`--input x=x.npy`); a wrong count or shape is
 //! reported with the list of the arguments the function takes, before anything is compiled.
 
+use super::cache::FileCache;
 use super::format::check_npy_output;
 use super::load::{load_model, pick_func};
 use super::mlir::{check_target, run_compiled, TargetSpec};
@@ -28,6 +29,8 @@ pub struct RunOptions {
     pub func: Option<String>,
     /// Worker threads for the compiled code.
     pub threads: u64,
+    /// Keep compiled code in the user's cache and reuse it (`super::cache`).
+    pub cache: bool,
     /// The CPU the compiled code is for.
     pub target: TargetSpec,
     /// One `.npy` file per argument: `FILE` in order, or `NAME=FILE` for the argument `%NAME`.
@@ -73,12 +76,14 @@ pub fn run(o: &RunOptions) -> Result<(), Exit> {
         })?
     } else {
         let progress = Progress::start(format!("compiling and running @{}", func.name));
+        let cache = o.cache.then(FileCache::user).flatten();
         let results = run_compiled(
             &module,
             &func.name,
             &inputs,
             o.mlir_pipeline.as_deref(),
             o.threads,
+            cache.as_ref(),
             &o.target,
         );
         drop(progress);

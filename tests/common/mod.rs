@@ -2,10 +2,15 @@
 
 use std::process::{Command, Output};
 
-/// Runs the `nnopt` binary with `args`.
+/// Runs the `nnopt` binary with `args` (its compiled-code cache in the temporary directory, not
+/// the user's).
 pub fn nnopt(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_nnopt"))
         .args(args)
+        .env(
+            "XDG_CACHE_HOME",
+            std::env::temp_dir().join("nnopt-test-cache"),
+        )
         .output()
         .expect("run nnopt")
 }

@@ -1,0 +1,240 @@
+//! Ahead-of-time compilation (`nnopt compile`): one function of a model compiled for fixed
+//! input shapes into an object file, with the C source that gives it its C ABI (`docs/abi.md`)
+//! and the C header a program includes.
+//!
+//! The artifact is self-contained. Its functions are renamed `<prefix>__impl_<name>` (so two
+//! models link into one program), and the C glue compiled beside them provides, under the
+//! same prefix, what nnopt's loader provides to JIT-loaded code: `memrefCopy` (in C), the
+//! weights (packed as the compiled code reads them, included from raw files with the
+//! assembler's `.incbin`, 64-byte aligned in read-only data) and the entry point
+//! `<prefix>_<func>(inputs..., outputs...)` over plain contiguous float buffers. `malloc` and
+//! `free` are the C library's. The code is single-threaded: the async runtime of `--threads`
+//! lives in nnopt (`async_runtime.rs`) and is not part of the artifact.
+
+use super::abi::Signature;
+use super::entry::{context, lower_module, specialized};
+use super::jit::{lower_to_llvm, prepare_weights, Pipeline};
+use super::object::emit_object;
+use super::target::Target;
+use crate::diag::Diagnostic;
+use crate::ir;
+use ndarray::{ArrayD, IxDyn};
+use std::fmt::Write;
+
+/// One function compiled ahead of time.
+pub struct Artifact {
+    /// The relocatable object of the compiled code (functions renamed, see the module docs).
+    pub object: Vec<u8>,
+    /// The calling convention, with the weights as the code reads them (packed).
+    pub signature: Signature,
+    /// The input shapes the code is compiled for.
+    pub shapes: Vec<Vec<usize>>,
+}
+
+/// The name of function `name` of the compiled module inside an artifact.
+fn internal_name(prefix: &str, name: &str) -> String {
+    format!("{prefix}__impl_{name}")
+}
+
+/// Compiles function `func` of `m` for inputs of `shapes` and for `target` into an
+/// [`Artifact`] whose symbols start with `prefix` (a C identifier).
+pub fn compile_artifact(
+    m: &ir::Module,
+    func: &str,
+    shapes: &[Vec<usize>],
+    prefix: &str,
+    target: &Target,
+) -> Result<Artifact, Vec<Diagnostic>> {
+    let inputs: Vec<ArrayD<f32>> = shapes.iter().map(|s| ArrayD::zeros(IxDyn(s))).collect();
+    let cx = context();
+    let mut lowered = lower_module(&cx, &specialized(m, func, &inputs)?, target)?;
+    prepare_weights(&mut lowered.signatures);
+    let fail = |e: String| vec![Diagnostic::error(e).at(m.span)];
+    let pipeline = Pipeline::choose(&cx, &lowered, None, 1).map_err(fail)?;
+    lower_to_llvm(&cx, &mut lowered, pipeline, 1).map_err(fail)?;
+    // Defined functions, and the one runtime function the glue defines; the C library's stay.
+    let rename = |name: &str, declared: bool| {
+        (!declared || name == "memrefCopy").then(|| internal_name(prefix, name))
+    };
+    let object = emit_object(&lowered.module, target, Some(&rename)).map_err(fail)?;
+    let signature = lowered
+        .signatures
+        .into_iter()
+        .find(|s| s.name == func)
+        .ok_or_else(|| vec![Diagnostic::error(format!("no function @{func}")).at(m.span)])?;
+    Ok(Artifact {
+        object,
+        signature,
+        shapes: shapes.to_vec(),
+    })
+}
+
+/// `memrefCopy` (MLIR's runtime helper for strided copies) in C, as `jit.rs` implements it.
+const MEMREF_COPY: &str = r#"
+typedef struct { int64_t rank; const int64_t *desc; } nnopt_unranked;
+
+__attribute__((visibility("hidden")))
+void PREFIX__impl_memrefCopy(int64_t elem, const nnopt_unranked *src, const nnopt_unranked *dst) {
+  int64_t rank = src->rank;
+  const int64_t *s = src->desc, *d = dst->desc;
+  const char *sp = (const char *)(intptr_t)s[1];
+  char *dp = (char *)(intptr_t)d[1];
+  for (int64_t i = 0; i < rank; i++)
+    if (s[3 + i] <= 0) return;
+  /* Whole innermost rows at once when both are contiguous along the last axis. */
+  int rows = rank > 0 && s[3 + 2 * rank - 1] == 1 && d[3 + 2 * rank - 1] == 1;
+  int64_t inner = rows ? s[3 + rank - 1] : 1, outer = rows ? rank - 1 : rank;
+  int64_t idx[outer > 0 ? outer : 1];
+  memset(idx, 0, sizeof idx);
+  for (;;) {
+    int64_t so = s[2], dof = d[2];
+    for (int64_t i = 0; i < outer; i++) {
+      so += idx[i] * s[3 + rank + i];
+      dof += idx[i] * d[3 + rank + i];
+    }
+    memmove(dp + dof * elem, sp + so * elem, (size_t)(inner * elem));
+    int64_t k = outer;
+    for (;;) {
+      if (k == 0) return;
+      k--;
+      if (++idx[k] < s[3 + k]) break;
+      idx[k] = 0;
+    }
+  }
+}
+"#;
+
+impl Artifact {
+    /// The size of output `i`.
+    fn output_shape(&self, i: usize) -> Vec<u64> {
+        self.signature.outputs[i]
+            .iter()
+            .map(|d| d.eval(&self.shapes).unwrap_or(0))
+            .collect()
+    }
+
+    /// The raw little-endian f32 bytes of weight `i`, as the code reads them.
+    pub fn weight_bytes(&self, i: usize) -> Vec<u8> {
+        let t = &self.signature.weights[i].value;
+        match t.raw_bytes() {
+            Some(b) if !t.is_splat() && t.elem() == ir::ElemType::F32 => b.to_vec(),
+            _ => t
+                .to_f32_vec()
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect(),
+        }
+    }
+
+    /// The entry point's name.
+    pub fn entry(&self, prefix: &str) -> String {
+        format!("{prefix}_{}", c_ident(&self.signature.name))
+    }
+
+    /// The entry point's C declaration.
+    fn prototype(&self, prefix: &str) -> String {
+        let mut params: Vec<String> = (0..self.shapes.len())
+            .map(|i| format!("const float *in{i}"))
+            .collect();
+        params.extend((0..self.signature.outputs.len()).map(|i| format!("float *out{i}")));
+        format!("void {}({})", self.entry(prefix), params.join(", "))
+    }
+
+    /// The C header of the artifact: the entry point, the buffer sizes and shapes.
+    pub fn header(&self, prefix: &str, source: &str) -> String {
+        let guard = format!("{}_H", prefix.to_ascii_uppercase());
+        let upper = self.entry(prefix).to_ascii_uppercase();
+        let mut h = format!(
+            "/* Generated by `nnopt compile` from {source}: function @{}.\n * The C ABI is described in nnopt's docs/abi.md. Every buffer is contiguous, row-major\n * float32; the weights are inside the artifact. The function allocates its temporaries\n * with malloc, runs on the calling thread, and may be called from several threads at once. */\n#ifndef {guard}\n#define {guard}\n\n#ifdef __cplusplus\nextern \"C\" {{\n#endif\n\n",
+            self.signature.name
+        );
+        let mut dims = |kind: &str, i: usize, shape: &[u64]| {
+            let n: u64 = shape.iter().product();
+            let list: Vec<String> = shape.iter().map(u64::to_string).collect();
+            let _ = writeln!(
+                h,
+                "/* {kind}{i}: float32[{}] */\n#define {upper}_{}{i}_SIZE {n}",
+                list.join("]["),
+                kind.to_ascii_uppercase()
+            );
+        };
+        for (i, s) in self.shapes.iter().enumerate() {
+            let s: Vec<u64> = s.iter().map(|&n| n as u64).collect();
+            dims("in", i, &s);
+        }
+        for i in 0..self.signature.outputs.len() {
+            dims("out", i, &self.output_shape(i));
+        }
+        let _ = write!(
+            h,
+            "\n{};\n\n#ifdef __cplusplus\n}}\n#endif\n\n#endif\n",
+            self.prototype(prefix)
+        );
+        h
+    }
+
+    /// The C glue: `memrefCopy`, the weights (weight `i` from `weight_files[i]`) and the entry.
+    pub fn glue(&self, prefix: &str, weight_files: &[std::path::PathBuf]) -> String {
+        let mut c = String::from("#include <stdint.h>\n#include <string.h>\n");
+        c.push_str(&MEMREF_COPY.replace("PREFIX", prefix));
+        for (i, f) in weight_files.iter().enumerate() {
+            let sym = internal_name(prefix, &format!("w{i}"));
+            let _ = writeln!(
+                c,
+                "__asm__(\".section .rodata\\n.balign 64\\n.globl {sym}\\n.hidden {sym}\\n{sym}:\\n.incbin \\\"{}\\\"\\n.previous\\n\");\nextern const float {sym}[];",
+                f.display()
+            );
+        }
+        let sig = &self.signature;
+        let n = self.shapes.len() + sig.weights.len() + sig.outputs.len();
+        let ciface = internal_name(prefix, &format!("_mlir_ciface_{}", sig.name));
+        let _ = writeln!(
+            c,
+            "void {ciface}({});\n\n{} {{",
+            vec!["void *"; n].join(", "),
+            self.prototype(prefix)
+        );
+        let mut descriptor = |name: &str, ptr: &str, shape: &[u64]| {
+            let mut fields = vec![format!("(int64_t)(intptr_t){ptr}"); 2];
+            fields.push("0".into());
+            fields.extend(shape.iter().map(u64::to_string));
+            let mut stride = 1u64;
+            let mut strides = vec![0u64; shape.len()];
+            for k in (0..shape.len()).rev() {
+                strides[k] = stride;
+                stride *= shape[k];
+            }
+            fields.extend(strides.iter().map(u64::to_string));
+            let _ = writeln!(c, "  int64_t {name}[] = {{{}}};", fields.join(", "));
+        };
+        let mut args = Vec::new();
+        for (i, s) in self.shapes.iter().enumerate() {
+            let s: Vec<u64> = s.iter().map(|&n| n as u64).collect();
+            descriptor(&format!("a{i}"), &format!("in{i}"), &s);
+            args.push(format!("a{i}"));
+        }
+        for (i, w) in sig.weights.iter().enumerate() {
+            let sym = internal_name(prefix, &format!("w{i}"));
+            descriptor(&format!("w{i}"), &sym, &w.arg_shape());
+            args.push(format!("w{i}"));
+        }
+        for i in 0..sig.outputs.len() {
+            descriptor(&format!("r{i}"), &format!("out{i}"), &self.output_shape(i));
+            args.push(format!("r{i}"));
+        }
+        let _ = writeln!(c, "  {ciface}({});\n}}", args.join(", "));
+        c
+    }
+}
+
+/// `s` as a C identifier: other characters become `_`, a leading digit gets a `_` before it.
+pub fn c_ident(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|ch| if ch.is_ascii_alphanumeric() { ch } else { '_' })
+        .collect();
+    if out.is_empty() || out.starts_with(|ch: char| ch.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    out
+}
