@@ -51,8 +51,8 @@ fn weights(values: &[f32], shape: [usize; 3], dead: &[bool]) -> Vec<f32> {
         .collect()
 }
 
-/// The input channels of the conv named `name` after pruning.
-fn conv_inputs(m: &Module, name: &str) -> usize {
+/// The inputs of the conv or linear named `name` after pruning: its weight's second dimension.
+fn weight_inputs(m: &Module, name: &str) -> usize {
     let f = &m.funcs[0];
     let op = f
         .ops()
@@ -201,7 +201,7 @@ proptest! {
         let x = input(s.c0, &seed);
         assert_same_outputs(&before, &after, &[x]);
         let live = |d: &[bool]| d.iter().filter(|&&d| !d).count();
-        prop_assert_eq!(conv_inputs(&after, "head"), live(&s.dead1) + live(&s.dead3), "{}", text);
+        prop_assert_eq!(weight_inputs(&after, "head"), live(&s.dead1) + live(&s.dead3), "{}", text);
         prop_assert_eq!(scatters(&after), 0, "{}", text);
         // Without dead squeeze filters (whose constants may need a border map in the padded
         // expand conv, or stay): the rows and biases of the live filters, and the head's
@@ -366,9 +366,9 @@ proptest! {
         let x = input(s.c0, &seed);
         assert_same_outputs(&before, &after, &[x]);
         prop_assert_eq!(conv_filters(&after, "g"), s.groups * (s.per_out - s.dead_out), "{}", text);
-        prop_assert_eq!(conv_inputs(&after, "head"), s.groups * (s.per_out - s.dead_out), "{}", text);
+        prop_assert_eq!(weight_inputs(&after, "head"), s.groups * (s.per_out - s.dead_out), "{}", text);
         if s.pad == 0 {
-            prop_assert_eq!(conv_inputs(&after, "g"), s.per_in - s.dead_in, "{}", text);
+            prop_assert_eq!(weight_inputs(&after, "g"), s.per_in - s.dead_in, "{}", text);
         }
     }
 }
@@ -406,7 +406,7 @@ proptest! {
             let gone = whole.iter().filter(|&&d| d).count();
             let live_out = s.per_out - s.dead_out;
             prop_assert_eq!(conv_filters(&after, "g"), (s.groups - gone) * live_out, "{}", text);
-            prop_assert_eq!(conv_inputs(&after, "head"), (s.groups - gone) * live_out, "{}", text);
+            prop_assert_eq!(weight_inputs(&after, "head"), (s.groups - gone) * live_out, "{}", text);
             prop_assert_eq!(conv_filters(&after, "p"), (s.groups - gone) * (s.per_in - s.dead_in), "{}", text);
             prop_assert_eq!(count(&after, |k| matches!(k, OpKind::Scatter { .. })), 0, "{}", text);
         }
@@ -451,20 +451,6 @@ fn branches_text(n: usize, c0: usize, dead: [&[bool]; 2], bias: &[f32], values: 
     t
 }
 
-/// The input columns of the linear named `name` after pruning.
-fn linear_inputs(m: &Module, name: &str) -> usize {
-    let f = &m.funcs[0];
-    let op = f
-        .ops()
-        .find(|&o| {
-            f.op(o)
-                .result()
-                .is_some_and(|r| f.value(r).name.as_deref() == Some(name))
-        })
-        .unwrap_or_else(|| panic!("no %{name}"));
-    f.ty(f.op(op).operands()[1]).dim(1).as_static().unwrap() as usize
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -491,6 +477,6 @@ proptest! {
         let x = ArrayD::from_shape_fn(vec![2, c0], |i| seed[(i[0] * 7 + i[1]) % seed.len()]);
         assert_same_outputs(&before, &after, &[x]);
         let both = d0.iter().zip(&d1).filter(|(a, b)| **a && **b).count();
-        prop_assert_eq!(linear_inputs(&after, "y"), n - both, "{}", text);
+        prop_assert_eq!(weight_inputs(&after, "y"), n - both, "{}", text);
     }
 }

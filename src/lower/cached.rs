@@ -248,7 +248,6 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diag::SourceMap;
     use crate::lower::lower_module;
 
     /// A store that keeps nothing: what [`key`] needs of one.
@@ -269,33 +268,8 @@ mod tests {
     /// A one-function module of a packed dense layer whose two weights are in a safetensors
     /// file of `dir`, `bias` its bias values.
     fn model(dir: &std::path::Path, bias: [f32; 3]) -> ir::Module {
-        let w: Vec<u8> = (0..12)
-            .flat_map(|i| (i as f32 * 0.25).to_le_bytes())
-            .collect();
-        let b: Vec<u8> = bias.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let f32s = safetensors::Dtype::F32;
-        let views = vec![
-            (
-                "fc.weight".to_string(),
-                safetensors::tensor::TensorView::new(f32s, vec![3, 4], &w).unwrap(),
-            ),
-            (
-                "fc.bias".to_string(),
-                safetensors::tensor::TensorView::new(f32s, vec![3], &b).unwrap(),
-            ),
-        ];
-        safetensors::tensor::serialize_to_file(views, None, &dir.join("w.safetensors")).unwrap();
-        let text = "module attributes {weights = \"w.safetensors\"} {
-  func @f(%x: tensor<2x4xf32>) -> tensor<2x3xf32> {
-    %w = nn.weight \"fc.weight\" : tensor<3x4xf32>
-    %b = nn.weight \"fc.bias\" : tensor<3xf32>
-    %y = nn.linear %x, %w, %b : tensor<2x3xf32>
-    return %y : tensor<2x3xf32>
-  }
-}";
-        let mut sources = SourceMap::new();
-        let file = sources.add("w.nnir", text.to_string());
-        crate::tool::load::load(text, file, 0, dir, &mut Vec::new()).expect("loads")
+        let w: Vec<f32> = (0..12).map(|i| i as f32 * 0.25).collect();
+        crate::lower::tests::weight_file_model(dir, &w, &bias)
     }
 
     #[test]

@@ -482,13 +482,11 @@ fn lower_gather_scatter() {
     );
 }
 
-#[test]
-fn lower_weights_become_arguments() {
-    let dir = tempfile::tempdir().unwrap();
-    let w: Vec<f32> = (0..12).map(|i| i as f32 * 0.25 - 1.0).collect();
-    let b: Vec<f32> = vec![0.5, -0.5, 1.0];
+/// A one-function module of a dense layer whose weight `w` (3x4) and bias `b` (3) are in a
+/// safetensors file of `dir`.
+pub(super) fn weight_file_model(dir: &std::path::Path, w: &[f32], b: &[f32]) -> ir::Module {
     let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-    let (wb, bb) = (bytes(&w), bytes(&b));
+    let (wb, bb) = (bytes(w), bytes(b));
     let views = vec![
         (
             "fc.weight".to_string(),
@@ -499,8 +497,7 @@ fn lower_weights_become_arguments() {
             safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![3], &bb).unwrap(),
         ),
     ];
-    let path = dir.path().join("w.safetensors");
-    safetensors::tensor::serialize_to_file(views, None, &path).unwrap();
+    safetensors::tensor::serialize_to_file(views, None, &dir.join("w.safetensors")).unwrap();
     let text = "module attributes {weights = \"w.safetensors\"} {
   func @f(%x: tensor<2x4xf32>) -> tensor<2x3xf32> {
     %w = nn.weight \"fc.weight\" : tensor<3x4xf32>
@@ -511,8 +508,14 @@ fn lower_weights_become_arguments() {
 }";
     let mut sources = SourceMap::new();
     let file = sources.add("w.nnir", text.to_string());
-    let mut diags = Vec::new();
-    let m = crate::tool::load::load(text, file, 0, dir.path(), &mut diags).expect("loads");
+    crate::tool::load::load(text, file, 0, dir, &mut Vec::new()).expect("loads")
+}
+
+#[test]
+fn lower_weights_become_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let w: Vec<f32> = (0..12).map(|i| i as f32 * 0.25 - 1.0).collect();
+    let m = weight_file_model(dir.path(), &w, &[0.5, -0.5, 1.0]);
     let cx = context();
     let l = lower_module(&cx, &m, &Target::host()).unwrap();
     let s = &l.signatures[0];

@@ -11,14 +11,13 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import xml.etree.ElementTree as ET
 import zlib
 
 import numpy as np
 import onnx
 
-from test_round_to import widths as node_widths
+from test_round_to import check_each, widths as node_widths
 from test_torch_models import FIXTURES, NNOPT, fill
 
 MODELS = ["mobilenet_v2_ts", "squeezenet1_1_ts", "transformer_ts"]
@@ -81,18 +80,5 @@ def check(name, d):
     print(f"{name:20} {len(rows)} layers, {aligned_total} channels kept for alignment: the page agrees")
 
 
-def main():
-    failures = []
-    with tempfile.TemporaryDirectory() as d:
-        for name in MODELS:
-            try:
-                check(name, d)
-            except AssertionError as e:
-                failures.append(str(e))
-    for f in failures:
-        print(f"FAIL {f}")
-    return 1 if failures else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(check_each(MODELS, check))

@@ -74,10 +74,11 @@ def check(name, d):
         print(f"{name:20} round-to={n:<3} parameters {params(model)} -> {p} (unaligned {unaligned}), diff {err:.2e}")
 
 
-def main():
+def check_each(models, check):
+    """Runs check(name, dir) on every model, reporting every failure, not only the first."""
     failures = []
     with tempfile.TemporaryDirectory() as d:
-        for name in MODELS:
+        for name in models:
             try:
                 check(name, d)
             except AssertionError as e:
@@ -88,4 +89,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(check_each(MODELS, check))

@@ -310,7 +310,8 @@ def check(path, d):
     rounding = np.max(np.abs(run(src, x, optimize=False) - want)) / scale
     before, after = params(model), params(pruned)
     assert after < before, f"{name}: {before} -> {after} parameters, nothing pruned"
-    if architecture == "squeezenet1_1":
+    bounds = {"squeezenet1_1": squeezenet_bound, "resnext14_32x4d": grouped_bound, "regnet_x_400mf": grouped_bound}
+    if architecture in bounds:
         # The bound is exact removal; ONNX output is aligned to the runtime's channel block and
         # keeps layers whose scatters would cost onnxruntime more than they save by default
         # (test_round_to.py, lit/prune/residual-auto.nnir), so compare a file pruned without.
@@ -318,10 +319,7 @@ def check(path, d):
         flags = ["--prune-neurons", "--round-to=1", "--residual=scatter"]
         r = subprocess.run([NNOPT, *flags, src, "-o", exact], capture_output=True, text=True)
         assert r.returncode == 0, f"{name}: nnopt {' '.join(flags)} failed: {r.stderr}"
-        bound, got_convs = squeezenet_bound(model), conv_params(onnx.load(exact))
-        assert got_convs == bound, f"{name}: the convs keep {got_convs} parameters, the bound is {bound}"
-    if architecture in ("resnext14_32x4d", "regnet_x_400mf"):
-        bound, got_convs = grouped_bound(model), conv_params(pruned)
+        bound, got_convs = bounds[architecture](model), conv_params(onnx.load(exact))
         assert got_convs == bound, f"{name}: the convs keep {got_convs} parameters, the bound is {bound}"
     return name, dead, before, after, err, rounding, moved
 
