@@ -229,7 +229,8 @@ struct RunArgs {
     #[arg(long, default_value_t = 1, conflicts_with = "interp",
           value_parser = clap::value_parser!(u64).range(1..=256))]
     threads: u64,
-    /// Bypass the compiled-code cache ($XDG_CACHE_HOME/nnopt, default ~/.cache/nnopt).
+    /// Bypass the compiled-code cache ($XDG_CACHE_HOME/nnopt, default ~/.cache/nnopt; at most
+    /// $NNOPT_CACHE_SIZE, default 1G, least recently used entries go first).
     #[arg(long, conflicts_with = "interp")]
     no_cache: bool,
     #[command(flatten)]

@@ -292,6 +292,47 @@ fn the_cache_is_filled_reused_bit_identically_and_bypassed_with_no_cache() {
 }
 
 #[test]
+fn the_cache_keeps_to_nnopt_cache_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let model = weighted_model(d, 0.5);
+    let x = d.join("x.npy");
+    nnopt::interp::write_npy(&x, &input(&[2, 3, 8, 8])).unwrap();
+    let cache = d.join("cache");
+    let y = d.join("y.npy");
+    let run = |size: &str, threads: &str| {
+        let args = [
+            "run",
+            model.to_str().unwrap(),
+            "--input",
+            x.to_str().unwrap(),
+            "--threads",
+            threads,
+            "-o",
+            y.to_str().unwrap(),
+        ];
+        let out = Command::new(env!("CARGO_BIN_EXE_nnopt"))
+            .args(args)
+            .env("XDG_CACHE_HOME", &cache)
+            .env("NNOPT_CACHE_SIZE", size)
+            .output()
+            .expect("run nnopt");
+        String::from_utf8_lossy(&ok(out).stderr).into_owned()
+    };
+    // A bound below one entry keeps only the newest (threads are part of the key).
+    run("1", "1");
+    run("1", "2");
+    assert_eq!(entries(&cache).len(), 1);
+    // A size that does not parse warns and bounds to the default, which keeps both.
+    let err = run("lots", "1");
+    assert!(
+        err.contains("NNOPT_CACHE_SIZE=\"lots\" is not a size"),
+        "{err}"
+    );
+    assert_eq!(entries(&cache).len(), 2);
+}
+
+#[test]
 fn a_damaged_cache_entry_is_compiled_again() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

@@ -13,20 +13,34 @@
 //!
 //! The hash is the standard library's `DefaultHasher` (SipHash with fixed keys): stable within
 //! an nnopt build, which is all a key needs since the build is part of it.
+//!
+//! The directory is bounded: after a store, the least recently used entries (by modification
+//! time, which a hit refreshes) go until the entries fit `$NNOPT_CACHE_SIZE` (bytes, or with a
+//! K, M or G suffix; default 1 GiB), as ccache bounds its cache. The entry just stored always
+//! stays. Another nnopt may delete or replace entries at the same time: every step tolerates
+//! a file that vanished, and a half-deleted entry cannot be read since entries are renamed
+//! into place whole.
 
 use super::warn;
 use std::cell::Cell;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 const MAGIC: &[u8; 8] = b"NNOPTOBJ";
 const FORMAT: u32 = 1;
 /// magic, format, key hash, payload length, payload hash.
 const HEADER: usize = 8 + 4 + 16 + 8 + 8;
+const EXTENSION: &str = "nnoptobj";
+/// The default bound on the entries' total size: far above one model's objects (tens of KB to
+/// a few MB), far below a disk.
+const DEFAULT_SIZE: u64 = 1 << 30;
 
 /// The cache in one directory.
 pub struct FileCache {
     dir: PathBuf,
+    /// The bound on the entries' total size in bytes.
+    size: u64,
     /// Whether a failure to store was reported already (once per run is enough).
     warned: Cell<bool>,
 }
@@ -97,9 +111,10 @@ fn encode(payload: &[u8], key: &[u8; 16]) -> Vec<u8> {
 
 impl FileCache {
     /// The cache in `dir` (created when the first entry is stored).
-    pub fn new(dir: PathBuf) -> FileCache {
+    pub fn new(dir: PathBuf, size: u64) -> FileCache {
         FileCache {
             dir,
+            size,
             warned: Cell::new(false),
         }
     }
@@ -116,8 +131,18 @@ impl FileCache {
                     .filter(|h| !h.is_empty())
                     .map(|h| Path::new(&h).join(".cache"))
             });
+        let size = match std::env::var("NNOPT_CACHE_SIZE") {
+            Ok(v) => parse_size(&v).unwrap_or_else(|| {
+                warn(&format!(
+                    "NNOPT_CACHE_SIZE={v:?} is not a size (bytes, or a number with K, M or G); \
+                     bounding the cache to 1G"
+                ));
+                DEFAULT_SIZE
+            }),
+            Err(_) => DEFAULT_SIZE,
+        };
         match base {
-            Some(b) => Some(FileCache::new(b.join("nnopt"))),
+            Some(b) => Some(FileCache::new(b.join("nnopt"), size)),
             None => {
                 warn("neither XDG_CACHE_HOME nor HOME is set: compiled code is not cached");
                 None
@@ -127,7 +152,7 @@ impl FileCache {
 
     fn path(&self, key: &[u8; 16]) -> PathBuf {
         let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-        self.dir.join(format!("{hex}.nnoptobj"))
+        self.dir.join(format!("{hex}.{EXTENSION}"))
     }
 
     /// The object stored for `key`; `None` when there is none or it is damaged (reported).
@@ -136,7 +161,14 @@ impl FileCache {
         let path = self.path(&k);
         let entry = std::fs::read(&path).ok()?;
         match decode(&entry, &k) {
-            Ok(payload) => Some(payload.to_vec()),
+            Ok(payload) => {
+                // Recently used: eviction goes by modification time.
+                let _ = std::fs::File::options()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|f| f.set_modified(SystemTime::now()));
+                Some(payload.to_vec())
+            }
             Err(why) => {
                 warn(&format!(
                     "ignoring the damaged cache entry {} ({why:?}); compiling again",
@@ -153,15 +185,64 @@ impl FileCache {
         let path = self.path(&k);
         let stored = std::fs::create_dir_all(&self.dir)
             .and_then(|()| crate::atomic::write_atomic(&path, &encode(object, &k)));
-        if let Err(e) = stored {
-            if !self.warned.replace(true) {
-                warn(&format!(
-                    "cannot store compiled code in the cache {}: {e}; going on without it",
-                    self.dir.display()
-                ));
+        match stored {
+            Ok(()) => self.evict(&path),
+            Err(e) => {
+                if !self.warned.replace(true) {
+                    warn(&format!(
+                        "cannot store compiled code in the cache {}: {e}; going on without it",
+                        self.dir.display()
+                    ));
+                }
             }
         }
     }
+
+    /// Deletes the least recently used entries other than `kept` until the entries fit the
+    /// bound.
+    fn evict(&self, kept: &Path) {
+        let Ok(dir) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut entries: Vec<(SystemTime, u64, PathBuf)> = dir
+            .filter_map(|e| {
+                let e = e.ok()?;
+                let path = e.path();
+                if path.extension()? != EXTENSION {
+                    return None;
+                }
+                let meta = e.metadata().ok()?;
+                Some((meta.modified().ok()?, meta.len(), path))
+            })
+            .collect();
+        let mut total: u64 = entries.iter().map(|e| e.1).sum();
+        entries.sort();
+        for (_, len, path) in entries {
+            if total <= self.size {
+                break;
+            }
+            if path != kept && std::fs::remove_file(&path).is_ok() {
+                total -= len;
+            }
+        }
+    }
+}
+
+/// A size in bytes: digits, optionally followed by K, M or G (powers of 1024).
+fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let (digits, unit) = match t.char_indices().last()? {
+        (i, c) if c.is_ascii_alphabetic() => (&t[..i], c.to_ascii_uppercase()),
+        _ => (t, 'B'),
+    };
+    let shift = match unit {
+        'B' => 0,
+        'K' => 10,
+        'M' => 20,
+        'G' => 30,
+        _ => return None,
+    };
+    digits.parse::<u64>().ok()?.checked_mul(1 << shift)
 }
 
 #[cfg(feature = "mlir")]
@@ -205,7 +286,7 @@ mod tests {
     #[test]
     fn stores_and_finds_and_survives_damage() {
         let dir = tempfile::tempdir().unwrap();
-        let c = FileCache::new(dir.path().join("nnopt"));
+        let c = FileCache::new(dir.path().join("nnopt"), DEFAULT_SIZE);
         assert_eq!(c.get("k"), None);
         c.put("k", b"code");
         assert_eq!(c.get("k").as_deref(), Some(&b"code"[..]));
@@ -224,9 +305,49 @@ mod tests {
         let file = dir.path().join("file");
         std::fs::write(&file, b"").unwrap();
         // A directory below a regular file cannot be created.
-        let c = FileCache::new(file.join("nnopt"));
+        let c = FileCache::new(file.join("nnopt"), DEFAULT_SIZE);
         c.put("k", b"code");
         assert!(c.warned.get());
         assert_eq!(c.get("k"), None);
+    }
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("64k"), Some(64 << 10));
+        assert_eq!(parse_size(" 500M "), Some(500 << 20));
+        assert_eq!(parse_size("2G"), Some(2 << 30));
+        assert_eq!(parse_size("0"), Some(0));
+        for bad in ["", "G", "1.5G", "12T", "-1", "99999999999G"] {
+            assert_eq!(parse_size(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_least_recently_used_entries_go_past_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = (encode(&[0; 100], &key_hash("a"))).len() as u64;
+        let c = FileCache::new(dir.path().join("nnopt"), 2 * entry);
+        let age = |key: &str, secs: u64| {
+            let f = std::fs::File::options()
+                .write(true)
+                .open(c.path(&key_hash(key)))
+                .unwrap();
+            f.set_modified(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+                .unwrap();
+        };
+        c.put("a", &[0; 100]);
+        age("a", 10);
+        c.put("b", &[1; 100]);
+        age("b", 20);
+        // A hit makes "a" the most recently used, so storing "c" evicts "b".
+        assert!(c.get("a").is_some());
+        c.put("c", &[2; 100]);
+        assert_eq!(c.get("b"), None);
+        assert!(c.get("a").is_some() && c.get("c").is_some());
+        // An entry larger than the whole bound is kept itself, alone.
+        c.put("big", &[3; 1000]);
+        assert!(c.get("big").is_some());
+        assert_eq!((c.get("a"), c.get("c")), (None, None));
     }
 }
