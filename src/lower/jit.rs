@@ -58,7 +58,7 @@ pub fn scheduled_pipeline(threads: u64) -> String {
         );
         p = p.replacen(
             LOOPS,
-            &format!("{LOOPS}async-parallel-for{{num-workers={threads} async-dispatch=false min-task-size=1}},async-to-async-runtime,async-runtime-ref-counting,async-runtime-ref-counting-opt,arith-expand,convert-async-to-llvm,"),
+            &format!("{LOOPS}async-parallel-for{{num-workers={threads} async-dispatch=false min-task-size=1}},async-to-async-runtime,async-runtime-ref-counting,async-runtime-ref-counting-opt,convert-async-to-llvm,"),
             1,
         );
     }
