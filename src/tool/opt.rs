@@ -238,13 +238,19 @@ pub fn opt(o: &OptOptions) -> Result<(), Exit> {
         let original = module
             .clone()
             .filter(|_| o.equivalence.check || o.passes.statistics || o.passes.report.is_some());
-        let cx = run_passes(
-            &o.passes,
-            &passes,
-            &mut module,
-            original.as_ref(),
-            &mut diags,
-        );
+        let cx = {
+            // Not over IR dumps, which share stderr.
+            let dumps = o.passes.print_ir_after_all || o.passes.print_ir_after_change;
+            let _progress = (!dumps && !passes.is_empty() && module.is_some())
+                .then(|| Progress::start("running the passes"));
+            run_passes(
+                &o.passes,
+                &passes,
+                &mut module,
+                original.as_ref(),
+                &mut diags,
+            )
+        };
         if let (Some(cx), Some(before), Some(after)) = (&cx, &original, &module) {
             report.push_str(&prune_report::sections(cx, before, after));
         }

@@ -4,6 +4,7 @@
 //! Nothing is renamed into place before every chunk has succeeded: weights files are staged as
 //! complete temporary files and persisted just before the output itself is written.
 
+use super::progress::Progress;
 use super::{fail, Exit};
 use crate::diag::SourceMap;
 use crate::ir::{Module, Tensor};
@@ -84,7 +85,11 @@ pub fn write_onnx(
             ms.len()
         ))
     })?;
-    onnx::write_onnx(&m, output, external).map_err(|d| {
+    let written = {
+        let _progress = Progress::start(format!("writing {}", output.display()));
+        onnx::write_onnx(&m, output, external)
+    };
+    written.map_err(|d| {
         SourceMap::new().emit_to_stderr(&[d]);
         Exit(1)
     })
