@@ -20,6 +20,9 @@ llvm_bin = "/usr/lib/llvm-22/bin"
 target_dir = os.path.abspath(os.environ.get("CARGO_TARGET_DIR", os.path.join(root, "target")))
 nnopt_bin = os.path.join(target_dir, "debug")
 config.environment["PATH"] = os.pathsep.join([nnopt_bin, llvm_bin, config.environment.get("PATH", os.environ["PATH"])])
+# Where `nnopt run` caches compiled code (scripts/test.sh points it into target/).
+if "XDG_CACHE_HOME" in os.environ:
+    config.environment["XDG_CACHE_HOME"] = os.environ["XDG_CACHE_HOME"]
 
 
 def nnopt_has_mlir(binary):

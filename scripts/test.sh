@@ -9,6 +9,9 @@ bash scripts/setup.sh
 export INSTA_UPDATE=no
 # CI builds once from a fresh clone: incremental caches would only take disk.
 export CARGO_INCREMENTAL=0
+# The compiled code of every `nnopt run` and `bench` below goes to a cache of the tests' own,
+# not the user's ~/.cache/nnopt.
+export XDG_CACHE_HOME="$PWD/target/test-cache"
 cargo fmt --check
 # One clippy run (default features, which include the `mlir` code): a second run without them
 # would check every dependency again and CI must stay under 30 minutes; the build without
