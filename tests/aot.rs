@@ -63,9 +63,15 @@ fn weighted_model(dir: &Path, scale: f32) -> PathBuf {
 }
 
 fn nnopt(args: &[&str], cache: &Path) -> Output {
+    nnopt_with(args, cache, &[])
+}
+
+/// [`nnopt`] with more environment variables.
+fn nnopt_with(args: &[&str], cache: &Path, env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_nnopt"))
         .args(args)
         .env("XDG_CACHE_HOME", cache)
+        .envs(env.iter().copied())
         .output()
         .expect("run nnopt")
 }
@@ -243,6 +249,17 @@ fn compile_usage_errors_exit_2_and_write_nothing() {
 /// Runs `model` on `x` with the compiler (extra flags `flags`), returning the output's bytes
 /// and stderr.
 fn run_compiled(model: &Path, x: &Path, cache: &Path, flags: &[&str]) -> (Vec<u8>, String) {
+    run_compiled_with(model, x, cache, flags, &[])
+}
+
+/// [`run_compiled`] with more environment variables.
+fn run_compiled_with(
+    model: &Path,
+    x: &Path,
+    cache: &Path,
+    flags: &[&str],
+    env: &[(&str, &str)],
+) -> (Vec<u8>, String) {
     let y = cache.with_extension("y.npy");
     let mut args = vec![
         "run",
@@ -252,7 +269,7 @@ fn run_compiled(model: &Path, x: &Path, cache: &Path, flags: &[&str]) -> (Vec<u8
     ];
     args.extend_from_slice(flags);
     args.extend_from_slice(&["-o", y.to_str().unwrap()]);
-    let out = ok(nnopt(&args, cache));
+    let out = ok(nnopt_with(&args, cache, env));
     (
         std::fs::read(&y).unwrap(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -299,25 +316,9 @@ fn the_cache_keeps_to_nnopt_cache_size() {
     let x = d.join("x.npy");
     nnopt::interp::write_npy(&x, &input(&[2, 3, 8, 8])).unwrap();
     let cache = d.join("cache");
-    let y = d.join("y.npy");
     let run = |size: &str, threads: &str| {
-        let args = [
-            "run",
-            model.to_str().unwrap(),
-            "--input",
-            x.to_str().unwrap(),
-            "--threads",
-            threads,
-            "-o",
-            y.to_str().unwrap(),
-        ];
-        let out = Command::new(env!("CARGO_BIN_EXE_nnopt"))
-            .args(args)
-            .env("XDG_CACHE_HOME", &cache)
-            .env("NNOPT_CACHE_SIZE", size)
-            .output()
-            .expect("run nnopt");
-        String::from_utf8_lossy(&ok(out).stderr).into_owned()
+        let env = [("NNOPT_CACHE_SIZE", size)];
+        run_compiled_with(&model, &x, &cache, &["--threads", threads], &env).1
     };
     // A bound below one entry keeps only the newest (threads are part of the key).
     run("1", "1");
