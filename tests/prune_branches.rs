@@ -7,16 +7,11 @@
 
 #[path = "common/nnir.rs"]
 mod nnir;
-use nnir::{assert_same_outputs, list, load, nested4, params, prune};
+use nnir::{assert_same_outputs, f32_in, list, load, nested4, nonzero, params, prune};
 
 use ndarray::ArrayD;
 use nnopt::ir::{Module, OpKind};
 use proptest::prelude::*;
-
-/// A weight that is never zero, so only planted zeros make filters dead.
-fn nonzero() -> impl Strategy<Value = f32> {
-    (0.1f32..1.0, any::<bool>()).prop_map(|(m, neg)| if neg { -m } else { m })
-}
 
 /// `%name = nn.conv2d %input` with the weights `w` (`[out, inp, k, k]`), the bias `b`, zero
 /// padding `pad` and `groups`, giving `hw`×`hw` outputs.
@@ -99,7 +94,7 @@ fn fire() -> impl Strategy<Value = Fire> {
         prop::collection::vec(any::<bool>(), 6),
         prop::collection::vec(any::<bool>(), 6),
         prop::collection::vec(any::<bool>(), 4),
-        prop::collection::vec(-1.0f32..1.0, 13),
+        prop::collection::vec(f32_in(-1.0, 1.0), 13),
         prop::collection::vec(nonzero(), 29),
         any::<bool>(),
     )
@@ -194,7 +189,7 @@ proptest! {
     /// add, and the pool) and fold into the head, which keeps one column per live filter, and
     /// no scatter is left.
     #[test]
-    fn fire_modules_prune_to_the_live_filters(s in fire(), seed in prop::collection::vec(-2.0f32..2.0, 37)) {
+    fn fire_modules_prune_to_the_live_filters(s in fire(), seed in prop::collection::vec(f32_in(-2.0, 2.0), 37)) {
         let text = fire_text(&s);
         let before = load(&text);
         let after = prune(&before);
@@ -243,7 +238,7 @@ fn grouped() -> impl Strategy<Value = Grouped> {
                 prop::collection::vec(0usize..8, 4),
                 prop::sample::select(vec![1usize, 3]),
                 0u64..2,
-                prop::collection::vec(-1.0f32..1.0, 11),
+                prop::collection::vec(f32_in(-1.0, 1.0), 11),
                 prop::collection::vec(nonzero(), 31),
             )
         })
@@ -359,7 +354,7 @@ proptest! {
     /// P's constants only inside the image and takes no border map, so P keeps them when they
     /// are not 0.
     #[test]
-    fn grouped_convs_prune_equal_groups(s in grouped(), seed in prop::collection::vec(-2.0f32..2.0, 37)) {
+    fn grouped_convs_prune_equal_groups(s in grouped(), seed in prop::collection::vec(f32_in(-2.0, 2.0), 37)) {
         let text = grouped_text(&s, &[], false);
         let before = load(&text);
         let after = prune(&before);
@@ -393,7 +388,7 @@ proptest! {
         s in grouped(),
         whole in prop::collection::vec(any::<bool>(), 4),
         negative in any::<bool>(),
-        seed in prop::collection::vec(-2.0f32..2.0, 37),
+        seed in prop::collection::vec(f32_in(-2.0, 2.0), 37),
     ) {
         // Group 0 always lives.
         let whole: Vec<bool> = (0..s.groups).map(|r| r > 0 && whole[r]).collect();
@@ -464,9 +459,9 @@ proptest! {
         c0 in 1usize..4,
         d0 in prop::collection::vec(any::<bool>(), 6),
         d1 in prop::collection::vec(any::<bool>(), 6),
-        bias in prop::collection::vec(-1.0f32..1.0, 13),
+        bias in prop::collection::vec(f32_in(-1.0, 1.0), 13),
         values in prop::collection::vec(nonzero(), 29),
-        seed in prop::collection::vec(-2.0f32..2.0, 37),
+        seed in prop::collection::vec(f32_in(-2.0, 2.0), 37),
     ) {
         // Neuron 0 of each branch lives.
         let dead = |d: &[bool]| -> Vec<bool> { (0..n).map(|j| j > 0 && d[j]).collect() };

@@ -6,7 +6,7 @@
 
 #[path = "common/nnir.rs"]
 mod nnir;
-use nnir::{assert_same_outputs, list, load, nested4, params, prune, prune_with};
+use nnir::{assert_same_outputs, f32_in, list, load, nested4, nonzero, params, prune, prune_with};
 
 use ndarray::ArrayD;
 use nnopt::ir::{Module, OpKind};
@@ -31,11 +31,6 @@ const ACTIVATIONS: &[(&str, &str)] = &[
     ("nn.clip", " {min = 0.0, max = 6.0}"),
 ];
 
-/// A weight that is never zero, so only planted zeros make neurons dead.
-fn nonzero() -> impl Strategy<Value = f32> {
-    (0.1f32..1.0, any::<bool>()).prop_map(|(m, neg)| if neg { -m } else { m })
-}
-
 #[derive(Debug, Clone)]
 struct Mlp {
     widths: Vec<usize>,
@@ -55,7 +50,7 @@ fn mlp() -> impl Strategy<Value = Mlp> {
                     let (inp, out) = (w[0], w[1]);
                     (
                         prop::collection::vec(prop::collection::vec(nonzero(), inp), out),
-                        prop::collection::vec(-1.0f32..1.0, out),
+                        prop::collection::vec(f32_in(-1.0, 1.0), out),
                         // Planted: zero rows (fan-in dead), never row 0 so a path stays live.
                         prop::collection::vec(any::<bool>(), out),
                         // Planted: zero columns (fan-out dead in the previous layer).
@@ -190,7 +185,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
     #[test]
-    fn mlps_prune_exactly(m in mlp(), batch in 1usize..4, seed in prop::collection::vec(-2.0f32..2.0, 64)) {
+    fn mlps_prune_exactly(m in mlp(), batch in 1usize..4, seed in prop::collection::vec(f32_in(-2.0, 2.0), 64)) {
         let text = mlp_text(&m);
         let before = load(&text);
         let after = prune(&before);
@@ -200,7 +195,7 @@ proptest! {
     }
 
     #[test]
-    fn aligned_mlps_prune_exactly(m in mlp(), round_to in 2usize..5, seed in prop::collection::vec(-2.0f32..2.0, 64)) {
+    fn aligned_mlps_prune_exactly(m in mlp(), round_to in 2usize..5, seed in prop::collection::vec(f32_in(-2.0, 2.0), 64)) {
         let text = mlp_text(&m);
         let before = load(&text);
         let after = prune_with(&before, &passes::prune_pipeline(&format!("round-to={round_to}")));
@@ -243,7 +238,7 @@ fn conv_spec() -> impl Strategy<Value = ConvSpec> {
         0..ACTIVATIONS.len(),
         prop::collection::vec(any::<bool>(), 8),
         prop::collection::vec(any::<bool>(), 8),
-        prop::collection::vec(-1.0f32..1.0, 8),
+        prop::collection::vec(f32_in(-1.0, 1.0), 8),
         prop::collection::vec(nonzero(), 8 * 8 * 9),
     )
         .prop_map(
@@ -428,7 +423,7 @@ proptest! {
         classes in 2usize..4,
         softmax in any::<bool>(),
         flat_head in any::<bool>(),
-        seed in prop::collection::vec(-2.0f32..2.0, 97),
+        seed in prop::collection::vec(f32_in(-2.0, 2.0), 97),
         residual in prop::sample::select(vec!["scatter", "keep", "auto"]),
         round_to in prop::sample::select(vec![1usize, 2, 4]),
     ) {
@@ -475,10 +470,10 @@ fn scatter_spec() -> impl Strategy<Value = ScatterSpec> {
             (
                 Just(size),
                 prop::sample::subsequence((0..size).collect::<Vec<_>>(), 1..size).prop_shuffle(),
-                prop::collection::vec(prop_oneof![Just(0.0f32), -2.0f32..2.0], size),
+                prop::collection::vec(prop_oneof![Just(0.0f32), f32_in(-2.0, 2.0)], size),
                 Just(conv),
-                prop::collection::vec(-1.0f32..1.0, 3 * size * k),
-                prop::option::of(prop::collection::vec(-1.0f32..1.0, 3)),
+                prop::collection::vec(f32_in(-1.0, 1.0), 3 * size * k),
+                prop::option::of(prop::collection::vec(f32_in(-1.0, 1.0), 3)),
                 0usize..3,
             )
         })
@@ -542,7 +537,7 @@ proptest! {
     /// by `canonicalize`) keep outputs equal, and remove the scatter unless a zero-padded conv
     /// would have to absorb a non-zero fill.
     #[test]
-    fn scatters_fold_into_consumers_exactly(s in scatter_spec(), seed in prop::collection::vec(-2.0f32..2.0, 96)) {
+    fn scatters_fold_into_consumers_exactly(s in scatter_spec(), seed in prop::collection::vec(f32_in(-2.0, 2.0), 96)) {
         let before = load(&scatter_text(&s));
         let mut after = before.clone();
         let pipeline = passes::PassManager::parse("canonicalize,dce", None).unwrap();
@@ -611,7 +606,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
 
     #[test]
-    fn mlps_compile_exactly(m in mlp(), batch in 1usize..4, seed in prop::collection::vec(-2.0f32..2.0, 64)) {
+    fn mlps_compile_exactly(m in mlp(), batch in 1usize..4, seed in prop::collection::vec(f32_in(-2.0, 2.0), 64)) {
         let before = load(&mlp_text(&m));
         let after = prune(&before);
         let x = ArrayD::from_shape_fn(vec![batch, m.widths[0]], |i| seed[(i[0] * 7 + i[1]) % seed.len()]);
@@ -627,7 +622,7 @@ proptest! {
         classes in 2usize..4,
         softmax in any::<bool>(),
         flat_head in any::<bool>(),
-        seed in prop::collection::vec(-2.0f32..2.0, 97),
+        seed in prop::collection::vec(f32_in(-2.0, 2.0), 97),
     ) {
         let (text, shape) = conv_net_text(&specs, c0, hw, classes, softmax, flat_head);
         let before = load(&text);

@@ -8,7 +8,7 @@
 // `nested4` builds conv weights, which these blocks do not have.
 #[allow(dead_code)]
 mod nnir;
-use nnir::{assert_same_outputs, list, load, params, prune};
+use nnir::{assert_same_outputs, f32_in, list, load, nonzero, params, prune};
 
 use ndarray::ArrayD;
 use nnopt::ir::Module;
@@ -39,11 +39,6 @@ struct Glu {
     biases: bool,
     kinds: Vec<Kind>,
     values: Vec<f32>,
-}
-
-/// A value that is never zero, so only planted zeros make neurons dead.
-fn nonzero() -> impl Strategy<Value = f32> {
-    (0.1f32..1.0, any::<bool>()).prop_map(|(m, neg)| if neg { -m } else { m })
 }
 
 fn glu() -> impl Strategy<Value = Glu> {
@@ -165,7 +160,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
 
     #[test]
-    fn gated_mlps_prune_exactly_the_removable_neurons(s in glu(), seed in prop::collection::vec(-2.0f32..2.0, 13)) {
+    fn gated_mlps_prune_exactly_the_removable_neurons(s in glu(), seed in prop::collection::vec(f32_in(-2.0, 2.0), 13)) {
         let text = text(&s);
         let before = load(&text);
         let after = prune(&before);
