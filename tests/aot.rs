@@ -283,14 +283,18 @@ fn entries(cache: &Path) -> Vec<PathBuf> {
     }
 }
 
+/// In `dir`: [`weighted_model`], an input for it and the path of an empty cache directory.
+fn weighted_run(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let model = weighted_model(dir, 0.5);
+    let x = dir.join("x.npy");
+    nnopt::interp::write_npy(&x, &input(&[2, 3, 8, 8])).unwrap();
+    (model, x, dir.join("cache"))
+}
+
 #[test]
 fn the_cache_is_filled_reused_bit_identically_and_bypassed_with_no_cache() {
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let model = weighted_model(d, 0.5);
-    let x = d.join("x.npy");
-    nnopt::interp::write_npy(&x, &input(&[2, 3, 8, 8])).unwrap();
-    let cache = d.join("cache");
+    let (model, x, cache) = weighted_run(dir.path());
     let (uncached, _) = run_compiled(&model, &x, &cache, &["--no-cache"]);
     assert!(entries(&cache).is_empty(), "--no-cache stored code");
     let (first, _) = run_compiled(&model, &x, &cache, &[]);
@@ -311,11 +315,7 @@ fn the_cache_is_filled_reused_bit_identically_and_bypassed_with_no_cache() {
 #[test]
 fn the_cache_keeps_to_nnopt_cache_size() {
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let model = weighted_model(d, 0.5);
-    let x = d.join("x.npy");
-    nnopt::interp::write_npy(&x, &input(&[2, 3, 8, 8])).unwrap();
-    let cache = d.join("cache");
+    let (model, x, cache) = weighted_run(dir.path());
     let run = |size: &str, threads: &str| {
         let env = [("NNOPT_CACHE_SIZE", size)];
         run_compiled_with(&model, &x, &cache, &["--threads", threads], &env).1
@@ -381,10 +381,7 @@ fn an_unwritable_cache_directory_warns_and_the_run_goes_on() {
 fn a_weight_file_changed_in_place_is_a_miss_even_with_its_time_kept() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let model = weighted_model(d, 0.5);
-    let x = d.join("x.npy");
-    nnopt::interp::write_npy(&x, &input(&[2, 3, 8, 8])).unwrap();
-    let cache = d.join("cache");
+    let (model, x, cache) = weighted_run(d);
     let (before, _) = run_compiled(&model, &x, &cache, &[]);
     let weights = d.join("w.safetensors");
     let time = std::fs::metadata(&weights).unwrap().modified().unwrap();

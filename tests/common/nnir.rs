@@ -7,6 +7,8 @@ use nnopt::diag::SourceMap;
 use nnopt::ir::{Module, OpKind};
 use nnopt::tool::load;
 use nnopt::{interp, passes};
+use proptest::arbitrary::any;
+use proptest::strategy::Strategy;
 use std::path::Path;
 
 pub fn load(text: &str) -> Module {
@@ -88,15 +90,12 @@ pub fn nested4(w: &[f32], out: usize, inp: usize, k: usize) -> String {
 /// An f32 in `[lo, hi)` from an integer draw: proptest's own float range sampler can trip an
 /// assertion on some seeds (proptest-rs/proptest#343 and its neighbours), which made the property
 /// tests flaky.
-pub fn f32_in(lo: f32, hi: f32) -> impl proptest::strategy::Strategy<Value = f32> + Clone {
-    use proptest::strategy::Strategy;
+pub fn f32_in(lo: f32, hi: f32) -> impl Strategy<Value = f32> + Clone {
     const STEPS: u32 = 1 << 20;
     (0..STEPS).prop_map(move |i| lo + (hi - lo) * (i as f32 / STEPS as f32))
 }
 
 /// A weight that is never zero, so only planted zeros make neurons dead.
-pub fn nonzero() -> impl proptest::strategy::Strategy<Value = f32> {
-    use proptest::strategy::Strategy;
-    (f32_in(0.1, 1.0), proptest::arbitrary::any::<bool>())
-        .prop_map(|(m, neg)| if neg { -m } else { m })
+pub fn nonzero() -> impl Strategy<Value = f32> {
+    (f32_in(0.1, 1.0), any::<bool>()).prop_map(|(m, neg)| if neg { -m } else { m })
 }
