@@ -8,10 +8,11 @@
 // `nested4` builds conv weights, which these blocks do not have.
 #[allow(dead_code)]
 mod nnir;
-use nnir::{assert_same_outputs, f32_in, list, load, nonzero, params, prune};
+use nnir::{assert_same_outputs, f32_in, list, load, nonzero, params, prune, prune_with};
 
 use ndarray::ArrayD;
 use nnopt::ir::Module;
+use nnopt::passes;
 use proptest::prelude::*;
 
 const D: usize = 3;
@@ -179,5 +180,23 @@ proptest! {
         let b = usize::from(s.biases);
         let expected = (kept - biased) * (D + b) + kept * (D + b) + OUT * kept + OUT;
         prop_assert_eq!(params(&after), expected, "{}", text);
+    }
+
+    #[test]
+    fn aligned_gated_mlps_prune_exactly(s in glu(), round_to in 2usize..5, seed in prop::collection::vec(f32_in(-2.0, 2.0), 13)) {
+        let text = text(&s);
+        let before = load(&text);
+        let after = prune_with(&before, &passes::prune_pipeline(&format!("round-to={round_to}")));
+        let x = ArrayD::from_shape_fn(vec![2, D], |i| seed[(i[0] * 7 + i[1]) % seed.len()]);
+        assert_same_outputs(&before, &after, &[x]);
+        // Alignment keeps dead neurons until the width is a multiple, never past the original.
+        let (n, h) = (s.kinds.len(), hidden(&after));
+        prop_assert!(h == n || h % round_to == 0, "width {} of {}: {}", h, n, text);
+        let kept = s
+            .kinds
+            .iter()
+            .filter(|k| matches!(k, Kind::Live | Kind::GateBiased))
+            .count();
+        prop_assert!(h >= kept && h < kept + round_to || h == n, "width {} of {}: {}", h, n, text);
     }
 }
