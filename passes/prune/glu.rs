@@ -187,6 +187,13 @@ impl Pattern<PruneCx<'_>> for GluNeuronElimination {
             |j| u8::from(absorbs(j)),
         );
         remove.retain(|j| !kept.contains(j));
+        // The latest match sees every dead neuron, so its count replaces earlier ones.
+        for (lin, _) in glu.sides {
+            let f = rw.func();
+            if !kept.is_empty() || cx.pass.layers.contains_key(&(f.name.clone(), lin)) {
+                cx.pass.layer(f, lin).aligned = kept.len() as u64;
+            }
+        }
         ensure(!remove.is_empty(), "alignment keeps every dead neuron")?;
         let keep: Vec<usize> = (0..n)
             .filter(|j| remove.binary_search(j).is_err())
