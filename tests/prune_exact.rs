@@ -4,8 +4,13 @@
 //! inputs, that the result verifies, and (for MLPs) that the parameter count equals an
 //! independent computation of which neurons must go.
 
+#[cfg(feature = "mlir")]
+#[path = "common/jit.rs"]
+mod jit;
 #[path = "common/nnir.rs"]
 mod nnir;
+#[cfg(feature = "mlir")]
+use jit::assert_jit_matches_interp;
 use nnir::{assert_same_outputs, f32_in, list, load, nested4, nonzero, params, prune, prune_with};
 
 use ndarray::ArrayD;
@@ -554,50 +559,6 @@ proptest! {
         let f = &after.funcs[0];
         let scatters = f.ops().filter(|&o| matches!(f.kind(o), OpKind::Scatter { .. })).count();
         prop_assert_eq!(scatters, usize::from(blocked));
-    }
-}
-
-/// The JIT-compiled network (through MLIR, `nnopt::lower`, as `nnopt run` compiles it, on one
-/// and on two threads) gives the interpreter's outputs to 1e-4 relative, before and after
-/// pruning. Fewer cases than the pruning properties: each case
-/// compiles two modules with LLVM at -O3.
-#[cfg(feature = "mlir")]
-fn assert_jit_matches_interp(m: &nnopt::ir::Module, inputs: &[ArrayD<f32>]) {
-    let f = &m.funcs[0];
-    let want = nnopt::interp::run(f, inputs).expect("interpreter runs");
-    // One compile at a time: the two JIT properties run on parallel test threads, and MLIR/LLVM
-    // keep process-global registries (a race on one crashed a CI run).
-    static COMPILE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _serial = COMPILE.lock().unwrap_or_else(|e| e.into_inner());
-    for threads in [1, 2] {
-        let got = nnopt::lower::compile_and_run(
-            m,
-            &f.name,
-            inputs,
-            &nnopt::lower::CompileOptions {
-                pipeline: None,
-                threads,
-                target: &nnopt::lower::Target::host(),
-                cache: None,
-            },
-        )
-        .unwrap_or_else(|d| {
-            panic!(
-                "compiled run failed: {d:?}\n{}",
-                nnopt::syntax::printer::print_module(m)
-            )
-        });
-        assert_eq!(want.len(), got.len());
-        for (x, y) in want.iter().zip(&got) {
-            assert_eq!(x.shape(), y.shape());
-            for (p, q) in x.iter().zip(y.iter()) {
-                let tol = 1e-4 * p.abs().max(q.abs()).max(1.0);
-                assert!(
-                    (p - q).abs() <= tol,
-                    "interpreter {p} vs compiled {q} ({threads} threads)"
-                );
-            }
-        }
     }
 }
 

@@ -4,6 +4,9 @@
 //! checks that the interpreter gives the same outputs before and after, that exactly the
 //! removable neurons left `up` and `down`, and the parameter count.
 
+#[cfg(feature = "mlir")]
+#[path = "common/jit.rs"]
+mod jit;
 #[path = "common/nnir.rs"]
 // `nested4` builds conv weights, which these blocks do not have.
 #[allow(dead_code)]
@@ -198,5 +201,20 @@ proptest! {
             .filter(|k| matches!(k, Kind::Live | Kind::GateBiased))
             .count();
         prop_assert!(h >= kept && h < kept + round_to || h == n, "width {} of {}: {}", h, n, text);
+    }
+}
+
+#[cfg(feature = "mlir")]
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(8))]
+
+    /// Aligned or not, the pruned gated MLP compiles to the interpreter's outputs: the narrowed
+    /// gate, up and down, and the down bias that absorbed the constant products, as lowered.
+    #[test]
+    fn pruned_gated_mlps_compile_exactly(s in glu(), round_to in 1usize..5, seed in prop::collection::vec(f32_in(-2.0, 2.0), 13)) {
+        let before = load(&text(&s));
+        let after = prune_with(&before, &passes::prune_pipeline(&format!("round-to={round_to}")));
+        let x = ArrayD::from_shape_fn(vec![2, D], |i| seed[(i[0] * 7 + i[1]) % seed.len()]);
+        jit::assert_jit_matches_interp(&after, &[x]);
     }
 }
