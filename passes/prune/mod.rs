@@ -11,7 +11,10 @@
 //! One pattern ([`DeadNeuronElimination`], `dead_neuron_elimination.rs`) runs to a fixpoint
 //! over the constness analysis, so removals cascade; beside it, [`GluNeuronElimination`]
 //! (`glu.rs`) removes the hidden neurons of gated MLPs (SwiGLU, GeGLU), whose product of two
-//! linears the first pattern cannot see through. It plans (`plan.rs`: where the channels
+//! linears the first pattern cannot see through. At their fixpoint, [`ScatterIntoDepthwise`]
+//! (`depthwise_scatter.rs`) restores the non-zero constants a zero-padded depthwise conv
+//! keeps with a scatter in front of it, which leaves the layer before free to lose them, and
+//! removal runs again. `dead-neuron-elimination` plans (`plan.rs`: where the channels
 //! go, `fanout.rs`; border maps, `border_map.rs`; the `residual=auto` cost model,
 //! `residual_cost.rs`; channel alignment, `align.rs`) and then applies (`apply.rs`). Preconditions: none. Idempotent: a second
 //! run finds no removable neuron.
@@ -20,6 +23,7 @@ pub mod align;
 pub mod apply;
 pub mod border_map;
 pub mod dead_neuron_elimination;
+pub mod depthwise_scatter;
 pub mod fanout;
 pub mod glu;
 pub mod groups;
@@ -28,6 +32,7 @@ pub mod plan;
 pub mod residual_cost;
 
 pub use dead_neuron_elimination::DeadNeuronElimination;
+pub use depthwise_scatter::ScatterIntoDepthwise;
 pub use glu::GluNeuronElimination;
 
 use super::analysis::ConstAnalysis;
@@ -136,8 +141,17 @@ impl Pass for PruneNeurons {
         INFO.name
     }
 
+    /// Removal to a fixpoint, then the constants zero-padded depthwise convs keep restored in
+    /// front of them, and removal again from what that leaves unread, until neither applies.
     fn run(&self, f: &mut Function, cx: &mut PassContext) -> bool {
-        let pattern = DeadNeuronElimination {
+        let dne = DeadNeuronElimination {
+            residual: self.residual,
+            round_to: self.round_to,
+        };
+        let glu = GluNeuronElimination {
+            round_to: self.round_to,
+        };
+        let restore = ScatterIntoDepthwise {
             residual: self.residual,
             round_to: self.round_to,
         };
@@ -145,15 +159,19 @@ impl Pass for PruneNeurons {
             pass: cx,
             analysis: ConstAnalysis::compute(f, self.zero_threshold),
         };
-        let patterns: [&dyn Pattern<PruneCx>; 2] = [
-            &pattern,
-            &GluNeuronElimination {
-                round_to: self.round_to,
-            },
-        ];
-        let outcome = apply_patterns_greedily(f, &patterns, &mut pcx, &GreedyConfig::default());
-        let changed = cx.record(f, INFO.name, outcome);
-        cx.flush_remarks(f);
+        let removal: [&dyn Pattern<PruneCx>; 2] = [&dne, &glu];
+        let config = GreedyConfig::default();
+        let mut changed = false;
+        loop {
+            let outcome = apply_patterns_greedily(f, &removal, &mut pcx, &config);
+            changed |= pcx.pass.record(f, INFO.name, outcome);
+            let outcome = apply_patterns_greedily(f, &[&restore], &mut pcx, &config);
+            if !pcx.pass.record(f, INFO.name, outcome) {
+                break;
+            }
+            changed = true;
+        }
+        pcx.pass.flush_remarks(f);
         changed
     }
 }

@@ -73,7 +73,6 @@ pub fn scatter_tradeoff(
                     column as u64 * positions(f.ty(out), channels)
                 })
                 .sum::<u64>());
-    let macs_per_cycle = 2 * lanes.max(1) as u64;
     let cost = layer
         .fan
         .others
@@ -83,25 +82,29 @@ pub fn scatter_tradeoff(
             let zero = remove.iter().all(|&j| fill[j] == Some(0.0));
             !folds_away(f, v, site, remove, zero, &mut BTreeSet::new())
         })
-        .map(|(&(v, site), _)| {
-            let ty = f.ty(v);
-            let elements = (layer.neurons * site.scale) as u64 * positions(ty, site.axis);
-            let run: u64 = ty.dims[site.axis + 1..]
-                .iter()
-                .map(|d| d.as_static().unwrap_or(1))
-                .product();
-            let runs = elements / run.max(1);
-            let blocked = ty.rank() == 4 && site.axis == 1;
-            let dynamic = ty.static_shape().is_none();
-            let nodes = 3 + 3 * dynamic as u64 + 2 * blocked as u64;
-            let passes = 3 + 2 * blocked as u64;
-            let batch = ty.dims[0].as_static().unwrap_or(1).max(1);
-            nodes * NODE_CYCLES * macs_per_cycle / batch
-                + passes * elements
-                + runs * RUN_CYCLES * macs_per_cycle
-        })
+        .map(|(&(v, site), _)| scatter_cost(f.ty(v), site, layer.neurons, lanes))
         .sum();
     (saved, cost)
+}
+
+/// What a scatter that stays costs the runtime per sample, in MACs: it restores `neurons`
+/// channels (at `site`) of a value of type `ty` (see the file header).
+pub fn scatter_cost(ty: &TensorType, site: Site, neurons: usize, lanes: usize) -> u64 {
+    let macs_per_cycle = 2 * lanes.max(1) as u64;
+    let elements = (neurons * site.scale) as u64 * positions(ty, site.axis);
+    let run: u64 = ty.dims[site.axis + 1..]
+        .iter()
+        .map(|d| d.as_static().unwrap_or(1))
+        .product();
+    let runs = elements / run.max(1);
+    let blocked = ty.rank() == 4 && site.axis == 1;
+    let dynamic = ty.static_shape().is_none();
+    let nodes = 3 + 3 * dynamic as u64 + 2 * blocked as u64;
+    let passes = 3 + 2 * blocked as u64;
+    let batch = ty.dims[0].as_static().unwrap_or(1).max(1);
+    nodes * NODE_CYCLES * macs_per_cycle / batch
+        + passes * elements
+        + runs * RUN_CYCLES * macs_per_cycle
 }
 
 /// Whether a scatter of `v` (channels at `site`, dropping `remove`) will be folded away by
@@ -163,7 +166,7 @@ fn folds_away(
 
 /// The positions per sample at which a value of type `ty` holds each channel of `axis`: the
 /// static sizes of the axes other than the batch (axis 0) and `axis` (a dynamic size counts 1).
-fn positions(ty: &TensorType, axis: usize) -> u64 {
+pub fn positions(ty: &TensorType, axis: usize) -> u64 {
     ty.dims
         .iter()
         .enumerate()
