@@ -5,6 +5,7 @@
 //! nothing to do (the driver stops only at a fixpoint).
 
 pub mod constant_fold;
+pub mod fold_repeat_interleave;
 pub mod fold_scatter_into_consumer;
 pub mod fuse_silu;
 pub mod remove_identity;
@@ -15,6 +16,7 @@ pub mod sink_scatter_through_concat;
 pub mod sink_scatter_union;
 
 pub use constant_fold::ConstantFold;
+pub use fold_repeat_interleave::FoldRepeatInterleave;
 pub use fold_scatter_into_consumer::FoldScatterIntoConsumer;
 pub use fuse_silu::FuseSilu;
 pub use remove_identity::RemoveIdentity;
@@ -30,7 +32,7 @@ use crate::rewrite::{apply_patterns_greedily, GreedyConfig, Pattern};
 
 pub const INFO: PassInfo = PassInfo {
     name: "canonicalize",
-    summary: "local clean-ups: removes nn.identity and identity nn.scatter, fuses x·sigmoid(x) into nn.silu, folds ops whose operands are all constant (f32, by the interpreter's kernels), folds an nn.scatter into the nn.linear/nn.conv2d that reads it (dropping input columns, adding the fill's contribution to the bias), and moves scatters below activations, per-channel pools, add/sub/mul of two like scatters or of a scatter and a per-channel constant, and concats; an add/sub/mul of two unlike scatters keeps the positions both drop as one scatter after it when its users fold that in",
+    summary: "local clean-ups: removes nn.identity and identity nn.scatter, fuses x·sigmoid(x) into nn.silu, folds ops whose operands are all constant (f32, by the interpreter's kernels), folds an nn.scatter into the nn.linear/nn.conv2d that reads it (dropping input columns, adding the fill's contribution to the bias), and moves scatters below activations, per-channel pools, add/sub/mul of two like scatters or of a scatter and a per-channel constant, and concats; an add/sub/mul of two unlike scatters keeps the positions both drop as one scatter after it when its users fold that in; and makes the unsqueeze, expand (a gather) and reshape that repeat each position of an axis (grouped-query attention's repeat_kv) one nn.gather along it",
     options: &[],
     parse: |_: &PassOptions| Ok(Box::new(Canonicalize)),
 };
@@ -47,6 +49,7 @@ pub const PATTERNS: &[&dyn Pattern<PassContext>] = &[
     &SinkScatterThroughConcat,
     &SinkScatterUnion,
     &FuseSilu,
+    &FoldRepeatInterleave,
 ];
 
 /// The pass: [`PATTERNS`] to a fixpoint.

@@ -8,7 +8,8 @@
 //! Removing it drops row `j` of P and column `j` of every consumer C, after folding its
 //! contribution into C's bias: `b'_k = b_k + Σ_window W_C[k, j, ...] · a_j`.
 //!
-//! One pattern ([`DeadNeuronElimination`], `dead_neuron_elimination.rs`) runs to a fixpoint
+//! [`AttentionHeadElimination`] (`heads.rs`, over the head regions of `attention.rs`) first
+//! removes whole attention heads. Then one pattern ([`DeadNeuronElimination`], `dead_neuron_elimination.rs`) runs to a fixpoint
 //! over the constness analysis, so removals cascade; beside it, [`GluNeuronElimination`]
 //! (`glu.rs`) removes the hidden neurons of gated MLPs (SwiGLU, GeGLU), whose product of two
 //! linears the first pattern cannot see through. At their fixpoint, [`ScatterIntoDepthwise`]
@@ -21,12 +22,14 @@
 
 pub mod align;
 pub mod apply;
+pub mod attention;
 pub mod border_map;
 pub mod dead_neuron_elimination;
 pub mod depthwise_scatter;
 pub mod fanout;
 pub mod glu;
 pub mod groups;
+pub mod heads;
 pub mod liveness;
 pub mod plan;
 pub mod residual_cost;
@@ -34,6 +37,7 @@ pub mod residual_cost;
 pub use dead_neuron_elimination::DeadNeuronElimination;
 pub use depthwise_scatter::ScatterIntoDepthwise;
 pub use glu::GluNeuronElimination;
+pub use heads::AttentionHeadElimination;
 
 use super::analysis::ConstAnalysis;
 use super::{Pass, PassContext, PassInfo, PassOption, PassOptions};
@@ -42,7 +46,7 @@ use crate::rewrite::{apply_patterns_greedily, GreedyConfig, Pattern, PatternCont
 
 pub const INFO: PassInfo = PassInfo {
     name: "prune-neurons",
-    summary: "removes neurons of nn.linear/nn.conv2d that are constant (all incoming weights zero) or ignored (all outgoing weights zero), folding their constant into the consumers' biases; cascades to a fixpoint",
+    summary: "removes neurons of nn.linear/nn.conv2d that are constant (all incoming weights zero) or ignored (all outgoing weights zero), folding their constant into the consumers' biases, and attention heads whose output projection columns or value rows are zero; cascades to a fixpoint",
     options: &[
         PassOption {
             name: "zero-threshold",
@@ -141,8 +145,10 @@ impl Pass for PruneNeurons {
         INFO.name
     }
 
-    /// Removal to a fixpoint, then the constants zero-padded depthwise convs keep restored in
-    /// front of them, and removal again from what that leaves unread, until neither applies.
+    /// Whole attention heads first (before neuron removal restores single projection rows
+    /// with scatters, which would hide the heads), then removal to a fixpoint, then the
+    /// constants zero-padded depthwise convs keep restored in front of them, and again from
+    /// what that leaves unread, until nothing applies.
     fn run(&self, f: &mut Function, cx: &mut PassContext) -> bool {
         let dne = DeadNeuronElimination {
             residual: self.residual,
@@ -163,6 +169,9 @@ impl Pass for PruneNeurons {
         let config = GreedyConfig::default();
         let mut changed = false;
         loop {
+            let outcome =
+                apply_patterns_greedily(f, &[&AttentionHeadElimination], &mut pcx, &config);
+            changed |= pcx.pass.record(f, INFO.name, outcome);
             let outcome = apply_patterns_greedily(f, &removal, &mut pcx, &config);
             changed |= pcx.pass.record(f, INFO.name, outcome);
             let outcome = apply_patterns_greedily(f, &[&restore], &mut pcx, &config);

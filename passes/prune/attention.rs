@@ -1,0 +1,310 @@
+//! Attention as `attention-head-elimination` sees it: the values whose computation is batched
+//! over heads, found by walking back from the reshape that merges the heads into `o_proj`'s
+//! input features.
+//!
+//! A *head region* is a set of values that each carry the head index on one axis, such that
+//! head `h` of every value is computed from head `h` of other region values and from values
+//! shared by all heads (constants or activations of size 1 on that axis, broadcast). Removing
+//! head `h` from every region value, the rows of the projections that enter the region and the
+//! columns of the one that leaves it then removes exactly head `h`'s computation. The ops that
+//! keep this true: transposes, batched matmuls with the head axis among the batch axes,
+//! softmax over another axis, element-wise unary ops, add/sub/mul with a broadcast operand,
+//! gathers and concats along other axes (rotary embeddings' halves), and the reshapes that
+//! split a projection's features `[…, H·D]` into `[…, H, D]` (the region's entries). A gather
+//! *along* the head axis repeats key/value heads for grouped-query attention: it ends the
+//! query region and maps each query head to the key/value head it reads, whose own region
+//! begins there.
+
+use crate::ir::infer::norm_axis;
+use crate::ir::{Function, OpId, OpKind, ValueId};
+use std::collections::{HashMap, HashSet};
+
+/// Where a projection enters a region: the `nn.linear` and the reshape that splits its
+/// features into heads.
+#[derive(Clone, Copy, Debug)]
+pub struct Entry {
+    pub linear: OpId,
+    pub split: OpId,
+}
+
+/// Values batched over heads (see the file header), with the ops that compute them.
+#[derive(Debug, Default)]
+pub struct Region {
+    /// Each value with its head axis.
+    pub values: HashMap<ValueId, usize>,
+    pub ops: HashSet<OpId>,
+    pub entries: Vec<Entry>,
+    /// Gathers along the head axis (the region's values are their results' operands' heads
+    /// repeated; the gathers belong to the region that reads them).
+    pub repeats: Vec<OpId>,
+}
+
+/// One attention block: the query-head region ending at `merge` (the reshape `[…, H, D]` →
+/// `[…, H·D]` that `o_proj` reads), and for grouped-query attention the key/value-head region
+/// behind its repeats.
+#[derive(Debug)]
+pub struct Attention {
+    pub o_proj: OpId,
+    pub merge: OpId,
+    pub heads: usize,
+    pub dim: usize,
+    pub query: Region,
+    pub kv: Option<Region>,
+    /// Per query head, the entry and head of the value projection its output is the
+    /// softmax-weighted average of, when the path allows reading it (see [`value_heads`]).
+    pub values: Option<(Entry, Vec<usize>)>,
+}
+
+/// The attention block whose heads `o_proj` (an `nn.linear`) reads, if its input is one.
+pub fn attention(f: &Function, o_proj: OpId) -> Result<Attention, &'static str> {
+    let x = f.op(o_proj).operands()[0];
+    ensure(f.uses(x).len() == 1, "o_proj's input has other users")?;
+    let merge = f.producer(x).ok_or("o_proj reads an argument")?;
+    ensure(
+        matches!(f.kind(merge), OpKind::Reshape { .. }),
+        "o_proj's input is not a reshape",
+    )?;
+    let t = f.op(merge).operands()[0];
+    let (tt, xt) = (f.ty(t), f.ty(x));
+    let r = tt.rank();
+    ensure(
+        r >= 3 && xt.rank() + 1 == r,
+        "the reshape does not merge two axes",
+    )?;
+    ensure(
+        tt.dims[..r - 2] == xt.dims[..r - 2],
+        "the reshape changes the leading axes",
+    )?;
+    let (heads, dim) = match (tt.dim(r - 2).as_static(), tt.dim(r - 1).as_static()) {
+        (Some(h), Some(d)) if xt.dim(r - 2).as_static() == Some(h * d) => (h as usize, d as usize),
+        _ => return Err("the reshape does not merge heads into features"),
+    };
+    ensure(heads >= 2, "one head")?;
+    let query = region(f, &[(t, r - 2)], heads, &[merge])?;
+    let kv = if query.repeats.is_empty() {
+        None
+    } else {
+        let starts: Vec<(ValueId, usize)> = query
+            .repeats
+            .iter()
+            .map(|&g| {
+                let OpKind::Gather { axis, .. } = f.kind(g) else {
+                    unreachable!("repeats are gathers")
+                };
+                let v = f.op(g).operands()[0];
+                (v, norm_axis(*axis, f.ty(v).rank()).expect("verified"))
+            })
+            .collect();
+        let kv_heads = f.ty(starts[0].0).dim(starts[0].1).as_static().unwrap_or(0) as usize;
+        let kv = region(f, &starts, kv_heads, &query.repeats)?;
+        ensure(kv.repeats.is_empty(), "key/value heads repeated twice")?;
+        Some(kv)
+    };
+    let values = value_heads(f, t, heads, &query, kv.as_ref());
+    Ok(Attention {
+        o_proj,
+        merge,
+        heads,
+        dim,
+        query,
+        kv,
+        values,
+    })
+}
+
+fn ensure(c: bool, why: &'static str) -> Result<(), &'static str> {
+    if c {
+        Ok(())
+    } else {
+        Err(why)
+    }
+}
+
+/// The region of `heads` heads that `starts` (values with their head axes) belong to, whose
+/// values no op outside it reads except `exits`.
+fn region(
+    f: &Function,
+    starts: &[(ValueId, usize)],
+    heads: usize,
+    exits: &[OpId],
+) -> Result<Region, &'static str> {
+    let mut reg = Region::default();
+    let mut stack = starts.to_vec();
+    while let Some((v, a)) = stack.pop() {
+        match reg.values.get(&v) {
+            Some(&b) if b == a => continue,
+            Some(_) => return Err("a value carries heads on two axes"),
+            None => {}
+        }
+        let ty = f.ty(v);
+        ensure(
+            ty.dim(a).as_static() == Some(heads as u64),
+            "a head axis of another size",
+        )?;
+        reg.values.insert(v, a);
+        let p = f.producer(v).ok_or("a function argument carries heads")?;
+        reg.ops.insert(p);
+        let data = f.op(p);
+        let ins = data.operands();
+        let rank = ty.rank();
+        match &data.kind {
+            OpKind::Transpose { perm } => stack.push((ins[0], perm[a] as usize)),
+            OpKind::Reshape { .. } => {
+                let x = ins[0];
+                let xt = f.ty(x);
+                let split = a + 2 == rank
+                    && xt.rank() + 1 == rank
+                    && xt.dims[..a] == ty.dims[..a]
+                    && match (xt.dim(a).as_static(), ty.dim(a + 1).as_static()) {
+                        (Some(feat), Some(d)) => feat == heads as u64 * d,
+                        _ => false,
+                    };
+                ensure(split, "a reshape that does not split features into heads")?;
+                let linear = f.producer(x).ok_or("a split of a function argument")?;
+                ensure(
+                    matches!(f.kind(linear), OpKind::Linear) && f.uses(x).len() == 1,
+                    "heads split from something else than a projection read once",
+                )?;
+                for &w in &f.op(linear).operands()[1..] {
+                    ensure(
+                        f.constant_of(w).is_some(),
+                        "a projection with a variable weight",
+                    )?;
+                }
+                reg.entries.push(Entry { linear, split: p });
+            }
+            OpKind::MatMul => {
+                ensure(a + 2 < rank, "the head axis is a matrix axis of a matmul")?;
+                for &o in ins {
+                    broadcast_operand(f, o, a, rank, heads, &mut stack)?;
+                }
+            }
+            OpKind::Softmax { axis } => {
+                ensure(norm_axis(*axis, rank) != Ok(a), "a softmax over heads")?;
+                stack.push((ins[0], a));
+            }
+            k if k.tag().is_elementwise_unary() => stack.push((ins[0], a)),
+            OpKind::Add | OpKind::Sub | OpKind::Mul => {
+                for &o in ins {
+                    broadcast_operand(f, o, a, rank, heads, &mut stack)?;
+                }
+            }
+            OpKind::Gather { axis, .. } if norm_axis(*axis, rank) == Ok(a) => {
+                reg.repeats.push(p);
+            }
+            OpKind::Gather { .. } => stack.push((ins[0], a)),
+            OpKind::Concat { axis } => {
+                ensure(norm_axis(*axis, rank) != Ok(a), "a concat of heads")?;
+                for &o in ins {
+                    ensure(
+                        f.constant_of(o).is_none(),
+                        "a constant concatenated to heads",
+                    )?;
+                    stack.push((o, a));
+                }
+            }
+            _ => return Err("an op that mixes heads"),
+        }
+    }
+    for &v in reg.values.keys() {
+        for u in f.uses(v) {
+            ensure(
+                reg.ops.contains(&u.op) || exits.contains(&u.op),
+                "a value of the heads has a reader outside the attention",
+            )?;
+        }
+    }
+    Ok(reg)
+}
+
+/// An operand of an op of the region whose result has `rank` axes, head axis `a`: one that
+/// lacks the axis or has size 1 there is shared by all heads (broadcast); one of size `heads`
+/// belongs to the region, unless it is a constant (per-head constants are not followed).
+fn broadcast_operand(
+    f: &Function,
+    o: ValueId,
+    a: usize,
+    rank: usize,
+    heads: usize,
+    stack: &mut Vec<(ValueId, usize)>,
+) -> Result<(), &'static str> {
+    let ot = f.ty(o);
+    let Some(b) = (a + ot.rank()).checked_sub(rank) else {
+        return Ok(());
+    };
+    match ot.dim(b).as_static() {
+        Some(1) => Ok(()),
+        Some(h) if h == heads as u64 && f.constant_of(o).is_none() => {
+            stack.push((o, b));
+            Ok(())
+        }
+        _ => Err("an operand with its own per-head values"),
+    }
+}
+
+/// For each query head, the head of the value projection whose rows it averages: `t` (the
+/// merge's input) must come from `softmax(s) · v` through transposes that keep the last axis
+/// last, with `softmax` over its last axis (so each row of weights sums to 1), and `v` from a
+/// split value projection through transposes and key/value repeats that keep the last axis
+/// last. None when the path is anything else.
+fn value_heads(
+    f: &Function,
+    t: ValueId,
+    heads: usize,
+    query: &Region,
+    kv: Option<&Region>,
+) -> Option<(Entry, Vec<usize>)> {
+    // Down from t to the matmul, tracking the head and the last axis.
+    let (mut v, mut head, mut last) = (t, query.values[&t], f.ty(t).rank() - 1);
+    let pv = loop {
+        let p = f.producer(v)?;
+        match f.kind(p) {
+            OpKind::Transpose { perm } => {
+                (head, last) = (perm[head] as usize, perm[last] as usize);
+                v = f.op(p).operands()[0];
+            }
+            OpKind::MatMul => break p,
+            _ => return None,
+        }
+    };
+    let rank = f.ty(v).rank();
+    if last != rank - 1 {
+        return None;
+    }
+    let [w, mut v] = f.op(pv).operands().try_into().ok()?;
+    let sp = f.producer(w)?;
+    let sm = matches!(f.kind(sp), OpKind::Softmax { axis } if norm_axis(*axis, f.ty(w).rank()) == Ok(f.ty(w).rank() - 1));
+    if !sm || f.ty(v).rank() != rank {
+        return None;
+    }
+    // Up the value path: query head h reads value head map[h].
+    let mut map: Vec<usize> = (0..heads).collect();
+    let mut last = rank - 1;
+    loop {
+        let p = f.producer(v)?;
+        let head = query
+            .values
+            .get(&v)
+            .or_else(|| kv.and_then(|kv| kv.values.get(&v)))
+            .copied()?;
+        match f.kind(p) {
+            OpKind::Transpose { perm } => {
+                last = perm[last] as usize;
+                v = f.op(p).operands()[0];
+            }
+            OpKind::Gather { axis, indices } if norm_axis(*axis, f.ty(v).rank()) == Ok(head) => {
+                map = map.iter().map(|&h| indices[h] as usize).collect();
+                v = f.op(p).operands()[0];
+            }
+            OpKind::Reshape { .. } => {
+                let entries = query
+                    .entries
+                    .iter()
+                    .chain(kv.iter().flat_map(|kv| &kv.entries));
+                let e = *entries.into_iter().find(|e| e.split == p)?;
+                return (last == f.ty(v).rank() - 1).then_some((e, map));
+            }
+            _ => return None,
+        }
+    }
+}

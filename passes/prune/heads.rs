@@ -1,0 +1,234 @@
+//! The `attention-head-elimination` pattern: attention heads whose output is ignored or
+//! constant go, with their rows in the query, key and value projections and their columns in
+//! the output projection; grouped-query attention's key/value heads go when no query head
+//! reads them any more.
+
+use super::attention::{attention, Attention, Entry, Region};
+use super::PruneCx;
+use crate::ir::{Dim, Function, OpId, OpKind, OpTag, Tensor};
+use crate::passes::absorb::absorb_columns;
+use crate::passes::analysis::zero_lines;
+use crate::rewrite::{MatchFailure, MatchResult, Pattern, Rewriter};
+use std::collections::BTreeSet;
+
+/// `o_proj(merge(attention))` (`attention.rs` finds the block): query head `h` goes when
+/// - its `o_proj` columns `h·D..(h+1)·D` are zero (*ignored*), or
+/// - the value projection's rows of the head it reads are zero (*constant*): every row of the
+///   softmax weights sums to 1, so the head outputs the value bias `b_v` of those rows at
+///   every position, and `o_proj`'s bias absorbs `W_o[:, h·D..(h+1)·D] · b_v`;
+///
+/// and a key/value head goes when no query head is left that reads it (for plain multi-head
+/// attention, the key and value heads are the query heads). One head always stays.
+///
+/// Exact: heads are batch indices of every op between the projections and the merge (the
+/// region walk checks it), so dropping head `h` everywhere drops exactly its computation; an
+/// ignored head contributed nothing; a constant one contributes what the bias now adds, up to
+/// the rounding of the softmax weights' sum (a row sums to 1 within a few ulp).
+///
+/// Not removable, and kept: a head whose query or key rows are zero. Its scores are constant,
+/// so its weights are uniform over the visible positions and it outputs the mean of the
+/// values, which is not a constant.
+pub struct AttentionHeadElimination;
+
+impl Pattern<PruneCx<'_>> for AttentionHeadElimination {
+    fn name(&self) -> &'static str {
+        "attention-head-elimination"
+    }
+
+    fn root(&self) -> Option<&'static [OpTag]> {
+        Some(&[OpTag::Linear])
+    }
+
+    fn rewrite(&self, rw: &mut Rewriter, op: OpId, cx: &mut PruneCx) -> MatchResult {
+        let f = rw.func();
+        let att = attention(f, op).map_err(MatchFailure)?;
+        let wo = f
+            .constant_of(f.op(op).operands()[1])
+            .ok_or(MatchFailure("o_proj's weight is not constant"))?
+            .clone();
+        let threshold = cx.analysis.zero_threshold();
+        let (h, d) = (att.heads, att.dim);
+        let zero_cols = zero_lines(&wo, 1, threshold);
+        let ignored: Vec<bool> = (0..h)
+            .map(|i| zero_cols[i * d..(i + 1) * d].iter().all(|&z| z))
+            .collect();
+        // The constant each query head outputs, when its value rows are zero.
+        let constant: Vec<Option<Vec<f32>>> = match &att.values {
+            Some((entry, map)) => {
+                let ins = f.op(entry.linear).operands();
+                let wv = f.constant_of(ins[1]).expect("checked by the region walk");
+                let zero_rows = zero_lines(wv, 0, threshold);
+                let bias = ins
+                    .get(2)
+                    .map(|&b| f.constant_of(b).expect("checked").to_f32_vec());
+                map.iter()
+                    .map(|&k| {
+                        zero_rows[k * d..(k + 1) * d].iter().all(|&z| z).then(|| {
+                            bias.as_ref()
+                                .map_or(vec![0.0; d], |b| b[k * d..(k + 1) * d].to_vec())
+                        })
+                    })
+                    .collect()
+            }
+            None => vec![None; h],
+        };
+        let mut remove: BTreeSet<usize> = (0..h)
+            .filter(|&i| ignored[i] || constant[i].is_some())
+            .collect();
+        if remove.len() == h {
+            remove.pop_last();
+        }
+        if remove.is_empty() {
+            return Err(MatchFailure("no ignored or constant head"));
+        }
+        let absorbed: Vec<(Vec<usize>, f32)> = remove
+            .iter()
+            .filter(|&&i| !ignored[i])
+            .flat_map(|&i| {
+                let c = constant[i].as_ref().expect("removed, so constant");
+                (0..d).map(move |j| (vec![i * d + j], c[j]))
+            })
+            .filter(|&(_, c)| c != 0.0)
+            .collect();
+        let keep: Vec<usize> = (0..h).filter(|i| !remove.contains(i)).collect();
+        let kv_removed = apply(rw, &att, &keep, &wo, &absorbed);
+        cx.pass
+            .count("attention heads removed", remove.len() as u64);
+        if kv_removed > 0 {
+            cx.pass.count("key/value heads removed", kv_removed as u64);
+        }
+        if !absorbed.is_empty() {
+            cx.pass.count("biases updated", 1);
+        }
+        Ok(())
+    }
+}
+
+/// Keeps query heads `keep` of `att`, the key/value heads they still read, and `o_proj`'s
+/// columns of the kept heads, its bias absorbing `absorbed`. Returns how many key/value heads
+/// went.
+fn apply(
+    rw: &mut Rewriter,
+    att: &Attention,
+    keep: &[usize],
+    wo: &Tensor,
+    absorbed: &[(Vec<usize>, f32)],
+) -> usize {
+    let d = att.dim;
+    let mut kv_removed = 0;
+    // Repeats first: the query heads kept read these key/value heads.
+    if let Some(kv) = &att.kv {
+        let kv_heads = kv_count(rw.func(), kv);
+        let f = rw.func();
+        let read: BTreeSet<usize> = att
+            .query
+            .repeats
+            .iter()
+            .flat_map(|&g| {
+                let indices = gather_indices(f, g);
+                keep.iter().map(move |&h| indices[h] as usize)
+            })
+            .collect();
+        let kv_keep: Vec<usize> = read.into_iter().collect();
+        for &g in &att.query.repeats {
+            let OpKind::Gather { axis, indices } = rw.func().kind(g).clone() else {
+                unreachable!("repeats are gathers")
+            };
+            let indices = keep
+                .iter()
+                .map(|&h| kv_keep.binary_search(&(indices[h] as usize)).expect("read") as u64)
+                .collect();
+            rw.set_kind(g, OpKind::Gather { axis, indices });
+        }
+        if kv_keep.len() < kv_heads {
+            shrink(rw, kv, &kv_keep, d);
+            kv_removed = kv_heads - kv_keep.len();
+        }
+    }
+    shrink(rw, &att.query, keep, d);
+    // o_proj: fold the constant heads into the bias, drop the columns; the merge narrows.
+    let o = att.o_proj;
+    let ins = rw.func().op(o).operands().to_vec();
+    let cols: Vec<usize> = keep.iter().flat_map(|&h| h * d..(h + 1) * d).collect();
+    let new_w = rw.derived_constant_before(o, wo.take(1, &cols), ins[1]);
+    let mut operands = vec![ins[0], new_w];
+    let out = wo.shape()[0] as usize;
+    let old_b = ins.get(2).and_then(|&b| rw.func().constant_of(b)).cloned();
+    let mut b = old_b.as_ref().map_or(vec![0.0; out], Tensor::to_f32_vec);
+    if absorb_columns(wo, absorbed, &mut b) {
+        let elem = old_b.as_ref().map_or(wo.elem(), Tensor::elem);
+        let t = Tensor::from_f32(elem, vec![out as u64], &b);
+        operands.push(match ins.get(2) {
+            Some(&old) => rw.derived_constant_before(o, t, old),
+            None => rw.constant_before(o, t),
+        });
+    } else {
+        operands.extend(ins.get(2));
+    }
+    rw.set_operands(o, &operands);
+    let x = ins[0];
+    let ty = rw.func().ty(x);
+    let ty = ty.with_dim(ty.rank() - 1, Dim::Static(cols.len() as u64));
+    rw.set_type(x, ty.clone());
+    rw.set_kind(att.merge, reshape_to(&ty));
+    kv_removed
+}
+
+/// The number of heads of a region (the size of any value's head axis).
+fn kv_count(f: &Function, r: &Region) -> usize {
+    let (&v, &a) = r.values.iter().next().expect("a region has values");
+    f.ty(v).dim(a).as_static().expect("static heads") as usize
+}
+
+fn gather_indices(f: &Function, g: OpId) -> Vec<u64> {
+    match f.kind(g) {
+        OpKind::Gather { indices, .. } => indices.clone(),
+        _ => unreachable!("repeats are gathers"),
+    }
+}
+
+/// Keeps heads `keep` in every value of `r`: the head axes narrow, the reshapes follow their
+/// new result types, and the projections entering `r` keep the rows of those heads.
+fn shrink(rw: &mut Rewriter, r: &Region, keep: &[usize], d: usize) {
+    let width = Dim::Static(keep.len() as u64);
+    for (&v, &a) in &r.values {
+        let ty = rw.func().ty(v).with_dim(a, width);
+        rw.set_type(v, ty);
+    }
+    for &op in &r.ops {
+        if let OpKind::Reshape { .. } = rw.func().kind(op) {
+            let v = rw.func().op(op).result().expect("a reshape has a result");
+            let kind = reshape_to(rw.func().ty(v));
+            rw.set_kind(op, kind);
+        }
+    }
+    let rows: Vec<usize> = keep.iter().flat_map(|&h| h * d..(h + 1) * d).collect();
+    for &Entry { linear, .. } in &r.entries {
+        let ins = rw.func().op(linear).operands().to_vec();
+        let mut operands = vec![ins[0]];
+        for &p in &ins[1..] {
+            let t = rw.func().constant_of(p).expect("checked").take(0, &rows);
+            operands.push(rw.derived_constant_before(linear, t, p));
+        }
+        rw.set_operands(linear, &operands);
+        let y = rw
+            .func()
+            .op(linear)
+            .result()
+            .expect("a linear has a result");
+        let ty = rw.func().ty(y);
+        let ty = ty.with_dim(ty.rank() - 1, Dim::Static(rows.len() as u64));
+        rw.set_type(y, ty);
+    }
+}
+
+/// A reshape to the static type `ty`.
+fn reshape_to(ty: &crate::ir::TensorType) -> OpKind {
+    OpKind::Reshape {
+        shape: ty
+            .dims
+            .iter()
+            .map(|d| d.as_static().expect("heads live in static shapes"))
+            .collect(),
+    }
+}
