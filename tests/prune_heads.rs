@@ -1,6 +1,7 @@
 //! Attention heads prune exactly and completely: proptest generates attention blocks as
 //! exporters write them (q/k/v projections split into heads, causal mask, softmax, the heads
-//! merged into o_proj; grouped-query attention with repeat_kv's unsqueeze, expand and reshape)
+//! merged into o_proj; rotary embeddings; grouped-query attention with repeat_kv's unsqueeze,
+//! expand and reshape)
 //! with planted heads of each kind (o_proj columns zero, value rows zero with a bias, query rows
 //! zero), prunes them, and checks that the interpreter (and the compiled code) give the same
 //! outputs before and after, and that exactly the removable query and key/value heads went.
@@ -38,6 +39,8 @@ struct Block {
     dim: usize,
     /// Per query head.
     kinds: Vec<Kind>,
+    /// Rotary embeddings on q and k (rotate_half as two gathers, a negation and a concat).
+    rotary: bool,
     weights: Vec<f32>,
 }
 
@@ -53,13 +56,15 @@ fn block() -> impl Strategy<Value = Block> {
         let n = 2 * (h * dim * (E + 1) + 2 * kv * dim * (E + 1)) + E * (h * dim + 1);
         (
             prop::collection::vec(kind, h),
-            prop::collection::vec(nonzero(), n),
+            any::<bool>(),
+            prop::collection::vec(nonzero(), n + 2 * S * dim),
         )
-            .prop_map(move |(kinds, weights)| Block {
+            .prop_map(move |(kinds, rotary, weights)| Block {
                 kv,
                 group,
                 dim,
                 kinds,
+                rotary: rotary && dim % 2 == 0,
                 weights,
             })
     })
@@ -86,6 +91,7 @@ fn text(b: &Block) -> String {
     let (wk, bk) = (take(kv * d * E), take(kv * d));
     let (mut wv, bv) = (take(kv * d * E), take(kv * d));
     let (mut wo, bo) = (take(E * h * d), take(E));
+    let (cos, sin) = (take(S * d), take(S * d));
     for (q, k) in b.kinds.iter().enumerate() {
         match k {
             Kind::Live => {}
@@ -152,10 +158,49 @@ fn text(b: &Block) -> String {
             ty(&[1, heads, S, d])
         ));
     }
-    let g = b.group;
-    for n in ["k", "v"] {
+    if b.rotary {
         line(format!(
-            "%{n}u = nn.reshape %{n}h {{shape = [1, {kv}, 1, {S}, {d}]}} : {}",
+            "%cos = nn.constant dense<{}> : {}",
+            matrix(S, d, &cos),
+            ty(&[S, d])
+        ));
+        line(format!(
+            "%sin = nn.constant dense<{}> : {}",
+            matrix(S, d, &sin),
+            ty(&[S, d])
+        ));
+        line("%neg = nn.constant dense<-1.0> : tensor<1xf32>".into());
+        let half =
+            |r: std::ops::Range<usize>| r.map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
+        for (n, heads) in [("q", h), ("k", kv)] {
+            let t = ty(&[1, heads, S, d]);
+            let t2 = ty(&[1, heads, S, d / 2]);
+            line(format!(
+                "%{n}hi = nn.gather %{n}h {{axis = 3, indices = [{}]}} : {t2}",
+                half(d / 2..d)
+            ));
+            line(format!(
+                "%{n}lo = nn.gather %{n}h {{axis = 3, indices = [{}]}} : {t2}",
+                half(0..d / 2)
+            ));
+            line(format!("%{n}n = nn.mul %{n}hi, %neg : {t2}"));
+            line(format!(
+                "%{n}rot = nn.concat %{n}n, %{n}lo {{axis = 3}} : {t}"
+            ));
+            line(format!("%{n}c = nn.mul %{n}h, %cos : {t}"));
+            line(format!("%{n}s = nn.mul %{n}rot, %sin : {t}"));
+            line(format!("%{n}ro = nn.add %{n}c, %{n}s : {t}"));
+        }
+    }
+    let (qh, kh) = if b.rotary {
+        ("qro", "kro")
+    } else {
+        ("qh", "kh")
+    };
+    let g = b.group;
+    for (n, src) in [("k", kh), ("v", "vh")] {
+        line(format!(
+            "%{n}u = nn.reshape %{src} {{shape = [1, {kv}, 1, {S}, {d}]}} : {}",
             ty(&[1, kv, 1, S, d])
         ));
         let zeros = vec!["0"; g].join(", ");
@@ -172,7 +217,7 @@ fn text(b: &Block) -> String {
         "%kt = nn.transpose %kr {{perm = [0, 1, 3, 2]}} : {}",
         ty(&[1, h, d, S])
     ));
-    line(format!("%s = nn.matmul %qh, %kt : {}", ty(&[1, h, S, S])));
+    line(format!("%s = nn.matmul %{qh}, %kt : {}", ty(&[1, h, S, S])));
     line(format!("%ss = nn.mul %s, %scale : {}", ty(&[1, h, S, S])));
     line(format!("%sm = nn.add %ss, %mask : {}", ty(&[1, h, S, S])));
     line(format!(
