@@ -30,6 +30,8 @@ pub struct LayerNote {
     pub unused: u64,
     /// Removed because the producer before this per-channel layer lost them.
     pub followed: u64,
+    /// Attention heads whose rows this projection lost (`attention-head-elimination`).
+    pub heads: u64,
     /// Of the removed, those an `nn.scatter` restores at a residual add, concat or result.
     pub scattered: u64,
     /// Dead neurons left in place, and why (the latest rewrite's reason).

@@ -92,6 +92,13 @@ impl Pattern<PruneCx<'_>> for AttentionHeadElimination {
             .collect();
         let keep: Vec<usize> = (0..h).filter(|i| !remove.contains(i)).collect();
         let kv_removed = apply(rw, &att, &keep, &wo, &absorbed);
+        let f = rw.func();
+        for e in &att.query.entries {
+            cx.pass.layer(f, e.linear).heads += remove.len() as u64;
+        }
+        for e in att.kv.iter().flat_map(|kv| &kv.entries) {
+            cx.pass.layer(f, e.linear).heads += kv_removed as u64;
+        }
         cx.pass
             .count("attention heads removed", remove.len() as u64);
         if kv_removed > 0 {

@@ -133,6 +133,11 @@ pub fn reasons(note: &LayerNote) -> String {
             parts.push(format!("{n} {what}"));
         }
     }
+    match note.heads {
+        0 => {}
+        1 => parts.push("1 attention head".into()),
+        n => parts.push(format!("{n} attention heads")),
+    }
     if let Some((n, why)) = note.kept {
         parts.push(format!("kept {n}: {why}"));
     }
