@@ -1,6 +1,8 @@
 """LLM-shaped checks in onnxruntime: gated MLPs (SwiGLU as Llama writes it, GeGLU with biases)
-with planted dead neurons of every removable kind, pruned by `nnopt --prune-neurons` to the exact
-parameter bound (docs/passes.md, `glu-neuron-elimination`); and ONNX external data written by
+with planted dead neurons of every removable kind, and multi-head attention with planted dead
+heads (ignored, constant, and a query-zero head that stays), pruned by `nnopt --prune-neurons`
+to the exact parameter bound (docs/passes.md, `glu-neuron-elimination` and
+`attention-head-elimination`); and ONNX external data written by
 nnopt (`--external-data[=FILE]`), loaded by onnxruntime and read back by nnopt, also for a small
 decoder from bench/gen_decoder.py.
 
@@ -100,12 +102,13 @@ def rel(got, want):
     return np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-6)
 
 
-def check_glu(name, model, drop, d):
-    src, dst = os.path.join(d, "glu.onnx"), os.path.join(d, "glu_pruned.onnx")
+def check_pruned(name, model, drop, d, *flags):
+    """Prunes `model` with `flags`; onnxruntime on the pruned file agrees with the original, the
+    parameters drop by exactly `drop`, and nnopt's interpreter and compiled code on the pruned
+    file agree with onnxruntime."""
+    src, dst = os.path.join(d, "model.onnx"), os.path.join(d, "pruned.onnx")
     onnx.save(model, src)
-    # The drop is exact removal: ONNX output is aligned to the runtime's channel block by
-    # default, which would keep these small hidden layers whole (test_round_to.py).
-    nnopt("--prune-neurons", "--round-to=1", src, "-o", dst)
+    nnopt("--prune-neurons", *flags, src, "-o", dst)
     pruned = onnx.load(dst)
     onnx.checker.check_model(pruned, full_check=True)
     x = rng.standard_normal((2, 3, D)).astype(np.float32)
@@ -125,6 +128,65 @@ def check_glu(name, model, drop, d):
     assert cerr <= 1e-4, f"{name}: the compiled pruned model differs from onnxruntime by {cerr:.3g}"
     print(f"ok {name}: {before} -> {after} parameters, max relative difference {err:.2e}, "
           f"re-imported {ierr:.2e}, compiled {cerr:.2e}")
+
+
+def attention(biases):
+    """y = x + o_proj(attention(x)) on [2, 3, E] as exporters write multi-head attention:
+    q/k/v MatMuls (and Adds with `biases`), Reshape to [B, S, H, D], Transpose, scaled scores
+    with a causal mask, Softmax, the weighted values, Transpose and Reshape back, o_proj.
+    Head 1's o_proj rows ([in, out] weights) are zero (ignored); head 2's value columns are zero
+    (with `biases` it outputs the value bias, which o_proj's bias absorbs); head 0's query columns
+    and bias are zero (uniform attention: it stays). Returns the model and the parameter drop of
+    heads 1 and 2."""
+    E, H, HD, B, S = 16, 4, 4, 2, 3
+    w = {n: rng.standard_normal((E, E)).astype(np.float32) * 0.5 for n in ["wq", "wk", "wv", "wo"]}
+    b = {n: rng.standard_normal(E).astype(np.float32) * 0.5 for n in ["bq", "bk", "bv", "bo"]}
+    w["wo"][1 * HD:2 * HD, :] = 0
+    w["wv"][:, 2 * HD:3 * HD] = 0
+    w["wq"][:, 0:HD] = 0
+    b["bq"][0:HD] = 0
+    mask = np.triu(np.full((S, S), -1e9, np.float32), 1)
+    inits = dict(w, mask=mask, scale=np.array([1 / np.sqrt(HD)], np.float32),
+                 split=np.array([B, S, H, HD], np.int64), merge=np.array([B, S, E], np.int64))
+    if biases:
+        inits.update(b)
+    nodes = []
+
+    def proj(x, n, out):
+        if biases:
+            nodes.append(helper.make_node("MatMul", [x, "w" + n], [out + "_m"]))
+            nodes.append(helper.make_node("Add", [out + "_m", "b" + n], [out]))
+        else:
+            nodes.append(helper.make_node("MatMul", [x, "w" + n], [out]))
+
+    for n in "qkv":
+        proj("x", n, n)
+        nodes.append(helper.make_node("Reshape", [n, "split"], [n + "4"]))
+        nodes.append(helper.make_node("Transpose", [n + "4"], [n + "h"], perm=[0, 2, 1, 3]))
+    nodes += [
+        helper.make_node("Transpose", ["kh"], ["kt"], perm=[0, 1, 3, 2]),
+        helper.make_node("MatMul", ["qh", "kt"], ["s"]),
+        helper.make_node("Mul", ["s", "scale"], ["ss"]),
+        helper.make_node("Add", ["ss", "mask"], ["sm"]),
+        helper.make_node("Softmax", ["sm"], ["p"], axis=-1),
+        helper.make_node("MatMul", ["p", "vh"], ["a"]),
+        helper.make_node("Transpose", ["a"], ["at"], perm=[0, 2, 1, 3]),
+        helper.make_node("Reshape", ["at", "merge"], ["m"]),
+    ]
+    proj("m", "o", "f")
+    nodes.append(helper.make_node("Add", ["x", "f"], ["y"]))
+    g = helper.make_graph(
+        nodes,
+        "attention",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [B, S, E])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [B, S, E])],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 20)])
+    m.ir_version = 9
+    onnx.checker.check_model(m, full_check=True)
+    per_head = 4 * HD * E + (3 * HD if biases else 0)
+    return m, 2 * per_head
 
 
 def check_external_data(d):
@@ -195,7 +257,14 @@ def main():
                                   ("SwiGLU with biases", "silu", True),
                                   ("GeGLU with biases", "gelu", True)]:
             model, drop = glu(act, biases)
-            check_glu(name, model, drop, d)
+            # The drop is exact removal: ONNX output is aligned to the runtime's channel block
+            # by default, which would keep these small hidden layers whole (test_round_to.py).
+            check_pruned(name, model, drop, d, "--round-to=1")
+        for name, biases in [("attention heads, no biases", False), ("attention heads with biases", True)]:
+            model, drop = attention(biases)
+            # residual=keep: the query-zero head's zero features stay as they are (without it,
+            # dead-neuron-elimination may restore them with a scatter, which is exact too).
+            check_pruned(name, model, drop, d, "--round-to=1", "--residual=keep")
         check_external_data(d)
         check_generated_decoder(d)
 
