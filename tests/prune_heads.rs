@@ -1,7 +1,7 @@
 //! Attention heads prune exactly and completely: proptest generates attention blocks as
 //! exporters write them (q/k/v projections split into heads, causal mask, softmax, the heads
 //! merged into o_proj; rotary embeddings; grouped-query attention with repeat_kv's unsqueeze,
-//! expand and reshape)
+//! expand and reshape; fused q/k/v projections, also on flattened `[S, E]` rows)
 //! with planted heads of each kind (o_proj columns zero, value rows zero with a bias, query rows
 //! zero), prunes them, and checks that the interpreter (and the compiled code) give the same
 //! outputs before and after, and that exactly the removable query and key/value heads went.
@@ -41,6 +41,10 @@ struct Block {
     kinds: Vec<Kind>,
     /// Rotary embeddings on q and k (rotate_half as two gathers, a negation and a concat).
     rotary: bool,
+    /// One projection for q, k and v, its parts gathered (GPT-2's `c_attn`); with `flat`, it
+    /// and o_proj run on `[S, E]` (GPT-2's Conv1D) between reshapes.
+    fused: bool,
+    flat: bool,
     weights: Vec<f32>,
 }
 
@@ -57,14 +61,17 @@ fn block() -> impl Strategy<Value = Block> {
         (
             prop::collection::vec(kind, h),
             any::<bool>(),
+            (any::<bool>(), any::<bool>()),
             prop::collection::vec(nonzero(), n + 2 * S * dim),
         )
-            .prop_map(move |(kinds, rotary, weights)| Block {
+            .prop_map(move |(kinds, rotary, (fused, flat), weights)| Block {
                 kv,
                 group,
                 dim,
                 kinds,
                 rotary: rotary && dim % 2 == 0,
+                fused,
+                flat: fused && flat,
                 weights,
             })
     })
@@ -144,11 +151,57 @@ fn text(b: &Block) -> String {
         "%scale = nn.constant dense<{:?}> : tensor<1xf32>",
         1.0 / (d as f32).sqrt()
     ));
-    for (n, heads) in [("q", h), ("k", kv), ("v", kv)] {
+    let parts = [("q", h, 0), ("k", kv, h * d), ("v", kv, (h + kv) * d)];
+    if b.fused {
+        let rows = (h + 2 * kv) * d;
+        let w: Vec<f32> = [&wq, &wk, &wv].into_iter().flatten().copied().collect();
+        let bias: Vec<f32> = [&bq, &bk, &bv].into_iter().flatten().copied().collect();
         line(format!(
-            "%{n} = nn.linear %x, %w{n}, %b{n} : {}",
-            ty(&[1, S, heads * d])
+            "%wqkv = nn.constant dense<{}> : {}",
+            matrix(rows, E, &w),
+            ty(&[rows, E])
         ));
+        line(format!(
+            "%bqkv = nn.constant dense<{}> : {}",
+            list(&bias),
+            ty(&[rows])
+        ));
+        if b.flat {
+            line(format!(
+                "%x2 = nn.reshape %x {{shape = [{S}, {E}]}} : {}",
+                ty(&[S, E])
+            ));
+            line(format!(
+                "%qkv2 = nn.linear %x2, %wqkv, %bqkv : {}",
+                ty(&[S, rows])
+            ));
+            line(format!(
+                "%qkv = nn.reshape %qkv2 {{shape = [1, {S}, {rows}]}} : {}",
+                ty(&[1, S, rows])
+            ));
+        } else {
+            line(format!(
+                "%qkv = nn.linear %x, %wqkv, %bqkv : {}",
+                ty(&[1, S, rows])
+            ));
+        }
+    }
+    for (n, heads, offset) in parts {
+        if b.fused {
+            let idx: Vec<String> = (offset..offset + heads * d)
+                .map(|i| i.to_string())
+                .collect();
+            line(format!(
+                "%{n} = nn.gather %qkv {{axis = 2, indices = [{}]}} : {}",
+                idx.join(", "),
+                ty(&[1, S, heads * d])
+            ));
+        } else {
+            line(format!(
+                "%{n} = nn.linear %x, %w{n}, %b{n} : {}",
+                ty(&[1, S, heads * d])
+            ));
+        }
         line(format!(
             "%{n}4 = nn.reshape %{n} {{shape = [1, {S}, {heads}, {d}]}} : {}",
             ty(&[1, S, heads, d])
@@ -234,7 +287,20 @@ fn text(b: &Block) -> String {
         h * d,
         ty(&[1, S, h * d])
     ));
-    line(format!("%y = nn.linear %m, %wo, %bo : {}", ty(&[1, S, E])));
+    if b.flat {
+        line(format!(
+            "%m2 = nn.reshape %m {{shape = [{S}, {}]}} : {}",
+            h * d,
+            ty(&[S, h * d])
+        ));
+        line(format!("%y2 = nn.linear %m2, %wo, %bo : {}", ty(&[S, E])));
+        line(format!(
+            "%y = nn.reshape %y2 {{shape = [1, {S}, {E}]}} : {}",
+            ty(&[1, S, E])
+        ));
+    } else {
+        line(format!("%y = nn.linear %m, %wo, %bo : {}", ty(&[1, S, E])));
+    }
     line(format!("return %y : {}", ty(&[1, S, E])));
     s + "}\n"
 }

@@ -19,12 +19,19 @@ use crate::ir::infer::norm_axis;
 use crate::ir::{Function, OpId, OpKind, ValueId};
 use std::collections::{HashMap, HashSet};
 
-/// Where a projection enters a region: the `nn.linear` and the reshape that splits its
-/// features into heads.
-#[derive(Clone, Copy, Debug)]
+/// Where a projection enters a region: the `nn.linear`, the reshape that splits features into
+/// heads, and which of the linear's rows those features are. A fused projection (GPT-2's
+/// `c_attn`, one linear for q, k and v) reaches the split through a gather of its features
+/// (`select`), possibly after a reshape of its leading axes (`flat`, for a linear on
+/// `[B·S, E]`); a plain one reaches it directly, its rows in order.
+#[derive(Clone, Debug)]
 pub struct Entry {
     pub linear: OpId,
     pub split: OpId,
+    pub select: Option<OpId>,
+    pub flat: Option<OpId>,
+    /// Head-major: the rows of head `h` are `rows[h·D..(h+1)·D]`.
+    pub rows: Vec<usize>,
 }
 
 /// Values batched over heads (see the file header), with the ops that compute them.
@@ -46,6 +53,8 @@ pub struct Region {
 pub struct Attention {
     pub o_proj: OpId,
     pub merge: OpId,
+    /// A reshape of the merge's leading axes between it and `o_proj`.
+    pub flat: Option<OpId>,
     pub heads: usize,
     pub dim: usize,
     pub query: Region,
@@ -57,14 +66,25 @@ pub struct Attention {
 
 /// The attention block whose heads `o_proj` (an `nn.linear`) reads, if its input is one.
 pub fn attention(f: &Function, o_proj: OpId) -> Result<Attention, &'static str> {
-    let x = f.op(o_proj).operands()[0];
+    let mut x = f.op(o_proj).operands()[0];
     ensure(f.uses(x).len() == 1, "o_proj's input has other users")?;
-    let merge = f.producer(x).ok_or("o_proj reads an argument")?;
+    let mut merge = f.producer(x).ok_or("o_proj reads an argument")?;
     ensure(
         matches!(f.kind(merge), OpKind::Reshape { .. }),
         "o_proj's input is not a reshape",
     )?;
-    let t = f.op(merge).operands()[0];
+    let mut t = f.op(merge).operands()[0];
+    // A linear on `[B·S, E]` (GPT-2's Conv1D) reads the merged heads flattened.
+    let mut flat = None;
+    if let Some(m) = f.producer(t).filter(|&m| {
+        matches!(f.kind(m), OpKind::Reshape { .. })
+            && last(f, t) == last(f, x)
+            && f.uses(t).len() == 1
+    }) {
+        flat = Some(merge);
+        (x, merge) = (t, m);
+        t = f.op(m).operands()[0];
+    }
     let (tt, xt) = (f.ty(t), f.ty(x));
     let r = tt.rank();
     ensure(
@@ -100,10 +120,29 @@ pub fn attention(f: &Function, o_proj: OpId) -> Result<Attention, &'static str> 
         ensure(kv.repeats.is_empty(), "key/value heads repeated twice")?;
         Some(kv)
     };
+    // A fused projection's rows go from every part at once: each of its gathers must be a
+    // part this attention splits into heads.
+    let entries: Vec<&Entry> = query
+        .entries
+        .iter()
+        .chain(kv.iter().flat_map(|kv| &kv.entries))
+        .collect();
+    for e in &entries {
+        if let Some(sel) = e.select {
+            let features = f.op(sel).operands()[0];
+            ensure(
+                f.uses(features)
+                    .iter()
+                    .all(|u| entries.iter().any(|o| o.select == Some(u.op))),
+                "a fused projection feeds something else than this attention's heads",
+            )?;
+        }
+    }
     let values = value_heads(f, t, heads, &query, kv.as_ref());
     Ok(Attention {
         o_proj,
         merge,
+        flat,
         heads,
         dim,
         query,
@@ -160,18 +199,7 @@ fn region(
                         _ => false,
                     };
                 ensure(split, "a reshape that does not split features into heads")?;
-                let linear = f.producer(x).ok_or("a split of a function argument")?;
-                ensure(
-                    matches!(f.kind(linear), OpKind::Linear) && f.uses(x).len() == 1,
-                    "heads split from something else than a projection read once",
-                )?;
-                for &w in &f.op(linear).operands()[1..] {
-                    ensure(
-                        f.constant_of(w).is_some(),
-                        "a projection with a variable weight",
-                    )?;
-                }
-                reg.entries.push(Entry { linear, split: p });
+                reg.entries.push(entry(f, x, p)?);
             }
             OpKind::MatMul => {
                 ensure(a + 2 < rank, "the head axis is a matrix axis of a matmul")?;
@@ -217,6 +245,81 @@ fn region(
     Ok(reg)
 }
 
+/// The projection behind `x`, the features the reshape `split` splits into heads.
+fn entry(f: &Function, x: ValueId, split: OpId) -> Result<Entry, &'static str> {
+    ensure(f.uses(x).len() == 1, "split features with another reader")?;
+    let mut v = x;
+    let mut p = f.producer(v).ok_or("a split of a function argument")?;
+    let mut rows: Vec<usize> = (0..last(f, v)).collect();
+    let select = match f.kind(p) {
+        OpKind::Gather { axis, indices }
+            if norm_axis(*axis, f.ty(v).rank()) == Ok(f.ty(v).rank() - 1) =>
+        {
+            rows = indices.iter().map(|&i| i as usize).collect();
+            v = f.op(p).operands()[0];
+            Some(std::mem::replace(
+                &mut p,
+                f.producer(v).ok_or("a gather of an argument")?,
+            ))
+        }
+        _ => None,
+    };
+    let flat = match f.kind(p) {
+        OpKind::Reshape { .. } if select.is_some() => {
+            let u = f.op(p).operands()[0];
+            ensure(
+                last(f, u) == last(f, v),
+                "a reshape of the projection's features",
+            )?;
+            ensure(
+                f.uses(v).iter().all(|u| is_gather(f, u.op)),
+                "fused features with other readers",
+            )?;
+            v = u;
+            Some(std::mem::replace(
+                &mut p,
+                f.producer(v).ok_or("a reshape of an argument")?,
+            ))
+        }
+        _ => None,
+    };
+    ensure(
+        matches!(f.kind(p), OpKind::Linear),
+        "heads split from something else than a projection",
+    )?;
+    for &w in &f.op(p).operands()[1..] {
+        ensure(
+            f.constant_of(w).is_some(),
+            "a projection with a variable weight",
+        )?;
+    }
+    let readers_ok = match (select, flat) {
+        (None, _) => f.uses(v).len() == 1,
+        (Some(_), None) => f.uses(v).iter().all(|u| is_gather(f, u.op)),
+        (Some(_), Some(r)) => f.uses(v).len() == 1 && f.uses(v)[0].op == r,
+    };
+    ensure(readers_ok, "a projection read outside the attention")?;
+    Ok(Entry {
+        linear: p,
+        split,
+        select,
+        flat,
+        rows,
+    })
+}
+
+fn last(f: &Function, v: ValueId) -> usize {
+    let t = f.ty(v);
+    t.dim(t.rank() - 1).as_static().unwrap_or(0) as usize
+}
+
+fn is_gather(f: &Function, op: OpId) -> bool {
+    matches!(f.kind(op), OpKind::Gather { axis, .. } if {
+        let r = f.ty(f.op(op).operands()[0]).rank();
+        norm_axis(*axis, r) == Ok(r - 1)
+    })
+}
+
 /// An operand of an op of the region whose result has `rank` axes, head axis `a`: one that
 /// lacks the axis or has size 1 there is shared by all heads (broadcast); one of size `heads`
 /// belongs to the region, unless it is a constant (per-head constants are not followed).
@@ -232,12 +335,13 @@ fn broadcast_operand(
     let Some(b) = (a + ot.rank()).checked_sub(rank) else {
         return Ok(());
     };
+    // With one head, an activation of size 1 there is the head itself, not a broadcast.
     match ot.dim(b).as_static() {
-        Some(1) => Ok(()),
         Some(h) if h == heads as u64 && f.constant_of(o).is_none() => {
             stack.push((o, b));
             Ok(())
         }
+        Some(1) => Ok(()),
         _ => Err("an operand with its own per-head values"),
     }
 }
@@ -301,7 +405,7 @@ fn value_heads(
                     .entries
                     .iter()
                     .chain(kv.iter().flat_map(|kv| &kv.entries));
-                let e = *entries.into_iter().find(|e| e.split == p)?;
+                let e = entries.into_iter().find(|e| e.split == p)?.clone();
                 return (last == f.ty(v).rank() - 1).then_some((e, map));
             }
             _ => return None,

@@ -9,7 +9,7 @@ use crate::ir::{Dim, Function, OpId, OpKind, OpTag, Tensor};
 use crate::passes::absorb::absorb_columns;
 use crate::passes::analysis::zero_lines;
 use crate::rewrite::{MatchFailure, MatchResult, Pattern, Rewriter};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// `o_proj(merge(attention))` (`attention.rs` finds the block): query head `h` goes when
 /// - its `o_proj` columns `h·D..(h+1)·D` are zero (*ignored*), or
@@ -63,9 +63,11 @@ impl Pattern<PruneCx<'_>> for AttentionHeadElimination {
                     .map(|&b| f.constant_of(b).expect("checked").to_f32_vec());
                 map.iter()
                     .map(|&k| {
-                        zero_rows[k * d..(k + 1) * d].iter().all(|&z| z).then(|| {
-                            bias.as_ref()
-                                .map_or(vec![0.0; d], |b| b[k * d..(k + 1) * d].to_vec())
+                        let rows = &entry.rows[k * d..(k + 1) * d];
+                        rows.iter().all(|&r| zero_rows[r]).then(|| {
+                            rows.iter()
+                                .map(|&r| bias.as_ref().map_or(0.0, |b| b[r]))
+                                .collect()
                         })
                     })
                     .collect()
@@ -122,11 +124,21 @@ fn apply(
     absorbed: &[(Vec<usize>, f32)],
 ) -> usize {
     let d = att.dim;
+    // The projections' rows that go, per linear (a fused one loses rows for several parts).
+    let mut gone: BTreeMap<OpId, BTreeSet<usize>> = BTreeMap::new();
+    let mut drop_heads = |r: &Region, keep: &[usize], heads: usize| {
+        for e in &r.entries {
+            for h in (0..heads).filter(|h| !keep.contains(h)) {
+                let rows = &e.rows[h * d..(h + 1) * d];
+                gone.entry(e.linear).or_default().extend(rows);
+            }
+        }
+    };
     let mut kv_removed = 0;
-    // Repeats first: the query heads kept read these key/value heads.
+    // The query heads kept read these key/value heads; the repeats are renumbered.
     if let Some(kv) = &att.kv {
-        let kv_heads = kv_count(rw.func(), kv);
         let f = rw.func();
+        let kv_heads = kv_count(f, kv);
         let read: BTreeSet<usize> = att
             .query
             .repeats
@@ -148,11 +160,22 @@ fn apply(
             rw.set_kind(g, OpKind::Gather { axis, indices });
         }
         if kv_keep.len() < kv_heads {
-            shrink(rw, kv, &kv_keep, d);
+            narrow(rw, kv, kv_keep.len());
+            drop_heads(kv, &kv_keep, kv_heads);
             kv_removed = kv_heads - kv_keep.len();
         }
     }
-    shrink(rw, &att.query, keep, d);
+    narrow(rw, &att.query, keep.len());
+    drop_heads(&att.query, keep, att.heads);
+    let entries: Vec<&Entry> = att
+        .query
+        .entries
+        .iter()
+        .chain(att.kv.iter().flat_map(|kv| &kv.entries))
+        .collect();
+    for (linear, rows) in gone {
+        drop_rows(rw, linear, &rows, &entries);
+    }
     // o_proj: fold the constant heads into the bias, drop the columns; the merge narrows.
     let o = att.o_proj;
     let ins = rw.func().op(o).operands().to_vec();
@@ -173,11 +196,9 @@ fn apply(
         operands.extend(ins.get(2));
     }
     rw.set_operands(o, &operands);
-    let x = ins[0];
-    let ty = rw.func().ty(x);
-    let ty = ty.with_dim(ty.rank() - 1, Dim::Static(cols.len() as u64));
-    rw.set_type(x, ty.clone());
-    rw.set_kind(att.merge, reshape_to(&ty));
+    for r in std::iter::once(att.merge).chain(att.flat) {
+        narrow_last(rw, r, cols.len());
+    }
     kv_removed
 }
 
@@ -194,10 +215,10 @@ fn gather_indices(f: &Function, g: OpId) -> Vec<u64> {
     }
 }
 
-/// Keeps heads `keep` in every value of `r`: the head axes narrow, the reshapes follow their
-/// new result types, and the projections entering `r` keep the rows of those heads.
-fn shrink(rw: &mut Rewriter, r: &Region, keep: &[usize], d: usize) {
-    let width = Dim::Static(keep.len() as u64);
+/// Every value of `r` keeps `heads` heads on its head axis; the reshapes follow their new
+/// result types.
+fn narrow(rw: &mut Rewriter, r: &Region, heads: usize) {
+    let width = Dim::Static(heads as u64);
     for (&v, &a) in &r.values {
         let ty = rw.func().ty(v).with_dim(a, width);
         rw.set_type(v, ty);
@@ -209,23 +230,53 @@ fn shrink(rw: &mut Rewriter, r: &Region, keep: &[usize], d: usize) {
             rw.set_kind(op, kind);
         }
     }
-    let rows: Vec<usize> = keep.iter().flat_map(|&h| h * d..(h + 1) * d).collect();
-    for &Entry { linear, .. } in &r.entries {
-        let ins = rw.func().op(linear).operands().to_vec();
-        let mut operands = vec![ins[0]];
-        for &p in &ins[1..] {
-            let t = rw.func().constant_of(p).expect("checked").take(0, &rows);
-            operands.push(rw.derived_constant_before(linear, t, p));
+}
+
+/// `linear` loses rows `gone` (weight rows and bias entries); the gathers of a fused
+/// projection keep the rows of their kept heads, renumbered, and every value from the linear
+/// to the splits narrows on its last axis.
+fn drop_rows(rw: &mut Rewriter, linear: OpId, gone: &BTreeSet<usize>, entries: &[&Entry]) {
+    let ins = rw.func().op(linear).operands().to_vec();
+    let n = rw.func().constant_of(ins[1]).expect("checked").shape()[0] as usize;
+    let keep: Vec<usize> = (0..n).filter(|r| !gone.contains(r)).collect();
+    let mut operands = vec![ins[0]];
+    for &p in &ins[1..] {
+        let t = rw.func().constant_of(p).expect("checked").take(0, &keep);
+        operands.push(rw.derived_constant_before(linear, t, p));
+    }
+    rw.set_operands(linear, &operands);
+    narrow_last(rw, linear, keep.len());
+    let mut flats = BTreeSet::new();
+    for e in entries.iter().filter(|e| e.linear == linear) {
+        flats.extend(e.flat);
+        if let Some(sel) = e.select {
+            let OpKind::Gather { axis, .. } = rw.func().kind(sel).clone() else {
+                unreachable!("a select is a gather")
+            };
+            let indices: Vec<u64> = e
+                .rows
+                .iter()
+                .filter(|r| !gone.contains(r))
+                .map(|r| keep.binary_search(r).expect("kept") as u64)
+                .collect();
+            let len = indices.len();
+            rw.set_kind(sel, OpKind::Gather { axis, indices });
+            narrow_last(rw, sel, len);
         }
-        rw.set_operands(linear, &operands);
-        let y = rw
-            .func()
-            .op(linear)
-            .result()
-            .expect("a linear has a result");
-        let ty = rw.func().ty(y);
-        let ty = ty.with_dim(ty.rank() - 1, Dim::Static(rows.len() as u64));
-        rw.set_type(y, ty);
+    }
+    for flat in flats {
+        narrow_last(rw, flat, keep.len());
+    }
+}
+
+/// `op`'s result keeps `width` positions of its last axis (a reshape's shape follows).
+fn narrow_last(rw: &mut Rewriter, op: OpId, width: usize) {
+    let v = rw.func().op(op).result().expect("a result");
+    let ty = rw.func().ty(v);
+    let ty = ty.with_dim(ty.rank() - 1, Dim::Static(width as u64));
+    rw.set_type(v, ty.clone());
+    if let OpKind::Reshape { .. } = rw.func().kind(op) {
+        rw.set_kind(op, reshape_to(&ty));
     }
 }
 
