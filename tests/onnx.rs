@@ -19,7 +19,7 @@ use std::path::Path;
 /// Imports `p`, which must not draw a warning.
 fn import_file_quiet(p: &Path) -> Result<nnopt::ir::Module, Box<nnopt::diag::Diagnostic>> {
     let mut warnings = Vec::new();
-    let m = nnopt::onnx::import_file(p, &mut warnings);
+    let m = nnopt::onnx::import_file(p, &Default::default(), &mut warnings);
     assert!(warnings.is_empty(), "{warnings:?}");
     m.map_err(Box::new)
 }

@@ -6,7 +6,7 @@
 
 use super::initializers::elem_of;
 use super::values::{symbol_name, Val};
-use super::{Importer, R};
+use super::{ImportOptions, Importer, R};
 use crate::diag::{Diagnostic, Severity, Span};
 use crate::ir::builder::FuncBuilder;
 use crate::ir::{Attr, Dim, ElemType, Function, Loc, Module, OpId, OpKind, TensorType};
@@ -29,12 +29,13 @@ pub const OPSETS: std::ops::RangeInclusive<i64> = 13..=27;
 
 /// Converts a decoded model: checks its IR version, opset and graph, imports the graph as the
 /// module's only function and verifies the result. `map` and `base_dir` as for
-/// [`import_bytes`](super::import_bytes); a model newer than nnopt knows adds a warning to
-/// `warnings`.
+/// [`import_bytes`](super::import_bytes), `options` as for [`import_file`](super::import_file);
+/// a model newer than nnopt knows adds a warning to `warnings`.
 pub fn import_model(
     model: &ModelProto,
     map: Option<Arc<Mmap>>,
     base_dir: &Path,
+    options: &ImportOptions,
     warnings: &mut Vec<Diagnostic>,
 ) -> Result<Module, Diagnostic> {
     if model.ir_version > MAX_IR_VERSION {
@@ -81,6 +82,12 @@ pub fn import_model(
     if !graph.sparse_initializer.is_empty() {
         return Err(Diagnostic::error("sparse initializers are not supported"));
     }
+    let mut pinned = HashMap::new();
+    for (name, size) in &options.dims {
+        if pinned.insert(name.clone(), (*size, false)).is_some() {
+            return Err(Diagnostic::error(format!("--dim {name} is given twice")));
+        }
+    }
     let func_name = symbol_name(&graph.name);
     let mut imp = Importer {
         opset,
@@ -94,6 +101,7 @@ pub fn import_model(
         consumers: HashMap::new(),
         skip: HashSet::new(),
         fills: HashMap::new(),
+        pinned,
         func: Function::new(func_name, Span::default()),
     };
     imp.graph(graph)?;
@@ -143,7 +151,7 @@ fn describe(n: &NodeProto, idx: usize, opset: i64) -> String {
 }
 
 impl Importer {
-    fn input_type(&self, vi: &proto::ValueInfoProto) -> R<TensorType> {
+    fn input_type(&mut self, vi: &proto::ValueInfoProto) -> R<TensorType> {
         use proto::tensor_shape_proto::dimension::Value as D;
         use proto::type_proto::Value;
         let Some(Value::TensorType(tt)) = vi.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
@@ -166,8 +174,15 @@ impl Importer {
         let dims = shape
             .dim
             .iter()
-            .map(|d| match d.value {
-                Some(D::DimValue(n)) if n >= 0 => Ok(Dim::Static(n as u64)),
+            .map(|d| match &d.value {
+                Some(D::DimParam(p)) => Ok(match self.pinned.get_mut(p) {
+                    Some((size, seen)) => {
+                        *seen = true;
+                        Dim::Static(*size)
+                    }
+                    None => Dim::Dynamic,
+                }),
+                Some(D::DimValue(n)) if *n >= 0 => Ok(Dim::Static(*n as u64)),
                 Some(D::DimValue(n)) => Err(format!("graph input '{}' has dimension {n}", vi.name)),
                 _ => Ok(Dim::Dynamic),
             })
@@ -199,6 +214,7 @@ impl Importer {
             let v = FuncBuilder::new(&mut self.func).add_arg(ty, name, Span::default());
             self.bind(&vi.name, Val::Ir(v));
         }
+        self.check_pinned(g)?;
         let order = self.topo_order(g)?;
         for (i, n) in g.node.iter().enumerate() {
             for inp in n.input.iter().filter(|s| !s.is_empty()) {
@@ -234,6 +250,43 @@ impl Importer {
         b.set_result_types(types);
         b.push_return(&results, Span::default());
         Ok(())
+    }
+
+    /// Refuses a `--dim` name that no graph input's dimension has, listing the names there are.
+    fn check_pinned(&self, g: &proto::GraphProto) -> Result<(), Diagnostic> {
+        use proto::tensor_shape_proto::dimension::Value as D;
+        use proto::type_proto::Value;
+        let Some(first) = (self.pinned.iter())
+            .filter(|(_, (_, seen))| !seen)
+            .map(|(name, _)| name.as_str())
+            .min()
+        else {
+            return Ok(());
+        };
+        let mut names: Vec<&str> = Vec::new();
+        for vi in &g.input {
+            if let Some(Value::TensorType(tt)) = vi.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+                for d in tt.shape.iter().flat_map(|s| &s.dim) {
+                    if let Some(D::DimParam(p)) = &d.value {
+                        if !names.contains(&p.as_str()) {
+                            names.push(p);
+                        }
+                    }
+                }
+            }
+        }
+        let known = if names.is_empty() {
+            "the graph inputs have no named dimensions".to_string()
+        } else {
+            format!(
+                "the graph inputs' named dimensions are {}",
+                names.join(", ")
+            )
+        };
+        Err(Diagnostic::error(format!(
+            "--dim {first}: no graph input has a dimension named '{first}'"
+        ))
+        .with_note(known))
     }
 
     /// Gives the ops created since op index `first` (for one node) the node's name as their
