@@ -11,7 +11,9 @@
 //! The files: `graph.rs` checks the model (IR version, opset) and walks its graph in
 //! topological order; `values.rs` keeps the table from ONNX names to IR values and constants;
 //! `initializers.rs` reads tensors (memory-mapped raw data, external data); `attrs.rs` reads
-//! typed node attributes; `fold.rs` computes on import-time constants; `nodes/` translates
+//! typed node attributes; `const_index.rs` (structure: Slice, Expand, Concat, Gather, ...) and
+//! `const_math.rs` (element-wise: comparisons, logic, Where, CumSum, Range, ...) compute on
+//! import-time constants of any rank, `fold.rs` holds their helpers; `nodes/` translates
 //! nodes, one file per operator family.
 //!
 //! Does not: inline model-local functions, read sparse initializers, or compute with dynamic
@@ -20,6 +22,8 @@
 //! silently.
 
 mod attrs;
+mod const_index;
+mod const_math;
 mod fold;
 mod graph;
 mod initializers;
