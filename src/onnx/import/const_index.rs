@@ -118,6 +118,9 @@ pub(super) fn broadcast(v: &Val, out: &[u64]) -> R<Val> {
     if src == out {
         return Ok(v.clone());
     }
+    if broadcast_shape(&src, out)? != out {
+        return Err(format!("shape {src:?} does not broadcast to {out:?}"));
+    }
     let map = broadcast_map(&src, out)?;
     Ok(take(v, out.to_vec(), &map))
 }
@@ -351,5 +354,171 @@ pub(super) fn gather_elements_map(
     match err {
         Some(e) => Err(e),
         None => Ok(map),
+    }
+}
+
+/// Constants written and read back in tests (shared with `const_math.rs`'s).
+#[cfg(test)]
+pub(super) mod testing {
+    use super::Val;
+    use crate::ir::{ElemType, Tensor};
+
+    pub fn int(shape: &[u64], data: &[i64]) -> Val {
+        Val::Int {
+            shape: shape.to_vec(),
+            data: data.to_vec(),
+        }
+    }
+
+    pub fn flt(shape: &[u64], data: &[f32]) -> Val {
+        Val::Float(Tensor::from_f32(ElemType::F32, shape.to_vec(), data))
+    }
+
+    /// Shape and integers of an integer constant.
+    pub fn ints(v: &Val) -> (Vec<u64>, Vec<i64>) {
+        match v {
+            Val::Int { shape, data } => (shape.clone(), data.clone()),
+            other => panic!("not an integer constant: {other:?}"),
+        }
+    }
+
+    /// Shape and values of a float constant.
+    pub fn floats(v: &Val) -> (Vec<u64>, Vec<f32>) {
+        match v {
+            Val::Float(t) => (t.shape().to_vec(), t.to_f32_vec()),
+            other => panic!("not a float constant: {other:?}"),
+        }
+    }
+}
+
+/// Each operator on the examples of the ONNX specification's operator page.
+#[cfg(test)]
+mod tests {
+    use super::testing::{floats, flt, int, ints};
+    use super::*;
+
+    fn apply(v: &Val, (shape, map): (Vec<u64>, Vec<usize>)) -> Val {
+        take(v, shape, &map)
+    }
+
+    #[test]
+    fn slice_positions_follow_onnx_clamping() {
+        assert_eq!(slice_positions(4, -1, i64::MAX, 1), Ok(vec![3]));
+        assert_eq!(slice_positions(4, 0, 2, 1), Ok(vec![0, 1]));
+        assert_eq!(slice_positions(4, i64::MIN, -2, 1), Ok(vec![0, 1]));
+        assert_eq!(slice_positions(4, 5, 9, 1), Ok(vec![]));
+        assert_eq!(slice_positions(4, -1, i64::MIN, -1), Ok(vec![3, 2, 1, 0]));
+        assert_eq!(slice_positions(4, 9, 0, -2), Ok(vec![3, 1]));
+        assert_eq!(slice_positions(0, -1, 0, -1), Ok(vec![]));
+        assert!(slice_positions(4, 0, 1, 0).is_err());
+    }
+
+    #[test]
+    fn slice_of_a_2d_constant() {
+        // Spec: data [[1,2,3,4],[5,6,7,8]], starts [1,0], ends [2,3], steps [1,2] -> [[5,7]].
+        let data = int(&[2, 4], &[1, 2, 3, 4, 5, 6, 7, 8]);
+        let keep = [
+            slice_positions(2, 1, 2, 1).unwrap(),
+            slice_positions(4, 0, 3, 2).unwrap(),
+        ];
+        let out = apply(&data, select_map(&[2, 4], &keep).unwrap());
+        assert_eq!(ints(&out), (vec![1, 2], vec![5, 7]));
+        // starts [0,1], ends [-1,1000] -> [[2,3,4]].
+        let keep = [
+            slice_positions(2, 0, -1, 1).unwrap(),
+            slice_positions(4, 1, 1000, 1).unwrap(),
+        ];
+        let out = apply(&data, select_map(&[2, 4], &keep).unwrap());
+        assert_eq!(ints(&out), (vec![1, 3], vec![2, 3, 4]));
+    }
+
+    #[test]
+    fn expand_broadcasts_both_ways() {
+        // Spec: [[1],[2],[3]] expanded to [2,1,6] has shape [2,3,6].
+        let data = flt(&[3, 1], &[1.0, 2.0, 3.0]);
+        let shape = broadcast_shape(&[3, 1], &[2, 1, 6]).unwrap();
+        assert_eq!(shape, [2, 3, 6]);
+        let (s, v) = floats(&broadcast(&data, &shape).unwrap());
+        assert_eq!(s, [2, 3, 6]);
+        assert_eq!(&v[..12], &[1.0; 6].iter().chain(&[2.0; 6]).copied().collect::<Vec<_>>()[..]);
+        assert_eq!(v[17], 3.0);
+        assert_eq!(v[18], 1.0);
+        // Spec: to [3,4]: each row repeated.
+        let out = broadcast(&int(&[3, 1], &[1, 2, 3]), &[3, 4]).unwrap();
+        assert_eq!(ints(&out).1, [1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3]);
+        assert!(broadcast_shape(&[3], &[4]).is_err());
+    }
+
+    #[test]
+    fn concat_on_each_axis() {
+        let (a, b) = (int(&[2, 2], &[1, 2, 3, 4]), int(&[2, 2], &[5, 6, 7, 8]));
+        let rows = concat(&[a.clone(), b.clone()], 0).unwrap();
+        assert_eq!(ints(&rows), (vec![4, 2], vec![1, 2, 3, 4, 5, 6, 7, 8]));
+        let cols = concat(&[a, b], 1).unwrap();
+        assert_eq!(ints(&cols), (vec![2, 4], vec![1, 2, 5, 6, 3, 4, 7, 8]));
+        let f = concat(&[flt(&[1, 2], &[1.0, 2.0]), flt(&[1, 1], &[3.0])], 1).unwrap();
+        assert_eq!(floats(&f), (vec![1, 3], vec![1.0, 2.0, 3.0]));
+        assert!(concat(&[int(&[2], &[1, 2]), int(&[1, 1], &[3])], 0).is_err());
+    }
+
+    #[test]
+    fn transpose_permutes_axes() {
+        let data = int(&[2, 3], &[1, 2, 3, 4, 5, 6]);
+        let out = apply(&data, transpose_map(&[2, 3], &[1, 0]).unwrap());
+        assert_eq!(ints(&out), (vec![3, 2], vec![1, 4, 2, 5, 3, 6]));
+        assert!(transpose_map(&[2, 3], &[0, 0]).is_err());
+    }
+
+    #[test]
+    fn gather_on_axis_0_and_1() {
+        // Spec: axis 0, indices [[0,1],[1,2]] of a [3,2] table -> [2,2,2].
+        let data = flt(&[3, 2], &[1.0, 1.2, 2.3, 3.4, 4.5, 5.7]);
+        let out = apply(&data, gather_map(&[3, 2], 0, &[2, 2], &[0, 1, 1, 2]).unwrap());
+        assert_eq!(
+            floats(&out),
+            (vec![2, 2, 2], vec![1.0, 1.2, 2.3, 3.4, 2.3, 3.4, 4.5, 5.7])
+        );
+        // Spec: axis 1, indices [[0,2]] of a [3,3] table -> [3,1,2].
+        let data = int(&[3, 3], &[10, 12, 19, 23, 34, 39, 45, 57, 59]);
+        let out = apply(&data, gather_map(&[3, 3], 1, &[1, 2], &[0, -1]).unwrap());
+        assert_eq!(ints(&out), (vec![3, 1, 2], vec![10, 19, 23, 39, 45, 59]));
+        assert!(gather_map(&[3, 3], 1, &[1], &[3]).is_err());
+    }
+
+    #[test]
+    fn gather_nd_with_and_without_batch_dims() {
+        let d2 = int(&[2, 2], &[0, 1, 2, 3]);
+        let out = apply(&d2, gather_nd_map(&[2, 2], &[2, 2], &[0, 0, 1, 1], 0).unwrap());
+        assert_eq!(ints(&out), (vec![2], vec![0, 3]));
+        let out = apply(&d2, gather_nd_map(&[2, 2], &[2, 1], &[1, 0], 0).unwrap());
+        assert_eq!(ints(&out), (vec![2, 2], vec![2, 3, 0, 1]));
+        let d3 = int(&[2, 2, 2], &[0, 1, 2, 3, 4, 5, 6, 7]);
+        let out = apply(&d3, gather_nd_map(&[2, 2, 2], &[2, 2], &[0, 1, 1, 0], 0).unwrap());
+        assert_eq!(ints(&out), (vec![2, 2], vec![2, 3, 4, 5]));
+        let out = apply(&d3, gather_nd_map(&[2, 2, 2], &[2, 1, 2], &[0, 1, 1, 0], 0).unwrap());
+        assert_eq!(ints(&out), (vec![2, 1, 2], vec![2, 3, 4, 5]));
+        // batch_dims = 1: indices [[1],[0]] pick row 1 of batch 0 and row 0 of batch 1.
+        let out = apply(&d3, gather_nd_map(&[2, 2, 2], &[2, 1], &[1, 0], 1).unwrap());
+        assert_eq!(ints(&out), (vec![2, 2], vec![2, 3, 4, 5]));
+        assert!(gather_nd_map(&[2, 2], &[1, 2], &[0, 2], 0).is_err());
+    }
+
+    #[test]
+    fn gather_elements_on_axis_0_and_1() {
+        let d = int(&[2, 2], &[1, 2, 3, 4]);
+        let map = gather_elements_map(&[2, 2], 1, &[2, 2], &[0, 0, 1, 0]).unwrap();
+        assert_eq!(ints(&take(&d, vec![2, 2], &map)).1, [1, 1, 4, 3]);
+        let d = int(&[3, 3], &[1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        let map = gather_elements_map(&[3, 3], 0, &[2, 3], &[1, 2, 0, 2, 0, 0]).unwrap();
+        assert_eq!(ints(&take(&d, vec![2, 3], &map)).1, [4, 8, 3, 7, 2, 3]);
+        let map = gather_elements_map(&[3, 3], 0, &[2, 3], &[-1, -2, 0, -2, 0, 0]).unwrap();
+        assert_eq!(ints(&take(&d, vec![2, 3], &map)).1, [7, 5, 3, 4, 2, 3]);
+        assert!(gather_elements_map(&[3, 3], 0, &[1, 1], &[3]).is_err());
+    }
+
+    #[test]
+    fn too_large_constants_are_refused() {
+        assert!(count(&[1 << 20, 1 << 20]).is_err());
+        assert_eq!(count(&[]), Ok(1));
     }
 }

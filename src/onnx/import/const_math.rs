@@ -8,7 +8,7 @@
 //! that stands for a dynamic dimension ([`dyn_dim`]) cannot be computed with: the error says to
 //! pin the dimension with `--dim`.
 
-use super::const_index::{broadcast, broadcast_shape, const_shape, count};
+use super::const_index::{broadcast, broadcast_shape, const_shape, count, take};
 use super::fold::dyn_dim;
 use super::values::Val;
 use super::R;
@@ -284,15 +284,8 @@ pub(super) fn constant_of_shape(shape: &Val, value: &Val) -> R<Val> {
     if const_shape(value).is_none_or(|s| s.iter().product::<u64>() != 1) {
         return Err("the value must have exactly one element".into());
     }
-    broadcast(value, &dims).and_then(|v| match v {
-        // `broadcast` keeps the value's rank when it is larger than the shape's: relabel.
-        Val::Int { data, .. } => Ok(Val::Int { shape: dims, data }),
-        Val::Float(t) => t
-            .reshaped(dims)
-            .map(Val::Float)
-            .ok_or_else(|| "the element count changes".to_string()),
-        Val::Ir(_) => unreachable!("broadcast gives constants"),
-    })
+    let n = count(&dims)?;
+    Ok(take(value, dims, &vec![0; n]))
 }
 
 /// `f` on each value of a float constant (Cos, Sin), rounded once to its element type.
@@ -306,4 +299,122 @@ pub(super) fn float_unary(v: &Val, f: impl Fn(f32) -> f32) -> R<Val> {
         t.shape().to_vec(),
         &values,
     )))
+}
+
+/// Each operator on the examples of the ONNX specification's operator page.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::onnx::import::const_index::testing::{floats, flt, int, ints};
+
+    #[test]
+    fn range_of_integers_and_floats() {
+        let r = range(&int(&[], &[3]), &int(&[], &[9]), &int(&[], &[3])).unwrap();
+        assert_eq!(ints(&r), (vec![2], vec![3, 6]));
+        let r = range(&int(&[], &[10]), &int(&[], &[4]), &int(&[], &[-2])).unwrap();
+        assert_eq!(ints(&r).1, [10, 8, 6]);
+        let r = range(&int(&[], &[0]), &int(&[], &[-3]), &int(&[], &[1])).unwrap();
+        assert_eq!(ints(&r), (vec![0], vec![]));
+        let r = range(&flt(&[], &[0.0]), &flt(&[], &[1.0]), &flt(&[], &[0.25])).unwrap();
+        assert_eq!(floats(&r).1, [0.0, 0.25, 0.5, 0.75]);
+        assert!(range(&int(&[], &[0]), &int(&[], &[3]), &int(&[], &[0])).is_err());
+        let dynamic = dyn_dim::encode(crate::ir::ValueId::from_u32(0), 1);
+        let e = range(&int(&[], &[0]), &int(&[], &[dynamic]), &int(&[], &[1])).unwrap_err();
+        assert!(e.contains("--dim"), "{e}");
+    }
+
+    #[test]
+    fn comparisons_broadcast_and_give_booleans() {
+        let (a, b) = (int(&[3], &[1, 2, 3]), int(&[3], &[3, 2, 1]));
+        let cases = [
+            (Compare::Equal, [0, 1, 0]),
+            (Compare::Less, [1, 0, 0]),
+            (Compare::LessOrEqual, [1, 1, 0]),
+            (Compare::Greater, [0, 0, 1]),
+            (Compare::GreaterOrEqual, [0, 1, 1]),
+        ];
+        for (op, want) in cases {
+            assert_eq!(ints(&compare(op, &a, &b).unwrap()).1, want, "{op:?}");
+        }
+        let col = int(&[2, 1], &[1, 2]);
+        let grid = compare(Compare::LessOrEqual, &col, &a).unwrap();
+        assert_eq!(ints(&grid), (vec![2, 3], vec![1, 1, 1, 0, 1, 1]));
+        let f = compare(Compare::Equal, &flt(&[2], &[f32::NAN, 1.0]), &flt(&[], &[1.0]));
+        assert_eq!(ints(&f.unwrap()).1, [0, 1]);
+    }
+
+    #[test]
+    fn not_and_or_xor_truth_tables() {
+        let (a, b) = (int(&[4], &[0, 0, 1, 1]), int(&[4], &[0, 1, 0, 1]));
+        assert_eq!(ints(&not(&a).unwrap()).1, [1, 1, 0, 0]);
+        assert_eq!(ints(&logic(Logic::And, &a, &b).unwrap()).1, [0, 0, 0, 1]);
+        assert_eq!(ints(&logic(Logic::Or, &a, &b).unwrap()).1, [0, 1, 1, 1]);
+        assert_eq!(ints(&logic(Logic::Xor, &a, &b).unwrap()).1, [0, 1, 1, 0]);
+        // The exporter's `new_ones` scalar True and-ed with a grid.
+        let and = logic(Logic::And, &int(&[], &[1]), &int(&[2, 2], &[1, 0, 0, 1])).unwrap();
+        assert_eq!(ints(&and), (vec![2, 2], vec![1, 0, 0, 1]));
+    }
+
+    #[test]
+    fn where_selects_bitwise_and_broadcasts() {
+        let c = int(&[2, 2], &[1, 0, 1, 1]);
+        let out = where_select(&c, &int(&[2, 2], &[1, 2, 3, 4]), &int(&[2, 2], &[9, 8, 7, 6]));
+        assert_eq!(ints(&out.unwrap()).1, [1, 8, 3, 4]);
+        // The causal mask: Where(mask, 0, lowest f32).
+        let mask = where_select(&c, &flt(&[], &[0.0]), &flt(&[], &[f32::MIN])).unwrap();
+        assert_eq!(floats(&mask), (vec![2, 2], vec![0.0, f32::MIN, 0.0, 0.0]));
+        assert!(where_select(&c, &int(&[], &[0]), &flt(&[], &[0.0])).is_err());
+    }
+
+    #[test]
+    fn max_and_min_of_several() {
+        let ins = [
+            int(&[3], &[3, 2, 1]),
+            int(&[3], &[1, 4, 4]),
+            int(&[3], &[2, 5, 3]),
+        ];
+        assert_eq!(ints(&extremum(&ins, true).unwrap()).1, [3, 5, 4]);
+        assert_eq!(ints(&extremum(&ins, false).unwrap()).1, [1, 2, 1]);
+        let f = extremum(&[flt(&[2], &[1.0, f32::NAN]), flt(&[], &[2.0])], true).unwrap();
+        let v = floats(&f).1;
+        assert_eq!(v[0], 2.0);
+        assert!(v[1].is_nan());
+    }
+
+    #[test]
+    fn cumsum_exclusive_reverse_and_axes() {
+        let x = int(&[5], &[1, 2, 3, 4, 5]);
+        assert_eq!(ints(&cumsum(&x, 0, false, false).unwrap()).1, [1, 3, 6, 10, 15]);
+        assert_eq!(ints(&cumsum(&x, 0, true, false).unwrap()).1, [0, 1, 3, 6, 10]);
+        assert_eq!(ints(&cumsum(&x, 0, false, true).unwrap()).1, [15, 14, 12, 9, 5]);
+        assert_eq!(ints(&cumsum(&x, 0, true, true).unwrap()).1, [14, 12, 9, 5, 0]);
+        let m = flt(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        assert_eq!(floats(&cumsum(&m, 0, false, false).unwrap()).1, [1.0, 2.0, 3.0, 5.0, 7.0, 9.0]);
+        assert_eq!(floats(&cumsum(&m, 1, false, false).unwrap()).1, [1.0, 3.0, 6.0, 4.0, 9.0, 15.0]);
+    }
+
+    #[test]
+    fn constant_of_shape_fills() {
+        let out = constant_of_shape(&int(&[2], &[2, 3]), &int(&[1], &[7])).unwrap();
+        assert_eq!(ints(&out), (vec![2, 3], vec![7; 6]));
+        let scalar = constant_of_shape(&int(&[0], &[]), &flt(&[1], &[0.5])).unwrap();
+        assert_eq!(floats(&scalar), (vec![], vec![0.5]));
+        assert!(constant_of_shape(&int(&[1], &[-1]), &int(&[1], &[0])).is_err());
+    }
+
+    #[test]
+    fn integer_and_float_arithmetic_broadcast() {
+        let s = int_binary(&int(&[2, 1], &[10, 20]), &int(&[3], &[1, 2, 3]), |a, b| Ok(a - b));
+        assert_eq!(ints(&s.unwrap()), (vec![2, 3], vec![9, 8, 7, 19, 18, 17]));
+        let p = float_binary(&flt(&[2, 1], &[0.0, 1.0]), &flt(&[2], &[0.5, 0.25]), |a, b| a * b);
+        assert_eq!(floats(&p.unwrap()), (vec![2, 2], vec![0.0, 0.0, 0.5, 0.25]));
+    }
+
+    #[test]
+    fn cos_and_sin_of_floats() {
+        let x = flt(&[2], &[0.0, 1.0]);
+        assert_eq!(floats(&float_unary(&x, f32::cos).unwrap()).1, [1.0, 1.0f32.cos()]);
+        assert_eq!(floats(&float_unary(&x, f32::sin).unwrap()).1, [0.0, 1.0f32.sin()]);
+        assert!(float_unary(&int(&[1], &[0]), f32::cos).is_err());
+    }
 }
