@@ -100,12 +100,7 @@ impl Importer {
         // holds every f16/bf16 value and rounds once to the narrower types.
         let v = match (self.val(x_name)?.clone(), to) {
             (Val::Ir(v), t) if elem_of(t) == Some(self.func.ty(v).elem) => Val::Ir(v),
-            (Val::Ir(_), _) => {
-                return Err(format!(
-                    "casting an activation to {} is not supported",
-                    data_type::name(to)
-                ))
-            }
+            (Val::Ir(_), dt) => return Err(unsupported(dt)),
             (Val::Int { shape, data }, data_type::INT64) => Val::Int { shape, data },
             (Val::Int { shape, data }, data_type::INT32) => Val::Int {
                 shape,
