@@ -440,7 +440,14 @@ mod tests {
         assert_eq!(shape, [2, 3, 6]);
         let (s, v) = floats(&broadcast(&data, &shape).unwrap());
         assert_eq!(s, [2, 3, 6]);
-        assert_eq!(&v[..12], &[1.0; 6].iter().chain(&[2.0; 6]).copied().collect::<Vec<_>>()[..]);
+        assert_eq!(
+            &v[..12],
+            &[1.0; 6]
+                .iter()
+                .chain(&[2.0; 6])
+                .copied()
+                .collect::<Vec<_>>()[..]
+        );
         assert_eq!(v[17], 3.0);
         assert_eq!(v[18], 1.0);
         // Spec: to [3,4]: each row repeated.
@@ -473,7 +480,10 @@ mod tests {
     fn gather_on_axis_0_and_1() {
         // Spec: axis 0, indices [[0,1],[1,2]] of a [3,2] table -> [2,2,2].
         let data = flt(&[3, 2], &[1.0, 1.2, 2.3, 3.4, 4.5, 5.7]);
-        let out = apply(&data, gather_map(&[3, 2], 0, &[2, 2], &[0, 1, 1, 2]).unwrap());
+        let out = apply(
+            &data,
+            gather_map(&[3, 2], 0, &[2, 2], &[0, 1, 1, 2]).unwrap(),
+        );
         assert_eq!(
             floats(&out),
             (vec![2, 2, 2], vec![1.0, 1.2, 2.3, 3.4, 2.3, 3.4, 4.5, 5.7])
@@ -488,14 +498,23 @@ mod tests {
     #[test]
     fn gather_nd_with_and_without_batch_dims() {
         let d2 = int(&[2, 2], &[0, 1, 2, 3]);
-        let out = apply(&d2, gather_nd_map(&[2, 2], &[2, 2], &[0, 0, 1, 1], 0).unwrap());
+        let out = apply(
+            &d2,
+            gather_nd_map(&[2, 2], &[2, 2], &[0, 0, 1, 1], 0).unwrap(),
+        );
         assert_eq!(ints(&out), (vec![2], vec![0, 3]));
         let out = apply(&d2, gather_nd_map(&[2, 2], &[2, 1], &[1, 0], 0).unwrap());
         assert_eq!(ints(&out), (vec![2, 2], vec![2, 3, 0, 1]));
         let d3 = int(&[2, 2, 2], &[0, 1, 2, 3, 4, 5, 6, 7]);
-        let out = apply(&d3, gather_nd_map(&[2, 2, 2], &[2, 2], &[0, 1, 1, 0], 0).unwrap());
+        let out = apply(
+            &d3,
+            gather_nd_map(&[2, 2, 2], &[2, 2], &[0, 1, 1, 0], 0).unwrap(),
+        );
         assert_eq!(ints(&out), (vec![2, 2], vec![2, 3, 4, 5]));
-        let out = apply(&d3, gather_nd_map(&[2, 2, 2], &[2, 1, 2], &[0, 1, 1, 0], 0).unwrap());
+        let out = apply(
+            &d3,
+            gather_nd_map(&[2, 2, 2], &[2, 1, 2], &[0, 1, 1, 0], 0).unwrap(),
+        );
         assert_eq!(ints(&out), (vec![2, 1, 2], vec![2, 3, 4, 5]));
         // batch_dims = 1: indices [[1],[0]] pick row 1 of batch 0 and row 0 of batch 1.
         let out = apply(&d3, gather_nd_map(&[2, 2, 2], &[2, 1], &[1, 0], 1).unwrap());

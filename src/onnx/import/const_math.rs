@@ -339,7 +339,11 @@ mod tests {
         let col = int(&[2, 1], &[1, 2]);
         let grid = compare(Compare::LessOrEqual, &col, &a).unwrap();
         assert_eq!(ints(&grid), (vec![2, 3], vec![1, 1, 1, 0, 1, 1]));
-        let f = compare(Compare::Equal, &flt(&[2], &[f32::NAN, 1.0]), &flt(&[], &[1.0]));
+        let f = compare(
+            Compare::Equal,
+            &flt(&[2], &[f32::NAN, 1.0]),
+            &flt(&[], &[1.0]),
+        );
         assert_eq!(ints(&f.unwrap()).1, [0, 1]);
     }
 
@@ -358,7 +362,11 @@ mod tests {
     #[test]
     fn where_selects_bitwise_and_broadcasts() {
         let c = int(&[2, 2], &[1, 0, 1, 1]);
-        let out = where_select(&c, &int(&[2, 2], &[1, 2, 3, 4]), &int(&[2, 2], &[9, 8, 7, 6]));
+        let out = where_select(
+            &c,
+            &int(&[2, 2], &[1, 2, 3, 4]),
+            &int(&[2, 2], &[9, 8, 7, 6]),
+        );
         assert_eq!(ints(&out.unwrap()).1, [1, 8, 3, 4]);
         // The causal mask: Where(mask, 0, lowest f32).
         let mask = where_select(&c, &flt(&[], &[0.0]), &flt(&[], &[f32::MIN])).unwrap();
@@ -384,13 +392,31 @@ mod tests {
     #[test]
     fn cumsum_exclusive_reverse_and_axes() {
         let x = int(&[5], &[1, 2, 3, 4, 5]);
-        assert_eq!(ints(&cumsum(&x, 0, false, false).unwrap()).1, [1, 3, 6, 10, 15]);
-        assert_eq!(ints(&cumsum(&x, 0, true, false).unwrap()).1, [0, 1, 3, 6, 10]);
-        assert_eq!(ints(&cumsum(&x, 0, false, true).unwrap()).1, [15, 14, 12, 9, 5]);
-        assert_eq!(ints(&cumsum(&x, 0, true, true).unwrap()).1, [14, 12, 9, 5, 0]);
+        assert_eq!(
+            ints(&cumsum(&x, 0, false, false).unwrap()).1,
+            [1, 3, 6, 10, 15]
+        );
+        assert_eq!(
+            ints(&cumsum(&x, 0, true, false).unwrap()).1,
+            [0, 1, 3, 6, 10]
+        );
+        assert_eq!(
+            ints(&cumsum(&x, 0, false, true).unwrap()).1,
+            [15, 14, 12, 9, 5]
+        );
+        assert_eq!(
+            ints(&cumsum(&x, 0, true, true).unwrap()).1,
+            [14, 12, 9, 5, 0]
+        );
         let m = flt(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
-        assert_eq!(floats(&cumsum(&m, 0, false, false).unwrap()).1, [1.0, 2.0, 3.0, 5.0, 7.0, 9.0]);
-        assert_eq!(floats(&cumsum(&m, 1, false, false).unwrap()).1, [1.0, 3.0, 6.0, 4.0, 9.0, 15.0]);
+        assert_eq!(
+            floats(&cumsum(&m, 0, false, false).unwrap()).1,
+            [1.0, 2.0, 3.0, 5.0, 7.0, 9.0]
+        );
+        assert_eq!(
+            floats(&cumsum(&m, 1, false, false).unwrap()).1,
+            [1.0, 3.0, 6.0, 4.0, 9.0, 15.0]
+        );
     }
 
     #[test]
@@ -404,17 +430,29 @@ mod tests {
 
     #[test]
     fn integer_and_float_arithmetic_broadcast() {
-        let s = int_binary(&int(&[2, 1], &[10, 20]), &int(&[3], &[1, 2, 3]), |a, b| Ok(a - b));
+        let s = int_binary(&int(&[2, 1], &[10, 20]), &int(&[3], &[1, 2, 3]), |a, b| {
+            Ok(a - b)
+        });
         assert_eq!(ints(&s.unwrap()), (vec![2, 3], vec![9, 8, 7, 19, 18, 17]));
-        let p = float_binary(&flt(&[2, 1], &[0.0, 1.0]), &flt(&[2], &[0.5, 0.25]), |a, b| a * b);
+        let p = float_binary(
+            &flt(&[2, 1], &[0.0, 1.0]),
+            &flt(&[2], &[0.5, 0.25]),
+            |a, b| a * b,
+        );
         assert_eq!(floats(&p.unwrap()), (vec![2, 2], vec![0.0, 0.0, 0.5, 0.25]));
     }
 
     #[test]
     fn cos_and_sin_of_floats() {
         let x = flt(&[2], &[0.0, 1.0]);
-        assert_eq!(floats(&float_unary(&x, f32::cos).unwrap()).1, [1.0, 1.0f32.cos()]);
-        assert_eq!(floats(&float_unary(&x, f32::sin).unwrap()).1, [0.0, 1.0f32.sin()]);
+        assert_eq!(
+            floats(&float_unary(&x, f32::cos).unwrap()).1,
+            [1.0, 1.0f32.cos()]
+        );
+        assert_eq!(
+            floats(&float_unary(&x, f32::sin).unwrap()).1,
+            [0.0, 1.0f32.sin()]
+        );
         assert!(float_unary(&int(&[1], &[0]), f32::cos).is_err());
     }
 }
