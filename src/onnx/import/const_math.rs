@@ -14,15 +14,11 @@ use super::values::Val;
 use super::R;
 use crate::ir::{ElemType, Tensor};
 
-/// What the error says when an integer constant holds a dynamic dimension.
-const DYNAMIC: &str =
-    "the value depends on a dynamic dimension; give it a size with --dim NAME=SIZE";
-
 /// The integers of a constant, refusing dynamic-dimension entries.
 fn ints(v: &Val) -> R<&[i64]> {
     match v {
         Val::Int { data, .. } if data.iter().any(|&x| dyn_dim::decode(x).is_some()) => {
-            Err(DYNAMIC.into())
+            Err(format!("the value {}", dyn_dim::DEPENDS))
         }
         Val::Int { data, .. } => Ok(data),
         _ => Err("an integer or boolean constant is expected".into()),

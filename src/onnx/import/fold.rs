@@ -35,6 +35,9 @@ pub(super) mod dyn_dim {
     use crate::ir::ValueId;
     use cranelift_entity::EntityRef;
 
+    /// How an error about a value computed from a dynamic dimension ends.
+    pub const DEPENDS: &str = "depends on a dynamic dimension; give it a size with --dim NAME=SIZE";
+
     /// Top bit set, bits 56..63 clear: disjoint from -1 and every small negative number.
     const TAG: i64 = i64::MIN;
     const MARK: i64 = 0x7F00_0000_0000_0000;

@@ -117,10 +117,7 @@ impl Importer {
                     .iter()
                     .any(|&x| dyn_dim::decode(x).is_some()) =>
             {
-                return Err(
-                    "the value depends on a dynamic dimension; give it a size with --dim NAME=SIZE"
-                        .into(),
-                )
+                return Err(format!("the value {}", dyn_dim::DEPENDS))
             }
             (Val::Int { shape, data }, dt) => {
                 let elem = elem_of(dt).ok_or_else(|| unsupported(dt))?;

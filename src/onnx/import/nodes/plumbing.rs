@@ -75,15 +75,7 @@ impl Importer {
                 "CumSum" => self.cumsum(n, a)?,
                 "GatherND" => {
                     a.only(&["batch_dims"])?;
-                    let data = self.const_input(n, 0)?;
-                    let Val::Int {
-                        shape: ishape,
-                        data: idx,
-                    } = self.const_input(n, 1)?
-                    else {
-                        return Err("the indices must be an integer constant".into());
-                    };
-                    let shape = const_shape(&data).expect("invariant: a constant");
+                    let (data, shape, ishape, idx) = self.data_and_indices(n)?;
                     let batch = usize::try_from(a.int("batch_dims", 0)?)
                         .map_err(|_| "batch_dims is negative")?;
                     let (out_shape, map) = gather_nd_map(&shape, &ishape, &idx, batch)?;
@@ -91,15 +83,7 @@ impl Importer {
                 }
                 "GatherElements" => {
                     a.only(&["axis"])?;
-                    let data = self.const_input(n, 0)?;
-                    let Val::Int {
-                        shape: ishape,
-                        data: idx,
-                    } = self.const_input(n, 1)?
-                    else {
-                        return Err("the indices must be an integer constant".into());
-                    };
-                    let shape = const_shape(&data).expect("invariant: a constant");
+                    let (data, shape, ishape, idx) = self.data_and_indices(n)?;
                     let axis = norm_axis(a.int("axis", 0)?, shape.len())?;
                     let map = gather_elements_map(&shape, axis, &ishape, &idx)?;
                     take(&data, ishape, &map)
@@ -122,6 +106,16 @@ impl Importer {
         };
         self.bind(out, v);
         Ok(Some(()))
+    }
+
+    /// A gather's constant data (and its shape) and integer indices (shape and values).
+    fn data_and_indices(&self, n: &NodeProto) -> R<(Val, Vec<u64>, Vec<u64>, Vec<i64>)> {
+        let data = self.const_input(n, 0)?;
+        let Val::Int { shape, data: idx } = self.const_input(n, 1)? else {
+            return Err("the indices must be an integer constant".into());
+        };
+        let dshape = const_shape(&data).expect("invariant: a constant");
+        Ok((data, dshape, shape, idx))
     }
 
     fn cumsum(&self, n: &NodeProto, a: &Attrs<'_>) -> R<Val> {

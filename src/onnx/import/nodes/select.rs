@@ -15,9 +15,6 @@ use crate::onnx::import::values::Val;
 use crate::onnx::import::{Importer, R};
 use crate::onnx::proto::{GraphProto, NodeProto};
 
-/// What the error says about a bound that is a dynamic dimension.
-const DYNAMIC_BOUND: &str = "depends on a dynamic dimension; give it a size with --dim NAME=SIZE";
-
 impl Importer {
     /// The integers of constant input `i`, refusing dynamic-dimension entries.
     fn static_ints(&self, n: &NodeProto, i: usize) -> R<Option<Vec<i64>>> {
@@ -26,7 +23,7 @@ impl Importer {
         };
         let (_, data) = self.int_const(name)?;
         if data.iter().any(|&x| dyn_dim::decode(x).is_some()) {
-            return Err(format!("input '{name}' {DYNAMIC_BOUND}"));
+            return Err(format!("input '{name}' {}", dyn_dim::DEPENDS));
         }
         Ok(Some(data))
     }
@@ -192,7 +189,7 @@ impl Importer {
             match (padded[axis], dyn_dim::decode(t)) {
                 // The input's own dynamic size, copied through `Shape`.
                 (Dim::Dynamic, Some((v, ax))) if v == x && ax + lead == axis => {}
-                (_, Some(_)) => return Err(format!("target entry {k} {DYNAMIC_BOUND}")),
+                (_, Some(_)) => return Err(format!("target entry {k} {}", dyn_dim::DEPENDS)),
                 (_, None) if t == 1 => {}
                 (Dim::Static(d), None) if d as i64 == t => {}
                 (Dim::Static(1), None) if t > 1 => {
@@ -216,7 +213,7 @@ fn expand_const(v: &Val, target: &[i64]) -> R<Val> {
         .iter()
         .map(|&t| {
             if dyn_dim::decode(t).is_some() {
-                Err(format!("the target shape {DYNAMIC_BOUND}"))
+                Err(format!("the target shape {}", dyn_dim::DEPENDS))
             } else {
                 u64::try_from(t).map_err(|_| format!("target dimension {t} is negative"))
             }
