@@ -99,13 +99,15 @@ def inputs(model, rng):
 
 
 def refused(name, path, d, dims, want):
-    """nnopt refuses `path` with exactly one diagnostic containing `want`, writing nothing."""
+    """nnopt refuses `path` with exactly one diagnostic containing `want`, writing nothing;
+    returns its stderr."""
     out = os.path.join(d, f"{name}.nnir")
     r = subprocess.run([NNOPT, "import", path, *dims, "-o", out], capture_output=True, text=True)
     assert r.returncode == 1, f"{name} {dims}: exit {r.returncode}\n{r.stderr}"
     assert "panicked" not in r.stderr and r.stderr.count("error:") == 1, r.stderr
     assert want in r.stderr, f"{name} {dims}: expected '{want}' in\n{r.stderr}"
     assert not os.path.exists(out), f"{name}: a refused import wrote {out}"
+    return r.stderr
 
 
 def standin(model):
@@ -173,7 +175,10 @@ def check(name, d):
     [y] = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, feeds)
     assert y.shape[:2] == (BATCH, SEQ) and np.isfinite(y).all(), f"{name}: onnxruntime gave {y.shape}"
 
-    refused(name, path, d, SEQ_ONLY, EXPECTED_DYNAMIC_BATCH[name])
+    stderr = refused(name, path, d, SEQ_ONLY, EXPECTED_DYNAMIC_BATCH[name])
+    # The note names the dimension to pin.
+    batch = "the dimension is 'B' (axis 0 of graph input '"
+    assert batch in stderr and "--dim B=SIZE gives it a size" in stderr, f"{name}: no note naming B in\n{stderr}"
     refused(name, path, d, PINNED, EXPECTED[name])
     print(f"ok {name}: onnxruntime runs it; nnopt refuses it: {EXPECTED[name]}")
     if name in STANDIN:

@@ -4,6 +4,7 @@
 //!
 //! Invariant: every diagnostic about a node names it the same way ([`describe`]).
 
+use super::fold::dyn_dim;
 use super::initializers::elem_of;
 use super::values::{symbol_name, Val};
 use super::{ImportOptions, Importer, R};
@@ -102,6 +103,7 @@ pub fn import_model(
         skip: HashSet::new(),
         fills: HashMap::new(),
         pinned,
+        dim_params: HashMap::new(),
         func: Function::new(func_name, Span::default()),
     };
     imp.graph(graph)?;
@@ -135,6 +137,21 @@ pub fn import_model(
         )));
     }
     Ok(module)
+}
+
+/// The `dim_param` of each dimension of a graph input (`None` where it has none).
+fn dim_params(vi: &proto::ValueInfoProto) -> Vec<Option<String>> {
+    use proto::tensor_shape_proto::dimension::Value as D;
+    use proto::type_proto::Value;
+    match vi.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(Value::TensorType(tt)) => (tt.shape.iter().flat_map(|s| &s.dim))
+            .map(|d| match &d.value {
+                Some(D::DimParam(p)) => Some(p.clone()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// A node's identity for messages: `node 'name' (Conv, opset 17)`.
@@ -212,6 +229,11 @@ impl Importer {
             let ty = self.input_type(vi).map_err(Diagnostic::error)?;
             let name = self.value_name(&vi.name);
             let v = FuncBuilder::new(&mut self.func).add_arg(ty, name, Span::default());
+            for (axis, d) in dim_params(vi).into_iter().enumerate() {
+                if let (Some(p), Dim::Dynamic) = (d, self.func.ty(v).dims[axis]) {
+                    self.dim_params.insert((v, axis), (p, vi.name.clone()));
+                }
+            }
             self.bind(&vi.name, Val::Ir(v));
         }
         self.check_pinned(g)?;
@@ -233,8 +255,16 @@ impl Importer {
             }
             let n = &g.node[i];
             let first = self.func.op_capacity();
-            self.node(n, g)
-                .map_err(|e| Diagnostic::error(format!("{}: {e}", describe(n, i, self.opset))))?;
+            self.node(n, g).map_err(|e| {
+                let d = Diagnostic::error(format!("{}: {e}", describe(n, i, self.opset)));
+                match self
+                    .dynamic_input_dim(n)
+                    .filter(|_| e.ends_with(dyn_dim::DEPENDS))
+                {
+                    Some(note) => d.with_note(note),
+                    None => d,
+                }
+            })?;
             self.name_ops_from(first, &n.name);
         }
         let mut results = Vec::new();
@@ -252,10 +282,26 @@ impl Importer {
         Ok(())
     }
 
+    /// Which named input dimension the integer inputs of `n` carry, as a note: `'S' (axis 1 of
+    /// graph input 'input_ids') is dynamic here; --dim S=SIZE gives it a size`.
+    fn dynamic_input_dim(&self, n: &NodeProto) -> Option<String> {
+        let mut entries = n.input.iter().filter_map(|i| match self.vals.get(i) {
+            Some(Val::Int { data, .. }) => Some(data),
+            _ => None,
+        });
+        let (v, axis) = entries.find_map(|data| {
+            data.iter()
+                .filter_map(|&x| dyn_dim::decode(x))
+                .find(|k| self.dim_params.contains_key(k))
+        })?;
+        let (name, input) = &self.dim_params[&(v, axis)];
+        Some(format!(
+            "the dimension is '{name}' (axis {axis} of graph input '{input}'): --dim {name}=SIZE gives it a size"
+        ))
+    }
+
     /// Refuses a `--dim` name that no graph input's dimension has, listing the names there are.
     fn check_pinned(&self, g: &proto::GraphProto) -> Result<(), Diagnostic> {
-        use proto::tensor_shape_proto::dimension::Value as D;
-        use proto::type_proto::Value;
         let Some(first) = (self.pinned.iter())
             .filter(|(_, (_, seen))| !seen)
             .map(|(name, _)| name.as_str())
@@ -263,16 +309,10 @@ impl Importer {
         else {
             return Ok(());
         };
-        let mut names: Vec<&str> = Vec::new();
-        for vi in &g.input {
-            if let Some(Value::TensorType(tt)) = vi.r#type.as_ref().and_then(|t| t.value.as_ref()) {
-                for d in tt.shape.iter().flat_map(|s| &s.dim) {
-                    if let Some(D::DimParam(p)) = &d.value {
-                        if !names.contains(&p.as_str()) {
-                            names.push(p);
-                        }
-                    }
-                }
+        let mut names: Vec<String> = Vec::new();
+        for p in g.input.iter().flat_map(dim_params).flatten() {
+            if !names.contains(&p) {
+                names.push(p);
             }
         }
         let known = if names.is_empty() {

@@ -125,5 +125,8 @@ struct Importer {
     fills: HashMap<String, (Tensor, Vec<i64>)>,
     /// `--dim` sizes by `dim_param` name, and whether an input dimension had the name.
     pinned: HashMap<String, (u64, bool)>,
+    /// The `dim_param` and graph input of each dynamic graph-input dimension, by input value
+    /// and axis, to name the one a refused computation depends on.
+    dim_params: HashMap<(ValueId, usize), (String, String)>,
     func: Function,
 }

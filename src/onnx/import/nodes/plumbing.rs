@@ -14,6 +14,14 @@ use crate::onnx::import::values::Val;
 use crate::onnx::import::{Importer, R};
 use crate::onnx::proto::NodeProto;
 
+/// The operands of GatherND and GatherElements.
+struct GatherOperands {
+    data: Val,
+    shape: Vec<u64>,
+    ishape: Vec<u64>,
+    indices: Vec<i64>,
+}
+
 impl Importer {
     /// Input `i` of `n`, which must be an import-time constant.
     fn const_input(&self, n: &NodeProto, i: usize) -> R<Val> {
@@ -75,18 +83,18 @@ impl Importer {
                 "CumSum" => self.cumsum(n, a)?,
                 "GatherND" => {
                     a.only(&["batch_dims"])?;
-                    let (data, shape, ishape, idx) = self.data_and_indices(n)?;
+                    let g = self.data_and_indices(n)?;
                     let batch = usize::try_from(a.int("batch_dims", 0)?)
                         .map_err(|_| "batch_dims is negative")?;
-                    let (out_shape, map) = gather_nd_map(&shape, &ishape, &idx, batch)?;
-                    take(&data, out_shape, &map)
+                    let (out_shape, map) = gather_nd_map(&g.shape, &g.ishape, &g.indices, batch)?;
+                    take(&g.data, out_shape, &map)
                 }
                 "GatherElements" => {
                     a.only(&["axis"])?;
-                    let (data, shape, ishape, idx) = self.data_and_indices(n)?;
-                    let axis = norm_axis(a.int("axis", 0)?, shape.len())?;
-                    let map = gather_elements_map(&shape, axis, &ishape, &idx)?;
-                    take(&data, ishape, &map)
+                    let g = self.data_and_indices(n)?;
+                    let axis = norm_axis(a.int("axis", 0)?, g.shape.len())?;
+                    let map = gather_elements_map(&g.shape, axis, &g.ishape, &g.indices)?;
+                    take(&g.data, g.ishape, &map)
                 }
                 "ConstantOfShape" => {
                     a.only(&["value"])?;
@@ -108,14 +116,18 @@ impl Importer {
         Ok(Some(()))
     }
 
-    /// A gather's constant data (and its shape) and integer indices (shape and values).
-    fn data_and_indices(&self, n: &NodeProto) -> R<(Val, Vec<u64>, Vec<u64>, Vec<i64>)> {
+    /// A gather's constant data and integer indices.
+    fn data_and_indices(&self, n: &NodeProto) -> R<GatherOperands> {
         let data = self.const_input(n, 0)?;
         let Val::Int { shape, data: idx } = self.const_input(n, 1)? else {
             return Err("the indices must be an integer constant".into());
         };
-        let dshape = const_shape(&data).expect("invariant: a constant");
-        Ok((data, dshape, shape, idx))
+        Ok(GatherOperands {
+            shape: const_shape(&data).expect("invariant: a constant"),
+            data,
+            ishape: shape,
+            indices: idx,
+        })
     }
 
     fn cumsum(&self, n: &NodeProto, a: &Attrs<'_>) -> R<Val> {
