@@ -18,7 +18,8 @@ The decoders stop at operators of the numeric runtime (RMSNorm's Pow, rotary's N
 tanh GELU). So that their plumbing (causal mask, rotary tables, `rotate_half` slices, GQA's
 repeat, GPT-2's fused-QKV split) is checked against onnxruntime today, `standin` replaces those
 operators by ones nnopt reads, in a copy that onnxruntime runs too, and `nnopt run --interp`
-must agree with it at the same bar (`STANDIN`).
+must agree with it at the same bar (`STANDIN`); so must the ONNX file nnopt writes from it,
+which has B and S fixed and imports again.
 """
 
 import os
@@ -166,6 +167,26 @@ def agrees(name, path, feeds, d):
     return err
 
 
+def written_back(name, path, feeds, d):
+    """`nnopt x.onnx --dim ... -o y.onnx` writes a model with B and S fixed that passes the
+    checker, computes the same logits in onnxruntime, and imports again without --dim."""
+    out = os.path.join(d, f"{name}.pinned.onnx")
+    r = subprocess.run([NNOPT, path, *PINNED, "-o", out], capture_output=True, text=True)
+    assert r.returncode == 0, f"{name}: {r.stderr}"
+    m = onnx.load(out)
+    onnx.checker.check_model(m, full_check=True)
+    dims = [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [BATCH, SEQ], f"{name}: the written input has dims {dims}"
+    run = lambda p: ort.InferenceSession(p, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    want, got = run(path), run(out)
+    err = np.abs(got - want).max() / np.abs(want).max()
+    assert err <= 1e-4, f"{name}: the written model is {err:.3g} of the logits' magnitude off"
+    again = os.path.join(d, f"{name}.again.nnir")
+    r = subprocess.run([NNOPT, "import", out, "-o", again], capture_output=True, text=True)
+    assert r.returncode == 0, f"{name}: the written model does not import again: {r.stderr}"
+    return err
+
+
 def check(name, d):
     model = onnx.load(os.path.join(FIXTURES, f"{name}.onnx"), load_external_data=False)
     fill(model, np.random.default_rng(21))
@@ -186,6 +207,8 @@ def check(name, d):
         onnx.save(standin(model), stand)
         err = agrees(name, stand, feeds, d)
         print(f"ok {name}: with stand-ins for the numeric ops, nnopt run --interp agrees with onnxruntime ({err:.2g})")
+        err = written_back(name, stand, feeds, d)
+        print(f"ok {name}: written back as ONNX with B and S fixed, onnxruntime agrees ({err:.2g})")
 
 
 def main():
