@@ -1,6 +1,6 @@
 //! Element-wise and scan operators on import-time constants, each as the ONNX specification
 //! defines it: integer arithmetic, Equal and the orderings, Not/And/Or/Xor, Where, Max/Min,
-//! CumSum, Range, ConstantOfShape's fill and the float functions Cos and Sin. Operands broadcast
+//! CumSum, Range, ConstantOfShape's fill, Cast and the float functions Cos and Sin. Operands broadcast
 //! as NumPy does ([`broadcast`]); comparisons and logic give booleans, kept as integers 0 and 1.
 //!
 //! Float results are computed in f32 and rounded once to the constant's element type; for the
@@ -10,9 +10,11 @@
 
 use super::const_index::{broadcast, broadcast_shape, const_shape, count, take};
 use super::fold::dyn_dim;
+use super::initializers::elem_of;
 use super::values::Val;
 use super::R;
 use crate::ir::{ElemType, Tensor};
+use crate::onnx::proto::data_type;
 
 /// The integers of a constant, refusing dynamic-dimension entries.
 fn ints(v: &Val) -> R<&[i64]> {
@@ -284,6 +286,56 @@ pub(super) fn constant_of_shape(shape: &Val, value: &Val) -> R<Val> {
     Ok(take(value, dims, &vec![0; n]))
 }
 
+/// ONNX Cast of a constant to data type `to`: integers narrow by wrapping and floats become
+/// integers by truncation toward zero (as the runtime's C++ casts do; NaN and infinity, which
+/// have no integer, are refused); booleans are 0 and 1; floats convert through f32, which holds
+/// every f16/bf16 value and rounds once to the narrower types. A cast to INT64 keeps the
+/// symbolic entries of dynamic dimensions (exporters cast `Shape` results).
+pub(super) fn cast(v: &Val, to: i32) -> R<Val> {
+    let unsupported = || format!("casting to {} is not supported", data_type::name(to));
+    let shape = const_shape(v).ok_or("a constant is expected")?;
+    if let (Val::Int { .. }, data_type::INT64) = (v, to) {
+        return Ok(v.clone());
+    }
+    let int = |data: Vec<i64>| Val::Int {
+        shape: shape.clone(),
+        data,
+    };
+    Ok(match v {
+        Val::Int { .. } => {
+            let x = ints(v)?;
+            match to {
+                data_type::INT32 => int(x.iter().map(|&x| x as i32 as i64).collect()),
+                data_type::BOOL => int(x.iter().map(|&x| (x != 0) as i64).collect()),
+                dt => {
+                    let elem = elem_of(dt).ok_or_else(unsupported)?;
+                    let f: Vec<f32> = x.iter().map(|&x| x as f32).collect();
+                    Val::Float(Tensor::from_f32(elem, shape, &f))
+                }
+            }
+        }
+        Val::Float(t) => {
+            let values = t.to_f32_vec();
+            let truncated = |f: fn(f32) -> i64| -> R<Val> {
+                if values.iter().any(|v| !v.is_finite()) {
+                    return Err("casting a NaN or infinite float to an integer".into());
+                }
+                Ok(int(values.iter().map(|&v| f(v)).collect()))
+            };
+            match to {
+                data_type::INT64 => truncated(|v| v as i64)?,
+                data_type::INT32 => truncated(|v| v as i32 as i64)?,
+                data_type::BOOL => int(values.iter().map(|&v| (v != 0.0) as i64).collect()),
+                dt => {
+                    let elem = elem_of(dt).ok_or_else(unsupported)?;
+                    Val::Float(Tensor::from_f32(elem, shape, &values))
+                }
+            }
+        }
+        Val::Ir(_) => unreachable!("const_shape is None for activations"),
+    })
+}
+
 /// `f` on each value of a float constant (Cos, Sin), rounded once to its element type.
 pub(super) fn float_unary(v: &Val, f: impl Fn(f32) -> f32) -> R<Val> {
     let Val::Float(t) = v else {
@@ -436,6 +488,28 @@ mod tests {
             |a, b| a * b,
         );
         assert_eq!(floats(&p.unwrap()), (vec![2, 2], vec![0.0, 0.0, 0.5, 0.25]));
+    }
+
+    #[test]
+    fn cast_wraps_truncates_and_rounds() {
+        let big = int(&[3], &[1 << 32 | 5, -1, 0]);
+        assert_eq!(ints(&cast(&big, data_type::INT32).unwrap()).1, [5, -1, 0]);
+        assert_eq!(ints(&cast(&big, data_type::BOOL).unwrap()).1, [1, 1, 0]);
+        let f = flt(&[4], &[2.7, -2.7, 0.0, -0.5]);
+        assert_eq!(ints(&cast(&f, data_type::INT64).unwrap()).1, [2, -2, 0, 0]);
+        assert_eq!(ints(&cast(&f, data_type::BOOL).unwrap()).1, [1, 1, 0, 1]);
+        assert!(cast(&flt(&[1], &[f32::NAN]), data_type::INT64).is_err());
+        let h = cast(&flt(&[1], &[1.0 + 1.0 / 4096.0]), data_type::FLOAT16).unwrap();
+        assert_eq!(floats(&h).1, [1.0]);
+        assert_eq!(
+            floats(&cast(&int(&[2], &[3, -4]), data_type::FLOAT).unwrap()).1,
+            [3.0, -4.0]
+        );
+        // A dynamic dimension passes a cast to INT64 (a `Shape` result) and nothing else.
+        let dynamic = int(&[1], &[dyn_dim::encode(crate::ir::ValueId::from_u32(0), 0)]);
+        assert!(cast(&dynamic, data_type::INT64).is_ok());
+        assert!(cast(&dynamic, data_type::FLOAT).is_err());
+        assert!(cast(&f, data_type::DOUBLE).is_err());
     }
 
     #[test]

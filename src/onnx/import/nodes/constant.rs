@@ -4,7 +4,7 @@
 
 use crate::ir::{Dim, ElemType, Tensor};
 use crate::onnx::import::attrs::Attrs;
-use crate::onnx::import::const_math::int_binary;
+use crate::onnx::import::const_math::{self, int_binary};
 use crate::onnx::import::fold::{dyn_dim, int_mod};
 use crate::onnx::import::initializers::elem_of;
 use crate::onnx::import::values::Val;
@@ -95,66 +95,17 @@ impl Importer {
         a.only(&["to", "saturate", "round_mode"])?;
         let to = a.int("to", 0)? as i32;
         let x_name = Self::need(n, 0)?;
-        // Integers narrow by wrapping and floats become integers by truncation toward zero (as
-        // the runtime's C++ casts do); booleans are 0 and 1; floats convert through f32, which
-        // holds every f16/bf16 value and rounds once to the narrower types.
-        let v = match (self.val(x_name)?.clone(), to) {
-            (Val::Ir(v), t) if elem_of(t) == Some(self.func.ty(v).elem) => Val::Ir(v),
-            (Val::Ir(_), dt) => return Err(unsupported(dt)),
-            (Val::Int { shape, data }, data_type::INT64) => Val::Int { shape, data },
-            (Val::Int { shape, data }, data_type::INT32) => Val::Int {
-                shape,
-                data: data.iter().map(|&x| x as i32 as i64).collect(),
-            },
-            (Val::Int { shape, data }, data_type::BOOL) => Val::Int {
-                shape,
-                data: data.iter().map(|&x| (x != 0) as i64).collect(),
-            },
-            (Val::Int { .. }, _)
-                if self
-                    .int_const(x_name)?
-                    .1
-                    .iter()
-                    .any(|&x| dyn_dim::decode(x).is_some()) =>
-            {
-                return Err(format!("the value {}", dyn_dim::DEPENDS))
+        let v = match self.val(x_name)?.clone() {
+            Val::Ir(v) if elem_of(to) == Some(self.func.ty(v).elem) => Val::Ir(v),
+            Val::Ir(_) => {
+                return Err(format!(
+                    "casting to {} is not supported",
+                    data_type::name(to)
+                ))
             }
-            (Val::Int { shape, data }, dt) => {
-                let elem = elem_of(dt).ok_or_else(|| unsupported(dt))?;
-                let f: Vec<f32> = data.iter().map(|&x| x as f32).collect();
-                Val::Float(Tensor::from_f32(elem, shape, &f))
-            }
-            (Val::Float(t), dt) => {
-                let shape = t.shape().to_vec();
-                let values = t.to_f32_vec();
-                let ints = |f: fn(f32) -> i64| -> R<Val> {
-                    if values.iter().any(|v| !v.is_finite()) {
-                        return Err("casting a NaN or infinite float to an integer".into());
-                    }
-                    Ok(Val::Int {
-                        shape: shape.clone(),
-                        data: values.iter().map(|&v| f(v)).collect(),
-                    })
-                };
-                match dt {
-                    data_type::INT64 => ints(|v| v as i64)?,
-                    data_type::INT32 => ints(|v| v as i32 as i64)?,
-                    data_type::BOOL => Val::Int {
-                        data: values.iter().map(|&v| (v != 0.0) as i64).collect(),
-                        shape,
-                    },
-                    dt => {
-                        let elem = elem_of(dt).ok_or_else(|| unsupported(dt))?;
-                        Val::Float(Tensor::from_f32(elem, shape, &values))
-                    }
-                }
-            }
+            c => const_math::cast(&c, to)?,
         };
         self.bind(out, v);
         Ok(())
     }
-}
-
-fn unsupported(to: i32) -> String {
-    format!("casting to {} is not supported", data_type::name(to))
 }
