@@ -97,8 +97,9 @@ pub(super) fn broadcast_shape(a: &[u64], b: &[u64]) -> R<Vec<u64>> {
         .collect()
 }
 
-/// The map that broadcasts a constant of shape `src` to `out` (a broadcast of `src`).
-pub(super) fn broadcast_map(src: &[u64], out: &[u64]) -> R<Vec<usize>> {
+/// The map that broadcasts a constant of shape `src` to `out` (a broadcast of `src` of at
+/// least its rank).
+fn broadcast_map(src: &[u64], out: &[u64]) -> R<Vec<usize>> {
     let st = strides(src);
     let lead = out.len() - src.len();
     let mut map = Vec::with_capacity(count(out)?);

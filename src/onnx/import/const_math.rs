@@ -252,7 +252,9 @@ pub(super) fn range(start: &Val, limit: &Val, delta: &Val) -> R<Val> {
         if d == 0.0 || !(s.is_finite() && l.is_finite() && d.is_finite()) {
             return Err("a float range needs a finite non-zero delta and finite bounds".into());
         }
-        let n = ((l - s) / d).ceil().max(0.0) as u64;
+        // The count divides in f64 (as onnxruntime does), so that a quotient just above an
+        // integer is not rounded down to it in f32.
+        let n = (f64::from(l - s) / f64::from(d)).ceil().max(0.0) as u64;
         count(&[n])?;
         let values: Vec<f32> = (0..n).map(|i| s + i as f32 * d).collect();
         let Val::Float(t) = start else { unreachable!() };
