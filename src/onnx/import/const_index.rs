@@ -536,6 +536,72 @@ mod tests {
         assert!(gather_elements_map(&[3, 3], 0, &[1, 1], &[3]).is_err());
     }
 
+    use ndarray::{ArrayD, IxDyn, SliceInfoElem};
+    use proptest::prelude::*;
+
+    /// A shape of rank 1 to 4 with sizes 1 to 4, and integers 0.. filling it.
+    fn shape_and_data() -> impl Strategy<Value = (Vec<u64>, Vec<i64>)> {
+        prop::collection::vec(1u64..=4, 1..=4).prop_map(|shape| {
+            let n = shape.iter().product::<u64>() as i64;
+            (shape, (0..n).collect())
+        })
+    }
+
+    fn array(shape: &[u64], data: &[i64]) -> ArrayD<i64> {
+        let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+        ArrayD::from_shape_vec(IxDyn(&dims), data.to_vec()).unwrap()
+    }
+
+    fn flat(a: ArrayD<i64>) -> (Vec<u64>, Vec<i64>) {
+        (
+            a.shape().iter().map(|&d| d as u64).collect(),
+            a.iter().copied().collect(),
+        )
+    }
+
+    proptest! {
+        /// The gather maps agree with ndarray's views: a transpose is `permuted_axes`, a
+        /// forward slice with positive steps is `slice`, a broadcast is `broadcast`.
+        #[test]
+        fn maps_agree_with_ndarray(
+            (shape, data) in shape_and_data(),
+            seed in any::<u64>(),
+        ) {
+            let rank = shape.len();
+            let v = int(&shape, &data);
+            let a = array(&shape, &data);
+            // A permutation and per-axis slice bounds drawn from the seed.
+            let mut perm: Vec<usize> = (0..rank).collect();
+            perm.rotate_left((seed % rank as u64) as usize);
+            let (out, map) = transpose_map(&shape, &perm).unwrap();
+            prop_assert_eq!(ints(&take(&v, out, &map)), flat(a.clone().permuted_axes(perm).as_standard_layout().into_owned()));
+            let bounds: Vec<(i64, i64, i64)> = shape
+                .iter()
+                .enumerate()
+                .map(|(k, &d)| {
+                    let s = (seed >> (8 * k)) as i64;
+                    (s.rem_euclid(d as i64), (s >> 3).rem_euclid(d as i64 + 1), 1 + (s >> 5).rem_euclid(2))
+                })
+                .collect();
+            let keep: Vec<Vec<u64>> = bounds
+                .iter()
+                .zip(&shape)
+                .map(|(&(b, e, st), &d)| slice_positions(d, b, e, st).unwrap())
+                .collect();
+            let (out, map) = select_map(&shape, &keep).unwrap();
+            let info: Vec<SliceInfoElem> = bounds
+                .iter()
+                .map(|&(b, e, st)| SliceInfoElem::Slice { start: b as isize, end: Some((e.max(b)) as isize), step: st as isize })
+                .collect();
+            prop_assert_eq!(ints(&take(&v, out, &map)), flat(a.slice(info.as_slice()).to_owned()));
+            let mut target = vec![2u64];
+            target.extend(shape.iter().map(|&d| if d == 1 { 3 } else { d }));
+            let dims: Vec<usize> = target.iter().map(|&d| d as usize).collect();
+            let want = a.broadcast(IxDyn(&dims)).unwrap().to_owned();
+            prop_assert_eq!(ints(&broadcast(&v, &target).unwrap()), flat(want));
+        }
+    }
+
     #[test]
     fn too_large_constants_are_refused() {
         assert!(count(&[1 << 20, 1 << 20]).is_err());
