@@ -282,8 +282,8 @@ impl Importer {
         Ok(())
     }
 
-    /// Which named input dimension the integer inputs of `n` carry, as a note: `'S' (axis 1 of
-    /// graph input 'input_ids') is dynamic here; --dim S=SIZE gives it a size`.
+    /// The named input dimension that the integer inputs of `n` carry, as a note: `the
+    /// dimension is 'S' (axis 1 of graph input 'input_ids'): --dim S=SIZE gives it a size`.
     fn dynamic_input_dim(&self, n: &NodeProto) -> Option<String> {
         let mut entries = n.input.iter().filter_map(|i| match self.vals.get(i) {
             Some(Val::Int { data, .. }) => Some(data),
