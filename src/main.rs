@@ -8,10 +8,11 @@
 use clap::{CommandFactory, Parser, Subcommand};
 use nnopt::tool::bench::{bench_command, BenchOptions};
 use nnopt::tool::compile::{compile_command, CompileArgs};
-use nnopt::tool::convert::{convert, Direction};
+use nnopt::tool::convert::{convert, ConvertArgs, Direction};
 use nnopt::tool::equivalence::EquivalenceOptions;
 use nnopt::tool::format::Format;
 use nnopt::tool::list::{list_ops, list_passes};
+use nnopt::tool::load::DimArgs;
 use nnopt::tool::mlir::{EmitStage, TargetSpec};
 use nnopt::tool::opt::{opt, EmitOptions, OptOptions, PassOptions, Pipeline, PruneArgs};
 use nnopt::tool::run::RunOptions;
@@ -77,6 +78,8 @@ struct OptArgs {
     emit: EmitArgs,
     #[command(flatten)]
     external: tool::output::ExternalDataArgs,
+    #[command(flatten)]
+    dims: DimArgs,
 }
 
 /// The NNIR pass pipeline and its reports.
@@ -201,15 +204,6 @@ enum Command {
 }
 
 #[derive(clap::Args, Debug)]
-struct ConvertArgs {
-    /// The file to read.
-    input: PathBuf,
-    /// The file to write (atomically; nothing is written on any error).
-    #[arg(short = 'o', long = "output", value_name = "FILE")]
-    output: PathBuf,
-}
-
-#[derive(clap::Args, Debug)]
 struct RunArgs {
     /// The NNIR file (`-` for stdin).
     input: PathBuf,
@@ -239,6 +233,8 @@ struct RunArgs {
     /// NAME=FILE for the argument %NAME.
     #[arg(long = "input", value_name = "[NAME=]NPY")]
     inputs: Vec<String>,
+    #[command(flatten)]
+    dims: DimArgs,
     /// One .npy file per function result, in order (written atomically); `-` prints the result
     /// to stdout as text, laid out as numpy prints arrays.
     #[arg(short = 'o', long = "output", value_name = "NPY")]
@@ -276,6 +272,8 @@ struct BenchArgs {
     no_cache: bool,
     #[command(flatten)]
     target: TargetSpec,
+    #[command(flatten)]
+    dims: DimArgs,
 }
 
 impl From<&OptArgs> for OptOptions {
@@ -304,6 +302,7 @@ impl From<&OptArgs> for OptOptions {
                 target: a.emit.target.clone(),
             }),
             external_data: (&a.external).into(),
+            import: (&a.dims).into(),
         }
     }
 }
@@ -348,6 +347,7 @@ impl From<&RunArgs> for RunOptions {
             target: a.target.clone(),
             inputs: a.inputs.clone(),
             outputs: a.outputs.clone(),
+            import: (&a.dims).into(),
         }
     }
 }
@@ -364,6 +364,7 @@ impl From<&BenchArgs> for BenchOptions {
             mlir_pipeline: a.mlir_pipeline.clone(),
             cache: !a.no_cache,
             target: a.target.clone(),
+            import: (&a.dims).into(),
         }
     }
 }
@@ -376,8 +377,8 @@ fn main() -> ExitCode {
         Some(Command::Run(args)) => tool::run::run(&args.into()),
         Some(Command::Bench(args)) => bench_command(&args.into()),
         Some(Command::Compile(a)) => compile_command(a),
-        Some(Command::Import(a)) => convert(&a.input, &a.output, Direction::Import),
-        Some(Command::Export(a)) => convert(&a.input, &a.output, Direction::Export),
+        Some(Command::Import(a)) => convert(a, Direction::Import),
+        Some(Command::Export(a)) => convert(a, Direction::Export),
         None if cli.opt.list_ops => {
             print!("{}", list_ops());
             Ok(())

@@ -19,7 +19,7 @@ use std::path::Path;
 /// Imports `p`, which must not draw a warning.
 fn import_file_quiet(p: &Path) -> Result<nnopt::ir::Module, Box<nnopt::diag::Diagnostic>> {
     let mut warnings = Vec::new();
-    let m = nnopt::onnx::import_file(p, &mut warnings);
+    let m = nnopt::onnx::import_file(p, &Default::default(), &mut warnings);
     assert!(warnings.is_empty(), "{warnings:?}");
     m.map_err(Box::new)
 }
@@ -782,14 +782,18 @@ fn shape_folding_ops_on_activations_are_refused_naming_the_node() {
         &[],
         &["node 'sq' (Sqrt, opset 17)", "no square root"],
     );
+    // The mask plumbing folds on constants only (`x` is a run-time input).
     let m = relu_model(
-        vec![i64_init("a", &[0]), i64_init("b", &[1])],
-        vec![node("Slice", "sl", &["x", "a", "b"], &["y"], vec![])],
+        vec![i64_init("zero", &[0])],
+        vec![node("Equal", "eq", &["x", "zero"], &["y"], vec![])],
     );
     refused(
         &m.encode_to_vec(),
         &[],
-        &["node 'sl' (Slice, opset 17)", "integer constants"],
+        &[
+            "node 'eq' (Equal, opset 17)",
+            "input 'x' is computed at run time",
+        ],
     );
     let m = relu_model(
         vec![i64_init("a", &[5]), i64_init("b", &[0])],
@@ -942,4 +946,43 @@ fn view_minus_one_by_a_copied_length_keeps_both_dynamic_dims() {
         "{}",
         err.message
     );
+}
+
+#[test]
+fn plumbing_on_a_pinned_dimension_folds_and_an_unpinned_one_is_named() {
+    // y = x + arange(N) as a column: Range on the dynamic N needs N's size.
+    let to_float = vec![int("to", data_type::FLOAT as i64)];
+    let g = GraphProto {
+        name: "rows".into(),
+        node: vec![
+            node("Shape", "s", &["x"], &["shape"], vec![int("end", 1)]),
+            node("Squeeze", "sq", &["shape"], &["n"], vec![]),
+            node("Range", "arange", &["zero", "n", "one"], &["r"], vec![]),
+            node("Cast", "c", &["r"], &["rf"], to_float),
+            node("Unsqueeze", "u", &["rf", "one"], &["col"], vec![]),
+            node("Add", "a", &["x", "col"], &["y"], vec![]),
+        ],
+        initializer: vec![i64_init("zero", &[0]), i64_init("one", &[1])],
+        input: vec![io("x", &[-1, 4])],
+        output: vec![io("y", &[-1, 4])],
+        ..Default::default()
+    };
+    let m = model(g);
+    refused(
+        &m.encode_to_vec(),
+        &[],
+        &[
+            "node 'arange' (Range, opset 17): the value depends on a dynamic dimension",
+            "the dimension is 'N' (axis 0 of graph input 'x'): --dim N=SIZE gives it a size",
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let pinned = nnopt::onnx::ImportOptions {
+        dims: vec![("N".into(), 3)],
+    };
+    let p = write(dir.path(), "rows.onnx", &m);
+    let module = nnopt::onnx::import_file(&p, &pinned, &mut Vec::new()).unwrap();
+    let x = ndarray::ArrayD::from_elem(vec![3, 4], 0.5f32);
+    let want = ndarray::ArrayD::from_shape_fn(vec![3, 4], |i| 0.5 + i[0] as f32);
+    assert_eq!(run_interp(&module, &x)[0], want);
 }

@@ -13,7 +13,7 @@ pub mod proto;
 
 pub use channel_block::channel_block;
 pub use export::{export_model, write_onnx, ExternalData};
-pub use import::{import_bytes, import_file};
+pub use import::{import_bytes, import_file, ImportOptions};
 
 use std::path::Path;
 

@@ -120,6 +120,8 @@ pub struct BenchOptions {
     /// Take compiled code from the user's cache and store it there (`super::cache`).
     pub cache: bool,
     pub target: TargetSpec,
+    /// How ONNX models are read (`--dim`), both of them.
+    pub import: crate::onnx::ImportOptions,
 }
 
 /// Inputs for `bench`: every argument with its dynamic sizes set to `batch`, filled with
@@ -166,9 +168,12 @@ fn median_ms(times: &[std::time::Duration]) -> f64 {
 pub fn bench_command(args: &BenchOptions) -> Result<(), Exit> {
     let target = check_target(&args.target)?;
     let mut sources = SourceMap::new();
-    let mut models = vec![(args.input.clone(), load_model(&args.input, &mut sources)?)];
+    let mut models = vec![(
+        args.input.clone(),
+        load_model(&args.input, &args.import, &mut sources)?,
+    )];
     if let Some(p) = &args.compare {
-        models.push((p.clone(), load_model(p, &mut sources)?));
+        models.push((p.clone(), load_model(p, &args.import, &mut sources)?));
     }
     if let [(pa, a), (pb, b)] = &models[..] {
         let types = |m, p| -> Result<Vec<String>, Exit> {

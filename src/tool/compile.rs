@@ -10,7 +10,7 @@
 //! keep the binary's file within its size limit.
 
 use super::equivalence::arg_shapes;
-use super::load::{load_model, pick_func};
+use super::load::{load_model, pick_func, DimArgs};
 #[cfg(feature = "mlir")]
 use super::mlir::resolve;
 use super::mlir::{check_target, TargetSpec};
@@ -34,6 +34,8 @@ pub struct CompileArgs {
     pub batch: u32,
     #[command(flatten)]
     pub target: TargetSpec,
+    #[command(flatten)]
+    pub dims: DimArgs,
 }
 
 /// What the artifact is.
@@ -74,7 +76,7 @@ pub fn compile_command(o: &CompileArgs) -> Result<(), Exit> {
         .unwrap_or("model");
     check_target(&o.target)?;
     let mut sources = SourceMap::new();
-    let module = load_model(&o.input, &mut sources)?;
+    let module = load_model(&o.input, &(&o.dims).into(), &mut sources)?;
     let func = pick_func(&module, o.func.as_deref(), &o.input)?;
     let shapes = arg_shapes(func, o.batch as usize);
     let (artifact, header) = build(&module, &func.name, &shapes, stem, kind, o).map_err(|d| {

@@ -4,15 +4,59 @@
 
 use super::format::{input_format, Format};
 use super::progress::Progress;
-use super::{fail, Exit};
+use super::{fail, usage, Exit};
 use crate::diag::{Diagnostic, FileId, SourceMap};
 use crate::ir::{Function, Module};
-use crate::onnx;
+use crate::onnx::{self, ImportOptions};
 use crate::syntax::{parse, reader};
 use crate::verify;
 use std::io::Read;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+
+/// `--dim NAME=SIZE`, on every command that reads ONNX.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct DimArgs {
+    /// Give the symbolic dimension NAME (a `dim_param` of the ONNX graph inputs) the size SIZE,
+    /// as onnxruntime's --free_dimension_override_by_name does (repeatable): shapes computed
+    /// from it become import-time constants, and an ONNX output has the dimension fixed.
+    #[arg(long = "dim", value_name = "NAME=SIZE", value_parser = parse_dim)]
+    pub dims: Vec<(String, u64)>,
+}
+
+impl From<&DimArgs> for ImportOptions {
+    fn from(a: &DimArgs) -> Self {
+        ImportOptions {
+            dims: a.dims.clone(),
+        }
+    }
+}
+
+/// `NAME=SIZE` with a non-empty name and a size of at least 1.
+fn parse_dim(s: &str) -> Result<(String, u64), String> {
+    let (name, size) = s
+        .split_once('=')
+        .ok_or_else(|| format!("'{s}' is not NAME=SIZE"))?;
+    if name.is_empty() {
+        return Err(format!("'{s}' has no dimension name before '='"));
+    }
+    match size.parse::<u64>() {
+        Ok(0) => Err(format!("the size of {name} must be at least 1")),
+        Ok(n) => Ok((name.to_string(), n)),
+        Err(_) => Err(format!("'{size}' is not a size (a positive integer)")),
+    }
+}
+
+/// A usage error when `--dim` is given for an input that is not ONNX (it has no `dim_param`s).
+pub fn check_dims_apply(options: &ImportOptions, input: &Path, onnx_in: bool) -> Result<(), Exit> {
+    if onnx_in || options.dims.is_empty() {
+        return Ok(());
+    }
+    Err(usage(&format!(
+        "--dim names dimensions of an ONNX model's inputs, but {} is NNIR",
+        input.display()
+    )))
+}
 
 /// The separator of `--split-input-file`, on a line of its own (as in mlir-opt).
 pub const SPLIT_MARKER: &str = "// -----";
@@ -100,14 +144,20 @@ pub fn base_dir(input: &Path) -> PathBuf {
     }
 }
 
-/// Reads an NNIR or ONNX model ([`input_format`]) for `run` and `bench`; diagnostics go to
-/// stderr.
-pub fn load_model(input: &Path, sources: &mut SourceMap) -> Result<Module, Exit> {
-    if input_format(input) == Format::Onnx {
+/// Reads an NNIR or ONNX model ([`input_format`]) for `run`, `bench` and `compile`; `options`
+/// apply to an ONNX one. Diagnostics go to stderr.
+pub fn load_model(
+    input: &Path,
+    options: &ImportOptions,
+    sources: &mut SourceMap,
+) -> Result<Module, Exit> {
+    let onnx_in = input_format(input) == Format::Onnx;
+    check_dims_apply(options, input, onnx_in)?;
+    if onnx_in {
         let mut warnings = Vec::new();
         let imported = {
             let _progress = Progress::start(format!("importing {}", input.display()));
-            onnx::import_file(input, &mut warnings)
+            onnx::import_file(input, options, &mut warnings)
         };
         sources.emit_to_stderr(&warnings);
         return imported.map_err(|d| {

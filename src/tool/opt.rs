@@ -9,7 +9,7 @@
 use super::equivalence::{check_equivalence, EquivalenceOptions};
 use super::expect::verify_expectations;
 use super::format::{input_format, output_format, Format};
-use super::load::{base_dir, chunks, load, read_input, SPLIT_MARKER};
+use super::load::{base_dir, check_dims_apply, chunks, load, read_input, SPLIT_MARKER};
 use super::mlir::{check_target, emit_mlir, EmitStage, TargetSpec};
 use super::output::{
     check_external_data, persist_weights, stage_weights, write_onnx, write_output,
@@ -46,6 +46,8 @@ pub struct OptOptions {
     pub emit: Option<EmitOptions>,
     /// Where an .onnx output's initializers go.
     pub external_data: onnx::ExternalData,
+    /// How an ONNX input is read (`--dim`).
+    pub import: onnx::ImportOptions,
 }
 
 impl Default for OptOptions {
@@ -60,6 +62,7 @@ impl Default for OptOptions {
             equivalence: EquivalenceOptions::default(),
             emit: None,
             external_data: onnx::ExternalData::Auto,
+            import: onnx::ImportOptions::default(),
         }
     }
 }
@@ -188,6 +191,7 @@ pub fn opt(o: &OptOptions) -> Result<(), Exit> {
     let out_format = output_format(&o.output, o.emit_format, o.emit.is_some())?;
     let onnx_in = input_format(input) == Format::Onnx;
     let onnx_out = out_format == Format::Onnx;
+    check_dims_apply(&o.import, input, onnx_in)?;
     check_external_data(&o.external_data, &o.output, onnx_out && o.emit.is_none())?;
     if onnx_in && (o.split_input_file || o.verify_diagnostics) {
         return Err(usage(
@@ -229,7 +233,7 @@ pub fn opt(o: &OptOptions) -> Result<(), Exit> {
         let mut diags = Vec::new();
         let mut module = if onnx_in {
             let _progress = Progress::start(format!("importing {}", input.display()));
-            onnx::import_file(input, &mut diags)
+            onnx::import_file(input, &o.import, &mut diags)
                 .map_err(|d| diags.push(d))
                 .ok()
         } else {

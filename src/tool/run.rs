@@ -33,6 +33,8 @@ pub struct RunOptions {
     pub cache: bool,
     /// The CPU the compiled code is for.
     pub target: TargetSpec,
+    /// How an ONNX model is read (`--dim`).
+    pub import: crate::onnx::ImportOptions,
     /// One `.npy` file per argument: `FILE` in order, or `NAME=FILE` for the argument `%NAME`.
     pub inputs: Vec<String>,
     /// One `.npy` file per result, in order; `-` prints the result as text.
@@ -49,7 +51,7 @@ pub fn run(o: &RunOptions) -> Result<(), Exit> {
         check_target(&o.target)?;
     }
     let mut sources = SourceMap::new();
-    let module = load_model(&o.input, &mut sources)?;
+    let module = load_model(&o.input, &o.import, &mut sources)?;
     let func = pick_func(&module, o.func.as_deref(), &o.input)?;
     if o.outputs.len() != func.result_types().len() {
         return Err(fail(&format!(

@@ -172,7 +172,7 @@ mod roundtrip_tests {
     }
 
     fn import(p: &Path) -> Result<Module, Diagnostic> {
-        crate::onnx::import_file(p, &mut Vec::new())
+        crate::onnx::import_file(p, &Default::default(), &mut Vec::new())
     }
 
     /// Over the size limit, the weight goes to `<model>.data` at offset 0 and the bias stays;

@@ -1,59 +1,31 @@
-//! Computation on import-time constants: the integer arithmetic, slicing and broadcasting of
-//! exporters' shape plumbing, and float constants folded where NNIR has no op (a division of
-//! two constants, a square root), each computed exactly as the runtime would.
+//! Helpers of the import-time constants: the broadcast of a float fill (the exporter's
+//! `nn.scatter`), the symbolic entry a dynamic dimension becomes, and integer `Mod`. The
+//! operators themselves are computed in `const_index.rs` (structure) and `const_math.rs`
+//! (element-wise).
 //!
 //! A dynamic dimension inside an integer constant is a symbolic entry ([`dyn_dim`]); arithmetic
 //! on one is refused.
 
-use super::initializers::num_elements;
+use super::const_index::{broadcast, broadcast_shape};
 use super::values::Val;
 use super::R;
 use crate::ir::Tensor;
 
-/// `t` broadcast (NumPy rules) against the shape `target`, bit-exactly, in a new buffer.
+/// `t` broadcast (NumPy rules, both ways, as Expand does) against the shape `target`,
+/// bit-exactly, in a new buffer.
 pub(super) fn broadcast_const(t: &Tensor, target: &[i64]) -> R<Tensor> {
-    let rank = t.shape().len().max(target.len());
-    let pad = |s: Vec<i64>| -> Vec<i64> {
-        let mut v = vec![1; rank - s.len()];
-        v.extend(s);
-        v
-    };
-    let src = pad(t.shape().iter().map(|&d| d as i64).collect());
-    let tgt = pad(target.to_vec());
-    let mut shape = Vec::with_capacity(rank);
-    for (&a, &b) in src.iter().zip(&tgt) {
-        shape.push(match (a, b) {
-            (a, b) if a == b || b == 1 => a,
-            (1, b) if b >= 0 => b,
-            _ => {
-                return Err(format!(
-                    "shape {:?} does not broadcast to {target:?}",
-                    t.shape()
-                ))
-            }
-        } as u64);
+    let target = target
+        .iter()
+        .map(|&d| {
+            u64::try_from(d)
+                .map_err(|_| format!("shape {target:?} has a negative or dynamic dimension"))
+        })
+        .collect::<R<Vec<_>>>()?;
+    let shape = broadcast_shape(t.shape(), &target)?;
+    match broadcast(&Val::Float(t.clone()), &shape)? {
+        Val::Float(b) => Ok(b),
+        _ => unreachable!("broadcasting keeps the kind"),
     }
-    let count = num_elements(&shape)
-        .filter(|&n| n <= crate::ir::types::MAX_ELEMENTS)
-        .ok_or("the expanded tensor is too large")?;
-    let mut bits = Vec::with_capacity(count as usize);
-    let mut idx = vec![0u64; rank];
-    for _ in 0..count {
-        let mut src_i = 0u64;
-        for k in 0..rank {
-            let d = src[k] as u64;
-            src_i = src_i * d + if d == 1 { 0 } else { idx[k] };
-        }
-        bits.push(t.bits(src_i as usize));
-        for k in (0..rank).rev() {
-            idx[k] += 1;
-            if idx[k] < shape[k] {
-                break;
-            }
-            idx[k] = 0;
-        }
-    }
-    Ok(Tensor::from_bits(t.elem(), shape, bits))
 }
 
 /// A dynamic dimension inside an integer constant (what `Shape` gives for a `?`): a negative
@@ -62,6 +34,9 @@ pub(super) fn broadcast_const(t: &Tensor, target: &[i64]) -> R<Tensor> {
 pub(super) mod dyn_dim {
     use crate::ir::ValueId;
     use cranelift_entity::EntityRef;
+
+    /// How an error about a value computed from a dynamic dimension ends.
+    pub const DEPENDS: &str = "depends on a dynamic dimension; give it a size with --dim NAME=SIZE";
 
     /// Top bit set, bits 56..63 clear: disjoint from -1 and every small negative number.
     const TAG: i64 = i64::MIN;
@@ -81,35 +56,6 @@ pub(super) mod dyn_dim {
     }
 }
 
-/// Element-wise arithmetic `f` on integer constants (the shape arithmetic of exporters).
-pub(super) fn fold_int_binary(
-    l: (Vec<u64>, Vec<i64>),
-    r: (Vec<u64>, Vec<i64>),
-    f: impl Fn(i64, i64) -> R<i64>,
-) -> R<Val> {
-    let (shape, n) = if l.1.len() >= r.1.len() {
-        (l.0.clone(), l.1.len())
-    } else {
-        (r.0.clone(), r.1.len())
-    };
-    let pick = |d: &Vec<i64>, i: usize| -> R<i64> {
-        match d.len() {
-            1 => Ok(d[0]),
-            k if k == n => Ok(d[i]),
-            _ => Err("integer operands must have the same length or one element".to_string()),
-        }
-    };
-    let mut data = Vec::with_capacity(n);
-    for i in 0..n {
-        let (x, y) = (pick(&l.1, i)?, pick(&r.1, i)?);
-        if dyn_dim::decode(x).is_some() || dyn_dim::decode(y).is_some() {
-            return Err("arithmetic on a dynamic dimension is not supported".into());
-        }
-        data.push(f(x, y)?);
-    }
-    Ok(Val::Int { shape, data })
-}
-
 /// ONNX integer `Mod`: the remainder takes the divisor's sign (Python's `%`), or the
 /// dividend's with `fmod` (C's `fmod`, Rust's `%`).
 pub(super) fn int_mod(x: i64, y: i64, fmod: bool) -> R<i64> {
@@ -124,56 +70,9 @@ pub(super) fn int_mod(x: i64, y: i64, fmod: bool) -> R<i64> {
     })
 }
 
-/// `data[start:end:step]` with ONNX Slice's rules: negative bounds count from the end, then
-/// are clamped to the data (to [0, len] going forwards, to [-1, len - 1] going backwards).
-pub(super) fn slice_1d(data: &[i64], start: i64, end: i64, step: i64) -> R<Vec<i64>> {
-    if step == 0 {
-        return Err("a slice step of 0".into());
-    }
-    if data.is_empty() {
-        return Ok(Vec::new());
-    }
-    let len = data.len() as i64;
-    let from_end = |i: i64| if i < 0 { i.saturating_add(len) } else { i };
-    let (start, end) = if step > 0 {
-        (from_end(start).clamp(0, len), from_end(end).clamp(0, len))
-    } else {
-        (
-            from_end(start).clamp(0, len - 1),
-            from_end(end).clamp(-1, len - 1),
-        )
-    };
-    let mut out = Vec::new();
-    let mut i = start;
-    while (step > 0 && i < end) || (step < 0 && i > end) {
-        out.push(data[i as usize]);
-        i += step;
-    }
-    Ok(out)
-}
-
-/// Element-wise `f` on two float constants of one element type, NumPy-broadcast. Computing in
-/// f32 and rounding once to f16/bf16 is correctly rounded for +, -, ×, ÷ and √ (f32 carries
-/// more than twice their precision plus two bits), so the result is what the runtime computes.
-pub(super) fn fold_float_binary(l: &Tensor, r: &Tensor, f: impl Fn(f32, f32) -> f32) -> R<Tensor> {
-    if l.elem() != r.elem() {
-        return Err("the constants have different element types".into());
-    }
-    let dims = |t: &Tensor| t.shape().iter().map(|&d| d as i64).collect::<Vec<_>>();
-    let l = broadcast_const(l, &dims(r))?;
-    let r = broadcast_const(r, &dims(&l))?;
-    let values: Vec<f32> = l
-        .to_f32_vec()
-        .into_iter()
-        .zip(r.to_f32_vec())
-        .map(|(x, y)| f(x, y))
-        .collect();
-    Ok(Tensor::from_f32(l.elem(), l.shape().to_vec(), &values))
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{int_mod, slice_1d};
+    use super::int_mod;
 
     #[test]
     fn int_mod_takes_the_divisors_sign_unless_fmod() {
@@ -190,18 +89,5 @@ mod tests {
         }
         assert_eq!(int_mod(i64::MIN, -1, false), Ok(0));
         assert!(int_mod(1, 0, false).is_err());
-    }
-
-    #[test]
-    fn slice_1d_follows_onnx_clamping() {
-        let d = [10, 20, 30, 40];
-        assert_eq!(slice_1d(&d, -1, i64::MAX, 1), Ok(vec![40]));
-        assert_eq!(slice_1d(&d, 0, 2, 1), Ok(vec![10, 20]));
-        assert_eq!(slice_1d(&d, i64::MIN, -2, 1), Ok(vec![10, 20]));
-        assert_eq!(slice_1d(&d, 5, 9, 1), Ok(vec![]));
-        assert_eq!(slice_1d(&d, -1, i64::MIN, -1), Ok(vec![40, 30, 20, 10]));
-        assert_eq!(slice_1d(&d, 9, 0, -2), Ok(vec![40, 20]));
-        assert_eq!(slice_1d(&[], -1, 0, -1), Ok(vec![]));
-        assert!(slice_1d(&d, 0, 1, 0).is_err());
     }
 }

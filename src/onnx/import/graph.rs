@@ -4,9 +4,10 @@
 //!
 //! Invariant: every diagnostic about a node names it the same way ([`describe`]).
 
+use super::fold::dyn_dim;
 use super::initializers::elem_of;
 use super::values::{symbol_name, Val};
-use super::{Importer, R};
+use super::{ImportOptions, Importer, R};
 use crate::diag::{Diagnostic, Severity, Span};
 use crate::ir::builder::FuncBuilder;
 use crate::ir::{Attr, Dim, ElemType, Function, Loc, Module, OpId, OpKind, TensorType};
@@ -29,12 +30,13 @@ pub const OPSETS: std::ops::RangeInclusive<i64> = 13..=27;
 
 /// Converts a decoded model: checks its IR version, opset and graph, imports the graph as the
 /// module's only function and verifies the result. `map` and `base_dir` as for
-/// [`import_bytes`](super::import_bytes); a model newer than nnopt knows adds a warning to
-/// `warnings`.
+/// [`import_bytes`](super::import_bytes), `options` as for [`import_file`](super::import_file);
+/// a model newer than nnopt knows adds a warning to `warnings`.
 pub fn import_model(
     model: &ModelProto,
     map: Option<Arc<Mmap>>,
     base_dir: &Path,
+    options: &ImportOptions,
     warnings: &mut Vec<Diagnostic>,
 ) -> Result<Module, Diagnostic> {
     if model.ir_version > MAX_IR_VERSION {
@@ -81,6 +83,12 @@ pub fn import_model(
     if !graph.sparse_initializer.is_empty() {
         return Err(Diagnostic::error("sparse initializers are not supported"));
     }
+    let mut pinned = HashMap::new();
+    for (name, size) in &options.dims {
+        if pinned.insert(name.clone(), (*size, false)).is_some() {
+            return Err(Diagnostic::error(format!("--dim {name} is given twice")));
+        }
+    }
     let func_name = symbol_name(&graph.name);
     let mut imp = Importer {
         opset,
@@ -94,6 +102,8 @@ pub fn import_model(
         consumers: HashMap::new(),
         skip: HashSet::new(),
         fills: HashMap::new(),
+        pinned,
+        dim_params: HashMap::new(),
         func: Function::new(func_name, Span::default()),
     };
     imp.graph(graph)?;
@@ -129,6 +139,21 @@ pub fn import_model(
     Ok(module)
 }
 
+/// The `dim_param` of each dimension of a graph input (`None` where it has none).
+fn dim_params(vi: &proto::ValueInfoProto) -> Vec<Option<String>> {
+    use proto::tensor_shape_proto::dimension::Value as D;
+    use proto::type_proto::Value;
+    match vi.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(Value::TensorType(tt)) => (tt.shape.iter().flat_map(|s| &s.dim))
+            .map(|d| match &d.value {
+                Some(D::DimParam(p)) => Some(p.clone()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// A node's identity for messages: `node 'name' (Conv, opset 17)`.
 fn describe(n: &NodeProto, idx: usize, opset: i64) -> String {
     let name = if n.name.is_empty() {
@@ -143,7 +168,7 @@ fn describe(n: &NodeProto, idx: usize, opset: i64) -> String {
 }
 
 impl Importer {
-    fn input_type(&self, vi: &proto::ValueInfoProto) -> R<TensorType> {
+    fn input_type(&mut self, vi: &proto::ValueInfoProto) -> R<TensorType> {
         use proto::tensor_shape_proto::dimension::Value as D;
         use proto::type_proto::Value;
         let Some(Value::TensorType(tt)) = vi.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
@@ -166,8 +191,15 @@ impl Importer {
         let dims = shape
             .dim
             .iter()
-            .map(|d| match d.value {
-                Some(D::DimValue(n)) if n >= 0 => Ok(Dim::Static(n as u64)),
+            .map(|d| match &d.value {
+                Some(D::DimParam(p)) => Ok(match self.pinned.get_mut(p) {
+                    Some((size, seen)) => {
+                        *seen = true;
+                        Dim::Static(*size)
+                    }
+                    None => Dim::Dynamic,
+                }),
+                Some(D::DimValue(n)) if *n >= 0 => Ok(Dim::Static(*n as u64)),
                 Some(D::DimValue(n)) => Err(format!("graph input '{}' has dimension {n}", vi.name)),
                 _ => Ok(Dim::Dynamic),
             })
@@ -197,8 +229,14 @@ impl Importer {
             let ty = self.input_type(vi).map_err(Diagnostic::error)?;
             let name = self.value_name(&vi.name);
             let v = FuncBuilder::new(&mut self.func).add_arg(ty, name, Span::default());
+            for (axis, d) in dim_params(vi).into_iter().enumerate() {
+                if let (Some(p), Dim::Dynamic) = (d, self.func.ty(v).dims[axis]) {
+                    self.dim_params.insert((v, axis), (p, vi.name.clone()));
+                }
+            }
             self.bind(&vi.name, Val::Ir(v));
         }
+        self.check_pinned(g)?;
         let order = self.topo_order(g)?;
         for (i, n) in g.node.iter().enumerate() {
             for inp in n.input.iter().filter(|s| !s.is_empty()) {
@@ -217,8 +255,16 @@ impl Importer {
             }
             let n = &g.node[i];
             let first = self.func.op_capacity();
-            self.node(n, g)
-                .map_err(|e| Diagnostic::error(format!("{}: {e}", describe(n, i, self.opset))))?;
+            self.node(n, g).map_err(|e| {
+                let d = Diagnostic::error(format!("{}: {e}", describe(n, i, self.opset)));
+                match self
+                    .dynamic_input_dim(n)
+                    .filter(|_| e.ends_with(dyn_dim::DEPENDS))
+                {
+                    Some(note) => d.with_note(note),
+                    None => d,
+                }
+            })?;
             self.name_ops_from(first, &n.name);
         }
         let mut results = Vec::new();
@@ -234,6 +280,53 @@ impl Importer {
         b.set_result_types(types);
         b.push_return(&results, Span::default());
         Ok(())
+    }
+
+    /// The named input dimension that the integer inputs of `n` carry, as a note: `the
+    /// dimension is 'S' (axis 1 of graph input 'input_ids'): --dim S=SIZE gives it a size`.
+    fn dynamic_input_dim(&self, n: &NodeProto) -> Option<String> {
+        let mut entries = n.input.iter().filter_map(|i| match self.vals.get(i) {
+            Some(Val::Int { data, .. }) => Some(data),
+            _ => None,
+        });
+        let (v, axis) = entries.find_map(|data| {
+            data.iter()
+                .filter_map(|&x| dyn_dim::decode(x))
+                .find(|k| self.dim_params.contains_key(k))
+        })?;
+        let (name, input) = &self.dim_params[&(v, axis)];
+        Some(format!(
+            "the dimension is '{name}' (axis {axis} of graph input '{input}'): --dim {name}=SIZE gives it a size"
+        ))
+    }
+
+    /// Refuses a `--dim` name that no graph input's dimension has, listing the names there are.
+    fn check_pinned(&self, g: &proto::GraphProto) -> Result<(), Diagnostic> {
+        let Some(first) = (self.pinned.iter())
+            .filter(|(_, (_, seen))| !seen)
+            .map(|(name, _)| name.as_str())
+            .min()
+        else {
+            return Ok(());
+        };
+        let mut names: Vec<String> = Vec::new();
+        for p in g.input.iter().flat_map(dim_params).flatten() {
+            if !names.contains(&p) {
+                names.push(p);
+            }
+        }
+        let known = if names.is_empty() {
+            "the graph inputs have no named dimensions".to_string()
+        } else {
+            format!(
+                "the graph inputs' named dimensions are {}",
+                names.join(", ")
+            )
+        };
+        Err(Diagnostic::error(format!(
+            "--dim {first}: no graph input has a dimension named '{first}'"
+        ))
+        .with_note(known))
     }
 
     /// Gives the ops created since op index `first` (for one node) the node's name as their

@@ -11,7 +11,9 @@
 //! The files: `graph.rs` checks the model (IR version, opset) and walks its graph in
 //! topological order; `values.rs` keeps the table from ONNX names to IR values and constants;
 //! `initializers.rs` reads tensors (memory-mapped raw data, external data); `attrs.rs` reads
-//! typed node attributes; `fold.rs` computes on import-time constants; `nodes/` translates
+//! typed node attributes; `const_index.rs` (structure: Slice, Expand, Concat, Gather, ...) and
+//! `const_math.rs` (element-wise: comparisons, logic, Where, CumSum, Range, ...) compute on
+//! import-time constants of any rank, `fold.rs` holds their helpers; `nodes/` translates
 //! nodes, one file per operator family.
 //!
 //! Does not: inline model-local functions, read sparse initializers, or compute with dynamic
@@ -20,6 +22,8 @@
 //! silently.
 
 mod attrs;
+mod const_index;
+mod const_math;
 mod fold;
 mod graph;
 mod initializers;
@@ -27,6 +31,16 @@ mod nodes;
 mod values;
 
 pub use graph::{import_model, MAX_IR_VERSION, OPSETS};
+
+/// What the caller fixes about a model before it is read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImportOptions {
+    /// Symbolic dimensions (`dim_param`) of the graph inputs given a size, as onnxruntime's
+    /// `--free_dimension_override_by_name`: every input dimension of that name becomes static,
+    /// so that everything computed from shapes alone is an import-time constant. A name that
+    /// no input dimension has is an error.
+    pub dims: Vec<(String, u64)>,
+}
 
 use crate::diag::Diagnostic;
 use crate::ir::{Function, Module, Tensor, ValueId};
@@ -51,7 +65,11 @@ impl AsRef<[u8]> for MapOwner {
 
 /// Reads and converts an ONNX model. External data resolves against the model's directory.
 /// Warnings (a model newer than nnopt knows) are added to `warnings`.
-pub fn import_file(path: &Path, warnings: &mut Vec<Diagnostic>) -> Result<Module, Diagnostic> {
+pub fn import_file(
+    path: &Path,
+    options: &ImportOptions,
+    warnings: &mut Vec<Diagnostic>,
+) -> Result<Module, Diagnostic> {
     let fail =
         |e: std::io::Error| Diagnostic::error(format!("cannot read {}: {e}", path.display()));
     let file = std::fs::File::open(path).map_err(fail)?;
@@ -63,16 +81,17 @@ pub fn import_file(path: &Path, warnings: &mut Vec<Diagnostic>) -> Result<Module
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    import_bytes(bytes, Some(map), &base_dir, warnings)
+    import_bytes(bytes, Some(map), &base_dir, options, warnings)
         .map_err(|d| d.with_note(format!("while importing {}", path.display())))
 }
 
 /// Converts a serialized model. `map` is the mapping `bytes` slices, if any: initializer data
-/// inside it is referenced instead of copied. Warnings as for [`import_file`].
+/// inside it is referenced instead of copied. Options and warnings as for [`import_file`].
 pub fn import_bytes(
     bytes: Bytes,
     map: Option<Arc<Mmap>>,
     base_dir: &Path,
+    options: &ImportOptions,
     warnings: &mut Vec<Diagnostic>,
 ) -> Result<Module, Diagnostic> {
     let model = ModelProto::decode(bytes).map_err(|e| {
@@ -80,7 +99,7 @@ pub fn import_bytes(
             "the file is not a valid ONNX model (protobuf: {e})"
         ))
     })?;
-    import_model(&model, map, base_dir, warnings)
+    import_model(&model, map, base_dir, options, warnings)
 }
 
 /// The result of translating one node or tensor: the message is prefixed with what failed.
@@ -104,5 +123,10 @@ struct Importer {
     /// Float constants `Expand`ed (fill and target shape), by the Expand's output: a Concat
     /// may read them as an `nn.scatter`'s fill (see `nodes/scatter.rs`).
     fills: HashMap<String, (Tensor, Vec<i64>)>,
+    /// `--dim` sizes by `dim_param` name, and whether an input dimension had the name.
+    pinned: HashMap<String, (u64, bool)>,
+    /// The `dim_param` and graph input of each dynamic graph-input dimension, by input value
+    /// and axis, to name the one a refused computation depends on.
+    dim_params: HashMap<(ValueId, usize), (String, String)>,
     func: Function,
 }

@@ -1,10 +1,10 @@
-//! Element-wise arithmetic: Add, Sub and Mul (NumPy broadcasting; folded on integer
-//! constants), and Div, by a constant power of two only, so that the multiplication by the
+//! Element-wise arithmetic: Add, Sub and Mul (NumPy broadcasting; folded on two integer or
+//! two float constants), and Div, by a constant power of two only, so that the multiplication by the
 //! reciprocal NNIR computes rounds exactly as the division would.
 
 use crate::ir::{OpKind, Tensor};
 use crate::onnx::import::attrs::Attrs;
-use crate::onnx::import::fold::{fold_float_binary, fold_int_binary};
+use crate::onnx::import::const_math::{float_binary, int_binary};
 use crate::onnx::import::values::Val;
 use crate::onnx::import::{Importer, R};
 use crate::onnx::proto::NodeProto;
@@ -14,16 +14,28 @@ impl Importer {
         let op = n.op_type.as_str();
         a.only(&[])?;
         let (l, r) = (Self::need(n, 0)?, Self::need(n, 1)?);
-        if let (Val::Int { .. }, Val::Int { .. }) = (self.val(l)?, self.val(r)?) {
-            let f = match op {
-                "Add" => i64::wrapping_add,
-                "Sub" => i64::wrapping_sub,
-                _ => i64::wrapping_mul,
-            };
-            let folded =
-                fold_int_binary(self.int_const(l)?, self.int_const(r)?, |x, y| Ok(f(x, y)))?;
-            self.bind(out, folded);
-            return Ok(());
+        match (self.val(l)?.clone(), self.val(r)?.clone()) {
+            (x @ Val::Int { .. }, y @ Val::Int { .. }) => {
+                let f = match op {
+                    "Add" => i64::wrapping_add,
+                    "Sub" => i64::wrapping_sub,
+                    _ => i64::wrapping_mul,
+                };
+                self.bind(out, int_binary(&x, &y, |a, b| Ok(f(a, b)))?);
+                return Ok(());
+            }
+            // Two float constants (rotary angles: positions × inverse frequencies): IEEE
+            // arithmetic, correctly rounded here as at run time.
+            (x @ Val::Float(_), y @ Val::Float(_)) => {
+                let f = match op {
+                    "Add" => |a: f32, b: f32| a + b,
+                    "Sub" => |a, b| a - b,
+                    _ => |a, b| a * b,
+                };
+                self.bind(out, float_binary(&x, &y, f)?);
+                return Ok(());
+            }
+            _ => {}
         }
         let (x, y) = (self.operand(l)?, self.operand(r)?);
         let kind = match op {
@@ -46,7 +58,8 @@ impl Importer {
         if let Some(p) = self.float_const(l) {
             // Both constant (an attention scale from the shape): IEEE division, correctly
             // rounded here as at run time.
-            self.bind(out, Val::Float(fold_float_binary(&p, &c, |x, y| x / y)?));
+            let folded = float_binary(&Val::Float(p), &Val::Float(c), |x, y| x / y)?;
+            self.bind(out, folded);
             return Ok(());
         }
         let vals = c.to_f32_vec();

@@ -12,8 +12,10 @@ mod conv;
 mod dense;
 mod identity;
 mod norm;
+mod plumbing;
 mod reduce;
 mod scatter;
+mod select;
 mod shape;
 mod unary;
 
@@ -36,6 +38,9 @@ impl Importer {
         let a = Attrs(&n.attribute);
         if let Some(kind) = unary::unary_kind(&n.op_type, &a)? {
             return self.unary(n, kind, out);
+        }
+        if self.plumbing(n, &a, out)?.is_some() {
+            return Ok(());
         }
         match n.op_type.as_str() {
             "Identity" => self.identity(n, &a, out),
@@ -61,6 +66,7 @@ impl Importer {
             "Gather" => self.gather(n, &a, out),
             "Mod" => self.modulo(n, &a, out),
             "Slice" => self.slice(n, &a, out),
+            "Split" => self.split(n, &a),
             "Sqrt" => self.sqrt(n, &a, out),
             "Expand" => self.expand(n, &a, g, out),
             "Cast" => self.cast(n, &a, out),

@@ -1,11 +1,12 @@
 //! Shape operators: Flatten, Reshape, Squeeze, Unsqueeze, Transpose, Concat and Gather. On
-//! constants they fold (a free relabelling, or integer data computed at import); on
+//! constants of any rank they fold (a free relabelling, or data computed at import); on
 //! activations they become `nn.flatten`, `nn.reshape`, `nn.transpose`, `nn.concat` and
 //! `nn.gather`. A dynamic dimension may only be carried through where a Reshape copies it.
 
 use crate::ir::infer::norm_axis;
 use crate::ir::{Dim, OpKind, ValueId};
 use crate::onnx::import::attrs::Attrs;
+use crate::onnx::import::const_index;
 use crate::onnx::import::fold::dyn_dim;
 use crate::onnx::import::values::Val;
 use crate::onnx::import::{Importer, R};
@@ -108,6 +109,13 @@ impl Importer {
                 .collect::<R<Vec<_>>>()?,
             None => (0..rank as u64).rev().collect(),
         };
+        if let v @ (Val::Int { .. } | Val::Float(_)) = self.val(x_name)?.clone() {
+            let shape = const_index::const_shape(&v).expect("invariant: a constant");
+            let perm: Vec<usize> = perm.iter().map(|&p| p as usize).collect();
+            let (out_shape, map) = const_index::transpose_map(&shape, &perm)?;
+            self.bind(out, const_index::take(&v, out_shape, &map));
+            return Ok(());
+        }
         let x = self.operand(x_name)?;
         let v = self.push(OpKind::Transpose { perm }, &[x], Some(out))?;
         self.bind(out, Val::Ir(v));
@@ -131,20 +139,15 @@ impl Importer {
             return Ok(());
         }
         let names: Vec<&str> = n.input.iter().map(String::as_str).collect();
-        if names
+        let vals = names
             .iter()
-            .all(|s| matches!(self.vals.get(*s), Some(Val::Int { .. })))
-        {
-            let mut data = Vec::new();
-            for s in &names {
-                let (shape, d) = self.int_const(s)?;
-                if shape.len() != 1 {
-                    return Err("only 1-D integer tensors can be concatenated".into());
-                }
-                data.extend(d);
-            }
-            let shape = vec![data.len() as u64];
-            self.bind(out, Val::Int { shape, data });
+            .map(|s| self.val(s).cloned())
+            .collect::<R<Vec<_>>>()?;
+        let ints = vals.iter().all(|v| matches!(v, Val::Int { .. }));
+        let floats = vals.iter().all(|v| matches!(v, Val::Float(_)));
+        if ints || floats {
+            let rank = self.dims(names[0])?.len();
+            self.bind(out, const_index::concat(&vals, norm_axis(axis, rank)?)?);
             return Ok(());
         }
         let vs = names
@@ -188,18 +191,10 @@ impl Importer {
         let mut new: Vec<Dim> = dims[..axis].to_vec();
         new.extend(ishape.iter().map(|&d| Dim::Static(d)));
         new.extend_from_slice(&dims[axis + 1..]);
-        if let Val::Int { shape, data } = self.val(x_name)?.clone() {
-            if shape.len() != 1 {
-                return Err("only 1-D integer data can be gathered".into());
-            }
-            let data = indices.iter().map(|&i| data[i as usize]).collect();
-            self.bind(
-                out,
-                Val::Int {
-                    shape: ishape,
-                    data,
-                },
-            );
+        if let v @ (Val::Int { .. } | Val::Float(_)) = self.val(x_name)?.clone() {
+            let shape = const_index::const_shape(&v).expect("invariant: a constant");
+            let (out_shape, map) = const_index::gather_map(&shape, axis, &ishape, &idx)?;
+            self.bind(out, const_index::take(&v, out_shape, &map));
             return Ok(());
         }
         let x = self.operand(x_name)?;
@@ -234,7 +229,7 @@ impl Importer {
 
     /// Binds `out` to `x` with dims `new` (same elements): a free re-labelling for constants,
     /// `nn.reshape` for static activations, `nn.flatten` when a dynamic batch stays in front.
-    fn reshape_to(&mut self, x_name: &str, new: Vec<Dim>, out: &str) -> R<()> {
+    pub(super) fn reshape_to(&mut self, x_name: &str, new: Vec<Dim>, out: &str) -> R<()> {
         let static_new: Option<Vec<u64>> = new.iter().map(|d| d.as_static()).collect();
         match (self.val(x_name)?.clone(), &static_new) {
             (Val::Float(t), Some(s)) => {
