@@ -94,6 +94,7 @@ pub fn import_model(
         consumers: HashMap::new(),
         skip: HashSet::new(),
         fills: HashMap::new(),
+        chains: HashMap::new(),
         func: Function::new(func_name, Span::default()),
     };
     imp.graph(graph)?;
@@ -211,14 +212,18 @@ impl Importer {
                 .or_default()
                 .push(usize::MAX);
         }
+        self.find_chains(g, &order);
         for i in order {
             if self.skip.contains(&i) {
                 continue;
             }
             let n = &g.node[i];
             let first = self.func.op_capacity();
-            self.node(n, g)
-                .map_err(|e| Diagnostic::error(format!("{}: {e}", describe(n, i, self.opset))))?;
+            match self.chains.remove(&i) {
+                Some(c) => self.chain(n, c),
+                None => self.node(n, g),
+            }
+            .map_err(|e| Diagnostic::error(format!("{}: {e}", describe(n, i, self.opset))))?;
             self.name_ops_from(first, &n.name);
         }
         let mut results = Vec::new();

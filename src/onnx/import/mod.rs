@@ -104,5 +104,8 @@ struct Importer {
     /// Float constants `Expand`ed (fill and target shape), by the Expand's output: a Concat
     /// may read them as an `nn.scatter`'s fill (see `nodes/scatter.rs`).
     fills: HashMap<String, (Tensor, Vec<i64>)>,
+    /// Chains of nodes imported as one op (RMSNorm, GELU), by their last node; their other
+    /// nodes are in `skip` (see `nodes/chains.rs`).
+    chains: HashMap<usize, nodes::Chain>,
     func: Function,
 }
