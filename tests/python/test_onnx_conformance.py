@@ -35,6 +35,7 @@ SUPPORTED = [
     "Add", "Sub", "Mul", "Concat", "MaxPool", "AveragePool", "GlobalAveragePool", "ReduceMean",
     "BatchNormalization", "Flatten", "Reshape", "Transpose", "Softmax", "LayerNormalization",
     "Identity", "Dropout", "Constant", "Gather", "Squeeze", "Unsqueeze", "Shape", "Cast",
+    "RMSNormalization", "Neg",
 ]
 
 

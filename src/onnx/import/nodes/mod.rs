@@ -58,6 +58,7 @@ impl Importer {
             "Squeeze" | "Unsqueeze" => self.squeeze_unsqueeze(n, &a, out),
             "Transpose" => self.transpose(n, &a, out),
             "LayerNormalization" => self.layer_norm(n, &a, out),
+            "RMSNormalization" => self.rms_norm(n, &a, out),
             "Constant" => self.constant(n, out),
             "Shape" => self.shape(n, &a, out),
             "Gather" => self.gather(n, &a, out),
