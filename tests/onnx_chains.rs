@@ -69,7 +69,13 @@ fn run(m: &nnopt::ir::Module) -> ndarray::ArrayD<f32> {
 fn rms_chain(axes: &[i64], scaled: bool) -> Vec<NodeProto> {
     let mut n = vec![
         node("Pow", "pow", &["x", "two"], &["sq"], vec![]),
-        node("ReduceMean", "mean", &["sq"], &["ms"], vec![ints("axes", axes)]),
+        node(
+            "ReduceMean",
+            "mean",
+            &["sq"],
+            &["ms"],
+            vec![ints("axes", axes)],
+        ),
         node("Add", "add", &["ms", "eps"], &["var"], vec![]),
         node("Sqrt", "sqrt", &["var"], &["sd"], vec![]),
         node("Reciprocal", "rsqrt", &["sd"], &["inv"], vec![]),
@@ -120,7 +126,10 @@ fn rms_norm_chain_fold_with_a_scale_of_leading_ones() {
 fn rms_norm_chain_fold_without_a_scale() {
     let m = import(rms_chain(&[2], false), rms_consts(), &["y"], 17).unwrap();
     let text = print_module(&m);
-    assert!(text.contains("nn.rms_norm %x {axis = 2, epsilon = 1e-6}"), "{text}");
+    assert!(
+        text.contains("nn.rms_norm %x {axis = 2, epsilon = 1e-6}"),
+        "{text}"
+    );
     assert_eq!(run(&m), want_rms(&[1.0; D]));
 }
 
@@ -203,12 +212,18 @@ fn gelu_erf_chain_fold() {
     let (n, c) = gelu_erf(0.5);
     let m = import(n, c, &["y"], 17).unwrap();
     let text = print_module(&m);
-    assert!(text.contains("nn.gelu %x {approximate = \"none\"}"), "{text}");
+    assert!(
+        text.contains("nn.gelu %x {approximate = \"none\"}"),
+        "{text}"
+    );
     assert!(!text.contains("nn.mul"), "{text}");
     let got = run(&m);
     for (g, v) in got.iter().zip(x().iter()) {
         let want = 0.5 * *v as f64 * (1.0 + nnopt::ir::ops::erf(*v as f64 / 2f64.sqrt()));
-        assert!((*g as f64 - want).abs() <= 1e-6, "gelu({v}) = {g}, want {want}");
+        assert!(
+            (*g as f64 - want).abs() <= 1e-6,
+            "gelu({v}) = {g}, want {want}"
+        );
     }
 }
 

@@ -219,7 +219,9 @@ impl Exporter<'_> {
                     vec![attr_i("axis", *axis), attr_f("epsilon", *epsilon)],
                 );
             }
-            OpKind::RmsNorm { axis, epsilon } => self.rms_norm(&ins, out, &x_ty()?, *axis, *epsilon)?,
+            OpKind::RmsNorm { axis, epsilon } => {
+                self.rms_norm(&ins, out, &x_ty()?, *axis, *epsilon)?
+            }
             OpKind::Gather { axis, indices } => {
                 let data: Vec<i64> = u64s(indices).collect();
                 let idx = self.init_i64(&format!("{out}.indices"), &[indices.len() as u64], &data);

@@ -76,7 +76,11 @@ impl Importer {
             }),
             Val::Float(t) => {
                 let neg: Vec<f32> = t.to_f32_vec().iter().map(|v| -v).collect();
-                Some(Val::Float(Tensor::from_f32(t.elem(), t.shape().to_vec(), &neg)))
+                Some(Val::Float(Tensor::from_f32(
+                    t.elem(),
+                    t.shape().to_vec(),
+                    &neg,
+                )))
             }
             Val::Ir(_) => None,
         };
@@ -86,7 +90,10 @@ impl Importer {
         }
         let x = self.operand(name)?;
         let elem = self.func.ty(x).elem;
-        let m = self.weight(&format!("{out}.minus_one"), Tensor::from_f32(elem, vec![], &[-1.0]));
+        let m = self.weight(
+            &format!("{out}.minus_one"),
+            Tensor::from_f32(elem, vec![], &[-1.0]),
+        );
         let v = self.push(OpKind::Mul, &[x, m], Some(out))?;
         self.bind(out, Val::Ir(v));
         Ok(())

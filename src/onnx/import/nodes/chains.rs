@@ -164,8 +164,11 @@ impl Matcher<'_> {
             if let Some((di, div)) = self.inner(arg, "Div", &[]) {
                 nodes.push(di);
                 let (l, r) = Self::pair(div)?;
-                (l == x && self.scalar(r).is_some_and(|c| near(c, std::f64::consts::SQRT_2)))
-                    .then_some(())?;
+                (l == x
+                    && self
+                        .scalar(r)
+                        .is_some_and(|c| near(c, std::f64::consts::SQRT_2)))
+                .then_some(())?;
             } else {
                 let (mi, mul) = self.inner(arg, "Mul", &[])?;
                 nodes.push(mi);
@@ -233,7 +236,10 @@ impl Matcher<'_> {
         if a.int("keepdims", 1).ok()? != 1 {
             return None;
         }
-        let axes = match (a.ints("axes").ok()?, rm.input.get(1).filter(|s| !s.is_empty())) {
+        let axes = match (
+            a.ints("axes").ok()?,
+            rm.input.get(1).filter(|s| !s.is_empty()),
+        ) {
             (Some(ax), None) => ax,
             (None, Some(name)) => match self.constant(name)? {
                 Val::Int { data, .. } => data.clone(),
@@ -313,7 +319,8 @@ impl Importer {
         for (i, c) in found {
             self.chains.insert(i, c);
         }
-        self.skip.extend(claimed.into_iter().filter(|i| !self.chains.contains_key(i)));
+        self.skip
+            .extend(claimed.into_iter().filter(|i| !self.chains.contains_key(i)));
     }
 
     /// Imports chain `c` that ends at node `n`.
@@ -363,13 +370,23 @@ impl Importer {
 
     /// The scale `name` of an RMSNorm over axes of sizes `tail` of a rank-`r` input, as a
     /// tensor of shape `tail` (an exporter may give it leading axes of size 1).
-    fn rms_scale(&mut self, name: &str, tail: &[crate::ir::Dim], r: usize) -> R<crate::ir::ValueId> {
+    fn rms_scale(
+        &mut self,
+        name: &str,
+        tail: &[crate::ir::Dim],
+        r: usize,
+    ) -> R<crate::ir::ValueId> {
         let t = self
             .float_const(name)
             .ok_or_else(|| format!("the RMSNorm scale '{name}' is not a constant"))?;
         let want: Option<Vec<u64>> = tail.iter().map(|d| d.as_static()).collect();
         let want = want.ok_or("the axes an RMSNorm normalizes must have static sizes")?;
-        let strip = |s: &[u64]| s.iter().skip_while(|&&d| d == 1).copied().collect::<Vec<_>>();
+        let strip = |s: &[u64]| {
+            s.iter()
+                .skip_while(|&&d| d == 1)
+                .copied()
+                .collect::<Vec<_>>()
+        };
         if t.shape().len() > r || strip(t.shape()) != strip(&want) {
             return Err(format!(
                 "the RMSNorm scale '{name}' has shape {:?}, not the normalized shape {want:?}",

@@ -47,7 +47,10 @@ impl Importer {
         a.only(&["axis", "epsilon", "stash_type"])?;
         self.only_first_output(n)?;
         if n.input.len() > inputs {
-            return Err(format!("{} inputs given, at most {inputs} are read", n.input.len()));
+            return Err(format!(
+                "{} inputs given, at most {inputs} are read",
+                n.input.len()
+            ));
         }
         let mut ops = vec![self.operand(Self::need(n, 0)?)?];
         ops.push(self.operand(Self::need(n, 1)?)?);
