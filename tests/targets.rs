@@ -192,7 +192,7 @@ fn decoder_norms_of_odd_sizes() {
   %m1 = nn.constant dense<-1.0> : tensor<f32>
   %neg = nn.mul %n, %m1 : tensor<?x13x21xf32>
   %h = nn.linear %n, %w : tensor<?x13x37xf32>
-  %g = nn.gelu %h {approximate = tanh} : tensor<?x13x37xf32>
+  %g = nn.gelu %h {approximate = \"tanh\"} : tensor<?x13x37xf32>
   %e = nn.gelu %h : tensor<?x13x37xf32>
   return %neg, %g, %e : tensor<?x13x21xf32>, tensor<?x13x37xf32>, tensor<?x13x37xf32>
 }",
