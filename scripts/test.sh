@@ -30,6 +30,7 @@ cargo test
 .venv/bin/python tests/python/test_llm_weights.py
 
 .venv/bin/python tests/python/test_llm_models.py
+.venv/bin/python tests/python/test_numeric_chains.py
 # The real-model benchmark's driver on its smallest model, one run: fails if nnopt bench's output
 # stops parsing (bench/README.md; `test_torch_models.py bench/models` checks every fixture, slowly).
 NNOPT=target/debug/nnopt bench/real_models.sh --models transformer --batches 1 --threads 1 --runs 1

@@ -522,11 +522,11 @@ fn missing_inputs_are_refused_naming_the_node() {
 
 #[test]
 fn unsupported_operators_and_attributes_name_the_node() {
-    let m = relu_model(vec![], vec![node("Erf", "erf1", &["x"], &["y"], vec![])]);
+    let m = relu_model(vec![], vec![node("Hardmax", "hm1", &["x"], &["y"], vec![])]);
     refused(
         &m.encode_to_vec(),
         &[],
-        &["node 'erf1' (Erf, opset 17)", "not supported"],
+        &["node 'hm1' (Hardmax, opset 17)", "not supported"],
     );
     let m = relu_model(
         vec![],

@@ -181,3 +181,22 @@ fn attention_block_of_odd_sizes() {
     check(&m, 2, 1);
     check(&m, 2, 2);
 }
+
+#[test]
+fn decoder_norms_of_odd_sizes() {
+    // A decoder's numeric ops at a width that is no whole vector (21): RMSNorm with a scale,
+    // the rotary negation as a multiply by -1 and both GELU forms; on one and two threads.
+    let m = load(
+        "func @f(%x: tensor<?x13x21xf32>, %s: tensor<21xf32>, %w: tensor<37x21xf32>) -> (tensor<?x13x21xf32>, tensor<?x13x37xf32>, tensor<?x13x37xf32>) {
+  %n = nn.rms_norm %x, %s {axis = -1, epsilon = 1e-6} : tensor<?x13x21xf32>
+  %m1 = nn.constant dense<-1.0> : tensor<f32>
+  %neg = nn.mul %n, %m1 : tensor<?x13x21xf32>
+  %h = nn.linear %n, %w : tensor<?x13x37xf32>
+  %g = nn.gelu %h {approximate = \"tanh\"} : tensor<?x13x37xf32>
+  %e = nn.gelu %h : tensor<?x13x37xf32>
+  return %neg, %g, %e : tensor<?x13x21xf32>, tensor<?x13x37xf32>, tensor<?x13x37xf32>
+}",
+    );
+    check(&m, 2, 1);
+    check(&m, 2, 2);
+}

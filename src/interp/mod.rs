@@ -339,6 +339,9 @@ fn eval(
             };
             kernels::layer_norm(x, &scale, a.get(2).copied(), *axis, *epsilon)
         }
+        OpKind::RmsNorm { axis, epsilon } => {
+            kernels::rms_norm(a[0], a.get(1).copied(), *axis, *epsilon)
+        }
         OpKind::Gather { axis, indices } => {
             kernels::gather(a[0], *axis, &to_usize(indices, "index")?)
         }

@@ -385,7 +385,7 @@ pub fn infer_type(f: &Function, op: OpId) -> Infer {
             norm_axis(*axis, ts[0].rank())?;
             Ok(ts[0].clone())
         }
-        OpKind::LayerNorm { axis, epsilon } => {
+        OpKind::LayerNorm { axis, epsilon } | OpKind::RmsNorm { axis, epsilon } => {
             let x = ts[0];
             let a = norm_axis(*axis, x.rank())?;
             if epsilon.is_nan() || *epsilon < 0.0 {
@@ -394,8 +394,12 @@ pub fn infer_type(f: &Function, op: OpId) -> Infer {
             let norm = TensorType::new(x.dims[a..].iter().copied(), x.elem);
             for p in &ts[1..] {
                 if !p.compatible(&norm) || p.rank() != norm.rank() {
+                    let params = match data.kind {
+                        OpKind::RmsNorm { .. } => "the scale",
+                        _ => "scale and bias",
+                    };
                     return Err(format!(
-                        "scale and bias must have the normalized shape {norm}, not {p}"
+                        "{params} must have the normalized shape {norm}, not {p}"
                     ));
                 }
             }

@@ -111,6 +111,7 @@ op_table! {
     Transpose    => "nn.transpose",       Arity::Exactly(1), false;
     Softmax      => "nn.softmax",         Arity::Exactly(1), false;
     LayerNorm    => "nn.layer_norm",      Arity::Range(1, 3), false;
+    RmsNorm      => "nn.rms_norm",        Arity::Range(1, 2), false;
     Gather       => "nn.gather",          Arity::Exactly(1), false;
     Embedding    => "nn.embedding",       Arity::Exactly(2), false;
     Scatter      => "nn.scatter",         Arity::Exactly(1), false;
@@ -193,6 +194,12 @@ pub enum OpKind {
         axis: i64,
         epsilon: f32,
     },
+    /// `x / sqrt(mean(x²) + epsilon) · scale` over axes `axis..rank` (RMSNorm: no centring, no
+    /// bias). Operands: x, optional scale.
+    RmsNorm {
+        axis: i64,
+        epsilon: f32,
+    },
     /// Keeps the listed positions of `axis`, in that order.
     Gather {
         axis: i64,
@@ -246,6 +253,7 @@ impl OpKind {
             OpKind::Transpose { .. } => OpTag::Transpose,
             OpKind::Softmax { .. } => OpTag::Softmax,
             OpKind::LayerNorm { .. } => OpTag::LayerNorm,
+            OpKind::RmsNorm { .. } => OpTag::RmsNorm,
             OpKind::Gather { .. } => OpTag::Gather,
             OpKind::Embedding => OpTag::Embedding,
             OpKind::Scatter { .. } => OpTag::Scatter,

@@ -1,4 +1,4 @@
-//! Normalizations: `nn.batch_norm`, `nn.layer_norm` and `nn.softmax`, each in the
+//! Normalizations: `nn.batch_norm`, `nn.layer_norm`, `nn.rms_norm` and `nn.softmax`, each in the
 //! interpreter's order of operations (but for the order of the adds within a sum) so that
 //! results agree to rounding.
 
@@ -7,12 +7,14 @@ use super::state::{LResult, Lower};
 use crate::ir::{OpId, ValueId};
 
 impl<'c, 'b> Lower<'c, 'b, '_> {
-    pub(super) fn layer_norm(
+    /// `nn.layer_norm` (`center`) and `nn.rms_norm` over the trailing axes `axis..rank`.
+    pub(super) fn trailing_norm(
         &mut self,
         op: OpId,
         operands: &[ValueId],
         axis: i64,
         eps: f32,
+        center: bool,
     ) -> LResult<()> {
         let (x, d) = self.val(operands[0]);
         let r = d.len();
@@ -26,29 +28,34 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         let tail_map: Vec<Option<usize>> = (a..r).map(Some).collect();
         let reduced: Vec<bool> = (0..r).map(|i| i >= a).collect();
         let n = inner as f32;
-        // mu = sum(x) / n; var = sum((x - mu)^2) / n; y = (x - mu) * (1 / sqrt(var + eps))
-        // * scale + bias, the interpreter's two-pass formula. The sums are `reassoc`: LLVM
-        // vectorizes a reduction only when it may reorder the adds (each lane sums a share).
-        let (s, outer) = self.reduce(&[(x, id_map.clone())], &d, &reduced, 0.0, |e, v| {
-            e.binf_fast("arith.addf", v[0], v[1], "reassoc")
+        // Layer norm: mu = sum(x) / n; var = sum((x - mu)^2) / n; y = (x - mu) * (1 /
+        // sqrt(var + eps)) * scale + bias, the interpreter's two-pass formula. RMSNorm: the
+        // same without mu (var is the mean square) and without bias. The sums are `reassoc`:
+        // LLVM vectorizes a reduction only when it may reorder the adds (each lane sums a
+        // share).
+        let mut centred = vec![(x, id_map.clone())];
+        let mut ins = vec![(x, id_map.clone())];
+        if center {
+            let (s, outer) = self.reduce(&[(x, id_map.clone())], &d, &reduced, 0.0, |e, v| {
+                e.binf_fast("arith.addf", v[0], v[1], "reassoc")
+            })?;
+            let mu = self.elementwise(&[(s, outer_map.clone())], &outer, move |e, v| {
+                let c = e.f32_const(n)?;
+                e.binf("arith.divf", v[0], c)
+            })?;
+            centred.push((mu, outer_map.clone()));
+            ins.push((mu, outer_map.clone()));
+        }
+        let (ss, outer) = self.reduce(&centred, &d, &reduced, 0.0, move |e, v| {
+            let dlt = if center {
+                e.binf("arith.subf", v[0], v[1])?
+            } else {
+                v[0]
+            };
+            let sq = e.binf("arith.mulf", dlt, dlt)?;
+            e.binf_fast("arith.addf", v[v.len() - 1], sq, "reassoc")
         })?;
-        let ko: Vec<Option<usize>> = (0..a).map(Some).collect();
-        let mu = self.elementwise(&[(s, ko.clone())], &outer, move |e, v| {
-            let c = e.f32_const(n)?;
-            e.binf("arith.divf", v[0], c)
-        })?;
-        let (ss, _) = self.reduce(
-            &[(x, id_map.clone()), (mu, outer_map.clone())],
-            &d,
-            &reduced,
-            0.0,
-            |e, v| {
-                let dlt = e.binf("arith.subf", v[0], v[1])?;
-                let sq = e.binf("arith.mulf", dlt, dlt)?;
-                e.binf_fast("arith.addf", v[2], sq, "reassoc")
-            },
-        )?;
-        let rstd = self.elementwise(&[(ss, ko)], &outer, move |e, v| {
+        let rstd = self.elementwise(&[(ss, outer_map.clone())], &outer, move |e, v| {
             let c = e.f32_const(n)?;
             let var = e.binf("arith.divf", v[0], c)?;
             let ce = e.f32_const(eps)?;
@@ -57,21 +64,25 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
             let one = e.f32_const(1.0)?;
             e.binf("arith.divf", one, sq)
         })?;
-        let mut ins = vec![(x, id_map), (mu, outer_map.clone()), (rstd, outer_map)];
+        ins.push((rstd, outer_map));
+        let stats = ins.len();
         for &p in &operands[1..] {
             let (pv, _) = self.val(p);
             ins.push((pv, tail_map.clone()));
         }
-        let has_scale = operands.len() > 1;
-        let has_bias = operands.len() > 2;
+        let params = operands.len() - 1;
         let y = self.elementwise(&ins, &d, move |e, v| {
-            let dlt = e.binf("arith.subf", v[0], v[1])?;
-            let mut y = e.binf("arith.mulf", dlt, v[2])?;
-            if has_scale {
-                y = e.binf("arith.mulf", y, v[3])?;
+            let dlt = if center {
+                e.binf("arith.subf", v[0], v[1])?
+            } else {
+                v[0]
+            };
+            let mut y = e.binf("arith.mulf", dlt, v[stats - 1])?;
+            if params > 0 {
+                y = e.binf("arith.mulf", y, v[stats])?;
             }
-            if has_bias {
-                y = e.binf("arith.addf", y, v[4])?;
+            if params > 1 {
+                y = e.binf("arith.addf", y, v[stats + 1])?;
             }
             Ok(y)
         })?;

@@ -166,7 +166,12 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
             OpKind::GlobalAvgPool => self.global_avg_pool(op, operands[0]),
             OpKind::Mean { axes, keepdims } => self.mean(op, operands[0], axes, *keepdims),
             OpKind::BatchNorm { epsilon } => self.batch_norm(op, &operands, *epsilon),
-            OpKind::LayerNorm { axis, epsilon } => self.layer_norm(op, &operands, *axis, *epsilon),
+            OpKind::LayerNorm { axis, epsilon } => {
+                self.trailing_norm(op, &operands, *axis, *epsilon, true)
+            }
+            OpKind::RmsNorm { axis, epsilon } => {
+                self.trailing_norm(op, &operands, *axis, *epsilon, false)
+            }
             OpKind::Softmax { axis } => self.softmax(op, operands[0], *axis),
             OpKind::Concat { axis } => self.concat(op, &operands, *axis),
             OpKind::Flatten { axis } => self.flatten(op, operands[0], *axis as usize),

@@ -458,6 +458,24 @@ fn lower_softmax_layer_norm() {
 }
 
 #[test]
+fn lower_rms_norm() {
+    check(
+        "func @f(%x: tensor<2x3x4xf32>, %s: tensor<4xf32>) -> tensor<2x3x4xf32> {
+  %y = nn.rms_norm %x, %s {axis = -1, epsilon = 0.00001} : tensor<2x3x4xf32>
+  return %y : tensor<2x3x4xf32>
+}",
+        &[&[2, 3, 4], &[4]],
+    );
+    check(
+        "func @f(%x: tensor<?x3x4xf32>) -> tensor<?x3x4xf32> {
+  %y = nn.rms_norm %x {axis = 1, epsilon = 0.001} : tensor<?x3x4xf32>
+  return %y : tensor<?x3x4xf32>
+}",
+        &[&[2, 3, 4]],
+    );
+}
+
+#[test]
 fn lower_gather_scatter() {
     check(
         "func @f(%x: tensor<2x6xf32>) -> tensor<2x5xf32> {

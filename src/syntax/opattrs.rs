@@ -329,6 +329,10 @@ pub fn build_kind(tag: OpTag, r: &mut AttrReader) -> Option<OpKind> {
             axis: r.int("axis").unwrap_or(-1),
             epsilon: r.f32("epsilon").unwrap_or(1e-5),
         }),
+        OpTag::RmsNorm => Some(OpKind::RmsNorm {
+            axis: r.int("axis").unwrap_or(-1),
+            epsilon: r.f32("epsilon").unwrap_or(1e-5),
+        }),
         OpTag::Gather => {
             let axis = r.int("axis");
             let axis = required(r, "axis", "an integer", axis);
@@ -407,7 +411,7 @@ pub fn op_attrs(kind: &OpKind) -> Vec<(&'static str, Attr)> {
         OpKind::Flatten { axis } | OpKind::Softmax { axis } => vec![("axis", Attr::Int(*axis))],
         OpKind::Reshape { shape } => vec![("shape", uints(shape))],
         OpKind::Transpose { perm } => vec![("perm", uints(perm))],
-        OpKind::LayerNorm { axis, epsilon } => {
+        OpKind::LayerNorm { axis, epsilon } | OpKind::RmsNorm { axis, epsilon } => {
             vec![("axis", Attr::Int(*axis)), ("epsilon", Attr::F32(*epsilon))]
         }
         OpKind::Gather { axis, indices } => {

@@ -1,6 +1,6 @@
 //! Builders of small ONNX models for the tests that import and export them (`tests/onnx.rs`,
-//! `tests/onnx_roundtrip.rs`); declared by those two alone, so the other test binaries that
-//! share `common/mod.rs` do not carry them unused.
+//! `tests/onnx_roundtrip.rs`, `tests/onnx_chains.rs`); declared by those alone, so the other
+//! test binaries that share `common/mod.rs` do not carry them unused.
 
 use bytes::Bytes;
 use nnopt::onnx::proto::{

@@ -8,18 +8,12 @@ never a panic and never an output file.
 Each fixture is imported with the sequence length pinned (`--dim S=5`): the mask and position
 plumbing is computed from S, and folds to constants only when S has a size. The batch stays
 dynamic in a first import, which records where the batch-dependent plumbing stops
-(`EXPECTED_DYNAMIC_BATCH`); a second import pins it too (`--dim B=2`) and records where the
-import stops then (`EXPECTED`). A change to the importer that gets a family further must update
-them (the test fails on any other message, so progress is recorded and a regression is caught).
-A family that imports fails the test until the test compares its `nnopt run --interp` output
-with onnxruntime's (issue #21's bar: 1e-4 of the logits' largest magnitude).
-
-The decoders stop at operators of the numeric runtime (RMSNorm's Pow, rotary's Neg, GPT-2's
-tanh GELU). So that their plumbing (causal mask, rotary tables, `rotate_half` slices, GQA's
-repeat, GPT-2's fused-QKV split) is checked against onnxruntime today, `standin` replaces those
-operators by ones nnopt reads, in a copy that onnxruntime runs too, and `nnopt run --interp`
-must agree with it at the same bar (`STANDIN`); so must the ONNX file nnopt writes from it,
-which has B and S fixed and imports again.
+(`EXPECTED_DYNAMIC_BATCH`); a second import pins it too (`--dim B=2`). Then the decoders
+(`IMPORTED`: Llama, Qwen2, GPT-2) import, and `nnopt run --interp` must compute onnxruntime's
+logits to 1e-4 of their largest magnitude (issue #21's bar), and the ONNX file nnopt writes
+from them must give onnxruntime the same logits and import again; the encoders stop where
+`EXPECTED` says (the test fails on any other message, so progress is recorded and a regression
+is caught).
 """
 
 import os
@@ -30,7 +24,7 @@ import tempfile
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto
 
 from test_torch_models import NNOPT, ROOT, consumers
 
@@ -52,18 +46,15 @@ EXPECTED_DYNAMIC_BATCH = {
     "bert_ts": "node '/model/embeddings/Equal_1' (Equal, opset 17): the value depends on a dynamic dimension; give it a size with --dim NAME=SIZE",
 }
 
-# With B and S pinned: the plumbing folds; the decoders stop at RMSNorm's Pow (GPT-2 at its tanh
-# GELU's Pow), the encoders at the attention mask, a run-time input made boolean.
+# With B and S pinned: the plumbing folds. The encoders stop at the attention mask, a run-time
+# input made boolean; the decoders import (`IMPORTED`).
 EXPECTED = {
-    "llama_dynamo": "node 'node_pow_1' (Pow, opset 18): this operator is not supported",
-    "qwen2_dynamo": "node 'node_pow_1' (Pow, opset 18): this operator is not supported",
-    "gpt2_dynamo": "node 'node_pow_1' (Pow, opset 18): this operator is not supported",
     "bert_dynamo": "node 'node__to_copy' (Cast, opset 18): casting to BOOL is not supported",
     "bert_ts": "node '/model/Cast' (Cast, opset 17): casting to BOOL is not supported",
 }
 
-# The families whose stand-in copy (`standin`) imports and runs.
-STANDIN = ["llama_dynamo", "qwen2_dynamo", "gpt2_dynamo"]
+# The families that import with B and S pinned, and run.
+IMPORTED = ["llama_dynamo", "qwen2_dynamo", "gpt2_dynamo"]
 
 
 def fill(model, rng):
@@ -109,44 +100,6 @@ def refused(name, path, d, dims, want):
     assert want in r.stderr, f"{name} {dims}: expected '{want}' in\n{r.stderr}"
     assert not os.path.exists(out), f"{name}: a refused import wrote {out}"
     return r.stderr
-
-
-def standin(model):
-    """A copy of `model` with the numeric operators of another change replaced by ones nnopt
-    reads: RMSNorm (`x * Reciprocal(Sqrt(ReduceMean(Pow(x, 2)) + eps))`) by `x` itself, `Neg(x)`
-    by `x * -1` and GELU's `Pow(x, 3)` by `x * x * x`. The graph's plumbing is untouched."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    g = m.graph
-    producer = {o: n for n in g.node for o in n.output}
-    uses = consumers(g)
-    made = lambda name, op: name in producer and producer[name].op_type == op
-    nodes = []
-    for n in g.node:
-        if n.op_type == "Mul" and any(made(i, "Reciprocal") for i in n.input):
-            [x] = [i for i in n.input if not made(i, "Reciprocal")]
-            nodes.append(helper.make_node("Identity", [x], list(n.output), name=n.name))
-        elif n.op_type == "Pow" and not any(u.op_type == "ReduceMean" for u, _ in uses[n.output[0]]):
-            x, sq = n.input[0], n.output[0] + "_squared"
-            nodes.append(helper.make_node("Mul", [x, x], [sq]))
-            nodes.append(helper.make_node("Mul", [sq, x], list(n.output), name=n.name))
-        elif n.op_type in ("Pow", "ReduceMean", "Sqrt", "Reciprocal") or (
-            n.op_type == "Add" and any(made(i, "ReduceMean") for i in n.input)
-        ):
-            continue
-        elif n.op_type == "Neg":
-            minus = n.output[0] + "_minus_one"
-            g.initializer.append(numpy_helper.from_array(np.array(-1.0, np.float32), minus))
-            nodes.append(helper.make_node("Mul", [n.input[0], minus], list(n.output), name=n.name))
-        else:
-            nodes.append(n)
-    del g.node[:]
-    g.node.extend(nodes)
-    used = {i for n in g.node for i in n.input}
-    kept = [t for t in g.initializer if t.name in used]
-    del g.initializer[:]
-    g.initializer.extend(kept)
-    return m
 
 
 def agrees(name, path, feeds, d):
@@ -200,20 +153,19 @@ def check(name, d):
     # The note names the dimension to pin.
     batch = "the dimension is 'B' (axis 0 of graph input '"
     assert batch in stderr and "--dim B=SIZE gives it a size" in stderr, f"{name}: no note naming B in\n{stderr}"
-    refused(name, path, d, PINNED, EXPECTED[name])
-    print(f"ok {name}: onnxruntime runs it; nnopt refuses it: {EXPECTED[name]}")
-    if name in STANDIN:
-        stand = os.path.join(d, f"{name}.standin.onnx")
-        onnx.save(standin(model), stand)
-        err = agrees(name, stand, feeds, d)
-        print(f"ok {name}: with stand-ins for the numeric ops, nnopt run --interp agrees with onnxruntime ({err:.2g})")
-        err = written_back(name, stand, feeds, d)
-        print(f"ok {name}: written back as ONNX with B and S fixed, onnxruntime agrees ({err:.2g})")
+    if name in EXPECTED:
+        refused(name, path, d, PINNED, EXPECTED[name])
+        print(f"ok {name}: onnxruntime runs it; nnopt refuses it: {EXPECTED[name]}")
+        return
+    err = agrees(name, path, feeds, d)
+    print(f"ok {name}: nnopt run --interp agrees with onnxruntime ({err:.2g})")
+    err = written_back(name, path, feeds, d)
+    print(f"ok {name}: written back as ONNX with B and S fixed, onnxruntime agrees ({err:.2g})")
 
 
 def main():
     names = sorted(f[: -len(".onnx")] for f in os.listdir(FIXTURES) if f.endswith(".onnx"))
-    assert names == sorted(EXPECTED) == sorted(EXPECTED_DYNAMIC_BATCH), f"fixtures {names} vs EXPECTED"
+    assert names == sorted(EXPECTED_DYNAMIC_BATCH) == sorted([*EXPECTED, *IMPORTED]), f"fixtures {names} vs EXPECTED"
     with tempfile.TemporaryDirectory() as d:
         for name in names:
             check(name, d)

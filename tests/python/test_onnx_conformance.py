@@ -35,7 +35,7 @@ SUPPORTED = [
     "Add", "Sub", "Mul", "Concat", "MaxPool", "AveragePool", "GlobalAveragePool", "ReduceMean",
     "BatchNormalization", "Flatten", "Reshape", "Transpose", "Softmax", "LayerNormalization",
     "Identity", "Dropout", "Constant", "Gather", "Squeeze", "Unsqueeze", "Shape", "Cast",
-    "Slice", "Split", "Expand",
+    "Slice", "Split", "Expand", "RMSNormalization", "Neg",
 ]
 
 

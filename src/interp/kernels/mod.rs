@@ -19,7 +19,7 @@ mod tests;
 pub use conv::conv2d;
 pub use dense::{linear, matmul};
 pub use elementwise::{binary, BinaryOp};
-pub use norm::{batch_norm, layer_norm, softmax};
+pub use norm::{batch_norm, layer_norm, rms_norm, softmax};
 pub use pool::{avg_pool2d, global_avg_pool, max_pool2d};
 pub use reduce::mean;
 pub use shape::{concat, embedding, flatten, gather, reshape, scatter, transpose};

@@ -1,5 +1,5 @@
 //! Normalizations along axes: inference batch normalization (over the channel axis), layer
-//! normalization (over trailing axes) and softmax (along one axis).
+//! normalization and RMSNorm (over trailing axes) and softmax (along one axis).
 
 use super::{norm_axis, KResult};
 use ndarray::{ArrayD, Axis, IxDyn};
@@ -55,13 +55,34 @@ pub fn layer_norm(
     axis: i64,
     epsilon: f32,
 ) -> KResult {
-    let a = norm_axis(axis, x.ndim(), "layer_norm")?;
+    trailing_norm(x, Some(scale), bias, axis, epsilon, true)
+}
+
+/// RMSNorm (ONNX RMSNormalization, PyTorch `nn.RMSNorm`): `x / sqrt(mean(x²) + eps) · scale`
+/// over axes `axis..rank`, in the order of operations of PyTorch's export (`x · (1 /
+/// sqrt(…))`, then the scale).
+pub fn rms_norm(x: &ArrayD<f32>, scale: Option<&ArrayD<f32>>, axis: i64, epsilon: f32) -> KResult {
+    trailing_norm(x, scale, None, axis, epsilon, false)
+}
+
+/// Normalizes each row of the trailing axes `axis..rank`: `(x - mu) · rstd · scale + bias`
+/// with the mean and variance when `center`, else `x · rstd · scale` with the mean square.
+fn trailing_norm(
+    x: &ArrayD<f32>,
+    scale: Option<&ArrayD<f32>>,
+    bias: Option<&ArrayD<f32>>,
+    axis: i64,
+    epsilon: f32,
+    center: bool,
+) -> KResult {
+    let what = if center { "layer_norm" } else { "rms_norm" };
+    let a = norm_axis(axis, x.ndim(), what)?;
     let tail = &x.shape()[a..];
-    for (name, p) in [("scale", Some(scale)), ("bias", bias)] {
+    for (name, p) in [("scale", scale), ("bias", bias)] {
         if let Some(p) = p {
             if p.shape() != tail {
                 return Err(format!(
-                    "layer_norm {name} has shape {:?} but the normalized axes are {tail:?}",
+                    "{what} {name} has shape {:?} but the normalized axes are {tail:?}",
                     p.shape()
                 ));
             }
@@ -70,15 +91,20 @@ pub fn layer_norm(
     let outer: usize = x.shape()[..a].iter().product();
     let inner: usize = tail.iter().product();
     let flat: Vec<f32> = x.iter().copied().collect();
-    let sc: Vec<f32> = scale.iter().copied().collect();
+    let sc: Option<Vec<f32>> = scale.map(|s| s.iter().copied().collect());
     let bi: Option<Vec<f32>> = bias.map(|b| b.iter().copied().collect());
     let mut out = Vec::with_capacity(flat.len());
     for row in flat.chunks(inner.max(1)).take(outer) {
-        let mu = row.iter().sum::<f32>() / inner as f32;
+        let mu = if center {
+            row.iter().sum::<f32>() / inner as f32
+        } else {
+            0.0
+        };
         let var = row.iter().map(|v| (v - mu) * (v - mu)).sum::<f32>() / inner as f32;
         let inv = 1.0 / (var + epsilon).sqrt();
         for (i, &v) in row.iter().enumerate() {
-            out.push((v - mu) * inv * sc[i] + bi.as_ref().map_or(0.0, |b| b[i]));
+            let y = (v - mu) * inv * sc.as_ref().map_or(1.0, |s| s[i]);
+            out.push(y + bi.as_ref().map_or(0.0, |b| b[i]));
         }
     }
     ArrayD::from_shape_vec(IxDyn(x.shape()), out).map_err(|e| e.to_string())

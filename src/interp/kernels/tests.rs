@@ -227,6 +227,27 @@ fn layer_norm_trailing_axes() {
 }
 
 #[test]
+fn rms_norm_trailing_axes() {
+    // Rows [3, 4] and [0, 0]: the mean squares are 12.5 and 0, so with eps 0 the first row
+    // divides by sqrt(12.5) and the second is 0 · 1/sqrt(eps) once eps > 0.
+    let x = t(&[2, 2], &[3., 4., 0., 0.]);
+    let s = t(&[2], &[1., 2.]);
+    let y = rms_norm(&x, Some(&s), -1, 0.0).unwrap();
+    let r = 12.5f32.sqrt();
+    assert_eq!(vals(&y)[..2], [3. * (1. / r), 4. * (1. / r) * 2.]);
+    let y = rms_norm(&x, None, -1, 1e-6).unwrap();
+    assert_eq!(vals(&y)[2..], [0., 0.]);
+    // Not centred: a constant row normalizes to ±1, where layer_norm gives 0.
+    let c = t(&[1, 3], &[-2., -2., -2.]);
+    assert_eq!(vals(&rms_norm(&c, None, 1, 0.0).unwrap()), vec![-1.; 3]);
+    // Over both axes: mean square (9 + 16) / 4.
+    let y = rms_norm(&x, None, 0, 0.0).unwrap();
+    assert_eq!(y[[0, 1]], 4. * (1. / 6.25f32.sqrt()));
+    assert!(rms_norm(&x, Some(&t(&[3], &[1.; 3])), -1, 0.0).is_err());
+    assert!(rms_norm(&x, None, 2, 0.0).is_err());
+}
+
+#[test]
 fn gather_scatter_inverse() {
     let x = seq(&[2, 4]);
     let idx = [3, 1];

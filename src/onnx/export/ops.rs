@@ -1,6 +1,6 @@
 //! One NNIR op as ONNX nodes: most ops are the same-named operator with their attributes;
-//! `nn.linear`, `nn.silu`, `nn.clip`, `nn.mean`, `nn.reshape`, `nn.layer_norm` and `nn.gather`
-//! need initializers or a few nodes; `nn.scatter` is in `scatter.rs`.
+//! `nn.linear`, `nn.silu`, `nn.clip`, `nn.mean`, `nn.reshape`, `nn.layer_norm`, `nn.rms_norm`
+//! and `nn.gather` need initializers or a few nodes; `nn.scatter` is in `scatter.rs`.
 
 use super::graph::{u64s, Exporter};
 use crate::ir::{OpKind, TensorType};
@@ -219,6 +219,9 @@ impl Exporter<'_> {
                     vec![attr_i("axis", *axis), attr_f("epsilon", *epsilon)],
                 );
             }
+            OpKind::RmsNorm { axis, epsilon } => {
+                self.rms_norm(&ins, out, &x_ty()?, *axis, *epsilon)?
+            }
             OpKind::Gather { axis, indices } => {
                 let data: Vec<i64> = u64s(indices).collect();
                 let idx = self.init_i64(&format!("{out}.indices"), &[indices.len() as u64], &data);
@@ -231,6 +234,45 @@ impl Exporter<'_> {
             }
             OpKind::Scatter { .. } => self.scatter(kind, &ins[0], &x_ty()?, out, r_ty)?,
             OpKind::Return => unreachable!("handled by the caller"),
+        }
+        Ok(())
+    }
+}
+
+impl Exporter<'_> {
+    /// `nn.rms_norm` as the node chain PyTorch's export writes (`x · Reciprocal(Sqrt(
+    /// ReduceMean(Pow(x, 2)) + eps)) · scale`): RMSNormalization needs opset 23, above the
+    /// export opset, and this chain is what the importer recognizes as `nn.rms_norm` again.
+    fn rms_norm(
+        &mut self,
+        ins: &[String],
+        out: String,
+        x_ty: &TensorType,
+        axis: i64,
+        epsilon: f32,
+    ) -> Result<(), String> {
+        let (x, e) = (ins[0].clone(), x_ty.elem);
+        let a = crate::ir::infer::norm_axis(axis, x_ty.rank())?;
+        let two = self.init_f(&format!("{out}.two"), e, &[], &[2.0]);
+        let sq = self.tmp("Pow", vec![x.clone(), two], &format!("{out}.pow"), vec![]);
+        let axes: Vec<i64> = (a as i64..x_ty.rank() as i64).collect();
+        let ax = self.init_i64(&format!("{out}.axes"), &[axes.len() as u64], &axes);
+        let ms = self.tmp(
+            "ReduceMean",
+            vec![sq, ax],
+            &format!("{out}.mean"),
+            vec![attr_i("keepdims", 1)],
+        );
+        let eps = self.init_f(&format!("{out}.epsilon"), e, &[], &[epsilon]);
+        let var = self.tmp("Add", vec![ms, eps], &format!("{out}.add"), vec![]);
+        let sd = self.tmp("Sqrt", vec![var], &format!("{out}.sqrt"), vec![]);
+        let rstd = self.tmp("Reciprocal", vec![sd], &format!("{out}.rsqrt"), vec![]);
+        match ins.get(1) {
+            Some(scale) => {
+                let y = self.tmp("Mul", vec![x, rstd], &format!("{out}.normed"), vec![]);
+                self.node("Mul", vec![y, scale.clone()], out, vec![]);
+            }
+            None => self.node("Mul", vec![x, rstd], out, vec![]),
         }
         Ok(())
     }

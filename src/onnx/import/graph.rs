@@ -104,6 +104,7 @@ pub fn import_model(
         fills: HashMap::new(),
         pinned,
         dim_params: HashMap::new(),
+        chains: HashMap::new(),
         func: Function::new(func_name, Span::default()),
     };
     imp.graph(graph)?;
@@ -249,13 +250,18 @@ impl Importer {
                 .or_default()
                 .push(usize::MAX);
         }
+        self.find_chains(g, &order);
         for i in order {
             if self.skip.contains(&i) {
                 continue;
             }
             let n = &g.node[i];
             let first = self.func.op_capacity();
-            self.node(n, g).map_err(|e| {
+            match self.chains.remove(&i) {
+                Some(c) => self.chain(n, c),
+                None => self.node(n, g),
+            }
+            .map_err(|e| {
                 let d = Diagnostic::error(format!("{}: {e}", describe(n, i, self.opset)));
                 match self
                     .dynamic_input_dim(n)

@@ -128,5 +128,8 @@ struct Importer {
     /// The `dim_param` and graph input of each dynamic graph-input dimension, by input value
     /// and axis, to name the one a refused computation depends on.
     dim_params: HashMap<(ValueId, usize), (String, String)>,
+    /// Chains of nodes imported as one op (RMSNorm, GELU), by their last node; their other
+    /// nodes are in `skip` (see `nodes/chains.rs`).
+    chains: HashMap<usize, nodes::Chain>,
     func: Function,
 }

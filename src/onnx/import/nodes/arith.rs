@@ -1,5 +1,6 @@
 //! Element-wise arithmetic: Add, Sub and Mul (NumPy broadcasting; folded on two integer or
-//! two float constants), and Div, by a constant power of two only, so that the multiplication by the
+//! two float constants), Neg (a multiplication by -1, exact), and Div, by a constant power of
+//! two only, so that the multiplication by the
 //! reciprocal NNIR computes rounds exactly as the division would.
 
 use crate::ir::{OpKind, Tensor};
@@ -74,6 +75,40 @@ impl Importer {
         let x = self.operand(l)?;
         let w = self.weight(&format!("{r}.reciprocal"), t);
         let v = self.push(OpKind::Mul, &[x, w], Some(out))?;
+        self.bind(out, Val::Ir(v));
+        Ok(())
+    }
+
+    pub(super) fn neg(&mut self, n: &NodeProto, a: &Attrs<'_>, out: &str) -> R<()> {
+        // -x is x · (-1) bit for bit (both flip the sign bit only), so NNIR needs no negation.
+        a.only(&[])?;
+        let name = Self::need(n, 0)?;
+        let folded = match self.val(name)? {
+            Val::Int { shape, data } => Some(Val::Int {
+                shape: shape.clone(),
+                data: data.iter().map(|v| v.wrapping_neg()).collect(),
+            }),
+            Val::Float(t) => {
+                let neg: Vec<f32> = t.to_f32_vec().iter().map(|v| -v).collect();
+                Some(Val::Float(Tensor::from_f32(
+                    t.elem(),
+                    t.shape().to_vec(),
+                    &neg,
+                )))
+            }
+            Val::Ir(_) => None,
+        };
+        if let Some(v) = folded {
+            self.bind(out, v);
+            return Ok(());
+        }
+        let x = self.operand(name)?;
+        let elem = self.func.ty(x).elem;
+        let m = self.weight(
+            &format!("{out}.minus_one"),
+            Tensor::from_f32(elem, vec![], &[-1.0]),
+        );
+        let v = self.push(OpKind::Mul, &[x, m], Some(out))?;
         self.bind(out, Val::Ir(v));
         Ok(())
     }

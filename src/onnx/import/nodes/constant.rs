@@ -13,6 +13,13 @@ use crate::onnx::proto::{data_type, NodeProto};
 
 impl Importer {
     pub(super) fn constant(&mut self, n: &NodeProto, out: &str) -> R<()> {
+        let v = self.constant_value(n)?;
+        self.bind(out, v);
+        Ok(())
+    }
+
+    /// The value of a Constant node (also read ahead of the walk by `chains.rs`).
+    pub(super) fn constant_value(&mut self, n: &NodeProto) -> R<Val> {
         let [attr] = n.attribute.as_slice() else {
             return Err("a Constant needs exactly one attribute".into());
         };
@@ -37,8 +44,7 @@ impl Importer {
             },
             other => return Err(format!("attribute '{other}' is not supported")),
         };
-        self.bind(out, v);
-        Ok(())
+        Ok(v)
     }
 
     pub(super) fn shape(&mut self, n: &NodeProto, a: &Attrs<'_>, out: &str) -> R<()> {

@@ -7,6 +7,7 @@
 //! `Importer::skip` by `dense.rs`).
 
 mod arith;
+mod chains;
 mod constant;
 mod conv;
 mod dense;
@@ -22,6 +23,7 @@ mod unary;
 use crate::onnx::import::attrs::Attrs;
 use crate::onnx::import::{Importer, R};
 use crate::onnx::proto::{GraphProto, NodeProto};
+pub(super) use chains::Chain;
 
 impl Importer {
     /// Translates node `n` of graph `g` (the graph, for a look at the node's users).
@@ -61,6 +63,7 @@ impl Importer {
             "Squeeze" | "Unsqueeze" => self.squeeze_unsqueeze(n, &a, out),
             "Transpose" => self.transpose(n, &a, out),
             "LayerNormalization" => self.layer_norm(n, &a, out),
+            "RMSNormalization" => self.rms_norm(n, &a, out),
             "Constant" => self.constant(n, out),
             "Shape" => self.shape(n, &a, out),
             "Gather" => self.gather(n, &a, out),
@@ -70,6 +73,8 @@ impl Importer {
             "Sqrt" => self.sqrt(n, &a, out),
             "Expand" => self.expand(n, &a, g, out),
             "Cast" => self.cast(n, &a, out),
+            "Neg" => self.neg(n, &a, out),
+            "Pow" | "Erf" | "Reciprocal" => Err(chains::outside_chain(&n.op_type)),
             _ => Err("this operator is not supported".into()),
         }
     }
