@@ -250,6 +250,7 @@ impl ConstAnalysis {
                 | OpKind::MaxPool2d(_)
                 | OpKind::AvgPool2d { .. }
                 | OpKind::Mean { .. }
+                | OpKind::Reshape { .. }
                 | OpKind::Flatten { .. } => fact_of(ins[0]).and_then(|fx| {
                     let axis = super::channels::per_channel_axis(f, op, fx.axis)?;
                     // Flatten turns each channel into H·W features of the same constant.

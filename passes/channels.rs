@@ -7,8 +7,8 @@ use crate::ir::{Function, OpId, OpKind};
 /// independently, so that dropping a channel of the operand drops the same channel of the
 /// result: unary activations, pools, `nn.global_avg_pool`, `nn.mean` over other axes,
 /// `nn.flatten` at axis 1 of `[N, C, ...]` with static trailing sizes (see [`channel_scale`]),
-/// and depthwise `nn.conv2d` (`groups` = input
-/// channels = filters) with constant parameters.
+/// `nn.reshape` of the leading axes (the last axis, the features, kept), and depthwise
+/// `nn.conv2d` (`groups` = input channels = filters) with constant parameters.
 pub fn per_channel_axis(f: &Function, op: OpId, axis: usize) -> Option<usize> {
     let data = f.op(op);
     let kind = &data.kind;
@@ -42,6 +42,17 @@ pub fn per_channel_axis(f: &Function, op: OpId, axis: usize) -> Option<usize> {
                 .all(|&b| f.constant_of(b).is_some());
             let depthwise = x.dim(1).as_static() == Some(*groups) && w.shape()[0] == *groups;
             (axis == 1 && params && depthwise && *groups > 1).then_some(1)
+        }
+        // Regrouping the leading axes (`[B, S, E]` ↔ `[B·S, E]`, a linear on flattened rows)
+        // keeps every feature at its place on the last axis.
+        OpKind::Reshape { .. } => {
+            let out = f.ty(data.result()?);
+            let last = x.rank().checked_sub(1)?;
+            let kept = axis == last
+                && out.rank() >= 1
+                && x.dim(last).as_static().is_some()
+                && out.dim(out.rank() - 1) == x.dim(last);
+            kept.then(|| out.rank() - 1)
         }
         OpKind::Flatten { axis: 1 } => {
             let fixed = x.dims[2..].iter().all(|d| d.as_static().is_some());

@@ -28,8 +28,8 @@ cargo test
 .venv/bin/python tests/python/test_round_to.py
 .venv/bin/python tests/python/test_prune_report.py
 .venv/bin/python tests/python/test_llm_weights.py
-
 .venv/bin/python tests/python/test_llm_models.py
+.venv/bin/python tests/python/test_llm_pruning.py
 .venv/bin/python tests/python/test_numeric_chains.py
 # The real-model benchmark's driver on its smallest model, one run: fails if nnopt bench's output
 # stops parsing (bench/README.md; `test_torch_models.py bench/models` checks every fixture, slowly).

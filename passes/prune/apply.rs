@@ -234,6 +234,11 @@ pub fn apply(rw: &mut Rewriter, op: OpId, plan: &Plan, cx: &mut PassContext) {
     for (v, site) in std::iter::once((r, own)).chain(chain) {
         let width = Dim::Static((keep.len() * site.scale) as u64);
         let ty = rw.func().ty(v).with_dim(site.axis, width);
+        // A reshape on the way (of the leading axes) states its result shape.
+        let p = rw.func().producer(v).expect("a result");
+        if let (OpKind::Reshape { .. }, Some(shape)) = (rw.func().kind(p), ty.static_shape()) {
+            rw.set_kind(p, OpKind::Reshape { shape });
+        }
         rw.set_type(v, ty);
     }
     let note = cx.layer(rw.func(), op);

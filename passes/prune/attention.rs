@@ -87,16 +87,20 @@ pub fn attention(f: &Function, o_proj: OpId) -> Result<Attention, &'static str> 
     }
     let (tt, xt) = (f.ty(t), f.ty(x));
     let r = tt.rank();
+    ensure(r >= 3, "the reshape does not merge two axes")?;
+    // Row-major, `[…, H, D]` → `[…, H·D]` keeps every element's place whatever the leading
+    // axes become (GPT-2 merges heads and flattens `[B, S]` in one reshape).
+    let rows =
+        |dims: &[crate::ir::Dim]| -> Option<u64> { dims.iter().map(|d| d.as_static()).product() };
     ensure(
-        r >= 3 && xt.rank() + 1 == r,
-        "the reshape does not merge two axes",
-    )?;
-    ensure(
-        tt.dims[..r - 2] == xt.dims[..r - 2],
+        rows(&tt.dims[..r - 2]).is_some()
+            && rows(&tt.dims[..r - 2]) == rows(&xt.dims[..xt.rank() - 1]),
         "the reshape changes the leading axes",
     )?;
     let (heads, dim) = match (tt.dim(r - 2).as_static(), tt.dim(r - 1).as_static()) {
-        (Some(h), Some(d)) if xt.dim(r - 2).as_static() == Some(h * d) => (h as usize, d as usize),
+        (Some(h), Some(d)) if xt.dim(xt.rank() - 1).as_static() == Some(h * d) => {
+            (h as usize, d as usize)
+        }
         _ => return Err("the reshape does not merge heads into features"),
     };
     ensure(heads >= 2, "one head")?;

@@ -363,6 +363,19 @@ fn matmul_batched() {
 }
 
 #[test]
+fn matmul_of_a_permuted_operand() {
+    // Grouped-query attention's values: transpose [2, 5, 2, 3] → [2, 2, 5, 3], then repeat each
+    // key/value head twice (a gather along the head axis) → [2, 4, 5, 3], a layout no reshape
+    // can view. The product equals that of a row-major copy.
+    let t = kernels::transpose(&seq(&[2, 5, 2, 3]), &[0, 2, 1, 3]).unwrap();
+    let v = kernels::gather(&t, 1, &[0, 0, 1, 1]).unwrap();
+    let p = seq(&[2, 4, 4, 5]);
+    let want = kernels::matmul(&p, &v.as_standard_layout().into_owned()).unwrap();
+    let got = kernels::matmul(&p, &v).unwrap();
+    assert_eq!(got, want);
+}
+
+#[test]
 fn batch_norm_operand_order() {
     // Operands x, scale, bias, mean, var; sqrt(var + eps) = [2, 1].
     let x = arr(&[1, 2, 1, 2], &[1., 3., 5., 7.]);

@@ -75,6 +75,8 @@ pub fn matmul(a: &ArrayD<f32>, b: &ArrayD<f32>) -> KResult {
     if b1 {
         bsh.push(1);
     }
+    // Reshaping needs a row-major operand; a permuted view (a transpose's result) is copied.
+    let (a, b) = (a.as_standard_layout(), b.as_standard_layout());
     let a2 = a
         .view()
         .into_shape_with_order(IxDyn(&ash))

@@ -1,0 +1,183 @@
+"""Issue #21's exactness bar on the transformer fixtures (tests/llm): each decoder, filled with
+seeded weights (test_llm_models.fill), gets planted dead structure in its first layers, is
+pruned by `nnopt --prune-neurons` with B and S pinned, and
+
+- onnxruntime runs the original and the pruned file and they agree to 1e-4 of the logits'
+  largest magnitude;
+- nnopt's interpreter on the pruned file agrees with onnxruntime;
+- the projection parameters drop by exactly the removable bound (computed below per family).
+
+Planted in layer 0 (attention): query head 1's o_proj rows are zero (ignored); the value
+columns of key/value head 1 are zero, so with GQA its whole group (query heads 2 and 3) outputs
+the value bias, which o_proj's bias absorbs (Qwen2; Llama has no biases, so the heads output
+0), and then key/value head 1 is read by no one; query head 0's query columns (and bias) are
+zero, so it attends uniformly and must stay. GPT-2 (fused c_attn, no GQA): head 1 ignored, head
+2's value columns zero (its bias folds into c_proj's), head 0 query-zero. Planted in layer 1
+(FFN): Llama and Qwen2's SwiGLU loses neuron 3 (gate column zero), 7 (up column zero) and 11
+(down row zero); GPT-2's MLP loses neuron 5 (c_fc column zero: a constant folded into
+c_proj's bias) and 9 (c_proj row zero).
+
+`--round-to=1` (exact removal, no channel alignment) and `--residual=keep` (no scatters: the
+query-zero head's zero features stay as they are).
+
+    .venv/bin/python tests/python/test_llm_pruning.py
+"""
+
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import numpy_helper
+
+from test_llm_models import BATCH, FIXTURES, NNOPT, PINNED, SEQ, fill, inputs
+
+E, FFN = 64, 128
+FLAGS = ["--prune-neurons", "--round-to=1", "--residual=keep", *PINNED]
+
+
+def weights(model):
+    """The float initializers read by MatMul or Gemm (weights, and a Gemm's bias) and the 1-D
+    ones read by Add (biases): what pruning removes from. Masks, rotary tables, norms and
+    embeddings are left out (the pruned file holds the folded mask and tables as constants)."""
+    inits = {t.name: t for t in model.graph.initializer}
+    used = set()
+    for n in model.graph.node:
+        for i in n.input:
+            t = inits.get(i)
+            if t is None or t.data_type != onnx.TensorProto.FLOAT:
+                continue
+            if n.op_type in ("MatMul", "Gemm") or (n.op_type == "Add" and len(t.dims) == 1):
+                used.add(i)
+    return sum(int(np.prod(inits[i].dims)) for i in used)
+
+
+def projections(model):
+    """The [in, out] weight initializers of the MatMul/Gemm nodes, in graph order, and the 1-D
+    bias initializer each one's output is added to (or its Gemm's C), if any."""
+    inits = {t.name: t for t in model.graph.initializer}
+    adds = {}
+    for n in model.graph.node:
+        if n.op_type == "Add":
+            for a, b in (n.input, n.input[::-1]):
+                if b in inits and len(inits[b].dims) == 1:
+                    adds[a] = b
+    out = []
+    for n in model.graph.node:
+        if n.op_type in ("MatMul", "Gemm") and n.input[1] in inits:
+            bias = n.input[2] if n.op_type == "Gemm" and len(n.input) > 2 else adds.get(n.output[0])
+            out.append((inits[n.input[1]], inits.get(bias) if bias else None))
+    return out
+
+
+def edit(t, f):
+    a = numpy_helper.to_array(t).copy()
+    f(a)
+    t.CopyFrom(numpy_helper.from_array(a, t.name))
+
+
+def zero_cols(lo, hi):
+    def f(a):
+        a[:, lo:hi] = 0
+    return f
+
+
+def zero_rows(lo, hi):
+    def f(a):
+        a[lo:hi, :] = 0
+    return f
+
+
+def zero(lo, hi):
+    def f(a):
+        a[lo:hi] = 0
+    return f
+
+
+def plant_gqa(model, biases):
+    """Llama/Qwen2 (4 query heads, 2 key/value heads of 16): returns the parameter drop."""
+    p = projections(model)
+    (wq, bq), (wk, bk), (wv, bv), (wo, bo) = p[0:4]
+    (wg, _), (wu, _), (wd, _) = p[4:7]
+    d = 16
+    edit(wo, zero_rows(1 * d, 2 * d))  # query head 1 ignored
+    edit(wv, zero_cols(1 * d, 2 * d))  # key/value head 1's values: query heads 2, 3 constant
+    edit(wq, zero_cols(0, d))  # query head 0 attends uniformly: stays
+    if bq is not None:
+        edit(bq, zero(0, d))
+    for j, (w, f) in {3: (wg, zero_cols), 7: (wu, zero_cols), 11: (wd, zero_rows)}.items():
+        edit(w, f(j, j + 1))
+    heads = 3 * d * E + 1 * d * E * 2 + 3 * d * E  # q rows, k and v rows of one kv head, o columns
+    if biases:
+        heads += 3 * d + 2 * d - E  # their biases; o_proj gains a bias for the constant heads
+    return heads + 3 * 3 * E
+
+
+def plant_gpt2(model):
+    """GPT-2 (4 heads of 16, fused c_attn [E, 3E] with bias): returns the parameter drop."""
+    p = projections(model)
+    (wqkv, bqkv), (wo, _) = p[0:2]
+    (wfc, bfc), (wpr, _) = p[2:4]
+    d = 16
+    edit(wo, zero_rows(1 * d, 2 * d))  # head 1 ignored
+    edit(wqkv, zero_cols(2 * E + 2 * d, 2 * E + 3 * d))  # head 2's values: constant bias
+    edit(wqkv, zero_cols(0, d))  # head 0's queries: stays
+    edit(bqkv, zero(0, d))
+    edit(wfc, zero_cols(5, 6))  # neuron 5 constant gelu(b): folded into c_proj's bias
+    edit(wpr, zero_rows(9, 10))  # neuron 9 ignored
+    heads = 2 * (3 * d * E + 3 * d) + 2 * d * E
+    return heads + 2 * (E + 1 + E)
+
+
+PLANT = {
+    "llama_dynamo": lambda m: plant_gqa(m, biases=False),
+    "qwen2_dynamo": lambda m: plant_gqa(m, biases=True),
+    "gpt2_dynamo": plant_gpt2,
+}
+
+
+def rel(got, want):
+    return float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-6))
+
+
+def nnopt(*args):
+    r = subprocess.run([NNOPT, *args], capture_output=True, text=True)
+    assert r.returncode == 0, f"nnopt {' '.join(args)} failed:\n{r.stderr}"
+    return r
+
+
+def check(name, d):
+    model = onnx.load(os.path.join(FIXTURES, f"{name}.onnx"), load_external_data=False)
+    fill(model, np.random.default_rng(21))
+    drop = PLANT[name](model)
+    src, dst = os.path.join(d, f"{name}.onnx"), os.path.join(d, f"{name}_pruned.onnx")
+    onnx.save(model, src)
+    nnopt(*FLAGS, src, "-o", dst)
+    feeds = inputs(model, np.random.default_rng(5))
+    want = ort.InferenceSession(src, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    got = ort.InferenceSession(dst, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    err = rel(got, want)
+    assert err <= 1e-4, f"{name}: the pruned file differs in onnxruntime by {err:.3g} of the largest logit"
+    before, after = weights(model), weights(onnx.load(dst))
+    assert before - after == drop, f"{name}: {before} -> {after} parameters, expected a drop of {drop}"
+    ids = os.path.join(d, "ids.npy")
+    np.save(ids, feeds["input_ids"])
+    y = os.path.join(d, "y.npy")
+    nnopt("run", "--interp", dst, "--input", ids, "--output", y)
+    ierr = rel(np.load(y), want)
+    assert ierr <= 1e-4, f"{name}: nnopt's interpreter on the pruned file differs by {ierr:.3g}"
+    print(f"ok {name}: {before} -> {after} projection parameters (drop {drop}), onnxruntime "
+          f"{err:.2e}, interpreter {ierr:.2e}")
+
+
+def main():
+    with tempfile.TemporaryDirectory() as d:
+        for name in PLANT:
+            check(name, d)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
