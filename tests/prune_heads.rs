@@ -42,7 +42,7 @@ struct Block {
     /// Rotary embeddings on q and k (rotate_half as two gathers, a negation and a concat).
     rotary: bool,
     /// One projection for q, k and v, its parts gathered (GPT-2's `c_attn`); with `flat`, it
-    /// and o_proj run on `[S, E]` (GPT-2's Conv1D) between reshapes.
+    /// and o_proj run on `[S, E]` rows (GPT-2's Conv1D) between reshapes.
     fused: bool,
     flat: bool,
     weights: Vec<f32>,
@@ -282,18 +282,35 @@ fn text(b: &Block) -> String {
         "%at = nn.transpose %a {{perm = [0, 2, 1, 3]}} : {}",
         ty(&[1, S, h, d])
     ));
+    // Flattened: o_proj reads the heads merged and flattened by one reshape (GPT-2) for an
+    // odd head count, by a merge and then a flatten for an even one.
+    let once = b.flat && h % 2 == 1;
+    let m_dims = if once {
+        vec![S, h * d]
+    } else {
+        vec![1, S, h * d]
+    };
+    let m_shape: Vec<String> = m_dims.iter().map(usize::to_string).collect();
     line(format!(
-        "%m = nn.reshape %at {{shape = [1, {S}, {}]}} : {}",
-        h * d,
-        ty(&[1, S, h * d])
+        "%m = nn.reshape %at {{shape = [{}]}} : {}",
+        m_shape.join(", "),
+        ty(&m_dims)
     ));
     if b.flat {
+        let rows = if once {
+            "%m".to_string()
+        } else {
+            line(format!(
+                "%m2 = nn.reshape %m {{shape = [{S}, {}]}} : {}",
+                h * d,
+                ty(&[S, h * d])
+            ));
+            "%m2".to_string()
+        };
         line(format!(
-            "%m2 = nn.reshape %m {{shape = [{S}, {}]}} : {}",
-            h * d,
-            ty(&[S, h * d])
+            "%y2 = nn.linear {rows}, %wo, %bo : {}",
+            ty(&[S, E])
         ));
-        line(format!("%y2 = nn.linear %m2, %wo, %bo : {}", ty(&[S, E])));
         line(format!(
             "%y = nn.reshape %y2 {{shape = [1, {S}, {E}]}} : {}",
             ty(&[1, S, E])
