@@ -9,7 +9,7 @@ use super::abi::{shape, DimVal};
 use super::flat_conv::{FlatConv, FlatSource};
 use super::mlir_ops::{i64_elements, id, tensor_type, BResult};
 use super::state::{LResult, Lower, View};
-use super::window::Depthwise;
+use super::window::{Reduce, Window};
 use crate::ir::{OpId, ValueId};
 use melior::ir::Value;
 
@@ -115,7 +115,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
                 tensor_type(cx, &[c as i64, kh, kw]),
             )?;
             let act = self.absorb_activation(op);
-            let geom = Depthwise {
+            let geom = Window {
                 input: [h, wi],
                 kernel: [kh as u64, kw as u64],
                 strides,
@@ -124,7 +124,12 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
                 output: [ho, wo],
             };
             let bias = operands.get(2).map(|&b| self.val(b).0);
-            let y = self.depthwise(x, &xd, wc, bias, act.as_ref(), geom)?;
+            let red = Reduce::Conv {
+                w: wc,
+                bias,
+                act: act.as_ref(),
+            };
+            let y = self.window(x, &xd, red, geom)?;
             let st = DimVal::Static;
             self.define(op, y, vec![xd[0], st(f), st(ho), st(wo)]);
             return Ok(());

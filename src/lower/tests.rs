@@ -321,10 +321,16 @@ fn pool(op: &str, attrs: &str, x: &str, y: &str) -> String {
     format!("func @f(%x: {x}) -> {y} {{\n  %y = {op} %x {attrs} : {y}\n  return %y : {y}\n}}")
 }
 
+/// Pools as the sliding windows of `window.rs` (regions for the padding and the ceil-mode
+/// overhang, one divisor per region) against the interpreter.
 #[test]
 fn lower_pools() {
     let x = "tensor<2x3x7x7xf32>";
     for (attrs, y) in [
+        (
+            "{kernel = [3, 3], strides = [1, 1], pads = [1, 1, 1, 1], ceil_mode = false}",
+            "tensor<2x3x7x7xf32>",
+        ),
         ("{kernel = [2, 2], strides = [2, 2]}", "tensor<2x3x3x3xf32>"),
         (
             "{kernel = [2, 2], strides = [2, 2], pads = [0, 0, 0, 0], ceil_mode = true}",
@@ -1013,10 +1019,13 @@ fn depthwise_windows_match_interpreter() {
             let tail = match act {
                 None => "return %y".to_string(),
                 // The second activation case keeps `%y` alive beside it: not fused.
-                Some(a) if j == 2 => format!("%z = {a} : {y}\n  %r = nn.add %y, %z : {y}\n  return %r"),
+                Some(a) if j == 2 => {
+                    format!("%z = {a} : {y}\n  %r = nn.add %y, %z : {y}\n  return %r")
+                }
                 Some(a) => format!("%z = {a} : {y}\n  return %z"),
             };
-            let text = format!("func @f(%x: {x}, %w: {w}{b_arg}) -> {y} {{\n  {conv}\n  {tail} : {y}\n}}");
+            let text =
+                format!("func @f(%x: {x}, %w: {w}{b_arg}) -> {y} {{\n  {conv}\n  {tail} : {y}\n}}");
             let mut shapes: Vec<&[usize]> = vec![&[n, c, hw, hw], &[c, 1, k, k]];
             let cs = [c];
             if bias {

@@ -1,41 +1,41 @@
-//! Depthwise convs (groups = C = F) as one loop nest per output region that computes each
-//! output once: `y = act(Σ x·w + b)`, its taps unrolled in the loop body, the output column
-//! innermost.
+//! Sliding windows, one value per channel: depthwise convs (groups = C = F) and max and average
+//! pools, as one loop nest per output region that computes each output once, its taps
+//! unrolled in the loop body and the output column innermost.
 //!
 //! * **Taps as operands.** The `linalg.generic` runs `n, c, oh, ow`, all parallel; every tap
 //!   `(kh, kw)` is an operand of its own, a slice of the input starting at `(kh·dh, kw·dw)`
-//!   read at `(oh·sh, ow·sw)`, and
-//!   the filter value `w[c, kh, kw]` is an operand with a constant map. The body is the
-//!   `kh·kw` multiply-adds (contractible into FMAs), the bias and the fused activation;
-//!   `convert-linalg-to-loops` keeps the loop order, so LLVM's loop vectorizer gets the output
-//!   column loop, where the filter values and the bias are invariant, and vectorizes it at the
-//!   target's width (a strided read becomes interleaved loads). The output is written once:
-//!   no zero fill, no bias pass, no activation pass. Taps are summed in the interpreter's order
-//!   (`kh`, then `kw`, the bias last), so only FMA contraction changes the rounding.
-//! * **No padded copy of the input.** The outputs whose window lies inside the input (the
-//!   interior) read the input in place, through a slice; the border strips around it (rows
-//!   above and below, columns left and right) each read a zero-padded copy of the few input
-//!   rows or columns they need. With no interior (a plane smaller than the window), one
-//!   region reads the padded input.
+//!   read at `(oh·sh, ow·sw)` (for a conv, beside the filter value `w[c, kh, kw]` through a
+//!   constant map). The body combines the taps (contractible multiply-adds, a max, or a sum
+//!   and its divisor), then a conv's bias and fused activation; `convert-linalg-to-loops`
+//!   keeps the loop order, so LLVM's loop vectorizer gets the output column loop, where the
+//!   filter values and the bias are invariant, and vectorizes it at the target's width (a
+//!   strided read becomes interleaved loads). The output is written once: no initial fill, no
+//!   bias, activation or division pass. Taps are combined in the interpreter's order (`kh`,
+//!   then `kw`; a conv's bias last), so only FMA contraction changes a conv's rounding.
+//! * **No padded copy of the input.** Along each axis, every output whose window reaches into
+//!   the padding (or a ceil-mode pool's overhang) is a segment of its own and the interior one
+//!   segment; a region (a row segment by a column segment) reads only the taps inside the
+//!   input for all of its outputs, and a pool's divisor is one constant per region.
 //! * **Threads.** Each region is split over threads like an element-wise op (`spread`: by
 //!   channels at batch 1).
 //!
-//! Pools keep the named poolings (`pool.rs`): as a window with the taps as loops (`n, c, oh,
-//! kh, kw, ow`) a 3×3 stride-2 max or average pool ran 1.4–2x slower than the named op's
-//! `n, c, oh, ow, kh, kw` loops (docs/performance.md, "Kernels").
+//! The named ops this replaces looped `n, oh, ow, c, kh, kw` (depthwise: every step jumped
+//! between channel planes, the 3-tap innermost loop stayed scalar) or kept the window loops
+//! innermost (pools: scalar), behind a padded copy of the input.
 
 use super::abi::{shape, DimVal};
 use super::elementwise::activation;
-use super::mlir_ops::{BResult, Iter};
+use super::mlir_ops::{BResult, Emitter, Iter};
 use super::state::Lower;
 use crate::ir::OpKind;
-use melior::ir::{AffineExpr, AffineMap, Value};
+use melior::ir::{AffineExpr, AffineMap, Block, Value};
 use std::ops::Range;
 
-/// The geometry of a depthwise conv, per axis (height, width); pads are (top, left, bottom,
-/// right) as in `nn.conv2d`.
+/// The geometry of a window, per axis (height, width); pads are (top, left, bottom, right) as
+/// in `nn.conv2d` and the pools. The output size is given (a ceil-mode pool's last window may
+/// reach past the bottom and right pads).
 #[derive(Clone, Copy)]
-pub(super) struct Depthwise {
+pub(super) struct Window {
     pub input: [u64; 2],
     pub kernel: [u64; 2],
     pub strides: [u64; 2],
@@ -44,7 +44,23 @@ pub(super) struct Depthwise {
     pub output: [u64; 2],
 }
 
-impl Depthwise {
+/// How a window combines its taps.
+#[derive(Clone, Copy)]
+pub(super) enum Reduce<'c, 'b, 'k> {
+    /// A depthwise conv: the filter `[C, KH, KW]`, the bias and the activation fused after it.
+    Conv {
+        w: Value<'c, 'b>,
+        bias: Option<Value<'c, 'b>>,
+        act: Option<&'k OpKind>,
+    },
+    /// A max pool (`arith.maximumf`: NaN propagates, as in the interpreter).
+    Max,
+    /// An average pool, divided by the interpreter's count: the window cells inside the input,
+    /// or with `include_pad` those inside the padded input (never the ceil-mode overhang).
+    Avg { include_pad: bool },
+}
+
+impl Window {
     /// The outputs along axis `a` (0 rows, 1 columns) in segments, each with the kernel
     /// offsets whose reads fall inside the input for all of its outputs: every border output
     /// alone (its window reaches into the padding), the interior, where all offsets do, as one.
@@ -62,20 +78,27 @@ impl Depthwise {
         }
         segments
     }
+
+    /// The window cells of output `o` along axis `a` inside the padded input (the
+    /// interpreter's `PoolGeom::window`: the ceil-mode overhang past the high pad is not
+    /// counted). Constant over a segment: the interior's windows are whole.
+    fn padded_len(&self, a: usize, o: u64) -> u64 {
+        let start = o * self.strides[a];
+        let end = (start + self.kernel[a]).min(self.pads[a] + self.input[a] + self.pads[2 + a]);
+        end - start
+    }
 }
 
 impl<'c, 'b> Lower<'c, 'b, '_> {
-    /// `act(Σ_{kh,kw} x[n, c, oh·sh + kh·dh − pt, ow·sw + kw·dw − pl] · w[c, kh, kw] + b[c])`
-    /// (`x` unpadded `[N, C, H, W]`, zero outside; `w` `[C, KH, KW]`), region by region into
-    /// one `[N, C, HO, WO]` tensor.
-    pub(super) fn depthwise(
+    /// `y[n, c, oh, ow]` = the taps `x[n, c, oh·sh + kh·dh − pt, ow·sw + kw·dw − pl]` inside
+    /// `x` (unpadded `[N, C, H, W]`) combined by `red`, region by region into one
+    /// `[N, C, HO, WO]` tensor.
+    pub(super) fn window(
         &self,
         x: Value<'c, 'b>,
         xd: &[DimVal],
-        w: Value<'c, 'b>,
-        bias: Option<Value<'c, 'b>>,
-        act: Option<&OpKind>,
-        g: Depthwise,
+        red: Reduce<'c, 'b, '_>,
+        g: Window,
     ) -> BResult<Value<'c, 'b>> {
         let st = DimVal::Static;
         let out = [xd[0], xd[1], st(g.output[0]), st(g.output[1])];
@@ -98,7 +121,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
                     .flat_map(|&a| ck.iter().map(move |&b| [a, b]))
                     .collect();
                 let origin = [r.start, c.start];
-                let v = self.depthwise_region(x, w, bias, act, dest, &rd, &g, origin, &taps)?;
+                let v = self.window_region(x, red, dest, &rd, &g, origin, &taps)?;
                 self.spread(v, &rd)?;
                 y = if whole {
                     v
@@ -112,17 +135,15 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
     }
 
     /// One region's loop nest over `dest` (`dims`: `[N, C, rows, cols]` outputs from
-    /// `origin`), summing the kernel offsets `taps` (those that read inside `x`).
+    /// `origin`), combining the kernel offsets `taps` (those that read inside `x`).
     #[allow(clippy::too_many_arguments)]
-    fn depthwise_region(
+    fn window_region(
         &self,
         x: Value<'c, 'b>,
-        w: Value<'c, 'b>,
-        bias: Option<Value<'c, 'b>>,
-        act: Option<&OpKind>,
+        red: Reduce<'c, 'b, '_>,
         dest: Value<'c, 'b>,
         dims: &[DimVal],
-        g: &Depthwise,
+        g: &Window,
         origin: [u64; 2],
         taps: &[[u64; 2]],
     ) -> BResult<Value<'c, 'b>> {
@@ -150,17 +171,23 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
             );
             maps.push(tap_map);
         }
-        for &[a, b] in taps {
-            ins.push(w);
-            maps.push(AffineMap::new(cx, 4, 0, &[d(1), k(a), k(b)]));
+        if let Reduce::Conv { w, bias, .. } = red {
+            for &[a, b] in taps {
+                ins.push(w);
+                maps.push(AffineMap::new(cx, 4, 0, &[d(1), k(a), k(b)]));
+            }
+            if let Some(b) = bias {
+                ins.push(b);
+                maps.push(AffineMap::new(cx, 4, 0, &[d(1)]));
+            }
         }
-        if let Some(b) = bias {
-            ins.push(b);
-            maps.push(AffineMap::new(cx, 4, 0, &[d(1)]));
-        }
+        let count = match red {
+            Reduce::Avg { include_pad: true } => {
+                g.padded_len(0, origin[0]) * g.padded_len(1, origin[1])
+            }
+            _ => taps.len() as u64,
+        };
         let out_map = AffineMap::new(cx, 4, 0, &[d(0), d(1), d(2), d(3)]);
-        let t = taps.len();
-        let has_bias = bias.is_some();
         self.e.generic(
             &ins,
             &maps,
@@ -168,27 +195,56 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
             out_map,
             &[Iter::Parallel; 4],
             self.ty(dims),
-            |e, v| {
-                let mut acc = None;
-                for i in 0..t {
-                    let p = e.binf_contract("arith.mulf", v[i], v[t + i])?;
-                    acc = Some(match acc {
-                        Some(a) => e.binf_contract("arith.addf", a, p)?,
-                        None => p,
-                    });
-                }
-                let mut acc = match acc {
-                    Some(a) => a,
-                    None => e.f32_const(0.0)?,
-                };
-                if has_bias {
-                    acc = e.binf("arith.addf", acc, v[2 * t])?;
-                }
-                match act {
-                    Some(kind) => activation(e, kind, acc),
-                    None => Ok(acc),
-                }
-            },
+            |e, v| combine(e, red, v, taps.len(), count),
         )
+    }
+}
+
+/// A region's loop body: the `t` taps `v[..t]` combined by `red` (a conv's filter values follow
+/// them, then its bias); a pool's average divides by `count` (a window with no cell, which
+/// verified pools do not have, divides 0 by 1).
+fn combine<'c, 'x>(
+    e: &Emitter<'c, 'x, Block<'c>>,
+    red: Reduce<'c, '_, '_>,
+    v: &[Value<'c, 'x>],
+    t: usize,
+    count: u64,
+) -> BResult<Value<'c, 'x>> {
+    let fold = |f: &dyn Fn(Value<'c, 'x>, usize) -> BResult<Value<'c, 'x>>,
+                step: &str,
+                contract: bool,
+                empty: f32| {
+        let mut acc = None;
+        for i in 0..t {
+            let p = f(v[i], i)?;
+            acc = Some(match acc {
+                Some(a) if contract => e.binf_contract(step, a, p)?,
+                Some(a) => e.binf(step, a, p)?,
+                None => p,
+            });
+        }
+        match acc {
+            Some(a) => Ok(a),
+            None => e.f32_const(empty),
+        }
+    };
+    match red {
+        Reduce::Conv { bias, act, .. } => {
+            let mul = |x, i| e.binf_contract("arith.mulf", x, v[t + i]);
+            let mut acc = fold(&mul, "arith.addf", true, 0.0)?;
+            if bias.is_some() {
+                acc = e.binf("arith.addf", acc, v[2 * t])?;
+            }
+            match act {
+                Some(kind) => activation(e, kind, acc),
+                None => Ok(acc),
+            }
+        }
+        Reduce::Max => fold(&|x, _| Ok(x), "arith.maximumf", false, f32::NEG_INFINITY),
+        Reduce::Avg { .. } => {
+            let sum = fold(&|x, _| Ok(x), "arith.addf", false, 0.0)?;
+            let n = e.f32_const(count.max(1) as f32)?;
+            e.binf("arith.divf", sum, n)
+        }
     }
 }
