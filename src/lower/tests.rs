@@ -1026,11 +1026,12 @@ fn depthwise_windows_match_interpreter() {
             };
             let text =
                 format!("func @f(%x: {x}, %w: {w}{b_arg}) -> {y} {{\n  {conv}\n  {tail} : {y}\n}}");
-            let mut shapes: Vec<&[usize]> = vec![&[n, c, hw, hw], &[c, 1, k, k]];
-            let cs = [c];
-            if bias {
-                shapes.push(&cs);
-            }
+            let (xs, ws, bs) = ([n, c, hw, hw], [c, 1, k, k], [c]);
+            let shapes: Vec<&[usize]> = if bias {
+                vec![&xs, &ws, &bs]
+            } else {
+                vec![&xs, &ws]
+            };
             check(&text, &shapes);
         }
     }

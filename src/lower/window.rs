@@ -16,8 +16,9 @@
 //!   the padding (or a ceil-mode pool's overhang) is a segment of its own and the interior one
 //!   segment; a region (a row segment by a column segment) reads only the taps inside the
 //!   input for all of its outputs, and a pool's divisor is one constant per region.
-//! * **Threads.** Each region is split over threads like an element-wise op (`spread`: by
-//!   channels at batch 1).
+//! * **Threads.** The interior region (or the whole window when all of its taps are inside)
+//!   is split over threads like an element-wise op (`spread`: by channels at batch 1); the
+//!   border regions, a row or a column per channel, stay on one thread.
 //!
 //! The named ops this replaces looped `n, oh, ow, c, kh, kw` (depthwise: every step jumped
 //! between channel planes, the 3-tap innermost loop stayed scalar) or kept the window loops
@@ -122,7 +123,11 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
                     .collect();
                 let origin = [r.start, c.start];
                 let v = self.window_region(x, red, dest, &rd, &g, origin, &taps)?;
-                self.spread(v, &rd)?;
+                // Only the interior is split over threads: a border region is a row or a
+                // column per channel, less work than the tasks' dispatch.
+                if taps.len() as u64 == g.kernel[0] * g.kernel[1] {
+                    self.spread(v, &rd)?;
+                }
                 y = if whole {
                     v
                 } else {
