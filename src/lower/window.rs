@@ -220,8 +220,8 @@ fn combine<'c, 'x>(
                 contract: bool,
                 empty: f32| {
         let mut acc = None;
-        for i in 0..t {
-            let p = f(v[i], i)?;
+        for (i, &x) in v[..t].iter().enumerate() {
+            let p = f(x, i)?;
             acc = Some(match acc {
                 Some(a) if contract => e.binf_contract(step, a, p)?,
                 Some(a) => e.binf(step, a, p)?,
