@@ -1,9 +1,9 @@
 //! `nn.conv2d`: picks the form of each conv. Unit-stride convs with groups 1 and a static
 //! batch are scheduled as flat convs (`flat_conv.rs`); strided 1x1 convs become a strided
 //! slice and a flat conv; strided convs with larger kernels a flat conv over the input's
-//! phases ([`Lower::conv_phases`]); depthwise convs a sliding window whose innermost loop is
-//! the output column (`window.rs`); everything else (dilated, dynamic batch, grouped) the named
-//! linalg convs, unscheduled.
+//! phases ([`Lower::conv_phases`]); depthwise convs (any stride, dilation or batch) the region
+//! loop nests of `window.rs`, with their bias and activation; everything else (dilated,
+//! dynamic batch, grouped) the named linalg convs, unscheduled.
 
 use super::abi::{shape, DimVal};
 use super::flat_conv::{FlatConv, FlatSource};
