@@ -141,6 +141,27 @@ fn convs_of_odd_sizes() {
 }
 
 #[test]
+fn depthwise_convs_and_pools_of_odd_sizes() {
+    // A MobileNet block's depthwise convs (window.rs: border regions, the bias and ReLU6 fused)
+    // at 37 channels, stride 1 then 2 on a 19 x 17 plane, a wide plane's interior rows
+    // vectorized at each target's width; then a ceil-mode max pool and a padded average pool.
+    check(
+        &load(
+            "func @f(%x: tensor<?x37x19x17xf32>, %w: tensor<37x1x3x3xf32>, %b: tensor<37xf32>, %v: tensor<37x1x3x3xf32>) -> tensor<?x37x3x2xf32> {
+  %h = nn.conv2d %x, %w, %b {strides = [1, 1], pads = [1, 1, 1, 1], dilations = [1, 1], groups = 37} : tensor<?x37x19x17xf32>
+  %a = nn.clip %h {min = 0.0, max = 6.0} : tensor<?x37x19x17xf32>
+  %s = nn.conv2d %a, %v {strides = [2, 2], pads = [1, 1, 1, 1], dilations = [1, 1], groups = 37} : tensor<?x37x10x9xf32>
+  %m = nn.max_pool2d %s {kernel = [3, 3], strides = [2, 2], pads = [0, 0, 0, 0], ceil_mode = true} : tensor<?x37x5x4xf32>
+  %y = nn.avg_pool2d %m {kernel = [3, 3], strides = [2, 2], pads = [1, 1, 1, 1], ceil_mode = false, count_include_pad = false} : tensor<?x37x3x2xf32>
+  return %y : tensor<?x37x3x2xf32>
+}",
+        ),
+        2,
+        2,
+    );
+}
+
+#[test]
 fn resnet_example_before_and_after_pruning() {
     let text =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/resnet.nnir"))

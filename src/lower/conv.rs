@@ -1,15 +1,15 @@
 //! `nn.conv2d`: picks the form of each conv. Unit-stride convs with groups 1 and a static
 //! batch are scheduled as flat convs (`flat_conv.rs`); strided 1x1 convs become a strided
 //! slice and a flat conv; strided convs with larger kernels a flat conv over the input's
-//! phases ([`Lower::conv_phases`]); depthwise convs a sliding window whose innermost loop is
-//! the output column (`window.rs`); everything else (dilated, dynamic batch, grouped) the named
-//! linalg convs, unscheduled.
+//! phases ([`Lower::conv_phases`]); depthwise convs (any stride, dilation or batch) the region
+//! loop nests of `window.rs`, with their bias and activation; everything else (dilated,
+//! dynamic batch, grouped) the named linalg convs, unscheduled.
 
 use super::abi::{shape, DimVal};
 use super::flat_conv::{FlatConv, FlatSource};
 use super::mlir_ops::{i64_elements, id, tensor_type, BResult};
 use super::state::{LResult, Lower, View};
-use super::window::Window;
+use super::window::{Reduce, Window};
 use crate::ir::{OpId, ValueId};
 use melior::ir::Value;
 
@@ -107,6 +107,33 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
             };
             return self.conv_flat(op, x, &xd, w, operands.get(2).copied(), geom, source);
         }
+        if groups == c && f == c {
+            // Depthwise: the filter [C, 1, KH, KW] becomes [C, KH, KW].
+            let wc = self.e.collapse(
+                w,
+                &[vec![0, 1], vec![2], vec![3]],
+                tensor_type(cx, &[c as i64, kh, kw]),
+            )?;
+            let act = self.absorb_activation(op);
+            let geom = Window {
+                input: [h, wi],
+                kernel: [kh as u64, kw as u64],
+                strides,
+                dilations,
+                pads,
+                output: [ho, wo],
+            };
+            let bias = operands.get(2).map(|&b| self.val(b).0);
+            let red = Reduce::Conv {
+                w: wc,
+                bias,
+                act: act.as_ref(),
+            };
+            let y = self.window(x, &xd, red, geom)?;
+            let st = DimVal::Static;
+            self.define(op, y, vec![xd[0], st(f), st(ho), st(wo)]);
+            return Ok(());
+        }
         let padded = pads.iter().any(|&p| p != 0);
         let (xp, xpd) = if padded {
             let mut pd = xd.clone();
@@ -143,30 +170,6 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
                 self.ty(&out),
                 &attrs,
             )?
-        } else if groups == c && f == c {
-            // Depthwise: the filter [C, 1, KH, KW] becomes [C, KH, KW].
-            let wc = self.e.collapse(
-                w,
-                &[vec![0, 1], vec![2], vec![3]],
-                tensor_type(cx, &[c as i64, kh, kw]),
-            )?;
-            // The input cut to the rows and columns the window reads: padding or a stride can
-            // leave more, and with an output size of 1 the unit-dim folding of generics (the
-            // schedule's canonicalization) then turned the window into an invalid identity map.
-            let reach = |o: u64, s: u64, k: i64, d: u64| (o - 1) * s + (k as u64 - 1) * d + 1;
-            let mut rd = xpd.clone();
-            rd[2] = DimVal::Static(reach(ho, strides[0], kh, dilations[0]));
-            rd[3] = DimVal::Static(reach(wo, strides[1], kw, dilations[1]));
-            let xr = if rd == xpd {
-                xp
-            } else {
-                let dn = self.dyn_sizes(&rd)?;
-                self.e
-                    .extract_slice(xp, &[0; 4], &shape(&rd), &dn, self.ty(&rd))?
-            };
-            let zeros = self.filled(0.0, &out)?;
-            let win = Window { strides, dilations };
-            self.depthwise_window(xr, wc, zeros, &out, win)?
         } else {
             // Grouped: split channels into [G, C/G] and filters into [G, F/G].
             let g = groups as i64;

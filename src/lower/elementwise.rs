@@ -98,6 +98,11 @@ pub(super) fn activation<'c, 'x>(
 impl<'c, 'b> Lower<'c, 'b, '_> {
     /// An activation, computed on its layer's computed form when it is that layer's epilogue.
     pub(super) fn unary(&mut self, op: OpId, kind: &OpKind, input: ValueId) -> LResult<()> {
+        if self.absorbed.remove(&op) {
+            let (x, d) = self.val(input);
+            self.define(op, x, d);
+            return Ok(());
+        }
         // The epilogue of a layer computed in another form (a flat conv, a packed dense
         // layer; see `views`) is computed on that form, in the layer's tiles.
         let flat = self

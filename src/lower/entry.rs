@@ -25,7 +25,7 @@ use melior::ir::{
 };
 use melior::utility::{register_all_dialects, register_all_llvm_translations, register_all_passes};
 use melior::Context;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// A context with every upstream dialect (linalg, tensor, arith, math, func, transform, ...)
 /// loaded, every upstream pass registered and the LLVM translations the JIT needs.
@@ -134,6 +134,7 @@ fn lower_function<'c>(
             layers,
             epilogue: HashMap::new(),
             views: HashMap::new(),
+            absorbed: HashSet::new(),
             packed: Default::default(),
             strided: Default::default(),
             tiles,

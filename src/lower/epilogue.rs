@@ -27,6 +27,31 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         }
     }
 
+    /// The activation that is the only user of `op`'s result, to be computed in `op`'s own
+    /// loop nest (a depthwise conv's, `window.rs`): its kind, and the activation is recorded
+    /// as absorbed, so that its own lowering only names the result. Any activation qualifies:
+    /// the loop nest is left to LLVM's vectorizer, and every activation's body is arith ops.
+    pub(super) fn absorb_activation(&mut self, op: OpId) -> Option<OpKind> {
+        let r = self.f.op(op).result()?;
+        let [u] = self.f.uses(r) else { return None };
+        let kind = self.f.kind(u.op).clone();
+        let absorbable = matches!(
+            kind,
+            OpKind::Relu
+                | OpKind::LeakyRelu { .. }
+                | OpKind::Clip { .. }
+                | OpKind::Sigmoid
+                | OpKind::Tanh
+                | OpKind::Gelu { .. }
+                | OpKind::Silu
+                | OpKind::HardSwish
+        );
+        absorbable.then(|| {
+            self.absorbed.insert(u.op);
+            kind
+        })
+    }
+
     /// Moves a layer's root mark to the op `y` that consumes it (an activation, a residual
     /// add), so the schedule tiles `y` and fuses the whole layer into it. The layer's index,
     /// or `None` when `input` is no layer's.

@@ -38,6 +38,9 @@ pub(super) struct Lower<'c, 'b, 'f> {
     /// [`Lower::dense_packed`]): that form, which a fused activation is computed on, and how
     /// to view it as the op's result.
     pub(super) views: HashMap<ValueId, (Value<'c, 'b>, View)>,
+    /// Activations computed in their producer's own loop nest (a depthwise conv's, see
+    /// [`Lower::absorb_activation`]): their lowering only names the producer's result.
+    pub(super) absorbed: HashSet<OpId>,
     /// Weights whose argument is packed (see [`super::pack_dense`]).
     pub(super) packed: HashSet<ValueId>,
     /// Results of [`Lower::view`] that are not contiguous (raw MLIR values).

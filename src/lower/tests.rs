@@ -321,10 +321,16 @@ fn pool(op: &str, attrs: &str, x: &str, y: &str) -> String {
     format!("func @f(%x: {x}) -> {y} {{\n  %y = {op} %x {attrs} : {y}\n  return %y : {y}\n}}")
 }
 
+/// Pools as the sliding windows of `window.rs` (regions for the padding and the ceil-mode
+/// overhang, one divisor per region) against the interpreter.
 #[test]
 fn lower_pools() {
     let x = "tensor<2x3x7x7xf32>";
     for (attrs, y) in [
+        (
+            "{kernel = [3, 3], strides = [1, 1], pads = [1, 1, 1, 1], ceil_mode = false}",
+            "tensor<2x3x7x7xf32>",
+        ),
         ("{kernel = [2, 2], strides = [2, 2]}", "tensor<2x3x3x3xf32>"),
         (
             "{kernel = [2, 2], strides = [2, 2], pads = [0, 0, 0, 0], ceil_mode = true}",
@@ -981,28 +987,71 @@ fn approx_math_within_documented_bounds() {
     assert!(at(&gelu, f32::NEG_INFINITY).is_nan());
 }
 
-/// Depthwise convs computed as sliding windows with the output column innermost (`window.rs`):
-/// strides with and without padding, dilation, odd channel counts and sizes, batch 2, against
-/// the interpreter; and the 3x3 stride-2 pools of the same odd sizes.
+/// Depthwise convs (`window.rs`: one loop nest per output region, border outputs summing only
+/// their in-range taps, the bias and a following activation in the same loop): odd channel
+/// counts and sizes, strides 1 and 2, padding 0, 1 and 2, dilation, batch 2, planes with no
+/// interior and outputs with no tap at all, each with and without a bias and with each kind of
+/// fused activation (and an activation that is not the conv's only user, which is not fused),
+/// against the interpreter; and the 3x3 stride-2 pools of the same odd sizes.
 #[test]
 fn depthwise_windows_match_interpreter() {
-    for (c, hw, k, s, p, d, n) in [
+    let acts = [
+        None,
+        Some("nn.clip %y {min = 0.0, max = 6.0}"),
+        Some("nn.relu %y"),
+        Some("nn.hardswish %y"),
+        Some("nn.leaky_relu %y {alpha = 0.2}"),
+    ];
+    for (i, (c, hw, k, s, p, d, n)) in [
         (8, 9, 3, 1, 1, 1, 1),
         (53, 11, 3, 2, 1, 1, 2),
         (5, 10, 5, 2, 2, 1, 2),
         (7, 12, 3, 1, 2, 2, 1),
         (3, 8, 3, 2, 0, 1, 1),
+        (13, 7, 3, 1, 0, 1, 1),
+        (17, 14, 3, 1, 1, 1, 1),
+        (17, 15, 3, 2, 1, 1, 1),
+        (19, 7, 3, 2, 1, 1, 1),
+        // Every output a border one (the window is wider than the input).
+        (5, 3, 5, 1, 2, 1, 1),
+        // Padding past the window: the outer outputs have no tap, only the bias.
+        (3, 4, 3, 1, 3, 1, 1),
         // One output position from a larger padded input (the unit-dim folding case).
         (3, 2, 3, 2, 1, 1, 1),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let o = (hw + 2 * p - d * (k - 1) - 1) / s + 1;
         let x = format!("tensor<{n}x{c}x{hw}x{hw}xf32>");
         let w = format!("tensor<{c}x1x{k}x{k}xf32>");
         let y = format!("tensor<{n}x{c}x{o}x{o}xf32>");
-        let text = format!(
-            "func @f(%x: {x}, %w: {w}, %b: tensor<{c}xf32>) -> {y} {{\n  %y = nn.conv2d %x, %w, %b {{strides = [{s}, {s}], pads = [{p}, {p}, {p}, {p}], dilations = [{d}, {d}], groups = {c}}} : {y}\n  return %y : {y}\n}}"
-        );
-        check(&text, &[&[n, c, hw, hw], &[c, 1, k, k], &[c]]);
+        for (j, act) in acts.iter().enumerate() {
+            let bias = (i + j) % 2 == 0;
+            let (b_arg, b_use) = if bias {
+                (format!(", %b: tensor<{c}xf32>"), ", %b")
+            } else {
+                (String::new(), "")
+            };
+            let conv = format!("%y = nn.conv2d %x, %w{b_use} {{strides = [{s}, {s}], pads = [{p}, {p}, {p}, {p}], dilations = [{d}, {d}], groups = {c}}} : {y}");
+            let tail = match act {
+                None => "return %y".to_string(),
+                // The second activation case keeps `%y` alive beside it: not fused.
+                Some(a) if j == 2 => {
+                    format!("%z = {a} : {y}\n  %r = nn.add %y, %z : {y}\n  return %r")
+                }
+                Some(a) => format!("%z = {a} : {y}\n  return %z"),
+            };
+            let text =
+                format!("func @f(%x: {x}, %w: {w}{b_arg}) -> {y} {{\n  {conv}\n  {tail} : {y}\n}}");
+            let (xs, ws, bs) = ([n, c, hw, hw], [c, 1, k, k], [c]);
+            let shapes: Vec<&[usize]> = if bias {
+                vec![&xs, &ws, &bs]
+            } else {
+                vec![&xs, &ws]
+            };
+            check(&text, &shapes);
+        }
     }
     let x = "tensor<2x53x13x13xf32>";
     let y = "tensor<2x53x6x6xf32>";
