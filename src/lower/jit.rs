@@ -80,7 +80,10 @@ pub fn run_scheduled(cx: &Context, lowered: &mut Lowered, threads: u64) -> Resul
     let (first, second) = full.split_at(at);
     run_mlir_pipeline(cx, module, &format!("{})", first.trim_end_matches(',')))?;
     super::prefetch::insert(cx, module, panel);
-    run_mlir_pipeline(cx, module, &format!("builtin.module({second}"))
+    super::outline::outline(cx, module)?;
+    run_mlir_pipeline(cx, module, &format!("builtin.module({second}"))?;
+    super::outline::finish(cx, module);
+    Ok(())
 }
 
 /// Where [`scheduled_pipeline`] inserts the threading passes (both occur in

@@ -42,6 +42,7 @@ mod marks;
 mod mlir_ops;
 mod norm;
 mod object;
+mod outline;
 mod pool;
 mod prefetch;
 mod schedule;
