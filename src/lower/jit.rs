@@ -496,26 +496,23 @@ impl Jit {
         pipeline: Option<&str>,
         threads: u64,
     ) -> Result<Self, String> {
-        Self::build(cx, lowered, pipeline, threads).map(|(jit, _)| jit)
+        Self::build(cx, lowered, pipeline, threads, codegen_partitions()).map(|(jit, _)| jit)
     }
 
-    /// [`Jit::compile`], also returning the object files it linked (what the run cache keeps).
+    /// [`Jit::compile`] with code generation in at most `partitions` partitions (`object.rs`),
+    /// also returning the object files it linked (what the run cache keeps).
     pub(super) fn build(
         cx: &Context,
         lowered: Lowered,
         pipeline: Option<&str>,
         threads: u64,
+        partitions: usize,
     ) -> Result<(Self, Vec<Vec<u8>>), String> {
         let mut lowered = lowered;
         let pipeline = Pipeline::choose(cx, &lowered, pipeline, threads)?;
         lower_to_llvm(cx, &mut lowered, pipeline, threads)?;
         add_packed_entries(cx, &mut lowered.module, &lowered.signatures)?;
-        let objects = emit_object(
-            &lowered.module,
-            &lowered.target,
-            None,
-            codegen_partitions(),
-        )?;
+        let objects = emit_object(&lowered.module, &lowered.target, None, partitions)?;
         let jit = Self::load(&objects, lowered.signatures, threads)?;
         Ok((jit, objects))
     }

@@ -66,4 +66,6 @@ pub use schedule::Layer;
 pub use target::{Isa, Target};
 
 #[cfg(test)]
+mod partition_tests;
+#[cfg(test)]
 mod tests;

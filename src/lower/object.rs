@@ -382,8 +382,7 @@ fn optimize_and_emit(m: LLVMModuleRef, machine: &Machine) -> Result<Vec<u8>, Str
         }
         let mut err: *mut c_char = std::ptr::null_mut();
         let mut buf: MemoryBufferRef = std::ptr::null_mut();
-        if LLVMTargetMachineEmitToMemoryBuffer(machine.0, m, OBJECT_FILE, &mut err, &mut buf) != 0
-        {
+        if LLVMTargetMachineEmitToMemoryBuffer(machine.0, m, OBJECT_FILE, &mut err, &mut buf) != 0 {
             return Err(format!(
                 "LLVM code generation failed: {}",
                 take_message(err)

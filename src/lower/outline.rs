@@ -28,15 +28,15 @@
 //! or anything in a function that is not public (the outlined functions themselves).
 
 use melior::dialect::func;
-use melior::ir::attribute::{DenseI64ArrayAttribute, FlatSymbolRefAttribute, StringAttribute};
 use melior::ir::attribute::TypeAttribute;
+use melior::ir::attribute::{DenseI64ArrayAttribute, FlatSymbolRefAttribute, StringAttribute};
 use melior::ir::operation::{
     OperationBuilder, OperationLike, OperationMutLike, WalkOrder, WalkResult,
 };
 use melior::ir::r#type::{FunctionType, TypeLike};
 use melior::ir::{
-    Attribute, Block, BlockLike, Identifier, Module as MlirModule, Operation, OperationRef,
-    Region, RegionLike, Type, Value, ValueLike,
+    Attribute, Block, BlockLike, Identifier, Module as MlirModule, Operation, OperationRef, Region,
+    RegionLike, Type, Value, ValueLike,
 };
 use melior::Context;
 use mlir_sys::{MlirOperation, MlirValue};
@@ -158,8 +158,12 @@ fn root(mut v: MlirValue, entry: mlir_sys::MlirBlock) -> Option<Root> {
                         .ok()
                         .map(|a| Root::Global(a.to_string()));
                 }
-                "memref.subview" | "memref.cast" | "memref.collapse_shape"
-                | "memref.expand_shape" | "memref.reinterpret_cast" | "memref.transpose"
+                "memref.subview"
+                | "memref.cast"
+                | "memref.collapse_shape"
+                | "memref.expand_shape"
+                | "memref.reinterpret_cast"
+                | "memref.transpose"
                 | "memref.assume_alignment" => v = mlir_sys::mlirOperationGetOperand(op, 0),
                 _ => return None,
             }
@@ -236,16 +240,13 @@ fn outline_nest<'c>(
         // SAFETY: live types.
         .map(|t| unsafe { mlir_sys::mlirTypeIsAMemRef(t.to_raw()) })
         .collect();
-    let all_known = roots
-        .iter()
-        .zip(&memrefs)
-        .all(|(r, &m)| !m || r.is_some());
+    let all_known = roots.iter().zip(&memrefs).all(|(r, &m)| !m || r.is_some());
     let mut noalias = Vec::new();
     let mut param = 0i64;
     for (i, t) in types.iter().enumerate() {
-        let unique = roots[i].as_ref().is_some_and(|r| {
-            roots.iter().filter(|o| o.as_ref() == Some(r)).count() == 1
-        });
+        let unique = roots[i]
+            .as_ref()
+            .is_some_and(|r| roots.iter().filter(|o| o.as_ref() == Some(r)).count() == 1);
         if all_known && memrefs[i] && unique {
             noalias.push(param + 1);
         }
@@ -301,10 +302,11 @@ fn outline_nest<'c>(
     for &v in &captured {
         let new = if cloned(v) {
             // SAFETY: the constant op is live; its clone is new and owned by the block.
-            let copy =
-                unsafe { Operation::from_raw(mlir_sys::mlirOperationClone(owner(v))) };
+            let copy = unsafe { Operation::from_raw(mlir_sys::mlirOperationClone(owner(v))) };
             let copy = block.insert_operation_before(ret, copy);
-            copy.result(0).expect("invariant: a constant has a result").to_raw()
+            copy.result(0)
+                .expect("invariant: a constant has a result")
+                .to_raw()
         } else {
             arg += 1;
             block
@@ -337,8 +339,7 @@ fn outline_nest<'c>(
 pub fn finish(cx: &Context, module: &mut MlirModule) {
     let mut funcs = Vec::new();
     module.as_operation().walk(WalkOrder::PreOrder, |op| {
-        if op.name().as_string_ref().as_str() == Ok("llvm.func") && op.attribute(NOALIAS).is_ok()
-        {
+        if op.name().as_string_ref().as_str() == Ok("llvm.func") && op.attribute(NOALIAS).is_ok() {
             funcs.push(op.to_raw());
         }
         WalkResult::Advance
@@ -365,10 +366,7 @@ pub fn finish(cx: &Context, module: &mut MlirModule) {
         let attrs = Attribute::parse(cx, &format!("[{}]", dicts.join(", ")))
             .expect("invariant: a list of argument attribute dictionaries parses");
         op.set_inherent_attribute("arg_attrs", attrs);
-        op.set_inherent_attribute(
-            "no_inline",
-            Attribute::unit(cx),
-        );
+        op.set_inherent_attribute("no_inline", Attribute::unit(cx));
         op.remove_attribute(NOALIAS).ok();
     }
 }
