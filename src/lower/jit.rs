@@ -80,8 +80,9 @@ pub fn run_scheduled(cx: &Context, lowered: &mut Lowered, threads: u64) -> Resul
     let (first, second) = full.split_at(at);
     run_mlir_pipeline(cx, module, &format!("{})", first.trim_end_matches(',')))?;
     super::prefetch::insert(cx, module, panel);
-    super::outline::outline(cx, module)?;
-    run_mlir_pipeline(cx, module, &format!("builtin.module({second}"))?;
+    super::outline::outline(cx, module);
+    let merge = super::outline::MERGE;
+    run_mlir_pipeline(cx, module, &format!("builtin.module({merge}{second}"))?;
     super::outline::finish(cx, module);
     Ok(())
 }

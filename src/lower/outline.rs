@@ -46,9 +46,12 @@ use std::collections::HashMap;
 /// numbers of the aligned pointers that get `llvm.noalias`.
 const NOALIAS: &str = "nnopt.noalias";
 
-/// Outlines the top-level loop nests of the module's public functions and merges identical
-/// outlined functions.
-pub fn outline(cx: &Context, module: &mut MlirModule) -> Result<(), String> {
+/// The pass that merges identical outlined functions; the caller runs it first in the pipeline
+/// after [`outline`].
+pub const MERGE: &str = "duplicate-function-elimination,";
+
+/// Outlines the top-level loop nests of the module's public functions.
+pub fn outline(cx: &Context, module: &mut MlirModule) {
     let mut funcs = Vec::new();
     let mut op = module.body().first_operation();
     while let Some(o) = op {
@@ -64,7 +67,6 @@ pub fn outline(cx: &Context, module: &mut MlirModule) -> Result<(), String> {
         let f = unsafe { OperationRef::from_raw(raw) };
         outline_function(cx, module, f);
     }
-    super::jit::run_mlir_pipeline(cx, module, "builtin.module(duplicate-function-elimination)")
 }
 
 fn name_of(op: MlirOperation) -> String {

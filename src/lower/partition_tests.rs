@@ -6,9 +6,7 @@
 use super::entry::specialized;
 use super::jit::Jit;
 use super::*;
-use crate::diag::SourceMap;
 use ndarray::{ArrayD, IxDyn};
-use std::path::Path;
 
 const NET: &str = "func @net(%x: tensor<2x4x12x12xf32>, %w1: tensor<8x4x3x3xf32>, %w2: tensor<8x8x3x3xf32>, %w3: tensor<8x8x3x3xf32>, %v: tensor<10x1152xf32>, %c: tensor<10xf32>) -> tensor<2x10xf32> {
   %a = nn.conv2d %x, %w1 {pads = [1, 1, 1, 1]} : tensor<2x8x12x12xf32>
@@ -24,11 +22,7 @@ const NET: &str = "func @net(%x: tensor<2x4x12x12xf32>, %w1: tensor<8x4x3x3xf32>
 
 #[test]
 fn partitioned_code_generation_gives_the_same_outputs() {
-    let mut sources = SourceMap::new();
-    let file = sources.add("net.nnir", NET.to_string());
-    let mut diags = Vec::new();
-    let m = crate::tool::load::load(NET, file, 0, Path::new("."), &mut diags)
-        .unwrap_or_else(|| panic!("{}", sources.emit_to_string(&diags)));
+    let m = super::tests::load(NET);
     let f = &m.funcs[0];
     let shapes: [&[usize]; 6] = [
         &[2, 4, 12, 12],

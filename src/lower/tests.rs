@@ -14,7 +14,7 @@ use std::path::Path;
 /// keep process-global registries (a race on one crashed a CI run).
 pub(super) static COMPILE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn load(text: &str) -> ir::Module {
+pub(super) fn load(text: &str) -> ir::Module {
     let mut sources = SourceMap::new();
     let file = sources.add("test.nnir", text.to_string());
     let mut diags = Vec::new();
