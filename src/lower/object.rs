@@ -1,7 +1,7 @@
 //! Machine code for a module in the LLVM dialect: translated to LLVM IR, optimized at O3 and
-//! compiled by LLVM's `TargetMachine` for a `Target` (the host's CPU or a forced one) into a relocatable, position-independent
-//! object file (the same bytes `nnopt run` loads, the run cache keeps and `nnopt compile`
-//! links).
+//! compiled by LLVM's `TargetMachine` for a `Target` (the host's CPU or a forced one) into
+//! relocatable, position-independent object files (the same bytes `nnopt run` loads, the run
+//! cache keeps and `nnopt compile` links).
 //!
 //! The LLVM C API functions used here live in the LLVM static libraries `mlir-sys` already
 //! links (`llvm-config --libnames`); melior and `mlir-sys` do not bind them, so they are
