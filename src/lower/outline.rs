@@ -40,7 +40,7 @@ use melior::ir::{
 };
 use melior::Context;
 use mlir_sys::{MlirOperation, MlirValue};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// The discardable attribute that carries, from [`outline`] to [`finish`], the LLVM parameter
 /// numbers of the aligned pointers that get `llvm.noalias`.
@@ -69,6 +69,7 @@ pub fn outline(cx: &Context, module: &mut MlirModule) {
     }
 }
 
+/// The name of `op` (`scf.for`).
 fn name_of(op: MlirOperation) -> String {
     // SAFETY: `op` is a live operation; its name is an interned identifier.
     unsafe { OperationRef::from_raw(op) }
@@ -196,6 +197,35 @@ fn llvm_params(t: Type) -> usize {
     }
 }
 
+/// The LLVM parameter numbers of the aligned pointers of the memrefs among `passed` (of
+/// `types`) whose root no other one shares, when every memref's root is known (see the module
+/// docs); `entry` is the entry block of the function they are values of.
+fn noalias_params(passed: &[MlirValue], types: &[Type], entry: mlir_sys::MlirBlock) -> Vec<i64> {
+    // SAFETY: live types.
+    let memref = |t: &Type| unsafe { mlir_sys::mlirTypeIsAMemRef(t.to_raw()) };
+    let roots: Vec<Option<Root>> = passed
+        .iter()
+        .zip(types)
+        .map(|(&v, t)| memref(t).then(|| root(v, entry)).flatten())
+        .collect();
+    let all_known = roots
+        .iter()
+        .zip(types)
+        .all(|(r, t)| !memref(t) || r.is_some());
+    let mut noalias = Vec::new();
+    let mut param = 0i64;
+    for (r, t) in roots.iter().zip(types) {
+        let unique = r
+            .as_ref()
+            .is_some_and(|r| roots.iter().filter(|o| o.as_ref() == Some(r)).count() == 1);
+        if all_known && unique {
+            noalias.push(param + 1);
+        }
+        param += llvm_params(*t) as i64;
+    }
+    noalias
+}
+
 /// Moves nest `raw` of function `f` (body `body`) into a new private function `name`, called
 /// where the nest was.
 fn outline_nest<'c>(
@@ -209,51 +239,23 @@ fn outline_nest<'c>(
     // SAFETY: the nest is a live op of `body`, found by the caller.
     let nest = unsafe { OperationRef::from_raw(raw) };
     let mut captured: Vec<MlirValue> = Vec::new();
-    let mut seen: HashMap<usize, usize> = HashMap::new();
+    let mut seen = HashSet::new();
     nest.walk(WalkOrder::PreOrder, |op| {
         for v in op.operands() {
             let v = v.to_raw();
-            if !contains(raw, owner(v)) && !seen.contains_key(&(v.ptr as usize)) {
-                seen.insert(v.ptr as usize, captured.len());
+            if !contains(raw, owner(v)) && seen.insert(v.ptr as usize) {
                 captured.push(v);
             }
         }
         WalkResult::Advance
     });
-    let entry = body.to_raw();
     let passed: Vec<MlirValue> = captured.iter().copied().filter(|&v| !cloned(v)).collect();
     // SAFETY: the captured values are live.
     let types: Vec<Type> = passed
         .iter()
         .map(|&v| unsafe { Type::from_raw(mlir_sys::mlirValueGetType(v)) })
         .collect();
-    let roots: Vec<Option<Root>> = passed
-        .iter()
-        .zip(&types)
-        .map(|(&v, &t)| {
-            // SAFETY: `t` is a live type.
-            unsafe { mlir_sys::mlirTypeIsAMemRef(t.to_raw()) }
-                .then(|| root(v, entry))
-                .flatten()
-        })
-        .collect();
-    let memrefs: Vec<bool> = types
-        .iter()
-        // SAFETY: live types.
-        .map(|t| unsafe { mlir_sys::mlirTypeIsAMemRef(t.to_raw()) })
-        .collect();
-    let all_known = roots.iter().zip(&memrefs).all(|(r, &m)| !m || r.is_some());
-    let mut noalias = Vec::new();
-    let mut param = 0i64;
-    for (i, t) in types.iter().enumerate() {
-        let unique = roots[i]
-            .as_ref()
-            .is_some_and(|r| roots.iter().filter(|o| o.as_ref() == Some(r)).count() == 1);
-        if all_known && memrefs[i] && unique {
-            noalias.push(param + 1);
-        }
-        param += llvm_params(*t) as i64;
-    }
+    let noalias = noalias_params(&passed, &types, body.to_raw());
 
     let loc = nest.location();
     let block = Block::new(&types.iter().map(|&t| (t, loc)).collect::<Vec<_>>());
