@@ -14,7 +14,7 @@
 use super::abi::Signature;
 use super::entry::{context, lower_module, specialized};
 use super::jit::{lower_to_llvm, prepare_weights, Pipeline};
-use super::object::emit_object;
+use super::object::{codegen_partitions, emit_object};
 use super::target::Target;
 use crate::diag::Diagnostic;
 use crate::ir;
@@ -23,8 +23,9 @@ use std::fmt::Write;
 
 /// One function compiled ahead of time.
 pub struct Artifact {
-    /// The relocatable object of the compiled code (functions renamed, see the module docs).
-    pub object: Vec<u8>,
+    /// The relocatable objects of the compiled code, one per code generation partition
+    /// (functions renamed, see the module docs).
+    pub objects: Vec<Vec<u8>>,
     /// The calling convention, with the weights as the code reads them (packed).
     pub signature: Signature,
     /// The input shapes the code is compiled for.
@@ -56,14 +57,15 @@ pub fn compile_artifact(
     let rename = |name: &str, declared: bool| {
         (!declared || name == "memrefCopy").then(|| internal_name(prefix, name))
     };
-    let object = emit_object(&lowered.module, target, Some(&rename)).map_err(fail)?;
+    let objects =
+        emit_object(&lowered.module, target, Some(&rename), codegen_partitions()).map_err(fail)?;
     let signature = lowered
         .signatures
         .into_iter()
         .find(|s| s.name == func)
         .ok_or_else(|| vec![Diagnostic::error(format!("no function @{func}")).at(m.span)])?;
     Ok(Artifact {
-        object,
+        objects,
         signature,
         shapes: shapes.to_vec(),
     })

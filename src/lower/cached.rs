@@ -7,14 +7,16 @@
 //! The key is the specialized module's NNIR text (ops, attributes, inline constants, the
 //! shapes the code is specialized to), a 64-bit foldhash of every `nn.weight`'s bytes with its
 //! name, shape and element type, the pipeline (`--mlir-pipeline` or the built-in one for the
-//! thread count), the threads, the target's CPU and features, and the nnopt build (version,
+//! thread count), the threads, the code generation partitions, the target's CPU and features,
+//! and the nnopt build (version,
 //! and the executable's size and modification time, so a rebuilt nnopt never reuses another
 //! build's code). Weights are keyed by content, not by their file's path and modification
 //! time: a weight file changed in place is a miss even when its time is kept, and the content
 //! is read anyway (the run reads every weight). Hashing runs at memory speed (`foldhash`'s
 //! long-input loop), a few milliseconds for ResNet-50's 100 MB.
 //!
-//! The entry is `object length u64 | object | signature count u32 | signatures`, little-endian;
+//! The entry is `object count u32 | (object length u64 | object)* | signature count u32 |
+//! signatures`, little-endian (one object per code generation partition, `object.rs`);
 //! a signature is its function's name, its weights' names (checked against the module's
 //! `nn.weight` ops on a hit) and panel widths, its outputs' dimensions and its constraints.
 //! The input types are the specialized function's argument types and the weights' values come
@@ -40,11 +42,14 @@ pub trait ObjectCache {
     fn module_text(&self, m: &ir::Module) -> String;
 }
 
-/// An entry holding `object` and the calling conventions `meta` ([`encode_signatures`]).
-pub(super) fn entry(object: &[u8], meta: &[u8]) -> Vec<u8> {
-    let mut entry = Vec::with_capacity(8 + object.len() + meta.len());
-    entry.extend_from_slice(&(object.len() as u64).to_le_bytes());
-    entry.extend_from_slice(object);
+/// An entry holding `objects` and the calling conventions `meta` ([`encode_signatures`]).
+pub(super) fn entry(objects: &[Vec<u8>], meta: &[u8]) -> Vec<u8> {
+    let mut entry = Vec::new();
+    entry.extend_from_slice(&(objects.len() as u32).to_le_bytes());
+    for object in objects {
+        entry.extend_from_slice(&(object.len() as u64).to_le_bytes());
+        entry.extend_from_slice(object);
+    }
     entry.extend_from_slice(meta);
     entry
 }
@@ -70,11 +75,12 @@ pub(super) fn key(
         .map(|m| format!("{} {:?}", m.len(), m.modified().ok()))
         .unwrap_or_default();
     let mut key = format!(
-        "nnopt {} {build}\ntarget {} {}\nthreads {}\npipeline {pipeline}\n",
+        "nnopt {} {build}\ntarget {} {}\nthreads {}\npartitions {}\npipeline {pipeline}\n",
         env!("CARGO_PKG_VERSION"),
         target.cpu,
         target.features.join(","),
-        threads
+        threads,
+        super::object::codegen_partitions()
     );
     key.push_str(&cache.module_text(m));
     for f in &m.funcs {
@@ -111,8 +117,12 @@ fn content_hash(t: &ir::Tensor) -> u64 {
 /// when the entry does not decode, does not match `m`'s functions or does not link.
 pub(super) fn load(entry: &[u8], m: &ir::Module, threads: u64) -> Option<Jit> {
     let mut r = Reader(entry);
-    let n = r.u64()? as usize;
-    let object = r.bytes(n)?;
+    let objects = (0..r.u32()?)
+        .map(|_| {
+            let n = r.u64()? as usize;
+            r.bytes(n).map(<[u8]>::to_vec)
+        })
+        .collect::<Option<Vec<_>>>()?;
     let count = r.u32()? as usize;
     if count != m.funcs.len() {
         return None;
@@ -124,7 +134,7 @@ pub(super) fn load(entry: &[u8], m: &ir::Module, threads: u64) -> Option<Jit> {
     if !r.0.is_empty() {
         return None;
     }
-    Jit::load(object, signatures, threads).ok()
+    Jit::load(&objects, signatures, threads).ok()
 }
 
 /// What an entry stores of `signatures` (see the module docs).

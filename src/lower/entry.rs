@@ -287,10 +287,11 @@ pub fn compile(
     let meta = key
         .as_ref()
         .map(|_| cached::encode_signatures(&lowered.signatures));
-    let (jit, object) = jit::Jit::build(&cx, lowered, o.pipeline, o.threads)
+    let partitions = super::object::codegen_partitions();
+    let (jit, objects) = jit::Jit::build(&cx, lowered, o.pipeline, o.threads, partitions)
         .map_err(|e| vec![Diagnostic::error(e).at(m.span)])?;
     if let (Some(c), Some(k), Some(meta)) = (o.cache, &key, meta) {
-        c.put(k, &cached::entry(&object, &meta));
+        c.put(k, &cached::entry(&objects, &meta));
     }
     Ok(jit)
 }

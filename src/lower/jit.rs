@@ -20,7 +20,7 @@ use super::async_runtime;
 use super::dense::pack_dense;
 use super::diag_capture::DiagCapture;
 use super::loader::Loaded;
-use super::object::emit_object;
+use super::object::{codegen_partitions, emit_object};
 use super::schedule::{self, Tiles};
 use crate::ir::Tensor;
 use melior::ir::operation::{OperationLike, WalkOrder, WalkResult};
@@ -80,7 +80,11 @@ pub fn run_scheduled(cx: &Context, lowered: &mut Lowered, threads: u64) -> Resul
     let (first, second) = full.split_at(at);
     run_mlir_pipeline(cx, module, &format!("{})", first.trim_end_matches(',')))?;
     super::prefetch::insert(cx, module, panel);
-    run_mlir_pipeline(cx, module, &format!("builtin.module({second}"))
+    super::outline::outline(cx, module);
+    let merge = super::outline::MERGE;
+    run_mlir_pipeline(cx, module, &format!("builtin.module({merge}{second}"))?;
+    super::outline::finish(cx, module);
+    Ok(())
 }
 
 /// Where [`scheduled_pipeline`] inserts the threading passes (both occur in
@@ -493,29 +497,31 @@ impl Jit {
         pipeline: Option<&str>,
         threads: u64,
     ) -> Result<Self, String> {
-        Self::build(cx, lowered, pipeline, threads).map(|(jit, _)| jit)
+        Self::build(cx, lowered, pipeline, threads, codegen_partitions()).map(|(jit, _)| jit)
     }
 
-    /// [`Jit::compile`], also returning the object file it linked (what the run cache keeps).
+    /// [`Jit::compile`] with code generation in at most `partitions` partitions (`object.rs`),
+    /// also returning the object files it linked (what the run cache keeps).
     pub(super) fn build(
         cx: &Context,
         lowered: Lowered,
         pipeline: Option<&str>,
         threads: u64,
-    ) -> Result<(Self, Vec<u8>), String> {
+        partitions: usize,
+    ) -> Result<(Self, Vec<Vec<u8>>), String> {
         let mut lowered = lowered;
         let pipeline = Pipeline::choose(cx, &lowered, pipeline, threads)?;
         lower_to_llvm(cx, &mut lowered, pipeline, threads)?;
         add_packed_entries(cx, &mut lowered.module, &lowered.signatures)?;
-        let object = emit_object(&lowered.module, &lowered.target, None)?;
-        let jit = Self::load(&object, lowered.signatures, threads)?;
-        Ok((jit, object))
+        let objects = emit_object(&lowered.module, &lowered.target, None, partitions)?;
+        let jit = Self::load(&objects, lowered.signatures, threads)?;
+        Ok((jit, objects))
     }
 
-    /// Links `object` (compiled for `threads` from a module whose functions have `signatures`,
+    /// Links `objects` (compiled for `threads` from a module whose functions have `signatures`,
     /// weights not yet prepared) into the process.
     pub(super) fn load(
-        object: &[u8],
+        objects: &[Vec<u8>],
         mut signatures: Vec<Signature>,
         threads: u64,
     ) -> Result<Self, String> {
@@ -524,7 +530,7 @@ impl Jit {
         // thread (`async-dispatch=false`) and N - 1 on the pool.
         async_runtime::ensure_workers(threads.saturating_sub(1) as usize)?;
         // SAFETY: each runtime symbol has the C signature compiled code calls it with.
-        let loaded = unsafe { Loaded::new(object, &runtime_symbols()) }?;
+        let loaded = unsafe { Loaded::new(objects, &runtime_symbols()) }?;
         let entries = signatures
             .iter()
             .map(|s| loaded.lookup(&packed_name(&s.name)))

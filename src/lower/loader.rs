@@ -77,11 +77,12 @@ fn check(e: ErrorRef, what: &str) -> Result<(), String> {
 }
 
 impl Loaded {
-    /// Links `object` with `symbols` (name, address) defined for it.
+    /// Links `objects` (the partitions of one module, which call each other) with `symbols`
+    /// (name, address) defined for them.
     ///
     /// # Safety
     /// Each address must be a function with the C signature the object calls its name with.
-    pub unsafe fn new(object: &[u8], symbols: &[(&str, *mut ())]) -> Result<Loaded, String> {
+    pub unsafe fn new(objects: &[Vec<u8>], symbols: &[(&str, *mut ())]) -> Result<Loaded, String> {
         init_native_target();
         let mut j: LljitRef = std::ptr::null_mut();
         // SAFETY: a default builder (null); the LLJIT is owned by the returned value.
@@ -124,12 +125,14 @@ impl Loaded {
                 "searching the process's libraries",
             )?;
             LLVMOrcJITDylibAddGenerator(jd, g);
-            let buf = LLVMCreateMemoryBufferWithMemoryRangeCopy(
-                object.as_ptr() as *const c_char,
-                object.len(),
-                c"nnopt-object".as_ptr(),
-            );
-            check(LLVMOrcLLJITAddObjectFile(j, jd, buf), "adding the object")?;
+            for object in objects {
+                let buf = LLVMCreateMemoryBufferWithMemoryRangeCopy(
+                    object.as_ptr() as *const c_char,
+                    object.len(),
+                    c"nnopt-object".as_ptr(),
+                );
+                check(LLVMOrcLLJITAddObjectFile(j, jd, buf), "adding the object")?;
+            }
         }
         Ok(loaded)
     }

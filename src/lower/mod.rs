@@ -42,6 +42,7 @@ mod marks;
 mod mlir_ops;
 mod norm;
 mod object;
+mod outline;
 mod pool;
 mod prefetch;
 mod schedule;
@@ -64,5 +65,7 @@ pub use jit::Jit;
 pub use schedule::Layer;
 pub use target::{Isa, Target};
 
+#[cfg(test)]
+mod partition_tests;
 #[cfg(test)]
 mod tests;

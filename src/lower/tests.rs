@@ -10,7 +10,11 @@ use crate::ir;
 use ndarray::{ArrayD, IxDyn};
 use std::path::Path;
 
-fn load(text: &str) -> ir::Module {
+/// One compile at a time: the test harness runs tests on parallel threads, and MLIR/LLVM
+/// keep process-global registries (a race on one crashed a CI run).
+pub(super) static COMPILE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+pub(super) fn load(text: &str) -> ir::Module {
     let mut sources = SourceMap::new();
     let file = sources.add("test.nnir", text.to_string());
     let mut diags = Vec::new();
@@ -53,9 +57,6 @@ fn check(text: &str, shapes: &[&[usize]]) -> usize {
         .map(|(i, s)| random(s, 17 + i as u64))
         .collect();
     let want = crate::interp::run(f, &inputs).expect("interpreter runs");
-    // One compile at a time: the test harness runs tests on parallel threads, and MLIR/LLVM
-    // keep process-global registries (a race on one crashed a CI run).
-    static COMPILE: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _serial = COMPILE.lock().unwrap_or_else(|e| e.into_inner());
     let cx = context();
     let mut layers = 0;

@@ -117,7 +117,12 @@ fn build(
     let io = |e: std::io::Error| message(format!("cannot stage the artifact: {e}"));
     let tmp = tempfile::tempdir().map_err(io)?;
     let at = |name: &str| tmp.path().join(name);
-    std::fs::write(at("model.o"), &artifact.object).map_err(io)?;
+    let mut models = Vec::new();
+    for (i, object) in artifact.objects.iter().enumerate() {
+        let p = at(&format!("model{i}.o"));
+        std::fs::write(&p, object).map_err(io)?;
+        models.push(p.into_os_string());
+    }
     let mut weights = Vec::new();
     for i in 0..artifact.signature.weights.len() {
         let p = at(&format!("w{i}.bin"));
@@ -144,7 +149,7 @@ fn build(
         }
     };
     let os = |p: &Path| p.as_os_str().to_owned();
-    let (glue_c, glue_o, model_o, out) = (at("glue.c"), at("glue.o"), at("model.o"), at("out"));
+    let (glue_c, glue_o, out) = (at("glue.c"), at("glue.o"), at("out"));
     run(&[
         "-c".as_ref(),
         "-O2".as_ref(),
@@ -153,32 +158,25 @@ fn build(
         "-o".as_ref(),
         &os(&glue_o),
     ])?;
-    match kind {
+    // The objects come last: the code of every partition, then the glue it calls.
+    let mut link: Vec<std::ffi::OsString> = match kind {
         Kind::Shared => {
             let script = at("exports.map");
             let entry = artifact.entry(prefix);
             std::fs::write(&script, format!("{{ global: {entry}; local: *; }};\n")).map_err(io)?;
             let mut flag = std::ffi::OsString::from("-Wl,--version-script=");
             flag.push(&script);
-            run(&[
-                "-shared".as_ref(),
-                "-o".as_ref(),
-                &os(&out),
-                &os(&model_o),
-                &os(&glue_o),
-                "-lm".as_ref(),
-                &flag,
-            ])?
+            vec!["-shared".into(), flag]
         }
-        Kind::Object => run(&[
-            "-r".as_ref(),
-            "-nostdlib".as_ref(),
-            "-o".as_ref(),
-            &os(&out),
-            &os(&model_o),
-            &os(&glue_o),
-        ])?,
+        Kind::Object => vec!["-r".into(), "-nostdlib".into()],
+    };
+    link.extend(["-o".into(), os(&out)]);
+    link.extend(models);
+    link.push(os(&glue_o));
+    if let Kind::Shared = kind {
+        link.push("-lm".into());
     }
+    run(&link.iter().map(|a| a.as_os_str()).collect::<Vec<_>>())?;
     let bytes = std::fs::read(&out).map_err(io)?;
     Ok((
         bytes,
