@@ -11,6 +11,7 @@
 //! Building never verifies; the caller verifies the finished module once and reports MLIR's own
 //! diagnostics if that fails (see `super::lower_module`).
 
+use crate::ir::ElemType;
 use melior::ir::attribute::{
     ArrayAttribute, DenseElementsAttribute, DenseI32ArrayAttribute, DenseI64ArrayAttribute,
     FloatAttribute, IntegerAttribute,
@@ -55,8 +56,23 @@ pub fn f32_type(cx: &Context) -> Type<'_> {
 }
 
 pub fn tensor_type<'c>(cx: &'c Context, shape: &[i64]) -> Type<'c> {
+    tensor_of(shape, f32_type(cx))
+}
+
+/// The ranked tensor type of `shape` with elements `elem` (`DYNAMIC` for a dynamic size).
+pub fn tensor_of<'c>(shape: &[i64], elem: Type<'c>) -> Type<'c> {
     let dims: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
-    RankedTensorType::new(&dims, f32_type(cx), None).into()
+    RankedTensorType::new(&dims, elem, None).into()
+}
+
+/// The MLIR type of the elements the lowering passes in and out: `f32`, or `i64` for token ids
+/// (`None` for the types it does not lower).
+pub fn element_type(cx: &Context, elem: ElemType) -> Option<Type<'_>> {
+    match elem {
+        ElemType::F32 => Some(f32_type(cx)),
+        ElemType::I64 => Some(IntegerType::new(cx, 64).into()),
+        ElemType::F16 | ElemType::BF16 => None,
+    }
 }
 
 pub fn dense_i64<'c>(cx: &'c Context, v: &[i64]) -> Attribute<'c> {
