@@ -17,8 +17,8 @@ with onnxruntime's (issue #21's bar: 1e-4 of the logits' largest magnitude).
 The decoders stop at operators of the numeric runtime (RMSNorm's Pow, rotary's Neg, GPT-2's
 tanh GELU). So that their plumbing (causal mask, rotary tables, `rotate_half` slices, GQA's
 repeat, GPT-2's fused-QKV split) is checked against onnxruntime today, `standin` replaces those
-operators by ones nnopt reads, in a copy that onnxruntime runs too, and `nnopt run --interp`
-must agree with it at the same bar (`STANDIN`); so must the ONNX file nnopt writes from it,
+operators by ones nnopt reads, in a copy that onnxruntime runs too, and `nnopt run` must agree
+with it at the same bar, interpreted and compiled (`STANDIN`); so must the ONNX file nnopt writes from it,
 which has B and S fixed and imports again.
 """
 
@@ -150,21 +150,25 @@ def standin(model):
 
 
 def agrees(name, path, feeds, d):
-    """`nnopt run --interp` of `path` (B and S pinned) computes onnxruntime's logits to 1e-4 of
-    their largest magnitude."""
+    """`nnopt run --interp` of `path` (B and S pinned) and `nnopt run` (compiled, the int64
+    token ids passed as they are) compute onnxruntime's logits to 1e-4 of their largest
+    magnitude; returns the larger error."""
     [want] = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, feeds)
-    args = [NNOPT, "run", "--interp", path, *PINNED]
-    for k, v in feeds.items():
-        np.save(os.path.join(d, f"{k}.npy"), v)
-        args += ["--input", f"{k}={os.path.join(d, f'{k}.npy')}"]
-    got_path = os.path.join(d, f"{name}.out.npy")
-    r = subprocess.run(args + ["-o", got_path], capture_output=True, text=True)
-    assert r.returncode == 0, f"{name}: {r.stderr}"
-    got = np.load(got_path)
-    assert got.shape == want.shape, f"{name}: {got.shape} vs onnxruntime's {want.shape}"
-    err = np.abs(got - want).max() / np.abs(want).max()
-    assert err <= 1e-4, f"{name}: the interpreter is {err:.3g} of the logits' magnitude off"
-    return err
+    worst = 0.0
+    for mode, what in ((["--interp"], "the interpreter"), (["--no-cache"], "the compiled code")):
+        args = [NNOPT, "run", *mode, path, *PINNED]
+        for k, v in feeds.items():
+            np.save(os.path.join(d, f"{k}.npy"), v)
+            args += ["--input", f"{k}={os.path.join(d, f'{k}.npy')}"]
+        got_path = os.path.join(d, f"{name}.out.npy")
+        r = subprocess.run(args + ["-o", got_path], capture_output=True, text=True)
+        assert r.returncode == 0, f"{name} ({what}): {r.stderr}"
+        got = np.load(got_path)
+        assert got.shape == want.shape, f"{name}: {got.shape} vs onnxruntime's {want.shape}"
+        err = np.abs(got - want).max() / np.abs(want).max()
+        assert err <= 1e-4, f"{name}: {what} is {err:.3g} of the logits' magnitude off"
+        worst = max(worst, err)
+    return worst
 
 
 def written_back(name, path, feeds, d):
@@ -206,7 +210,7 @@ def check(name, d):
         stand = os.path.join(d, f"{name}.standin.onnx")
         onnx.save(standin(model), stand)
         err = agrees(name, stand, feeds, d)
-        print(f"ok {name}: with stand-ins for the numeric ops, nnopt run --interp agrees with onnxruntime ({err:.2g})")
+        print(f"ok {name}: with stand-ins for the numeric ops, nnopt run (interpreted and compiled) agrees with onnxruntime ({err:.2g})")
         err = written_back(name, stand, feeds, d)
         print(f"ok {name}: written back as ONNX with B and S fixed, onnxruntime agrees ({err:.2g})")
 
