@@ -17,10 +17,10 @@ use melior::ir::attribute::{
     FloatAttribute, IntegerAttribute,
 };
 use melior::ir::operation::{OperationBuilder, OperationLike};
-use melior::ir::r#type::{IntegerType, RankedTensorType};
+use melior::ir::r#type::{IntegerType, RankedTensorType, ShapedTypeLike};
 use melior::ir::{
     AffineExpr, AffineMap, Attribute, Block, BlockLike, Identifier, Location, Region, RegionLike,
-    Type, Value,
+    Type, Value, ValueLike,
 };
 use melior::Context;
 
@@ -346,8 +346,8 @@ impl<'c: 'b, 'b, B: BlockLike<'c, 'b>> Emitter<'c, 'b, B> {
     }
 
     /// A `linalg.generic` with one output. `body` receives an emitter for the body block and
-    /// its arguments (one scalar per input, then the output's current value) and returns the
-    /// scalar to yield.
+    /// its arguments (one scalar per input, then the output's current value, each of its
+    /// tensor's element type) and returns the scalar to yield.
     #[allow(clippy::too_many_arguments)]
     pub fn generic(
         &self,
@@ -363,8 +363,14 @@ impl<'c: 'b, 'b, B: BlockLike<'c, 'b>> Emitter<'c, 'b, B> {
         ) -> BResult<Value<'c, 'x>>,
     ) -> BResult<Value<'c, 'b>> {
         let cx = self.cx;
-        let f32t = f32_type(cx);
-        let args: Vec<(Type, Location)> = (0..=ins.len()).map(|_| (f32t, self.loc)).collect();
+        let elem = |v: &Value<'c, '_>| {
+            RankedTensorType::try_from(v.r#type()).map_or(f32_type(cx), |t| t.element())
+        };
+        let args: Vec<(Type, Location)> = ins
+            .iter()
+            .chain([&init])
+            .map(|v| (elem(v), self.loc))
+            .collect();
         let block = Block::new(&args);
         {
             let e = Emitter::new(cx, &block, self.loc);
