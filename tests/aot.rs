@@ -85,11 +85,18 @@ fn ok(out: Output) -> Output {
     out
 }
 
-/// The interpreter's output of `model`'s first function on `x`.
-fn interpret(model: &Path, x: &ArrayD<f32>, dir: &Path) -> ArrayD<f32> {
+/// The interpreter's output of `model`'s first function on `x` (token ids when `ids`).
+fn interpret(model: &Path, x: &ArrayD<f32>, ids: bool, dir: &Path) -> ArrayD<f32> {
     let xp = dir.join("x_interp.npy");
     let yp = dir.join("y_interp.npy");
-    nnopt::interp::write_npy(&xp, x).unwrap();
+    if ids {
+        use ndarray_npy::WriteNpyExt;
+        let mut bytes = Vec::new();
+        x.mapv(|v| v as i64).write_npy(&mut bytes).unwrap();
+        std::fs::write(&xp, bytes).unwrap();
+    } else {
+        nnopt::interp::write_npy(&xp, x).unwrap();
+    }
     let (m, y) = (model.to_str().unwrap(), yp.to_str().unwrap());
     ok(nnopt(
         &[
@@ -126,7 +133,8 @@ fn have_cc() -> bool {
 const C_MAIN: &str = r#"#include <stdio.h>
 #include "HEADER"
 int main(int argc, char **argv) {
-  static float x[ENTRY_IN0_SIZE], y[ENTRY_OUT0_SIZE];
+  static XTYPE x[ENTRY_IN0_SIZE];
+  static float y[ENTRY_OUT0_SIZE];
   FILE *f = fopen(argv[1], "rb");
   if (!f || fread(x, sizeof x[0], ENTRY_IN0_SIZE, f) != ENTRY_IN0_SIZE) return 3;
   fclose(f);
@@ -138,8 +146,8 @@ int main(int argc, char **argv) {
 "#;
 
 /// Compiles `model` to `artifact` (`.so` or `.o`), links a C program against it, runs it on
-/// `x` and returns its output.
-fn run_from_c(model: &Path, artifact: &str, x: &ArrayD<f32>, dir: &Path) -> Vec<f32> {
+/// `x` (an `int64_t` buffer of token ids when `ids`) and returns its output.
+fn run_from_c(model: &Path, artifact: &str, x: &ArrayD<f32>, ids: bool, dir: &Path) -> Vec<f32> {
     let out = dir.join(artifact);
     let batch = x.shape()[0].to_string();
     ok(nnopt(
@@ -159,6 +167,7 @@ fn run_from_c(model: &Path, artifact: &str, x: &ArrayD<f32>, dir: &Path) -> Vec<
     let entry = format!("{stem}_main");
     let main = C_MAIN
         .replace("HEADER", header.to_str().unwrap())
+        .replace("XTYPE", if ids { "int64_t" } else { "float" })
         .replace("ENTRY_", &format!("{}_", entry.to_uppercase()))
         .replace("entry(", &format!("{entry}("));
     let src = dir.join(format!("{stem}_main.c"));
@@ -172,7 +181,11 @@ fn run_from_c(model: &Path, artifact: &str, x: &ArrayD<f32>, dir: &Path) -> Vec<
     ok(cc.output().unwrap());
     let xb = dir.join(format!("{stem}_x.bin"));
     let yb = dir.join(format!("{stem}_y.bin"));
-    let bytes: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let bytes: Vec<u8> = if ids {
+        x.iter().flat_map(|&v| (v as i64).to_le_bytes()).collect()
+    } else {
+        x.iter().flat_map(|v| v.to_le_bytes()).collect()
+    };
     std::fs::write(&xb, bytes).unwrap();
     ok(Command::new(&prog).arg(&xb).arg(&yb).output().unwrap());
     std::fs::read(&yb)
@@ -209,13 +222,45 @@ fn a_compiled_artifact_runs_from_c_and_matches_the_interpreter() {
         weighted_model(d, 0.5),
         PathBuf::from("examples/resnet.nnir"),
     ] {
-        let want = interpret(&model, &x, d);
+        let want = interpret(&model, &x, false, d);
         let name = model.file_stem().unwrap().to_str().unwrap().to_string();
         for kind in ["so", "o"] {
-            let got = run_from_c(&model, &format!("{name}_{kind}.{kind}"), &x, d);
+            let got = run_from_c(&model, &format!("{name}_{kind}.{kind}"), &x, false, d);
             assert_close(&got, &want, &format!("{} as .{kind}", model.display()));
         }
     }
+}
+
+#[test]
+fn an_artifact_with_token_ids_runs_from_c() {
+    if !have_cc() {
+        eprintln!("skipping: no C compiler (cc, or $CC) to build the test program");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let model = d.join("emb.nnir");
+    std::fs::write(
+        &model,
+        "func @main(%ids: tensor<?x4xi64>) -> tensor<?x4x2xf32> {
+  %table = nn.constant dense<[[1.0, 0.0, -1.0], [0.5, 0.5, 0.5], [3.0, -2.0, 1.0], [0.0, 0.25, 4.0], [-1.0, 2.0, 0.5]]> : tensor<5x3xf32>
+  %e = nn.embedding %table, %ids : tensor<?x4x3xf32>
+  %w = nn.constant dense<[[1.0, 2.0, 0.0], [0.0, -1.0, 0.5]]> : tensor<2x3xf32>
+  %y = nn.linear %e, %w : tensor<?x4x2xf32>
+  return %y : tensor<?x4x2xf32>
+}",
+    )
+    .unwrap();
+    let x = input(&[3, 4]).mapv(|v| ((v + 1.0) * 2.5).floor().min(4.0));
+    let want = interpret(&model, &x, true, d);
+    let got = run_from_c(&model, "emb.so", &x, true, d);
+    assert_close(&got, &want, "token ids from C");
+    let header = std::fs::read_to_string(d.join("emb.h")).unwrap();
+    assert!(header.contains("/* in0: int64[3][4] */"), "{header}");
+    assert!(
+        header.contains("const int64_t *in0, float *out0"),
+        "{header}"
+    );
 }
 
 #[test]

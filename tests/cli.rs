@@ -604,3 +604,90 @@ fn shell_words(line: &str) -> Vec<String> {
     }
     words
 }
+
+/// `nnopt run` on token ids: an int64 `.npy` feeds an i64 argument, compiled as interpreted;
+/// a float file for it, an int64 file for a float argument, and an id beyond the table are
+/// errors (exit 1, no output file), compiled as interpreted.
+#[cfg(feature = "mlir")]
+#[test]
+fn run_takes_int64_token_ids() {
+    use ndarray::ArrayD;
+    use ndarray_npy::WriteNpyExt;
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("emb.nnir");
+    std::fs::write(
+        &model,
+        "func @main(%ids: tensor<?x3xi64>, %x: tensor<4xf32>) -> (tensor<?x3x4xf32>) {
+  %table = nn.constant dense<[[1.0, 0.0, -1.0, 2.0], [0.5, 0.5, 0.5, 0.5], [3.0, -2.0, 1.0, 0.0]]> : tensor<3x4xf32>
+  %e = nn.embedding %table, %ids : tensor<?x3x4xf32>
+  %y = nn.add %e, %x : tensor<?x3x4xf32>
+  return %y : tensor<?x3x4xf32>
+}",
+    )
+    .unwrap();
+    let ids_file = |name: &str, ids: Vec<i64>| {
+        let p = dir.path().join(name);
+        let a = ArrayD::from_shape_vec(vec![ids.len() / 3, 3], ids).unwrap();
+        let mut bytes = Vec::new();
+        a.write_npy(&mut bytes).unwrap();
+        std::fs::write(&p, bytes).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let floats = |name: &str, shape: Vec<usize>, v: Vec<f32>| {
+        let p = dir.path().join(name);
+        nnopt::interp::write_npy(&p, &ArrayD::from_shape_vec(shape, v).unwrap()).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let ids = ids_file("ids.npy", vec![2, 0, 1, 1, 1, 2]);
+    let x = floats("x.npy", vec![4], vec![0.25, -1.0, 0.0, 1.5]);
+    let m = model.to_str().unwrap();
+    let mut results = Vec::new();
+    for interp in [true, false] {
+        let y = dir.path().join(format!("y{interp}.npy"));
+        let mut args = vec!["run", m, "--input", &ids, "--input", &x];
+        args.extend(["-o", y.to_str().unwrap()]);
+        if interp {
+            args.push("--interp");
+        }
+        nnopt_ok(&args);
+        results.push(nnopt::interp::read_npy(&y).unwrap());
+    }
+    assert_eq!(results[0], results[1]);
+    assert_eq!(results[0].shape(), [2, 3, 4]);
+    assert_eq!(
+        results[0][[0, 0, 3]],
+        0.0 + 1.5,
+        "row 2 of the table, plus x"
+    );
+    let float_ids = floats("fids.npy", vec![1, 3], vec![0.0, 1.0, 2.0]);
+    let int_x = ids_file("ix.npy", vec![0, 1, 2]);
+    let beyond = ids_file("beyond.npy", vec![0, 3, 1]);
+    for interp in [true, false] {
+        for (inputs, want) in [
+            (
+                [&float_ids, &x],
+                "holds float values but %ids has type tensor<?x3xi64>",
+            ),
+            (
+                [&ids, &int_x],
+                "holds int64 values but %x has type tensor<4xf32>",
+            ),
+            (
+                [&beyond, &x],
+                "token id 3 is out of range for a table of 3 rows",
+            ),
+        ] {
+            let y = dir.path().join("never.npy");
+            let mut args = vec!["run", m, "--input", inputs[0], "--input", inputs[1]];
+            args.extend(["-o", y.to_str().unwrap()]);
+            if interp {
+                args.push("--interp");
+            }
+            let out = nnopt(&args);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{err}");
+            assert!(err.contains(want), "interp {interp}: {err}");
+            assert!(!y.exists());
+        }
+    }
+}

@@ -41,7 +41,7 @@ fn load(text: &str) -> Module {
 }
 
 /// Deterministic inputs in [-1, 1) for every argument of `m`'s first function, dynamic sizes
-/// set to `batch`.
+/// set to `batch`; token ids (i64) are the rows of the embedding tables that read them.
 fn inputs(m: &Module, batch: u64, seed: u64) -> Vec<ArrayD<f32>> {
     let mut s = seed;
     let f = &m.funcs[0];
@@ -54,11 +54,16 @@ fn inputs(m: &Module, batch: u64, seed: u64) -> Vec<ArrayD<f32>> {
                 .iter()
                 .map(|d| d.as_static().unwrap_or(batch) as usize)
                 .collect();
+            let rows = f.embedding_rows(a);
             ArrayD::from_shape_fn(IxDyn(&shape), |_| {
                 s = s
                     .wrapping_mul(6364136223846793005)
                     .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+                let u = (s >> 40) as f32 / (1u64 << 24) as f32;
+                match rows {
+                    Some(r) => (u * r as f32).floor(),
+                    None => u * 2.0 - 1.0,
+                }
             })
         })
         .collect()
@@ -220,4 +225,22 @@ fn decoder_norms_of_odd_sizes() {
     );
     check(&m, 2, 1);
     check(&m, 2, 2);
+}
+
+#[test]
+fn embedding_into_a_tied_head_with_dynamic_batch_and_length() {
+    // GPT-2's ends: token ids (both axes dynamic) read rows of a 37 x 21 table (a row is no
+    // whole number of vectors), a dense layer, and the logits against the same table (a tied
+    // head); on one and two threads, at two batch sizes.
+    let m = load(
+        "func @f(%ids: tensor<?x?xi64>, %t: tensor<37x21xf32>, %w: tensor<21x21xf32>, %b: tensor<21xf32>) -> tensor<?x?x37xf32> {
+  %e = nn.embedding %t, %ids : tensor<?x?x21xf32>
+  %h = nn.linear %e, %w, %b : tensor<?x?x21xf32>
+  %g = nn.gelu %h : tensor<?x?x21xf32>
+  %y = nn.linear %g, %t : tensor<?x?x37xf32>
+  return %y : tensor<?x?x37xf32>
+}",
+    );
+    check(&m, 3, 1);
+    check(&m, 5, 2);
 }

@@ -12,7 +12,7 @@ mod npy;
 #[cfg(test)]
 mod tests;
 
-pub use npy::{read_npy, write_npy};
+pub use npy::{read_npy, read_npy_typed, write_npy};
 
 use crate::ir::{Dim, ElemType, Function, OpId, OpKind, Tensor, TensorType};
 use cranelift_entity::EntityRef;

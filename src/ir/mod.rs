@@ -311,6 +311,15 @@ impl Function {
             .map(|(_, u)| u.op)
     }
 
+    /// The fewest rows of the tables `nn.embedding` ops read with ids `v` (`None` if none
+    /// does): token ids in `v` are valid below it.
+    pub fn embedding_rows(&self, v: ValueId) -> Option<u64> {
+        self.users(v)
+            .filter(|&op| matches!(self.kind(op), OpKind::Embedding))
+            .filter_map(|op| self.ty(self.op(op).operands()[0]).dim(0).as_static())
+            .min()
+    }
+
     pub fn args(&self) -> &[ValueId] {
         &self.args
     }

@@ -1,8 +1,8 @@
 //! The calling convention of a lowered function (the memref ABI of `../shared/mlir-codegen`,
 //! section 2) and the ops that make it: arguments, `nn.constant`, `nn.weight`, `return`.
 //!
-//! Every argument is an identity-layout `memref<...xf32>`, in this order: the NNIR function's
-//! arguments, one per `nn.weight` op in layout order (external weights are never inlined; the
+//! Every argument is an identity-layout `memref<...xf32>` (`memref<...xi64>` for token ids), in
+//! this order: the NNIR function's arguments, one per `nn.weight` op in layout order (external weights are never inlined; the
 //! weight of a scheduled dense layer is passed packed, see [`super::pack_dense`]), one per
 //! returned value (the outputs, which the function writes). The function has no results.
 //! Inputs and weights enter as `bufferization.to_tensor ... restrict`; each result leaves
@@ -17,7 +17,7 @@
 use super::mlir_ops::{f32_type, DYNAMIC};
 use super::schedule::Layer;
 use super::target::Target;
-use crate::ir::{Tensor, TensorType};
+use crate::ir::{ElemType, Function, Tensor, TensorType};
 use melior::ir::r#type::MemRefType;
 use melior::ir::{Module as MlirModule, Type};
 use melior::Context;
@@ -82,6 +82,10 @@ impl WeightArg {
 pub struct Signature {
     pub name: String,
     pub inputs: Vec<TensorType>,
+    /// For each input of token ids (i64), the rows of the smallest `nn.embedding` table that
+    /// reads it: [`super::Jit`] refuses an id outside `[0, rows)` before the call, as the
+    /// interpreter does (the compiled code clamps, so it never reads outside the table).
+    pub id_rows: Vec<Option<u64>>,
     pub weights: Vec<WeightArg>,
     /// The dimensions of each output.
     pub outputs: Vec<Vec<DimVal>>,
@@ -90,9 +94,27 @@ pub struct Signature {
     pub constraints: Vec<(DimVal, DimVal)>,
 }
 
-/// The identity-layout f32 memref of `shape` (`DYNAMIC` for a dynamic size): every argument's type.
+/// [`Signature::id_rows`] of `f`: for each i64 argument, the rows of the smallest table an
+/// `nn.embedding` reads with it.
+pub(super) fn id_rows(f: &Function) -> Vec<Option<u64>> {
+    f.args()
+        .iter()
+        .map(|&a| match f.ty(a).elem {
+            ElemType::I64 => f.embedding_rows(a),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The identity-layout f32 memref of `shape` (`DYNAMIC` for a dynamic size): the type of every
+/// argument but token ids.
 pub(super) fn memref_type<'c>(cx: &'c Context, shape: &[i64]) -> Type<'c> {
-    MemRefType::new(f32_type(cx), shape, None, None).into()
+    memref_of(shape, f32_type(cx))
+}
+
+/// The identity-layout memref of `shape` with elements `elem`.
+pub(super) fn memref_of<'c>(shape: &[i64], elem: Type<'c>) -> Type<'c> {
+    MemRefType::new(elem, shape, None, None).into()
 }
 
 /// The static shape of `dims`, `DYNAMIC` where a size is dynamic (MLIR's shape arrays).

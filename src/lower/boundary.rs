@@ -4,7 +4,7 @@
 //! place), and `nn.constant`, the other kind of leaf (an inline `arith.constant`).
 
 use super::abi::{memref_type, shape, DimVal, WeightArg};
-use super::mlir_ops::{id, BuildError};
+use super::mlir_ops::{element_type, id, tensor_of, BuildError};
 use super::state::{LResult, Lower};
 use crate::ir::{Dim, OpId, OpKind, Tensor, ValueId};
 use melior::ir::{Attribute, BlockLike, Value};
@@ -33,7 +33,9 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
                     },
                 })
                 .collect();
-            let t = self.to_tensor(m, &dims)?;
+            let elem = element_type(self.cx, ty.elem)
+                .expect("invariant: `entry.rs` lowers only arguments of these types");
+            let t = self.to_tensor(m, tensor_of(&shape(&dims), elem))?;
             self.inputs.push(t);
             self.vals.insert(a, t);
             self.dims.insert(a, dims);
@@ -84,7 +86,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         let dims: Vec<DimVal> = arg.arg_shape().into_iter().map(DimVal::Static).collect();
         let mty = memref_type(cx, &shape(&dims));
         let m = self.block.add_argument(mty, self.e.loc);
-        let t = self.to_tensor(m, &dims)?;
+        let t = self.to_tensor(m, self.ty(&dims))?;
         self.weights.push(arg);
         self.define(op, t, dims);
         Ok(())

@@ -19,7 +19,8 @@
 //! signatures`, little-endian (one object per code generation partition, `object.rs`);
 //! a signature is its function's name, its weights' names (checked against the module's
 //! `nn.weight` ops on a hit) and panel widths, its outputs' dimensions and its constraints.
-//! The input types are the specialized function's argument types and the weights' values come
+//! The input types (and the token ids' bounds, `abi::id_rows`) are the specialized function's
+//! argument types and the weights' values come
 //! from the module, as lowering takes them (`boundary.rs`: one argument per `nn.weight` op, in
 //! op order). An entry that does not decode or does not match the module is compiled again.
 
@@ -248,6 +249,7 @@ impl<'a> Reader<'a> {
         Some(Signature {
             name: f.name.clone(),
             inputs: f.args().iter().map(|&a| f.ty(a).clone()).collect(),
+            id_rows: super::abi::id_rows(f),
             weights,
             outputs,
             constraints,
@@ -296,6 +298,7 @@ mod tests {
         let w = &want[0];
         assert_eq!(got.name, w.name);
         assert_eq!(got.inputs, w.inputs);
+        assert_eq!(got.id_rows, w.id_rows);
         assert_eq!(got.outputs, w.outputs);
         assert_eq!(got.constraints, w.constraints);
         assert_eq!(got.weights.len(), 2);

@@ -5,17 +5,17 @@
 //! Unsupported ops and types come back as diagnostics at the op; a module MLIR's verifier
 //! rejects is an internal error carrying MLIR's own diagnostics.
 
-use super::abi::{memref_type, Lowered, Signature};
+use super::abi::{memref_of, memref_type, Lowered, Signature};
 use super::cached;
 use super::diag_capture::DiagCapture;
 use super::jit;
-use super::mlir_ops::{id, BuildError, Emitter, DYNAMIC};
+use super::mlir_ops::{element_type, id, BuildError, Emitter, DYNAMIC};
 use super::schedule::{Layer, Tiles};
 use super::specialize;
 use super::state::{Fail, Lower};
 use super::target::Target;
 use crate::diag::Diagnostic;
-use crate::ir::{self, ElemType, Function};
+use crate::ir::{self, Function};
 use melior::dialect::DialectRegistry;
 use melior::ir::attribute::{StringAttribute, TypeAttribute};
 use melior::ir::operation::{OperationBuilder, OperationLike};
@@ -97,20 +97,21 @@ fn lower_function<'c>(
     let mut diags = Vec::new();
     for &a in f.args() {
         let ty = f.ty(a).clone();
-        if ty.elem != ElemType::F32 {
+        let Some(elem) = element_type(cx, ty.elem) else {
             diags.push(
                 Diagnostic::error(format!(
-                    "argument of type {ty} cannot be lowered to MLIR yet: only f32 is supported"
+                    "argument of type {ty} cannot be lowered to MLIR yet: only f32 and i64 are supported"
                 ))
                 .at(f.value_span(a)),
             );
-        }
+            continue;
+        };
         let shape: Vec<i64> = ty
             .dims
             .iter()
             .map(|d| d.as_static().map_or(DYNAMIC, |n| n as i64))
             .collect();
-        arg_types.push(memref_type(cx, &shape));
+        arg_types.push(memref_of(&shape, elem));
         inputs.push(ty);
     }
     if !diags.is_empty() {
@@ -197,6 +198,7 @@ fn lower_function<'c>(
         Signature {
             name: f.name.clone(),
             inputs,
+            id_rows: super::abi::id_rows(f),
             weights,
             outputs,
             constraints,

@@ -22,7 +22,7 @@ use super::diag_capture::DiagCapture;
 use super::loader::Loaded;
 use super::object::{codegen_partitions, emit_object};
 use super::schedule::{self, Tiles};
-use crate::ir::Tensor;
+use crate::ir::{ElemType, Tensor};
 use melior::ir::operation::{OperationLike, WalkOrder, WalkResult};
 use melior::ir::{BlockLike, Module as MlirModule, Operation};
 use melior::pass::PassManager;
@@ -595,10 +595,27 @@ impl Jit {
         // Contiguous inputs are passed in place (no copy per call).
         let owned_inputs: Vec<ndarray::CowArray<f32, ndarray::IxDyn>> =
             inputs.iter().map(|x| x.as_standard_layout()).collect();
+        // Token ids, carried as f32 like the interpreter carries them, are passed as i64.
+        let mut ids: Vec<Vec<i64>> = Vec::new();
+        for (i, x) in owned_inputs.iter().enumerate() {
+            if sig.inputs[i].elem == ElemType::I64 {
+                let v = token_ids(x.iter(), sig.id_rows[i])
+                    .map_err(|e| format!("input {i} of @{name}: {e}"))?;
+                ids.push(v);
+            }
+        }
         let mut descs: Vec<Vec<i64>> = Vec::new();
-        for x in &owned_inputs {
+        let mut next_ids = ids.iter_mut();
+        for (x, ty) in owned_inputs.iter().zip(&sig.inputs) {
             let shape: Vec<u64> = x.shape().iter().map(|&n| n as u64).collect();
-            descs.push(descriptor(x.as_ptr() as *mut f32, &shape));
+            let ptr = match ty.elem {
+                ElemType::I64 => next_ids
+                    .next()
+                    .expect("invariant: one id buffer per i64 input")
+                    .as_mut_ptr() as *mut u8,
+                _ => x.as_ptr() as *mut u8,
+            };
+            descs.push(descriptor(ptr, &shape));
         }
         for w in &sig.weights {
             let ptr = aligned_f32(&w.value).expect("invariant: `compile` aligned every weight");
@@ -657,8 +674,21 @@ fn show(v: Option<u64>) -> String {
     v.map_or_else(|| "?".to_string(), |n| n.to_string())
 }
 
+/// The i64 buffer of token ids `xs` (carried as f32): integers, each in `[0, rows)` when an
+/// `nn.embedding` reads them (the interpreter's rule, with its message).
+fn token_ids<'a>(xs: impl Iterator<Item = &'a f32>, rows: Option<u64>) -> Result<Vec<i64>, String> {
+    xs.map(|&id| match rows {
+        _ if id.fract() != 0.0 => Err(format!("token id {id} is not an integer")),
+        Some(r) if id < 0.0 || id >= r as f32 => Err(format!(
+            "token id {id} is out of range for a table of {r} rows"
+        )),
+        _ => Ok(id as i64),
+    })
+    .collect()
+}
+
 /// A memref descriptor for a contiguous row-major buffer.
-fn descriptor(ptr: *mut f32, shape: &[u64]) -> Vec<i64> {
+fn descriptor<T>(ptr: *mut T, shape: &[u64]) -> Vec<i64> {
     let mut d = vec![ptr as i64, ptr as i64, 0];
     d.extend(shape.iter().map(|&n| n as i64));
     let mut strides = vec![0i64; shape.len()];

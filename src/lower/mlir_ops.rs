@@ -11,15 +11,16 @@
 //! Building never verifies; the caller verifies the finished module once and reports MLIR's own
 //! diagnostics if that fails (see `super::lower_module`).
 
+use crate::ir::ElemType;
 use melior::ir::attribute::{
     ArrayAttribute, DenseElementsAttribute, DenseI32ArrayAttribute, DenseI64ArrayAttribute,
     FloatAttribute, IntegerAttribute,
 };
 use melior::ir::operation::{OperationBuilder, OperationLike};
-use melior::ir::r#type::{IntegerType, RankedTensorType};
+use melior::ir::r#type::{IntegerType, RankedTensorType, ShapedTypeLike};
 use melior::ir::{
     AffineExpr, AffineMap, Attribute, Block, BlockLike, Identifier, Location, Region, RegionLike,
-    Type, Value,
+    Type, Value, ValueLike,
 };
 use melior::Context;
 
@@ -55,8 +56,23 @@ pub fn f32_type(cx: &Context) -> Type<'_> {
 }
 
 pub fn tensor_type<'c>(cx: &'c Context, shape: &[i64]) -> Type<'c> {
+    tensor_of(shape, f32_type(cx))
+}
+
+/// The ranked tensor type of `shape` with elements `elem` (`DYNAMIC` for a dynamic size).
+pub fn tensor_of<'c>(shape: &[i64], elem: Type<'c>) -> Type<'c> {
     let dims: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
-    RankedTensorType::new(&dims, f32_type(cx), None).into()
+    RankedTensorType::new(&dims, elem, None).into()
+}
+
+/// The MLIR type of the elements the lowering passes in and out: `f32`, or `i64` for token ids
+/// (`None` for the types it does not lower).
+pub fn element_type(cx: &Context, elem: ElemType) -> Option<Type<'_>> {
+    match elem {
+        ElemType::F32 => Some(f32_type(cx)),
+        ElemType::I64 => Some(IntegerType::new(cx, 64).into()),
+        ElemType::F16 | ElemType::BF16 => None,
+    }
 }
 
 pub fn dense_i64<'c>(cx: &'c Context, v: &[i64]) -> Attribute<'c> {
@@ -330,8 +346,8 @@ impl<'c: 'b, 'b, B: BlockLike<'c, 'b>> Emitter<'c, 'b, B> {
     }
 
     /// A `linalg.generic` with one output. `body` receives an emitter for the body block and
-    /// its arguments (one scalar per input, then the output's current value) and returns the
-    /// scalar to yield.
+    /// its arguments (one scalar per input, then the output's current value, each of its
+    /// tensor's element type) and returns the scalar to yield.
     #[allow(clippy::too_many_arguments)]
     pub fn generic(
         &self,
@@ -347,8 +363,14 @@ impl<'c: 'b, 'b, B: BlockLike<'c, 'b>> Emitter<'c, 'b, B> {
         ) -> BResult<Value<'c, 'x>>,
     ) -> BResult<Value<'c, 'b>> {
         let cx = self.cx;
-        let f32t = f32_type(cx);
-        let args: Vec<(Type, Location)> = (0..=ins.len()).map(|_| (f32t, self.loc)).collect();
+        let elem = |v: &Value<'c, '_>| {
+            RankedTensorType::try_from(v.r#type()).map_or(f32_type(cx), |t| t.element())
+        };
+        let args: Vec<(Type, Location)> = ins
+            .iter()
+            .chain([&init])
+            .map(|v| (elem(v), self.loc))
+            .collect();
         let block = Block::new(&args);
         {
             let e = Emitter::new(cx, &block, self.loc);

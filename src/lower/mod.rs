@@ -16,7 +16,7 @@
 //! `state.rs` (the per-function state and the op dispatch), `generic.rs` (shared
 //! `linalg.generic` shapes), `marks.rs` and `epilogue.rs` (what the schedule sees), `view.rs`
 //! (results computed in another form), and one file per op family: `dense.rs`, `conv.rs`,
-//! `flat_conv.rs`, `pool.rs`, `norm.rs`, `elementwise.rs`, `shape.rs`.
+//! `flat_conv.rs`, `pool.rs`, `norm.rs`, `elementwise.rs`, `shape.rs`, `embedding.rs`.
 //!
 //! What it does not do: f16/bf16 element types, dynamic spatial or reduced dimensions, and a
 //! dynamic concat/gather/scatter axis are reported as diagnostics naming the op; see
@@ -32,6 +32,7 @@ mod conv;
 mod dense;
 mod diag_capture;
 mod elementwise;
+mod embedding;
 mod entry;
 mod epilogue;
 mod flat_conv;

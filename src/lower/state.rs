@@ -181,11 +181,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
             OpKind::Reshape { shape } => self.reshape(op, operands[0], shape),
             OpKind::Transpose { perm } => self.transpose(op, operands[0], perm),
             OpKind::Gather { axis, indices } => self.gather(op, operands[0], *axis, indices),
-            // Its ids are an i64 argument, which `entry.rs` refuses before the body is lowered.
-            OpKind::Embedding => Err(Fail::Unsupported(
-                op,
-                "nn.embedding (its ids are i64; only f32 is supported)".into(),
-            )),
+            OpKind::Embedding => self.embedding(op, operands[0], operands[1]),
             OpKind::Scatter {
                 axis,
                 indices,
@@ -212,11 +208,12 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         }
     }
 
-    pub(super) fn to_tensor(&self, m: Value<'c, '_>, dims: &[DimVal]) -> BResult<Value<'c, 'b>> {
+    /// Memref argument `m` as a tensor of type `ty`.
+    pub(super) fn to_tensor(&self, m: Value<'c, '_>, ty: Type<'c>) -> BResult<Value<'c, 'b>> {
         self.e.op1(
             "bufferization.to_tensor",
             &[m],
-            self.ty(dims),
+            ty,
             &[(id(self.cx, "restrict"), Attribute::unit(self.cx))],
             vec![],
         )

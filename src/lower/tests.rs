@@ -580,7 +580,7 @@ fn lower_unsupported_is_a_diagnostic() {
   return %y : tensor<2x3xf16>
 }",
     );
-    assert!(e.contains("only f32 is supported"), "{e}");
+    assert!(e.contains("only f32 and i64 are supported"), "{e}");
     let e = lower_error(
         "func @f(%x: tensor<1x3x?x4xf32>) -> tensor<1x3x?x2xf32> {
   %y = nn.max_pool2d %x {kernel = [1, 2], strides = [1, 2]} : tensor<1x3x?x2xf32>

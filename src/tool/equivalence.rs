@@ -14,7 +14,7 @@
 //! machine, so a reported difference can be reproduced.
 
 use crate::diag::{Diagnostic, Severity};
-use crate::ir::{ElemType, Function, Module, OpKind, ValueId};
+use crate::ir::{ElemType, Function, Module, ValueId};
 use ndarray::{ArrayD, Dimension};
 use std::path::PathBuf;
 
@@ -43,6 +43,18 @@ impl SeededInputs {
     pub fn tensor(&mut self, shape: Vec<usize>) -> ArrayD<f32> {
         ArrayD::from_shape_simple_fn(shape, || self.next_f32())
     }
+
+    /// An input of `shape` for argument `a` of `f`: the next values, or for i64 token ids,
+    /// integers in [0, rows) of the `nn.embedding` tables that read them.
+    pub fn argument(&mut self, f: &Function, a: ValueId, shape: Vec<usize>) -> ArrayD<f32> {
+        let x = self.tensor(shape);
+        if f.ty(a).elem == ElemType::I64 {
+            let rows = f.embedding_rows(a).unwrap_or(1) as f32;
+            x.mapv(|u| ((u + 1.0) / 2.0 * rows).floor().min(rows - 1.0))
+        } else {
+            x
+        }
+    }
 }
 
 /// The shape of every argument of `f`, with each dynamic dimension set to `dynamic_size`.
@@ -59,16 +71,6 @@ pub fn arg_shapes(f: &Function, dynamic_size: usize) -> Vec<Vec<usize>> {
         .collect()
 }
 
-/// How many rows every `nn.embedding` reading `v` has (the fewest; 1 if none reads it): the
-/// bound below which token ids are valid.
-fn embedding_rows(f: &Function, v: ValueId) -> u64 {
-    f.users(v)
-        .filter(|&op| matches!(f.kind(op), OpKind::Embedding))
-        .filter_map(|op| f.ty(f.op(op).operands()[0]).dim(0).as_static())
-        .min()
-        .unwrap_or(1)
-}
-
 /// `trials` sets of inputs for `f` in [-1, 1) from `seed`, dynamic dimensions `dynamic_size`;
 /// i64 arguments (token ids) get integers in [0, rows) of the embeddings that read them.
 pub fn random_inputs(
@@ -83,15 +85,7 @@ pub fn random_inputs(
             f.args()
                 .iter()
                 .zip(arg_shapes(f, dynamic_size))
-                .map(|(&a, shape)| {
-                    let x = rng.tensor(shape);
-                    if f.ty(a).elem == ElemType::I64 {
-                        let rows = embedding_rows(f, a) as f32;
-                        x.mapv(|u| ((u + 1.0) / 2.0 * rows).floor().min(rows - 1.0))
-                    } else {
-                        x
-                    }
-                })
+                .map(|(&a, shape)| rng.argument(f, a, shape))
                 .collect()
         })
         .collect()

@@ -12,7 +12,7 @@ use super::progress::Progress;
 use super::{fail, Exit};
 use crate::diag::{Diagnostic, SourceMap};
 use crate::interp;
-use crate::ir::{Dim, Function};
+use crate::ir::{Dim, ElemType, Function};
 use ndarray::ArrayD;
 use std::path::PathBuf;
 
@@ -63,7 +63,26 @@ pub fn run(o: &RunOptions) -> Result<(), Exit> {
     }
     let inputs = bind_inputs(func, &o.inputs)?
         .iter()
-        .map(|p| interp::read_npy(p).map_err(|e| fail(&format!("{}: {e}", p.display()))))
+        .zip(func.args())
+        .enumerate()
+        .map(|(i, (p, &a))| {
+            let (x, ints) =
+                interp::read_npy_typed(p).map_err(|e| fail(&format!("{}: {e}", p.display())))?;
+            let ids = func.ty(a).elem == ElemType::I64;
+            if ids != ints {
+                let held = if ints { "int64" } else { "float" };
+                return Err(input_error(
+                    func,
+                    &format!(
+                        "{} holds {held} values but {} has type {}",
+                        p.display(),
+                        arg_name(func, i),
+                        func.ty(a)
+                    ),
+                ));
+            }
+            Ok(x)
+        })
         .collect::<Result<Vec<_>, _>>()?;
     check_shapes(func, &inputs)?;
     let results = if o.interp {
@@ -185,10 +204,11 @@ fn input_error(func: &Function, message: &str) -> Exit {
         .enumerate()
         .map(|(i, &a)| {
             let ty = &func.value(a).ty;
-            format!(
-                "\n  {}: {ty} (.npy of float32 or float64)",
-                arg_name(func, i)
-            )
+            let dtypes = match ty.elem {
+                ElemType::I64 => "int64",
+                _ => "float32 or float64",
+            };
+            format!("\n  {}: {ty} (.npy of {dtypes})", arg_name(func, i))
         })
         .collect();
     fail(&format!(

@@ -9,7 +9,7 @@ Each fixture is imported with the sequence length pinned (`--dim S=5`): the mask
 plumbing is computed from S, and folds to constants only when S has a size. The batch stays
 dynamic in a first import, which records where the batch-dependent plumbing stops
 (`EXPECTED_DYNAMIC_BATCH`); a second import pins it too (`--dim B=2`). Then the decoders
-(`IMPORTED`: Llama, Qwen2, GPT-2) import, and `nnopt run --interp` must compute onnxruntime's
+(`IMPORTED`: Llama, Qwen2, GPT-2) import, and `nnopt run`, interpreted and compiled, must compute onnxruntime's
 logits to 1e-4 of their largest magnitude (issue #21's bar), and the ONNX file nnopt writes
 from them must give onnxruntime the same logits and import again; the encoders stop where
 `EXPECTED` says (the test fails on any other message, so progress is recorded and a regression
@@ -103,21 +103,25 @@ def refused(name, path, d, dims, want):
 
 
 def agrees(name, path, feeds, d):
-    """`nnopt run --interp` of `path` (B and S pinned) computes onnxruntime's logits to 1e-4 of
-    their largest magnitude."""
+    """`nnopt run --interp` of `path` (B and S pinned) and `nnopt run` (compiled, the int64
+    token ids passed as they are) compute onnxruntime's logits to 1e-4 of their largest
+    magnitude; returns the larger error."""
     [want] = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, feeds)
-    args = [NNOPT, "run", "--interp", path, *PINNED]
-    for k, v in feeds.items():
-        np.save(os.path.join(d, f"{k}.npy"), v)
-        args += ["--input", f"{k}={os.path.join(d, f'{k}.npy')}"]
-    got_path = os.path.join(d, f"{name}.out.npy")
-    r = subprocess.run(args + ["-o", got_path], capture_output=True, text=True)
-    assert r.returncode == 0, f"{name}: {r.stderr}"
-    got = np.load(got_path)
-    assert got.shape == want.shape, f"{name}: {got.shape} vs onnxruntime's {want.shape}"
-    err = np.abs(got - want).max() / np.abs(want).max()
-    assert err <= 1e-4, f"{name}: the interpreter is {err:.3g} of the logits' magnitude off"
-    return err
+    worst = 0.0
+    for mode, what in ((["--interp"], "the interpreter"), (["--no-cache"], "the compiled code")):
+        args = [NNOPT, "run", *mode, path, *PINNED]
+        for k, v in feeds.items():
+            np.save(os.path.join(d, f"{k}.npy"), v)
+            args += ["--input", f"{k}={os.path.join(d, f'{k}.npy')}"]
+        got_path = os.path.join(d, f"{name}.out.npy")
+        r = subprocess.run(args + ["-o", got_path], capture_output=True, text=True)
+        assert r.returncode == 0, f"{name} ({what}): {r.stderr}"
+        got = np.load(got_path)
+        assert got.shape == want.shape, f"{name}: {got.shape} vs onnxruntime's {want.shape}"
+        err = np.abs(got - want).max() / np.abs(want).max()
+        assert err <= 1e-4, f"{name}: {what} is {err:.3g} of the logits' magnitude off"
+        worst = max(worst, err)
+    return worst
 
 
 def written_back(name, path, feeds, d):
@@ -158,7 +162,7 @@ def check(name, d):
         print(f"ok {name}: onnxruntime runs it; nnopt refuses it: {EXPECTED[name]}")
         return
     err = agrees(name, path, feeds, d)
-    print(f"ok {name}: nnopt run --interp agrees with onnxruntime ({err:.2g})")
+    print(f"ok {name}: nnopt run, interpreted and compiled, agrees with onnxruntime ({err:.2g})")
     err = written_back(name, path, feeds, d)
     print(f"ok {name}: written back as ONNX with B and S fixed, onnxruntime agrees ({err:.2g})")
 

@@ -4,7 +4,7 @@ pruned by `nnopt --prune-neurons` with B and S pinned, and
 
 - onnxruntime runs the original and the pruned file and they agree to 1e-4 of the logits'
   largest magnitude;
-- nnopt's interpreter on the pruned file agrees with onnxruntime;
+- nnopt's interpreter and its compiled code on the pruned file agree with onnxruntime;
 - the projection parameters drop by exactly the removable bound (computed below per family).
 
 Planted in layer 0 (attention): query head 1's o_proj rows are zero (ignored); the value
@@ -165,12 +165,14 @@ def check(name, d):
     assert before - after == drop, f"{name}: {before} -> {after} parameters, expected a drop of {drop}"
     ids = os.path.join(d, "ids.npy")
     np.save(ids, feeds["input_ids"])
-    y = os.path.join(d, "y.npy")
-    nnopt("run", "--interp", dst, "--input", ids, "--output", y)
-    ierr = rel(np.load(y), want)
-    assert ierr <= 1e-4, f"{name}: nnopt's interpreter on the pruned file differs by {ierr:.3g}"
+    errs = []
+    for mode in (["--interp"], ["--no-cache"]):
+        y = os.path.join(d, "y.npy")
+        nnopt("run", *mode, dst, "--input", ids, "--output", y)
+        errs.append(rel(np.load(y), want))
+        assert errs[-1] <= 1e-4, f"{name}: nnopt run {mode} on the pruned file differs by {errs[-1]:.3g}"
     print(f"ok {name}: {before} -> {after} projection parameters (drop {drop}), onnxruntime "
-          f"{err:.2e}, interpreter {ierr:.2e}")
+          f"{err:.2e}, interpreter {errs[0]:.2e}, compiled {errs[1]:.2e}")
 
 
 def main():
