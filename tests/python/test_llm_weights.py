@@ -2,7 +2,8 @@
 with planted dead neurons of every removable kind, and multi-head attention with planted dead
 heads (ignored, constant, and a query-zero head that stays), pruned by `nnopt --prune-neurons`
 to the exact parameter bound (docs/passes.md, `glu-neuron-elimination` and
-`attention-head-elimination`); and ONNX external data written by
+`attention-head-elimination`); attention with a head count that does not divide the width or
+query and key heads of different counts, refused at import (issue #21's bad input); and ONNX external data written by
 nnopt (`--external-data[=FILE]`), loaded by onnxruntime and read back by nnopt, also for a small
 decoder from bench/gen_decoder.py.
 
@@ -189,6 +190,48 @@ def attention(biases):
     return m, 2 * per_head
 
 
+def check_bad_heads(d):
+    """Issue #21's bad input: a head count that does not divide the width, and query and key
+    heads of different counts, are refused at import with one diagnostic naming the node, its
+    op type and opset, and nothing is written (so no pattern ever sees them)."""
+    E, B, S = 16, 2, 3
+    ones = numpy_helper.from_array(np.ones((E, E), np.float32), "w")
+
+    def model(nodes, shapes, out):
+        inits = [ones] + [numpy_helper.from_array(np.array(v, np.int64), k) for k, v in shapes.items()]
+        g = helper.make_graph(nodes, "heads", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [B, S, E])],
+                              [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)], inits)
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 20)])
+        m.ir_version = 9
+        return m
+
+    cases = [
+        ("5 heads of a width of 16",
+         model([helper.make_node("MatMul", ["x", "w"], ["q"]),
+                helper.make_node("Reshape", ["q", "shape"], ["q4"], name="split_heads")],
+               {"shape": [B, S, 5, -1]}, "q4"),
+         "node 'split_heads' (Reshape, opset 20): cannot infer -1"),
+        ("4 query heads against 2 key heads",
+         model([helper.make_node("MatMul", ["x", "w"], ["q"]),
+                helper.make_node("MatMul", ["x", "w"], ["k"]),
+                helper.make_node("Reshape", ["q", "sq"], ["q4"]),
+                helper.make_node("Reshape", ["k", "sk"], ["k4"]),
+                helper.make_node("Transpose", ["q4"], ["qh"], perm=[0, 2, 1, 3]),
+                helper.make_node("Transpose", ["k4"], ["kt"], perm=[0, 2, 3, 1]),
+                helper.make_node("MatMul", ["qh", "kt"], ["s"], name="scores")],
+               {"sq": [B, S, 4, 4], "sk": [B, S, 2, 8]}, "s"),
+         "node 'scores' (MatMul, opset 20): inner dimensions of tensor<2x4x3x4xf32> and tensor<2x2x8x3xf32> differ"),
+    ]
+    for name, m, want in cases:
+        src, dst = os.path.join(d, "heads_refused.onnx"), os.path.join(d, "heads_refused_out.onnx")
+        onnx.save(m, src)
+        r = subprocess.run([NNOPT, "--prune-neurons", src, "-o", dst], capture_output=True, text=True)
+        assert r.returncode == 1 and r.stderr.count("error:") == 1, f"{name}: exit {r.returncode}\n{r.stderr}"
+        assert want in r.stderr and "panicked" not in r.stderr, f"{name}: expected '{want}' in\n{r.stderr}"
+        assert not os.path.exists(dst), f"{name}: a refused model wrote {dst}"
+        print(f"ok bad input, {name}: {want}")
+
+
 def check_external_data(d):
     """A pruned model written with external data (the default file and a named one): both
     files appear, every large initializer lives in the data file at an aligned offset under a
@@ -265,6 +308,7 @@ def main():
             # residual=keep: the query-zero head's zero features stay as they are (without it,
             # dead-neuron-elimination may restore them with a scatter, which is exact too).
             check_pruned(name, model, drop, d, "--round-to=1", "--residual=keep")
+        check_bad_heads(d)
         check_external_data(d)
         check_generated_decoder(d)
 
