@@ -16,12 +16,11 @@
 //! of range reads the nearest row, never another buffer.
 
 use super::abi::{shape, DimVal};
-use super::mlir_ops::{f32_type, id, map, tensor_of, Iter};
+use super::mlir_ops::{f32_type, map, tensor_of, Iter};
 use super::state::{Fail, LResult, Lower};
 use crate::ir::{OpId, ValueId};
-use melior::ir::attribute::IntegerAttribute;
 use melior::ir::r#type::IntegerType;
-use melior::ir::{Attribute, Type};
+use melior::ir::Type;
 
 impl<'c, 'b> Lower<'c, 'b, '_> {
     /// `table[ids]`: row `ids[i..]` of the 2-D table for every id.
@@ -36,7 +35,6 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         let r = xd.len();
         let cx = self.cx;
         let i64t: Type = IntegerType::new(cx, 64).into();
-        let int = |v: i64| -> Attribute { IntegerAttribute::new(i64t, v).into() };
         let all: Vec<Option<usize>> = (0..r).map(Some).collect();
         let row_type = tensor_of(&shape(&xd), i64t);
         let dy = self.dyn_sizes(&xd)?;
@@ -51,21 +49,11 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
             |b, _| {
                 let mut at = vec![x];
                 for dim in 0..r {
-                    let attr = [(id(cx, "dim"), int(dim as i64))];
-                    at.push(b.op1("linalg.index", &[], Type::index(cx), &attr, vec![])?);
+                    at.push(b.linalg_index(dim)?);
                 }
-                let konst = |v| {
-                    b.op1(
-                        "arith.constant",
-                        &[],
-                        i64t,
-                        &[(id(cx, "value"), int(v))],
-                        vec![],
-                    )
-                };
                 let raw = b.op1("tensor.extract", &at, i64t, &[], vec![])?;
-                let low = b.op1("arith.maxsi", &[raw, konst(0)?], i64t, &[], vec![])?;
-                let last = konst(rows as i64 - 1)?;
+                let low = b.op1("arith.maxsi", &[raw, b.i64_const(0)?], i64t, &[], vec![])?;
+                let last = b.i64_const(rows as i64 - 1)?;
                 b.op1("arith.minsi", &[low, last], i64t, &[], vec![])
             },
         )?;
@@ -73,8 +61,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         out.push(DimVal::Static(width));
         let y = self.elementwise(&[(clamped, all)], &out, |b, a| {
             let row = b.op1("arith.index_cast", &[a[0]], Type::index(cx), &[], vec![])?;
-            let attr = [(id(cx, "dim"), int(r as i64))];
-            let col = b.op1("linalg.index", &[], Type::index(cx), &attr, vec![])?;
+            let col = b.linalg_index(r)?;
             b.op1("tensor.extract", &[t, row, col], f32_type(cx), &[], vec![])
         })?;
         self.define(op, y, out);

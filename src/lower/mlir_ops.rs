@@ -192,7 +192,14 @@ impl<'c: 'b, 'b, B: BlockLike<'c, 'b>> Emitter<'c, 'b, B> {
     }
 
     pub fn index_const(&self, v: i64) -> BResult<Value<'c, 'b>> {
-        let t = Type::index(self.cx);
+        self.int_const(Type::index(self.cx), v)
+    }
+
+    pub fn i64_const(&self, v: i64) -> BResult<Value<'c, 'b>> {
+        self.int_const(IntegerType::new(self.cx, 64).into(), v)
+    }
+
+    fn int_const(&self, t: Type<'c>, v: i64) -> BResult<Value<'c, 'b>> {
         let a = IntegerAttribute::new(t, v).into();
         self.op1(
             "arith.constant",
@@ -201,6 +208,17 @@ impl<'c: 'b, 'b, B: BlockLike<'c, 'b>> Emitter<'c, 'b, B> {
             &[(id(self.cx, "value"), a)],
             vec![],
         )
+    }
+
+    /// `linalg.index dim`: the position along iteration dimension `dim` of the enclosing
+    /// `linalg.generic`.
+    pub fn linalg_index(&self, dim: usize) -> BResult<Value<'c, 'b>> {
+        let i64t = IntegerType::new(self.cx, 64).into();
+        let attr = [(
+            id(self.cx, "dim"),
+            IntegerAttribute::new(i64t, dim as i64).into(),
+        )];
+        self.op1("linalg.index", &[], Type::index(self.cx), &attr, vec![])
     }
 
     /// `arith.constant dense<...>` from raw little-endian f32 bytes (bit-exact: NaN payloads,

@@ -80,29 +80,16 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         )?;
         let ins: Vec<_> = fill.map(|f| (f, vec![Some(ax)])).into_iter().collect();
         self.elementwise(&ins, out, |b, a| {
-            let int = |v: i64| -> Attribute { IntegerAttribute::new(i64_type, v).into() };
-            let index = |dim: usize| {
-                let attr = [(id(cx, "dim"), int(dim as i64))];
-                b.op1("linalg.index", &[], Type::index(cx), &attr, vec![])
-            };
-            let konst = |v| {
-                b.op1(
-                    "arith.constant",
-                    &[],
-                    i64_type,
-                    &[(id(cx, "value"), int(v))],
-                    vec![],
-                )
-            };
-            let o = index(ax)?;
+            let o = b.linalg_index(ax)?;
             let s = b.op1("tensor.extract", &[table, o], i64_type, &[], vec![])?;
             // Where `src` is -1 (`fill` given), read position 0 and keep the fill instead.
             let (p, valid) = match fill {
                 Some(_) => {
-                    let zero = konst(0)?;
+                    let zero = b.i64_const(0)?;
                     let i1 = IntegerType::new(cx, 1).into();
                     // Predicate 5: `sge`.
-                    let pred = [(id(cx, "predicate"), int(5))];
+                    let sge = IntegerAttribute::new(i64_type, 5).into();
+                    let pred = [(id(cx, "predicate"), sge)];
                     let valid = b.op1("arith.cmpi", &[s, zero], i1, &pred, vec![])?;
                     let p = b.op1("arith.select", &[valid, s, zero], i64_type, &[], vec![])?;
                     (p, Some(valid))
@@ -114,7 +101,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
                 operands.push(if dim == ax {
                     b.op1("arith.index_cast", &[p], Type::index(cx), &[], vec![])?
                 } else {
-                    index(dim)?
+                    b.linalg_index(dim)?
                 });
             }
             let v = b.op1("tensor.extract", &operands, f32_type(cx), &[], vec![])?;
