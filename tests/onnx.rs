@@ -5,7 +5,7 @@ mod common;
 #[path = "common/onnx.rs"]
 mod onnx_models;
 use common::{nnopt, nnopt_ok};
-use onnx_models::{f32_init, model, node, write};
+use onnx_models::{f32_init, ints, model, node, write};
 
 use bytes::Bytes;
 use nnopt::onnx::export_model;
@@ -41,15 +41,6 @@ fn io(name: &str, dims: &[i64]) -> ValueInfoProto {
         .map(|&d| if d < 0 { Err("N") } else { Ok(d) })
         .collect();
     onnx_models::io(name, &dims)
-}
-
-fn ints(name: &str, v: &[i64]) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        r#type: attr_type::INTS,
-        ints: v.to_vec(),
-        ..Default::default()
-    }
 }
 
 fn int(name: &str, i: i64) -> AttributeProto {

@@ -8,7 +8,7 @@
 
 #[path = "common/onnx.rs"]
 mod onnx_models;
-use onnx_models::{f32_init, io, model, node, write};
+use onnx_models::{f32_init, ints, io, model, node, write};
 
 use nnopt::onnx::proto::{attr_type, AttributeProto, GraphProto, NodeProto, TensorProto};
 use nnopt::syntax::printer::print_module;
@@ -43,15 +43,6 @@ fn import(
 
 fn scalar(name: &str, v: f32) -> TensorProto {
     f32_init(name, &[], &[v])
-}
-
-fn ints(name: &str, v: &[i64]) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        r#type: attr_type::INTS,
-        ints: v.to_vec(),
-        ..Default::default()
-    }
 }
 
 fn x() -> ndarray::ArrayD<f32> {

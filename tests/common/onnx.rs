@@ -4,11 +4,21 @@
 
 use bytes::Bytes;
 use nnopt::onnx::proto::{
-    data_type, tensor_shape_proto, type_proto, AttributeProto, GraphProto, ModelProto, NodeProto,
-    OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    attr_type, data_type, tensor_shape_proto, type_proto, AttributeProto, GraphProto, ModelProto,
+    NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 use prost::Message;
 use std::path::{Path, PathBuf};
+
+/// An INTS attribute.
+pub fn ints(name: &str, v: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: attr_type::INTS,
+        ints: v.to_vec(),
+        ..Default::default()
+    }
+}
 
 /// A float initializer with `values` as raw little-endian data.
 pub fn f32_init(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
