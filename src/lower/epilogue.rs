@@ -35,17 +35,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         let r = self.f.op(op).result()?;
         let [u] = self.f.uses(r) else { return None };
         let kind = self.f.kind(u.op).clone();
-        let absorbable = matches!(
-            kind,
-            OpKind::Relu
-                | OpKind::LeakyRelu { .. }
-                | OpKind::Clip { .. }
-                | OpKind::Sigmoid
-                | OpKind::Tanh
-                | OpKind::Gelu { .. }
-                | OpKind::Silu
-                | OpKind::HardSwish
-        );
+        let absorbable = kind.tag().is_elementwise_unary() && !matches!(kind, OpKind::Identity);
         absorbable.then(|| {
             self.absorbed.insert(u.op);
             kind
