@@ -1,7 +1,7 @@
 //! Which ops treat channels independently: the rule shared by the constness analysis (which
 //! carries facts through such ops) and `prune-neurons` (which removes a neuron through them).
 
-use crate::ir::{Function, OpId, OpKind};
+use crate::ir::{Function, OpId, OpKind, ValueId};
 
 /// The channel axis of `op`'s result when `op` treats the channels of its operand (at `axis`)
 /// independently, so that dropping a channel of the operand drops the same channel of the
@@ -71,5 +71,25 @@ pub fn channel_scale(f: &Function, op: OpId) -> usize {
             .map(|d| d.as_static().unwrap_or(1) as usize)
             .product(),
         _ => 1,
+    }
+}
+
+/// The `nn.linear` (when `axis` is the last) or `nn.conv2d` (not depthwise) whose channels reach
+/// `v` at `axis` through per-channel ops that keep them on that axis; with `only_reader`, only
+/// when `v` and every value on the way have that one reader.
+pub fn layer_behind(f: &Function, mut v: ValueId, axis: usize, only_reader: bool) -> Option<OpId> {
+    loop {
+        if only_reader && f.uses(v).len() != 1 {
+            return None;
+        }
+        let p = f.producer(v)?;
+        match f.kind(p) {
+            OpKind::Linear if axis + 1 == f.ty(v).rank() => return Some(p),
+            OpKind::Conv2d { .. } if axis == 1 && per_channel_axis(f, p, axis).is_none() => {
+                return Some(p)
+            }
+            _ if per_channel_axis(f, p, axis) == Some(axis) => v = f.op(p).operands()[0],
+            _ => return None,
+        }
     }
 }

@@ -7,7 +7,7 @@ use super::apply::apply;
 use super::plan::plan;
 use super::{PruneCx, Residual};
 use crate::ir::{Function, OpId, OpKind, OpTag};
-use crate::passes::channels::per_channel_axis;
+use crate::passes::channels::layer_behind;
 use crate::rewrite::{MatchFailure, MatchResult, Pattern, Rewriter};
 
 /// `P → act* → {C | other}` with `P ∈ {linear, conv2d}`: drop the constant or ignored neurons
@@ -64,17 +64,7 @@ impl Pattern<PruneCx<'_>> for DeadNeuronElimination {
 /// The `nn.linear` or `nn.conv2d` whose channels gather `op` (along `axis`) selects, through
 /// per-channel ops.
 fn selected_layer(f: &Function, op: OpId, axis: i64) -> Option<OpId> {
-    let mut v = f.op(op).operands()[0];
+    let v = f.op(op).operands()[0];
     let axis = crate::ir::infer::norm_axis(axis, f.ty(v).rank()).ok()?;
-    loop {
-        let p = f.producer(v)?;
-        match f.kind(p) {
-            OpKind::Linear if axis + 1 == f.ty(v).rank() => return Some(p),
-            OpKind::Conv2d { .. } if axis == 1 && per_channel_axis(f, p, axis).is_none() => {
-                return Some(p)
-            }
-            _ if per_channel_axis(f, p, axis) == Some(axis) => v = f.op(p).operands()[0],
-            _ => return None,
-        }
-    }
+    layer_behind(f, v, axis, false)
 }

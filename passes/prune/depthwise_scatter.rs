@@ -6,7 +6,7 @@ use super::fanout::Site;
 use super::residual_cost::{positions, scatter_cost};
 use super::{PruneCx, Residual};
 use crate::ir::{Dim, Function, OpId, OpKind, OpTag, ValueId};
-use crate::passes::channels::per_channel_axis;
+use crate::passes::channels::{layer_behind, per_channel_axis};
 use crate::rewrite::{ensure, MatchFailure, MatchResult, Pattern, Rewriter};
 use std::collections::BTreeSet;
 
@@ -139,23 +139,11 @@ impl Pattern<PruneCx<'_>> for ScatterIntoDepthwise {
 }
 
 /// The ungrouped `nn.conv2d` with constant weights whose result reaches `x` through
-/// single-use per-channel ops on the channel axis, each value read once (so the gather
-/// in front of the depthwise conv is the layer's only reader).
+/// per-channel ops on the channel axis, each value read once (so the gather in front of the
+/// depthwise conv is the layer's only reader).
 fn producer_layer(f: &Function, x: ValueId) -> Option<OpId> {
-    let mut v = x;
-    loop {
-        if f.uses(v).len() != 1 {
-            return None;
-        }
-        let p = f.producer(v)?;
-        match f.kind(p) {
-            OpKind::Conv2d { groups: 1, .. } => {
-                f.constant_of(f.op(p).operands()[1])?;
-                return Some(p);
-            }
-            OpKind::Scatter { .. } => return None,
-            _ if per_channel_axis(f, p, 1) == Some(1) => v = f.op(p).operands()[0],
-            _ => return None,
-        }
-    }
+    layer_behind(f, x, 1, true).filter(|&p| {
+        matches!(f.kind(p), OpKind::Conv2d { groups: 1, .. })
+            && f.constant_of(f.op(p).operands()[1]).is_some()
+    })
 }
