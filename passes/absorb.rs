@@ -1,8 +1,38 @@
 //! Bias absorption: the contribution of constant input columns of a weight matrix, added to
-//! the bias before the columns are dropped (used by `prune-neurons` and by canonicalize's
-//! `fold-scatter-into-consumer`).
+//! the bias before the columns are dropped, and the rewrite of the layer's operands that
+//! follows (used by `prune-neurons` and by canonicalize's `fold-scatter-into-consumer`).
 
-use crate::ir::Tensor;
+use crate::ir::{OpId, Tensor, ValueId};
+use crate::rewrite::Rewriter;
+
+/// Sets the operands of the weighted `op` (input, weight, optional bias) to `x`, `w` and, with
+/// `bias`, a bias of those values: in the old bias's element type and under its name, or a new
+/// constant when `op` had none. Without `bias` the old bias, if any, stays. `w` replaces the old
+/// weight under its name.
+pub fn set_weighted_operands(
+    rw: &mut Rewriter,
+    op: OpId,
+    x: ValueId,
+    w: Tensor,
+    bias: Option<&[f32]>,
+) {
+    let ins = rw.func().op(op).operands().to_vec();
+    let elem = w.elem();
+    let mut operands = vec![x, rw.derived_constant_before(op, w, ins[1])];
+    match (bias, ins.get(2).copied()) {
+        (Some(b), Some(old)) => {
+            let elem = rw.func().constant_of(old).map_or(elem, Tensor::elem);
+            let t = Tensor::from_f32(elem, vec![b.len() as u64], b);
+            operands.push(rw.derived_constant_before(op, t, old));
+        }
+        (Some(b), None) => {
+            let t = Tensor::from_f32(elem, vec![b.len() as u64], b);
+            operands.push(rw.constant_before(op, t));
+        }
+        (None, old) => operands.extend(old),
+    }
+    rw.set_operands(op, &operands);
+}
 
 /// `b_k += Σ_{cols} W[k, p, ...] · a` for each `(positions p, a)` in `absorbed` (the
 /// kernel window summed per position): the contribution of constant input columns about to be

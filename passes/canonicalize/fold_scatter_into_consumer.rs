@@ -3,7 +3,7 @@
 //! consumer no longer reads the scatter.
 
 use crate::ir::{OpId, OpKind, OpTag, Tensor};
-use crate::passes::absorb::absorb_columns;
+use crate::passes::absorb::{absorb_columns, set_weighted_operands};
 use crate::passes::PassContext;
 use crate::rewrite::{ensure, MatchFailure, MatchResult, Pattern, Rewriter};
 
@@ -83,25 +83,7 @@ impl Pattern<PassContext> for FoldScatterIntoConsumer {
                 .map(|&j| (vec![j], fill[j]))
                 .collect();
             let touched = absorb_columns(&w, &absorbed, &mut b);
-            let new_w = rw.derived_constant_before(c, w.take(1, &keep), ops[1]);
-            let mut operands = vec![x, new_w];
-            match (touched, ops.get(2)) {
-                (true, Some(&old)) => {
-                    let t = Tensor::from_f32(
-                        old_b.map_or(w.elem(), |t| t.elem()),
-                        vec![out as u64],
-                        &b,
-                    );
-                    operands.push(rw.derived_constant_before(c, t, old));
-                }
-                (true, None) => {
-                    let t = Tensor::from_f32(w.elem(), vec![out as u64], &b);
-                    operands.push(rw.constant_before(c, t));
-                }
-                (false, Some(&old)) => operands.push(old),
-                (false, None) => {}
-            }
-            rw.set_operands(c, &operands);
+            set_weighted_operands(rw, c, x, w.take(1, &keep), touched.then_some(&b));
             cx.count("scatters folded into consumers", 1);
         }
         Ok(())

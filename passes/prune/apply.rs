@@ -8,7 +8,7 @@ use super::fanout::Site;
 use super::groups::{absorb_grouped, kept_inputs, take_columns};
 use super::plan::Plan;
 use crate::ir::{Dim, OpId, OpKind, Tensor, ValueId};
-use crate::passes::absorb::absorb_columns;
+use crate::passes::absorb::{absorb_columns, set_weighted_operands};
 use crate::passes::PassContext;
 use crate::rewrite::Rewriter;
 
@@ -92,26 +92,8 @@ pub fn apply(rw: &mut Rewriter, op: OpId, plan: &Plan, cx: &mut PassContext) {
             1 => cw.take(1, &site.positions(keep)),
             g => take_columns(cw, g, keep),
         };
-        let new_w = rw.derived_constant_before(c, kept_w, c_ops[1]);
-        let mut operands = vec![c_ops[0], new_w];
-        if touched || old_b.is_some() {
-            let elem = old_b.as_ref().map_or(cw.elem(), Tensor::elem);
-            let nb = if touched {
-                biases_updated += 1;
-                match c_ops.get(2) {
-                    Some(&old) => rw.derived_constant_before(
-                        c,
-                        Tensor::from_f32(elem, vec![out as u64], &b),
-                        old,
-                    ),
-                    None => rw.constant_before(c, Tensor::from_f32(elem, vec![out as u64], &b)),
-                }
-            } else {
-                c_ops[2]
-            };
-            operands.push(nb);
-        }
-        rw.set_operands(c, &operands);
+        biases_updated += u64::from(touched);
+        set_weighted_operands(rw, c, c_ops[0], kept_w, touched.then_some(&b));
         if let Some(map) = border {
             let m = plan.maps[c_idx].as_ref().expect("checked above");
             let f = rw.func();

@@ -14,7 +14,7 @@
 use super::align::{choose_kept, kept_for_alignment};
 use super::PruneCx;
 use crate::ir::{Dim, Function, OpId, OpKind, OpTag, Tensor, ValueId};
-use crate::passes::absorb::absorb_columns;
+use crate::passes::absorb::{absorb_columns, set_weighted_operands};
 use crate::passes::analysis::zero_lines;
 use crate::rewrite::{ensure, MatchFailure, MatchResult, Pattern, Rewriter};
 
@@ -209,19 +209,13 @@ impl Pattern<PruneCx<'_>> for GluNeuronElimination {
         let old_b = down_ins.get(2).and_then(|&b| f.constant_of(b)).cloned();
         let mut b = old_b.as_ref().map_or(vec![0.0; out], Tensor::to_f32_vec);
         let touched = absorb_columns(&wd, &absorbed, &mut b);
-        let new_w = rw.derived_constant_before(glu.down, wd.take(1, &keep), down_ins[1]);
-        let mut operands = vec![down_ins[0], new_w];
-        if touched {
-            let elem = old_b.as_ref().map_or(wd.elem(), Tensor::elem);
-            let t = Tensor::from_f32(elem, vec![out as u64], &b);
-            operands.push(match down_ins.get(2) {
-                Some(&old) => rw.derived_constant_before(glu.down, t, old),
-                None => rw.constant_before(glu.down, t),
-            });
-        } else {
-            operands.extend(down_ins.get(2));
-        }
-        rw.set_operands(glu.down, &operands);
+        set_weighted_operands(
+            rw,
+            glu.down,
+            down_ins[0],
+            wd.take(1, &keep),
+            touched.then_some(&b),
+        );
 
         // gate and up: drop the rows and bias entries; the results narrow.
         let unused = remove.iter().filter(|&&j| ignored[j]).count() as u64;

@@ -6,7 +6,7 @@
 use super::attention::{attention, Attention, Entry, Region};
 use super::PruneCx;
 use crate::ir::{Dim, Function, OpId, OpKind, OpTag, Tensor};
-use crate::passes::absorb::absorb_columns;
+use crate::passes::absorb::{absorb_columns, set_weighted_operands};
 use crate::passes::analysis::zero_lines;
 use crate::rewrite::{MatchFailure, MatchResult, Pattern, Rewriter};
 use std::collections::{BTreeMap, BTreeSet};
@@ -180,22 +180,11 @@ fn apply(
     let o = att.o_proj;
     let ins = rw.func().op(o).operands().to_vec();
     let cols: Vec<usize> = keep.iter().flat_map(|&h| h * d..(h + 1) * d).collect();
-    let new_w = rw.derived_constant_before(o, wo.take(1, &cols), ins[1]);
-    let mut operands = vec![ins[0], new_w];
     let out = wo.shape()[0] as usize;
     let old_b = ins.get(2).and_then(|&b| rw.func().constant_of(b)).cloned();
     let mut b = old_b.as_ref().map_or(vec![0.0; out], Tensor::to_f32_vec);
-    if absorb_columns(wo, absorbed, &mut b) {
-        let elem = old_b.as_ref().map_or(wo.elem(), Tensor::elem);
-        let t = Tensor::from_f32(elem, vec![out as u64], &b);
-        operands.push(match ins.get(2) {
-            Some(&old) => rw.derived_constant_before(o, t, old),
-            None => rw.constant_before(o, t),
-        });
-    } else {
-        operands.extend(ins.get(2));
-    }
-    rw.set_operands(o, &operands);
+    let touched = absorb_columns(wo, absorbed, &mut b);
+    set_weighted_operands(rw, o, ins[0], wo.take(1, &cols), touched.then_some(&b));
     for r in std::iter::once(att.merge).chain(att.flat) {
         narrow_last(rw, r, cols.len());
     }
