@@ -94,12 +94,19 @@ impl Pattern<PruneCx<'_>> for AttentionHeadElimination {
             .collect();
         let keep: Vec<usize> = (0..h).filter(|i| !remove.contains(i)).collect();
         let kv_removed = apply(rw, &att, &keep, &wo, &absorbed);
+        // A fused projection is several entries of one linear: it lost each head once.
         let f = rw.func();
-        for e in &att.query.entries {
-            cx.pass.layer(f, e.linear).heads += remove.len() as u64;
-        }
-        for e in att.kv.iter().flat_map(|kv| &kv.entries) {
-            cx.pass.layer(f, e.linear).heads += kv_removed as u64;
+        let query: BTreeSet<OpId> = att.query.entries.iter().map(|e| e.linear).collect();
+        let kv: BTreeSet<OpId> = att
+            .kv
+            .iter()
+            .flat_map(|kv| &kv.entries)
+            .map(|e| e.linear)
+            .collect();
+        for (linears, n) in [(query, remove.len()), (kv, kv_removed)] {
+            for linear in linears {
+                cx.pass.layer(f, linear).heads += n as u64;
+            }
         }
         cx.pass
             .count("attention heads removed", remove.len() as u64);
