@@ -29,12 +29,15 @@ struct PoolGeom {
     pads: [usize; 4],
 }
 
+/// One axis of a window: `(start, end, clipped_start, clipped_end)`, see [`PoolGeom::window`].
+type Window = (isize, isize, usize, usize);
+
 impl PoolGeom {
     /// The window of output position `o` along spatial axis `axis` (0 = H, 1 = W), as
     /// `(start, end, clipped_start, clipped_end)` in input coordinates: `start..end` is the
     /// window cut at the end of the trailing padding (the ceil-mode overhang is excluded), and
     /// `clipped_start..clipped_end` is its part inside the input.
-    fn window(&self, axis: usize, o: usize) -> (isize, isize, usize, usize) {
+    fn window(&self, axis: usize, o: usize) -> Window {
         let len = self.nchw[2 + axis] as isize;
         let (p0, p1) = (self.pads[axis] as isize, self.pads[axis + 2] as isize);
         let start = (o * self.strides[axis]) as isize - p0;
@@ -42,6 +45,23 @@ impl PoolGeom {
         let cs = start.max(0) as usize;
         let ce = end.min(len).max(start.max(0)) as usize;
         (start, end, cs, ce)
+    }
+
+    /// The `[N, C, OH, OW]` result of reducing each window of `x` with `reduce`, which gets the
+    /// window's input plane (row-major, `W` wide) and its H and W windows as [`Self::window`]
+    /// gives them.
+    fn map<F>(&self, x: &ArrayD<f32>, reduce: F) -> ArrayD<f32>
+    where
+        F: Fn(&[f32], usize, Window, Window) -> f32,
+    {
+        let [n, c, h, w] = self.nchw;
+        let [oh, ow] = self.out;
+        let x = x.as_standard_layout();
+        let data = x.as_slice().expect("standard layout");
+        ArrayD::from_shape_fn(IxDyn(&[n, c, oh, ow]), |idx| {
+            let plane = &data[(idx[0] * c + idx[1]) * h * w..][..h * w];
+            reduce(plane, w, self.window(0, idx[2]), self.window(1, idx[3]))
+        })
     }
 }
 
@@ -92,15 +112,7 @@ pub fn max_pool2d(
     ceil_mode: bool,
 ) -> KResult {
     let g = pool_geom(x, kernel, strides, pads, ceil_mode, "max_pool2d")?;
-    let [n, c, _, _] = g.nchw;
-    let [oh, ow] = g.out;
-    let x = x.as_standard_layout();
-    let data = x.as_slice().expect("standard layout");
-    let [h, w] = [g.nchw[2], g.nchw[3]];
-    Ok(ArrayD::from_shape_fn(IxDyn(&[n, c, oh, ow]), |idx| {
-        let plane = &data[(idx[0] * c + idx[1]) * h * w..][..h * w];
-        let (_, _, ys, ye) = g.window(0, idx[2]);
-        let (_, _, xs, xe) = g.window(1, idx[3]);
+    Ok(g.map(x, |plane, w, (_, _, ys, ye), (_, _, xs, xe)| {
         let mut m = f32::NEG_INFINITY;
         for iy in ys..ye {
             for ix in xs..xe {
@@ -128,15 +140,7 @@ pub fn avg_pool2d(
     count_include_pad: bool,
 ) -> KResult {
     let g = pool_geom(x, kernel, strides, pads, ceil_mode, "avg_pool2d")?;
-    let [n, c, _, _] = g.nchw;
-    let [oh, ow] = g.out;
-    let x = x.as_standard_layout();
-    let data = x.as_slice().expect("standard layout");
-    let [h, w] = [g.nchw[2], g.nchw[3]];
-    Ok(ArrayD::from_shape_fn(IxDyn(&[n, c, oh, ow]), |idx| {
-        let plane = &data[(idx[0] * c + idx[1]) * h * w..][..h * w];
-        let (y0, y1, ys, ye) = g.window(0, idx[2]);
-        let (x0, x1, xs, xe) = g.window(1, idx[3]);
+    Ok(g.map(x, |plane, w, (y0, y1, ys, ye), (x0, x1, xs, xe)| {
         let mut sum = 0.0f32;
         for iy in ys..ye {
             for ix in xs..xe {
