@@ -131,5 +131,7 @@ struct Importer {
     /// Chains of nodes imported as one op (RMSNorm, GELU), by their last node; their other
     /// nodes are in `skip` (see `nodes/chains.rs`).
     chains: HashMap<usize, nodes::Chain>,
+    /// ONNX values that are run-time booleans, f32 tensors of 0s and 1s (see `nodes/mask.rs`).
+    bools: HashSet<String>,
     func: Function,
 }
