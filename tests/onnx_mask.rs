@@ -72,7 +72,13 @@ fn masked(y_value: f32) -> GraphProto {
         node: vec![
             node("Cast", "cast", &["mask"], &["b"], vec![to(data_type::BOOL)]),
             node("GatherND", "swap", &["b", "rows"], &["sw"], vec![]),
-            node("GatherElements", "rev", &["sw", "rev_idx"], &["rv"], vec![axis]),
+            node(
+                "GatherElements",
+                "rev",
+                &["sw", "rev_idx"],
+                &["rv"],
+                vec![axis],
+            ),
             node("And", "and", &["rv", "keep"], &["k"], vec![]),
             node("Not", "not", &["show"], &["ns"], vec![]),
             node("Not", "not2", &["ns"], &["s"], vec![]),
@@ -124,9 +130,21 @@ fn an_int64_mask_becomes_an_exact_additive_mask_and_survives_export() {
     // Row 0 reads the mask's row 1 reversed, [1, 0, 1, 0], row 1 its row 0 reversed,
     // [1, 1, 0, 1]; then position 3 is hidden and position 0 shown.
     let mask = [1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0];
-    let want = [1.0, 2.0 + LOWEST, 3.0, 4.0 + LOWEST, 5.0, 6.0, 7.0 + LOWEST, 8.0 + LOWEST];
+    let want = [
+        1.0,
+        2.0 + LOWEST,
+        3.0,
+        4.0 + LOWEST,
+        5.0,
+        6.0,
+        7.0 + LOWEST,
+        8.0 + LOWEST,
+    ];
     let got = run(&m, &x, &mask);
-    assert_eq!(got, want, "bit for bit: Where(c, 0, lowest) is (1 − c)·lowest");
+    assert_eq!(
+        got, want,
+        "bit for bit: Where(c, 0, lowest) is (1 − c)·lowest"
+    );
     // Written back (the lookup as a Gather on the INT64 input) and read again.
     let again = write(dir.path(), "again.onnx", &export_model(&m).unwrap());
     assert_eq!(run(&import(&again), &x, &mask), want);
@@ -146,7 +164,10 @@ fn a_non_finite_where_constant_or_a_float_cast_to_bool_is_refused_naming_the_nod
         (
             "float",
             cast_float,
-            &["node 'cast' (Cast, opset 17)", "casting a run-time float to BOOL"][..],
+            &[
+                "node 'cast' (Cast, opset 17)",
+                "casting a run-time float to BOOL",
+            ][..],
         ),
     ] {
         let p = write(dir.path(), &format!("{name}.onnx"), &model(g));
