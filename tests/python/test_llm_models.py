@@ -8,12 +8,13 @@ never a panic and never an output file.
 Each fixture is imported with the sequence length pinned (`--dim S=5`): the mask and position
 plumbing is computed from S, and folds to constants only when S has a size. The batch stays
 dynamic in a first import, which records where the batch-dependent plumbing stops
-(`EXPECTED_DYNAMIC_BATCH`); a second import pins it too (`--dim B=2`). Then the decoders
-(`IMPORTED`: Llama, Qwen2, GPT-2) import, and `nnopt run`, interpreted and compiled, must compute onnxruntime's
-logits to 1e-4 of their largest magnitude (issue #21's bar), and the ONNX file nnopt writes
-from them must give onnxruntime the same logits and import again; the encoders stop where
-`EXPECTED` says (the test fails on any other message, so progress is recorded and a regression
-is caught).
+(`EXPECTED_DYNAMIC_BATCH`); a second import pins it too (`--dim B=2`). Then the decoders and
+encoders (`IMPORTED`: Llama, Qwen2, GPT-2, BERT) import, and `nnopt run`, interpreted and
+compiled, must compute onnxruntime's logits to 1e-4 of their largest magnitude (issue #21's
+bar), an attention mask other than 0/1 is refused, and the ONNX file nnopt writes
+from them must give onnxruntime the same logits and import again. A fixture that stops at
+import is listed in `EXPECTED` with its message (the test fails on any other message, so
+progress is recorded and a regression is caught); none does today.
 """
 
 import os
@@ -46,15 +47,12 @@ EXPECTED_DYNAMIC_BATCH = {
     "bert_ts": "node '/model/embeddings/Equal_1' (Equal, opset 17): the value depends on a dynamic dimension; give it a size with --dim NAME=SIZE",
 }
 
-# With B and S pinned: the plumbing folds. The encoders stop at the attention mask, a run-time
-# input made boolean; the decoders import (`IMPORTED`).
-EXPECTED = {
-    "bert_dynamo": "node 'node__to_copy' (Cast, opset 18): casting to BOOL is not supported",
-    "bert_ts": "node '/model/Cast' (Cast, opset 17): casting to BOOL is not supported",
-}
+# With B and S pinned the plumbing folds, and every fixture imports: none is refused.
+EXPECTED = {}
 
-# The families that import with B and S pinned, and run.
-IMPORTED = ["llama_dynamo", "qwen2_dynamo", "gpt2_dynamo"]
+# The families that import with B and S pinned, and run; the encoders with their run-time
+# attention mask (a padding one, see `inputs`) as 0/1 floats.
+IMPORTED = ["llama_dynamo", "qwen2_dynamo", "gpt2_dynamo", "bert_dynamo", "bert_ts"]
 
 
 def fill(model, rng):
@@ -124,6 +122,24 @@ def agrees(name, path, feeds, d):
     return worst
 
 
+def mask_checked(name, path, feeds, d):
+    """An attention mask holding a 2 is refused by `nnopt run`, interpreted and compiled (exit 1,
+    one diagnostic): nnopt reads the mask through a table of two rows, where ONNX's Cast would
+    make any non-zero true."""
+    args = [NNOPT, "run", path, *PINNED, "-o", os.path.join(d, f"{name}.bad.npy")]
+    for k, v in feeds.items():
+        if k == "attention_mask":
+            v = v.copy()
+            v[0, 0] = 2
+        np.save(os.path.join(d, f"{k}.bad.npy"), v)
+        args += ["--input", f"{k}={os.path.join(d, f'{k}.bad.npy')}"]
+    for mode in (["--interp"], ["--no-cache"]):
+        r = subprocess.run(args + mode, capture_output=True, text=True)
+        assert r.returncode == 1 and r.stderr.count("error:") == 1, f"{name} {mode}: {r.stderr}"
+        assert "id 2 is out of range for a table of 2 rows" in r.stderr, r.stderr
+        assert not os.path.exists(os.path.join(d, f"{name}.bad.npy")), f"{name}: an output was written"
+
+
 def written_back(name, path, feeds, d):
     """`nnopt x.onnx --dim ... -o y.onnx` writes a model with B and S fixed that passes the
     checker, computes the same logits in onnxruntime, and imports again without --dim."""
@@ -163,6 +179,9 @@ def check(name, d):
         return
     err = agrees(name, path, feeds, d)
     print(f"ok {name}: nnopt run, interpreted and compiled, agrees with onnxruntime ({err:.2g})")
+    if "attention_mask" in feeds:
+        mask_checked(name, path, feeds, d)
+        print(f"ok {name}: an attention mask of 2 is refused, interpreted and compiled")
     err = written_back(name, path, feeds, d)
     print(f"ok {name}: written back as ONNX with B and S fixed, onnxruntime agrees ({err:.2g})")
 

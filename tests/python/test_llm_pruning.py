@@ -1,6 +1,6 @@
-"""Issue #21's exactness bar on the transformer fixtures (tests/llm): each decoder, filled with
-seeded weights (test_llm_models.fill), gets planted dead structure in its first layers, is
-pruned by `nnopt --prune-neurons` with B and S pinned, and
+"""Issue #21's exactness bar on the transformer fixtures (tests/llm): each decoder and encoder,
+filled with seeded weights (test_llm_models.fill), gets planted dead structure in its first
+layers, is pruned by `nnopt --prune-neurons` with B and S pinned, and
 
 - onnxruntime runs the original and the pruned file and they agree to 1e-4 of the logits'
   largest magnitude;
@@ -15,7 +15,12 @@ zero, so it attends uniformly and must stay. GPT-2 (fused c_attn, no GQA): head 
 2's value columns zero (its bias folds into c_proj's), head 0 query-zero. Planted in layer 1
 (FFN): Llama and Qwen2's SwiGLU loses neuron 3 (gate column zero), 7 (up column zero) and 11
 (down row zero); GPT-2's MLP loses neuron 5 (c_fc column zero: a constant folded into
-c_proj's bias) and 9 (c_proj row zero).
+c_proj's bias) and 9 (c_proj row zero). BERT (both exports; separate q/k/v with biases, the
+run-time attention mask added to the scores, padding in the test input) gets GPT-2's plants:
+head 1 ignored, head 2's value columns zero (its value bias folds into the attention output
+dense's bias), head 0's query columns and bias zero (stays); the intermediate dense's column 5
+zero (the constant gelu(b₅) folds into the output dense's bias) and the output dense's row 9
+zero.
 
 `--round-to=1` (exact removal, no channel alignment) and `--residual=keep` (no scatters: the
 query-zero head's zero features stay as they are).
@@ -132,10 +137,29 @@ def plant_gpt2(model):
     return heads + 2 * (E + 1 + E)
 
 
+def plant_bert(model):
+    """BERT (4 heads of 16, q/k/v/output dense with biases, GELU FFN of 128): returns the
+    parameter drop."""
+    p = projections(model)
+    (wq, bq), (_, _), (wv, _), (wo, _) = p[0:4]
+    (wi, _), (wout, _) = p[10:12]
+    d = 16
+    edit(wo, zero_rows(1 * d, 2 * d))  # head 1 ignored
+    edit(wv, zero_cols(2 * d, 3 * d))  # head 2's values: its value bias, a constant
+    edit(wq, zero_cols(0, d))  # head 0's queries: attends uniformly, stays
+    edit(bq, zero(0, d))
+    edit(wi, zero_cols(5, 6))  # layer 1's neuron 5: gelu(b₅), folded into the next bias
+    edit(wout, zero_rows(9, 10))  # layer 1's neuron 9 ignored
+    heads = 2 * (4 * d * E + 3 * d)  # q, k, v rows with their biases, output dense columns
+    return heads + 2 * (E + 1 + E)
+
+
 PLANT = {
     "llama_dynamo": lambda m: plant_gqa(m, biases=False),
     "qwen2_dynamo": lambda m: plant_gqa(m, biases=True),
     "gpt2_dynamo": plant_gpt2,
+    "bert_dynamo": plant_bert,
+    "bert_ts": plant_bert,
 }
 
 
@@ -163,12 +187,14 @@ def check(name, d):
     assert err <= 1e-4, f"{name}: the pruned file differs in onnxruntime by {err:.3g} of the largest logit"
     before, after = weights(model), weights(onnx.load(dst))
     assert before - after == drop, f"{name}: {before} -> {after} parameters, expected a drop of {drop}"
-    ids = os.path.join(d, "ids.npy")
-    np.save(ids, feeds["input_ids"])
+    args = []
+    for k, v in feeds.items():
+        np.save(os.path.join(d, f"{k}.npy"), v)
+        args += ["--input", f"{k}={os.path.join(d, f'{k}.npy')}"]
     errs = []
     for mode in (["--interp"], ["--no-cache"]):
         y = os.path.join(d, "y.npy")
-        nnopt("run", *mode, dst, "--input", ids, "--output", y)
+        nnopt("run", *mode, dst, *args, "--output", y)
         errs.append(rel(np.load(y), want))
         assert errs[-1] <= 1e-4, f"{name}: nnopt run {mode} on the pruned file differs by {errs[-1]:.3g}"
     print(f"ok {name}: {before} -> {after} projection parameters (drop {drop}), onnxruntime "

@@ -105,6 +105,7 @@ pub fn import_model(
         pinned,
         dim_params: HashMap::new(),
         chains: HashMap::new(),
+        bools: HashSet::new(),
         func: Function::new(func_name, Span::default()),
     };
     imp.graph(graph)?;

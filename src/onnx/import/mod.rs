@@ -14,7 +14,8 @@
 //! typed node attributes; `const_index.rs` (structure: Slice, Expand, Concat, Gather, ...) and
 //! `const_math.rs` (element-wise: comparisons, logic, Where, CumSum, Range, ...) compute on
 //! import-time constants of any rank, `fold.rs` holds their helpers; `nodes/` translates
-//! nodes, one file per operator family.
+//! nodes, one file per operator family (`nodes/mask.rs`: booleans computed at run time, an
+//! attention mask, as 0/1 floats).
 //!
 //! Does not: inline model-local functions, read sparse initializers, or compute with dynamic
 //! dimensions (a `Shape` of one is a symbolic entry that only a Reshape of the same value may
@@ -131,5 +132,7 @@ struct Importer {
     /// Chains of nodes imported as one op (RMSNorm, GELU), by their last node; their other
     /// nodes are in `skip` (see `nodes/chains.rs`).
     chains: HashMap<usize, nodes::Chain>,
+    /// ONNX values that are run-time booleans, f32 tensors of 0s and 1s (see `nodes/mask.rs`).
+    bools: HashSet<String>,
     func: Function,
 }

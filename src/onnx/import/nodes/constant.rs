@@ -103,6 +103,7 @@ impl Importer {
         let x_name = Self::need(n, 0)?;
         let v = match self.val(x_name)?.clone() {
             Val::Ir(v) if elem_of(to) == Some(self.func.ty(v).elem) => Val::Ir(v),
+            Val::Ir(v) if to == data_type::BOOL => self.cast_to_bool(x_name, v, out)?,
             Val::Ir(_) => {
                 return Err(format!(
                     "casting to {} is not supported",

@@ -12,6 +12,7 @@ mod constant;
 mod conv;
 mod dense;
 mod identity;
+mod mask;
 mod norm;
 mod plumbing;
 mod reduce;
@@ -41,9 +42,16 @@ impl Importer {
         if let Some(kind) = unary::unary_kind(&n.op_type, &a)? {
             return self.unary(n, kind, out);
         }
-        if self.plumbing(n, &a, out)?.is_some() {
+        if self.run_time_bool(n, &a, out)?.is_some() || self.plumbing(n, &a, out)?.is_some() {
             return Ok(());
         }
+        self.translate(n, &a, g, out)?;
+        self.keep_bool(n, out);
+        Ok(())
+    }
+
+    /// The translations with one function per operator.
+    fn translate(&mut self, n: &NodeProto, a: &Attrs<'_>, g: &GraphProto, out: &str) -> R<()> {
         match n.op_type.as_str() {
             "Identity" => self.identity(n, &a, out),
             "Dropout" => self.dropout(n, &a, out),

@@ -3,7 +3,9 @@
 //! GatherElements, ConstantOfShape, Cos and Sin. With the sequence length pinned (`--dim`),
 //! the causal mask and the rotary tables they compute end as float constants that the
 //! attention's `nn.add`/`nn.mul` read as weights. The arithmetic is in `const_math.rs` and
-//! `const_index.rs`; a run-time (activation) input is refused, naming the operator.
+//! `const_index.rs`. Not/And/Or, Where and the two gathers with a run-time input are
+//! `mask.rs`'s (run-time booleans), tried first; any other run-time input is refused, naming
+//! the operator.
 
 use crate::ir::infer::norm_axis;
 use crate::ir::{ElemType, Tensor};
