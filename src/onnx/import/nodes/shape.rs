@@ -268,7 +268,7 @@ impl Importer {
                 == new[1].as_static();
         let kind = match static_new {
             Some(_) if classifier_flatten => OpKind::Flatten { axis: 1 },
-            Some(shape) if self.func.ty(x).is_static() => OpKind::Reshape { shape },
+            Some(_) if self.func.ty(x).is_static() => OpKind::Reshape { shape: new },
             _ => {
                 // A flatten gives [prod(dims[..k]), prod(dims[k..])]; find the k that matches.
                 let side = |part: &[Dim], want: Dim| match want {
@@ -278,22 +278,31 @@ impl Importer {
                             && part.iter().filter_map(|d| d.as_static()).product::<u64>() == w
                     }
                 };
-                let k = (new.len() == 2)
-                    .then(|| {
-                        (0..=dims.len())
-                            .find(|&k| side(&dims[..k], new[0]) && side(&dims[k..], new[1]))
-                    })
-                    .flatten()
-                    .ok_or_else(|| {
-                        format!(
-                            "reshaping {} to [{}] needs a static input shape",
-                            self.func.ty(x),
-                            new.iter()
-                                .map(|d| d.to_string())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        )
-                    })?;
+                let k = (new.len() == 2).then(|| {
+                    (0..=dims.len()).find(|&k| side(&dims[..k], new[0]) && side(&dims[k..], new[1]))
+                });
+                // Otherwise a reshape whose one `?` keeps the element count (the dynamic size
+                // of the input scaled by the static sizes the reshape moves).
+                let one_dynamic =
+                    |ds: &[Dim]| ds.iter().filter(|d| **d == Dim::Dynamic).count() == 1;
+                let k = match k.flatten() {
+                    None if one_dynamic(&dims) && one_dynamic(&new) => {
+                        let v = self.push(OpKind::Reshape { shape: new }, &[x], Some(out))?;
+                        self.bind(out, Val::Ir(v));
+                        return Ok(());
+                    }
+                    k => k,
+                };
+                let k = k.ok_or_else(|| {
+                    format!(
+                        "reshaping {} to [{}] needs a static input shape",
+                        self.func.ty(x),
+                        new.iter()
+                            .map(|d| d.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })?;
                 OpKind::Flatten { axis: k as i64 }
             }
         };
