@@ -586,7 +586,11 @@ fn reshape_keeps_a_dynamic_batch() {
         dynamic(&[None, Some(4)]),
     );
     let e = run(&f, &[seq(&[3, 3])]).unwrap_err();
-    assert!(e.to_string().contains("cannot reshape 9 elements to [-1, 4]"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("cannot reshape 9 elements to [-1, 4]"),
+        "{e}"
+    );
 }
 
 #[test]

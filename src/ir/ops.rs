@@ -120,7 +120,8 @@ op_table! {
 }
 
 /// An operation with its attributes. Operands and results live in the function's tables.
-#[derive(Clone, Debug)]
+/// Equality compares attributes, and a constant's bits ([`Tensor::bit_eq`]).
+#[derive(Clone, Debug, PartialEq)]
 pub enum OpKind {
     /// `nn.constant dense<...>`: an inline constant.
     Constant(Tensor),

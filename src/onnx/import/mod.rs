@@ -25,6 +25,7 @@ mod attrs;
 mod const_index;
 mod const_math;
 mod fold;
+mod generalize;
 mod graph;
 mod initializers;
 mod nodes;
@@ -131,5 +132,8 @@ struct Importer {
     /// Chains of nodes imported as one op (RMSNorm, GELU), by their last node; their other
     /// nodes are in `skip` (see `nodes/chains.rs`).
     chains: HashMap<usize, nodes::Chain>,
+    /// The dynamic dimension an import-time value depended on when a node was refused (the
+    /// import is then tried at two sizes of it, `generalize.rs`).
+    blocked: Option<String>,
     func: Function,
 }
