@@ -48,7 +48,7 @@ fn reshape(x: &TensorType, shape: &[Dim]) -> Infer {
         }
         (Some(_), None) => {}
         (Some(n), Some(&i)) => {
-            if known == 0 || n % known != 0 {
+            if known == 0 || !n.is_multiple_of(known) {
                 return Err(format!("cannot reshape {x} ({n} elements) to {text}"));
             }
             dims[i] = Dim::Static(n / known);

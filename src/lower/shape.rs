@@ -375,7 +375,7 @@ fn reshape_dims(x: &[DimVal], target: &[Dim]) -> Option<Vec<DimVal>> {
         None => DimVal::Static(count.checked_div(known)?),
         Some(DimVal::Arg { arg, axis, factor }) => {
             let whole = factor * count;
-            (known > 0 && whole % known == 0).then_some(DimVal::Arg {
+            (known > 0 && whole.is_multiple_of(known)).then_some(DimVal::Arg {
                 arg,
                 axis,
                 factor: whole / known,
