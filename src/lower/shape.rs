@@ -119,27 +119,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         if r == 0 {
             return Err(Fail::Unsupported(op, "flattening a scalar".into()));
         }
-        let prod = |ds: &[DimVal]| -> Option<DimVal> {
-            let mut stat = 1u64;
-            let mut dynamic = None;
-            for &dv in ds {
-                match dv {
-                    DimVal::Static(n) => stat *= n,
-                    DimVal::Arg { .. } if dynamic.is_some() => return None,
-                    a => dynamic = Some(a),
-                }
-            }
-            Some(match dynamic {
-                None => DimVal::Static(stat),
-                Some(DimVal::Arg { arg, axis, factor }) => DimVal::Arg {
-                    arg,
-                    axis,
-                    factor: factor * stat,
-                },
-                Some(s) => s,
-            })
-        };
-        let (Some(a), Some(b)) = (prod(&d[..axis]), prod(&d[axis..])) else {
+        let (Some(a), Some(b)) = (product(&d[..axis]), product(&d[axis..])) else {
             return Err(Fail::Unsupported(
                 op,
                 "flattening merges two dynamic dimensions".into(),
@@ -210,13 +190,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
                 ),
             )
         })?;
-        let statics: Option<Vec<u64>> = dims
-            .iter()
-            .map(|d| match d {
-                DimVal::Static(n) => Some(*n),
-                DimVal::Arg { .. } => None,
-            })
-            .collect();
+        let statics: Option<Vec<u64>> = dims.iter().map(|d| d.as_static()).collect();
         let s = match statics {
             Some(st) => {
                 let st: Vec<i64> = st.iter().map(|&n| n as i64).collect();
@@ -358,30 +332,40 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
     }
 }
 
-/// The sizes of a reshape of `x` to `target`: a `?` entry keeps the element count. `None` when
-/// `x` has more than one dynamic size or the `?` is not a whole multiple of `x`'s dynamic size.
-fn reshape_dims(x: &[DimVal], target: &[Dim]) -> Option<Vec<DimVal>> {
-    let mut count = 1u64;
+/// The size of `ds` merged into one axis; `None` when two of them are dynamic.
+fn product(ds: &[DimVal]) -> Option<DimVal> {
+    let mut stat = 1u64;
     let mut dynamic = None;
-    for &d in x {
-        match d {
-            DimVal::Static(n) => count *= n,
+    for &dv in ds {
+        match dv {
+            DimVal::Static(n) => stat *= n,
             DimVal::Arg { .. } if dynamic.is_some() => return None,
             a => dynamic = Some(a),
         }
     }
+    Some(match dynamic {
+        None => DimVal::Static(stat),
+        Some(DimVal::Arg { arg, axis, factor }) => DimVal::Arg {
+            arg,
+            axis,
+            factor: factor * stat,
+        },
+        Some(s) => s,
+    })
+}
+
+/// The sizes of a reshape of `x` to `target`: a `?` entry keeps the element count. `None` when
+/// `x` has more than one dynamic size or the `?` is not a whole multiple of `x`'s dynamic size.
+fn reshape_dims(x: &[DimVal], target: &[Dim]) -> Option<Vec<DimVal>> {
     let known: u64 = target.iter().filter_map(|d| d.as_static()).product();
-    let inferred = match dynamic {
-        None => DimVal::Static(count.checked_div(known)?),
-        Some(DimVal::Arg { arg, axis, factor }) => {
-            let whole = factor * count;
-            (known > 0 && whole.is_multiple_of(known)).then_some(DimVal::Arg {
+    let inferred = match product(x)? {
+        DimVal::Static(count) => DimVal::Static(count.checked_div(known)?),
+        DimVal::Arg { arg, axis, factor } => (known > 0 && factor.is_multiple_of(known))
+            .then_some(DimVal::Arg {
                 arg,
                 axis,
-                factor: whole / known,
-            })?
-        }
-        Some(s) => s,
+                factor: factor / known,
+            })?,
     };
     Some(
         target
