@@ -965,6 +965,8 @@ fn plumbing_on_a_pinned_dimension_folds_and_an_unpinned_one_is_named() {
         &[
             "node 'arange' (Range, opset 17): the value depends on a dynamic dimension",
             "the dimension is 'N' (axis 0 of graph input 'x'): --dim N=SIZE gives it a size",
+            // Imported at N = 2 and 3, the column differs along N.
+            "N cannot stay dynamic: 'nn.weight' %col: its value varies along axis 0",
         ],
     );
     let dir = tempfile::tempdir().unwrap();
@@ -976,4 +978,62 @@ fn plumbing_on_a_pinned_dimension_folds_and_an_unpinned_one_is_named() {
     let x = ndarray::ArrayD::from_elem(vec![3, 4], 0.5f32);
     let want = ndarray::ArrayD::from_shape_fn(vec![3, 4], |i| 0.5 + i[0] as f32);
     assert_eq!(run_interp(&module, &x)[0], want);
+}
+
+#[test]
+fn plumbing_invariant_along_an_unpinned_dimension_keeps_it_dynamic() {
+    // y = x + (zeros([N, 4]) + b): the bias is the same in every row, so N stays
+    // dynamic and the bias keeps size 1 along it (imported at N = 2 and N = 3, then merged).
+    let g = |op: &str, axis: Vec<AttributeProto>, y: &[i64]| GraphProto {
+        name: "rows".into(),
+        node: vec![
+            node("Shape", "s", &["x"], &["n"], vec![int("end", 1)]),
+            node(
+                "Concat",
+                "c",
+                &["n", "four"],
+                &["target"],
+                vec![int("axis", 0)],
+            ),
+            node("ConstantOfShape", "zeros", &["target"], &["z"], vec![]),
+            node("Add", "e", &["z", "b"], &["bias"], vec![]),
+            node(op, "use", &["x", "bias"], &["y"], axis),
+        ],
+        initializer: vec![
+            f32_init("b", &[1, 4], &values(4, 7)),
+            i64_init("four", &[4]),
+        ],
+        input: vec![io("x", &[-1, 4])],
+        output: vec![io("y", y)],
+        ..Default::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "rows.onnx", &model(g("Add", vec![], &[-1, 4])));
+    let m = import_file_quiet(&p).unwrap();
+    let text = nnopt::syntax::printer::print_module(&m);
+    assert!(
+        text.contains("nn.weight \"bias\" : tensor<1x4xf32>"),
+        "{text}"
+    );
+    assert!(
+        text.contains("nn.add %x, %bias : tensor<?x4xf32>"),
+        "{text}"
+    );
+    let b = values(4, 7);
+    for n in [1, 5] {
+        let x = ndarray::ArrayD::from_shape_fn(vec![n, 4], |i| i[0] as f32);
+        let want = ndarray::ArrayD::from_shape_fn(vec![n, 4], |i| i[0] as f32 + b[i[1]]);
+        assert_eq!(run_interp(&m, &x)[0], want);
+    }
+    // A concat along the other axis needs the bias's real size along N: refused, with the
+    // diagnostic of the unpinned import and why N cannot stay dynamic.
+    let bad = model(g("Concat", vec![int("axis", 1)], &[-1, 8]));
+    refused(
+        &bad.encode_to_vec(),
+        &[],
+        &[
+            "node 'zeros' (ConstantOfShape, opset 17): ",
+            "N cannot stay dynamic: 'nn.concat' %y",
+        ],
+    );
 }

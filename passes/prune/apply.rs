@@ -218,7 +218,8 @@ pub fn apply(rw: &mut Rewriter, op: OpId, plan: &Plan, cx: &mut PassContext) {
         let ty = rw.func().ty(v).with_dim(site.axis, width);
         // A reshape on the way (of the leading axes) states its result shape.
         let p = rw.func().producer(v).expect("a result");
-        if let (OpKind::Reshape { .. }, Some(shape)) = (rw.func().kind(p), ty.static_shape()) {
+        if let OpKind::Reshape { .. } = rw.func().kind(p) {
+            let shape = ty.dims.to_vec();
             rw.set_kind(p, OpKind::Reshape { shape });
         }
         rw.set_type(v, ty);

@@ -89,12 +89,17 @@ pub fn attention(f: &Function, o_proj: OpId) -> Result<Attention, &'static str> 
     let r = tt.rank();
     ensure(r >= 3, "the reshape does not merge two axes")?;
     // Row-major, `[…, H, D]` → `[…, H·D]` keeps every element's place whatever the leading
-    // axes become (GPT-2 merges heads and flattens `[B, S]` in one reshape).
-    let rows =
-        |dims: &[crate::ir::Dim]| -> Option<u64> { dims.iter().map(|d| d.as_static()).product() };
+    // axes become (GPT-2 merges heads and flattens `[B, S]` in one reshape). Static leading
+    // axes must multiply to the same rows; with a dynamic batch, each side has one dynamic
+    // size, and since the reshape keeps the element count and the last axis is `H·D` (checked
+    // below), the rows are the same at every batch (`[?, S, H, D]` → `[?, E]`, `? = B·S`).
+    let rows = |dims: &[crate::ir::Dim]| -> (u64, usize) {
+        let dynamic = dims.iter().filter(|d| d.as_static().is_none()).count();
+        (dims.iter().filter_map(|d| d.as_static()).product(), dynamic)
+    };
+    let (lt, lx) = (rows(&tt.dims[..r - 2]), rows(&xt.dims[..xt.rank() - 1]));
     ensure(
-        rows(&tt.dims[..r - 2]).is_some()
-            && rows(&tt.dims[..r - 2]) == rows(&xt.dims[..xt.rank() - 1]),
+        lt == lx || (lt.1 == 1 && lx.1 == 1),
         "the reshape changes the leading axes",
     )?;
     let (heads, dim) = match (tt.dim(r - 2).as_static(), tt.dim(r - 1).as_static()) {

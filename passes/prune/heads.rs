@@ -276,13 +276,9 @@ fn narrow_last(rw: &mut Rewriter, op: OpId, width: usize) {
     }
 }
 
-/// A reshape to the static type `ty`.
+/// A reshape to the type `ty` (whose one `?`, if any, is the reshape's `-1` entry).
 fn reshape_to(ty: &crate::ir::TensorType) -> OpKind {
     OpKind::Reshape {
-        shape: ty
-            .dims
-            .iter()
-            .map(|d| d.as_static().expect("heads live in static shapes"))
-            .collect(),
+        shape: ty.dims.to_vec(),
     }
 }

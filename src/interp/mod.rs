@@ -162,7 +162,7 @@ pub fn run(func: &Function, inputs: &[ArrayD<f32>]) -> Result<Vec<ArrayD<f32>>, 
             return finish(func, op, &args);
         }
 
-        let result = eval(kind, &args, func, op)
+        let result = eval(kind, &args)
             .map_err(|m| InterpError::at(op, format!("{}: {m}", kind.mnemonic())))?;
         let Some(res) = data.result() else {
             return Err(InterpError::at(
@@ -259,16 +259,11 @@ pub fn eval_op(func: &Function, op: OpId, a: &[&ArrayD<f32>]) -> Result<ArrayD<f
             a.len()
         ));
     }
-    eval(kind, a, func, op)
+    eval(kind, a)
 }
 
 /// Evaluates one non-terminator op. `a` holds the operand values (arity already checked).
-fn eval(
-    kind: &OpKind,
-    a: &[&ArrayD<f32>],
-    func: &Function,
-    op: OpId,
-) -> Result<ArrayD<f32>, String> {
+fn eval(kind: &OpKind, a: &[&ArrayD<f32>]) -> Result<ArrayD<f32>, String> {
     match kind {
         OpKind::Constant(t) | OpKind::Weight { value: t, .. } => tensor_to_array(t),
         OpKind::Linear => kernels::linear(a[0], a[1], a.get(2).copied()),
@@ -319,7 +314,7 @@ fn eval(
         OpKind::Mean { axes, keepdims } => kernels::mean(a[0], axes, *keepdims),
         OpKind::Flatten { axis } => kernels::flatten(a[0], *axis),
         OpKind::Reshape { shape } => {
-            let shape = reshape_target(shape, func, op, a[0].len())?;
+            let shape = reshape_target(shape, a[0].len())?;
             kernels::reshape(a[0], &shape)
         }
         OpKind::Transpose { perm } => kernels::transpose(a[0], &to_usize(perm, "axis")?),
@@ -359,46 +354,26 @@ fn eval(
     }
 }
 
-/// The target shape of `nn.reshape`: its `shape` attribute, except that when the element count
-/// disagrees and the result type has exactly one `?` dimension, that dimension is inferred from
-/// the input (a reshape that keeps a dynamic batch).
-fn reshape_target(
-    shape: &[u64],
-    func: &Function,
-    op: OpId,
-    count: usize,
-) -> Result<Vec<usize>, String> {
-    let attr = to_usize(shape, "dimension")?;
-    let attr_count = attr.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
-    if attr_count == Some(count) {
-        return Ok(attr);
-    }
-    let Some(ty) = func.op(op).result().map(|r| func.ty(r)) else {
-        return Ok(attr);
+/// The target shape of `nn.reshape` for an input of `count` elements: its `shape`, with the one
+/// `-1` entry (if any) the size that keeps the element count.
+fn reshape_target(shape: &[Dim], count: usize) -> Result<Vec<usize>, String> {
+    let size = |d: &Dim| {
+        d.as_static()
+            .map_or(Ok(1), |n| to_usize(&[n], "dimension").map(|v| v[0]))
     };
-    let dynamic: Vec<usize> = (0..ty.rank())
-        .filter(|&i| ty.dim(i) == Dim::Dynamic)
-        .collect();
-    if dynamic.len() != 1 {
-        return Ok(attr);
-    }
-    let statics: Option<Vec<usize>> = ty
-        .dims
+    let mut dims = shape
         .iter()
-        .map(|d| match d {
-            Dim::Static(n) => usize::try_from(*n).ok(),
-            Dim::Dynamic => Some(1),
-        })
-        .collect();
-    let Some(mut dims) = statics else {
-        return Ok(attr);
-    };
+        .map(size)
+        .collect::<Result<Vec<usize>, String>>()?;
     let known = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
-    match known {
-        Some(k) if k > 0 && count.is_multiple_of(k) => {
-            dims[dynamic[0]] = count / k;
-            Ok(dims)
+    if let Some(i) = shape.iter().position(|d| *d == Dim::Dynamic) {
+        match known {
+            Some(k) if k > 0 && count.is_multiple_of(k) => dims[i] = count / k,
+            _ => {
+                let text = crate::ir::infer::shape_text(shape);
+                return Err(format!("cannot reshape {count} elements to {text}"));
+            }
         }
-        _ => Ok(attr),
     }
+    Ok(dims)
 }

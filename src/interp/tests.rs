@@ -505,7 +505,9 @@ fn flatten_reshape_transpose() {
         &[6, 4],
     );
     let y = ok(
-        OpKind::Reshape { shape: vec![3, 2] },
+        OpKind::Reshape {
+            shape: vec![Dim::Static(3), Dim::Static(2)],
+        },
         &[seq(&[2, 3])],
         &[],
         &[3, 2],
@@ -541,7 +543,9 @@ fn flatten_reshape_transpose() {
         Span::default(),
     );
     let r = b.push(
-        OpKind::Reshape { shape: vec![6] },
+        OpKind::Reshape {
+            shape: vec![Dim::Static(6)],
+        },
         &[t],
         ty(&[6]),
         None,
@@ -562,7 +566,9 @@ fn reshape_keeps_a_dynamic_batch() {
         )
     };
     let f = build(
-        OpKind::Reshape { shape: vec![1, 6] },
+        OpKind::Reshape {
+            shape: vec![Dim::Dynamic, Dim::Static(6)],
+        },
         &[dynamic(&[None, Some(2), Some(3)])],
         &[],
         dynamic(&[None, Some(6)]),
@@ -570,6 +576,21 @@ fn reshape_keeps_a_dynamic_batch() {
     let y = run(&f, &[seq(&[4, 2, 3])]).unwrap();
     assert_eq!(y[0].shape(), &[4, 6]);
     assert_eq!(vals(&y[0]), vals(&seq(&[24])));
+    // Rows of 4 from a batch of 3 rows of 3: the -1 entry has no whole size.
+    let f = build(
+        OpKind::Reshape {
+            shape: vec![Dim::Dynamic, Dim::Static(4)],
+        },
+        &[dynamic(&[None, Some(3)])],
+        &[],
+        dynamic(&[None, Some(4)]),
+    );
+    let e = run(&f, &[seq(&[3, 3])]).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("cannot reshape 9 elements to [-1, 4]"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -829,7 +850,7 @@ fn result_disagreeing_with_its_type_is_an_error() {
     assert!(e.op.is_some(), "{e}");
     let e = run_op(
         OpKind::Reshape {
-            shape: vec![u64::MAX, 4],
+            shape: vec![Dim::Static(u64::MAX), Dim::Static(4)],
         },
         &[seq(&[2, 3])],
         &[],

@@ -26,6 +26,57 @@ fn static_dims(t: &TensorType, what: &str) -> Result<Vec<u64>, String> {
         .ok_or_else(|| format!("{what} must have a static shape, not {t}"))
 }
 
+/// `nn.reshape`: the static entries of `shape` as they are; its one `?` entry (if any) keeps the
+/// element count, so it is static for a static input and `?` for a dynamic one (whose static
+/// entries must then not be zero, or the `?` would be undetermined).
+fn reshape(x: &TensorType, shape: &[Dim]) -> Infer {
+    let text = shape_text(shape);
+    let inferred: Vec<usize> = (0..shape.len())
+        .filter(|&i| shape[i] == Dim::Dynamic)
+        .collect();
+    if inferred.len() > 1 {
+        return Err(format!("shape {text} has more than one -1 entry"));
+    }
+    let known = shape
+        .iter()
+        .try_fold(1u64, |a, d| a.checked_mul(d.as_static().unwrap_or(1)))
+        .ok_or_else(|| format!("shape {text} has too many elements"))?;
+    let mut dims = shape.to_vec();
+    match (x.num_elements(), inferred.first()) {
+        (Some(n), None) if n != known => {
+            return Err(format!("cannot reshape {x} ({n} elements) to {text}"));
+        }
+        (Some(_), None) => {}
+        (Some(n), Some(&i)) => {
+            if known == 0 || !n.is_multiple_of(known) {
+                return Err(format!("cannot reshape {x} ({n} elements) to {text}"));
+            }
+            dims[i] = Dim::Static(n / known);
+        }
+        (None, None) => {
+            return Err(format!(
+                "reshaping {x}, whose shape is dynamic, needs a -1 entry in shape {text}"
+            ));
+        }
+        (None, Some(_)) if known == 0 => {
+            return Err(format!(
+                "cannot reshape {x} to {text}: the -1 entry is undetermined"
+            ));
+        }
+        (None, Some(_)) => {}
+    }
+    Ok(TensorType::new(dims, x.elem))
+}
+
+/// A reshape's `shape` as written in text: `?` entries as `-1`.
+pub fn shape_text(shape: &[Dim]) -> String {
+    let entries: Vec<String> = shape
+        .iter()
+        .map(|d| d.as_static().map_or("-1".into(), |n| n.to_string()))
+        .collect();
+    format!("[{}]", entries.join(", "))
+}
+
 /// NumPy broadcasting of two shapes.
 pub fn broadcast(a: &TensorType, b: &TensorType) -> Infer {
     let rank = a.rank().max(b.rank());
@@ -352,17 +403,7 @@ pub fn infer_type(f: &Function, op: OpId) -> Infer {
                 x.elem,
             ))
         }
-        OpKind::Reshape { shape } => {
-            let x = ts[0];
-            let n = x
-                .num_elements()
-                .ok_or_else(|| format!("the input must have a static shape, not {x}"))?;
-            let m = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
-            if m != Some(n) {
-                return Err(format!("cannot reshape {x} ({n} elements) to {shape:?}"));
-            }
-            Ok(TensorType::fixed(shape, x.elem))
-        }
+        OpKind::Reshape { shape } => reshape(ts[0], shape),
         OpKind::Transpose { perm } => {
             let x = ts[0];
             let mut seen = vec![false; x.rank()];

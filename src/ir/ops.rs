@@ -6,6 +6,7 @@
 //! table, [`op_table!`], from which [`OpTag`] and its methods are generated.
 
 use super::tensor::Tensor;
+use super::Dim;
 
 /// Spatial attributes shared by the pooling ops.
 #[derive(Clone, Debug, PartialEq)]
@@ -119,7 +120,8 @@ op_table! {
 }
 
 /// An operation with its attributes. Operands and results live in the function's tables.
-#[derive(Clone, Debug)]
+/// Equality compares attributes, and a constant's bits ([`Tensor::bit_eq`]).
+#[derive(Clone, Debug, PartialEq)]
 pub enum OpKind {
     /// `nn.constant dense<...>`: an inline constant.
     Constant(Tensor),
@@ -179,9 +181,11 @@ pub enum OpKind {
     Flatten {
         axis: i64,
     },
-    /// Static target shape, equal to the result type's (kept here so passes need not look it up).
+    /// Target shape, equal to the result type's dims (kept here so passes need not look it up).
+    /// At most one entry is [`Dim::Dynamic`] (`-1` in text): the size that keeps the element
+    /// count, as ONNX's `-1`, which is how a dynamic batch passes through a reshape.
     Reshape {
-        shape: Vec<u64>,
+        shape: Vec<Dim>,
     },
     Transpose {
         perm: Vec<u64>,

@@ -682,5 +682,12 @@ fn move_runs<T: Copy, const R: usize>(dst: &mut [T], src: &[T], from: impl Itera
     }
 }
 
+/// Bitwise equality ([`Tensor::bit_eq`]), so that ops compare by their attributes' bits.
+impl PartialEq for Tensor {
+    fn eq(&self, other: &Tensor) -> bool {
+        self.bit_eq(other)
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -46,6 +46,14 @@ impl DimVal {
         }
     }
 
+    /// The size when it is static.
+    pub(super) fn as_static(self) -> Option<u64> {
+        match self {
+            DimVal::Static(n) => Some(n),
+            DimVal::Arg { .. } => None,
+        }
+    }
+
     pub(super) fn to_i64(self) -> i64 {
         match self {
             DimVal::Static(n) => n as i64,

@@ -121,13 +121,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
     /// the first of the two outermost axes with at least 2 elements, when every size is static.
     /// Unmarked, such an op runs on one thread while the others wait.
     pub(super) fn spread(&self, y: Value<'c, 'b>, dims: &[DimVal]) -> BResult<()> {
-        let sizes: Option<Vec<u64>> = dims
-            .iter()
-            .map(|d| match d {
-                DimVal::Static(n) => Some(*n),
-                DimVal::Arg { .. } => None,
-            })
-            .collect();
+        let sizes: Option<Vec<u64>> = dims.iter().map(|d| d.as_static()).collect();
         match sizes.and_then(|s| s.iter().take(2).position(|&n| n >= 2)) {
             Some(axis) => mark(self.cx, y, "spread", axis),
             None => Ok(()),

@@ -4,7 +4,7 @@
 use super::abi::{shape, DimVal};
 use super::mlir_ops::{dense_i64, f32_type, i64_elements, id, BResult, BuildError, Emitter};
 use super::state::{Fail, LResult, Lower};
-use crate::ir::{OpId, ValueId};
+use crate::ir::{Dim, OpId, ValueId};
 use melior::ir::attribute::{DenseElementsAttribute, IntegerAttribute};
 use melior::ir::r#type::{IntegerType, RankedTensorType};
 use melior::ir::{Attribute, Block, BlockLike, Region, RegionLike, Type, Value};
@@ -119,27 +119,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         if r == 0 {
             return Err(Fail::Unsupported(op, "flattening a scalar".into()));
         }
-        let prod = |ds: &[DimVal]| -> Option<DimVal> {
-            let mut stat = 1u64;
-            let mut dynamic = None;
-            for &dv in ds {
-                match dv {
-                    DimVal::Static(n) => stat *= n,
-                    DimVal::Arg { .. } if dynamic.is_some() => return None,
-                    a => dynamic = Some(a),
-                }
-            }
-            Some(match dynamic {
-                None => DimVal::Static(stat),
-                Some(DimVal::Arg { arg, axis, factor }) => DimVal::Arg {
-                    arg,
-                    axis,
-                    factor: factor * stat,
-                },
-                Some(s) => s,
-            })
-        };
-        let (Some(a), Some(b)) = (prod(&d[..axis]), prod(&d[axis..])) else {
+        let (Some(a), Some(b)) = (product(&d[..axis]), product(&d[axis..])) else {
             return Err(Fail::Unsupported(
                 op,
                 "flattening merges two dynamic dimensions".into(),
@@ -195,21 +175,52 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         Ok(())
     }
 
-    pub(super) fn reshape(&mut self, op: OpId, v: ValueId, target: &[u64]) -> LResult<()> {
+    /// `tensor.reshape` to `target`, whose `?` entry (if any) is the size that keeps the element
+    /// count: with a dynamic input, its one dynamic size times the static sizes it drops.
+    pub(super) fn reshape(&mut self, op: OpId, v: ValueId, target: &[Dim]) -> LResult<()> {
         let cx = self.cx;
         let (x, xd) = self.val(v);
         let x = self.contiguous(x, &xd)?;
-        let dims: Vec<DimVal> = target.iter().map(|&n| DimVal::Static(n)).collect();
-        let st: Vec<i64> = target.iter().map(|&n| n as i64).collect();
-        let sty = RankedTensorType::new(&[st.len() as u64], IntegerType::new(cx, 64).into(), None);
-        let attr: Attribute = DenseElementsAttribute::i64_values(sty.into(), &st).into();
-        let s = self.e.op1(
-            "arith.constant",
-            &[],
-            sty.into(),
-            &[(id(cx, "value"), attr)],
-            vec![],
-        )?;
+        let dims = reshape_dims(&xd, target).ok_or_else(|| {
+            let text = crate::ir::infer::shape_text(target);
+            Fail::Unsupported(
+                op,
+                format!(
+                    "reshaping to {text} needs a dynamic size that is a multiple of the -1 entry's"
+                ),
+            )
+        })?;
+        let statics: Option<Vec<u64>> = dims.iter().map(|d| d.as_static()).collect();
+        let s = match statics {
+            Some(st) => {
+                let st: Vec<i64> = st.iter().map(|&n| n as i64).collect();
+                let sty = RankedTensorType::new(
+                    &[st.len() as u64],
+                    IntegerType::new(cx, 64).into(),
+                    None,
+                );
+                let attr: Attribute = DenseElementsAttribute::i64_values(sty.into(), &st).into();
+                self.e.op1(
+                    "arith.constant",
+                    &[],
+                    sty.into(),
+                    &[(id(cx, "value"), attr)],
+                    vec![],
+                )?
+            }
+            None => {
+                let mut sizes = Vec::with_capacity(dims.len());
+                for d in &dims {
+                    sizes.push(match *d {
+                        DimVal::Static(n) => self.e.index_const(n as i64)?,
+                        DimVal::Arg { .. } => self.dyn_sizes(std::slice::from_ref(d))?[0],
+                    });
+                }
+                let sty = RankedTensorType::new(&[dims.len() as u64], Type::index(cx), None);
+                self.e
+                    .op1("tensor.from_elements", &sizes, sty.into(), &[], vec![])?
+            }
+        };
         let y = self
             .e
             .op1("tensor.reshape", &[x, s], self.ty(&dims), &[], vec![])?;
@@ -319,4 +330,47 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         self.define(op, acc, out);
         Ok(())
     }
+}
+
+/// The size of `ds` merged into one axis; `None` when two of them are dynamic.
+fn product(ds: &[DimVal]) -> Option<DimVal> {
+    let mut stat = 1u64;
+    let mut dynamic = None;
+    for &dv in ds {
+        match dv {
+            DimVal::Static(n) => stat *= n,
+            DimVal::Arg { .. } if dynamic.is_some() => return None,
+            a => dynamic = Some(a),
+        }
+    }
+    Some(match dynamic {
+        None => DimVal::Static(stat),
+        Some(DimVal::Arg { arg, axis, factor }) => DimVal::Arg {
+            arg,
+            axis,
+            factor: factor * stat,
+        },
+        Some(s) => s,
+    })
+}
+
+/// The sizes of a reshape of `x` to `target`: a `?` entry keeps the element count. `None` when
+/// `x` has more than one dynamic size or the `?` is not a whole multiple of `x`'s dynamic size.
+fn reshape_dims(x: &[DimVal], target: &[Dim]) -> Option<Vec<DimVal>> {
+    let known: u64 = target.iter().filter_map(|d| d.as_static()).product();
+    let inferred = match product(x)? {
+        DimVal::Static(count) => DimVal::Static(count.checked_div(known)?),
+        DimVal::Arg { arg, axis, factor } => (known > 0 && factor.is_multiple_of(known))
+            .then_some(DimVal::Arg {
+                arg,
+                axis,
+                factor: factor / known,
+            })?,
+    };
+    Some(
+        target
+            .iter()
+            .map(|d| d.as_static().map_or(inferred, DimVal::Static))
+            .collect(),
+    )
 }

@@ -4,7 +4,7 @@
 //! Keeping both here means an attribute is added, renamed or defaulted in one file.
 
 use crate::diag::{Diagnostic, Span};
-use crate::ir::{Attr, GeluApprox, OpKind, OpTag, Pool2d};
+use crate::ir::{Attr, Dim, GeluApprox, OpKind, OpTag, Pool2d};
 use crate::syntax::ast::{AttrAst, AttrValueAst};
 use crate::syntax::lexer::{scan_num_list, unescape};
 
@@ -315,8 +315,12 @@ pub fn build_kind(tag: OpTag, r: &mut AttrReader) -> Option<OpKind> {
             axis: r.int("axis").unwrap_or(1),
         }),
         OpTag::Reshape => {
-            let shape = r.uints("shape");
-            required(r, "shape", "a list of sizes", shape).map(|shape| OpKind::Reshape { shape })
+            let shape = r.numbers("shape", "a list of sizes and -1", |t| match t {
+                "-1" => Some(Dim::Dynamic),
+                _ => t.parse().ok().map(Dim::Static),
+            });
+            required(r, "shape", "a list of sizes and -1", shape)
+                .map(|shape| OpKind::Reshape { shape })
         }
         OpTag::Transpose => {
             let perm = r.uints("perm");
@@ -409,7 +413,10 @@ pub fn op_attrs(kind: &OpKind) -> Vec<(&'static str, Attr)> {
             vec![("axes", ints(axes)), ("keepdims", Attr::Bool(*keepdims))]
         }
         OpKind::Flatten { axis } | OpKind::Softmax { axis } => vec![("axis", Attr::Int(*axis))],
-        OpKind::Reshape { shape } => vec![("shape", uints(shape))],
+        OpKind::Reshape { shape } => {
+            let entry = |d: &Dim| Attr::Int(d.as_static().map_or(-1, |n| n as i64));
+            vec![("shape", Attr::Array(shape.iter().map(entry).collect()))]
+        }
         OpKind::Transpose { perm } => vec![("perm", uints(perm))],
         OpKind::LayerNorm { axis, epsilon } | OpKind::RmsNorm { axis, epsilon } => {
             vec![("axis", Attr::Int(*axis)), ("epsilon", Attr::F32(*epsilon))]

@@ -7,6 +7,10 @@ layers, is pruned by `nnopt --prune-neurons` with B and S pinned, and
 - nnopt's interpreter and its compiled code on the pruned file agree with onnxruntime;
 - the projection parameters drop by exactly the removable bound (computed below per family).
 
+Then again with only S pinned: the pruned file keeps the batch dynamic (`dim_param` B), drops
+the same parameters, and onnxruntime, the interpreter and the compiled code give the original's
+logits at batch 1 and 3.
+
 Planted in layer 0 (attention): query head 1's o_proj rows are zero (ignored); the value
 columns of key/value head 1 are zero, so with GQA its whole group (query heads 2 and 3) outputs
 the value bias, which o_proj's bias absorbs (Qwen2; Llama has no biases, so the heads output
@@ -38,10 +42,11 @@ import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
 
-from test_llm_models import BATCH, FIXTURES, NNOPT, PINNED, SEQ, fill, inputs
+from test_llm_models import BATCH, DYNAMIC_BATCHES, FIXTURES, NNOPT, PINNED, SEQ, SEQ_ONLY, fill, inputs
 
 E, FFN = 64, 128
-FLAGS = ["--prune-neurons", "--round-to=1", "--residual=keep", *PINNED]
+PRUNE = ["--prune-neurons", "--round-to=1", "--residual=keep"]
+FLAGS = [*PRUNE, *PINNED]
 
 
 def weights(model):
@@ -199,6 +204,37 @@ def check(name, d):
         assert errs[-1] <= 1e-4, f"{name}: nnopt run {mode} on the pruned file differs by {errs[-1]:.3g}"
     print(f"ok {name}: {before} -> {after} projection parameters (drop {drop}), onnxruntime "
           f"{err:.2e}, interpreter {errs[0]:.2e}, compiled {errs[1]:.2e}")
+    dynamic_batch(name, src, d, drop, before)
+
+
+def dynamic_batch(name, src, d, drop, before):
+    """Pruned with only S pinned: the written file keeps the batch dynamic, drops the same
+    parameters, and onnxruntime, nnopt's interpreter and its compiled code give the original's
+    logits at batch 1 and 3; it imports again."""
+    dst = os.path.join(d, f"{name}_pruned_dynamic.onnx")
+    nnopt(*PRUNE, *SEQ_ONLY, src, "-o", dst)
+    pruned = onnx.load(dst)
+    dims = [x.dim_value or x.dim_param for x in pruned.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["B", SEQ], f"{name}: the pruned file's input has dims {dims}"
+    after = weights(pruned)
+    assert before - after == drop, f"{name}: {before} -> {after} parameters with B dynamic, expected a drop of {drop}"
+    worst = 0.0
+    model = onnx.load(src)
+    for b in DYNAMIC_BATCHES:
+        feeds = inputs(model, np.random.default_rng(5 + b), b)
+        want = ort.InferenceSession(src, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+        got = ort.InferenceSession(dst, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+        worst = max(worst, rel(got, want))
+        ids = os.path.join(d, "ids.npy")
+        np.save(ids, feeds["input_ids"])
+        for mode in (["--interp"], ["--no-cache"]):
+            y = os.path.join(d, "y.npy")
+            nnopt("run", *mode, dst, "--input", ids, "--output", y)
+            worst = max(worst, rel(np.load(y), want))
+    assert worst <= 1e-4, f"{name}: the pruned dynamic-batch file differs by {worst:.3g}"
+    nnopt("import", dst, "-o", os.path.join(d, f"{name}_again.nnir"))
+    print(f"ok {name}: B dynamic, the same drop, onnxruntime, interpreter and compiled code agree "
+          f"at batch 1 and 3 ({worst:.2e}), imports again")
 
 
 def main():

@@ -178,10 +178,14 @@ impl Exporter<'_> {
             }
             OpKind::Flatten { axis } => direct(self, "Flatten", vec![attr_i("axis", *axis)]),
             OpKind::Reshape { shape } => {
-                let data: Vec<i64> = u64s(shape).collect();
+                // A `?` entry is ONNX's -1, the size that keeps the element count.
+                let data: Vec<i64> = shape
+                    .iter()
+                    .map(|d| d.as_static().map_or(-1, |n| n as i64))
+                    .collect();
                 let s = self.init_i64(&format!("{out}.shape"), &[shape.len() as u64], &data);
                 // allowzero: a 0 in the target is a real size, not "copy the input's".
-                let allowzero = shape.contains(&0) as i64;
+                let allowzero = data.contains(&0) as i64;
                 self.node(
                     "Reshape",
                     vec![ins[0].clone(), s],

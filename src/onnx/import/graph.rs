@@ -5,6 +5,7 @@
 //! Invariant: every diagnostic about a node names it the same way ([`describe`]).
 
 use super::fold::dyn_dim;
+use super::generalize;
 use super::initializers::elem_of;
 use super::values::{symbol_name, Val};
 use super::{ImportOptions, Importer, R};
@@ -38,6 +39,55 @@ pub fn import_model(
     base_dir: &Path,
     options: &ImportOptions,
     warnings: &mut Vec<Diagnostic>,
+) -> Result<Module, Diagnostic> {
+    let mut blocked = None;
+    let first = import_pinned(
+        model,
+        map.clone(),
+        base_dir,
+        options,
+        warnings,
+        &mut blocked,
+    );
+    let (Err(d), Some(name)) = (&first, blocked) else {
+        return first;
+    };
+    // A value computed from the dynamic dimension `name`: import at two sizes and merge.
+    let mut probes = Vec::new();
+    for size in generalize::PROBES {
+        let mut pinned = options.clone();
+        pinned.dims.push((name.clone(), size));
+        let m = import_pinned(
+            model,
+            map.clone(),
+            base_dir,
+            &pinned,
+            &mut Vec::new(),
+            &mut None,
+        )
+        .map_err(|e| {
+            d.clone().with_note(format!(
+                "with {name} = {size}, the import stops at: {}",
+                e.message
+            ))
+        })?;
+        probes.push(m);
+    }
+    generalize::generalize(&probes[0], &probes[1]).map_err(|e| {
+        d.clone()
+            .with_note(format!("{name} cannot stay dynamic: {e}"))
+    })
+}
+
+/// [`import_model`] with the dimensions `options` pins; `blocked` names the dynamic dimension
+/// an import-time value depended on when that stopped it.
+fn import_pinned(
+    model: &ModelProto,
+    map: Option<Arc<Mmap>>,
+    base_dir: &Path,
+    options: &ImportOptions,
+    warnings: &mut Vec<Diagnostic>,
+    blocked: &mut Option<String>,
 ) -> Result<Module, Diagnostic> {
     if model.ir_version > MAX_IR_VERSION {
         warnings.push(
@@ -106,9 +156,13 @@ pub fn import_model(
         dim_params: HashMap::new(),
         chains: HashMap::new(),
         bools: HashSet::new(),
+        blocked: None,
         func: Function::new(func_name, Span::default()),
     };
-    imp.graph(graph)?;
+    if let Err(d) = imp.graph(graph) {
+        *blocked = imp.blocked;
+        return Err(d);
+    }
     let mut module = Module {
         name: None,
         attrs: Vec::new(),
@@ -264,11 +318,10 @@ impl Importer {
             }
             .map_err(|e| {
                 let d = Diagnostic::error(format!("{}: {e}", describe(n, i, self.opset)));
-                match self
-                    .dynamic_input_dim(n)
-                    .filter(|_| e.ends_with(dyn_dim::DEPENDS))
-                {
-                    Some(note) => d.with_note(note),
+                let dim = (self.dynamic_input_dim(n)).filter(|_| e.ends_with(dyn_dim::DEPENDS));
+                self.blocked = dim.as_ref().map(|(name, _)| name.clone());
+                match dim {
+                    Some((_, note)) => d.with_note(note),
                     None => d,
                 }
             })?;
@@ -290,8 +343,9 @@ impl Importer {
     }
 
     /// The named input dimension that the integer inputs of `n` carry, as a note: `the
-    /// dimension is 'S' (axis 1 of graph input 'input_ids'): --dim S=SIZE gives it a size`.
-    fn dynamic_input_dim(&self, n: &NodeProto) -> Option<String> {
+    /// dimension is 'S' (axis 1 of graph input 'input_ids'): --dim S=SIZE gives it a size`, with
+    /// the dimension's name.
+    fn dynamic_input_dim(&self, n: &NodeProto) -> Option<(String, String)> {
         let mut entries = n.input.iter().filter_map(|i| match self.vals.get(i) {
             Some(Val::Int { data, .. }) => Some(data),
             _ => None,
@@ -302,9 +356,10 @@ impl Importer {
                 .find(|k| self.dim_params.contains_key(k))
         })?;
         let (name, input) = &self.dim_params[&(v, axis)];
-        Some(format!(
+        let note = format!(
             "the dimension is '{name}' (axis {axis} of graph input '{input}'): --dim {name}=SIZE gives it a size"
-        ))
+        );
+        Some((name.clone(), note))
     }
 
     /// Refuses a `--dim` name that no graph input's dimension has, listing the names there are.

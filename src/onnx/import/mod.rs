@@ -26,6 +26,7 @@ mod attrs;
 mod const_index;
 mod const_math;
 mod fold;
+mod generalize;
 mod graph;
 mod initializers;
 mod nodes;
@@ -134,5 +135,8 @@ struct Importer {
     chains: HashMap<usize, nodes::Chain>,
     /// ONNX values that are run-time booleans, f32 tensors of 0s and 1s (see `nodes/mask.rs`).
     bools: HashSet<String>,
+    /// The dynamic dimension an import-time value depended on when a node was refused (the
+    /// import is then tried at two sizes of it, `generalize.rs`).
+    blocked: Option<String>,
     func: Function,
 }

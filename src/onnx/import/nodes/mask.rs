@@ -19,7 +19,7 @@
 //! to BOOL is the identity and not `x ≠ 0` of a float.
 
 use crate::ir::infer::{broadcast, norm_axis};
-use crate::ir::{ElemType, OpKind, Tensor, ValueId};
+use crate::ir::{Dim, ElemType, OpKind, Tensor, ValueId};
 use crate::onnx::import::attrs::Attrs;
 use crate::onnx::import::const_index::{gather_elements_map, gather_nd_map};
 use crate::onnx::import::values::Val;
@@ -242,9 +242,16 @@ impl Importer {
             .ty(x)
             .num_elements()
             .ok_or("the shape is dynamic")?;
-        let flat = self.push(OpKind::Reshape { shape: vec![count] }, &[x], None)?;
+        let flat = self.push(
+            OpKind::Reshape {
+                shape: vec![Dim::Static(count)],
+            },
+            &[x],
+            None,
+        )?;
         let indices = map.into_iter().map(|i| i as u64).collect();
         let picked = self.push(OpKind::Gather { axis: 0, indices }, &[flat], None)?;
+        let shape = shape.into_iter().map(Dim::Static).collect();
         self.push(OpKind::Reshape { shape }, &[picked], Some(out))
     }
 }

@@ -268,7 +268,7 @@ impl Importer {
                 == new[1].as_static();
         let kind = match static_new {
             Some(_) if classifier_flatten => OpKind::Flatten { axis: 1 },
-            Some(shape) if self.func.ty(x).is_static() => OpKind::Reshape { shape },
+            Some(_) if self.func.ty(x).is_static() => OpKind::Reshape { shape: new },
             _ => {
                 // A flatten gives [prod(dims[..k]), prod(dims[k..])]; find the k that matches.
                 let side = |part: &[Dim], want: Dim| match want {
@@ -278,22 +278,31 @@ impl Importer {
                             && part.iter().filter_map(|d| d.as_static()).product::<u64>() == w
                     }
                 };
-                let k = (new.len() == 2)
-                    .then(|| {
-                        (0..=dims.len())
-                            .find(|&k| side(&dims[..k], new[0]) && side(&dims[k..], new[1]))
-                    })
-                    .flatten()
-                    .ok_or_else(|| {
-                        format!(
-                            "reshaping {} to [{}] needs a static input shape",
-                            self.func.ty(x),
-                            new.iter()
-                                .map(|d| d.to_string())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        )
-                    })?;
+                let k = (new.len() == 2).then(|| {
+                    (0..=dims.len()).find(|&k| side(&dims[..k], new[0]) && side(&dims[k..], new[1]))
+                });
+                // Otherwise a reshape whose one `?` keeps the element count (the dynamic size
+                // of the input scaled by the static sizes the reshape moves).
+                let one_dynamic =
+                    |ds: &[Dim]| ds.iter().filter(|d| **d == Dim::Dynamic).count() == 1;
+                let k = match k.flatten() {
+                    None if one_dynamic(&dims) && one_dynamic(&new) => {
+                        let v = self.push(OpKind::Reshape { shape: new }, &[x], Some(out))?;
+                        self.bind(out, Val::Ir(v));
+                        return Ok(());
+                    }
+                    k => k,
+                };
+                let k = k.ok_or_else(|| {
+                    format!(
+                        "reshaping {} to [{}] needs a static input shape",
+                        self.func.ty(x),
+                        new.iter()
+                            .map(|d| d.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })?;
                 OpKind::Flatten { axis: k as i64 }
             }
         };
@@ -305,7 +314,8 @@ impl Importer {
 
 /// The result dims of an ONNX Reshape: `0` copies the input dim (unless `allowzero`), one `-1`
 /// takes the remaining elements. A dynamic input dim is allowed only where a `0` (or its own
-/// `x.shape[i]`) copies it, or where the `-1` must be exactly that dim.
+/// `x.shape[i]`) copies it, or where the `-1` stands for it (times static sizes when nothing
+/// is copied).
 fn reshape_dims(
     dims: &[Dim],
     target: &[i64],
@@ -349,11 +359,16 @@ fn reshape_dims(
     let static_out: u64 = out.iter().flatten().filter_map(|d| d.as_static()).product();
     // `x.view(-1, 512)` of a [N, 512, 1, 1] x (the dynamo exporter's flatten), or
     // `ids.view(-1, S)` of [B, S] ids (GPT-2's, S copied by `Shape`): with the static parts
-    // equal, the -1 is the one dynamic dimension that is not copied.
-    if dynamic_in == copied_dynamic + 1 && static_in == static_out {
+    // equal, the -1 is the one dynamic dimension that is not copied. With nothing copied, the
+    // -1 regroups the one dynamic dimension with static ones (`view(-1, E)` of [B, S, E] rows,
+    // as nnopt writes GPT-2's linears back), which `nn.reshape`'s own -1 keeps.
+    if dynamic_in == copied_dynamic + 1 && (static_in == static_out || copied_dynamic == 0) {
         if let Some(minus_one) = out.iter_mut().find(|d| d.is_none()) {
             *minus_one = Some(Dim::Dynamic);
             copied_dynamic += 1;
+            if static_in != static_out {
+                return Ok(out.into_iter().flatten().collect());
+            }
         }
     }
     if dynamic_in != copied_dynamic {
@@ -396,8 +411,21 @@ mod tests {
             Ok(vec![n, s(512)])
         );
         assert_eq!(reshape_dims(&x, &[0, -1], false, None), Ok(vec![n, s(512)]));
-        // -1 would be N · 2: not expressible, refused.
-        assert!(reshape_dims(&x, &[-1, 256], false, None).is_err());
+        // Rows [B·S, E] of a [B, S, E] tensor and back: the -1 is dynamic.
+        let rows = [n, s(5), s(64)];
+        assert_eq!(
+            reshape_dims(&rows, &[-1, 64], false, None),
+            Ok(vec![n, s(64)])
+        );
+        assert_eq!(
+            reshape_dims(&[n, s(64)], &[-1, 5, 64], false, None),
+            Ok(vec![n, s(5), s(64)])
+        );
+        // The -1 is N · 2, an `nn.reshape` with -1.
+        assert_eq!(
+            reshape_dims(&x, &[-1, 256], false, None),
+            Ok(vec![n, s(256)])
+        );
         assert!(reshape_dims(&[n, n, s(4)], &[-1, 4], false, None).is_err());
     }
 }
