@@ -1,7 +1,7 @@
 //! `nn.conv2d`: picks the form of each conv. Unit-stride convs with groups 1 and a static
 //! batch are scheduled as flat convs (`flat_conv.rs`); strided 1x1 convs become a strided
 //! slice and a flat conv; strided convs with larger kernels a flat conv over the input's
-//! phases ([`Lower::conv_phases`]); depthwise convs (any stride, dilation or batch) the region
+//! phases ([`Lower::conv_phases`], the weight rearranged once by [`pack_phases`]); depthwise convs (any stride, dilation or batch) the region
 //! loop nests of `window.rs`, with their bias and activation; everything else (dilated,
 //! dynamic batch, grouped) the named linalg convs, unscheduled.
 
@@ -10,7 +10,7 @@ use super::flat_conv::{FlatConv, FlatSource};
 use super::mlir_ops::{i64_elements, id, tensor_type, BResult};
 use super::state::{LResult, Lower, View};
 use super::window::{Reduce, Window};
-use crate::ir::{OpId, ValueId};
+use crate::ir::{ElemType, OpId, OpKind, Tensor, ValueId};
 use melior::ir::Value;
 
 impl<'c, 'b> Lower<'c, 'b, '_> {
@@ -62,18 +62,10 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         } else {
             (x, xd, strides, dilations)
         };
-        if groups == 1
-            && strides != [1, 1]
-            && dilations == [1, 1]
-            && (kh > 1 || kw > 1)
-            && matches!(xd[0], DimVal::Static(_))
-        {
-            if let Some((xq, xqd, wq, geom)) =
-                self.conv_phases(x, &xd, w, &wd, strides, pads, (ho, wo))?
-            {
-                let bias = operands.get(2).copied();
-                return self.conv_flat(op, xq, &xqd, wq, bias, geom, FlatSource::Flat(xq));
-            }
+        if let Some(ph) = self.phases(op) {
+            let (xq, xqd, wq) = self.conv_phases(x, &xd, operands[1], &ph)?;
+            let bias = operands.get(2).copied();
+            return self.conv_flat(op, xq, &xqd, wq, bias, ph.geom, FlatSource::Flat(xq));
         }
         // The schedule covers the common case: groups 1, unit strides and
         // dilations (a strided input map is not a projected permutation, so it would not
@@ -216,30 +208,34 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         Ok(())
     }
 
-    /// A stride-`s` conv as a unit-stride one over the input's `sh * sw` phases: with `kh = s *
-    /// qh + a` (and likewise for the columns), `xpad[c, s * oh + kh, ...]` is phase `(a, b)`'s
-    /// `xq[(a * sw + b) * C + c, oh + qh, ...]`, so `y = conv(xq, wq)` over `sh * sw * C` channels
-    /// with a `ceil(kh / sh) x ceil(kw / sw)` kernel `wq[f, (a * sw + b) * C + c, qh, qw] =
-    /// w[f, c, s * qh + a, s * qw + b]`, zero where that tap is past the kernel. The flat conv's
-    /// schedule then covers it, where the named strided conv would run unscheduled; the zero taps
-    /// cost `16 / 9` of the MACs for a 3x3 stride-2 conv. The input is zero-padded
-    /// to the rows and columns the phases need (`tensor.pad`) and permuted into the flat conv's
-    /// padded input `[N, sh * sw * C, rows * wq]` by an element-wise copy (the loop fallback,
-    /// split over threads); the weight likewise on each call. `None` when the padding leaves
-    /// no input row or column to read (the named conv handles that).
-    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
-    fn conv_phases(
-        &self,
-        x: Value<'c, 'b>,
-        xd: &[DimVal],
-        w: Value<'c, 'b>,
-        wd: &[DimVal],
-        strides: [u64; 2],
-        pads: [u64; 4],
-        (ho, wo): (u64, u64),
-    ) -> BResult<Option<(Value<'c, 'b>, Vec<DimVal>, Value<'c, 'b>, FlatConv)>> {
+    /// The phase form of conv `op` ([`Lower::conv_phases`]), if it takes it: groups 1, strides
+    /// above 1, unit dilations, a kernel larger than 1x1, static sizes (from the NNIR types, so
+    /// that `boundary.rs` packs the weight for the same convs), and padding that leaves an
+    /// input row and column to read (the named conv handles the rest).
+    pub(super) fn phases(&self, op: OpId) -> Option<Phases> {
+        let OpKind::Conv2d {
+            strides,
+            pads,
+            dilations: [1, 1],
+            groups: 1,
+        } = *self.f.kind(op)
+        else {
+            return None;
+        };
+        let operands = self.f.op(op).operands();
+        let dims = |v: ValueId| -> Option<Vec<u64>> {
+            let t = self.f.ty(v);
+            (0..t.rank()).map(|i| t.dim(i).as_static()).collect()
+        };
+        let (xd, wd) = (dims(operands[0])?, dims(operands[1])?);
+        let yd = dims(self.f.op(op).result()?)?;
+        let [_, c, h, wi] = <[u64; 4]>::try_from(xd).ok()?;
+        let [f, _, kh, kw] = <[u64; 4]>::try_from(wd).ok()?;
+        let [_, _, ho, wo] = <[u64; 4]>::try_from(yd).ok()?;
+        if strides == [1, 1] || (kh, kw) == (1, 1) {
+            return None;
+        }
         let [sh, sw] = strides;
-        let [f, c, kh, kw] = [0, 1, 2, 3].map(|i| wd[i].to_i64() as u64);
         let (kqh, kqw) = (kh.div_ceil(sh), kw.div_ceil(sw));
         let geom = FlatConv {
             f,
@@ -250,25 +246,54 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
             kw: kqw,
             pads: [0; 4],
         };
-        let wq = geom.w;
-        let rows = geom.rows(geom.padded_len(), wq);
-        let (h, wi) = (xd[2].to_i64() as u64, xd[3].to_i64() as u64);
-        let (kept_h, kept_w) = (
-            (sh * rows).checked_sub(pads[0]).map(|r| r.min(h)),
-            (sw * wq).checked_sub(pads[1]).map(|r| r.min(wi)),
-        );
-        let (Some(kept_h @ 1..), Some(kept_w @ 1..)) = (kept_h, kept_w) else {
-            return Ok(None);
-        };
+        let rows = geom.rows(geom.padded_len(), geom.w);
+        let kept = [
+            (sh * rows).checked_sub(pads[0])?.min(h),
+            (sw * geom.w).checked_sub(pads[1])?.min(wi),
+        ];
+        (kept[0] > 0 && kept[1] > 0).then_some(Phases {
+            strides,
+            pads,
+            c,
+            input: [h, wi],
+            kept,
+            rows,
+            geom,
+        })
+    }
+
+    /// A stride-`s` conv as a unit-stride one over the input's `sh * sw` phases: with `kh = s *
+    /// qh + a` (and likewise for the columns), `xpad[c, s * oh + kh, ...]` is phase `(a, b)`'s
+    /// `xq[(a * sw + b) * C + c, oh + qh, ...]`, so `y = conv(xq, wq)` over `sh * sw * C` channels
+    /// with a `ceil(kh / sh) x ceil(kw / sw)` kernel ([`pack_phases`]'s `wq`). The flat conv's
+    /// schedule then covers it, where the named strided conv would run unscheduled; the zero taps
+    /// cost `16 / 9` of the MACs for a 3x3 stride-2 conv. The input is zero-padded
+    /// to the rows and columns the phases need (`tensor.pad`) and permuted into the flat conv's
+    /// padded input `[N, sh * sw * C, rows * wq]` by an element-wise copy (the loop fallback,
+    /// split over threads). The weight `wv` is rearranged once: passed packed
+    /// ([`super::Packing::Phases`]) or, a constant, packed here; only a computed weight is
+    /// permuted in the IR on each call.
+    fn conv_phases(
+        &self,
+        x: Value<'c, 'b>,
+        xd: &[DimVal],
+        wv: ValueId,
+        ph: &Phases,
+    ) -> BResult<(Value<'c, 'b>, Vec<DimVal>, Value<'c, 'b>)> {
+        let [sh, sw] = ph.strides;
+        let (g, rows, c) = (&ph.geom, ph.rows, ph.c);
+        let wq = g.w;
+        let [kept_h, kept_w] = ph.kept;
         let n = xd[0];
         let st = DimVal::Static;
-        let x = if (kept_h, kept_w) == (h, wi) {
+        let x = if ph.kept == ph.input {
             x
         } else {
             let kd = [n, xd[1], st(kept_h), st(kept_w)];
             self.e
                 .extract_slice(x, &[0; 4], &shape(&kd), &[], self.ty(&kd))?
         };
+        let pads = ph.pads;
         let pd = [n, xd[1], st(sh * rows), st(sw * wq)];
         let low = [0, 0, pads[0] as i64, pads[1] as i64];
         let high = [
@@ -297,15 +322,63 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         };
         let flat = [vec![0], vec![1, 2, 3], vec![4, 5]];
         let xf = phases(xp, [n.to_i64() as u64, c, rows, wq], &flat)?;
-        let wpd = [st(f), st(c), st(sh * kqh), st(sw * kqw)];
-        let whigh = [0, 0, (sh * kqh - kh) as i64, (sw * kqw - kw) as i64];
-        let wp = self.e.pad(w, &[0; 4], &whigh, 0.0, self.ty(&wpd))?;
-        let wq4 = phases(
-            wp,
-            [f, c, kqh, kqw],
-            &[vec![0], vec![1, 2, 3], vec![4], vec![5]],
-        )?;
-        let xqd = vec![n, st(geom.c), st(geom.h), st(wq)];
-        Ok(Some((xf, xqd, wq4, geom)))
+        let (w, wd) = self.val(wv);
+        let [f, _, kh, kw] = [0, 1, 2, 3].map(|i| wd[i].to_i64() as u64);
+        let packed = [f, g.c, g.kh, g.kw];
+        let wq4 = if self.packed.contains(&wv) {
+            w
+        } else if let Some(OpKind::Constant(t)) = self.f.producer_kind(wv) {
+            let p = pack_phases(t, ph.strides);
+            self.e.dense_f32(
+                &packed.map(|v| v as i64),
+                p.raw_bytes().expect("invariant: packed is contiguous"),
+            )?
+        } else {
+            let wpd = [st(f), st(c), st(sh * g.kh), st(sw * g.kw)];
+            let whigh = [0, 0, (sh * g.kh - kh) as i64, (sw * g.kw - kw) as i64];
+            let wp = self.e.pad(w, &[0; 4], &whigh, 0.0, self.ty(&wpd))?;
+            phases(
+                wp,
+                [f, c, g.kh, g.kw],
+                &[vec![0], vec![1, 2, 3], vec![4], vec![5]],
+            )?
+        };
+        let xqd = vec![n, st(g.c), st(g.h), st(wq)];
+        Ok((xf, xqd, wq4))
     }
+}
+
+/// The geometry of a strided conv computed over its input's phases ([`Lower::phases`]).
+pub(super) struct Phases {
+    strides: [u64; 2],
+    pads: [u64; 4],
+    /// The input channels.
+    c: u64,
+    /// The input's rows and columns, and those of them the phases read.
+    input: [u64; 2],
+    kept: [u64; 2],
+    /// The rows of each phase.
+    rows: u64,
+    /// The unit-stride conv over the phases.
+    geom: FlatConv,
+}
+
+/// The weight `w[F, C, KH, KW]` of a conv of strides `[sh, sw]` as its phase form reads it:
+/// `wq[f, (a * sw + b) * C + c, qh, qw] = w[f, c, sh * qh + a, sw * qw + b]`, zero where that
+/// tap is past the kernel; `[F, sh * sw * C, ceil(KH / sh), ceil(KW / sw)]`.
+pub fn pack_phases(w: &Tensor, [sh, sw]: [u64; 2]) -> Tensor {
+    let s = w.shape();
+    let [f, c, kh, kw] = [0, 1, 2, 3].map(|i| s[i] as usize);
+    let (sh, sw) = (sh as usize, sw as usize);
+    let (kqh, kqw) = (kh.div_ceil(sh), kw.div_ceil(sw));
+    let src = w.to_f32_vec();
+    let mut out = vec![0f32; f * sh * sw * c * kqh * kqw];
+    for (i, &v) in src.iter().enumerate() {
+        let (x, y) = (i % kw, i / kw % kh);
+        let (ci, fi) = (i / (kw * kh) % c, i / (kw * kh * c));
+        let channel = ((y % sh) * sw + x % sw) * c + ci;
+        out[((fi * sh * sw * c + channel) * kqh + y / sh) * kqw + x / sw] = v;
+    }
+    let shape = [f, sh * sw * c, kqh, kqw].map(|v| v as u64).to_vec();
+    Tensor::from_f32(ElemType::F32, shape, &out)
 }
