@@ -63,8 +63,9 @@ pub enum Packing {
     /// `[N, K]` packed by [`pack_dense`] into panels of this many columns: the weight of a
     /// scheduled dense layer.
     Dense(u64),
-    /// `[F, C, KH, KW]` rearranged by [`pack_phases`] for a conv of these strides computed over
-    /// its input's phases (`Lower::conv_phases`).
+    /// `[F, C, KH, KW]` rearranged by [`pack_phases`] into the weights of the passes of a conv
+    /// of these strides computed over its input's phases (`Lower::conv_phases`), one after
+    /// another in one flat tensor.
     Phases([u64; 2]),
 }
 
@@ -73,9 +74,7 @@ impl Packing {
     pub fn shape(self, s: &[u64]) -> Vec<u64> {
         match self {
             Packing::Dense(tn) => vec![s[0].div_ceil(tn), s[1], tn],
-            Packing::Phases([sh, sw]) => {
-                vec![s[0], sh * sw * s[1], s[2].div_ceil(sh), s[3].div_ceil(sw)]
-            }
+            Packing::Phases(_) => vec![s.iter().product()],
         }
     }
 

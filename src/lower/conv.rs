@@ -6,7 +6,7 @@
 //! dynamic batch, grouped) the named linalg convs, unscheduled.
 
 use super::abi::{shape, DimVal};
-use super::flat_conv::{FlatConv, FlatSource};
+use super::flat_conv::{FlatConv, FlatSource, Pass};
 use super::mlir_ops::{i64_elements, id, tensor_type, BResult};
 use super::state::{LResult, Lower, View};
 use super::window::{Reduce, Window};
@@ -26,6 +26,12 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
     ) -> LResult<()> {
         let cx = self.cx;
         let (x, xd) = self.val(operands[0]);
+        // First: a packed weight's lowered value is not `[F, C, KH, KW]`.
+        if let Some(ph) = self.phases(op) {
+            let (xq, xqd, passes) = self.conv_phases(x, &xd, operands[1], &ph)?;
+            let bias = operands.get(2).copied();
+            return self.conv_flat(op, xq, &xqd, &passes, bias, ph.geom, FlatSource::Flat(xq));
+        }
         let (w, wd) = self.val(operands[1]);
         let c = self.need_static(op, &xd, 1, "input channel axis")?;
         let h = self.need_static(op, &xd, 2, "input height")?;
@@ -62,11 +68,6 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         } else {
             (x, xd, strides, dilations)
         };
-        if let Some(ph) = self.phases(op) {
-            let (xq, xqd, wq) = self.conv_phases(x, &xd, operands[1], &ph)?;
-            let bias = operands.get(2).copied();
-            return self.conv_flat(op, xq, &xqd, wq, bias, ph.geom, FlatSource::Flat(xq));
-        }
         // The schedule covers the common case: groups 1, unit strides and
         // dilations (a strided input map is not a projected permutation, so it would not
         // vectorize), static batch.
@@ -97,7 +98,9 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
                 Some((y, r)) => FlatSource::Rows(y, r),
                 None => FlatSource::Nchw(operands[0]),
             };
-            return self.conv_flat(op, x, &xd, w, operands.get(2).copied(), geom, source);
+            let pass = [Pass { at: 0, c, w }];
+            let bias = operands.get(2).copied();
+            return self.conv_flat(op, x, &xd, &pass, bias, geom, source);
         }
         if groups == c && f == c {
             // Depthwise: the filter [C, 1, KH, KW] becomes [C, KH, KW].
@@ -253,6 +256,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         ];
         (kept[0] > 0 && kept[1] > 0).then_some(Phases {
             strides,
+            kernel: [kh, kw],
             pads,
             c,
             input: [h, wi],
@@ -264,22 +268,25 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
 
     /// A stride-`s` conv as a unit-stride one over the input's `sh * sw` phases: with `kh = s *
     /// qh + a` (and likewise for the columns), `xpad[c, s * oh + kh, ...]` is phase `(a, b)`'s
-    /// `xq[(a * sw + b) * C + c, oh + qh, ...]`, so `y = conv(xq, wq)` over `sh * sw * C` channels
-    /// with a `ceil(kh / sh) x ceil(kw / sw)` kernel ([`pack_phases`]'s `wq`). The flat conv's
-    /// schedule then covers it, where the named strided conv would run unscheduled; the zero taps
-    /// cost `16 / 9` of the MACs for a 3x3 stride-2 conv. The input is zero-padded
-    /// to the rows and columns the phases need (`tensor.pad`) and permuted into the flat conv's
-    /// padded input `[N, sh * sw * C, rows * wq]` by an element-wise copy (the loop fallback,
-    /// split over threads). The weight `wv` is rearranged once: passed packed
-    /// ([`super::Packing::Phases`]) or, a constant, packed here; only a computed weight is
-    /// permuted in the IR on each call.
+    /// `xq[(a * sw + b) * C + c, oh + qh, ...]`, so `y` is the sum over the phases of a
+    /// unit-stride conv of phase `(a, b)` with the taps `w[f, c, s * qh + a, s * qw + b]` it has
+    /// (`ceil((kh - a) / sh) x ceil((kw - b) / sw)`; a 3x3 stride-2 conv's phases have 2x2, 2x1,
+    /// 1x2 and 1x1): one [`Pass`] of the flat conv each, so no zero tap is multiplied (one conv
+    /// over all phases with the largest phase kernel cost `16 / 9` of the MACs). The flat
+    /// conv's schedule covers every pass, where the named strided conv would run unscheduled.
+    /// The input is zero-padded to the rows and columns the phases need (`tensor.pad`) and
+    /// permuted into the flat conv's padded input `[N, sh * sw * C, rows * wq]` by an
+    /// element-wise copy (the loop fallback, split over threads). The weight `wv` is rearranged
+    /// once into the passes' weights one after another ([`pack_phases`]): passed packed
+    /// ([`super::Packing::Phases`]) or, a constant, packed here, and each pass reads its part;
+    /// a computed weight's passes are strided slices of it, copied on each call.
     fn conv_phases(
         &self,
         x: Value<'c, 'b>,
         xd: &[DimVal],
         wv: ValueId,
         ph: &Phases,
-    ) -> BResult<(Value<'c, 'b>, Vec<DimVal>, Value<'c, 'b>)> {
+    ) -> BResult<(Value<'c, 'b>, Vec<DimVal>, Vec<Pass<'c, 'b>>)> {
         let [sh, sw] = ph.strides;
         let (g, rows, c) = (&ph.geom, ph.rows, ph.c);
         let wq = g.w;
@@ -303,54 +310,85 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
             (sw * wq - pads[1] - kept_w) as i64,
         ];
         let xp = self.e.pad(x, &low, &high, 0.0, self.ty(&pd))?;
-        // [d0, d1, d2 * sh, d3 * sw] -> [d0, sh * sw * d1, d2, d3] (in `groups` of the
-        // permuted [d0, sh, sw, d1, d2, d3]): input dim i of the expanded tensor is loop PERM[i].
+        // [N, C, rows * sh, wq * sw] -> [N, sh * sw * C, rows * wq], through the permuted
+        // [N, sh, sw, C, rows, wq]: input dim i of the expanded tensor is loop PERM[i].
         const PERM: [Option<usize>; 6] = [Some(0), Some(3), Some(4), Some(1), Some(5), Some(2)];
-        let phases = |v: Value<'c, 'b>, d: [u64; 4], groups: &[Vec<usize>]| {
-            let six = [d[0], d[1], d[2], sh, d[3], sw].map(|v| v as i64);
-            let v6 = self
-                .e
-                .expand(v, &[vec![0], vec![1], vec![2, 3], vec![4, 5]], &six, &[])?;
-            let out = [d[0], sh, sw, d[1], d[2], d[3]].map(st);
-            let p = self.elementwise(&[(v6, PERM.to_vec())], &out, |_, a| Ok(a[0]))?;
-            self.spread(p, &out)?;
-            let dims: Vec<DimVal> = groups
-                .iter()
-                .map(|g| st(g.iter().map(|&i| out[i].to_i64() as u64).product()))
-                .collect();
-            self.e.collapse(p, groups, self.ty(&dims))
-        };
-        let flat = [vec![0], vec![1, 2, 3], vec![4, 5]];
-        let xf = phases(xp, [n.to_i64() as u64, c, rows, wq], &flat)?;
-        let (w, wd) = self.val(wv);
-        let [f, _, kh, kw] = [0, 1, 2, 3].map(|i| wd[i].to_i64() as u64);
-        let packed = [f, g.c, g.kh, g.kw];
-        let wq4 = if self.packed.contains(&wv) {
-            w
+        let nn = n.to_i64() as u64;
+        let six = [nn, c, rows, sh, wq, sw].map(|v| v as i64);
+        let x6 = self
+            .e
+            .expand(xp, &[vec![0], vec![1], vec![2, 3], vec![4, 5]], &six, &[])?;
+        let out = [nn, sh, sw, c, rows, wq].map(st);
+        let p = self.elementwise(&[(x6, PERM.to_vec())], &out, |_, a| Ok(a[0]))?;
+        self.spread(p, &out)?;
+        let xqd = vec![n, st(g.c), st(g.h), st(wq)];
+        let flat = [n, st(g.c), st(rows * wq)];
+        let groups = [vec![0], vec![1, 2, 3], vec![4, 5]];
+        let xf = self.e.collapse(p, &groups, self.ty(&flat))?;
+        let (w, _) = self.val(wv);
+        let ([kh, kw], f) = (ph.kernel, g.f);
+        let whole = if self.packed.contains(&wv) {
+            Some(w)
         } else if let Some(OpKind::Constant(t)) = self.f.producer_kind(wv) {
             let p = pack_phases(t, ph.strides);
-            self.e.dense_f32(
-                &packed.map(|v| v as i64),
-                p.raw_bytes().expect("invariant: packed is contiguous"),
-            )?
+            let bytes = p.raw_bytes().expect("invariant: packed is contiguous");
+            Some(self.e.dense_f32(&[(f * c * kh * kw) as i64], bytes)?)
         } else {
-            let wpd = [st(f), st(c), st(sh * g.kh), st(sw * g.kw)];
-            let whigh = [0, 0, (sh * g.kh - kh) as i64, (sw * g.kw - kw) as i64];
-            let wp = self.e.pad(w, &[0; 4], &whigh, 0.0, self.ty(&wpd))?;
-            phases(
-                wp,
-                [f, c, g.kh, g.kw],
-                &[vec![0], vec![1, 2, 3], vec![4], vec![5]],
-            )?
+            None
         };
-        let xqd = vec![n, st(g.c), st(g.h), st(wq)];
-        Ok((xf, xqd, wq4))
+        let mut passes = Vec::new();
+        let mut from = 0;
+        for (a, b) in (0..sh).flat_map(|a| (0..sw).map(move |b| (a, b))) {
+            let taps = [(kh - a.min(kh)).div_ceil(sh), (kw - b.min(kw)).div_ceil(sw)];
+            if taps.contains(&0) {
+                continue;
+            }
+            let wd = [f, c, taps[0], taps[1]].map(st);
+            let size = f * c * taps[0] * taps[1];
+            let w = match whole {
+                Some(whole) => {
+                    let part = [st(size)];
+                    let part = self.e.extract_slice(
+                        whole,
+                        &[from as i64],
+                        &[size as i64],
+                        &[],
+                        self.ty(&part),
+                    )?;
+                    self.e.expand(part, &[vec![0, 1, 2, 3]], &shape(&wd), &[])?
+                }
+                None => {
+                    let at = [0, 0, a as i64, b as i64];
+                    let step = [1, 1, sh as i64, sw as i64];
+                    let s = self.e.extract_slice_strided(
+                        w,
+                        &at,
+                        &shape(&wd),
+                        &step,
+                        &[],
+                        self.ty(&wd),
+                    )?;
+                    let init = self.empty(&wd)?;
+                    let copy = self
+                        .e
+                        .named_linalg("linalg.copy", &[s], init, self.ty(&wd), &[])?;
+                    // Not pulled into the pass's tiles, where the strided read would be
+                    // vectorized as a unit-stride one.
+                    self.barrier(copy, &wd)?
+                }
+            };
+            from += size;
+            let at = (a * sw + b) * c;
+            passes.push(Pass { at, c, w });
+        }
+        Ok((xf, xqd, passes))
     }
 }
 
 /// The geometry of a strided conv computed over its input's phases ([`Lower::phases`]).
 pub(super) struct Phases {
     strides: [u64; 2],
+    kernel: [u64; 2],
     pads: [u64; 4],
     /// The input channels.
     c: u64,
@@ -363,22 +401,24 @@ pub(super) struct Phases {
     geom: FlatConv,
 }
 
-/// The weight `w[F, C, KH, KW]` of a conv of strides `[sh, sw]` as its phase form reads it:
-/// `wq[f, (a * sw + b) * C + c, qh, qw] = w[f, c, sh * qh + a, sw * qw + b]`, zero where that
-/// tap is past the kernel; `[F, sh * sw * C, ceil(KH / sh), ceil(KW / sw)]`.
+/// The weight `w[F, C, KH, KW]` of a conv of strides `[sh, sw]` as the passes of its phase
+/// form read it ([`Lower::conv_phases`]): for each phase `(a, b)` in order that has taps, its
+/// `[F, C, ceil((KH - a) / sh), ceil((KW - b) / sw)]` taps `w[f, c, sh * qh + a, sw * qw + b]`,
+/// one phase after another in one flat tensor of `w`'s size.
 pub fn pack_phases(w: &Tensor, [sh, sw]: [u64; 2]) -> Tensor {
     let s = w.shape();
     let [f, c, kh, kw] = [0, 1, 2, 3].map(|i| s[i] as usize);
     let (sh, sw) = (sh as usize, sw as usize);
-    let (kqh, kqw) = (kh.div_ceil(sh), kw.div_ceil(sw));
     let src = w.to_f32_vec();
-    let mut out = vec![0f32; f * sh * sw * c * kqh * kqw];
-    for (i, &v) in src.iter().enumerate() {
-        let (x, y) = (i % kw, i / kw % kh);
-        let (ci, fi) = (i / (kw * kh) % c, i / (kw * kh * c));
-        let channel = ((y % sh) * sw + x % sw) * c + ci;
-        out[((fi * sh * sw * c + channel) * kqh + y / sh) * kqw + x / sw] = v;
+    let mut out = Vec::with_capacity(src.len());
+    for (a, b) in (0..sh).flat_map(|a| (0..sw).map(move |b| (a, b))) {
+        for fc in 0..f * c {
+            for y in (a..kh).step_by(sh) {
+                for x in (b..kw).step_by(sw) {
+                    out.push(src[(fc * kh + y) * kw + x]);
+                }
+            }
+        }
     }
-    let shape = [f, sh * sw * c, kqh, kqw].map(|v| v as u64).to_vec();
-    Tensor::from_f32(ElemType::F32, shape, &out)
+    Tensor::from_f32(ElemType::F32, vec![out.len() as u64], &out)
 }
