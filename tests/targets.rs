@@ -166,6 +166,67 @@ fn depthwise_convs_and_pools_of_odd_sizes() {
     );
 }
 
+/// `v` of `shape` (row-major) as a nested NNIR literal.
+fn literal(v: &[f32], shape: &[usize]) -> String {
+    match shape {
+        [] => format!("{:?}", v[0]),
+        [n, rest @ ..] => {
+            let size = v.len() / n;
+            let items: Vec<String> = v.chunks(size).map(|c| literal(c, rest)).collect();
+            format!("[{}]", items.join(", "))
+        }
+    }
+}
+
+#[test]
+fn strided_convs_over_phases() {
+    // Each weight kind of a strided conv's phase form, at odd sizes: an external weight (passed
+    // packed), a constant (packed when lowered), an argument (permuted in the code); strides
+    // (2, 2) and (3, 2), 3 x 3 and 5 x 5 kernels whose taps do not fill the phases.
+    let mut s = 0x2545_f491u32;
+    let mut draw = |n: usize| -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+            })
+            .collect()
+    };
+    let (a, bias, v) = (draw(11 * 5 * 9), draw(11), draw(7 * 11 * 25));
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let (ab, bb) = (bytes(&a), bytes(&bias));
+    let view =
+        |shape, data| safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, data);
+    let views = vec![
+        ("a.weight", view(vec![11, 5, 3, 3], &ab).unwrap()),
+        ("a.bias", view(vec![11], &bb).unwrap()),
+    ];
+    safetensors::tensor::serialize_to_file(views, None, &dir.path().join("w.safetensors")).unwrap();
+    let text = format!(
+        "module attributes {{weights = \"w.safetensors\"}} {{
+  func @f(%x: tensor<?x5x17x19xf32>, %u: tensor<6x7x3x3xf32>) -> tensor<?x6x2x3xf32> {{
+    %w = nn.weight \"a.weight\" : tensor<11x5x3x3xf32>
+    %b = nn.weight \"a.bias\" : tensor<11xf32>
+    %h = nn.conv2d %x, %w, %b {{strides = [2, 2], pads = [1, 1, 1, 1]}} : tensor<?x11x9x10xf32>
+    %r = nn.relu %h : tensor<?x11x9x10xf32>
+    %v = nn.constant dense<{}> : tensor<7x11x5x5xf32>
+    %g = nn.conv2d %r, %v {{strides = [2, 2], pads = [2, 2, 2, 2]}} : tensor<?x7x5x5xf32>
+    %y = nn.conv2d %g, %u {{strides = [3, 2], pads = [1, 1, 1, 1]}} : tensor<?x6x2x3xf32>
+    return %y : tensor<?x6x2x3xf32>
+  }}
+}}",
+        literal(&v, &[7, 11, 5, 5])
+    );
+    let mut sources = SourceMap::new();
+    let file = sources.add("phases.nnir", text.clone());
+    let mut diags = Vec::new();
+    let m = load::load(&text, file, 0, dir.path(), &mut diags)
+        .unwrap_or_else(|| panic!("{}", sources.emit_to_string(&diags)));
+    check(&m, 2, 1);
+    check(&m, 2, 2);
+}
+
 #[test]
 fn resnet_example_before_and_after_pruning() {
     let text =

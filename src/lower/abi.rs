@@ -3,7 +3,7 @@
 //!
 //! Every argument is an identity-layout `memref<...xf32>` (`memref<...xi64>` for token ids), in
 //! this order: the NNIR function's arguments, one per `nn.weight` op in layout order (external weights are never inlined; the
-//! weight of a scheduled dense layer is passed packed, see [`super::pack_dense`]), one per
+//! weight of a scheduled dense layer or a strided conv is passed packed, see [`Packing`]), one per
 //! returned value (the outputs, which the function writes). The function has no results.
 //! Inputs and weights enter as `bufferization.to_tensor ... restrict`; each result leaves
 //! through `bufferization.materialize_in_destination`.
@@ -14,6 +14,8 @@
 //!
 //! The ops that build this convention are lowered in `boundary.rs`.
 
+use super::conv::pack_phases;
+use super::dense::pack_dense;
 use super::mlir_ops::{f32_type, DYNAMIC};
 use super::schedule::Layer;
 use super::target::Target;
@@ -62,25 +64,53 @@ impl DimVal {
     }
 }
 
+/// The layout a weight argument is passed in when its one reader wants another than the
+/// NNIR value's; [`jit::Jit::compile`] packs it once ([`Packing::apply`]), not every call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Packing {
+    /// `[N, K]` packed by [`pack_dense`] into panels of this many columns: the weight of a
+    /// scheduled dense layer.
+    Dense(u64),
+    /// `[F, C, KH, KW]` rearranged by [`pack_phases`] into the weights of the passes of a conv
+    /// of these strides computed over its input's phases (`Lower::conv_phases`), one after
+    /// another in one flat tensor.
+    Phases([u64; 2]),
+}
+
+impl Packing {
+    /// The shape `value`'s packed form has.
+    pub fn shape(self, s: &[u64]) -> Vec<u64> {
+        match self {
+            Packing::Dense(tn) => vec![s[0].div_ceil(tn), s[1], tn],
+            Packing::Phases(_) => vec![s.iter().product()],
+        }
+    }
+
+    /// `value` packed.
+    pub fn apply(self, value: &Tensor) -> Tensor {
+        match self {
+            Packing::Dense(tn) => pack_dense(value, tn),
+            Packing::Phases(strides) => pack_phases(value, strides),
+        }
+    }
+}
+
 /// An external weight passed as an argument.
 #[derive(Clone, Debug)]
 pub struct WeightArg {
     pub name: String,
     pub value: Tensor,
-    /// `Some(tn)`: the argument is `value` (`[N, K]`) packed by [`pack_dense`] into panels of
-    /// `tn` columns: the weight of a scheduled dense layer. [`jit::Jit::compile`] packs it
-    /// once.
-    pub packed: Option<u64>,
+    /// How the argument is `value` packed, if it is.
+    pub packed: Option<Packing>,
 }
 
 impl WeightArg {
     /// The shape of the argument.
     pub fn arg_shape(&self) -> Vec<u64> {
         let s = self.value.shape();
-        if let Some(tn) = self.packed {
-            vec![s[0].div_ceil(tn), s[1], tn]
-        } else {
-            s.to_vec()
+        match self.packed {
+            Some(p) => p.shape(s),
+            None => s.to_vec(),
         }
     }
 }

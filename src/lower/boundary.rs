@@ -1,9 +1,9 @@
 //! The ops at the function's boundary, which build its calling convention (`abi.rs`): the
 //! arguments (as tensors, with their dynamic sizes), `nn.weight` (one more memref argument,
-//! packed for a scheduled dense layer), `return` (one output memref per value, written in
+//! packed for a scheduled dense layer or a strided conv), `return` (one output memref per value, written in
 //! place), and `nn.constant`, the other kind of leaf (an inline `arith.constant`).
 
-use super::abi::{memref_type, shape, DimVal, WeightArg};
+use super::abi::{memref_type, shape, DimVal, Packing, WeightArg};
 use super::mlir_ops::{element_type, id, tensor_of, BuildError};
 use super::state::{LResult, Lower};
 use crate::ir::{Dim, OpId, OpKind, Tensor, ValueId};
@@ -62,22 +62,32 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         Ok(())
     }
 
-    /// An external weight: one more memref argument (packed for a scheduled dense layer).
+    /// An external weight: one more memref argument (packed for a scheduled dense layer or a
+    /// strided conv over phases, [`Packing`]).
     pub(super) fn weight(&mut self, op: OpId, name: &str, value: &Tensor) -> LResult<()> {
         let cx = self.cx;
-        // The weight of one scheduled dense layer and nothing else is passed packed.
+        // The weight of one scheduled dense layer or strided conv over phases and nothing else
+        // is passed packed.
         let r = self
             .f
             .op(op)
             .result()
             .expect("invariant: a weight has a result");
-        let packed = matches!(self.f.uses(r), [u] if u.index == 1
-            && matches!(self.f.kind(u.op), OpKind::Linear)
-            && self.dense_shape(u.op).is_some());
-        if packed {
+        let packed = match self.f.uses(r) {
+            [u] if u.index == 1 => match self.f.kind(u.op) {
+                OpKind::Linear => self
+                    .dense_shape(u.op)
+                    .map(|_| Packing::Dense(self.tiles.dense.1)),
+                OpKind::Conv2d { strides, .. } => {
+                    self.phases(u.op).map(|_| Packing::Phases(*strides))
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        if packed.is_some() {
             self.packed.insert(r);
         }
-        let packed = packed.then_some(self.tiles.dense.1);
         let arg = WeightArg {
             name: name.to_string(),
             value: value.clone(),

@@ -18,13 +18,13 @@
 //! The entry is `object count u32 | (object length u64 | object)* | signature count u32 |
 //! signatures`, little-endian (one object per code generation partition, `object.rs`);
 //! a signature is its function's name, its weights' names (checked against the module's
-//! `nn.weight` ops on a hit) and panel widths, its outputs' dimensions and its constraints.
+//! `nn.weight` ops on a hit) and packings, its outputs' dimensions and its constraints.
 //! The input types (and the token ids' bounds, `abi::id_rows`) are the specialized function's
 //! argument types and the weights' values come
 //! from the module, as lowering takes them (`boundary.rs`: one argument per `nn.weight` op, in
 //! op order). An entry that does not decode or does not match the module is compiled again.
 
-use super::abi::{DimVal, Signature, WeightArg};
+use super::abi::{DimVal, Packing, Signature, WeightArg};
 use super::jit::{scheduled_pipeline, Jit, DEFAULT_PIPELINE};
 use super::target::Target;
 use crate::ir::{self, OpKind};
@@ -165,7 +165,13 @@ pub(super) fn encode_signatures(signatures: &[Signature]) -> Vec<u8> {
         u32(&mut w, s.weights.len());
         for a in &s.weights {
             text(&mut w, &a.name);
-            u64(&mut w, a.packed.unwrap_or(0));
+            // Tag 0: as it is; 1: dense panels; 2: phases of a strided conv.
+            let (tag, p, q) = match a.packed {
+                None => (0, 0, 0),
+                Some(Packing::Dense(tn)) => (1, tn, 0),
+                Some(Packing::Phases([sh, sw])) => (2, sh, sw),
+            };
+            [tag, p, q].into_iter().for_each(|v| u64(&mut w, v));
         }
         u32(&mut w, s.outputs.len());
         for dims in &s.outputs {
@@ -233,7 +239,12 @@ impl<'a> Reader<'a> {
             if self.text()? != name {
                 return None;
             }
-            let packed = Some(self.u64()?).filter(|&tn| tn > 0);
+            let packed = match [self.u64()?, self.u64()?, self.u64()?] {
+                [0, ..] => None,
+                [1, tn, _] if tn > 0 => Some(Packing::Dense(tn)),
+                [2, sh, sw] if sh > 0 && sw > 0 => Some(Packing::Phases([sh, sw])),
+                _ => return None,
+            };
             weights.push(WeightArg {
                 name: name.to_string(),
                 value: value.clone(),

@@ -1,16 +1,16 @@
 //! `nn.conv2d`: picks the form of each conv. Unit-stride convs with groups 1 and a static
 //! batch are scheduled as flat convs (`flat_conv.rs`); strided 1x1 convs become a strided
 //! slice and a flat conv; strided convs with larger kernels a flat conv over the input's
-//! phases ([`Lower::conv_phases`]); depthwise convs (any stride, dilation or batch) the region
+//! phases ([`Lower::conv_phases`], the weight rearranged once by [`pack_phases`]); depthwise convs (any stride, dilation or batch) the region
 //! loop nests of `window.rs`, with their bias and activation; everything else (dilated,
 //! dynamic batch, grouped) the named linalg convs, unscheduled.
 
 use super::abi::{shape, DimVal};
-use super::flat_conv::{FlatConv, FlatSource};
+use super::flat_conv::{FlatConv, FlatSource, Pass};
 use super::mlir_ops::{i64_elements, id, tensor_type, BResult};
 use super::state::{LResult, Lower, View};
 use super::window::{Reduce, Window};
-use crate::ir::{OpId, ValueId};
+use crate::ir::{ElemType, OpId, OpKind, Tensor, ValueId};
 use melior::ir::Value;
 
 impl<'c, 'b> Lower<'c, 'b, '_> {
@@ -26,6 +26,12 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
     ) -> LResult<()> {
         let cx = self.cx;
         let (x, xd) = self.val(operands[0]);
+        // First: a packed weight's lowered value is not `[F, C, KH, KW]`.
+        if let Some(ph) = self.phases(op) {
+            let (xq, xqd, passes) = self.conv_phases(x, &xd, operands[1], &ph)?;
+            let bias = operands.get(2).copied();
+            return self.conv_flat(op, xq, &xqd, &passes, bias, ph.geom, FlatSource::Flat(xq));
+        }
         let (w, wd) = self.val(operands[1]);
         let c = self.need_static(op, &xd, 1, "input channel axis")?;
         let h = self.need_static(op, &xd, 2, "input height")?;
@@ -62,19 +68,6 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         } else {
             (x, xd, strides, dilations)
         };
-        if groups == 1
-            && strides != [1, 1]
-            && dilations == [1, 1]
-            && (kh > 1 || kw > 1)
-            && matches!(xd[0], DimVal::Static(_))
-        {
-            if let Some((xq, xqd, wq, geom)) =
-                self.conv_phases(x, &xd, w, &wd, strides, pads, (ho, wo))?
-            {
-                let bias = operands.get(2).copied();
-                return self.conv_flat(op, xq, &xqd, wq, bias, geom, FlatSource::Flat(xq));
-            }
-        }
         // The schedule covers the common case: groups 1, unit strides and
         // dilations (a strided input map is not a projected permutation, so it would not
         // vectorize), static batch.
@@ -105,7 +98,9 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
                 Some((y, r)) => FlatSource::Rows(y, r),
                 None => FlatSource::Nchw(operands[0]),
             };
-            return self.conv_flat(op, x, &xd, w, operands.get(2).copied(), geom, source);
+            let pass = [Pass { at: 0, c, w }];
+            let bias = operands.get(2).copied();
+            return self.conv_flat(op, x, &xd, &pass, bias, geom, source);
         }
         if groups == c && f == c {
             // Depthwise: the filter [C, 1, KH, KW] becomes [C, KH, KW].
@@ -216,30 +211,34 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         Ok(())
     }
 
-    /// A stride-`s` conv as a unit-stride one over the input's `sh * sw` phases: with `kh = s *
-    /// qh + a` (and likewise for the columns), `xpad[c, s * oh + kh, ...]` is phase `(a, b)`'s
-    /// `xq[(a * sw + b) * C + c, oh + qh, ...]`, so `y = conv(xq, wq)` over `sh * sw * C` channels
-    /// with a `ceil(kh / sh) x ceil(kw / sw)` kernel `wq[f, (a * sw + b) * C + c, qh, qw] =
-    /// w[f, c, s * qh + a, s * qw + b]`, zero where that tap is past the kernel. The flat conv's
-    /// schedule then covers it, where the named strided conv would run unscheduled; the zero taps
-    /// cost `16 / 9` of the MACs for a 3x3 stride-2 conv. The input is zero-padded
-    /// to the rows and columns the phases need (`tensor.pad`) and permuted into the flat conv's
-    /// padded input `[N, sh * sw * C, rows * wq]` by an element-wise copy (the loop fallback,
-    /// split over threads); the weight likewise on each call. `None` when the padding leaves
-    /// no input row or column to read (the named conv handles that).
-    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
-    fn conv_phases(
-        &self,
-        x: Value<'c, 'b>,
-        xd: &[DimVal],
-        w: Value<'c, 'b>,
-        wd: &[DimVal],
-        strides: [u64; 2],
-        pads: [u64; 4],
-        (ho, wo): (u64, u64),
-    ) -> BResult<Option<(Value<'c, 'b>, Vec<DimVal>, Value<'c, 'b>, FlatConv)>> {
+    /// The phase form of conv `op` ([`Lower::conv_phases`]), if it takes it: groups 1, strides
+    /// above 1, unit dilations, a kernel larger than 1x1, static sizes (from the NNIR types, so
+    /// that `boundary.rs` packs the weight for the same convs), and padding that leaves an
+    /// input row and column to read (the named conv handles the rest).
+    pub(super) fn phases(&self, op: OpId) -> Option<Phases> {
+        let OpKind::Conv2d {
+            strides,
+            pads,
+            dilations: [1, 1],
+            groups: 1,
+        } = *self.f.kind(op)
+        else {
+            return None;
+        };
+        let operands = self.f.op(op).operands();
+        let dims = |v: ValueId| -> Option<Vec<u64>> {
+            let t = self.f.ty(v);
+            (0..t.rank()).map(|i| t.dim(i).as_static()).collect()
+        };
+        let (xd, wd) = (dims(operands[0])?, dims(operands[1])?);
+        let yd = dims(self.f.op(op).result()?)?;
+        let [_, c, h, wi] = <[u64; 4]>::try_from(xd).ok()?;
+        let [f, _, kh, kw] = <[u64; 4]>::try_from(wd).ok()?;
+        let [_, _, ho, wo] = <[u64; 4]>::try_from(yd).ok()?;
+        if strides == [1, 1] || (kh, kw) == (1, 1) {
+            return None;
+        }
         let [sh, sw] = strides;
-        let [f, c, kh, kw] = [0, 1, 2, 3].map(|i| wd[i].to_i64() as u64);
         let (kqh, kqw) = (kh.div_ceil(sh), kw.div_ceil(sw));
         let geom = FlatConv {
             f,
@@ -250,25 +249,58 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
             kw: kqw,
             pads: [0; 4],
         };
-        let wq = geom.w;
-        let rows = geom.rows(geom.padded_len(), wq);
-        let (h, wi) = (xd[2].to_i64() as u64, xd[3].to_i64() as u64);
-        let (kept_h, kept_w) = (
-            (sh * rows).checked_sub(pads[0]).map(|r| r.min(h)),
-            (sw * wq).checked_sub(pads[1]).map(|r| r.min(wi)),
-        );
-        let (Some(kept_h @ 1..), Some(kept_w @ 1..)) = (kept_h, kept_w) else {
-            return Ok(None);
-        };
+        let rows = geom.rows(geom.padded_len(), geom.w);
+        let kept = [
+            (sh * rows).checked_sub(pads[0])?.min(h),
+            (sw * geom.w).checked_sub(pads[1])?.min(wi),
+        ];
+        (kept[0] > 0 && kept[1] > 0).then_some(Phases {
+            strides,
+            kernel: [kh, kw],
+            pads,
+            c,
+            input: [h, wi],
+            kept,
+            rows,
+            geom,
+        })
+    }
+
+    /// A stride-`s` conv as a unit-stride one over the input's `sh * sw` phases: with `kh = s *
+    /// qh + a` (and likewise for the columns), `xpad[c, s * oh + kh, ...]` is phase `(a, b)`'s
+    /// `xq[(a * sw + b) * C + c, oh + qh, ...]`, so `y` is the sum over the phases of a
+    /// unit-stride conv of phase `(a, b)` with the taps `w[f, c, s * qh + a, s * qw + b]` it has
+    /// (`ceil((kh - a) / sh) x ceil((kw - b) / sw)`; a 3x3 stride-2 conv's phases have 2x2, 2x1,
+    /// 1x2 and 1x1): one [`Pass`] of the flat conv each, so no zero tap is multiplied (one conv
+    /// over all phases with the largest phase kernel cost `16 / 9` of the MACs). The flat
+    /// conv's schedule covers every pass, where the named strided conv would run unscheduled.
+    /// The input is zero-padded to the rows and columns the phases need (`tensor.pad`) and
+    /// permuted into the flat conv's padded input `[N, sh * sw * C, rows * wq]` by an
+    /// element-wise copy (the loop fallback, split over threads). The weight `wv` is rearranged
+    /// once into the passes' weights one after another ([`pack_phases`]): passed packed
+    /// ([`super::Packing::Phases`]) or, a constant, packed here, and each pass reads its part;
+    /// a computed weight's passes are strided slices of it, copied on each call.
+    fn conv_phases(
+        &self,
+        x: Value<'c, 'b>,
+        xd: &[DimVal],
+        wv: ValueId,
+        ph: &Phases,
+    ) -> BResult<(Value<'c, 'b>, Vec<DimVal>, Vec<Pass<'c, 'b>>)> {
+        let [sh, sw] = ph.strides;
+        let (g, rows, c) = (&ph.geom, ph.rows, ph.c);
+        let wq = g.w;
+        let [kept_h, kept_w] = ph.kept;
         let n = xd[0];
         let st = DimVal::Static;
-        let x = if (kept_h, kept_w) == (h, wi) {
+        let x = if ph.kept == ph.input {
             x
         } else {
             let kd = [n, xd[1], st(kept_h), st(kept_w)];
             self.e
                 .extract_slice(x, &[0; 4], &shape(&kd), &[], self.ty(&kd))?
         };
+        let pads = ph.pads;
         let pd = [n, xd[1], st(sh * rows), st(sw * wq)];
         let low = [0, 0, pads[0] as i64, pads[1] as i64];
         let high = [
@@ -278,34 +310,115 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
             (sw * wq - pads[1] - kept_w) as i64,
         ];
         let xp = self.e.pad(x, &low, &high, 0.0, self.ty(&pd))?;
-        // [d0, d1, d2 * sh, d3 * sw] -> [d0, sh * sw * d1, d2, d3] (in `groups` of the
-        // permuted [d0, sh, sw, d1, d2, d3]): input dim i of the expanded tensor is loop PERM[i].
+        // [N, C, rows * sh, wq * sw] -> [N, sh * sw * C, rows * wq], through the permuted
+        // [N, sh, sw, C, rows, wq]: input dim i of the expanded tensor is loop PERM[i].
         const PERM: [Option<usize>; 6] = [Some(0), Some(3), Some(4), Some(1), Some(5), Some(2)];
-        let phases = |v: Value<'c, 'b>, d: [u64; 4], groups: &[Vec<usize>]| {
-            let six = [d[0], d[1], d[2], sh, d[3], sw].map(|v| v as i64);
-            let v6 = self
-                .e
-                .expand(v, &[vec![0], vec![1], vec![2, 3], vec![4, 5]], &six, &[])?;
-            let out = [d[0], sh, sw, d[1], d[2], d[3]].map(st);
-            let p = self.elementwise(&[(v6, PERM.to_vec())], &out, |_, a| Ok(a[0]))?;
-            self.spread(p, &out)?;
-            let dims: Vec<DimVal> = groups
-                .iter()
-                .map(|g| st(g.iter().map(|&i| out[i].to_i64() as u64).product()))
-                .collect();
-            self.e.collapse(p, groups, self.ty(&dims))
+        let nn = n.to_i64() as u64;
+        let six = [nn, c, rows, sh, wq, sw].map(|v| v as i64);
+        let x6 = self
+            .e
+            .expand(xp, &[vec![0], vec![1], vec![2, 3], vec![4, 5]], &six, &[])?;
+        let out = [nn, sh, sw, c, rows, wq].map(st);
+        let p = self.elementwise(&[(x6, PERM.to_vec())], &out, |_, a| Ok(a[0]))?;
+        self.spread(p, &out)?;
+        let xqd = vec![n, st(g.c), st(g.h), st(wq)];
+        let flat = [n, st(g.c), st(rows * wq)];
+        let groups = [vec![0], vec![1, 2, 3], vec![4, 5]];
+        let xf = self.e.collapse(p, &groups, self.ty(&flat))?;
+        let (w, _) = self.val(wv);
+        let ([kh, kw], f) = (ph.kernel, g.f);
+        let whole = if self.packed.contains(&wv) {
+            Some(w)
+        } else if let Some(OpKind::Constant(t)) = self.f.producer_kind(wv) {
+            let p = pack_phases(t, ph.strides);
+            let bytes = p.raw_bytes().expect("invariant: packed is contiguous");
+            Some(self.e.dense_f32(&[(f * c * kh * kw) as i64], bytes)?)
+        } else {
+            None
         };
-        let flat = [vec![0], vec![1, 2, 3], vec![4, 5]];
-        let xf = phases(xp, [n.to_i64() as u64, c, rows, wq], &flat)?;
-        let wpd = [st(f), st(c), st(sh * kqh), st(sw * kqw)];
-        let whigh = [0, 0, (sh * kqh - kh) as i64, (sw * kqw - kw) as i64];
-        let wp = self.e.pad(w, &[0; 4], &whigh, 0.0, self.ty(&wpd))?;
-        let wq4 = phases(
-            wp,
-            [f, c, kqh, kqw],
-            &[vec![0], vec![1, 2, 3], vec![4], vec![5]],
-        )?;
-        let xqd = vec![n, st(geom.c), st(geom.h), st(wq)];
-        Ok(Some((xf, xqd, wq4, geom)))
+        let mut passes = Vec::new();
+        let mut from = 0;
+        for (a, b) in (0..sh).flat_map(|a| (0..sw).map(move |b| (a, b))) {
+            let taps = [(kh - a.min(kh)).div_ceil(sh), (kw - b.min(kw)).div_ceil(sw)];
+            if taps.contains(&0) {
+                continue;
+            }
+            let wd = [f, c, taps[0], taps[1]].map(st);
+            let size = f * c * taps[0] * taps[1];
+            let w = match whole {
+                Some(whole) => {
+                    let part = [st(size)];
+                    let part = self.e.extract_slice(
+                        whole,
+                        &[from as i64],
+                        &[size as i64],
+                        &[],
+                        self.ty(&part),
+                    )?;
+                    self.e.expand(part, &[vec![0, 1, 2, 3]], &shape(&wd), &[])?
+                }
+                None => {
+                    let at = [0, 0, a as i64, b as i64];
+                    let step = [1, 1, sh as i64, sw as i64];
+                    let s = self.e.extract_slice_strided(
+                        w,
+                        &at,
+                        &shape(&wd),
+                        &step,
+                        &[],
+                        self.ty(&wd),
+                    )?;
+                    let init = self.empty(&wd)?;
+                    let copy = self
+                        .e
+                        .named_linalg("linalg.copy", &[s], init, self.ty(&wd), &[])?;
+                    // Not pulled into the pass's tiles, where the strided read would be
+                    // vectorized as a unit-stride one.
+                    self.barrier(copy, &wd)?
+                }
+            };
+            from += size;
+            let at = (a * sw + b) * c;
+            passes.push(Pass { at, c, w });
+        }
+        Ok((xf, xqd, passes))
     }
+}
+
+/// The geometry of a strided conv computed over its input's phases ([`Lower::phases`]).
+pub(super) struct Phases {
+    strides: [u64; 2],
+    kernel: [u64; 2],
+    pads: [u64; 4],
+    /// The input channels.
+    c: u64,
+    /// The input's rows and columns, and those of them the phases read.
+    input: [u64; 2],
+    kept: [u64; 2],
+    /// The rows of each phase.
+    rows: u64,
+    /// The unit-stride conv over the phases.
+    geom: FlatConv,
+}
+
+/// The weight `w[F, C, KH, KW]` of a conv of strides `[sh, sw]` as the passes of its phase
+/// form read it ([`Lower::conv_phases`]): for each phase `(a, b)` in order that has taps, its
+/// `[F, C, ceil((KH - a) / sh), ceil((KW - b) / sw)]` taps `w[f, c, sh * qh + a, sw * qw + b]`,
+/// one phase after another in one flat tensor of `w`'s size.
+pub fn pack_phases(w: &Tensor, [sh, sw]: [u64; 2]) -> Tensor {
+    let s = w.shape();
+    let [f, c, kh, kw] = [0, 1, 2, 3].map(|i| s[i] as usize);
+    let (sh, sw) = (sh as usize, sw as usize);
+    let src = w.to_f32_vec();
+    let mut out = Vec::with_capacity(src.len());
+    for (a, b) in (0..sh).flat_map(|a| (0..sw).map(move |b| (a, b))) {
+        for fc in 0..f * c {
+            for y in (a..kh).step_by(sh) {
+                for x in (b..kw).step_by(sw) {
+                    out.push(src[(fc * kh + y) * kw + x]);
+                }
+            }
+        }
+    }
+    Tensor::from_f32(ElemType::F32, vec![out.len() as u64], &out)
 }

@@ -43,6 +43,17 @@ impl FlatConv {
     }
 }
 
+/// One reduction of a flat conv: input channels `[at, at + c)` against the weight `w`
+/// `[F, c, kh, kw]`. A conv is one pass over all its channels; a strided conv over phases
+/// (`Lower::conv_phases`) one pass per phase, each with only the taps its phase has, so that
+/// no pass multiplies by a zero tap.
+#[derive(Clone, Copy)]
+pub(super) struct Pass<'c, 'b> {
+    pub(super) at: u64,
+    pub(super) c: u64,
+    pub(super) w: Value<'c, 'b>,
+}
+
 /// What a flat conv reads (see [`Lower::conv_flat`]).
 #[derive(Clone, Copy)]
 pub(super) enum FlatSource<'c, 'b> {
@@ -69,13 +80,16 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
     /// whose input is itself computed in flat rows, `rows`, reads that form: its result has the
     /// same rows, so no copy makes the input contiguous first).
     /// The NCHW result is a view: `[N, F, oh * wp]` expanded to rows and cut to `ow` columns.
+    /// With several `passes`, each is a layer of its own into its own accumulators, and the
+    /// last one's epilogue adds the others' results (and the bias): a pass that accumulated
+    /// into the one before would make that pass's kernel part of its layer.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn conv_flat(
         &mut self,
         op: OpId,
         x: Value<'c, 'b>,
         xd: &[DimVal],
-        w: Value<'c, 'b>,
+        passes: &[Pass<'c, 'b>],
         bias: Option<ValueId>,
         g: FlatConv,
         source: FlatSource<'c, 'b>,
@@ -149,24 +163,64 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         let wpe = AffineExpr::constant(cx, wp as i64);
         let xmap = AffineMap::new(cx, 6, 0, &[d(0), d(3), d(2) + d(4) * wpe + d(5)]);
         let flat = vec![n, DimVal::Static(g.f), DimVal::Static(len)];
-        let zeros = self.filled(0.0, &flat)?;
-        let kernel = self.contraction(
-            &[xf, w],
-            &[xmap, map(cx, 6, &[Some(1), Some(3), Some(4), Some(5)])],
-            zeros,
-            &flat,
-            3,
-        )?;
-        let y = match bias {
-            Some(b) => {
-                let (bv, _) = self.val(b);
-                self.add_bias(kernel, &flat, bv, &[1])?
+        let mut sums = Vec::new();
+        let mut kernel = None;
+        for (k, p) in passes.iter().enumerate() {
+            let input = if passes.len() == 1 {
+                xf
+            } else {
+                let part = [n, DimVal::Static(p.c), DimVal::Static(rows * wp)];
+                self.e.extract_slice(
+                    xf,
+                    &[0, p.at as i64, 0],
+                    &shape(&part),
+                    &[],
+                    self.ty(&part),
+                )?
+            };
+            let zeros = self.filled(0.0, &flat)?;
+            let pass = self.contraction(
+                &[input, p.w],
+                &[xmap, map(cx, 6, &[Some(1), Some(3), Some(4), Some(5)])],
+                zeros,
+                &flat,
+                3,
+            )?;
+            if k + 1 < passes.len() {
+                let layer = Layer::Conv {
+                    f: g.f,
+                    c: p.c,
+                    len,
+                    padded: false,
+                };
+                self.record_layer(op, pass, pass, layer)?;
+                sums.push(pass);
+            } else {
+                kernel = Some(pass);
             }
-            None => kernel,
+        }
+        let kernel = kernel.expect("invariant: a flat conv has a pass");
+        let bias = bias.map(|b| self.val(b).0);
+        let y = if sums.is_empty() && bias.is_none() {
+            kernel
+        } else {
+            let all: Vec<Option<usize>> = (0..3).map(Some).collect();
+            let mut ins: Vec<_> = std::iter::once(kernel)
+                .chain(sums)
+                .map(|v| (v, all.clone()))
+                .collect();
+            ins.extend(bias.map(|b| (b, vec![Some(1)])));
+            let count = ins.len();
+            // The body's arguments end with the output's element, which is not summed.
+            self.elementwise(&ins, &flat, |e, a| {
+                a[1..count]
+                    .iter()
+                    .try_fold(a[0], |s, &v| e.binf("arith.addf", s, v))
+            })?
         };
         let layer = Layer::Conv {
             f: g.f,
-            c: g.c,
+            c: passes.last().map_or(g.c, |p| p.c),
             len,
             padded: copied && in_place.is_none(),
         };

@@ -17,7 +17,6 @@
 
 use super::abi::{Lowered, Signature};
 use super::async_runtime;
-use super::dense::pack_dense;
 use super::diag_capture::DiagCapture;
 use super::loader::Loaded;
 use super::object::{codegen_partitions, emit_object};
@@ -454,14 +453,14 @@ impl<'a> Pipeline<'a> {
     }
 }
 
-/// Once per compiled module, not per call: packs the weights of scheduled dense layers, and
-/// gives a 4-byte aligned buffer to a weight whose bytes are not one (a splat, a gather view,
-/// an ONNX initializer at an odd offset of its file), which `run_into` would otherwise copy on
-/// every call.
+/// Once per compiled module, not per call: packs the weights of scheduled dense layers and
+/// strided convs ([`super::Packing`]), and gives a 4-byte aligned buffer to a weight whose
+/// bytes are not one (a splat, a gather view, an ONNX initializer at an odd offset of its
+/// file), which `run_into` would otherwise copy on every call.
 pub(super) fn prepare_weights(signatures: &mut [Signature]) {
     for w in signatures.iter_mut().flat_map(|s| &mut s.weights) {
-        if let Some(tn) = w.packed.take() {
-            w.value = pack_dense(&w.value, tn);
+        if let Some(p) = w.packed.take() {
+            w.value = p.apply(&w.value);
         } else if aligned_f32(&w.value).is_none() {
             // One copy of the bytes into the new buffer: this runs on every start, cached or
             // not (ResNet-18's ONNX initializers are mostly unaligned: 45 MB).

@@ -56,7 +56,7 @@ mod window;
 
 // The public API: lowering and printing (`--emit`), compiling and running (`nnopt run`,
 // `nnopt bench`), and the types those hand out.
-pub use abi::{DimVal, Lowered, Signature, WeightArg};
+pub use abi::{DimVal, Lowered, Packing, Signature, WeightArg};
 pub use aot::{c_ident, compile_artifact, Artifact};
 pub use cached::ObjectCache;
 pub use entry::{

@@ -41,7 +41,7 @@ pub(super) struct Lower<'c, 'b, 'f> {
     /// Activations computed in their producer's own loop nest (a depthwise conv's, see
     /// [`Lower::absorb_activation`]): their lowering only names the producer's result.
     pub(super) absorbed: HashSet<OpId>,
-    /// Weights whose argument is packed (see [`super::pack_dense`]).
+    /// Weights whose argument is packed (see [`super::Packing`]).
     pub(super) packed: HashSet<ValueId>,
     /// Results of [`Lower::view`] that are not contiguous (raw MLIR values).
     pub(super) strided: HashSet<usize>,

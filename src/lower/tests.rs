@@ -556,7 +556,7 @@ fn lower_weights_become_arguments() {
     let tn = super::schedule::Tiles::for_target(&Target::host()).dense.1;
     assert_eq!(
         s.weights.iter().map(|w| w.packed).collect::<Vec<_>>(),
-        [Some(tn), None]
+        [Some(super::Packing::Dense(tn)), None]
     );
     let mlir = print(&l.module);
     assert!(
