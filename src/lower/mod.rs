@@ -44,6 +44,7 @@ mod mlir_ops;
 mod norm;
 mod object;
 mod outline;
+mod parallel;
 mod pool;
 mod prefetch;
 mod schedule;
