@@ -649,4 +649,38 @@ mod tests {
         }
         assert_eq!(live(2, 0), 0);
     }
+
+    /// A loop body that counts the runs of each index in the `[AtomicI64]` its context is.
+    unsafe extern "C" fn count(ctx: *mut c_void, t: i64) {
+        // SAFETY: `ctx` is the test's counter array, longer than any `t` it passes.
+        let runs = unsafe { &*(ctx as *const [AtomicI64; 64]) };
+        std::thread::sleep(Duration::from_micros(20));
+        runs[t as usize].fetch_add(1, Ordering::SeqCst);
+    }
+
+    #[test]
+    fn parallel_for_runs_every_index_once_and_frees_its_group() {
+        own(3);
+        for workers in [0, 1, 3] {
+            ensure_workers(workers).unwrap();
+            for n in [0, 1, 2, 7, 64] {
+                let runs: [AtomicI64; 64] = std::array::from_fn(|_| AtomicI64::new(0));
+                // SAFETY: `count` reads the array, which outlives the call.
+                unsafe { parallel_for(count, &runs as *const _ as *mut c_void, n) };
+                for (t, r) in runs.iter().enumerate() {
+                    assert_eq!(
+                        r.load(Ordering::SeqCst),
+                        i64::from((t as i64) < n),
+                        "{t} of {n}"
+                    );
+                }
+            }
+        }
+        // The last task may drop the group's last reference after the caller returned.
+        let start = Instant::now();
+        while live(3, 0) != 0 && start.elapsed() < Duration::from_secs(5) {
+            std::thread::yield_now();
+        }
+        assert_eq!(live(3, 0), 0);
+    }
 }

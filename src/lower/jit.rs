@@ -56,11 +56,7 @@ pub fn scheduled_pipeline(threads: u64) -> String {
             &format!("{BUFFERIZED}scf-forall-to-parallel,"),
             1,
         );
-        p = p.replacen(
-            LOOPS,
-            &format!("{LOOPS}{}", async_passes(threads)),
-            1,
-        );
+        p = p.replacen(LOOPS, &format!("{LOOPS}{}", async_passes(threads)), 1);
     }
     p
 }
@@ -328,7 +324,7 @@ pub fn run_mlir_pipeline(
 
 /// The symbols compiled code calls that nnopt defines: `memrefCopy`, the allocator and the
 /// async runtime.
-fn runtime_symbols() -> Vec<(&'static str, *mut ())> {
+pub(super) fn runtime_symbols() -> Vec<(&'static str, *mut ())> {
     let mut s: Vec<(&'static str, *mut ())> = vec![
         (
             "memrefCopy",

@@ -68,6 +68,8 @@ pub use schedule::Layer;
 pub use target::{Isa, Target};
 
 #[cfg(test)]
+mod parallel_tests;
+#[cfg(test)]
 mod partition_tests;
 #[cfg(test)]
 mod tests;

@@ -27,11 +27,13 @@
 
 use melior::dialect::{arith, func};
 use melior::ir::attribute::{IntegerAttribute, StringAttribute, TypeAttribute};
-use melior::ir::operation::{OperationLike, OperationMutLike, OperationRefMut, WalkOrder, WalkResult};
+use melior::ir::operation::{
+    OperationLike, OperationMutLike, OperationRefMut, WalkOrder, WalkResult,
+};
 use melior::ir::r#type::{FunctionType, IntegerType, TypeLike};
 use melior::ir::{
-    BlockLike, Identifier, Module as MlirModule, Operation, OperationRef, Region,
-    RegionLike, Type, Value, ValueLike,
+    BlockLike, Identifier, Module as MlirModule, Operation, OperationRef, Region, RegionLike, Type,
+    Value, ValueLike,
 };
 use melior::Context;
 use mlir_sys::{MlirOperation, MlirValue};
@@ -123,7 +125,9 @@ pub fn split(cx: &Context, module: &mut MlirModule) -> usize {
         let name = name_of(f);
         let fork = format!("{name}__fork");
         let count: i64 = dims.iter().map(|d| d.2).product();
-        let fty = f.attribute("function_type").expect("invariant: a func has a type");
+        let fty = f
+            .attribute("function_type")
+            .expect("invariant: a func has a type");
         let loc = f.location();
         let decl = func::func(
             cx,
@@ -135,7 +139,10 @@ pub fn split(cx: &Context, module: &mut MlirModule) -> usize {
                     Identifier::new(cx, "sym_visibility"),
                     StringAttribute::new(cx, "private").into(),
                 ),
-                (Identifier::new(cx, TASK), StringAttribute::new(cx, &name).into()),
+                (
+                    Identifier::new(cx, TASK),
+                    StringAttribute::new(cx, &name).into(),
+                ),
                 (
                     Identifier::new(cx, COUNT),
                     IntegerAttribute::new(IntegerType::new(cx, 64).into(), count).into(),
@@ -214,7 +221,13 @@ fn into_task(cx: &Context, f: OperationRef, p: MlirOperation, dims: &[(i64, i64,
     };
     // SAFETY (for `val`): every handle comes from `emit` or is the live argument `t`.
     let val = |v: MlirValue| unsafe { Value::from_raw(v) };
-    let c = |v: i64| emit(arith::constant(cx, IntegerAttribute::new(index, v).into(), loc));
+    let c = |v: i64| {
+        emit(arith::constant(
+            cx,
+            IntegerAttribute::new(index, v).into(),
+            loc,
+        ))
+    };
     let inner = loop_op
         .region(0)
         .ok()
@@ -237,7 +250,9 @@ fn into_task(cx: &Context, f: OperationRef, p: MlirOperation, dims: &[(i64, i64,
             iv = emit(arith::addi(val(iv), val(c(lb)), loc));
         }
         stride *= trips;
-        let arg = inner.argument(d).expect("invariant: one argument per dimension");
+        let arg = inner
+            .argument(d)
+            .expect("invariant: one argument per dimension");
         // SAFETY: `iv` dominates every use of the loop's argument once the body moves before
         // the loop.
         unsafe { mlir_sys::mlirValueReplaceAllUsesOfWith(arg.to_raw(), iv) };
@@ -277,8 +292,9 @@ pub fn finish(cx: &Context, module: &mut MlirModule) -> Result<(), String> {
         // SAFETY: a declaration of the module found above; it is replaced below.
         let decl = unsafe { OperationRef::from_raw(raw) };
         let text = launcher_text(decl);
-        let parsed = MlirModule::parse(cx, &text)
-            .ok_or_else(|| format!("internal error: a parallel loop's launcher does not parse:\n{text}"))?;
+        let parsed = MlirModule::parse(cx, &text).ok_or_else(|| {
+            format!("internal error: a parallel loop's launcher does not parse:\n{text}")
+        })?;
         // SAFETY: the declaration is named by symbol only; its definition takes its place.
         unsafe { mlir_sys::mlirOperationDestroy(raw) };
         let mut op = parsed.body().first_operation();
@@ -323,7 +339,9 @@ fn launcher_text(decl: OperationRef) -> String {
     // SAFETY: the type of an `llvm.func` is an LLVM function type.
     let params: Vec<String> = unsafe {
         (0..mlir_sys::mlirLLVMFunctionTypeGetNumInputs(fty.to_raw()))
-            .map(|i| Type::from_raw(mlir_sys::mlirLLVMFunctionTypeGetInput(fty.to_raw(), i)).to_string())
+            .map(|i| {
+                Type::from_raw(mlir_sys::mlirLLVMFunctionTypeGetInput(fty.to_raw(), i)).to_string()
+            })
             .collect()
     };
     let record = "!record";
@@ -331,9 +349,15 @@ fn launcher_text(decl: OperationRef) -> String {
     let field = |i: usize| {
         format!("    %p{i} = llvm.getelementptr inbounds %ctx[0, {i}] : (!llvm.ptr) -> !llvm.ptr, {record}\n")
     };
-    let mut s = format!("{record} = !llvm.struct<({})>\nmodule {{\n", params.join(", "));
+    let mut s = format!(
+        "{record} = !llvm.struct<({})>\nmodule {{\n",
+        params.join(", ")
+    );
     s += &format!("  llvm.func @{RUNTIME_ENTRY}(!llvm.ptr, !llvm.ptr, i64)\n");
-    s += &format!("  llvm.func @{task}({types}{}i64)\n", if params.is_empty() { "" } else { ", " });
+    s += &format!(
+        "  llvm.func @{task}({types}{}i64)\n",
+        if params.is_empty() { "" } else { ", " }
+    );
     s += &format!("  llvm.func internal @{fork}_task(%ctx: !llvm.ptr, %t: i64) {{\n");
     let mut args = Vec::new();
     for (i, ty) in params.iter().enumerate() {
@@ -347,7 +371,11 @@ fn launcher_text(decl: OperationRef) -> String {
         args.join(", "),
         if params.is_empty() { "" } else { ", " }
     );
-    let formals: Vec<String> = params.iter().enumerate().map(|(i, t)| format!("%a{i}: {t}")).collect();
+    let formals: Vec<String> = params
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("%a{i}: {t}"))
+        .collect();
     s += &format!("  llvm.func internal @{fork}({}) {{\n", formals.join(", "));
     s += "    %one = llvm.mlir.constant(1 : i64) : i64\n";
     s += &format!("    %ctx = llvm.alloca %one x {record} : (i64) -> !llvm.ptr\n");
@@ -357,7 +385,9 @@ fn launcher_text(decl: OperationRef) -> String {
     }
     s += &format!("    %body = llvm.mlir.addressof @{fork}_task : !llvm.ptr\n");
     s += &format!("    %n = llvm.mlir.constant({count} : i64) : i64\n");
-    s += &format!("    llvm.call @{RUNTIME_ENTRY}(%body, %ctx, %n) : (!llvm.ptr, !llvm.ptr, i64) -> ()\n");
+    s += &format!(
+        "    llvm.call @{RUNTIME_ENTRY}(%body, %ctx, %n) : (!llvm.ptr, !llvm.ptr, i64) -> ()\n"
+    );
     s += "    llvm.return\n  }\n}\n";
     s
 }
