@@ -360,12 +360,79 @@ unsafe extern "C" fn wait_and_execute(
     }
 }
 
+/// The body of a parallel loop split by `parallel.rs`: runs task `t` of the loop whose
+/// arguments `ctx` points to.
+type Body = unsafe extern "C" fn(*mut c_void, i64);
+
+/// One task of [`parallel_for`] queued on the pool.
+struct ForTask {
+    body: Body,
+    ctx: *mut c_void,
+    t: i64,
+    group: *const Object,
+}
+
+unsafe extern "C" fn run_for_task(p: *mut c_void) {
+    // SAFETY: `p` is a `ForTask` of a `parallel_for` that waits for this task before its
+    // tasks go; the fields are copied out before the completion that lets it return.
+    let (body, ctx, t, group) = unsafe {
+        let task = &*(p as *const ForTask);
+        (task.body, task.ctx, task.t, task.group)
+    };
+    // SAFETY: the compiled code passed its loop body and record; the group holds a reference
+    // for this task, dropped here.
+    unsafe {
+        body(ctx, t);
+        (*group).complete(false);
+        drop_ref(group as *mut c_void, 1);
+    }
+}
+
+/// `nnopt_parallel_for(body, ctx, n)`: runs `body(ctx, t)` for `t` in `0..n`, task 0 on the
+/// calling thread and the others on the pool, and returns when all have run. What
+/// `parallel.rs` compiles a parallel loop to, in place of the async dialect's coroutines:
+/// the same pool, queue and waiting (a waiter runs queued tasks itself), without a token, a
+/// coroutine frame or reference counting per task.
+unsafe extern "C" fn parallel_for(body: Body, ctx: *mut c_void, n: i64) {
+    if n <= 1 {
+        for t in 0..n {
+            // SAFETY: the compiled code's loop body and record.
+            unsafe { body(ctx, t) };
+        }
+        return;
+    }
+    // One reference for the caller, one per queued task.
+    let group = Object::new(n, n - 1, 0);
+    let tasks: Vec<ForTask> = (1..n)
+        .map(|t| ForTask {
+            body,
+            ctx,
+            t,
+            group,
+        })
+        .collect();
+    let p = pool();
+    for task in &tasks {
+        p.push(Task {
+            handle: task as *const ForTask as *mut c_void,
+            resume: run_for_task,
+        });
+    }
+    // SAFETY: as above; the group lives until the last reference goes.
+    unsafe {
+        body(ctx, 0);
+        (*group).wait();
+        drop_ref(group.cast(), 1);
+    }
+    drop(tasks);
+}
+
 extern "C" fn worker_threads() -> i64 {
     *pool().workers.lock().unwrap_or_else(|e| e.into_inner()) as i64
 }
 
-/// The API's functions by name, for the loader (`loader.rs`) to define for compiled code.
-pub fn symbols() -> [(&'static str, *mut ()); 22] {
+/// The API's functions by name (and `parallel.rs`'s entry), for the loader (`loader.rs`) to define for compiled code.
+pub fn symbols() -> [(&'static str, *mut ()); 23] {
     type Ref = unsafe extern "C" fn(*mut c_void, i64);
     type Obj = unsafe extern "C" fn(*mut c_void);
     type Test = unsafe extern "C" fn(*mut c_void) -> bool;
@@ -424,6 +491,10 @@ pub fn symbols() -> [(&'static str, *mut ()); 22] {
         (
             "mlirAsyncRuntimeAwaitAllInGroupAndExecute",
             wait_and_execute as Then as *mut (),
+        ),
+        (
+            super::parallel::RUNTIME_ENTRY,
+            parallel_for as unsafe extern "C" fn(Body, *mut c_void, i64) as *mut (),
         ),
         // (sic: the API's name lacks an `e`.)
         (
@@ -577,5 +648,39 @@ mod tests {
             drop_ref(value, 1);
         }
         assert_eq!(live(2, 0), 0);
+    }
+
+    /// A loop body that counts the runs of each index in the `[AtomicI64]` its context is.
+    unsafe extern "C" fn count(ctx: *mut c_void, t: i64) {
+        // SAFETY: `ctx` is the test's counter array, longer than any `t` it passes.
+        let runs = unsafe { &*(ctx as *const [AtomicI64; 64]) };
+        std::thread::sleep(Duration::from_micros(20));
+        runs[t as usize].fetch_add(1, Ordering::SeqCst);
+    }
+
+    #[test]
+    fn parallel_for_runs_every_index_once_and_frees_its_group() {
+        own(3);
+        for workers in [0, 1, 3] {
+            ensure_workers(workers).unwrap();
+            for n in [0, 1, 2, 7, 64] {
+                let runs: [AtomicI64; 64] = std::array::from_fn(|_| AtomicI64::new(0));
+                // SAFETY: `count` reads the array, which outlives the call.
+                unsafe { parallel_for(count, &runs as *const _ as *mut c_void, n) };
+                for (t, r) in runs.iter().enumerate() {
+                    assert_eq!(
+                        r.load(Ordering::SeqCst),
+                        i64::from((t as i64) < n),
+                        "{t} of {n}"
+                    );
+                }
+            }
+        }
+        // The last task may drop the group's last reference after the caller returned.
+        let start = Instant::now();
+        while live(3, 0) != 0 && start.elapsed() < Duration::from_secs(5) {
+            std::thread::yield_now();
+        }
+        assert_eq!(live(3, 0), 0);
     }
 }

@@ -40,9 +40,9 @@ pub const DEFAULT_PIPELINE: &str = "builtin.module(eliminate-empty-tensors,one-s
 const SCHEDULE_PREFIX: &str = "transform-interpreter,symbol-dce,canonicalize,";
 
 /// The default pipeline for a module with an embedded schedule. With `threads` > 1 the
-/// schedule's `scf.forall` tasks become `scf.parallel` loops after bufferization and then
-/// async-runtime work items on `threads` workers (the notes' two-thread pipeline;
-/// `min-task-size=1` because the default keeps a two-task loop on one thread).
+/// schedule's `scf.forall` tasks become `scf.parallel` loops after bufferization; between the
+/// pipeline's halves [`run_scheduled`] makes them calls of nnopt's runtime
+/// (`super::parallel`), and [`async_passes`] take any it left.
 pub fn scheduled_pipeline(threads: u64) -> String {
     let mut p = DEFAULT_PIPELINE.replacen(
         "builtin.module(",
@@ -55,13 +55,16 @@ pub fn scheduled_pipeline(threads: u64) -> String {
             &format!("{BUFFERIZED}scf-forall-to-parallel,"),
             1,
         );
-        p = p.replacen(
-            LOOPS,
-            &format!("{LOOPS}async-parallel-for{{num-workers={threads} async-dispatch=false min-task-size=1}},async-to-async-runtime,async-runtime-ref-counting,async-runtime-ref-counting-opt,convert-async-to-llvm,"),
-            1,
-        );
+        p = p.replacen(LOOPS, &format!("{LOOPS}{}", async_passes(threads)), 1);
     }
     p
+}
+
+/// What makes the `scf.parallel` loops that `super::parallel::split` does not take
+/// async-runtime work items on `threads` workers (`min-task-size=1` because the default keeps
+/// a two-task loop on one thread); [`run_scheduled`] drops them when there are none.
+fn async_passes(threads: u64) -> String {
+    format!("async-parallel-for{{num-workers={threads} async-dispatch=false min-task-size=1}},async-to-async-runtime,async-runtime-ref-counting,async-runtime-ref-counting-opt,convert-async-to-llvm,")
 }
 
 /// Runs [`scheduled_pipeline`] on `module` in two halves, split after the loops exist
@@ -80,10 +83,15 @@ pub fn run_scheduled(cx: &Context, lowered: &mut Lowered, threads: u64) -> Resul
     run_mlir_pipeline(cx, module, &format!("{})", first.trim_end_matches(',')))?;
     super::prefetch::insert(cx, module, panel);
     super::outline::outline(cx, module);
-    let merge = super::outline::MERGE;
-    run_mlir_pipeline(cx, module, &format!("builtin.module({merge}{second}"))?;
+    let merge = super::outline::MERGE.trim_end_matches(',');
+    run_mlir_pipeline(cx, module, &format!("builtin.module({merge})"))?;
+    let mut second = second.to_string();
+    if super::parallel::split(cx, module) == 0 {
+        second = second.replacen(&async_passes(threads), "", 1);
+    }
+    run_mlir_pipeline(cx, module, &format!("builtin.module({second}"))?;
     super::outline::finish(cx, module);
-    Ok(())
+    super::parallel::finish(cx, module)
 }
 
 /// Where [`scheduled_pipeline`] inserts the threading passes (both occur in
@@ -315,7 +323,7 @@ pub fn run_mlir_pipeline(
 
 /// The symbols compiled code calls that nnopt defines: `memrefCopy`, the allocator and the
 /// async runtime.
-fn runtime_symbols() -> Vec<(&'static str, *mut ())> {
+pub(super) fn runtime_symbols() -> Vec<(&'static str, *mut ())> {
     let mut s: Vec<(&'static str, *mut ())> = vec![
         (
             "memrefCopy",

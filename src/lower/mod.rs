@@ -44,6 +44,7 @@ mod mlir_ops;
 mod norm;
 mod object;
 mod outline;
+mod parallel;
 mod pool;
 mod prefetch;
 mod schedule;
@@ -66,6 +67,8 @@ pub use jit::Jit;
 pub use schedule::Layer;
 pub use target::{Isa, Target};
 
+#[cfg(test)]
+mod parallel_tests;
 #[cfg(test)]
 mod partition_tests;
 #[cfg(test)]
