@@ -14,9 +14,8 @@
 //!
 //! The ops that build this convention are lowered in `boundary.rs`.
 
-use super::conv::pack_phases;
-use super::dense::pack_dense;
 use super::mlir_ops::{f32_type, DYNAMIC};
+use super::packing::Packing;
 use super::schedule::Layer;
 use super::target::Target;
 use crate::ir::{ElemType, Function, Tensor, TensorType};
@@ -60,37 +59,6 @@ impl DimVal {
         match self {
             DimVal::Static(n) => n as i64,
             DimVal::Arg { .. } => DYNAMIC,
-        }
-    }
-}
-
-/// The layout a weight argument is passed in when its one reader wants another than the
-/// NNIR value's; [`jit::Jit::compile`] packs it once ([`Packing::apply`]), not every call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Packing {
-    /// `[N, K]` packed by [`pack_dense`] into panels of this many columns: the weight of a
-    /// scheduled dense layer.
-    Dense(u64),
-    /// `[F, C, KH, KW]` rearranged by [`pack_phases`] into the weights of the passes of a conv
-    /// of these strides computed over its input's phases (`Lower::conv_phases`), one after
-    /// another in one flat tensor.
-    Phases([u64; 2]),
-}
-
-impl Packing {
-    /// The shape `value`'s packed form has.
-    pub fn shape(self, s: &[u64]) -> Vec<u64> {
-        match self {
-            Packing::Dense(tn) => vec![s[0].div_ceil(tn), s[1], tn],
-            Packing::Phases(_) => vec![s.iter().product()],
-        }
-    }
-
-    /// `value` packed.
-    pub fn apply(self, value: &Tensor) -> Tensor {
-        match self {
-            Packing::Dense(tn) => pack_dense(value, tn),
-            Packing::Phases(strides) => pack_phases(value, strides),
         }
     }
 }

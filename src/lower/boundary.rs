@@ -3,8 +3,9 @@
 //! packed for a scheduled dense layer or a strided conv), `return` (one output memref per value, written in
 //! place), and `nn.constant`, the other kind of leaf (an inline `arith.constant`).
 
-use super::abi::{memref_type, shape, DimVal, Packing, WeightArg};
+use super::abi::{memref_type, shape, DimVal, WeightArg};
 use super::mlir_ops::{element_type, id, tensor_of, BuildError};
+use super::packing::Packing;
 use super::state::{LResult, Lower};
 use crate::ir::{Dim, OpId, OpKind, Tensor, ValueId};
 use melior::ir::{Attribute, BlockLike, Value};

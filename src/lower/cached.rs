@@ -24,8 +24,9 @@
 //! from the module, as lowering takes them (`boundary.rs`: one argument per `nn.weight` op, in
 //! op order). An entry that does not decode or does not match the module is compiled again.
 
-use super::abi::{DimVal, Packing, Signature, WeightArg};
+use super::abi::{DimVal, Signature, WeightArg};
 use super::jit::{scheduled_pipeline, Jit, DEFAULT_PIPELINE};
+use super::packing::Packing;
 use super::target::Target;
 use crate::ir::{self, OpKind};
 use std::fmt::Write;

@@ -1,16 +1,17 @@
 //! `nn.conv2d`: picks the form of each conv. Unit-stride convs with groups 1 and a static
 //! batch are scheduled as flat convs (`flat_conv.rs`); strided 1x1 convs become a strided
 //! slice and a flat conv; strided convs with larger kernels a flat conv over the input's
-//! phases ([`Lower::conv_phases`], the weight rearranged once by [`pack_phases`]); depthwise convs (any stride, dilation or batch) the region
+//! phases ([`Lower::conv_phases`], the weight rearranged once by `packing::pack_phases`); depthwise convs (any stride, dilation or batch) the region
 //! loop nests of `window.rs`, with their bias and activation; everything else (dilated,
 //! dynamic batch, grouped) the named linalg convs, unscheduled.
 
 use super::abi::{shape, DimVal};
 use super::flat_conv::{FlatConv, FlatSource, Pass};
 use super::mlir_ops::{i64_elements, id, tensor_type, BResult};
+use super::packing::pack_phases;
 use super::state::{LResult, Lower, View};
 use super::window::{Reduce, Window};
-use crate::ir::{ElemType, OpId, OpKind, Tensor, ValueId};
+use crate::ir::{OpId, OpKind, ValueId};
 use melior::ir::Value;
 
 impl<'c, 'b> Lower<'c, 'b, '_> {
@@ -277,7 +278,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
     /// The input is zero-padded to the rows and columns the phases need (`tensor.pad`) and
     /// permuted into the flat conv's padded input `[N, sh * sw * C, rows * wq]` by an
     /// element-wise copy (the loop fallback, split over threads). The weight `wv` is rearranged
-    /// once into the passes' weights one after another ([`pack_phases`]): passed packed
+    /// once into the passes' weights one after another (`packing::pack_phases`): passed packed
     /// ([`super::Packing::Phases`]) or, a constant, packed here, and each pass reads its part;
     /// a computed weight's passes are strided slices of it, copied on each call.
     fn conv_phases(
@@ -399,26 +400,4 @@ pub(super) struct Phases {
     rows: u64,
     /// The unit-stride conv over the phases.
     geom: FlatConv,
-}
-
-/// The weight `w[F, C, KH, KW]` of a conv of strides `[sh, sw]` as the passes of its phase
-/// form read it ([`Lower::conv_phases`]): for each phase `(a, b)` in order that has taps, its
-/// `[F, C, ceil((KH - a) / sh), ceil((KW - b) / sw)]` taps `w[f, c, sh * qh + a, sw * qw + b]`,
-/// one phase after another in one flat tensor of `w`'s size.
-pub fn pack_phases(w: &Tensor, [sh, sw]: [u64; 2]) -> Tensor {
-    let s = w.shape();
-    let [f, c, kh, kw] = [0, 1, 2, 3].map(|i| s[i] as usize);
-    let (sh, sw) = (sh as usize, sw as usize);
-    let src = w.to_f32_vec();
-    let mut out = Vec::with_capacity(src.len());
-    for (a, b) in (0..sh).flat_map(|a| (0..sw).map(move |b| (a, b))) {
-        for fc in 0..f * c {
-            for y in (a..kh).step_by(sh) {
-                for x in (b..kw).step_by(sw) {
-                    out.push(src[(fc * kh + y) * kw + x]);
-                }
-            }
-        }
-    }
-    Tensor::from_f32(ElemType::F32, vec![out.len() as u64], &out)
 }

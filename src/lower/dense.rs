@@ -3,36 +3,18 @@
 //! or a contraction otherwise) and `nn.matmul` (scheduled when its operands share static batch
 //! axes; otherwise a loop nest with the output row innermost).
 //!
-//! The packed layout ([`pack_dense`]) is `W[N, K]` as panels `[ceil(N / TN), K, TN]` of `W^T`,
+//! The packed layout (`packing::pack_dense`) is `W[N, K]` as panels `[ceil(N / TN), K, TN]` of `W^T`,
 //! so that a register tile reads each reduction step's `TN` weights from one contiguous run.
 
 use super::abi::{shape, DimVal};
 use super::generic::mul_add;
 use super::mlir_ops::{affine_map_attr, dense_i64, id, map, tensor_type, BResult, Iter};
+use super::packing::pack_dense;
 use super::schedule::Layer;
 use super::state::{LResult, Lower, View};
-use crate::ir::{Dim, ElemType, OpId, OpKind, Tensor, ValueId};
+use crate::ir::{Dim, OpId, OpKind, ValueId};
 use melior::ir::attribute::ArrayAttribute;
 use melior::ir::{Attribute, Value, ValueLike};
-
-/// A dense layer's weight `w[N, K]` as panels of `tn` (the target's `schedule::dense_tile`'s
-/// `TN`) columns of `W^T`: `[ceil(N / TN), K, TN]`, zero past row `N`. A register tile of the packed kernel then
-/// reads each reduction step's `TN` weights from one contiguous run, where rows of an unpacked
-/// `W^T` are `4 N` bytes apart, a stride that defeats the caches (`docs/performance.md`).
-pub fn pack_dense(w: &Tensor, tn: u64) -> Tensor {
-    let tn = tn as usize;
-    let (n, k) = (w.shape()[0] as usize, w.shape()[1] as usize);
-    let nb = n.div_ceil(tn);
-    let src = w.to_f32_vec();
-    let mut out = vec![0f32; nb * k * tn];
-    for (r, row) in src.chunks_exact(k.max(1)).enumerate().take(n) {
-        let (b, l) = (r / tn, r % tn);
-        for (c, &v) in row.iter().enumerate() {
-            out[(b * k + c) * tn + l] = v;
-        }
-    }
-    Tensor::from_f32(ElemType::F32, vec![nb as u64, k as u64, tn as u64], &out)
-}
 
 impl<'c, 'b> Lower<'c, 'b, '_> {
     pub(super) fn linear(&mut self, op: OpId, operands: &[ValueId]) -> LResult<()> {

@@ -44,6 +44,7 @@ mod mlir_ops;
 mod norm;
 mod object;
 mod outline;
+mod packing;
 mod parallel;
 mod pool;
 mod prefetch;
@@ -57,13 +58,14 @@ mod window;
 
 // The public API: lowering and printing (`--emit`), compiling and running (`nnopt run`,
 // `nnopt bench`), and the types those hand out.
-pub use abi::{DimVal, Lowered, Packing, Signature, WeightArg};
+pub use abi::{DimVal, Lowered, Signature, WeightArg};
 pub use aot::{c_ident, compile_artifact, Artifact};
 pub use cached::ObjectCache;
 pub use entry::{
     compile, compile_and_run, context, emit_text, lower_module, print, CompileOptions, Emit,
 };
 pub use jit::Jit;
+pub use packing::Packing;
 pub use schedule::Layer;
 pub use target::{Isa, Target};
 

@@ -5,7 +5,7 @@
 //! index) and records a [`Layer`]; [`script`] writes one `@__transform_main` that tiles every
 //! layer, then vectorizes all tiled ops at once. The recipes are `../shared/mlir-codegen`'s:
 //! - dense (the notes' `mm`, on a weight packed into panels of `TN` columns of `W^T`, see
-//!   `dense::pack_dense`): fuse the epilogue (bias add, activation) with the matmul and its
+//!   `packing::pack_dense`): fuse the epilogue (bias add, activation) with the matmul and its
 //!   fill into `TM` rows x one panel, loop order panel, rows; K by 1, so each step is an outer
 //!   product of `TM` broadcast inputs and the panel's `TN` contiguous weights;
 //! - batched matmul: the dense recipe on the unpacked `b[B, K, N]` (rows of `N`, not panels),
@@ -53,7 +53,7 @@ pub enum Layer {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tiles {
     /// Dense `(TM rows, TN columns)`; `TN` is also the panel width of the packed weight
-    /// (`dense::pack_dense`).
+    /// (`packing::pack_dense`).
     pub dense: (u64, u64),
     /// Conv `(filters, flat positions)`.
     pub conv: (u64, u64),
