@@ -7,7 +7,7 @@ mod common;
 #[path = "common/onnx.rs"]
 #[allow(dead_code)]
 mod onnx_models;
-use common::nnopt;
+use common::{nnopt, nnopt_ok};
 use onnx_models::{f32_init, model, node, write};
 
 use nnopt::onnx::export_model;
@@ -120,12 +120,24 @@ fn run(m: &nnopt::ir::Module, x: &[f32], mask: &[f32]) -> Vec<f32> {
 #[test]
 fn an_int64_mask_becomes_an_exact_additive_mask_and_survives_export() {
     let dir = tempfile::tempdir().unwrap();
-    let m = import(&write(dir.path(), "mask.onnx", &model(masked(LOWEST))));
+    let path = write(dir.path(), "mask.onnx", &model(masked(LOWEST)));
+    let m = import(&path);
     let text = nnopt::syntax::printer::print_module(&m);
     assert!(
         text.contains("nn.embedding %b.table, %mask : tensor<2x4x1xf32>"),
         "{text}"
     );
+    // The command line writes the same function (its module names the weights file too).
+    let nnir = dir.path().join("mask.nnir");
+    nnopt_ok(&[
+        "import",
+        path.to_str().unwrap(),
+        "-o",
+        nnir.to_str().unwrap(),
+    ]);
+    let written = std::fs::read_to_string(&nnir).unwrap();
+    let func = |t: &str| t[t.find("  func").unwrap()..].to_string();
+    assert_eq!(func(&written), func(&text));
     let x = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0];
     // Row 0 reads the mask's row 1 reversed, [1, 0, 1, 0], row 1 its row 0 reversed,
     // [1, 1, 0, 1]; then position 3 is hidden and position 0 shown.
