@@ -75,9 +75,12 @@ fn name_of(f: OperationRef) -> String {
     .to_string()
 }
 
+/// A parallel loop's constant bounds per dimension: `(lb, step, trips)`.
+type Bounds = Vec<(i64, i64, i64)>;
+
 /// The parallel loop that is `f`'s whole body (besides constants and the return), with its
-/// bounds `(lb, step, trips)` per dimension; `None` when `f` is not such a function.
-fn sole_parallel(f: OperationRef) -> Option<(MlirOperation, Vec<(i64, i64, i64)>)> {
+/// [`Bounds`]; `None` when `f` is not such a function.
+fn sole_parallel(f: OperationRef) -> Option<(MlirOperation, Bounds)> {
     let body = f.region(0).ok()?.first_block()?;
     let mut found = None;
     let mut op = body.first_operation();
