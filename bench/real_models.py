@@ -120,8 +120,9 @@ BENCH_LINE = re.compile(r"median ([0-9.]+) ms.*compile ([0-9.]+) s")
 
 def nnopt_bench(nnopt, original, pruned, batch, threads, runs, timeout, target_cpu=None):
     """((ms, compile s) of the original, (ms, compile s) of the pruned) by `nnopt bench`."""
+    # --no-cache: the compile column times a compile, not a hit of an earlier run's cache.
     cmd = [nnopt, "bench", original, "--compare", pruned, "--runs", str(runs), "--batch", str(batch),
-           "--threads", str(threads)]
+           "--threads", str(threads), "--no-cache"]
     if target_cpu:
         cmd.append(f"--target-cpu={target_cpu}")
     ok, out = run(cmd, timeout)

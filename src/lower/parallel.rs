@@ -4,10 +4,10 @@
 //!
 //! Why: MLIR's `async-parallel-for` + `async-to-async-runtime` + `convert-async-to-llvm` turn
 //! every parallel loop into coroutines (an `async.execute` function per loop, split by LLVM's
-//! coroutine passes), reference counting and a dispatch loop. A ResNet had twice the LLVM
-//! dialect and functions with two threads as with one, and compiled twice as long
-//! (`docs/performance.md`, "Compile time with threads"). Here a parallel loop costs one
-//! trampoline and one launcher of a few loads and stores.
+//! coroutine passes), reference counting and a dispatch loop: a ResNet had twice the LLVM
+//! dialect with two threads as with one. Here a parallel loop costs one trampoline and one
+//! launcher of a few loads and stores. (A `--threads 2` compile still takes about twice as
+//! long as one thread's: `docs/performance.md`, "The suite on an AVX2-only machine".)
 //!
 //! Two steps:
 //! - [`split`], on memrefs after the outlined functions were merged: a private function whose
