@@ -273,6 +273,8 @@ pub fn emit_object(
     if llvm.m.is_null() {
         return Err("cannot translate the module to LLVM IR".to_string());
     }
+    inline_into_c_interfaces(llvm.m, &machine)?;
+
     if let Some(rename) = rename {
         rename_functions(llvm.m, rename);
     }
@@ -491,6 +493,63 @@ fn has_mutable_global(m: LLVMModuleRef) -> bool {
         }
     }
     false
+}
+
+/// Inlines each function that only its C-interface wrapper calls into the wrapper. MLIR's
+/// `_mlir_ciface_<f>` loads every field of every memref descriptor and passes them to `<f>` as
+/// scalar arguments, 3 + 2·rank per memref: a network's entry takes a thousand, and the
+/// instruction selection of such a call (and of the callee's prologue) grows faster than the
+/// argument count; it took longer than the rest of a MobileNetV2 together
+/// (`docs/performance.md`). Inlined, the loads feed the body directly and the call is gone.
+/// The callee becomes internal first, which is exact: only the wrapper names it (the JIT's
+/// packed entries and `nnopt compile`'s header call the wrappers), so once inlined it is dead
+/// and the always-inliner deletes it.
+fn inline_into_c_interfaces(m: LLVMModuleRef, machine: &Machine) -> Result<(), String> {
+    let mut any = false;
+    for (_, name) in definitions(m) {
+        let Some(callee) = name.strip_prefix("_mlir_ciface_") else {
+            continue;
+        };
+        let callee = CString::new(callee).map_err(|e| e.to_string())?;
+        // SAFETY: the module is alive; the attribute is created in its context.
+        unsafe {
+            let f = mlir_sys::LLVMGetNamedFunction(m, callee.as_ptr());
+            if f.is_null() || mlir_sys::LLVMIsDeclaration(f) != 0 || !single_use(f) {
+                continue;
+            }
+            let kind = mlir_sys::LLVMGetEnumAttributeKindForName(
+                c"alwaysinline".as_ptr(),
+                "alwaysinline".len(),
+            );
+            let cx = mlir_sys::LLVMGetModuleContext(m);
+            let attr = mlir_sys::LLVMCreateEnumAttribute(cx, kind, 0);
+            mlir_sys::LLVMAddAttributeAtIndex(f, mlir_sys::LLVMAttributeFunctionIndex as u32, attr);
+            mlir_sys::LLVMSetLinkage(f, mlir_sys::LLVMLinkage_LLVMInternalLinkage);
+        }
+        any = true;
+    }
+    if !any {
+        return Ok(());
+    }
+    // SAFETY: module and machine are alive; the options are disposed here.
+    unsafe {
+        let o = LLVMCreatePassBuilderOptions();
+        let e = LLVMRunPasses(m, c"always-inline".as_ptr(), machine.0, o);
+        LLVMDisposePassBuilderOptions(o);
+        match error_message(e) {
+            Some(msg) => Err(format!("LLVM's always-inliner failed: {msg}")),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Whether value `f` has exactly one use.
+fn single_use(f: LLVMValueRef) -> bool {
+    // SAFETY: walks the live value's use list without changing it.
+    unsafe {
+        let u = mlir_sys::LLVMGetFirstUse(f);
+        !u.is_null() && mlir_sys::LLVMGetNextUse(u).is_null()
+    }
 }
 
 /// Makes every internal or private function definition a hidden external one, so that another

@@ -4,7 +4,8 @@
 //! the interpreter, on one thread and on two.
 
 use super::entry::specialized;
-use super::jit::Jit;
+use super::jit::{runtime_symbols, Jit};
+use super::loader::Loaded;
 use super::*;
 use ndarray::{ArrayD, IxDyn};
 
@@ -20,20 +21,22 @@ const NET: &str = "func @net(%x: tensor<2x4x12x12xf32>, %w1: tensor<8x4x3x3xf32>
   return %y : tensor<2x10xf32>
 }";
 
+/// The shapes of `NET`'s arguments.
+const SHAPES: [&[usize]; 6] = [
+    &[2, 4, 12, 12],
+    &[8, 4, 3, 3],
+    &[8, 8, 3, 3],
+    &[8, 8, 3, 3],
+    &[10, 1152],
+    &[10],
+];
+
 #[test]
 fn partitioned_code_generation_gives_the_same_outputs() {
     let m = super::tests::load(NET);
     let f = &m.funcs[0];
-    let shapes: [&[usize]; 6] = [
-        &[2, 4, 12, 12],
-        &[8, 4, 3, 3],
-        &[8, 8, 3, 3],
-        &[8, 8, 3, 3],
-        &[10, 1152],
-        &[10],
-    ];
     let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let inputs: Vec<ArrayD<f32>> = shapes
+    let inputs: Vec<ArrayD<f32>> = SHAPES
         .iter()
         .map(|s| {
             ArrayD::from_shape_fn(IxDyn(s), |_| {
@@ -69,5 +72,31 @@ fn partitioned_code_generation_gives_the_same_outputs() {
             .zip(&outputs[1])
             .fold(0f32, |w, (a, b)| w.max((a - b).abs()));
         assert!(worst <= 1e-4 * scale, "{threads} thread(s): off by {worst}");
+    }
+}
+
+/// MLIR's `_mlir_ciface_net` is the only caller of `@net`, which takes every memref descriptor
+/// unpacked; code generation inlines `@net` into it (`object::inline_into_c_interfaces`), so
+/// the linked code has the wrapper and no `net` symbol, in one partition and in two.
+#[test]
+fn the_entry_is_inlined_into_its_c_interface_wrapper() {
+    let m = super::tests::load(NET);
+    let f = &m.funcs[0];
+    let inputs: Vec<ArrayD<f32>> = SHAPES.iter().map(|s| ArrayD::zeros(IxDyn(s))).collect();
+    let module = specialized(&m, &f.name, &inputs).expect("inputs fit");
+    let _serial = super::tests::COMPILE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let cx = context();
+    for partitions in [1, 2] {
+        let lowered = lower_module(&cx, &module, &Target::host()).expect("lowers");
+        let (_jit, objects) = Jit::build(&cx, lowered, None, 1, partitions).expect("compiles");
+        // SAFETY: the runtime symbols have the signatures the compiled code calls them with.
+        let loaded = unsafe { Loaded::new(&objects, &runtime_symbols()) }.expect("the code links");
+        assert!(loaded.lookup("_mlir_ciface_net").is_ok(), "{partitions}");
+        assert!(
+            loaded.lookup("net").is_err(),
+            "{partitions} partition(s): @net is left"
+        );
     }
 }
