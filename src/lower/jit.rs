@@ -29,8 +29,10 @@ use melior::utility::parse_pass_pipeline;
 use melior::Context;
 use ndarray::{ArrayD, IxDyn};
 
-/// The default lowering pipeline from linalg on tensors to the LLVM dialect.
-pub const DEFAULT_PIPELINE: &str = "builtin.module(one-shot-bufferize,func.func(buffer-loop-hoisting),buffer-deallocation-pipeline,convert-bufferization-to-memref,func.func(convert-linalg-to-loops),canonicalize,cse,convert-vector-to-scf{full-unroll},lower-affine,convert-scf-to-cf,convert-vector-to-llvm{reassociate-fp-reductions},expand-strided-metadata,lower-affine,finalize-memref-to-llvm,convert-math-to-llvm,convert-math-to-libm,convert-arith-to-llvm,convert-index-to-llvm,convert-cf-to-llvm,convert-func-to-llvm,convert-ub-to-llvm,reconcile-unrealized-casts)";
+/// The default lowering pipeline from linalg on tensors to the LLVM dialect. The conversions
+/// that work inside one function are nested in `func.func(...)`, so that MLIR runs them on the
+/// outlined layer functions (`outline.rs`) in parallel.
+pub const DEFAULT_PIPELINE: &str = "builtin.module(one-shot-bufferize,func.func(buffer-loop-hoisting),buffer-deallocation-pipeline,convert-bufferization-to-memref,func.func(convert-linalg-to-loops),canonicalize,cse,func.func(convert-vector-to-scf{full-unroll},lower-affine,convert-scf-to-cf,convert-vector-to-llvm{reassociate-fp-reductions},expand-strided-metadata,lower-affine),finalize-memref-to-llvm,func.func(convert-math-to-llvm),convert-math-to-libm,func.func(convert-arith-to-llvm,convert-index-to-llvm),convert-cf-to-llvm,convert-func-to-llvm,convert-ub-to-llvm,reconcile-unrealized-casts)";
 
 /// What runs before [`DEFAULT_PIPELINE`] when the module carries a schedule (see
 /// [`embed_schedule`]): apply it, drop the schedule module, clean up. No `cse` before
