@@ -503,10 +503,13 @@ fn has_mutable_global(m: LLVMModuleRef) -> bool {
 /// (`docs/performance.md`). Inlined, the loads feed the body directly and the call is gone.
 /// The callee becomes internal first, which is exact: only the wrapper names it (the JIT's
 /// packed entries and `nnopt compile`'s header call the wrappers), so once inlined it is dead
-/// and the always-inliner deletes it.
+/// and the always-inliner deletes it. The wrapper is then `noimplicitfloat`: its body is calls
+/// of the layers and, with threads, the stores of each parallel task's context, whose scalar
+/// loads of consecutive descriptor fields the SLP vectorizer otherwise took as one tree and
+/// spent longer on than the inlining saved (its own vector code, as written, stays vector).
 fn inline_into_c_interfaces(m: LLVMModuleRef, machine: &Machine) -> Result<(), String> {
-    let mut any = false;
-    for (_, name) in definitions(m) {
+    let mut wrappers = Vec::new();
+    for (wrapper, name) in definitions(m) {
         let Some(callee) = name.strip_prefix("_mlir_ciface_") else {
             continue;
         };
@@ -526,21 +529,31 @@ fn inline_into_c_interfaces(m: LLVMModuleRef, machine: &Machine) -> Result<(), S
             mlir_sys::LLVMAddAttributeAtIndex(f, mlir_sys::LLVMAttributeFunctionIndex as u32, attr);
             mlir_sys::LLVMSetLinkage(f, mlir_sys::LLVMLinkage_LLVMInternalLinkage);
         }
-        any = true;
+        wrappers.push(wrapper);
     }
-    if !any {
+    if wrappers.is_empty() {
         return Ok(());
     }
-    // SAFETY: module and machine are alive; the options are disposed here.
+    // SAFETY: module and machine are alive; the options are disposed here, the attribute is
+    // created in the module's context.
     unsafe {
         let o = LLVMCreatePassBuilderOptions();
         let e = LLVMRunPasses(m, c"always-inline".as_ptr(), machine.0, o);
         LLVMDisposePassBuilderOptions(o);
-        match error_message(e) {
-            Some(msg) => Err(format!("LLVM's always-inliner failed: {msg}")),
-            None => Ok(()),
+        if let Some(msg) = error_message(e) {
+            return Err(format!("LLVM's always-inliner failed: {msg}"));
+        }
+        let cx = mlir_sys::LLVMGetModuleContext(m);
+        let kind = mlir_sys::LLVMGetEnumAttributeKindForName(
+            c"noimplicitfloat".as_ptr(),
+            "noimplicitfloat".len(),
+        );
+        for w in wrappers {
+            let attr = mlir_sys::LLVMCreateEnumAttribute(cx, kind, 0);
+            mlir_sys::LLVMAddAttributeAtIndex(w, mlir_sys::LLVMAttributeFunctionIndex as u32, attr);
         }
     }
+    Ok(())
 }
 
 /// Whether value `f` has exactly one use.
