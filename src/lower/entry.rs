@@ -39,6 +39,7 @@ pub fn context() -> Context {
     // compile in parallel) races on it, so it happens once per process.
     static PASSES: std::sync::Once = std::sync::Once::new();
     PASSES.call_once(register_all_passes);
+    super::printing::assume_verified();
     register_all_llvm_translations(&context);
     context
 }

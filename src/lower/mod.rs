@@ -48,6 +48,7 @@ mod packing;
 mod parallel;
 mod pool;
 mod prefetch;
+mod printing;
 mod schedule;
 mod shape;
 mod specialize;
