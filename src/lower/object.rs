@@ -274,7 +274,6 @@ pub fn emit_object(
         return Err("cannot translate the module to LLVM IR".to_string());
     }
     inline_into_c_interfaces(llvm.m, &machine)?;
-
     if let Some(rename) = rename {
         rename_functions(llvm.m, rename);
     }
@@ -372,16 +371,12 @@ fn declare_only(m: LLVMModuleRef, f: LLVMValueRef, name: &str) {
 fn optimize_and_emit(m: LLVMModuleRef, machine: &Machine) -> Result<Vec<u8>, String> {
     // SAFETY: module and machine are alive; every LLVM object created here is disposed here.
     unsafe {
-        let o = LLVMCreatePassBuilderOptions();
-        LLVMPassBuilderOptionsSetLoopInterleaving(o, 1);
-        LLVMPassBuilderOptionsSetLoopVectorization(o, 1);
-        LLVMPassBuilderOptionsSetSLPVectorization(o, 1);
-        LLVMPassBuilderOptionsSetLoopUnrolling(o, 1);
-        let e = LLVMRunPasses(m, c"default<O3>".as_ptr(), machine.0, o);
-        LLVMDisposePassBuilderOptions(o);
-        if let Some(msg) = error_message(e) {
-            return Err(format!("LLVM's O3 pipeline failed: {msg}"));
-        }
+        run_passes(m, c"default<O3>", machine, "O3 pipeline", |o| {
+            LLVMPassBuilderOptionsSetLoopInterleaving(o, 1);
+            LLVMPassBuilderOptionsSetLoopVectorization(o, 1);
+            LLVMPassBuilderOptionsSetSLPVectorization(o, 1);
+            LLVMPassBuilderOptionsSetLoopUnrolling(o, 1);
+        })?;
         let mut err: *mut c_char = std::ptr::null_mut();
         let mut buf: MemoryBufferRef = std::ptr::null_mut();
         if LLVMTargetMachineEmitToMemoryBuffer(machine.0, m, OBJECT_FILE, &mut err, &mut buf) != 0 {
@@ -393,6 +388,44 @@ fn optimize_and_emit(m: LLVMModuleRef, machine: &Machine) -> Result<Vec<u8>, Str
         let bytes = buffer_bytes(buf);
         LLVMDisposeMemoryBuffer(buf);
         Ok(bytes)
+    }
+}
+
+/// Runs LLVM's pass pipeline `passes` on `m`, with the pass-builder options `tune` sets;
+/// failures are named by `what`.
+///
+/// # Safety
+/// `m` must be a live module; `tune` gets live options.
+unsafe fn run_passes(
+    m: LLVMModuleRef,
+    passes: &CStr,
+    machine: &Machine,
+    what: &str,
+    tune: impl FnOnce(PassBuilderOptionsRef),
+) -> Result<(), String> {
+    // SAFETY: module and machine are alive; the options are disposed here.
+    unsafe {
+        let o = LLVMCreatePassBuilderOptions();
+        tune(o);
+        let e = LLVMRunPasses(m, passes.as_ptr(), machine.0, o);
+        LLVMDisposePassBuilderOptions(o);
+        match error_message(e) {
+            Some(msg) => Err(format!("LLVM's {what} failed: {msg}")),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Adds the enum attribute `name` (one without a value, e.g. `alwaysinline`) to each function
+/// of `functions`, all of module `m`.
+fn add_function_attribute(m: LLVMModuleRef, functions: &[LLVMValueRef], name: &CStr) {
+    // SAFETY: the functions belong to the live module, in whose context the attribute is made.
+    unsafe {
+        let kind = mlir_sys::LLVMGetEnumAttributeKindForName(name.as_ptr(), name.count_bytes());
+        let attr = mlir_sys::LLVMCreateEnumAttribute(mlir_sys::LLVMGetModuleContext(m), kind, 0);
+        for &f in functions {
+            mlir_sys::LLVMAddAttributeAtIndex(f, mlir_sys::LLVMAttributeFunctionIndex as u32, attr);
+        }
     }
 }
 
@@ -508,51 +541,30 @@ fn has_mutable_global(m: LLVMModuleRef) -> bool {
 /// loads of consecutive descriptor fields the SLP vectorizer otherwise took as one tree and
 /// spent longer on than the inlining saved (its own vector code, as written, stays vector).
 fn inline_into_c_interfaces(m: LLVMModuleRef, machine: &Machine) -> Result<(), String> {
-    let mut wrappers = Vec::new();
+    let (mut wrappers, mut callees) = (Vec::new(), Vec::new());
     for (wrapper, name) in definitions(m) {
         let Some(callee) = name.strip_prefix("_mlir_ciface_") else {
             continue;
         };
         let callee = CString::new(callee).map_err(|e| e.to_string())?;
-        // SAFETY: the module is alive; the attribute is created in its context.
-        unsafe {
-            let f = mlir_sys::LLVMGetNamedFunction(m, callee.as_ptr());
-            if f.is_null() || mlir_sys::LLVMIsDeclaration(f) != 0 || !single_use(f) {
-                continue;
-            }
-            let kind = mlir_sys::LLVMGetEnumAttributeKindForName(
-                c"alwaysinline".as_ptr(),
-                "alwaysinline".len(),
-            );
-            let cx = mlir_sys::LLVMGetModuleContext(m);
-            let attr = mlir_sys::LLVMCreateEnumAttribute(cx, kind, 0);
-            mlir_sys::LLVMAddAttributeAtIndex(f, mlir_sys::LLVMAttributeFunctionIndex as u32, attr);
-            mlir_sys::LLVMSetLinkage(f, mlir_sys::LLVMLinkage_LLVMInternalLinkage);
+        // SAFETY: the module is alive.
+        let f = unsafe { mlir_sys::LLVMGetNamedFunction(m, callee.as_ptr()) };
+        // SAFETY: `f`, when not null, is a function of the live module.
+        if f.is_null() || unsafe { mlir_sys::LLVMIsDeclaration(f) } != 0 || !single_use(f) {
+            continue;
         }
+        // SAFETY: as above.
+        unsafe { mlir_sys::LLVMSetLinkage(f, mlir_sys::LLVMLinkage_LLVMInternalLinkage) };
+        callees.push(f);
         wrappers.push(wrapper);
     }
     if wrappers.is_empty() {
         return Ok(());
     }
-    // SAFETY: module and machine are alive; the options are disposed here, the attribute is
-    // created in the module's context.
-    unsafe {
-        let o = LLVMCreatePassBuilderOptions();
-        let e = LLVMRunPasses(m, c"always-inline".as_ptr(), machine.0, o);
-        LLVMDisposePassBuilderOptions(o);
-        if let Some(msg) = error_message(e) {
-            return Err(format!("LLVM's always-inliner failed: {msg}"));
-        }
-        let cx = mlir_sys::LLVMGetModuleContext(m);
-        let kind = mlir_sys::LLVMGetEnumAttributeKindForName(
-            c"noimplicitfloat".as_ptr(),
-            "noimplicitfloat".len(),
-        );
-        for w in wrappers {
-            let attr = mlir_sys::LLVMCreateEnumAttribute(cx, kind, 0);
-            mlir_sys::LLVMAddAttributeAtIndex(w, mlir_sys::LLVMAttributeFunctionIndex as u32, attr);
-        }
-    }
+    add_function_attribute(m, &callees, c"alwaysinline");
+    // SAFETY: the module is alive.
+    unsafe { run_passes(m, c"always-inline", machine, "always-inliner", |_| {}) }?;
+    add_function_attribute(m, &wrappers, c"noimplicitfloat");
     Ok(())
 }
 
