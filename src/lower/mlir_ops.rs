@@ -17,7 +17,7 @@ use melior::ir::attribute::{
     FloatAttribute, IntegerAttribute,
 };
 use melior::ir::operation::{OperationBuilder, OperationLike};
-use melior::ir::r#type::{IntegerType, RankedTensorType, ShapedTypeLike};
+use melior::ir::r#type::{IntegerType, MemRefType, RankedTensorType, ShapedTypeLike};
 use melior::ir::{
     AffineExpr, AffineMap, Attribute, Block, BlockLike, Identifier, Location, Region, RegionLike,
     Type, Value, ValueLike,
@@ -380,9 +380,49 @@ impl<'c: 'b, 'b, B: BlockLike<'c, 'b>> Emitter<'c, 'b, B> {
             &[Value<'c, 'x>],
         ) -> BResult<Value<'c, 'x>>,
     ) -> BResult<Value<'c, 'b>> {
+        self.generic_op(ins, in_maps, init, out_map, iters, &[result], body)?
+            .ok_or_else(|| BuildError("linalg.generic has no result".into()))
+    }
+
+    /// [`Emitter::generic`] on buffers: every operand a memref, `out` written in place.
+    #[allow(clippy::too_many_arguments)]
+    pub fn generic_into(
+        &self,
+        ins: &[Value<'c, '_>],
+        in_maps: &[AffineMap<'c>],
+        out: Value<'c, '_>,
+        out_map: AffineMap<'c>,
+        iters: &[Iter],
+        body: impl for<'x> FnOnce(
+            &Emitter<'c, 'x, Block<'c>>,
+            &[Value<'c, 'x>],
+        ) -> BResult<Value<'c, 'x>>,
+    ) -> BResult<()> {
+        self.generic_op(ins, in_maps, out, out_map, iters, &[], body)
+            .map(|_| ())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn generic_op(
+        &self,
+        ins: &[Value<'c, '_>],
+        in_maps: &[AffineMap<'c>],
+        init: Value<'c, '_>,
+        out_map: AffineMap<'c>,
+        iters: &[Iter],
+        results: &[Type<'c>],
+        body: impl for<'x> FnOnce(
+            &Emitter<'c, 'x, Block<'c>>,
+            &[Value<'c, 'x>],
+        ) -> BResult<Value<'c, 'x>>,
+    ) -> BResult<Option<Value<'c, 'b>>> {
         let cx = self.cx;
         let elem = |v: &Value<'c, '_>| {
-            RankedTensorType::try_from(v.r#type()).map_or(f32_type(cx), |t| t.element())
+            let t = v.r#type();
+            RankedTensorType::try_from(t)
+                .map(|t| t.element())
+                .or_else(|_| MemRefType::try_from(t).map(|t| t.element()))
+                .unwrap_or(f32_type(cx))
         };
         let args: Vec<(Type, Location)> = ins
             .iter()
@@ -409,10 +449,10 @@ impl<'c: 'b, 'b, B: BlockLike<'c, 'b>> Emitter<'c, 'b, B> {
             .collect::<Result<_, _>>()?;
         let mut operands = ins.to_vec();
         operands.push(init);
-        self.op1(
+        self.op(
             "linalg.generic",
             &operands,
-            result,
+            results,
             &[
                 (
                     id(cx, "indexing_maps"),
@@ -485,11 +525,55 @@ impl<'c: 'b, 'b, B: BlockLike<'c, 'b>> Emitter<'c, 'b, B> {
         dyn_sizes: &[Value<'c, '_>],
         result: Type<'c>,
     ) -> BResult<Value<'c, 'b>> {
+        self.slice(
+            "tensor.extract_slice",
+            x,
+            offsets,
+            sizes,
+            strides,
+            dyn_sizes,
+            result,
+        )
+    }
+
+    /// `memref.subview` with static offsets and unit strides: [`Emitter::extract_slice`] on a
+    /// buffer; `result` carries the view's layout.
+    pub fn subview(
+        &self,
+        x: Value<'c, '_>,
+        offsets: &[i64],
+        sizes: &[i64],
+        dyn_sizes: &[Value<'c, '_>],
+        result: Type<'c>,
+    ) -> BResult<Value<'c, 'b>> {
+        let strides = vec![1i64; sizes.len()];
+        self.slice(
+            "memref.subview",
+            x,
+            offsets,
+            sizes,
+            &strides,
+            dyn_sizes,
+            result,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn slice(
+        &self,
+        name: &str,
+        x: Value<'c, '_>,
+        offsets: &[i64],
+        sizes: &[i64],
+        strides: &[i64],
+        dyn_sizes: &[Value<'c, '_>],
+        result: Type<'c>,
+    ) -> BResult<Value<'c, 'b>> {
         let cx = self.cx;
         let mut operands = vec![x];
         operands.extend_from_slice(dyn_sizes);
         self.op1(
-            "tensor.extract_slice",
+            name,
             &operands,
             result,
             &[

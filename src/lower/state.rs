@@ -6,11 +6,13 @@
 //! Invariant: an NNIR value is lowered before its uses (ops are visited in layout order), so
 //! [`Lower::val`] always finds it.
 
-use super::abi::{shape, DimVal, WeightArg};
-use super::mlir_ops::{id, tensor_type, BResult, BuildError, Emitter};
+use super::abi::{memref_type, shape, DimVal, WeightArg};
+use super::mlir_ops::{f32_type, id, segments, tensor_type, BResult, BuildError, Emitter, DYNAMIC};
 use super::schedule::{Layer, Tiles};
 use crate::ir::{Dim, ElemType, Function, Loc, OpId, OpKind, ValueId};
-use melior::ir::{Attribute, Block, Location, Type, Value};
+use melior::ir::attribute::IntegerAttribute;
+use melior::ir::r#type::{DimSize, IntegerType, MemRefType, RankedTensorType, ShapedTypeLike};
+use melior::ir::{Attribute, Block, Location, Type, Value, ValueLike};
 use melior::Context;
 use std::collections::{HashMap, HashSet};
 
@@ -217,6 +219,79 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
             &[(id(self.cx, "restrict"), Attribute::unit(self.cx))],
             vec![],
         )
+    }
+
+    /// A buffer of `dims` that the lowering fills itself, through views of
+    /// [`Lower::any_layout`], before [`Lower::owned_tensor`] hands it to the tensor ops.
+    pub(super) fn alloc(&self, dims: &[DimVal]) -> BResult<Value<'c, 'b>> {
+        let cx = self.cx;
+        let dy = self.dyn_sizes(dims)?;
+        let i64t = IntegerType::new(cx, 64).into();
+        self.e.op1(
+            "memref.alloc",
+            &dy,
+            memref_type(cx, &shape(dims)),
+            &[
+                (id(cx, "alignment"), IntegerAttribute::new(i64t, 64).into()),
+                segments(cx, &[dy.len() as i32, 0]),
+            ],
+            vec![],
+        )
+    }
+
+    /// Buffer `m` of [`Lower::alloc`] as the tensor that owns it: bufferization may write into
+    /// it in place (`writable`) and frees it after its last use, as its own allocations.
+    pub(super) fn owned_tensor(&self, m: Value<'c, '_>, ty: Type<'c>) -> BResult<Value<'c, 'b>> {
+        let unit = Attribute::unit(self.cx);
+        self.e.op1(
+            "bufferization.to_tensor",
+            &[m],
+            ty,
+            &[
+                (id(self.cx, "restrict"), unit),
+                (id(self.cx, "writable"), unit),
+            ],
+            vec![],
+        )
+    }
+
+    /// Tensor `t` as a buffer that is only read, with any layout: bufferization replaces it by
+    /// `t`'s buffer (cast to this type) and takes it as a read at this point of the program,
+    /// so the reads through it must come before the next op on tensors.
+    pub(super) fn read_buffer(&self, t: Value<'c, '_>) -> BResult<Value<'c, 'b>> {
+        let ty = RankedTensorType::try_from(t.r#type())
+            .map_err(|e| BuildError(format!("a buffer of a non-tensor: {e}")))?;
+        let dims: Vec<i64> = (0..ty.rank())
+            .filter_map(|i| ty.dim_size(i).ok())
+            .map(|d| match d {
+                DimSize::Static(n) => n as i64,
+                DimSize::Dynamic => DYNAMIC,
+            })
+            .collect();
+        self.e.op1(
+            "bufferization.to_buffer",
+            &[t],
+            self.any_layout_type(&dims)?,
+            &[(id(self.cx, "read_only"), Attribute::unit(self.cx))],
+            vec![],
+        )
+    }
+
+    /// Memref `m` of `dims` cast to any layout: views of it take the same types as views of a
+    /// [`Lower::read_buffer`], and canonicalization after bufferization folds the cast into
+    /// them, which gives every view its static layout again.
+    pub(super) fn any_layout(&self, m: Value<'c, '_>, dims: &[DimVal]) -> BResult<Value<'c, 'b>> {
+        let ty = self.any_layout_type(&shape(dims))?;
+        self.e.op1("memref.cast", &[m], ty, &[], vec![])
+    }
+
+    /// The f32 memref of `shape` with every stride and the offset dynamic.
+    pub(super) fn any_layout_type(&self, shape: &[i64]) -> BResult<Type<'c>> {
+        let strides = vec!["?"; shape.len()].join(", ");
+        let text = format!("strided<[{strides}], offset: ?>");
+        let layout = Attribute::parse(self.cx, &text)
+            .ok_or_else(|| BuildError(format!("cannot parse {text}")))?;
+        Ok(MemRefType::new(f32_type(self.cx), shape, Some(layout), None).into())
     }
 
     pub(super) fn ty(&self, dims: &[DimVal]) -> Type<'c> {

@@ -16,6 +16,9 @@
 //!   the padding (or a ceil-mode pool's overhang) is a segment of its own and the interior one
 //!   segment; a region (a row segment by a column segment) reads only the taps inside the
 //!   input for all of its outputs, and a pool's divisor is one constant per region.
+//! * **Border regions on buffers.** They are written in place into views of one buffer, which
+//!   then becomes the output tensor that the interior is written into
+//!   ([`Lower::window_borders`] says why).
 //! * **Threads.** The interior region (or the whole window when all of its taps are inside)
 //!   is split over threads like an element-wise op (`spread`: by channels at batch 1); the
 //!   border regions, a row or a column per channel, stay on one thread.
@@ -90,10 +93,63 @@ impl Window {
     }
 }
 
+/// One region of the output: a row segment by a column segment, and the kernel offsets that
+/// read inside the input for all of its outputs.
+struct Region {
+    rows: Range<u64>,
+    cols: Range<u64>,
+    taps: Vec<[u64; 2]>,
+}
+
+impl Region {
+    /// `[N, C, rows, cols]`, with the batch and channels `xd` of the input.
+    fn dims(&self, xd: &[DimVal]) -> [DimVal; 4] {
+        let st = DimVal::Static;
+        let (r, c) = (&self.rows, &self.cols);
+        [xd[0], xd[1], st(r.end - r.start), st(c.end - c.start)]
+    }
+
+    fn offsets(&self) -> [i64; 4] {
+        [0, 0, self.rows.start as i64, self.cols.start as i64]
+    }
+
+    fn origin(&self) -> [u64; 2] {
+        [self.rows.start, self.cols.start]
+    }
+}
+
+impl Window {
+    /// The interior region, whose outputs read every tap (if any), and the border regions.
+    fn regions(&self) -> (Option<Region>, Vec<Region>) {
+        let full = (self.kernel[0] * self.kernel[1]) as usize;
+        let (mut interior, mut borders) = (None, Vec::new());
+        let cols = self.segments(1);
+        for (rows, rk) in self.segments(0) {
+            for (c, ck) in &cols {
+                let taps: Vec<[u64; 2]> = rk
+                    .iter()
+                    .flat_map(|&a| ck.iter().map(move |&b| [a, b]))
+                    .collect();
+                let region = Region {
+                    rows: rows.clone(),
+                    cols: c.clone(),
+                    taps,
+                };
+                match region.taps.len() == full {
+                    true => interior = Some(region),
+                    false => borders.push(region),
+                }
+            }
+        }
+        (interior, borders)
+    }
+}
+
 impl<'c, 'b> Lower<'c, 'b, '_> {
     /// `y[n, c, oh, ow]` = the taps `x[n, c, oh·sh + kh·dh − pt, ow·sw + kw·dw − pl]` inside
     /// `x` (unpadded `[N, C, H, W]`) combined by `red`, region by region into one
-    /// `[N, C, HO, WO]` tensor.
+    /// `[N, C, HO, WO]` tensor: the border regions into a buffer ([`Lower::window_borders`]),
+    /// then the interior into the tensor that owns it.
     pub(super) fn window(
         &self,
         x: Value<'c, 'b>,
@@ -103,60 +159,121 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
     ) -> BResult<Value<'c, 'b>> {
         let st = DimVal::Static;
         let out = [xd[0], xd[1], st(g.output[0]), st(g.output[1])];
-        let (rows, cols) = (g.segments(0), g.segments(1));
-        let whole = rows.len() == 1 && cols.len() == 1;
-        let mut y = self.empty(&out)?;
-        for (r, rk) in &rows {
-            for (c, ck) in &cols {
-                let rd = [xd[0], xd[1], st(r.end - r.start), st(c.end - c.start)];
-                let dn = self.dyn_sizes(&rd)?;
-                let offsets = [0, 0, r.start as i64, c.start as i64];
-                let dest = if whole {
-                    y
-                } else {
-                    self.e
-                        .extract_slice(y, &offsets, &shape(&rd), &dn, self.ty(&rd))?
-                };
-                let taps: Vec<[u64; 2]> = rk
-                    .iter()
-                    .flat_map(|&a| ck.iter().map(move |&b| [a, b]))
-                    .collect();
-                let origin = [r.start, c.start];
-                let v = self.window_region(x, red, dest, &rd, &g, origin, &taps)?;
-                // Only the interior is split over threads: a border region is a row or a
-                // column per channel, less work than the tasks' dispatch.
-                if taps.len() as u64 == g.kernel[0] * g.kernel[1] {
-                    self.spread(v, &rd)?;
-                }
-                y = if whole {
-                    v
-                } else {
-                    self.e
-                        .insert_slice(v, y, &offsets, &shape(&rd), &dn, self.ty(&out))?
-                };
-            }
+        let (interior, borders) = g.regions();
+        let whole = borders.is_empty();
+        let y = match whole {
+            true => self.empty(&out)?,
+            false => self.window_borders(x, xd, red, &g, &out, &borders)?,
+        };
+        let Some(inner) = interior else {
+            return Ok(y);
+        };
+        let rd = inner.dims(xd);
+        let dn = self.dyn_sizes(&rd)?;
+        let dest = match whole {
+            true => y,
+            false => self
+                .e
+                .extract_slice(y, &inner.offsets(), &shape(&rd), &dn, self.ty(&rd))?,
+        };
+        let (ins, maps) = self.region_operands(x, red, &rd, &g, &inner, None)?;
+        let v = self.e.generic(
+            &ins,
+            &maps,
+            dest,
+            identity(self.cx, 4),
+            &[Iter::Parallel; 4],
+            self.ty(&rd),
+            |e, v| combine(e, red, v, &g, &inner),
+        )?;
+        // Only the interior is split over threads: a border region is a row or a column per
+        // channel, less work than the tasks' dispatch.
+        self.spread(v, &rd)?;
+        match whole {
+            true => Ok(v),
+            false => self
+                .e
+                .insert_slice(v, y, &inner.offsets(), &shape(&rd), &dn, self.ty(&out)),
         }
-        Ok(y)
     }
 
-    /// One region's loop nest over `dest` (`dims`: `[N, C, rows, cols]` outputs from
-    /// `origin`), combining the kernel offsets `taps` (those that read inside `x`).
-    #[allow(clippy::too_many_arguments)]
-    fn window_region(
+    /// The border regions, each written in place into its view of a new buffer of `out`;
+    /// returns the tensor that owns the buffer.
+    ///
+    /// Why buffers: as tensor ops, the regions were a chain of slice insertions into one
+    /// tensor, each reading its taps through slices of the input, and one-shot bufferization's
+    /// conflict analysis compares the reads and writes of an alias set pairwise, with a
+    /// subset comparison per pair: seconds for a 5x5 layer's 16 border regions
+    /// (`docs/performance.md`). Ops on buffers are not analyzed. The input, filter and bias
+    /// are read through `to_buffer` views taken right before the regions, where bufferization
+    /// takes them as read; the interior is then written in place into the same allocation.
+    fn window_borders(
+        &self,
+        x: Value<'c, 'b>,
+        xd: &[DimVal],
+        red: Reduce<'c, 'b, '_>,
+        g: &Window,
+        out: &[DimVal],
+        borders: &[Region],
+    ) -> BResult<Value<'c, 'b>> {
+        let m = self.alloc(out)?;
+        let view = self.any_layout(m, out)?;
+        let xb = self.read_buffer(x)?;
+        let red = match red {
+            Reduce::Conv { w, bias, act } => Reduce::Conv {
+                w: self.read_buffer(w)?,
+                bias: bias.map(|b| self.read_buffer(b)).transpose()?,
+                act,
+            },
+            pool => pool,
+        };
+        for region in borders {
+            let rd = region.dims(xd);
+            let dn = self.dyn_sizes(&rd)?;
+            // Unit axes are no loops: the views drop them, as the schedule's patterns do on
+            // tensors, so the memref descriptors LLVM receives are no larger than they were.
+            let kept: Vec<usize> = (0..4).filter(|&a| rd[a].as_static() != Some(1)).collect();
+            let sizes: Vec<i64> = kept.iter().map(|&a| rd[a].to_i64()).collect();
+            let ty = self.any_layout_type(&sizes)?;
+            let dest = self
+                .e
+                .subview(view, &region.offsets(), &shape(&rd), &dn, ty)?;
+            let (ins, maps) = self.region_operands(xb, red, &rd, g, region, Some(&kept))?;
+            self.e.generic_into(
+                &ins,
+                &maps,
+                dest,
+                identity(self.cx, kept.len()),
+                &vec![Iter::Parallel; kept.len()],
+                |e, v| combine(e, red, v, g, region),
+            )?;
+        }
+        self.owned_tensor(m, self.ty(out))
+    }
+
+    /// The inputs of `region`'s loop nest over `dims` and their maps: a view of `x` per tap,
+    /// then a conv's filter value per tap and its bias. On tensors (`buffers` None) a view is
+    /// a slice; on buffers a subview without the axes of `dims` that `buffers` does not keep
+    /// (unit ones), whose loops the nest does not have.
+    fn region_operands(
         &self,
         x: Value<'c, 'b>,
         red: Reduce<'c, 'b, '_>,
-        dest: Value<'c, 'b>,
         dims: &[DimVal],
         g: &Window,
-        origin: [u64; 2],
-        taps: &[[u64; 2]],
-    ) -> BResult<Value<'c, 'b>> {
+        region: &Region,
+        buffers: Option<&[usize]>,
+    ) -> BResult<(Vec<Value<'c, 'b>>, Vec<AffineMap<'c>>)> {
         let cx = self.cx;
         let st = DimVal::Static;
-        let d = |i| AffineExpr::dim(cx, i);
+        let kept = buffers.unwrap_or(&[0, 1, 2, 3]);
+        // The loop of axis `a`, or (a dropped unit axis) index 0.
+        let axis = |a: usize| match kept.iter().position(|&k| k == a) {
+            Some(i) => AffineExpr::dim(cx, i),
+            None => AffineExpr::constant(cx, 0),
+        };
         let k = |v: u64| AffineExpr::constant(cx, v as i64);
-        let [sh, sw] = g.strides;
+        let n = kept.len();
         let mut ins = Vec::new();
         let mut maps = Vec::new();
         // Each tap reads its own slice of `x` (a view): with the tap's offset in the map
@@ -165,56 +282,63 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         let reach = |a: usize| st((dims[2 + a].to_i64() as u64 - 1) * g.strides[a] + 1);
         let td = [dims[0], dims[1], reach(0), reach(1)];
         let dn = self.dyn_sizes(&td)?;
-        let tap_map = AffineMap::new(cx, 4, 0, &[d(0), d(1), d(2) * k(sh), d(3) * k(sw)]);
-        for tap in taps {
+        let steps = [1, 1, g.strides[0], g.strides[1]];
+        let tap_exprs: Vec<AffineExpr> = kept.iter().map(|&a| axis(a) * k(steps[a])).collect();
+        let tap_map = AffineMap::new(cx, n, 0, &tap_exprs);
+        let origin = region.origin();
+        for tap in &region.taps {
             let at =
                 |a: usize| (origin[a] * g.strides[a] + tap[a] * g.dilations[a] - g.pads[a]) as i64;
             let offsets = [0, 0, at(0), at(1)];
-            ins.push(
-                self.e
+            ins.push(match buffers {
+                Some(_) => {
+                    let sizes: Vec<i64> = kept.iter().map(|&a| td[a].to_i64()).collect();
+                    let ty = self.any_layout_type(&sizes)?;
+                    self.e.subview(x, &offsets, &shape(&td), &dn, ty)?
+                }
+                None => self
+                    .e
                     .extract_slice(x, &offsets, &shape(&td), &dn, self.ty(&td))?,
-            );
+            });
             maps.push(tap_map);
         }
         if let Reduce::Conv { w, bias, .. } = red {
-            for &[a, b] in taps {
+            for &[a, b] in &region.taps {
                 ins.push(w);
-                maps.push(AffineMap::new(cx, 4, 0, &[d(1), k(a), k(b)]));
+                maps.push(AffineMap::new(cx, n, 0, &[axis(1), k(a), k(b)]));
             }
             if let Some(b) = bias {
                 ins.push(b);
-                maps.push(AffineMap::new(cx, 4, 0, &[d(1)]));
+                maps.push(AffineMap::new(cx, n, 0, &[axis(1)]));
             }
         }
-        let count = match red {
-            Reduce::Avg { include_pad: true } => {
-                g.padded_len(0, origin[0]) * g.padded_len(1, origin[1])
-            }
-            _ => taps.len() as u64,
-        };
-        let out_map = AffineMap::new(cx, 4, 0, &[d(0), d(1), d(2), d(3)]);
-        self.e.generic(
-            &ins,
-            &maps,
-            dest,
-            out_map,
-            &[Iter::Parallel; 4],
-            self.ty(dims),
-            |e, v| combine(e, red, v, taps.len(), count),
-        )
+        Ok((ins, maps))
     }
 }
 
-/// A region's loop body: the `t` taps `v[..t]` combined by `red` (a conv's filter values follow
-/// them, then its bias); a pool's average divides by `count` (a window with no cell, which
-/// verified pools do not have, divides 0 by 1).
+/// The loop nests' map of the output: the `rank` loops themselves.
+fn identity(cx: &melior::Context, rank: usize) -> AffineMap<'_> {
+    let dims: Vec<AffineExpr> = (0..rank).map(|i| AffineExpr::dim(cx, i)).collect();
+    AffineMap::new(cx, rank, 0, &dims)
+}
+
+/// A region's loop body: its taps `v[..t]` combined by `red` (a conv's filter values follow
+/// them, then its bias); a pool's average divides by the region's count of window cells (a
+/// window with no cell, which verified pools do not have, divides 0 by 1).
 fn combine<'c, 'x>(
     e: &Emitter<'c, 'x, Block<'c>>,
     red: Reduce<'c, '_, '_>,
     v: &[Value<'c, 'x>],
-    t: usize,
-    count: u64,
+    g: &Window,
+    region: &Region,
 ) -> BResult<Value<'c, 'x>> {
+    let t = region.taps.len();
+    let count = match red {
+        Reduce::Avg { include_pad: true } => {
+            g.padded_len(0, region.rows.start) * g.padded_len(1, region.cols.start)
+        }
+        _ => t as u64,
+    };
     let fold = |f: &dyn Fn(Value<'c, 'x>, usize) -> BResult<Value<'c, 'x>>,
                 step: &str,
                 contract: bool,
