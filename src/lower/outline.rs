@@ -18,8 +18,9 @@
 //! overlap, which keeps the tiles' loads from being hoisted or vectorized across stores. Each
 //! captured memref is traced to its root (an allocation, a global, or an argument of the
 //! network's function, whose buffers the calling convention already takes as distinct:
-//! `bufferization.to_tensor ... restrict`); a memref whose root no other captured memref shares
-//! gets `llvm.noalias` on its aligned pointer, after the lowering to the LLVM dialect
+//! `bufferization.to_tensor ... restrict`); a memref whose root no other captured memref shares,
+//! or whose root nothing in the nest writes ([`written_roots`]), gets `llvm.noalias` on its
+//! aligned pointer, after the lowering to the LLVM dialect
 //! ([`finish`]), where the memref has become its descriptor's separate arguments. When a
 //! memref's root is unknown, no argument of that function is marked. The outlined functions are
 //! `no_inline`: inlining them back would rebuild the giant function.
@@ -198,9 +199,15 @@ fn llvm_params(t: Type) -> usize {
 }
 
 /// The LLVM parameter numbers of the aligned pointers of the memrefs among `passed` (of
-/// `types`) whose root no other one shares, when every memref's root is known (see the module
-/// docs); `entry` is the entry block of the function they are values of.
-fn noalias_params(passed: &[MlirValue], types: &[Type], entry: mlir_sys::MlirBlock) -> Vec<i64> {
+/// `types`) whose root no other one shares, or that nothing in the nest writes (`written`,
+/// when known), when every memref's root is known (see the module docs); `entry` is the entry
+/// block of the function they are values of.
+fn noalias_params(
+    passed: &[MlirValue],
+    types: &[Type],
+    entry: mlir_sys::MlirBlock,
+    written: Option<&HashSet<Root>>,
+) -> Vec<i64> {
     // SAFETY: live types.
     let memref = |t: &Type| unsafe { mlir_sys::mlirTypeIsAMemRef(t.to_raw()) };
     let roots: Vec<Option<Root>> = passed
@@ -215,15 +222,64 @@ fn noalias_params(passed: &[MlirValue], types: &[Type], entry: mlir_sys::MlirBlo
     let mut noalias = Vec::new();
     let mut param = 0i64;
     for (r, t) in roots.iter().zip(types) {
-        let unique = r
-            .as_ref()
-            .is_some_and(|r| roots.iter().filter(|o| o.as_ref() == Some(r)).count() == 1);
-        if all_known && unique {
+        let unaliased = r.as_ref().is_some_and(|r| {
+            roots.iter().filter(|o| o.as_ref() == Some(r)).count() == 1
+                || written.is_some_and(|w| !w.contains(r))
+        });
+        if all_known && unaliased {
             noalias.push(param + 1);
         }
         param += llvm_params(*t) as i64;
     }
     noalias
+}
+
+/// The roots of the memrefs that the ops of `nest` may write through, or `None` when one of
+/// them has no known root. An op writes through every memref operand unless it only reads or
+/// makes a view. Buffers that are only read may share a root and still be `noalias`: LLVM's
+/// `noalias` constrains only memory that the function modifies.
+fn written_roots(nest: OperationRef, entry: mlir_sys::MlirBlock) -> Option<HashSet<Root>> {
+    let mut written = Some(HashSet::new());
+    nest.walk(WalkOrder::PreOrder, |op| {
+        let reads = matches!(
+            op.name().as_string_ref().as_str(),
+            Ok("memref.load"
+                | "vector.load"
+                | "vector.transfer_read"
+                | "vector.maskedload"
+                | "vector.gather"
+                | "memref.dim"
+                | "memref.extract_strided_metadata"
+                | "memref.prefetch"
+                | "memref.subview"
+                | "memref.cast"
+                | "memref.collapse_shape"
+                | "memref.expand_shape"
+                | "memref.reinterpret_cast"
+                | "memref.transpose"
+                | "memref.assume_alignment")
+        );
+        if reads {
+            return WalkResult::Advance;
+        }
+        for v in op.operands() {
+            // SAFETY: a live type.
+            if !unsafe { mlir_sys::mlirTypeIsAMemRef(v.r#type().to_raw()) } {
+                continue;
+            }
+            match (root(v.to_raw(), entry), written.as_mut()) {
+                (Some(r), Some(w)) => {
+                    w.insert(r);
+                }
+                _ => {
+                    written = None;
+                    return WalkResult::Interrupt;
+                }
+            }
+        }
+        WalkResult::Advance
+    });
+    written
 }
 
 /// Moves nest `raw` of function `f` (body `body`) into a new private function `name`, called
@@ -255,7 +311,8 @@ fn outline_nest<'c>(
         .iter()
         .map(|&v| unsafe { Type::from_raw(mlir_sys::mlirValueGetType(v)) })
         .collect();
-    let noalias = noalias_params(&passed, &types, body.to_raw());
+    let written = written_roots(nest, body.to_raw());
+    let noalias = noalias_params(&passed, &types, body.to_raw(), written.as_ref());
 
     let loc = nest.location();
     let block = Block::new(&types.iter().map(|&t| (t, loc)).collect::<Vec<_>>());
@@ -372,5 +429,69 @@ pub fn finish(cx: &Context, module: &mut MlirModule) {
         op.set_inherent_attribute("arg_attrs", attrs);
         op.set_inherent_attribute("no_inline", Attribute::unit(cx));
         op.remove_attribute(NOALIAS).ok();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two views of `%a` captured by one nest each: `@f` reads both and writes `%o`, `@g`
+    /// reads one and writes the other.
+    const VIEWS: &str = r#"
+func.func @f(%a: memref<8xf32>, %o: memref<4xf32>) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %c4 = arith.constant 4 : index
+  %v1 = memref.subview %a[0] [4] [1] : memref<8xf32> to memref<4xf32, strided<[1]>>
+  %v2 = memref.subview %a[4] [4] [1] : memref<8xf32> to memref<4xf32, strided<[1], offset: 4>>
+  scf.for %i = %c0 to %c4 step %c1 {
+    %x = memref.load %v1[%i] : memref<4xf32, strided<[1]>>
+    %y = memref.load %v2[%i] : memref<4xf32, strided<[1], offset: 4>>
+    %s = arith.addf %x, %y : f32
+    memref.store %s, %o[%i] : memref<4xf32>
+  }
+  return
+}
+func.func @g(%a: memref<8xf32>) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %c4 = arith.constant 4 : index
+  %v1 = memref.subview %a[0] [4] [1] : memref<8xf32> to memref<4xf32, strided<[1]>>
+  %v2 = memref.subview %a[4] [4] [1] : memref<8xf32> to memref<4xf32, strided<[1], offset: 4>>
+  scf.for %i = %c0 to %c4 step %c1 {
+    %x = memref.load %v1[%i] : memref<4xf32, strided<[1]>>
+    memref.store %x, %v2[%i] : memref<4xf32, strided<[1], offset: 4>>
+  }
+  return
+}
+"#;
+
+    /// The LLVM parameters that get `noalias` in outlined function `name`.
+    fn noalias_of(module: &MlirModule, name: &str) -> Vec<i64> {
+        let mut op = module.body().first_operation();
+        while let Some(o) = op {
+            let sym = o.attribute("sym_name").map(|a| a.to_string());
+            if sym.as_deref() == Ok(&format!("\"{name}\"")) {
+                let attr = o
+                    .attribute(NOALIAS)
+                    .expect("outlined functions carry the mark");
+                let list = DenseI64ArrayAttribute::try_from(attr).expect("an i64 array");
+                return (0..list.len()).map(|i| list.element(i).unwrap()).collect();
+            }
+            op = o.next_in_block();
+        }
+        panic!("no function {name}")
+    }
+
+    /// Views of one buffer are `noalias` where the nest only reads it: each rank-1 memref is
+    /// five LLVM parameters, its aligned pointer the second.
+    #[test]
+    fn views_of_one_buffer_are_noalias_where_the_nest_does_not_write_it() {
+        let cx = super::super::context();
+        let mut module = MlirModule::parse(&cx, VIEWS).expect("parses");
+        outline(&cx, &mut module);
+        assert_eq!(noalias_of(&module, "f__nest0"), [1, 6, 11]);
+        assert_eq!(noalias_of(&module, "g__nest0"), Vec::<i64>::new());
     }
 }
