@@ -119,7 +119,8 @@ impl Region {
 }
 
 impl Window {
-    /// The interior region, whose outputs read every tap (if any), and the border regions.
+    /// The interior region, whose outputs read every tap (if any), and the other regions (a
+    /// second region of whole windows, which the segments do not make, would be one of them).
     fn regions(&self) -> (Option<Region>, Vec<Region>) {
         let full = (self.kernel[0] * self.kernel[1]) as usize;
         let (mut interior, mut borders) = (None, Vec::new());
@@ -135,7 +136,7 @@ impl Window {
                     cols: c.clone(),
                     taps,
                 };
-                match region.taps.len() == full {
+                match region.taps.len() == full && interior.is_none() {
                     true => interior = Some(region),
                     false => borders.push(region),
                 }
