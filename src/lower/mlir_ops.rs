@@ -511,8 +511,7 @@ impl<'c: 'b, 'b, B: BlockLike<'c, 'b>> Emitter<'c, 'b, B> {
         dyn_sizes: &[Value<'c, '_>],
         result: Type<'c>,
     ) -> BResult<Value<'c, 'b>> {
-        let strides = vec![1i64; sizes.len()];
-        self.extract_slice_strided(x, offsets, sizes, &strides, dyn_sizes, result)
+        self.unit_slice("tensor.extract_slice", x, offsets, sizes, dyn_sizes, result)
     }
 
     /// [`Emitter::extract_slice`] taking every `strides[i]`-th element along axis `i`.
@@ -546,16 +545,21 @@ impl<'c: 'b, 'b, B: BlockLike<'c, 'b>> Emitter<'c, 'b, B> {
         dyn_sizes: &[Value<'c, '_>],
         result: Type<'c>,
     ) -> BResult<Value<'c, 'b>> {
+        self.unit_slice("memref.subview", x, offsets, sizes, dyn_sizes, result)
+    }
+
+    /// [`Emitter::slice`] with unit strides.
+    fn unit_slice(
+        &self,
+        name: &str,
+        x: Value<'c, '_>,
+        offsets: &[i64],
+        sizes: &[i64],
+        dyn_sizes: &[Value<'c, '_>],
+        result: Type<'c>,
+    ) -> BResult<Value<'c, 'b>> {
         let strides = vec![1i64; sizes.len()];
-        self.slice(
-            "memref.subview",
-            x,
-            offsets,
-            sizes,
-            &strides,
-            dyn_sizes,
-            result,
-        )
+        self.slice(name, x, offsets, sizes, &strides, dyn_sizes, result)
     }
 
     #[allow(clippy::too_many_arguments)]

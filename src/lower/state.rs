@@ -212,13 +212,17 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
 
     /// Memref argument `m` as a tensor of type `ty`.
     pub(super) fn to_tensor(&self, m: Value<'c, '_>, ty: Type<'c>) -> BResult<Value<'c, 'b>> {
-        self.e.op1(
-            "bufferization.to_tensor",
-            &[m],
-            ty,
-            &[(id(self.cx, "restrict"), Attribute::unit(self.cx))],
-            vec![],
-        )
+        self.tensor_of(m, ty, &["restrict"])
+    }
+
+    /// `bufferization.to_tensor` of `m` with the unit attributes `flags`.
+    fn tensor_of(&self, m: Value<'c, '_>, ty: Type<'c>, flags: &[&str]) -> BResult<Value<'c, 'b>> {
+        let attrs: Vec<_> = flags
+            .iter()
+            .map(|f| (id(self.cx, f), Attribute::unit(self.cx)))
+            .collect();
+        self.e
+            .op1("bufferization.to_tensor", &[m], ty, &attrs, vec![])
     }
 
     /// A buffer of `dims` that the lowering fills itself, through views of
@@ -242,17 +246,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
     /// Buffer `m` of [`Lower::alloc`] as the tensor that owns it: bufferization may write into
     /// it in place (`writable`) and frees it after its last use, as its own allocations.
     pub(super) fn owned_tensor(&self, m: Value<'c, '_>, ty: Type<'c>) -> BResult<Value<'c, 'b>> {
-        let unit = Attribute::unit(self.cx);
-        self.e.op1(
-            "bufferization.to_tensor",
-            &[m],
-            ty,
-            &[
-                (id(self.cx, "restrict"), unit),
-                (id(self.cx, "writable"), unit),
-            ],
-            vec![],
-        )
+        self.tensor_of(m, ty, &["restrict", "writable"])
     }
 
     /// Tensor `t` as a buffer that is only read, with any layout: bufferization replaces it by

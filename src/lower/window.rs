@@ -32,7 +32,7 @@ use super::elementwise::activation;
 use super::mlir_ops::{BResult, Emitter, Iter};
 use super::state::Lower;
 use crate::ir::OpKind;
-use melior::ir::{AffineExpr, AffineMap, Block, Value};
+use melior::ir::{AffineExpr, AffineMap, Block, Type, Value};
 use std::ops::Range;
 
 /// The geometry of a window, per axis (height, width); pads are (top, left, bottom, right) as
@@ -234,8 +234,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
             // Unit axes are no loops: the views drop them, as the schedule's patterns do on
             // tensors, so the memref descriptors LLVM receives are no larger than they were.
             let kept: Vec<usize> = (0..4).filter(|&a| rd[a].as_static() != Some(1)).collect();
-            let sizes: Vec<i64> = kept.iter().map(|&a| rd[a].to_i64()).collect();
-            let ty = self.any_layout_type(&sizes)?;
+            let ty = self.view_type(&rd, Some(&kept))?;
             let dest = self
                 .e
                 .subview(view, &region.offsets(), &shape(&rd), &dn, ty)?;
@@ -286,20 +285,15 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         let steps = [1, 1, g.strides[0], g.strides[1]];
         let tap_exprs: Vec<AffineExpr> = kept.iter().map(|&a| axis(a) * k(steps[a])).collect();
         let tap_map = AffineMap::new(cx, n, 0, &tap_exprs);
+        let ty = self.view_type(&td, buffers)?;
         let origin = region.origin();
         for tap in &region.taps {
             let at =
                 |a: usize| (origin[a] * g.strides[a] + tap[a] * g.dilations[a] - g.pads[a]) as i64;
             let offsets = [0, 0, at(0), at(1)];
             ins.push(match buffers {
-                Some(_) => {
-                    let sizes: Vec<i64> = kept.iter().map(|&a| td[a].to_i64()).collect();
-                    let ty = self.any_layout_type(&sizes)?;
-                    self.e.subview(x, &offsets, &shape(&td), &dn, ty)?
-                }
-                None => self
-                    .e
-                    .extract_slice(x, &offsets, &shape(&td), &dn, self.ty(&td))?,
+                Some(_) => self.e.subview(x, &offsets, &shape(&td), &dn, ty)?,
+                None => self.e.extract_slice(x, &offsets, &shape(&td), &dn, ty)?,
             });
             maps.push(tap_map);
         }
@@ -314,6 +308,18 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
             }
         }
         Ok((ins, maps))
+    }
+
+    /// The type of a view of `dims`: a tensor, or with `buffers` a memref of any layout
+    /// without the axes it does not keep.
+    fn view_type(&self, dims: &[DimVal], buffers: Option<&[usize]>) -> BResult<Type<'c>> {
+        match buffers {
+            Some(kept) => {
+                let sizes: Vec<i64> = kept.iter().map(|&a| dims[a].to_i64()).collect();
+                self.any_layout_type(&sizes)
+            }
+            None => Ok(self.ty(dims)),
+        }
     }
 }
 
