@@ -3,9 +3,11 @@
 //! (sum reductions divided by the count).
 
 use super::abi::{shape, DimVal};
+use super::mlir_ops::BResult;
 use super::state::{LResult, Lower};
 use super::window::{Reduce, Window};
 use crate::ir::{self, OpId, ValueId};
+use melior::ir::Value;
 
 impl<'c, 'b> Lower<'c, 'b, '_> {
     /// Max pooling (`avg = None`) or average pooling (`avg = Some(count_include_pad)`).
@@ -46,6 +48,40 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         self.reduce_mean(op, v, &axes, true)
     }
 
+    /// `x` (of `d`) with each run of adjacent `reduced` axes (static) collapsed into one, its
+    /// dims, and the axes' flags after it. A global pool then sums one loop of `H·W` instead of
+    /// `H` loops of `W`: LLVM vectorizes the long loop and keeps it a loop, where it unrolled
+    /// the short one completely into every iteration of `H` (56x56 was one block of 1500
+    /// vector adds; `docs/performance.md`). The sum's order changes only as `reassoc` already
+    /// allows.
+    fn collapse_reduced(
+        &self,
+        x: Value<'c, 'b>,
+        d: &[DimVal],
+        reduced: &[bool],
+    ) -> BResult<(Value<'c, 'b>, Vec<DimVal>, Vec<bool>)> {
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        for i in 0..d.len() {
+            match groups.last_mut() {
+                Some(g) if reduced[i] && reduced[g[0]] => g.push(i),
+                _ => groups.push(vec![i]),
+            }
+        }
+        if groups.len() == d.len() {
+            return Ok((x, d.to_vec(), reduced.to_vec()));
+        }
+        let dims: Vec<DimVal> = groups
+            .iter()
+            .map(|g| match g.len() {
+                1 => d[g[0]],
+                _ => DimVal::Static(g.iter().map(|&a| d[a].to_i64() as u64).product()),
+            })
+            .collect();
+        let flags = groups.iter().map(|g| reduced[g[0]]).collect();
+        let y = self.e.collapse(x, &groups, self.ty(&dims))?;
+        Ok((y, dims, flags))
+    }
+
     /// `nn.mean` over `axes` (negative ones count from the end).
     pub(super) fn mean(
         &mut self,
@@ -73,10 +109,11 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
             count *= self.need_static(op, &d, a, "reduced axis")?;
         }
         let reduced: Vec<bool> = (0..r).map(|i| axes.contains(&i)).collect();
+        let (x, xd, red) = self.collapse_reduced(x, &d, &reduced)?;
         let (s, kept) = self.reduce(
-            &[(x, (0..r).map(Some).collect())],
-            &d,
-            &reduced,
+            &[(x, (0..xd.len()).map(Some).collect())],
+            &xd,
+            &red,
             0.0,
             |e, a| e.binf_fast("arith.addf", a[0], a[1], "reassoc"),
         )?;
