@@ -29,7 +29,7 @@
 
 use super::abi::{shape, DimVal};
 use super::elementwise::activation;
-use super::mlir_ops::{BResult, Emitter, Iter};
+use super::mlir_ops::{BResult, BuildError, Emitter, Iter};
 use super::state::Lower;
 use crate::ir::OpKind;
 use melior::ir::{AffineExpr, AffineMap, Block, Type, Value};
@@ -119,6 +119,19 @@ impl Region {
 }
 
 impl Window {
+    /// Whether a depthwise conv runs over its zero-padded input in one nest
+    /// ([`Lower::window_padded`]) instead of region by region: when its rows are shorter than
+    /// two vectors of `lanes` and it has more border regions than a 3x3 window (8). Each
+    /// border region is a nest of its own, which LLVM vectorizes across the channels with a
+    /// load per lane and tap; for a 5x5 window on a 7x7 or 14x14 map (24 regions, 40 of 49
+    /// outputs on the 7x7 one) those nests were most of a model's compile time, and the
+    /// padded copy costs less to run than they cost to compile. Wider rows vectorize along
+    /// the row, and a 3x3 window's regions cost little to compile and nothing to copy
+    /// (`docs/performance.md`).
+    pub(super) fn padded(&self, lanes: u64) -> bool {
+        self.output[1] < 2 * lanes && self.regions().1.len() > 8
+    }
+
     /// The interior region, whose outputs read every tap (if any), and the other regions (a
     /// second region of whole windows, which the segments do not make, would be one of them).
     fn regions(&self) -> (Option<Region>, Vec<Region>) {
@@ -158,6 +171,11 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         red: Reduce<'c, 'b, '_>,
         g: Window,
     ) -> BResult<Value<'c, 'b>> {
+        if let Reduce::Conv { .. } = red {
+            if g.padded(self.tiles.lanes) {
+                return self.window_padded(x, xd, red, &g);
+            }
+        }
         let st = DimVal::Static;
         let out = [xd[0], xd[1], st(g.output[0]), st(g.output[1])];
         let (interior, borders) = g.regions();
@@ -196,6 +214,48 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
                 .e
                 .insert_slice(v, y, &inner.offsets(), &shape(&rd), &dn, self.ty(&out)),
         }
+    }
+
+    /// A depthwise conv over its zero-padded input ([`Window::padded`]): one loop nest over
+    /// `[N, C, HO, WO]` whose taps all read inside the padded input, no border regions.
+    /// Padding with zeros adds `0·w` terms where a region sum skips the tap: the same value
+    /// (the interpreter also treats padding as zeros).
+    fn window_padded(
+        &self,
+        x: Value<'c, 'b>,
+        xd: &[DimVal],
+        red: Reduce<'c, 'b, '_>,
+        g: &Window,
+    ) -> BResult<Value<'c, 'b>> {
+        let st = DimVal::Static;
+        let [pt, pl, pb, pr] = g.pads;
+        let whole = Window {
+            input: [g.input[0] + pt + pb, g.input[1] + pl + pr],
+            pads: [0; 4],
+            ..*g
+        };
+        let pd = [xd[0], xd[1], st(whole.input[0]), st(whole.input[1])];
+        let [pt, pl, pb, pr] = g.pads.map(|p| p as i64);
+        let xp = self
+            .e
+            .pad(x, &[0, 0, pt, pl], &[0, 0, pb, pr], 0.0, self.ty(&pd))?;
+        // Every output of the padded window reads all of its taps: one region, the interior.
+        let (Some(region), _) = whole.regions() else {
+            return Err(BuildError("a padded window has no interior".into()));
+        };
+        let out = [xd[0], xd[1], st(g.output[0]), st(g.output[1])];
+        let (ins, maps) = self.region_operands(xp, red, &out, &whole, &region, None)?;
+        let v = self.e.generic(
+            &ins,
+            &maps,
+            self.empty(&out)?,
+            identity(self.cx, 4),
+            &[Iter::Parallel; 4],
+            self.ty(&out),
+            |e, v| combine(e, red, v, &whole, &region),
+        )?;
+        self.spread(v, &out)?;
+        Ok(v)
     }
 
     /// The border regions, each written in place into its view of a new buffer of `out`;
