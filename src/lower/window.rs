@@ -15,7 +15,9 @@
 //! * **No padded copy of the input.** Along each axis, every output whose window reaches into
 //!   the padding (or a ceil-mode pool's overhang) is a segment of its own and the interior one
 //!   segment; a region (a row segment by a column segment) reads only the taps inside the
-//!   input for all of its outputs, and a pool's divisor is one constant per region.
+//!   input for all of its outputs, and a pool's divisor is one constant per region. The
+//!   exception is a depthwise conv with short rows and a wide window ([`Window::padded`]),
+//!   whose many border regions cost more to compile than a padded copy costs to run.
 //! * **Border regions on buffers.** They are written in place into views of one buffer, which
 //!   then becomes the output tensor that the interior is written into
 //!   ([`Lower::window_borders`] says why).
