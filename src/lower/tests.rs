@@ -1000,11 +1000,12 @@ fn approx_math_within_documented_bounds() {
 
 /// Depthwise convs (`window.rs`: one loop nest per output region, border outputs summing only
 /// their in-range taps, the bias and a following activation in the same loop; or, for rows
-/// shorter than two vectors, one nest over the zero-padded input with channels innermost): odd
-/// channel counts and sizes, strides 1 and 2, padding 0, 1 and 2, dilation, batch 2, planes with
-/// no interior and outputs with no tap at all, each with and without a bias and with each kind
-/// of fused activation (and an activation that is not the conv's only user, which is not
-/// fused), against the interpreter; and the 3x3 stride-2 pools of the same odd sizes.
+/// shorter than two vectors under a window with more border regions than a 3x3 one, one nest
+/// over the zero-padded input): odd channel counts and sizes, strides 1 and 2, padding 0, 1 and
+/// 2, dilation, batch 2, planes with no interior and outputs with no tap at all, each with and
+/// without a bias and with each kind of fused activation (and an activation that is not the
+/// conv's only user, which is not fused), against the interpreter; and the 3x3 stride-2 pools
+/// of the same odd sizes.
 #[test]
 fn depthwise_windows_match_interpreter() {
     let acts = [
@@ -1030,8 +1031,9 @@ fn depthwise_windows_match_interpreter() {
         (3, 4, 3, 1, 3, 1, 1),
         // One output position from a larger padded input (the unit-dim folding case).
         (3, 2, 3, 2, 1, 1, 1),
-        // Rows of at least two vectors on every target (up to 16 lanes), which keep the
-        // output row innermost; the narrower maps above run with channels innermost.
+        // Rows of at least two vectors on every target (up to 16 lanes), which keep their
+        // border regions whatever the window; the narrower maps above under 5x5 (or dilated)
+        // windows run over a padded input.
         (9, 66, 3, 1, 1, 1, 1),
         (5, 70, 5, 2, 2, 1, 2),
         (7, 68, 3, 1, 2, 2, 1),

@@ -31,7 +31,7 @@
 
 use super::abi::{shape, DimVal};
 use super::elementwise::activation;
-use super::mlir_ops::{BResult, BuildError, Emitter, Iter};
+use super::mlir_ops::{BResult, Emitter, Iter};
 use super::state::Lower;
 use crate::ir::OpKind;
 use melior::ir::{AffineExpr, AffineMap, Block, Type, Value};
@@ -218,10 +218,11 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         }
     }
 
-    /// A depthwise conv over its zero-padded input ([`Window::padded`]): one loop nest over
-    /// `[N, C, HO, WO]` whose taps all read inside the padded input, no border regions.
-    /// Padding with zeros adds `0·w` terms where a region sum skips the tap: the same value
-    /// (the interpreter also treats padding as zeros).
+    /// A depthwise conv over its zero-padded input ([`Window::padded`]): the same window
+    /// without pads over a `tensor.pad` of `x`, which [`Lower::window`] computes as one
+    /// interior region (every tap inside), no border regions. Padding with zeros adds `0·w`
+    /// terms where a region sum skips the tap: the same value (the interpreter also treats
+    /// padding as zeros).
     fn window_padded(
         &self,
         x: Value<'c, 'b>,
@@ -229,35 +230,19 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         red: Reduce<'c, 'b, '_>,
         g: &Window,
     ) -> BResult<Value<'c, 'b>> {
-        let st = DimVal::Static;
         let [pt, pl, pb, pr] = g.pads;
         let whole = Window {
             input: [g.input[0] + pt + pb, g.input[1] + pl + pr],
             pads: [0; 4],
             ..*g
         };
+        let st = DimVal::Static;
         let pd = [xd[0], xd[1], st(whole.input[0]), st(whole.input[1])];
         let [pt, pl, pb, pr] = g.pads.map(|p| p as i64);
         let xp = self
             .e
             .pad(x, &[0, 0, pt, pl], &[0, 0, pb, pr], 0.0, self.ty(&pd))?;
-        // Every output of the padded window reads all of its taps: one region, the interior.
-        let (Some(region), _) = whole.regions() else {
-            return Err(BuildError("a padded window has no interior".into()));
-        };
-        let out = [xd[0], xd[1], st(g.output[0]), st(g.output[1])];
-        let (ins, maps) = self.region_operands(xp, red, &out, &whole, &region, None)?;
-        let v = self.e.generic(
-            &ins,
-            &maps,
-            self.empty(&out)?,
-            identity(self.cx, 4),
-            &[Iter::Parallel; 4],
-            self.ty(&out),
-            |e, v| combine(e, red, v, &whole, &region),
-        )?;
-        self.spread(v, &out)?;
-        Ok(v)
+        self.window(xp, &pd, red, whole)
     }
 
     /// The border regions, each written in place into its view of a new buffer of `out`;
