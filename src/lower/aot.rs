@@ -5,11 +5,12 @@
 //! The artifact is self-contained. Its functions are renamed `<prefix>__impl_<name>` (so two
 //! models link into one program), and the C glue compiled beside them provides, under the
 //! same prefix, what nnopt's loader provides to JIT-loaded code: `memrefCopy` (in C), the
-//! weights (packed as the compiled code reads them, included from raw files with the
-//! assembler's `.incbin`, 64-byte aligned in read-only data) and the entry point
-//! `<prefix>_<func>(inputs..., outputs...)` over plain contiguous float buffers. `malloc` and
-//! `free` are the C library's. The code is single-threaded: the async runtime of `--threads`
-//! lives in nnopt (`async_runtime.rs`) and is not part of the artifact.
+//! allocator of the temporaries ([`POOL`], which keeps freed blocks for the next call as
+//! `nnopt run`'s does, and `<prefix>_trim` to give them back), the weights (packed as the
+//! compiled code reads them, included from raw files with the assembler's `.incbin`, 64-byte
+//! aligned in read-only data) and the entry point `<prefix>_<func>(inputs..., outputs...)` over
+//! plain contiguous float buffers. The code is single-threaded: the async runtime of
+//! `--threads` lives in nnopt (`async_runtime.rs`) and is not part of the artifact.
 
 use super::abi::Signature;
 use super::entry::{context, lower_module, specialized};
@@ -53,9 +54,9 @@ pub fn compile_artifact(
     let fail = |e: String| vec![Diagnostic::error(e).at(m.span)];
     let pipeline = Pipeline::choose(&cx, &lowered, None, 1).map_err(fail)?;
     lower_to_llvm(&cx, &mut lowered, pipeline, 1).map_err(fail)?;
-    // Defined functions, and the one runtime function the glue defines; the C library's stay.
+    // Defined functions, and the runtime functions the glue defines; the C library's stay.
     let rename = |name: &str, declared: bool| {
-        (!declared || name == "memrefCopy").then(|| internal_name(prefix, name))
+        (!declared || GLUE_DEFINES.contains(&name)).then(|| internal_name(prefix, name))
     };
     let objects =
         emit_object(&lowered.module, target, Some(&rename), codegen_partitions()).map_err(fail)?;
@@ -70,6 +71,90 @@ pub fn compile_artifact(
         shapes: shapes.to_vec(),
     })
 }
+
+/// The functions the compiled code calls that the glue defines (under the artifact's prefix)
+/// instead of the C library.
+const GLUE_DEFINES: [&str; 4] = ["memrefCopy", "malloc", "aligned_alloc", "free"];
+
+/// The allocator of the temporaries, in C, as `jit.rs`'s pool: every call asks for the same
+/// sizes in the same order, so freed blocks are kept by size (at most `LIMIT` bytes) and handed
+/// out again, and from the second call on no temporary reaches the C library. glibc serves
+/// blocks this large with `mmap` or trims them off the heap top, so without the pool each call
+/// paid the page faults of all its temporaries (`docs/performance.md`). A spin lock (the
+/// critical sections are a walk of a short list) keeps the entry callable from several threads
+/// without linking a thread library. Blocks are 64-byte aligned with a 64-byte header holding
+/// the size and, while free, the next free block. `PREFIX_trim` frees the kept blocks and
+/// returns their bytes.
+const POOL: &str = r#"
+#include <stdlib.h>
+#include <sched.h>
+
+typedef struct nnopt_block { struct nnopt_block *next; size_t size; } nnopt_block;
+static nnopt_block *PREFIX__free_blocks;
+static size_t PREFIX__free_bytes;
+static char PREFIX__pool_lock;
+
+static void PREFIX__lock(void) {
+  while (__atomic_test_and_set(&PREFIX__pool_lock, __ATOMIC_ACQUIRE)) sched_yield();
+}
+static void PREFIX__unlock(void) { __atomic_clear(&PREFIX__pool_lock, __ATOMIC_RELEASE); }
+
+__attribute__((visibility("hidden")))
+void *PREFIX__impl_malloc(size_t size) {
+  PREFIX__lock();
+  for (nnopt_block **b = &PREFIX__free_blocks; *b; b = &(*b)->next) {
+    if ((*b)->size == size) {
+      nnopt_block *hit = *b;
+      *b = hit->next;
+      PREFIX__free_bytes -= size;
+      PREFIX__unlock();
+      return (char *)hit + 64;
+    }
+  }
+  PREFIX__unlock();
+  if (size > (size_t)-1 - 128) return NULL;
+  nnopt_block *b = aligned_alloc(64, (size + 64 + 63) / 64 * 64);
+  if (!b) return NULL;
+  b->size = size;
+  return (char *)b + 64;
+}
+
+__attribute__((visibility("hidden")))
+void *PREFIX__impl_aligned_alloc(size_t align, size_t size) {
+  return align > 64 ? NULL : PREFIX__impl_malloc(size);
+}
+
+__attribute__((visibility("hidden")))
+void PREFIX__impl_free(void *p) {
+  if (!p) return;
+  nnopt_block *b = (nnopt_block *)((char *)p - 64);
+  PREFIX__lock();
+  if (PREFIX__free_bytes + b->size <= LIMIT) {
+    PREFIX__free_bytes += b->size;
+    b->next = PREFIX__free_blocks;
+    PREFIX__free_blocks = b;
+    PREFIX__unlock();
+    return;
+  }
+  PREFIX__unlock();
+  free(b);
+}
+
+size_t PREFIX_trim(void) {
+  PREFIX__lock();
+  nnopt_block *b = PREFIX__free_blocks;
+  size_t bytes = PREFIX__free_bytes;
+  PREFIX__free_blocks = NULL;
+  PREFIX__free_bytes = 0;
+  PREFIX__unlock();
+  while (b) {
+    nnopt_block *next = b->next;
+    free(b);
+    b = next;
+  }
+  return bytes;
+}
+"#;
 
 /// `memrefCopy` (MLIR's runtime helper for strided copies) in C, as `jit.rs` implements it.
 const MEMREF_COPY: &str = r#"
@@ -142,6 +227,16 @@ impl Artifact {
         format!("{prefix}_{}", c_ident(&self.signature.name))
     }
 
+    /// The function that frees the memory kept for later calls.
+    fn trim(&self, prefix: &str) -> String {
+        format!("{prefix}_trim")
+    }
+
+    /// The symbols a shared library exports: the entry point and [`Artifact::trim`].
+    pub fn exports(&self, prefix: &str) -> [String; 2] {
+        [self.entry(prefix), self.trim(prefix)]
+    }
+
     /// The entry point's C declaration.
     fn prototype(&self, prefix: &str) -> String {
         let mut params: Vec<String> = (0..self.shapes.len())
@@ -156,8 +251,9 @@ impl Artifact {
         let guard = format!("{}_H", prefix.to_ascii_uppercase());
         let upper = self.entry(prefix).to_ascii_uppercase();
         let mut h = format!(
-            "/* Generated by `nnopt compile` from {source}: function @{}.\n * The C ABI is described in nnopt's docs/abi.md. Every buffer is contiguous, row-major\n * float32 (int64 for token ids, clamped into the embedding table); the weights are inside the\n * artifact. The function allocates its temporaries with malloc, runs on the calling thread,\n * and may be called from several threads at once. */\n#ifndef {guard}\n#define {guard}\n\n#include <stdint.h>\n\n#ifdef __cplusplus\nextern \"C\" {{\n#endif\n\n",
-            self.signature.name
+            "/* Generated by `nnopt compile` from {source}: function @{}.\n * The C ABI is described in nnopt's docs/abi.md. Every buffer is contiguous, row-major\n * float32 (int64 for token ids, clamped into the embedding table); the weights are inside the\n * artifact. The function runs on the calling thread and may be called from several threads\n * at once. It keeps the memory of its temporaries for the next call; {trim}() frees it and\n * returns its size in bytes. */\n#ifndef {guard}\n#define {guard}\n\n#include <stddef.h>\n#include <stdint.h>\n\n#ifdef __cplusplus\nextern \"C\" {{\n#endif\n\n",
+            self.signature.name,
+            trim = self.trim(prefix)
         );
         let mut dims = |kind: &str, i: usize, elem: &str, shape: &[u64]| {
             let n: u64 = shape.iter().product();
@@ -178,8 +274,9 @@ impl Artifact {
         }
         let _ = write!(
             h,
-            "\n{};\n\n#ifdef __cplusplus\n}}\n#endif\n\n#endif\n",
-            self.prototype(prefix)
+            "\n{};\nsize_t {}(void);\n\n#ifdef __cplusplus\n}}\n#endif\n\n#endif\n",
+            self.prototype(prefix),
+            self.trim(prefix)
         );
         h
     }
@@ -188,6 +285,11 @@ impl Artifact {
     pub fn glue(&self, prefix: &str, weight_files: &[std::path::PathBuf]) -> String {
         let mut c = String::from("#include <stdint.h>\n#include <string.h>\n");
         c.push_str(&MEMREF_COPY.replace("PREFIX", prefix));
+        c.push_str(
+            &POOL
+                .replace("PREFIX", prefix)
+                .replace("LIMIT", &format!("{}u", super::jit::POOL_LIMIT)),
+        );
         for (i, f) in weight_files.iter().enumerate() {
             let sym = internal_name(prefix, &format!("w{i}"));
             let _ = writeln!(

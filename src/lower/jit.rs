@@ -195,6 +195,9 @@ unsafe extern "C" fn memref_copy(elem_size: i64, src: *const Unranked, dst: *con
     }
 }
 
+/// The most bytes of freed temporaries the allocator of compiled code keeps for later calls.
+pub(super) const POOL_LIMIT: usize = 1 << 30;
+
 /// The allocator of compiled code: `memref.alloc` (the padded copy of a conv input, the
 /// tensors between layers) lowers to `malloc`/`free`, which the engine resolves to these
 /// (with `aligned_alloc`: every allocation the compiled code frees must come from here).
@@ -202,14 +205,15 @@ unsafe extern "C" fn memref_copy(elem_size: i64, src: *const Unranked, dst: *con
 /// for the same sizes in the same order, so from the second call on nothing reaches the OS
 /// (glibc serves blocks this large with `mmap`, so each call would pay their page faults).
 /// Blocks are 64-byte aligned (a cache line, a zmm register) with the size in a header; at
-/// most [`POOL_LIMIT`] bytes are kept.
+/// most [`POOL_LIMIT`] bytes are kept. `nnopt compile`'s artifacts carry the same allocator in
+/// C (`aot.rs`).
 mod pool {
+    use super::POOL_LIMIT;
     use std::alloc::{alloc, dealloc, Layout};
     use std::collections::BTreeMap;
     use std::sync::Mutex;
 
     const HEADER: usize = 64;
-    pub const POOL_LIMIT: usize = 1 << 30;
 
     struct Free {
         blocks: BTreeMap<usize, Vec<usize>>,

@@ -162,8 +162,8 @@ fn build(
     let mut link: Vec<std::ffi::OsString> = match kind {
         Kind::Shared => {
             let script = at("exports.map");
-            let entry = artifact.entry(prefix);
-            std::fs::write(&script, format!("{{ global: {entry}; local: *; }};\n")).map_err(io)?;
+            let global = artifact.exports(prefix).join("; ");
+            std::fs::write(&script, format!("{{ global: {global}; local: *; }};\n")).map_err(io)?;
             let mut flag = std::ffi::OsString::from("-Wl,--version-script=");
             flag.push(&script);
             vec!["-shared".into(), flag]
