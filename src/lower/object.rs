@@ -536,10 +536,13 @@ fn has_mutable_global(m: LLVMModuleRef) -> bool {
 /// (`docs/performance.md`). Inlined, the loads feed the body directly and the call is gone.
 /// The callee becomes internal first, which is exact: only the wrapper names it (the JIT's
 /// packed entries and `nnopt compile`'s header call the wrappers), so once inlined it is dead
-/// and the always-inliner deletes it. The wrapper is then `noimplicitfloat`: its body is calls
-/// of the layers and, with threads, the stores of each parallel task's context, whose scalar
-/// loads of consecutive descriptor fields the SLP vectorizer otherwise took as one tree and
-/// spent longer on than the inlining saved (its own vector code, as written, stays vector).
+/// and the always-inliner deletes it. A wrapper that is then one basic block is made
+/// `noimplicitfloat`: its body is calls of the outlined layers and, with threads, the stores of
+/// each parallel task's context, whose scalar loads of consecutive descriptor fields the SLP
+/// vectorizer otherwise took as one tree and spent longer on than the inlining saved (its own
+/// vector code, as written, stays vector). A wrapper with more blocks has loops of its own (a
+/// function with no scheduled layer is not outlined), which the attribute would leave scalar:
+/// a max pool alone ran 3x slower.
 fn inline_into_c_interfaces(m: LLVMModuleRef, machine: &Machine) -> Result<(), String> {
     let (mut wrappers, mut callees) = (Vec::new(), Vec::new());
     for (wrapper, name) in definitions(m) {
@@ -564,6 +567,8 @@ fn inline_into_c_interfaces(m: LLVMModuleRef, machine: &Machine) -> Result<(), S
     add_function_attribute(m, &callees, c"alwaysinline");
     // SAFETY: the module is alive.
     unsafe { run_passes(m, c"always-inline", machine, "always-inliner", |_| {}) }?;
+    // SAFETY: the wrappers are live functions of the module.
+    wrappers.retain(|&w| unsafe { mlir_sys::LLVMCountBasicBlocks(w) } == 1);
     add_function_attribute(m, &wrappers, c"noimplicitfloat");
     Ok(())
 }

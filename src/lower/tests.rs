@@ -1079,3 +1079,49 @@ fn depthwise_windows_match_interpreter() {
     let a = attrs.replace('}', ", count_include_pad = false}");
     check(&pool("nn.avg_pool2d", &a, x, y), &[&[2, 53, 13, 13]]);
 }
+
+/// A max pool gives the interpreter's bits: NaN in any tap makes the output NaN, and among
+/// equal taps the first in tap order wins, so a window of zeros keeps its first zero's sign
+/// (`arith.maximumf` would give `+0`). Rows 40 wide, so the interior is the vectorized loop.
+#[test]
+fn max_pool_keeps_the_interpreters_nan_and_signed_zeros() {
+    let _serial = COMPILE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut x = random(&[1, 2, 9, 40], 5);
+    for ((_, c, h, w), v) in x
+        .indexed_iter_mut()
+        .map(|(i, v)| ((i[0], i[1], i[2], i[3]), v))
+    {
+        if c == 1 {
+            *v = if (h * 7 + w * 3) % 2 == 0 { 0.0 } else { -0.0 };
+        } else if (h * 40 + w) % 23 == 5 {
+            *v = f32::NAN;
+        }
+    }
+    for (attrs, y) in [
+        (
+            "{kernel = [3, 3], strides = [2, 2], pads = [1, 1, 1, 1], ceil_mode = false}",
+            "tensor<1x2x5x20xf32>",
+        ),
+        (
+            "{kernel = [2, 2], strides = [1, 1], pads = [0, 0, 0, 0], ceil_mode = false}",
+            "tensor<1x2x8x39xf32>",
+        ),
+    ] {
+        let text = format!(
+            "func @f(%x: tensor<1x2x9x40xf32>) -> {y} {{\n  %y = nn.max_pool2d %x {attrs} : {y}\n  return %y : {y}\n}}"
+        );
+        let m = load(&text);
+        let want = crate::interp::run(&m.funcs[0], std::slice::from_ref(&x)).unwrap();
+        let got = compiled(&text, std::slice::from_ref(&x));
+        let (want, got) = (&want[0], &got[0]);
+        assert_eq!(want.shape(), got.shape(), "{attrs}");
+        let nans = want.iter().filter(|v| v.is_nan()).count();
+        assert!(nans > 0, "the input puts NaN in some windows");
+        for (i, (a, b)) in want.iter().zip(got.iter()).enumerate() {
+            assert!(
+                (a.is_nan() && b.is_nan()) || a.to_bits() == b.to_bits(),
+                "{attrs}: element {i}: interpreter {a:?}, compiled {b:?}"
+            );
+        }
+    }
+}

@@ -370,6 +370,40 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
     }
 }
 
+/// A max pool's taps combined as the interpreter does: `m = v > m ? v : m` in tap order, so
+/// equal values (`-0` and `+0`) keep the first, and NaN in any tap makes the result NaN.
+/// The comparison is one `maxps`/`fmax` (a select on an ordered `>`); NaN goes beside it,
+/// one unordered compare per pair of taps, or'ed, and a select at the end. `arith.maximumf`
+/// gave the same values up to the sign of zero, but LLVM expands its vector form into six
+/// instructions with a sign-of-zero fixup, so the loop vectorizer left every pool scalar
+/// (`docs/performance.md`).
+fn max_taps<'c, 'x>(
+    e: &Emitter<'c, 'x, Block<'c>>,
+    taps: &[Value<'c, 'x>],
+) -> BResult<Value<'c, 'x>> {
+    const OGT: i64 = 2;
+    const UNO: i64 = 14;
+    let Some((&first, rest)) = taps.split_first() else {
+        return e.f32_const(f32::NEG_INFINITY);
+    };
+    if rest.is_empty() {
+        return Ok(first);
+    }
+    let mut m = first;
+    for &v in rest {
+        let greater = e.cmpf(OGT, v, m)?;
+        m = e.select(greater, v, m)?;
+    }
+    let i1: Type = melior::ir::r#type::IntegerType::new(e.cx, 1).into();
+    let mut nan = e.cmpf(UNO, first, *rest.first().unwrap_or(&first))?;
+    for pair in rest.get(1..).unwrap_or_default().chunks(2) {
+        let u = e.cmpf(UNO, pair[0], pair[pair.len() - 1])?;
+        nan = e.op1("arith.ori", &[nan, u], i1, &[], vec![])?;
+    }
+    let quiet = e.f32_const(f32::NAN)?;
+    e.select(nan, quiet, m)
+}
+
 /// The loop nests' map of the output: the `rank` loops themselves.
 fn identity(cx: &melior::Context, rank: usize) -> AffineMap<'_> {
     let dims: Vec<AffineExpr> = (0..rank).map(|i| AffineExpr::dim(cx, i)).collect();
@@ -423,7 +457,7 @@ fn combine<'c, 'x>(
                 None => Ok(acc),
             }
         }
-        Reduce::Max => fold(&|x, _| Ok(x), "arith.maximumf", false, f32::NEG_INFINITY),
+        Reduce::Max => max_taps(e, &v[..t]),
         Reduce::Avg { .. } => {
             let sum = fold(&|x, _| Ok(x), "arith.addf", false, 0.0)?;
             let n = e.f32_const(count.max(1) as f32)?;
