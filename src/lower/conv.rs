@@ -250,7 +250,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
             kw: kqw,
             pads: [0; 4],
         };
-        let rows = geom.rows(geom.padded_len(), geom.w);
+        let rows = geom.rows(geom.padded_len(self.tiles.lanes), geom.w);
         let kept = [
             (sh * rows).checked_sub(pads[0])?.min(h),
             (sw * geom.w).checked_sub(pads[1])?.min(wi),

@@ -29,11 +29,14 @@ pub(super) struct FlatConv {
 
 impl FlatConv {
     /// The flat length of a conv over a padded buffer: its output rows times the padded width,
-    /// rounded up to 32 so that two threads split it into whole vectors.
-    pub(super) fn padded_len(&self) -> u64 {
+    /// rounded up to two vectors of `lanes` so that two threads split it into whole vectors.
+    /// Two vectors are also the conv tile's positions on AVX2 (`schedule::conv_tile`), so
+    /// there no length leaves a remainder tile; a rounding to a fixed 32 (two AVX-512 vectors)
+    /// computed up to 15 % discarded positions there (a 14x14 map, 196 of 224).
+    pub(super) fn padded_len(&self, lanes: u64) -> u64 {
         let [pt, pl, pb, pr] = self.pads;
         let wp = self.w + pl + pr;
-        ((self.h + pt + pb - self.kh + 1) * wp).next_multiple_of(32)
+        ((self.h + pt + pb - self.kh + 1) * wp).next_multiple_of(2 * lanes)
     }
 
     /// The rows of `wp` a flat conv computing `len` positions reads: the image's, plus enough
@@ -71,12 +74,12 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
     /// A scheduled conv (groups 1, unit strides and dilations, static batch) computed over the
     /// flattened rows of its padded input: output position `p = oh * wp + ow` reads input
     /// position `p + kh * wp + kw` of the padded image flattened to `[N, C, rows * wp]`, so a
-    /// tile of the flat axis is 16-wide vectors end to end whatever the row width (tiling a row
+    /// tile of the flat axis is whole vectors end to end whatever the row width (tiling a row
     /// whose width is no multiple of the tile leaves a narrower last tile in every row).
     /// The `kw - 1` columns of each row that straddle two rows are computed and thrown away
-    /// (`(kw - 1) / wp` more work), and the flat length is rounded up to 32 so that two
-    /// threads split it into whole vectors; the padded buffer gets the rows those reads need
-    /// (an unpadded 1x1 conv of a length divisible by 32 reads its input in place, and one
+    /// (`(kw - 1) / wp` more work), and the flat length is rounded up to two vectors
+    /// ([`FlatConv::padded_len`]); the padded buffer gets the rows those reads need
+    /// (an unpadded 1x1 conv of a length of whole vector pairs reads its input in place, and one
     /// whose input is itself computed in flat rows, `rows`, reads that form: its result has the
     /// same rows, so no copy makes the input contiguous first).
     /// The NCHW result is a view: `[N, F, oh * wp]` expanded to rows and cut to `ow` columns.
@@ -101,12 +104,13 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         let (ho, wo) = (hp - g.kh + 1, wp - g.kw + 1);
         // Without padding, a 1-wide kernel reads the input in place unless its length would
         // leave a vector remainder that is not a power of two (vector<17> is slow).
+        let lanes = self.tiles.lanes;
         let copied = matches!(source, FlatSource::Nchw(_))
-            && (g.pads != [0; 4] || g.kw > 1 || (ho * wp) % 32 != 0);
+            && (g.pads != [0; 4] || g.kw > 1 || !(ho * wp).is_multiple_of(2 * lanes));
         let (wp, wo, len) = match source {
             FlatSource::Rows(_, r) => (r.wp, r.wo, r.len),
-            FlatSource::Nchw(_) if copied => (wp, wo, g.padded_len()),
-            FlatSource::Flat(_) => (wp, wo, g.padded_len()),
+            FlatSource::Nchw(_) if copied => (wp, wo, g.padded_len(lanes)),
+            FlatSource::Flat(_) => (wp, wo, g.padded_len(lanes)),
             FlatSource::Nchw(_) => (wp, wo, ho * wp),
         };
         let i = self.layers.len();

@@ -161,11 +161,21 @@ fn split(layer: &Layer, threads: u64, tiles: &Tiles) -> Option<Vec<u64>> {
             // Each task peels its own remainder of position tiles, which must be whole vectors
             // of a power-of-two count: 864 positions (28 rows of 30) in two tasks of 432 = 6 x
             // 64 + 48 would leave a 48-wide tile, slow enough to lose the second thread's gain.
+            // A split that leaves such a remainder where the whole layer had none comes after
+            // the split by filters: its remainder tiles are kernels of their own to compile
+            // (208 positions in two tasks of 104 = 6 x 16 + 8 on AVX2).
             let share = len / threads;
             let rem = share % tile(share, tiles.conv.1);
-            if len.is_multiple_of(threads * tiles.lanes) && (rem == 0 || rem.is_power_of_two()) {
+            // Unless each task would get less than a whole filter tile.
+            let whole = len.is_multiple_of(threads * tiles.lanes);
+            let filters = f.is_multiple_of(threads);
+            if whole && rem == 0 {
                 Some(vec![0, 0, share])
-            } else if f.is_multiple_of(threads) {
+            } else if filters && f / threads >= tiles.conv.0 {
+                Some(vec![0, f / threads, 0])
+            } else if whole && rem.is_power_of_two() {
+                Some(vec![0, 0, share])
+            } else if filters {
                 Some(vec![0, f / threads, 0])
             } else {
                 None
@@ -419,8 +429,17 @@ mod tests {
             padded: true,
         };
         assert!(script(&[conv], 1, &avx2).contains("tile_sizes [1, 6, 16]"));
-        // 208 = 2 x 104 = 2 x (6 x 16 + 8): whole 8-lane vectors, not whole 16-lane ones.
-        assert_eq!(split(&conv, 2, &avx2), Some(vec![0, 0, 104]));
+        // 208 = 2 x 104 = 2 x (6 x 16 + 8): whole 8-lane vectors, not whole 16-lane ones; the
+        // 8-wide remainder would be a kernel of its own, so the 64 filters split instead,
+        // unless a task's share is less than a filter tile.
+        assert_eq!(split(&conv, 2, &avx2), Some(vec![0, 32, 0]));
+        let eight = Layer::Conv {
+            f: 8,
+            c: 64,
+            len: 208,
+            padded: true,
+        };
+        assert_eq!(split(&eight, 2, &avx2), Some(vec![0, 0, 104]));
         assert_eq!(split(&conv, 2, &AVX512), Some(vec![0, 32, 0]));
     }
 
@@ -514,11 +533,15 @@ mod tests {
             len,
             padded: true,
         };
-        // 56 rows of 58 are 3248 positions, rounded up to 3264 = 2 x 1632 = 2 x (25 x 64 + 32).
-        assert_eq!(split(&conv(64, 3264), 2, &AVX512), Some(vec![0, 0, 1632]));
+        // 56 rows of 58 are 3248 positions, rounded up to 3264 = 2 x 1632 = 2 x (25 x 64 + 32):
+        // 8 filters are less than a tile per task, so the positions split, each task with its
+        // 32-wide remainder (as lit/lower/schedule-threads.nnir checks); 64 filters split.
+        assert_eq!(split(&conv(8, 3264), 2, &AVX512), Some(vec![0, 0, 1632]));
+        assert_eq!(split(&conv(64, 3264), 2, &AVX512), Some(vec![0, 32, 0]));
         let two = script(&[conv(64, 3264)], 2, &AVX512);
         assert!(two.contains("tile_sizes [1, 6, 64]"), "{two}");
-        assert_eq!(two.matches("transform.loop.peel").count(), 2, "{two}");
+        // 32 filters = 5 x 6 + 2 per task; 3264 = 51 x 64.
+        assert_eq!(two.matches("transform.loop.peel").count(), 1, "{two}");
         // 864 positions would leave each task a 48-wide remainder: the filters split instead.
         assert_eq!(split(&conv(128, 864), 2, &AVX512), Some(vec![0, 64, 0]));
         assert_eq!(split(&conv(128, 896), 2, &AVX512), Some(vec![0, 0, 448]));
