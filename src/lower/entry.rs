@@ -139,6 +139,7 @@ fn lower_function<'c>(
             absorbed: HashSet::new(),
             packed: Default::default(),
             strided: Default::default(),
+            concats: HashMap::new(),
             tiles,
         };
         l.run().map(|()| {

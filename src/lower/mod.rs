@@ -28,6 +28,7 @@ mod approx;
 mod async_runtime;
 mod boundary;
 mod cached;
+mod concat;
 mod conv;
 mod dense;
 mod diag_capture;

@@ -1,5 +1,6 @@
-//! Ops that move data without arithmetic: `nn.concat`, `nn.flatten`, `nn.reshape`,
-//! `nn.transpose`, `nn.gather` and `nn.scatter` (slices, reshapes and `linalg.transpose`).
+//! Ops that move data without arithmetic: `nn.flatten`, `nn.reshape`, `nn.transpose`,
+//! `nn.gather` and `nn.scatter` (slices, reshapes and `linalg.transpose`); `nn.concat` is
+//! `concat.rs`.
 
 use super::abi::{shape, DimVal};
 use super::mlir_ops::{dense_i64, f32_type, i64_elements, id, BResult, BuildError, Emitter};
@@ -145,36 +146,6 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
 }
 
 impl<'c, 'b> Lower<'c, 'b, '_> {
-    /// `tensor.empty` + one `tensor.insert_slice` per operand.
-    pub(super) fn concat(&mut self, op: OpId, operands: &[ValueId], axis: i64) -> LResult<()> {
-        let (_, d0) = self.val(operands[0]);
-        let ax = Self::norm_axis(op, axis, d0.len())?;
-        let mut out = d0.clone();
-        let mut total = 0;
-        for &v in operands {
-            let (_, d) = self.val(v);
-            total += self.need_static(op, &d, ax, "concatenated axis")?;
-            for i in (0..out.len()).filter(|&i| i != ax) {
-                out[i] = self.unify(out[i], d[i]);
-            }
-        }
-        out[ax] = DimVal::Static(total);
-        let mut acc = self.empty(&out)?;
-        let mut offset = 0;
-        for &v in operands {
-            let (x, d) = self.val(v);
-            let mut offs = vec![0i64; d.len()];
-            offs[ax] = offset;
-            let dy = self.dyn_sizes(&d)?;
-            acc = self
-                .e
-                .insert_slice(x, acc, &offs, &shape(&d), &dy, self.ty(&out))?;
-            offset += d[ax].to_i64();
-        }
-        self.define(op, acc, out);
-        Ok(())
-    }
-
     /// `tensor.reshape` to `target`, whose `?` entry (if any) is the size that keeps the element
     /// count: with a dynamic input, its one dynamic size times the static sizes it drops.
     pub(super) fn reshape(&mut self, op: OpId, v: ValueId, target: &[Dim]) -> LResult<()> {

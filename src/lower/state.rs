@@ -7,6 +7,7 @@
 //! [`Lower::val`] always finds it.
 
 use super::abi::{memref_type, shape, DimVal, WeightArg};
+use super::concat::Member;
 use super::mlir_ops::{f32_type, id, segments, tensor_type, BResult, BuildError, Emitter, DYNAMIC};
 use super::schedule::{Layer, Tiles};
 use crate::ir::{Dim, ElemType, Function, Loc, OpId, OpKind, ValueId};
@@ -49,6 +50,8 @@ pub(super) struct Lower<'c, 'b, 'f> {
     pub(super) strided: HashSet<usize>,
     /// The register tiles of the target; the dense panel width is part of the lowered form.
     pub(super) tiles: Tiles,
+    /// The concats lowered so far, by operands and axis (see `concat.rs`).
+    pub(super) concats: HashMap<(Vec<ValueId>, usize), Member<'c, 'b>>,
 }
 
 /// A flat conv result `[n, f, len]` whose first `ho * wp` positions are `ho` rows of `wp`, of

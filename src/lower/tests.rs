@@ -431,6 +431,44 @@ fn lower_shape_ops() {
     );
 }
 
+/// Concat families (`concat.rs`): a DenseNet-style block whose concats extend each other
+/// (one shared tensor, flat conv results inserted into it), a concat that extends an earlier
+/// member again after a later one was formed (a fork: its insertion cannot be in place), a
+/// member returned after later members were formed, the axis spelled negative in one member,
+/// and a dynamic batch, against the interpreter.
+#[test]
+fn concat_families_match_interpreter() {
+    for (n, batch) in [("1", 1), ("?", 2)] {
+        let t = |c: u32| format!("tensor<{n}x{c}x6x6xf32>");
+        let text = format!(
+            "func @f(%x: {x4}, %w1: tensor<3x4x3x3xf32>, %w2: tensor<3x7x3x3xf32>, %w3: tensor<2x10x1x1xf32>) -> ({x10}, {x7}, {x9}) {{
+  %a = nn.relu %x : {x4}
+  %y1 = nn.conv2d %a, %w1 {{strides = [1, 1], pads = [1, 1, 1, 1], dilations = [1, 1], groups = 1}} : {x3}
+  %c1 = nn.concat %x, %y1 {{axis = 1}} : {x7}
+  %r1 = nn.relu %c1 : {x7}
+  %y2 = nn.conv2d %r1, %w2 {{strides = [1, 1], pads = [1, 1, 1, 1], dilations = [1, 1], groups = 1}} : {x3}
+  %c2 = nn.concat %x, %y1, %y2 {{axis = -3}} : {x10}
+  %y3 = nn.conv2d %c2, %w3 {{strides = [1, 1], pads = [0, 0, 0, 0], dilations = [1, 1], groups = 1}} : {x2}
+  %c3 = nn.concat %x, %y1, %y3 {{axis = 1}} : {x9}
+  return %c2, %c1, %c3 : {x10}, {x7}, {x9}
+}}",
+            x4 = t(4),
+            x3 = t(3),
+            x2 = t(2),
+            x7 = t(7),
+            x9 = t(9),
+            x10 = t(10),
+        );
+        let shapes: [&[usize]; 4] = [
+            &[batch, 4, 6, 6],
+            &[3, 4, 3, 3],
+            &[3, 7, 3, 3],
+            &[2, 10, 1, 1],
+        ];
+        check(&text, &shapes);
+    }
+}
+
 #[test]
 fn lower_softmax_layer_norm() {
     for axis in [-1, 0] {
