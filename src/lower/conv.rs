@@ -136,8 +136,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
             pd[2] = DimVal::Static(h + pads[0] + pads[2]);
             pd[3] = DimVal::Static(wi + pads[1] + pads[3]);
             let low = [0, 0, pads[0] as i64, pads[1] as i64];
-            let high = [0, 0, pads[2] as i64, pads[3] as i64];
-            (self.e.pad(x, &low, &high, 0.0, self.ty(&pd))?, pd)
+            (self.zero_padded(x, &xd, &low, &pd)?.0, pd)
         } else {
             (x, xd.clone())
         };
@@ -275,7 +274,8 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
     /// 1x2 and 1x1): one [`Pass`] of the flat conv each, so no zero tap is multiplied (one conv
     /// over all phases with the largest phase kernel cost `16 / 9` of the MACs). The flat
     /// conv's schedule covers every pass, where the named strided conv would run unscheduled.
-    /// The input is zero-padded to the rows and columns the phases need (`tensor.pad`) and
+    /// The input is zero-padded to the rows and columns the phases need
+    /// ([`Lower::zero_padded`]) and
     /// permuted into the flat conv's padded input `[N, sh * sw * C, rows * wq]` by an
     /// element-wise copy (the loop fallback, split over threads). The weight `wv` is rearranged
     /// once into the passes' weights one after another (`packing::pack_phases`): passed packed
@@ -294,23 +294,17 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         let [kept_h, kept_w] = ph.kept;
         let n = xd[0];
         let st = DimVal::Static;
+        let kd = [n, xd[1], st(kept_h), st(kept_w)];
         let x = if ph.kept == ph.input {
             x
         } else {
-            let kd = [n, xd[1], st(kept_h), st(kept_w)];
             self.e
                 .extract_slice(x, &[0; 4], &shape(&kd), &[], self.ty(&kd))?
         };
         let pads = ph.pads;
         let pd = [n, xd[1], st(sh * rows), st(sw * wq)];
         let low = [0, 0, pads[0] as i64, pads[1] as i64];
-        let high = [
-            0,
-            0,
-            (sh * rows - pads[0] - kept_h) as i64,
-            (sw * wq - pads[1] - kept_w) as i64,
-        ];
-        let xp = self.e.pad(x, &low, &high, 0.0, self.ty(&pd))?;
+        let (xp, _) = self.zero_padded(x, &kd, &low, &pd)?;
         // [N, C, rows * sh, wq * sw] -> [N, sh * sw * C, rows * wq], through the permuted
         // [N, sh, sw, C, rows, wq]: input dim i of the expanded tensor is loop PERM[i].
         const PERM: [Option<usize>; 6] = [Some(0), Some(3), Some(4), Some(1), Some(5), Some(2)];

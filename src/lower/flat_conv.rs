@@ -138,19 +138,9 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
             // turns it into a `memset`, which also brings the buffer into cache for the copy (so
             // the whole buffer is filled, not only its border). Threaded, it is split like an
             // element-wise op.
-            let xp = self.filled(0.0, &pd)?;
-            self.spread(xp, &pd)?;
             let [t, l] = [pt, pl].map(|v| v as i64);
-            let low = [0, 0, t, l];
-            let sizes = shape(xd);
-            let inner = self.e.extract_slice(xp, &low, &sizes, &[], self.ty(xd))?;
-            let copy = self
-                .e
-                .named_linalg("linalg.copy", &[x], inner, self.ty(xd), &[])?;
+            let (xp, copy) = self.zero_padded(x, xd, &[0, 0, t, l], &pd)?;
             mark(cx, copy, "pad_copy", i)?;
-            let xp = self
-                .e
-                .insert_slice(copy, xp, &low, &sizes, &[], self.ty(&pd))?;
             let flat = [n, DimVal::Static(g.c), DimVal::Static(rows * wp)];
             self.e
                 .collapse(xp, &[vec![0], vec![1], vec![2, 3]], self.ty(&flat))?

@@ -2,7 +2,7 @@
 //! broadcasting, contractions (`fastmath<contract>` multiply-adds), reductions and bias adds,
 //! and the `tensor.cast` barrier that stops the schedule's fusion.
 
-use super::abi::DimVal;
+use super::abi::{shape, DimVal};
 use super::mlir_ops::{map, BResult, Emitter, Iter};
 use super::state::Lower;
 use melior::ir::{AffineMap, Block, Value};
@@ -12,6 +12,33 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
     /// pulling `x`'s producer into every tile of the layer (canonicalization removes the cast).
     pub(super) fn barrier(&self, x: Value<'c, 'b>, dims: &[DimVal]) -> BResult<Value<'c, 'b>> {
         self.e.op1("tensor.cast", &[x], self.ty(dims), &[], vec![])
+    }
+
+    /// `x` (of `xd`) inside a zero-filled tensor of `pd`, at offsets `low`: a fill (split over
+    /// threads like an element-wise op) and a `linalg.copy` into the interior, which
+    /// `convert-linalg-to-loops` leaves to LLVM's loop vectorizer. A `tensor.pad` bufferizes
+    /// its interior to a `memref.copy` into a strided view, a `memrefCopy` call that moves the
+    /// rows one `memmove` at a time. Returns the padded tensor and the copy (for a schedule
+    /// mark).
+    pub(super) fn zero_padded(
+        &self,
+        x: Value<'c, 'b>,
+        xd: &[DimVal],
+        low: &[i64],
+        pd: &[DimVal],
+    ) -> BResult<(Value<'c, 'b>, Value<'c, 'b>)> {
+        let xp = self.filled(0.0, pd)?;
+        self.spread(xp, pd)?;
+        let sizes = shape(xd);
+        let dn = self.dyn_sizes(xd)?;
+        let inner = self.e.extract_slice(xp, low, &sizes, &dn, self.ty(xd))?;
+        let copy = self
+            .e
+            .named_linalg("linalg.copy", &[x], inner, self.ty(xd), &[])?;
+        let y = self
+            .e
+            .insert_slice(copy, xp, low, &sizes, &dn, self.ty(pd))?;
+        Ok((y, copy))
     }
 
     /// Indexing map results of an operand broadcast into `out` (right-aligned; a size-1 axis

@@ -219,8 +219,8 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
     }
 
     /// A depthwise conv over its zero-padded input ([`Window::padded`]): the same window
-    /// without pads over a `tensor.pad` of `x`, which [`Lower::window`] computes as one
-    /// interior region (every tap inside), no border regions. Padding with zeros adds `0·w`
+    /// without pads over a zero-padded copy of `x` ([`Lower::zero_padded`]), which
+    /// [`Lower::window`] computes as one interior region (every tap inside), no border regions. Padding with zeros adds `0·w`
     /// terms where a region sum skips the tap: the same value (the interpreter also treats
     /// padding as zeros).
     fn window_padded(
@@ -238,10 +238,8 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         };
         let st = DimVal::Static;
         let pd = [xd[0], xd[1], st(whole.input[0]), st(whole.input[1])];
-        let [pt, pl, pb, pr] = g.pads.map(|p| p as i64);
-        let xp = self
-            .e
-            .pad(x, &[0, 0, pt, pl], &[0, 0, pb, pr], 0.0, self.ty(&pd))?;
+        let [pt, pl] = [g.pads[0], g.pads[1]].map(|p| p as i64);
+        let (xp, _) = self.zero_padded(x, xd, &[0, 0, pt, pl], &pd)?;
         self.window(xp, &pd, red, whole)
     }
 
