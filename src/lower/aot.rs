@@ -80,9 +80,10 @@ const GLUE_DEFINES: [&str; 4] = ["memrefCopy", "malloc", "aligned_alloc", "free"
 /// sizes in the same order, so freed blocks are kept by size (at most `LIMIT` bytes) and handed
 /// out again, and from the second call on no temporary reaches the C library. glibc serves
 /// blocks this large with `mmap` or trims them off the heap top, so without the pool each call
-/// paid the page faults of all its temporaries (`docs/performance.md`). A spin lock (the
-/// critical sections are a walk of a short list) keeps the entry callable from several threads
-/// without linking a thread library. Blocks are 64-byte aligned with a 64-byte header holding
+/// paid the page faults of all its temporaries (`docs/performance.md`). The free blocks are
+/// kept in lists hashed by size, so a call finds its block without walking every free one (a
+/// model has hundreds). A spin lock (the critical sections are a walk of a short list) keeps
+/// the entry callable from several threads without linking a thread library. Blocks are 64-byte aligned with a 64-byte header holding
 /// the size and, while free, the next free block. `PREFIX_trim` frees the kept blocks and
 /// returns their bytes.
 const POOL: &str = r#"
@@ -90,9 +91,14 @@ const POOL: &str = r#"
 #include <sched.h>
 
 typedef struct nnopt_block { struct nnopt_block *next; size_t size; } nnopt_block;
-static nnopt_block *PREFIX__free_blocks;
+#define NNOPT_BUCKETS 256
+static nnopt_block *PREFIX__free_blocks[NNOPT_BUCKETS];
 static size_t PREFIX__free_bytes;
 static char PREFIX__pool_lock;
+
+static nnopt_block **PREFIX__bucket(size_t size) {
+  return &PREFIX__free_blocks[(size / 64) % NNOPT_BUCKETS];
+}
 
 static void PREFIX__lock(void) {
   while (__atomic_test_and_set(&PREFIX__pool_lock, __ATOMIC_ACQUIRE)) sched_yield();
@@ -102,7 +108,7 @@ static void PREFIX__unlock(void) { __atomic_clear(&PREFIX__pool_lock, __ATOMIC_R
 __attribute__((visibility("hidden")))
 void *PREFIX__impl_malloc(size_t size) {
   PREFIX__lock();
-  for (nnopt_block **b = &PREFIX__free_blocks; *b; b = &(*b)->next) {
+  for (nnopt_block **b = PREFIX__bucket(size); *b; b = &(*b)->next) {
     if ((*b)->size == size) {
       nnopt_block *hit = *b;
       *b = hit->next;
@@ -130,9 +136,10 @@ void PREFIX__impl_free(void *p) {
   nnopt_block *b = (nnopt_block *)((char *)p - 64);
   PREFIX__lock();
   if (PREFIX__free_bytes + b->size <= LIMIT) {
+    nnopt_block **bucket = PREFIX__bucket(b->size);
     PREFIX__free_bytes += b->size;
-    b->next = PREFIX__free_blocks;
-    PREFIX__free_blocks = b;
+    b->next = *bucket;
+    *bucket = b;
     PREFIX__unlock();
     return;
   }
@@ -141,16 +148,21 @@ void PREFIX__impl_free(void *p) {
 }
 
 size_t PREFIX_trim(void) {
+  nnopt_block *lists[NNOPT_BUCKETS];
   PREFIX__lock();
-  nnopt_block *b = PREFIX__free_blocks;
+  for (int i = 0; i < NNOPT_BUCKETS; i++) {
+    lists[i] = PREFIX__free_blocks[i];
+    PREFIX__free_blocks[i] = NULL;
+  }
   size_t bytes = PREFIX__free_bytes;
-  PREFIX__free_blocks = NULL;
   PREFIX__free_bytes = 0;
   PREFIX__unlock();
-  while (b) {
-    nnopt_block *next = b->next;
-    free(b);
-    b = next;
+  for (int i = 0; i < NNOPT_BUCKETS; i++) {
+    for (nnopt_block *b = lists[i]; b;) {
+      nnopt_block *next = b->next;
+      free(b);
+      b = next;
+    }
   }
   return bytes;
 }
