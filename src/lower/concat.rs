@@ -18,10 +18,11 @@
 //! formed, two concats extending the same one), it copies, and the values stay the same.
 
 use super::abi::{shape, DimVal};
+use super::mlir_ops::BResult;
 use super::state::{LResult, Lower};
 use crate::ir::infer::norm_axis;
 use crate::ir::{OpId, OpKind, ValueId};
-use melior::ir::Value;
+use melior::ir::{Value, ValueLike};
 
 /// A family member: the tensor its operands were inserted into and that tensor's dims.
 #[derive(Clone)]
@@ -65,6 +66,7 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
             let mut offs = vec![0i64; d.len()];
             offs[ax] = offset as i64;
             let dy = self.dyn_sizes(&d)?;
+            let x = self.copied_into(x, &d, acc, &offs)?;
             acc = self
                 .e
                 .insert_slice(x, acc, &offs, &shape(&d), &dy, self.ty(&full))?;
@@ -86,6 +88,28 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         };
         self.define(op, y, out);
         Ok(())
+    }
+
+    /// `x` (of `d`), when it is a strided view ([`Lower::view`]: a flat conv's rows without
+    /// their thrown-away columns), copied by a `linalg.copy` into its slice at `offs` of
+    /// `acc`, which LLVM vectorizes along the rows; inserted as it is, it bufferized to a
+    /// `memrefCopy` call that moves each row with a `memmove` of its own. Else `x`.
+    fn copied_into(
+        &self,
+        x: Value<'c, 'b>,
+        d: &[DimVal],
+        acc: Value<'c, 'b>,
+        offs: &[i64],
+    ) -> BResult<Value<'c, 'b>> {
+        if !self.strided.contains(&(x.to_raw().ptr as usize)) {
+            return Ok(x);
+        }
+        let dy = self.dyn_sizes(d)?;
+        let dest = self
+            .e
+            .extract_slice(acc, offs, &shape(d), &dy, self.ty(d))?;
+        self.e
+            .named_linalg("linalg.copy", &[x], dest, self.ty(d), &[])
     }
 
     /// The largest size along axis `ax` of the concats whose operands begin with `operands`
