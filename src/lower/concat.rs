@@ -19,17 +19,10 @@
 
 use super::abi::{shape, DimVal};
 use super::mlir_ops::BResult;
-use super::state::{LResult, Lower};
+use super::state::{LResult, Lower, Member};
 use crate::ir::infer::norm_axis;
 use crate::ir::{OpId, OpKind, ValueId};
 use melior::ir::{Value, ValueLike};
-
-/// A family member: the tensor its operands were inserted into and that tensor's dims.
-#[derive(Clone)]
-pub(super) struct Member<'c, 'b> {
-    tensor: Value<'c, 'b>,
-    dims: Vec<DimVal>,
-}
 
 impl<'c, 'b> Lower<'c, 'b, '_> {
     /// `nn.concat` of `operands` along `axis`: into the tensor of the longest earlier concat

@@ -7,7 +7,6 @@
 //! [`Lower::val`] always finds it.
 
 use super::abi::{memref_type, shape, DimVal, WeightArg};
-use super::concat::Member;
 use super::mlir_ops::{f32_type, id, segments, tensor_type, BResult, BuildError, Emitter, DYNAMIC};
 use super::schedule::{Layer, Tiles};
 use crate::ir::{Dim, ElemType, Function, Loc, OpId, OpKind, ValueId};
@@ -64,6 +63,14 @@ pub(super) struct RowView {
     pub(super) wp: u64,
     pub(super) wo: u64,
     pub(super) len: u64,
+}
+
+/// A concat lowered into a family's shared tensor (`concat.rs`): that tensor after its
+/// operands were inserted, and the tensor's dims.
+#[derive(Clone)]
+pub(super) struct Member<'c, 'b> {
+    pub(super) tensor: Value<'c, 'b>,
+    pub(super) dims: Vec<DimVal>,
 }
 
 /// How a layer's result is a view of the form it is computed in.
