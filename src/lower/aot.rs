@@ -83,8 +83,9 @@ const GLUE_DEFINES: [&str; 4] = ["memrefCopy", "malloc", "aligned_alloc", "free"
 /// paid the page faults of all its temporaries (`docs/performance.md`). The free blocks are
 /// kept in lists hashed by size, so a call finds its block without walking every free one (a
 /// model has hundreds). A spin lock (the critical sections are a walk of a short list) keeps
-/// the entry callable from several threads without linking a thread library. Blocks are 64-byte aligned with a 64-byte header holding
-/// the size and, while free, the next free block. `PREFIX_trim` frees the kept blocks and
+/// the entry callable from several threads without linking a thread library. Blocks are
+/// 64-byte aligned with a 64-byte header holding the size and, while free, the next free
+/// block. `PREFIX_trim` frees the kept blocks and
 /// returns their bytes.
 const POOL: &str = r#"
 #include <stdlib.h>

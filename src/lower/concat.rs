@@ -18,11 +18,9 @@
 //! formed, two concats extending the same one), it copies, and the values stay the same.
 
 use super::abi::{shape, DimVal};
-use super::mlir_ops::BResult;
 use super::state::{LResult, Lower, Member};
 use crate::ir::infer::norm_axis;
 use crate::ir::{OpId, OpKind, ValueId};
-use melior::ir::{Value, ValueLike};
 
 impl<'c, 'b> Lower<'c, 'b, '_> {
     /// `nn.concat` of `operands` along `axis`: into the tensor of the longest earlier concat
@@ -58,11 +56,16 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
             let (x, d) = self.val(v);
             let mut offs = vec![0i64; d.len()];
             offs[ax] = offset as i64;
-            let dy = self.dyn_sizes(&d)?;
-            let x = self.copied_into(x, &d, acc, &offs)?;
-            acc = self
-                .e
-                .insert_slice(x, acc, &offs, &shape(&d), &dy, self.ty(&full))?;
+            // A strided view (a flat conv's rows without their thrown-away columns) goes in
+            // through a vectorized copy, not a `memrefCopy` call.
+            acc = match self.is_strided(x) {
+                true => self.copy_into(x, &d, acc, &offs, &full)?.0,
+                false => {
+                    let dy = self.dyn_sizes(&d)?;
+                    self.e
+                        .insert_slice(x, acc, &offs, &shape(&d), &dy, self.ty(&full))?
+                }
+            };
             offset += size;
         }
         let member = Member {
@@ -81,28 +84,6 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
         };
         self.define(op, y, out);
         Ok(())
-    }
-
-    /// `x` (of `d`), when it is a strided view ([`Lower::view`]: a flat conv's rows without
-    /// their thrown-away columns), copied by a `linalg.copy` into its slice at `offs` of
-    /// `acc`, which LLVM vectorizes along the rows; inserted as it is, it bufferized to a
-    /// `memrefCopy` call that moves each row with a `memmove` of its own. Else `x`.
-    fn copied_into(
-        &self,
-        x: Value<'c, 'b>,
-        d: &[DimVal],
-        acc: Value<'c, 'b>,
-        offs: &[i64],
-    ) -> BResult<Value<'c, 'b>> {
-        if !self.strided.contains(&(x.to_raw().ptr as usize)) {
-            return Ok(x);
-        }
-        let dy = self.dyn_sizes(d)?;
-        let dest = self
-            .e
-            .extract_slice(acc, offs, &shape(d), &dy, self.ty(d))?;
-        self.e
-            .named_linalg("linalg.copy", &[x], dest, self.ty(d), &[])
     }
 
     /// The largest size along axis `ax` of the concats whose operands begin with `operands`

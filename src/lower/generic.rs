@@ -15,11 +15,10 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
     }
 
     /// `x` (of `xd`) inside a zero-filled tensor of `pd`, at offsets `low`: a fill (split over
-    /// threads like an element-wise op) and a `linalg.copy` into the interior, which
-    /// `convert-linalg-to-loops` leaves to LLVM's loop vectorizer. A `tensor.pad` bufferizes
-    /// its interior to a `memref.copy` into a strided view, a `memrefCopy` call that moves the
-    /// rows one `memmove` at a time. Returns the padded tensor and the copy (for a schedule
-    /// mark).
+    /// threads like an element-wise op) and [`Lower::copy_into`] its interior. A `tensor.pad`
+    /// bufferizes its interior to a `memref.copy` into a strided view, a `memrefCopy` call that
+    /// moves the rows one `memmove` at a time. Returns the padded tensor and the copy (for a
+    /// schedule mark).
     pub(super) fn zero_padded(
         &self,
         x: Value<'c, 'b>,
@@ -29,15 +28,31 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
     ) -> BResult<(Value<'c, 'b>, Value<'c, 'b>)> {
         let xp = self.filled(0.0, pd)?;
         self.spread(xp, pd)?;
+        self.copy_into(x, xd, xp, low, pd)
+    }
+
+    /// `dest` (of `dd`) with `x` (of `xd`) in its slice at `offs`, written by a `linalg.copy`
+    /// that `convert-linalg-to-loops` leaves to LLVM's loop vectorizer, where a
+    /// `tensor.insert_slice` of a strided `x` or into a strided slice bufferizes to a
+    /// `memrefCopy` call that moves each row with a `memmove` of its own. Returns the new
+    /// `dest` and the copy (for a schedule mark).
+    pub(super) fn copy_into(
+        &self,
+        x: Value<'c, 'b>,
+        xd: &[DimVal],
+        dest: Value<'c, 'b>,
+        offs: &[i64],
+        dd: &[DimVal],
+    ) -> BResult<(Value<'c, 'b>, Value<'c, 'b>)> {
         let sizes = shape(xd);
         let dn = self.dyn_sizes(xd)?;
-        let inner = self.e.extract_slice(xp, low, &sizes, &dn, self.ty(xd))?;
+        let slice = self.e.extract_slice(dest, offs, &sizes, &dn, self.ty(xd))?;
         let copy = self
             .e
-            .named_linalg("linalg.copy", &[x], inner, self.ty(xd), &[])?;
+            .named_linalg("linalg.copy", &[x], slice, self.ty(xd), &[])?;
         let y = self
             .e
-            .insert_slice(copy, xp, low, &sizes, &dn, self.ty(pd))?;
+            .insert_slice(copy, dest, offs, &sizes, &dn, self.ty(dd))?;
         Ok((y, copy))
     }
 

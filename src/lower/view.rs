@@ -65,12 +65,17 @@ impl<'c, 'b> Lower<'c, 'b, '_> {
     /// size 1 (a conv's 1x1 output flattened), which the vector transfers of a scheduled
     /// layer reading it cannot lower to LLVM.
     pub(super) fn contiguous(&self, x: Value<'c, 'b>, dims: &[DimVal]) -> BResult<Value<'c, 'b>> {
-        if !self.strided.contains(&(x.to_raw().ptr as usize)) {
+        if !self.is_strided(x) {
             return Ok(x);
         }
         let init = self.empty(dims)?;
         self.e
             .named_linalg("linalg.copy", &[x], init, self.ty(dims), &[])
+    }
+
+    /// Whether `x` is a view that is not contiguous (see [`Lower::view`]).
+    pub(super) fn is_strided(&self, x: Value<'c, 'b>) -> bool {
+        self.strided.contains(&(x.to_raw().ptr as usize))
     }
 
     fn view_of(&self, y: Value<'c, 'b>, view: View) -> BResult<Value<'c, 'b>> {
